@@ -1,0 +1,396 @@
+//! The command-line adapter: clap definitions and one function per command.
+//! It parses arguments into library calls and renders results; no decision
+//! logic lives here.
+//!
+//! Exit codes follow the Cedar CLI: 0 success, 1 error, 2 the decision was
+//! Deny (`authorize`), 3 validation failed (`check`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{self, Effect, Semantics};
+use crate::policies::{self, LoadError, PackSource, PolicyPack};
+use crate::suite;
+
+/// The schema of the shipped pack, used when neither `--policies` nor
+/// `--schema` is given.
+pub const DEFAULT_SCHEMA: &str = "schemas/partnergate.cedarschema";
+/// The shipped policy directory.
+pub const DEFAULT_POLICIES: &str = "policies";
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_DENY: u8 = 2;
+pub const EXIT_INVALID: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "partnergate",
+    version,
+    about = "Cedar authorization engine and sidecar for partner access to customer accounts",
+    after_help = "Exit codes: 0 success, 1 error, 2 decision was Deny (authorize), 3 validation failed (check)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and strictly validate the policies against the schema.
+    Check(CheckArgs),
+    /// Evaluate one request and print the decision, reasons and errors.
+    Authorize(AuthorizeArgs),
+    /// Run policy test suites (Cedar run-tests JSON or PartnerGate TOML) and report coverage.
+    Test(TestArgs),
+    /// Format the policy files (cedar-policy-formatter).
+    Fmt(FmtArgs),
+}
+
+/// Where the policy pack is.
+#[derive(Debug, Args, Clone)]
+pub struct PackArgs {
+    /// A directory of .cedar files (read in sorted order) or one .cedar file
+    /// [default: policies]
+    #[arg(long, env = "PARTNERGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// The Cedar schema (.cedarschema, or .json). Default: the shipped
+    /// schema when --policies is not given either; otherwise nothing is validated.
+    #[arg(long, env = "PARTNERGATE_SCHEMA")]
+    pub schema: Option<PathBuf>,
+}
+
+impl PackArgs {
+    pub fn source(&self) -> PackSource {
+        match (&self.policies, &self.schema) {
+            (None, None) => PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
+            (None, Some(s)) => PackSource::new(DEFAULT_POLICIES, Some(s.clone())),
+            (Some(p), s) => PackSource::new(p.clone(), s.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// Treat validation warnings as errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// Print problems as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthorizeArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// The principal, e.g. 'User::"alice"'.
+    #[arg(long)]
+    pub principal: String,
+    /// The action, e.g. 'Action::"invite_user"' (a bare name means Action::"name").
+    #[arg(long)]
+    pub action: String,
+    /// The resource, e.g. 'Account::"acme"'.
+    #[arg(long)]
+    pub resource: String,
+    /// The context as a JSON object, or @FILE to read it from a file.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Cedar entity JSON file.
+    #[arg(long)]
+    pub entities: PathBuf,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// Suite files or directories [default: tests/policies]
+    pub paths: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// A directory of .cedar files or one file [default: policies]
+    #[arg(long, env = "PARTNERGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Do not write; exit 1 if any file is not formatted.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Run a parsed command line; returns the process exit code. Output goes to
+/// `out`, problems to `err`.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let result = match cli.command {
+        Command::Check(a) => check(&a, out, err),
+        Command::Authorize(a) => authorize(&a, out, err),
+        Command::Test(a) => test(&a, out, err),
+        Command::Fmt(a) => fmt(&a, out, err),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Errors of the CLI's own (files it cannot read or write).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error(transparent)]
+    Suite(#[from] suite::SuiteError),
+}
+
+/// Load a pack, printing its errors; `Err(code)` when it cannot be loaded.
+fn load_pack(args: &PackArgs, err: &mut dyn Write) -> Result<PolicyPack, u8> {
+    policies::load(&args.source()).map_err(|e| {
+        let _ = write!(err, "{}", e.render());
+        load_exit_code(&e)
+    })
+}
+
+/// Validation failures exit 3, everything else 1.
+pub fn load_exit_code(e: &LoadError) -> u8 {
+    match e {
+        LoadError::Validation { .. } => EXIT_INVALID,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let source = a.pack.source();
+    match policies::load(&source) {
+        Err(e) => {
+            if a.json {
+                writeln!(out, "{}", serde_json::json!({"ok": false, "error": e.to_string(), "problems": e.problems()}))?;
+            } else {
+                write!(err, "{}", e.render())?;
+            }
+            Ok(load_exit_code(&e))
+        }
+        Ok(pack) => {
+            for w in &pack.warnings {
+                write!(err, "{}", w.rendered)?;
+            }
+            let files = pack.files.len() - usize::from(pack.schema.is_some());
+            if a.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"ok": !(a.deny_warnings && !pack.warnings.is_empty()),
+                        "version": pack.version, "policies": pack.policies, "warnings": pack.warnings})
+                )?;
+            } else {
+                let validated = match &source.schema {
+                    Some(s) => format!("validated strictly against {}", s.display()),
+                    None => "parsed (no schema given: not validated)".to_string(),
+                };
+                writeln!(
+                    out,
+                    "ok: {} policies in {} files {validated}; {} warning(s); version {}",
+                    pack.policies.len(),
+                    files,
+                    pack.warnings.len(),
+                    pack.version
+                )?;
+            }
+            if a.deny_warnings && !pack.warnings.is_empty() {
+                writeln!(err, "error: {} warning(s) and --deny-warnings", pack.warnings.len())?;
+                return Ok(EXIT_INVALID);
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Input {
+        path: path.to_path_buf(),
+        message: format!("line {} column {}: {e}", e.line(), e.column()),
+    })
+}
+
+fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let pack = match load_pack(&a.pack, err) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let context = match &a.context {
+        None => None,
+        Some(s) if s.starts_with('@') => Some(read_json(Path::new(&s[1..]))?),
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| CliError::Input {
+            path: "--context".into(),
+            message: e.to_string(),
+        })?),
+    };
+    let entities_json = read_json(&a.entities)?;
+    let action = if a.action.contains("::") {
+        a.action.clone()
+    } else {
+        format!("Action::\"{}\"", a.action)
+    };
+    let schema = pack.schema.as_ref();
+    let request = engine::parse_uid("principal", &a.principal).and_then(|p| {
+        let act = engine::parse_uid("action", &action)?;
+        let r = engine::parse_uid("resource", &a.resource)?;
+        engine::build_request(schema, p, act, r, context)
+    });
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            writeln!(err, "error: invalid request: {e}")?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let entities = match engine::parse_entities(schema, entities_json) {
+        Ok(e) => e,
+        Err(e) => {
+            writeln!(err, "error: {}: {e}", a.entities.display())?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&decision).unwrap_or_default())?;
+    } else {
+        writeln!(out, "{}", decision.decision.to_string().to_uppercase())?;
+        if decision.reasons.is_empty() {
+            writeln!(out, "reasons: none (no policy applies: denied by default)")?;
+        } else {
+            writeln!(out, "reasons:")?;
+            for r in &decision.reasons {
+                match &r.description {
+                    Some(d) => writeln!(out, "  {}: {d}", r.id)?,
+                    None => writeln!(out, "  {}", r.id)?,
+                }
+            }
+        }
+        if !decision.errors.is_empty() {
+            writeln!(out, "errors:")?;
+            for e in &decision.errors {
+                writeln!(out, "  {e}")?;
+            }
+        }
+        writeln!(out, "policy version: {}", decision.policy_version)?;
+    }
+    Ok(match decision.decision {
+        Effect::Allow => EXIT_OK,
+        Effect::Deny => EXIT_DENY,
+    })
+}
+
+fn test(a: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let pack = match load_pack(&a.pack, err) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let paths = if a.paths.is_empty() {
+        vec![PathBuf::from("tests/policies")]
+    } else {
+        a.paths.clone()
+    };
+    let files = suite::discover(&paths)?;
+    let suites = files
+        .iter()
+        .map(|f| suite::read_suite(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = suite::run(&pack, &suites);
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())?;
+    } else {
+        let mut current: Option<&Path> = None;
+        for r in &report.results {
+            if current != Some(r.suite.as_path()) {
+                writeln!(out, "{}", r.suite.display())?;
+                current = Some(r.suite.as_path());
+            }
+            if r.passed {
+                writeln!(out, "  ok    {}", r.name)?;
+            } else {
+                writeln!(out, "  FAIL  {}", r.name)?;
+                for d in &r.diff {
+                    writeln!(out, "        {d}")?;
+                }
+            }
+        }
+        let covered = report.total_policies - report.uncovered.len();
+        writeln!(
+            out,
+            "coverage: {covered}/{} policies were a determining reason ({:.1}%)",
+            report.total_policies,
+            report.coverage_percent()
+        )?;
+        for id in &report.uncovered {
+            let file = pack.policy(id).map(|p| format!(" ({}:{})", p.file.display(), p.line));
+            writeln!(out, "  never a reason: {id}{}", file.unwrap_or_default())?;
+        }
+    }
+    writeln!(out, "{} passed, {} failed", report.passed(), report.failed())?;
+    Ok(if report.failed() == 0 { EXIT_OK } else { EXIT_ERROR })
+}
+
+fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let dir = a.policies.clone().unwrap_or_else(|| DEFAULT_POLICIES.into());
+    let files = match policies::policy_files(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            write!(err, "{}", e.render())?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let config = cedar_policy_formatter::Config::default();
+    let mut unformatted = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let pretty = match cedar_policy_formatter::policies_str_to_pretty(&text, &config) {
+            Ok(p) => p,
+            Err(e) => {
+                writeln!(err, "{}: cannot format: {e}", f.display())?;
+                return Ok(EXIT_ERROR);
+            }
+        };
+        if pretty != text {
+            unformatted += 1;
+            if a.check {
+                writeln!(out, "would reformat {}", f.display())?;
+            } else {
+                write_atomically(&f, &pretty)?;
+                writeln!(out, "formatted {}", f.display())?;
+            }
+        }
+    }
+    if a.check && unformatted > 0 {
+        writeln!(err, "{unformatted} file(s) not formatted; run `partnergate fmt`")?;
+        return Ok(EXIT_ERROR);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Write a file through a temporary sibling and a rename, so a watcher never
+/// sees it half-written.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("cedar.tmp~");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,244 @@
+//! Making one decision: a typed request (uids, context) checked against the
+//! pack's schema, evaluated by Cedar over an entity set, and turned into a
+//! [`Decision`] with reasons (policy ids and descriptions) and errors.
+//!
+//! This module owns PartnerGate's decision semantics on top of Cedar's:
+//! fail closed. A request whose principal is not among the entities, or whose
+//! evaluation raised any policy error while Cedar said Allow, is a Deny with
+//! the cause in `errors`. [`Semantics::Cedar`] gives Cedar's own answer, for
+//! running test suites written for the Cedar CLI.
+
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, EntityUid, PolicySet, Request, Response, Schema,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::policies::PolicyPack;
+
+/// Why a request could not even be evaluated (a 400 on the wire, exit 1 in
+/// the CLI). Each message names the field and the problem.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("field `{field}`: {message}")]
+    Field { field: String, message: String },
+    #[error("entities: {0}")]
+    Entities(String),
+    #[error("request does not fit the schema: {0}")]
+    Schema(String),
+}
+
+impl RequestError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        RequestError::Field {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Allow or Deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Effect::Allow => "Allow",
+            Effect::Deny => "Deny",
+        })
+    }
+}
+
+/// A determining policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub description: Option<String>,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub decision: Effect,
+    pub reasons: Vec<Reason>,
+    pub errors: Vec<String>,
+    pub policy_version: String,
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        self.decision == Effect::Allow
+    }
+}
+
+/// Which answer to give when Cedar's and fail-closed semantics differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Semantics {
+    /// PartnerGate's: unknown principal or any evaluation error => Deny.
+    #[default]
+    FailClosed,
+    /// Cedar's own decision, for Cedar CLI compatible test suites.
+    Cedar,
+}
+
+/// Parse an entity uid written as `Type::"id"` (Cedar syntax).
+pub fn parse_uid(field: &str, s: &str) -> Result<EntityUid, RequestError> {
+    EntityUid::from_str(s.trim()).map_err(|e| {
+        RequestError::field(
+            field,
+            format!("`{s}` is not an entity uid like User::\"alice\" ({e})"),
+        )
+    })
+}
+
+/// Parse an entity uid from JSON: `"Type::\"id\""` or `{"type": .., "id": ..}`
+/// (also Cedar's `{"__entity": {...}}`).
+pub fn uid_from_json(field: &str, v: &serde_json::Value) -> Result<EntityUid, RequestError> {
+    match v {
+        serde_json::Value::String(s) => parse_uid(field, s),
+        serde_json::Value::Object(_) => EntityUid::from_json(v.clone()).map_err(|e| {
+            RequestError::field(
+                field,
+                format!("expected {{\"type\": \"User\", \"id\": \"alice\"}}: {e}"),
+            )
+        }),
+        _ => Err(RequestError::field(
+            field,
+            "expected an entity uid: \"User::\\\"alice\\\"\" or {\"type\": \"User\", \"id\": \"alice\"}",
+        )),
+    }
+}
+
+/// Build a Cedar request, validated against the schema when there is one:
+/// unknown entity types, unknown actions, wrong principal/resource types for
+/// the action and ill-typed context are all errors naming the field.
+pub fn build_request(
+    schema: Option<&Schema>,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    context: Option<serde_json::Value>,
+) -> Result<Request, RequestError> {
+    if let Some(schema) = schema {
+        check_uid_type(schema, "principal", &principal)?;
+        check_uid_type(schema, "resource", &resource)?;
+        if !schema.actions().any(|a| a == &action) {
+            return Err(RequestError::field(
+                "action",
+                format!("unknown action {action}: the schema does not declare it"),
+            ));
+        }
+    }
+    let context = match context {
+        None | Some(serde_json::Value::Null) => match schema {
+            // An absent context is the empty record; the schema may still
+            // require attributes, which the validation below reports.
+            Some(schema) => Context::from_json_value(serde_json::json!({}), Some((schema, &action)))
+                .map_err(|e| RequestError::field("context", e.to_string()))?,
+            None => Context::empty(),
+        },
+        Some(v @ serde_json::Value::Object(_)) => {
+            Context::from_json_value(v, schema.map(|s| (s, &action)))
+                .map_err(|e| RequestError::field("context", e.to_string()))?
+        }
+        Some(_) => return Err(RequestError::field("context", "must be a JSON object")),
+    };
+    Request::new(principal, action, resource, context, schema)
+        .map_err(|e| RequestError::Schema(e.to_string()))
+}
+
+fn check_uid_type(schema: &Schema, field: &str, uid: &EntityUid) -> Result<(), RequestError> {
+    let ty = uid.type_name();
+    if schema.entity_types().any(|t| t == ty) {
+        Ok(())
+    } else {
+        Err(RequestError::field(
+            field,
+            format!("unknown entity type `{ty}`: the schema does not declare it"),
+        ))
+    }
+}
+
+/// Parse Cedar entity JSON (an array of `{uid, attrs, parents}`), validated
+/// against the schema when there is one; action entities come from the schema.
+pub fn parse_entities(
+    schema: Option<&Schema>,
+    json: serde_json::Value,
+) -> Result<Entities, RequestError> {
+    Entities::from_json_value(json, schema).map_err(|e| RequestError::Entities(e.to_string()))
+}
+
+/// Evaluate `request` against `pack` over `entities`.
+pub fn decide(
+    pack: &PolicyPack,
+    request: &Request,
+    entities: &Entities,
+    semantics: Semantics,
+) -> Decision {
+    decide_with(&pack.policy_set, pack, request, entities, semantics)
+}
+
+/// Evaluate against an explicit policy set (a subset of `pack`'s, for the
+/// indexed path) while describing reasons from `pack`.
+pub fn decide_with(
+    policy_set: &PolicySet,
+    pack: &PolicyPack,
+    request: &Request,
+    entities: &Entities,
+    semantics: Semantics,
+) -> Decision {
+    if semantics == Semantics::FailClosed {
+        if let Some(p) = request.principal() {
+            if entities.get(p).is_none() {
+                return Decision {
+                    decision: Effect::Deny,
+                    reasons: Vec::new(),
+                    errors: vec![format!(
+                        "unknown principal {p}: not in the entity store nor in the request"
+                    )],
+                    policy_version: pack.version.clone(),
+                };
+            }
+        }
+    }
+    let response = Authorizer::new().is_authorized(request, policy_set, entities);
+    to_decision(pack, &response, semantics)
+}
+
+fn to_decision(pack: &PolicyPack, response: &Response, semantics: Semantics) -> Decision {
+    let mut reasons: Vec<Reason> = response
+        .diagnostics()
+        .reason()
+        .map(|id| Reason {
+            id: id.to_string(),
+            description: pack.description(id.as_ref()).map(str::to_string),
+        })
+        .collect();
+    reasons.sort_by(|a, b| a.id.cmp(&b.id));
+    let errors: Vec<String> = response
+        .diagnostics()
+        .errors()
+        .map(|e| e.to_string())
+        .collect();
+    let mut decision = match response.decision() {
+        cedar_policy::Decision::Allow => Effect::Allow,
+        cedar_policy::Decision::Deny => Effect::Deny,
+    };
+    if semantics == Semantics::FailClosed && decision == Effect::Allow && !errors.is_empty() {
+        // A forbid that errored was skipped by Cedar; never let that allow.
+        decision = Effect::Deny;
+        reasons.clear();
+    }
+    Decision {
+        decision,
+        reasons,
+        errors,
+        policy_version: pack.version.clone(),
+    }
+}

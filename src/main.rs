@@ -1,0 +1,10 @@
+//! The `partnergate` binary: parse the command line and hand it to the
+//! library. Everything else lives in `partnergate::cli`.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = partnergate::cli::Cli::parse();
+    let code = partnergate::cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr());
+    std::process::ExitCode::from(code)
+}

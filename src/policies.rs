@@ -1,0 +1,525 @@
+//! Loading a policy pack: Cedar policy files plus a Cedar schema, parsed with
+//! file names in every error, re-identified by their `@id` annotation,
+//! validated strictly, and fingerprinted with a content-hash version.
+//!
+//! This module owns the [`PolicyPack`] type that every decision is made
+//! against. It does no watching and knows nothing about HTTP: the reloader
+//! and the CLI both call [`load`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::{Diagnostic, NamedSource};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Where a policy came from.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// The policy id: its `@id` annotation, or Cedar's default `policyN`.
+    pub id: String,
+    /// The one-line `@description` annotation, if any.
+    pub description: Option<String>,
+    /// `permit` or `forbid`.
+    pub effect: String,
+    /// The file the policy was read from.
+    pub file: PathBuf,
+    /// 1-based line of the policy's first character in `file`.
+    pub line: usize,
+}
+
+/// A parsed, strictly validated set of policies with its schema.
+#[derive(Debug, Clone)]
+pub struct PolicyPack {
+    pub policy_set: PolicySet,
+    pub schema: Option<Schema>,
+    /// Content hash of the policy files and the schema, `sha256:` + 16 hex digits.
+    pub version: String,
+    /// The files read, in load order (policy files, then the schema).
+    pub files: Vec<PathBuf>,
+    /// Policies in load order.
+    pub policies: Vec<PolicyInfo>,
+    /// Validation warnings, rendered (only when a schema was given).
+    pub warnings: Vec<Problem>,
+    index: HashMap<String, usize>,
+}
+
+impl PolicyPack {
+    /// Metadata of one policy by id.
+    pub fn policy(&self, id: &str) -> Option<&PolicyInfo> {
+        self.index.get(id).map(|&i| &self.policies[i])
+    }
+
+    /// The description of a policy, if it has one.
+    pub fn description(&self, id: &str) -> Option<&str> {
+        self.policy(id).and_then(|p| p.description.as_deref())
+    }
+}
+
+/// One located problem found while loading: rendered for humans (with file,
+/// line, column and a caret) and structured for machines.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub policy_id: Option<String>,
+    pub message: String,
+    /// The miette rendering: message, location and a caret under the source.
+    #[serde(skip)]
+    pub rendered: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let (Some(l), Some(c)) = (self.line, self.column) {
+                write!(f, ":{l}:{c}")?;
+            }
+            write!(f, ": ")?;
+        }
+        if let Some(id) = &self.policy_id {
+            write!(f, "policy `{id}`: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Why a pack could not be loaded. Every variant names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no .cedar policy files in {0}")]
+    NoPolicies(PathBuf),
+    #[error("{} parse error(s) in {}", .problems.len(), .file.display())]
+    Parse {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("the policy id `{id}` is used twice: in {} and in {}", .first.display(), .second.display())]
+    DuplicateId {
+        id: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("schema {}: {}", .file.display(), .problem.message)]
+    Schema { file: PathBuf, problem: Box<Problem> },
+    #[error("strict validation failed with {} error(s)", .problems.len())]
+    Validation { problems: Vec<Problem> },
+}
+
+impl LoadError {
+    /// The structured problems behind this error (at least one).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            LoadError::Parse { problems, .. } | LoadError::Validation { problems } => {
+                problems.clone()
+            }
+            LoadError::Schema { problem, .. } => vec![(**problem).clone()],
+            other => {
+                let file = match other {
+                    LoadError::Io { path, .. } => Some(path.clone()),
+                    LoadError::NoPolicies(p) => Some(p.clone()),
+                    LoadError::DuplicateId { second, .. } => Some(second.clone()),
+                    _ => None,
+                };
+                let message = other.to_string();
+                vec![Problem {
+                    file,
+                    line: None,
+                    column: None,
+                    policy_id: None,
+                    rendered: message.clone(),
+                    message,
+                }]
+            }
+        }
+    }
+
+    /// Human rendering of every problem, with source excerpts where known.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        match self {
+            LoadError::Parse { .. } | LoadError::Validation { .. } | LoadError::Schema { .. } => {
+                for p in self.problems() {
+                    out.push_str(&p.rendered);
+                    out.push('\n');
+                }
+                out.push_str(&format!("error: {self}\n"));
+            }
+            _ => out.push_str(&format!("error: {self}\n")),
+        }
+        out
+    }
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct PackSource {
+    /// A directory of `.cedar` files (read in sorted order) or one file.
+    pub policies: PathBuf,
+    /// A Cedar schema (`.cedarschema` human format, or `.json`). Without one
+    /// nothing is validated.
+    pub schema: Option<PathBuf>,
+}
+
+impl PackSource {
+    pub fn new(policies: impl Into<PathBuf>, schema: Option<PathBuf>) -> Self {
+        PackSource {
+            policies: policies.into(),
+            schema,
+        }
+    }
+}
+
+/// The policy files a source names: one file, or every `.cedar` file directly
+/// in a directory, sorted by name.
+pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "cedar") && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(LoadError::NoPolicies(path.to_path_buf()));
+    }
+    Ok(files)
+}
+
+/// Load, re-identify and strictly validate a policy pack.
+pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
+    let files = policy_files(&source.policies)?;
+    let mut hasher = Sha256::new();
+    let mut texts = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = read(f)?;
+        hasher.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b""));
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        texts.push(text);
+    }
+    let schema = match &source.schema {
+        Some(path) => {
+            let text = read(path)?;
+            hasher.update(b"schema\0");
+            hasher.update(text.as_bytes());
+            Some(parse_schema(path, &text)?)
+        }
+        None => None,
+    };
+
+    let mut policy_set = PolicySet::new();
+    let mut policies: Vec<PolicyInfo> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut texts_by_id: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    let mut default_counter = 0usize;
+    for (file_idx, (file, text)) in files.iter().zip(&texts).enumerate() {
+        let parsed = PolicySet::from_str(text).map_err(|e| LoadError::Parse {
+            file: file.clone(),
+            problems: problems_from(&e, file, text, None),
+        })?;
+        // Cedar names the policies of one text policy0, policy1, ... in order.
+        let mut in_file: BTreeMap<usize, cedar_policy::Policy> = BTreeMap::new();
+        for p in parsed.policies() {
+            let n = AsRef::<str>::as_ref(p.id())
+                .strip_prefix("policy")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            in_file.insert(n, p.clone());
+        }
+        if parsed.templates().next().is_some() {
+            return Err(LoadError::Parse {
+                file: file.clone(),
+                problems: vec![plain_problem(
+                    file,
+                    "policy templates are not supported; write static policies",
+                )],
+            });
+        }
+        for policy in in_file.into_values() {
+            let id = match policy.annotation("id") {
+                Some(id) => id.to_string(),
+                None => format!("policy{default_counter}"),
+            };
+            default_counter += 1;
+            if let Some(&i) = index.get(&id) {
+                return Err(LoadError::DuplicateId {
+                    id,
+                    first: policies[i].file.clone(),
+                    second: file.clone(),
+                });
+            }
+            let line = policy_line(&policy, text);
+            let info = PolicyInfo {
+                id: id.clone(),
+                description: policy.annotation("description").map(str::to_string),
+                effect: policy.effect().to_string(),
+                file: file.clone(),
+                line,
+            };
+            let renamed = policy.new_id(PolicyId::new(&id));
+            policy_set.add(renamed).map_err(|e| LoadError::Parse {
+                file: file.clone(),
+                problems: vec![plain_problem(file, &e.to_string())],
+            })?;
+            index.insert(id.clone(), policies.len());
+            texts_by_id.insert(id, (file.clone(), file_idx));
+            policies.push(info);
+        }
+    }
+
+    let mut warnings = Vec::new();
+    if let Some(schema) = &schema {
+        let result = Validator::new(schema.clone()).validate(&policy_set, ValidationMode::Strict);
+        let locate = |id: &str| texts_by_id.get(id).map(|(f, i)| (f, texts[*i].as_str()));
+        let errors: Vec<Problem> = result
+            .validation_errors()
+            .flat_map(|e| {
+                let id = e.policy_id().to_string();
+                match locate(&id) {
+                    Some((f, t)) => problems_from(e, f, t, Some(&id)),
+                    None => problems_from_unlocated(e, Some(&id)),
+                }
+            })
+            .collect();
+        warnings = result
+            .validation_warnings()
+            .flat_map(|w| {
+                let id = w.policy_id().to_string();
+                match locate(&id) {
+                    Some((f, t)) => problems_from(w, f, t, Some(&id)),
+                    None => problems_from_unlocated(w, Some(&id)),
+                }
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(LoadError::Validation { problems: errors });
+        }
+    }
+
+    let mut all_files = files;
+    if let Some(s) = &source.schema {
+        all_files.push(s.clone());
+    }
+    let digest = hasher.finalize();
+    Ok(PolicyPack {
+        policy_set,
+        schema,
+        version: format!("sha256:{}", &hex::encode(digest)[..16]),
+        files: all_files,
+        policies,
+        warnings,
+        index,
+    })
+}
+
+/// Read and parse a schema file on its own (`.json` is Cedar's JSON schema
+/// format; anything else the human-readable format).
+pub fn load_schema(path: &Path) -> Result<Schema, LoadError> {
+    let text = read(path)?;
+    parse_schema(path, &text)
+}
+
+fn parse_schema(path: &Path, text: &str) -> Result<Schema, LoadError> {
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let result = if is_json {
+        match serde_json::from_str(text) {
+            Ok(v) => Schema::from_json_value(v).map_err(|e| problems_from(&e, path, text, None)),
+            Err(e) => Err(vec![Problem {
+                file: Some(path.to_path_buf()),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                policy_id: None,
+                message: e.to_string(),
+                rendered: format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()),
+            }]),
+        }
+    } else {
+        Schema::from_cedarschema_str(text)
+            .map(|(s, _warnings)| s)
+            .map_err(|e| problems_from(&e, path, text, None))
+    };
+    result.map_err(|mut problems| LoadError::Schema {
+        file: path.to_path_buf(),
+        problem: Box::new(if problems.is_empty() {
+            plain_problem(path, "invalid schema")
+        } else {
+            problems.swap_remove(0)
+        }),
+    })
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn plain_problem(file: &Path, message: &str) -> Problem {
+    Problem {
+        file: Some(file.to_path_buf()),
+        line: None,
+        column: None,
+        policy_id: None,
+        message: message.to_string(),
+        rendered: format!("{}: {message}", file.display()),
+    }
+}
+
+/// 1-based line of a policy's first character in its source text.
+fn policy_line(policy: &cedar_policy::Policy, text: &str) -> usize {
+    // The policy's own source span is not public in cedar-policy; find its
+    // `@id` annotation, else the first line of its (verbatim) text.
+    let needle = match policy.annotation("id") {
+        Some(id) => format!("@id(\"{id}\")"),
+        None => policy.to_string().lines().next().unwrap_or("").to_string(),
+    };
+    text.find(&needle)
+        .map(|off| line_col(text, off).0)
+        .unwrap_or(1)
+}
+
+/// 1-based (line, column) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
+    (line, col)
+}
+
+/// Flatten a Cedar diagnostic (possibly with related diagnostics) into
+/// located problems against `file`/`text`.
+pub fn problems_from(
+    diag: &dyn Diagnostic,
+    file: &Path,
+    text: &str,
+    policy_id: Option<&str>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let related: Vec<&dyn Diagnostic> = diag.related().map(|r| r.collect()).unwrap_or_default();
+    let diags: Vec<&dyn Diagnostic> = if related.is_empty() {
+        vec![diag]
+    } else {
+        related
+    };
+    for d in diags {
+        let offset = d
+            .labels()
+            .and_then(|mut l| l.next())
+            .map(|l| l.offset())
+            .filter(|&o| o <= text.len());
+        let (line, column) = match offset {
+            Some(o) => {
+                let (l, c) = line_col(text, o);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        let message = diagnostic_message(d);
+        let rendered = render_with_source(d, file, text);
+        out.push(Problem {
+            file: Some(file.to_path_buf()),
+            line,
+            column,
+            policy_id: policy_id.map(str::to_string),
+            message,
+            rendered,
+        });
+    }
+    out
+}
+
+fn problems_from_unlocated(diag: &dyn Diagnostic, policy_id: Option<&str>) -> Vec<Problem> {
+    let message = diagnostic_message(diag);
+    vec![Problem {
+        file: None,
+        line: None,
+        column: None,
+        policy_id: policy_id.map(str::to_string),
+        rendered: message.clone(),
+        message,
+    }]
+}
+
+fn diagnostic_message(d: &dyn Diagnostic) -> String {
+    match d.help() {
+        Some(help) => format!("{d} (help: {help})"),
+        None => d.to_string(),
+    }
+}
+
+/// Render a diagnostic with miette's graphical handler (no colours), using
+/// `text` named `file` as its source so the output shows `file:line:col`.
+pub fn render_with_source(d: &dyn Diagnostic, file: &Path, text: &str) -> String {
+    let named = NamedSource::new(file.display().to_string(), text.to_string());
+    let wrapped = Rendered { inner: d, src: named };
+    let mut out = String::new();
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    if handler.render_report(&mut out, &wrapped).is_err() {
+        return d.to_string();
+    }
+    out
+}
+
+/// A diagnostic re-homed onto a named source (Cedar's own spans carry the
+/// source text but not the file name).
+struct Rendered<'a> {
+    inner: &'a dyn Diagnostic,
+    src: NamedSource<String>,
+}
+
+impl fmt::Debug for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+impl std::error::Error for Rendered<'_> {}
+impl Diagnostic for Rendered<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.inner.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.inner.severity()
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.inner.help()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.src)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.inner.labels()
+    }
+}
