@@ -47,6 +47,59 @@ pub enum Command {
     Test(TestArgs),
     /// Format the policy files (cedar-policy-formatter).
     Fmt(FmtArgs),
+    /// Run the HTTP authorization sidecar (hot-reloads the policies).
+    Serve(ServeArgs),
+    /// Bulk-load Cedar entity JSON into the store of a data directory.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of .cedar policy files (or one file).
+    #[arg(long, env = "PARTNERGATE_POLICIES", default_value = DEFAULT_POLICIES)]
+    pub policies: PathBuf,
+    /// The Cedar schema.
+    #[arg(long, env = "PARTNERGATE_SCHEMA", default_value = DEFAULT_SCHEMA)]
+    pub schema: PathBuf,
+    /// Where the store, the token and the logs live (created if missing).
+    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "PARTNERGATE_BIND", default_value = "127.0.0.1:8380")]
+    pub bind: std::net::SocketAddr,
+    /// File with the bearer token for write endpoints [default: DATA_DIR/token, generated]
+    #[arg(long, env = "PARTNERGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Require the token on query endpoints too.
+    #[arg(long, env = "PARTNERGATE_PROTECT_QUERIES")]
+    pub protect_queries: bool,
+    /// Most requests in one batch call.
+    #[arg(long, env = "PARTNERGATE_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "PARTNERGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Per-request timeout, in milliseconds.
+    #[arg(long, env = "PARTNERGATE_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for requests in flight, in milliseconds.
+    #[arg(long, env = "PARTNERGATE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+    /// Do not watch the policy files (SIGHUP still reloads).
+    #[arg(long, env = "PARTNERGATE_NO_WATCH")]
+    pub no_watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The data directory whose store receives the entities.
+    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Validate every entity against this schema.
+    #[arg(long, env = "PARTNERGATE_SCHEMA", default_value = DEFAULT_SCHEMA)]
+    pub schema: PathBuf,
+    /// A file of Cedar entity JSON (an array).
+    pub file: PathBuf,
 }
 
 /// Where the policy pack is.
@@ -137,6 +190,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Authorize(a) => authorize(&a, out, err),
         Command::Test(a) => test(&a, out, err),
         Command::Fmt(a) => fmt(&a, out, err),
+        Command::Serve(a) => serve(a, err),
+        Command::Import(a) => import(&a, out, err),
     };
     match result {
         Ok(code) => code,
@@ -179,7 +234,11 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
     match policies::load(&source) {
         Err(e) => {
             if a.json {
-                writeln!(out, "{}", serde_json::json!({"ok": false, "error": e.to_string(), "problems": e.problems()}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string(), "problems": e.problems()})
+                )?;
             } else {
                 write!(err, "{}", e.render())?;
             }
@@ -212,7 +271,11 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 )?;
             }
             if a.deny_warnings && !pack.warnings.is_empty() {
-                writeln!(err, "error: {} warning(s) and --deny-warnings", pack.warnings.len())?;
+                writeln!(
+                    err,
+                    "error: {} warning(s) and --deny-warnings",
+                    pack.warnings.len()
+                )?;
                 return Ok(EXIT_INVALID);
             }
             Ok(EXIT_OK)
@@ -272,7 +335,11 @@ fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
     };
     let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&decision).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&decision).unwrap_or_default()
+        )?;
     } else {
         writeln!(out, "{}", decision.decision.to_string().to_uppercase())?;
         if decision.reasons.is_empty() {
@@ -317,7 +384,11 @@ fn test(a: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Cl
         .collect::<Result<Vec<_>, _>>()?;
     let report = suite::run(&pack, &suites);
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        )?;
     } else {
         let mut current: Option<&Path> = None;
         for r in &report.results {
@@ -342,16 +413,30 @@ fn test(a: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Cl
             report.coverage_percent()
         )?;
         for id in &report.uncovered {
-            let file = pack.policy(id).map(|p| format!(" ({}:{})", p.file.display(), p.line));
+            let file = pack
+                .policy(id)
+                .map(|p| format!(" ({}:{})", p.file.display(), p.line));
             writeln!(out, "  never a reason: {id}{}", file.unwrap_or_default())?;
         }
     }
-    writeln!(out, "{} passed, {} failed", report.passed(), report.failed())?;
-    Ok(if report.failed() == 0 { EXIT_OK } else { EXIT_ERROR })
+    writeln!(
+        out,
+        "{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    )?;
+    Ok(if report.failed() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
 }
 
 fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
-    let dir = a.policies.clone().unwrap_or_else(|| DEFAULT_POLICIES.into());
+    let dir = a
+        .policies
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POLICIES.into());
     let files = match policies::policy_files(&dir) {
         Ok(f) => f,
         Err(e) => {
@@ -381,7 +466,10 @@ fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliE
         }
     }
     if a.check && unformatted > 0 {
-        writeln!(err, "{unformatted} file(s) not formatted; run `partnergate fmt`")?;
+        writeln!(
+            err,
+            "{unformatted} file(s) not formatted; run `partnergate fmt`"
+        )?;
         return Ok(EXIT_ERROR);
     }
     Ok(EXIT_OK)
@@ -393,4 +481,87 @@ pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("cedar.tmp~");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Install the log subscriber (RUST_LOG, default `info`), once.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
+    init_logging();
+    let config = crate::server::ServeConfig {
+        policies: a.policies,
+        schema: a.schema,
+        data_dir: a.data_dir,
+        bind: a.bind,
+        token_file: a.token_file,
+        protect_queries: a.protect_queries,
+        max_batch: a.max_batch,
+        max_body_bytes: a.max_body_bytes,
+        request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
+        shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
+        watch: !a.no_watch,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(crate::server::serve(config)) {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+fn import(a: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let started = std::time::Instant::now();
+    let schema = match policies::load_schema(&a.schema) {
+        Ok(s) => s,
+        Err(e) => {
+            write!(err, "{}", e.render())?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let file = std::fs::File::open(&a.file).map_err(|e| CliError::Input {
+        path: a.file.clone(),
+        message: e.to_string(),
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| CliError::Input {
+            path: a.file.clone(),
+            message: format!("line {} column {}: {e}", e.line(), e.column()),
+        })?;
+    let store = match crate::store::sqlite::SqliteStore::open_in(&a.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    match crate::directory::import(&store, Some(&schema), value) {
+        Ok(n) => {
+            writeln!(
+                out,
+                "imported {n} entities into {} in {:.1}s",
+                crate::store::EntityBackend::describe(&store),
+                started.elapsed().as_secs_f64()
+            )?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(
+                err,
+                "error: {}: {e} (nothing was imported)",
+                a.file.display()
+            )?;
+            Ok(EXIT_ERROR)
+        }
+    }
 }

@@ -5,7 +5,12 @@
 //! [`policies`] loads and validates a pack, [`engine`] makes decisions,
 //! [`suite`] runs policy test suites, and [`cli`] is the command-line adapter.
 
+pub mod authz;
 pub mod cli;
+pub mod directory;
 pub mod engine;
 pub mod policies;
+pub mod reload;
+pub mod server;
+pub mod store;
 pub mod suite;

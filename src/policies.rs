@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{Entity, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::{Diagnostic, NamedSource};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -45,6 +45,9 @@ pub struct PolicyPack {
     /// Validation warnings, rendered (only when a schema was given).
     pub warnings: Vec<Problem>,
     index: HashMap<String, usize>,
+    /// For each action of the schema: its entity and its ancestors' entities
+    /// (what a decision needs to evaluate `action in ...`).
+    actions: HashMap<EntityUid, Vec<Entity>>,
 }
 
 impl PolicyPack {
@@ -57,6 +60,25 @@ impl PolicyPack {
     pub fn description(&self, id: &str) -> Option<&str> {
         self.policy(id).and_then(|p| p.description.as_deref())
     }
+
+    /// The action entity and its ancestors, from the schema (empty without one).
+    pub fn action_entities(&self, action: &EntityUid) -> &[Entity] {
+        self.actions.get(action).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn action_closure(schema: &Schema) -> HashMap<EntityUid, Vec<Entity>> {
+    let mut out = HashMap::new();
+    let Ok(all) = schema.action_entities() else {
+        return out;
+    };
+    for e in all.iter() {
+        let (uid, _, ancestors) = e.clone().into_inner();
+        let mut v = vec![e.clone()];
+        v.extend(ancestors.iter().filter_map(|a| all.get(a).cloned()));
+        out.insert(uid, v);
+    }
+    out
 }
 
 /// One located problem found while loading: rendered for humans (with file,
@@ -112,7 +134,10 @@ pub enum LoadError {
         second: PathBuf,
     },
     #[error("schema {}: {}", .file.display(), .problem.message)]
-    Schema { file: PathBuf, problem: Box<Problem> },
+    Schema {
+        file: PathBuf,
+        problem: Box<Problem>,
+    },
     #[error("strict validation failed with {} error(s)", .problems.len())]
     Validation { problems: Vec<Problem> },
 }
@@ -324,7 +349,9 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
         all_files.push(s.clone());
     }
     let digest = hasher.finalize();
+    let actions = schema.as_ref().map(action_closure).unwrap_or_default();
     Ok(PolicyPack {
+        actions,
         policy_set,
         schema,
         version: format!("sha256:{}", &hex::encode(digest)[..16]),
@@ -479,9 +506,13 @@ fn diagnostic_message(d: &dyn Diagnostic) -> String {
 /// `text` named `file` as its source so the output shows `file:line:col`.
 pub fn render_with_source(d: &dyn Diagnostic, file: &Path, text: &str) -> String {
     let named = NamedSource::new(file.display().to_string(), text.to_string());
-    let wrapped = Rendered { inner: d, src: named };
+    let wrapped = Rendered {
+        inner: d,
+        src: named,
+    };
     let mut out = String::new();
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
     if handler.render_report(&mut out, &wrapped).is_err() {
         return d.to_string();
     }

@@ -1,0 +1,355 @@
+//! The entity directory: every Cedar entity PartnerGate knows, served from
+//! memory and persisted through a [`crate::store::EntityBackend`].
+//!
+//! It owns the write path (schema validation of every entity, then one store
+//! transaction, then the in-memory copy) and the read path that matters for
+//! latency: [`Directory::slice`], the entities one decision needs (principal,
+//! resource, their ancestors and the entities their attributes reference),
+//! so that a decision's cost does not grow with the size of the directory.
+//! Nothing here is specific to the partner pack.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use dashmap::DashMap;
+
+use crate::store::{EntityBackend, EntityRecord, StoreError};
+
+/// Upper bound on the entities one slice may gather (a guard against
+/// pathological reference graphs; the shipped pack needs about five).
+pub const MAX_SLICE: usize = 10_000;
+
+/// Why a directory operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("entities: expected a JSON array of Cedar entities")]
+    NotAnArray,
+    #[error("entity #{index}{}: {message}", .uid.as_ref().map(|u| format!(" ({u})")).unwrap_or_default())]
+    Invalid {
+        index: usize,
+        uid: Option<String>,
+        message: String,
+    },
+    #[error("entity {0} is an action: actions come from the schema")]
+    Action(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored entity {uid} is unreadable: {message}")]
+    Corrupt { uid: String, message: String },
+}
+
+impl DirectoryError {
+    /// Is this the caller's fault (a 400), rather than the store's?
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(
+            self,
+            DirectoryError::Store(_) | DirectoryError::Corrupt { .. }
+        )
+    }
+}
+
+/// An entity with the uids it points at (parents and attribute references),
+/// computed once at write time.
+#[derive(Debug)]
+struct Stored {
+    entity: Entity,
+    refs: Vec<EntityUid>,
+}
+
+/// In-memory entities over a durable backend.
+pub struct Directory {
+    entities: DashMap<EntityUid, Arc<Stored>>,
+    backend: Arc<dyn EntityBackend>,
+    /// One writer at a time, so the store and memory apply writes in the same order.
+    writer: Mutex<()>,
+}
+
+impl Directory {
+    /// Load every stored entity into memory.
+    pub fn open(backend: Arc<dyn EntityBackend>) -> Result<Self, DirectoryError> {
+        let records = backend.load_all()?;
+        let entities = DashMap::with_capacity(records.len());
+        for r in records {
+            let value: serde_json::Value =
+                serde_json::from_str(&r.json).map_err(|e| DirectoryError::Corrupt {
+                    uid: r.uid.clone(),
+                    message: e.to_string(),
+                })?;
+            let entity =
+                Entity::from_json_value(value, None).map_err(|e| DirectoryError::Corrupt {
+                    uid: r.uid.clone(),
+                    message: e.to_string(),
+                })?;
+            let stored = stored(entity).map_err(|message| DirectoryError::Corrupt {
+                uid: r.uid.clone(),
+                message,
+            })?;
+            entities.insert(stored.entity.uid(), Arc::new(stored));
+        }
+        Ok(Directory {
+            entities,
+            backend,
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// Number of entities.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// The backend, for readiness checks.
+    pub fn backend(&self) -> &Arc<dyn EntityBackend> {
+        &self.backend
+    }
+
+    /// One entity.
+    pub fn get(&self, uid: &EntityUid) -> Option<Entity> {
+        self.entities.get(uid).map(|s| s.entity.clone())
+    }
+
+    /// One entity as Cedar entity JSON.
+    pub fn get_json(&self, uid: &EntityUid) -> Option<serde_json::Value> {
+        self.entities
+            .get(uid)
+            .and_then(|s| s.entity.to_json_value().ok())
+    }
+
+    /// Every uid of one entity type (a scan: for listings, not decisions).
+    pub fn uids_of_type(&self, entity_type: &str) -> Vec<EntityUid> {
+        self.entities
+            .iter()
+            .filter(|e| e.key().type_name().to_string() == entity_type)
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    /// Parse and validate Cedar entity JSON (an array) against `schema`
+    /// without storing anything.
+    pub fn parse(
+        schema: Option<&Schema>,
+        json: serde_json::Value,
+    ) -> Result<Vec<Entity>, DirectoryError> {
+        let serde_json::Value::Array(items) = json else {
+            return Err(DirectoryError::NotAnArray);
+        };
+        let actions: HashSet<EntityUid> = schema
+            .map(|s| s.actions().cloned().collect())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let uid_hint = item
+                .get("uid")
+                .and_then(|u| EntityUid::from_json(u.clone()).ok())
+                .map(|u| u.to_string());
+            let entity =
+                Entity::from_json_value(item, schema).map_err(|e| DirectoryError::Invalid {
+                    index,
+                    uid: uid_hint.clone(),
+                    message: e.to_string(),
+                })?;
+            let uid = entity.uid();
+            if actions.contains(&uid) {
+                return Err(DirectoryError::Action(uid.to_string()));
+            }
+            if !seen.insert(uid.clone()) {
+                return Err(DirectoryError::Invalid {
+                    index,
+                    uid: uid_hint,
+                    message: "the same uid appears twice in one write".into(),
+                });
+            }
+            out.push(entity);
+        }
+        Ok(out)
+    }
+
+    /// Validate and upsert entities (Cedar entity JSON array) in one
+    /// transaction; memory changes only after the store committed.
+    pub fn put_json(
+        &self,
+        schema: Option<&Schema>,
+        json: serde_json::Value,
+    ) -> Result<Vec<EntityUid>, DirectoryError> {
+        let entities = Self::parse(schema, json)?;
+        self.put(entities)
+    }
+
+    /// Upsert already-validated entities in one transaction.
+    pub fn put(&self, entities: Vec<Entity>) -> Result<Vec<EntityUid>, DirectoryError> {
+        let mut records = Vec::with_capacity(entities.len());
+        let mut prepared = Vec::with_capacity(entities.len());
+        for (index, entity) in entities.into_iter().enumerate() {
+            let uid = entity.uid();
+            let json = entity
+                .to_json_value()
+                .map_err(|e| DirectoryError::Invalid {
+                    index,
+                    uid: Some(uid.to_string()),
+                    message: e.to_string(),
+                })?;
+            records.push(EntityRecord {
+                uid: uid.to_string(),
+                entity_type: uid.type_name().to_string(),
+                json: json.to_string(),
+            });
+            let refs = refs_of(&json);
+            prepared.push(Stored { entity, refs });
+        }
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.backend.upsert(&records)?;
+        let uids: Vec<EntityUid> = prepared.iter().map(|s| s.entity.uid()).collect();
+        for s in prepared {
+            self.entities.insert(s.entity.uid(), Arc::new(s));
+        }
+        Ok(uids)
+    }
+
+    /// Delete entities; returns how many existed.
+    pub fn delete(&self, uids: &[EntityUid]) -> Result<usize, DirectoryError> {
+        let keys: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.backend.delete(&keys)?;
+        for u in uids {
+            self.entities.remove(u);
+        }
+        Ok(n)
+    }
+
+    /// Apply records that another writer already committed to the backend
+    /// (a change feed): memory only.
+    pub fn apply_committed(&self, entities: Vec<Entity>, deleted: &[EntityUid]) {
+        for entity in entities {
+            if let Ok(s) = stored(entity) {
+                self.entities.insert(s.entity.uid(), Arc::new(s));
+            }
+        }
+        for u in deleted {
+            self.entities.remove(u);
+        }
+    }
+
+    /// The entities a decision about `roots` needs: the roots, their
+    /// ancestors, and what their attributes reference, transitively.
+    /// `overlay` entities (sent with the request) win over stored ones.
+    pub fn slice(&self, roots: &[&EntityUid], overlay: &HashMap<EntityUid, Entity>) -> Vec<Entity> {
+        let mut out = Vec::with_capacity(8);
+        let mut seen: HashSet<EntityUid> = HashSet::with_capacity(8);
+        let mut queue: Vec<EntityUid> = roots.iter().map(|u| (*u).clone()).collect();
+        // Overlay entities are always part of the request's world.
+        for (uid, e) in overlay {
+            if seen.insert(uid.clone()) {
+                out.push(e.clone());
+                if let Ok(json) = e.to_json_value() {
+                    queue.extend(refs_of(&json));
+                }
+            }
+        }
+        while let Some(uid) = queue.pop() {
+            if out.len() >= MAX_SLICE {
+                break;
+            }
+            if !seen.insert(uid.clone()) {
+                continue;
+            }
+            if let Some(s) = self.entities.get(&uid) {
+                out.push(s.entity.clone());
+                queue.extend(s.refs.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+fn stored(entity: Entity) -> Result<Stored, String> {
+    let json = entity.to_json_value().map_err(|e| e.to_string())?;
+    let refs = refs_of(&json);
+    Ok(Stored { entity, refs })
+}
+
+/// The uids an entity's JSON points at: its parents and every `__entity`
+/// reference inside its attributes.
+fn refs_of(json: &serde_json::Value) -> Vec<EntityUid> {
+    let mut out = Vec::new();
+    if let Some(parents) = json.get("parents").and_then(|p| p.as_array()) {
+        for p in parents {
+            if let Ok(u) = EntityUid::from_json(p.clone()) {
+                out.push(u);
+            }
+        }
+    }
+    if let Some(attrs) = json.get("attrs") {
+        collect_entity_refs(attrs, &mut out);
+    }
+    out
+}
+
+fn collect_entity_refs(v: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(e) = map.get("__entity") {
+                if let Ok(u) = EntityUid::from_json(e.clone()) {
+                    out.push(u);
+                }
+                return;
+            }
+            for v in map.values() {
+                collect_entity_refs(v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                collect_entity_refs(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Validate every entity of a Cedar entity JSON array, then write them all to
+/// `backend` in one transaction (all or nothing), without loading them into
+/// memory. Returns how many were written.
+pub fn import(
+    backend: &dyn EntityBackend,
+    schema: Option<&Schema>,
+    json: serde_json::Value,
+) -> Result<usize, DirectoryError> {
+    let entities = Directory::parse(schema, json)?;
+    let mut records = Vec::with_capacity(entities.len());
+    for (index, entity) in entities.into_iter().enumerate() {
+        let uid = entity.uid();
+        let json = entity
+            .to_json_value()
+            .map_err(|e| DirectoryError::Invalid {
+                index,
+                uid: Some(uid.to_string()),
+                message: e.to_string(),
+            })?;
+        records.push(EntityRecord {
+            uid: uid.to_string(),
+            entity_type: uid.type_name().to_string(),
+            json: json.to_string(),
+        });
+    }
+    backend.upsert(&records)?;
+    Ok(records.len())
+}
+
+/// Build the Cedar entity set for one decision from a slice plus the action
+/// entities of the request's action (from the pack).
+pub fn entities_for(slice: Vec<Entity>, actions: &[Entity]) -> Result<Entities, String> {
+    Entities::from_entities(slice.into_iter().chain(actions.iter().cloned()), None)
+        .map_err(|e| e.to_string())
+}
+
+/// Parse a uid in Cedar syntax, for keys read back from a store.
+pub fn uid_from_key(key: &str) -> Option<EntityUid> {
+    EntityUid::from_str(key).ok()
+}

@@ -1,0 +1,322 @@
+//! The live policy pack and its hot reload.
+//!
+//! [`Evaluator`] owns the current [`PolicyPack`] behind an atomic pointer
+//! (`ArcSwap`): a request takes a snapshot without waiting, and a reload
+//! swaps in a fully built, validated pack or nothing at all — a bad edit
+//! never replaces the last good set. [`watch`] turns file-system events on
+//! the policies directory and the schema into reloads; it survives I/O
+//! errors (logs and keeps watching) and stops when its handle is dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use serde::Serialize;
+
+use crate::policies::{self, LoadError, PackSource, PolicyPack, Problem};
+
+/// How long file events are gathered before one reload runs.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A check a new pack must pass before it may serve (e.g. proofs of the
+/// invariants). It returns the problems that reject the pack.
+pub type Gate = Box<dyn Fn(&PolicyPack) -> Result<(), Vec<Problem>> + Send + Sync>;
+
+/// A reload that failed and was not applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadFailure {
+    pub at: String,
+    pub message: String,
+    pub problems: Vec<Problem>,
+}
+
+/// What `GET /v1/policies` and the metrics report about reloads.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    /// When the serving pack was loaded (RFC 3339).
+    pub loaded_at: String,
+    pub loaded_at_unix: f64,
+    pub successes: u64,
+    pub failures: u64,
+    /// The last failed reload, until a good one succeeds.
+    pub last_error: Option<ReloadFailure>,
+}
+
+/// The serving policy pack, swapped atomically on reload.
+pub struct Evaluator {
+    source: PackSource,
+    current: ArcSwap<PolicyPack>,
+    status: ArcSwap<ReloadStatus>,
+    /// One reload at a time (the watcher, SIGHUP and the API may race).
+    reloading: Mutex<()>,
+    gates: Vec<Gate>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Evaluator {
+    /// Load the pack once; fails if the first load fails.
+    pub fn load(source: PackSource) -> Result<Self, LoadError> {
+        Self::load_with_gates(source, Vec::new())
+    }
+
+    /// Load with gates that every pack, the first included, must pass.
+    pub fn load_with_gates(source: PackSource, gates: Vec<Gate>) -> Result<Self, LoadError> {
+        let pack = policies::load(&source)?;
+        for gate in &gates {
+            gate(&pack).map_err(|problems| LoadError::Validation { problems })?;
+        }
+        let now = SystemTime::now();
+        let (generation, _) = tokio::sync::watch::channel(0);
+        Ok(Evaluator {
+            source,
+            current: ArcSwap::from_pointee(pack),
+            status: ArcSwap::from_pointee(ReloadStatus {
+                loaded_at: rfc3339(now),
+                loaded_at_unix: unix(now),
+                successes: 1,
+                failures: 0,
+                last_error: None,
+            }),
+            reloading: Mutex::new(()),
+            gates,
+            generation,
+        })
+    }
+
+    /// The serving pack (a cheap, consistent snapshot).
+    pub fn current(&self) -> Arc<PolicyPack> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> Arc<ReloadStatus> {
+        self.status.load_full()
+    }
+
+    pub fn source(&self) -> &PackSource {
+        &self.source
+    }
+
+    /// A receiver that changes on every reload attempt (good or bad).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Re-read everything; swap only if the new pack loads, validates and
+    /// passes every gate. Returns the new pack, or the error that kept the
+    /// old one serving.
+    pub fn reload(&self) -> Result<Arc<PolicyPack>, LoadError> {
+        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
+        let result = policies::load(&self.source).and_then(|pack| {
+            for gate in &self.gates {
+                gate(&pack).map_err(|problems| LoadError::Validation { problems })?;
+            }
+            Ok(pack)
+        });
+        let now = SystemTime::now();
+        let old = self.status.load_full();
+        let outcome = match result {
+            Ok(pack) => {
+                let pack = Arc::new(pack);
+                let changed = pack.version != self.current.load().version;
+                self.current.store(pack.clone());
+                self.status.store(Arc::new(ReloadStatus {
+                    loaded_at: rfc3339(now),
+                    loaded_at_unix: unix(now),
+                    successes: old.successes + 1,
+                    failures: old.failures,
+                    last_error: None,
+                }));
+                metrics::counter!("partnergate_reloads_total", "result" => "success").increment(1);
+                metrics::gauge!("partnergate_last_good_reload_timestamp_seconds").set(unix(now));
+                tracing::info!(version = %pack.version, changed, policies = pack.policies.len(),
+                    ms = started.elapsed().as_millis() as u64, "policies reloaded");
+                Ok(pack)
+            }
+            Err(e) => {
+                self.status.store(Arc::new(ReloadStatus {
+                    failures: old.failures + 1,
+                    last_error: Some(ReloadFailure {
+                        at: rfc3339(now),
+                        message: e.to_string(),
+                        problems: e.problems(),
+                    }),
+                    ..(*old).clone()
+                }));
+                metrics::counter!("partnergate_reloads_total", "result" => "failure").increment(1);
+                let problems: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+                tracing::error!(error = %e, problems = ?problems,
+                    "policy reload rejected; the last good version keeps serving");
+                Err(e)
+            }
+        };
+        self.generation.send_modify(|g| *g += 1);
+        outcome
+    }
+}
+
+/// Stops the watcher when dropped.
+pub struct WatchHandle {
+    debouncer: SharedDebouncer,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type SharedDebouncer = Arc<
+    Mutex<
+        Option<
+            notify_debouncer_full::Debouncer<
+                notify::RecommendedWatcher,
+                notify_debouncer_full::RecommendedCache,
+            >,
+        >,
+    >,
+>;
+
+impl WatchHandle {
+    /// Stop watching and wait for the reload thread to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let taken = self
+            .debouncer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(d) = taken {
+            d.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Why watching could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {path}: {message}")]
+pub struct WatchError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Watch the policies (directory or file), the schema and any `extra` files
+/// (e.g. a rules file), and reload `evaluator` on every change. The watch is
+/// placed on the parent directories too, so rename-saves, deletions and a
+/// re-created policies directory are all seen.
+pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHandle, WatchError> {
+    let source = evaluator.source().clone();
+    let policies_path = absolute(&source.policies);
+    let mut files: Vec<PathBuf> = extra.iter().map(|p| absolute(p)).collect();
+    if let Some(s) = &source.schema {
+        files.push(absolute(s));
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, tx).map_err(|e| WatchError {
+        path: policies_path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    if let Some(parent) = policies_path.parent() {
+        dirs.push(parent.to_path_buf());
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in &dirs {
+        debouncer
+            .watch(d, RecursiveMode::NonRecursive)
+            .map_err(|e| WatchError {
+                path: d.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    let policies_is_dir = policies_path.is_dir();
+    if policies_is_dir {
+        debouncer
+            .watch(&policies_path, RecursiveMode::NonRecursive)
+            .map_err(|e| WatchError {
+                path: policies_path.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    let relevant = {
+        let policies_path = policies_path.clone();
+        move |p: &Path| p.starts_with(&policies_path) || files.iter().any(|f| p == f)
+    };
+    let shared: SharedDebouncer = Arc::new(Mutex::new(Some(debouncer)));
+    let rearm = shared.clone();
+    let policies_path_thread = policies_path.clone();
+    let thread = std::thread::Builder::new()
+        .name("partnergate-watch".into())
+        .spawn(move || {
+            let policies_path = policies_path_thread;
+            // Ends when the debouncer (the sender) is dropped: no spinning.
+            while let Ok(result) = rx.recv() {
+                match result {
+                    Ok(events) => {
+                        let hit = events
+                            .iter()
+                            .any(|ev| ev.event.paths.iter().any(|p| relevant(&absolute(p))));
+                        if hit {
+                            // A deleted and re-created policies directory
+                            // needs a new watch (the parent's saw it return).
+                            if policies_is_dir && policies_path.is_dir() {
+                                if let Some(d) =
+                                    rearm.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+                                {
+                                    let _ = d.watch(&policies_path, RecursiveMode::NonRecursive);
+                                }
+                            }
+                            let _ = evaluator.reload();
+                        }
+                    }
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::warn!(error = %e, "file watcher error; still watching");
+                        }
+                        // An error may mean lost events: reload to be safe.
+                        let _ = evaluator.reload();
+                    }
+                }
+            }
+            tracing::debug!("policy watcher stopped");
+        })
+        .map_err(|e| WatchError {
+            path: policies_path.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(WatchHandle {
+        debouncer: shared,
+        thread: Some(thread),
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    dt.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{}", unix(t)))
+}

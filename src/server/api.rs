@@ -1,0 +1,392 @@
+//! PartnerGate's own endpoints: decisions (`/v1/is_authorized`, batch),
+//! entities, policies, health, readiness, metrics and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+
+use super::error::AppError;
+use super::AppState;
+use crate::authz::{Answer, Query};
+use crate::engine::{self, Reason};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/is_authorized", post(is_authorized))
+        .route("/v1/is_authorized/batch", post(is_authorized_batch))
+        .route("/v1/entities", put(put_entities))
+        .route("/v1/entities/{type}/{id}", get(get_entity))
+        .route("/v1/policies", get(get_policies))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+/// One authorization question on the wire. A uid is `"User::\"alice\""` or
+/// `{"type": "User", "id": "alice"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IsAuthorizedRequest {
+    #[schema(value_type = Object, example = json!("User::\"alice\""))]
+    pub principal: Value,
+    #[schema(value_type = Object, example = json!("Action::\"view_account\""))]
+    pub action: Value,
+    #[schema(value_type = Object, example = json!("Account::\"acme\""))]
+    pub resource: Value,
+    /// The Cedar context (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// Extra Cedar entity JSON, over the stored entities, for this request only.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub entities: Option<Value>,
+}
+
+/// A decision on the wire.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IsAuthorizedResponse {
+    /// "Allow" or "Deny".
+    #[schema(example = "Allow")]
+    pub decision: String,
+    /// The determining policies.
+    #[schema(value_type = Vec<Object>)]
+    pub reasons: Vec<Reason>,
+    pub errors: Vec<String>,
+    pub policy_version: String,
+    pub decision_id: String,
+}
+
+impl From<Answer> for IsAuthorizedResponse {
+    fn from(a: Answer) -> Self {
+        IsAuthorizedResponse {
+            decision: a.decision.decision.to_string(),
+            reasons: a.decision.reasons,
+            errors: a.decision.errors,
+            policy_version: a.decision.policy_version,
+            decision_id: a.decision_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    #[schema(value_type = Vec<Object>)]
+    pub requests: Vec<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// One result per request, in request order. An invalid item is a Deny
+    /// with `error` set.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
+/// Read a JSON body with a size limit; every failure is a 400 naming why.
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: &Bytes,
+) -> Result<T, AppError> {
+    if body.len() > state.max_body_bytes {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "body_too_large",
+            format!(
+                "the body has {} bytes; the limit is {} bytes",
+                body.len(),
+                state.max_body_bytes
+            ),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "invalid JSON body at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// Reject a request without the bearer token.
+pub fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
+        _ => Err(AppError::unauthorized()),
+    }
+}
+
+fn require_query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if state.protect_queries {
+        require_token(state, headers)
+    } else {
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Turn a wire request into a typed query.
+pub fn to_query(r: IsAuthorizedRequest) -> Result<Query, AppError> {
+    Ok(Query {
+        principal: engine::uid_from_json("principal", &r.principal)?,
+        action: engine::uid_from_json("action", &r.action)?,
+        resource: engine::uid_from_json("resource", &r.resource)?,
+        context: r.context,
+        entities: r.entities,
+        principal_attrs: None,
+        resource_attrs: None,
+    })
+}
+
+/// Record the request metrics for one decision.
+pub fn observe(endpoint: &'static str, decision: &str, started: Instant) {
+    metrics::counter!("partnergate_decisions_total", "endpoint" => endpoint, "decision" => decision.to_string())
+        .increment(1);
+    metrics::histogram!("partnergate_decision_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Decide one request, logging refusals of malformed input.
+fn decide_one(state: &AppState, query: Query) -> Result<Answer, AppError> {
+    state.authz.is_authorized(&query).map_err(|e| {
+        tracing::info!(error = %e, "request refused before evaluation (deny)");
+        AppError::from(e)
+    })
+}
+
+#[utoipa::path(post, path = "/v1/is_authorized", request_body = IsAuthorizedRequest,
+    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request")))]
+async fn is_authorized(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<IsAuthorizedResponse>, AppError> {
+    let started = Instant::now();
+    require_query_token(&state, &headers)?;
+    let result = parse_body::<IsAuthorizedRequest>(&state, &body)
+        .and_then(to_query)
+        .and_then(|q| decide_one(&state, q));
+    match result {
+        Ok(answer) => {
+            observe(
+                "is_authorized",
+                &answer.decision.decision.to_string(),
+                started,
+            );
+            Ok(Json(answer.into()))
+        }
+        Err(e) => {
+            observe("is_authorized", "invalid", started);
+            Err(e)
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/is_authorized/batch", request_body = BatchRequest,
+    responses((status = 200, body = BatchResponse), (status = 400, description = "invalid batch or too many requests")))]
+async fn is_authorized_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<BatchResponse>, AppError> {
+    let started = Instant::now();
+    require_query_token(&state, &headers)?;
+    let batch: BatchRequest = parse_body(&state, &body)?;
+    if batch.requests.len() > state.max_batch {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "batch_too_large",
+            format!(
+                "field `requests`: {} requests; at most {} per call",
+                batch.requests.len(),
+                state.max_batch
+            ),
+        ));
+    }
+    // One snapshot for the whole batch.
+    let pack = state.authz.evaluator().current();
+    let results = batch
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let answer = serde_json::from_value::<IsAuthorizedRequest>(item)
+                .map_err(|e| AppError::bad_request(format!("requests[{i}]: {e}")))
+                .and_then(to_query)
+                .and_then(|q| {
+                    state
+                        .authz
+                        .is_authorized_with(&pack, &q)
+                        .map_err(AppError::from)
+                });
+            match answer {
+                Ok(a) => {
+                    observe("batch", &a.decision.decision.to_string(), started);
+                    serde_json::to_value(IsAuthorizedResponse::from(a)).unwrap_or(Value::Null)
+                }
+                Err(e) => {
+                    observe("batch", "invalid", started);
+                    tracing::info!(index = i, error = %e.message, "batch item refused (deny)");
+                    json!({"decision": "Deny", "reasons": [], "errors": [e.message],
+                        "error": e.code, "policy_version": pack.version})
+                }
+            }
+        })
+        .collect();
+    Ok(Json(BatchResponse { results }))
+}
+
+#[utoipa::path(put, path = "/v1/entities", request_body(content = Vec<Object>, description = "Cedar entity JSON"),
+    responses((status = 200, description = "upserted"), (status = 400, description = "invalid entity"), (status = 401, description = "no token")))]
+async fn put_entities(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let value: Value = parse_body(&state, &body)?;
+    let value = match value {
+        Value::Object(mut m) if m.contains_key("entities") => {
+            m.remove("entities").unwrap_or(Value::Null)
+        }
+        v => v,
+    };
+    let pack = state.authz.evaluator().current();
+    let directory = state.authz.directory().clone();
+    let schema = pack.schema.clone();
+    let uids = tokio::task::spawn_blocking(move || directory.put_json(schema.as_ref(), value))
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))??;
+    metrics::counter!("partnergate_entity_writes_total").increment(uids.len() as u64);
+    Ok(Json(json!({
+        "upserted": uids.len(),
+        "uids": uids.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+    })))
+}
+
+#[utoipa::path(get, path = "/v1/entities/{type}/{id}",
+    params(("type" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "Cedar entity JSON"), (status = 404, description = "no such entity")))]
+async fn get_entity(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((ty, id)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    require_query_token(&state, &headers)?;
+    let uid = engine::uid_from_json("uid", &json!({"type": ty, "id": id}))?;
+    state
+        .authz
+        .directory()
+        .get_json(&uid)
+        .map(Json)
+        .ok_or_else(|| AppError::not_found(format!("no entity {uid}")))
+}
+
+#[utoipa::path(get, path = "/v1/policies", responses((status = 200, description = "the serving policy set and the last reload error")))]
+async fn get_policies(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    require_query_token(&state, &headers)?;
+    let pack = state.authz.evaluator().current();
+    let status = state.authz.evaluator().status();
+    Ok(Json(json!({
+        "version": pack.version,
+        "loaded_at": status.loaded_at,
+        "files": pack.files,
+        "policies": pack.policies,
+        "reloads": {"successes": status.successes, "failures": status.failures},
+        "last_error": status.last_error,
+    })))
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up")))]
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let directory = state.authz.directory().clone();
+    let store = tokio::task::spawn_blocking(move || directory.backend().ping())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let pack = state.authz.evaluator().current();
+    match store {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "policy_version": pack.version, "store": "ok"})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "policy_version": pack.version, "store": e})),
+        )
+            .into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let pack = state.authz.evaluator().current();
+    metrics::gauge!("partnergate_entities").set(state.authz.directory().len() as f64);
+    metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "PartnerGate", description = "Cedar authorization sidecar"),
+    paths(
+        is_authorized,
+        is_authorized_batch,
+        put_entities,
+        get_entity,
+        get_policies,
+        healthz,
+        readyz,
+        metrics,
+        super::authzen::evaluation,
+        super::authzen::evaluations,
+        super::authzen::configuration
+    ),
+    components(schemas(
+        IsAuthorizedRequest,
+        IsAuthorizedResponse,
+        BatchRequest,
+        BatchResponse,
+        super::authzen::EvaluationRequest,
+        super::authzen::EvaluationResponse
+    ))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,242 @@
+//! The OpenID AuthZEN Authorization API 1.0 endpoints, mapped onto Cedar:
+//! a subject or resource `type`/`id` is the entity uid, `action.name` is
+//! `Action::"<name>"`, subject and resource `properties` are attributes of
+//! that entity for this request (over the stored ones), and `context` is the
+//! Cedar context. A deny is `200 {"decision": false}` with the reasons in
+//! `context`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use super::api::{observe, parse_body, require_token};
+use super::error::AppError;
+use super::AppState;
+use crate::authz::{Answer, Query};
+use crate::engine;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/access/v1/evaluation", post(evaluation))
+        .route("/access/v1/evaluations", post(evaluations))
+        .route("/.well-known/authzen-configuration", get(configuration))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct Subject {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct Action {
+    pub name: String,
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// One AuthZEN evaluation (every field may come from the batch defaults).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct EvaluationRequest {
+    pub subject: Option<Subject>,
+    pub action: Option<Action>,
+    pub resource: Option<Subject>,
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationResponse {
+    pub decision: bool,
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EvaluationsRequest {
+    #[serde(flatten)]
+    defaults: EvaluationRequest,
+    evaluations: Option<Vec<EvaluationRequest>>,
+    #[serde(default)]
+    options: Options,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Options {
+    evaluations_semantic: Option<String>,
+}
+
+fn to_query(r: EvaluationRequest, index: Option<usize>) -> Result<Query, AppError> {
+    let at = |f: &str| match index {
+        Some(i) => format!("evaluations[{i}].{f}"),
+        None => f.to_string(),
+    };
+    let missing = |f: &str| AppError::bad_request(format!("field `{}` is required", at(f)));
+    let subject = r.subject.ok_or_else(|| missing("subject"))?;
+    let action = r.action.ok_or_else(|| missing("action"))?;
+    let resource = r.resource.ok_or_else(|| missing("resource"))?;
+    let uid = |field: &str, s: &Subject| {
+        engine::uid_from_json(&at(field), &json!({"type": s.kind, "id": s.id}))
+    };
+    Ok(Query {
+        principal: uid("subject", &subject)?,
+        action: engine::uid_from_json(
+            &at("action"),
+            &json!({"type": "Action", "id": action.name}),
+        )?,
+        resource: uid("resource", &resource)?,
+        context: r.context,
+        entities: None,
+        principal_attrs: subject.properties,
+        resource_attrs: resource.properties,
+    })
+}
+
+fn to_response(a: Answer) -> EvaluationResponse {
+    EvaluationResponse {
+        decision: a.decision.is_allowed(),
+        context: Some(json!({
+            "decision_id": a.decision_id,
+            "policy_version": a.decision.policy_version,
+            "reasons": a.decision.reasons,
+            "errors": a.decision.errors,
+        })),
+    }
+}
+
+fn check_query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if state.protect_queries {
+        require_token(state, headers)?;
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/access/v1/evaluation", request_body = EvaluationRequest,
+    responses((status = 200, body = EvaluationResponse), (status = 400, description = "invalid request")))]
+pub(super) async fn evaluation(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<EvaluationResponse>, AppError> {
+    let started = Instant::now();
+    check_query_token(&state, &headers)?;
+    let req: EvaluationRequest = parse_body(&state, &body)?;
+    let query = to_query(req, None)?;
+    let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
+    observe("authzen", &answer.decision.decision.to_string(), started);
+    Ok(Json(to_response(answer)))
+}
+
+#[utoipa::path(post, path = "/access/v1/evaluations", request_body = Object,
+    responses((status = 200, description = "{evaluations: [{decision, context}]} in request order"), (status = 400, description = "invalid request")))]
+pub(super) async fn evaluations(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    let started = Instant::now();
+    check_query_token(&state, &headers)?;
+    let req: EvaluationsRequest = parse_body(&state, &body)?;
+    let Some(items) = req.evaluations else {
+        // Without `evaluations` this is a single evaluation.
+        let answer = state
+            .authz
+            .is_authorized(&to_query(req.defaults, None)?)
+            .map_err(AppError::from)?;
+        observe("authzen", &answer.decision.decision.to_string(), started);
+        return Ok(Json(
+            serde_json::to_value(to_response(answer)).unwrap_or(Value::Null),
+        ));
+    };
+    if items.len() > state.max_batch {
+        return Err(AppError::bad_request(format!(
+            "field `evaluations`: {} items; at most {} per call",
+            items.len(),
+            state.max_batch
+        )));
+    }
+    #[derive(PartialEq)]
+    enum Semantic {
+        ExecuteAll,
+        DenyOnFirstDeny,
+        PermitOnFirstPermit,
+    }
+    let semantic = match req.options.evaluations_semantic.as_deref() {
+        None | Some("execute_all") => Semantic::ExecuteAll,
+        Some("deny_on_first_deny") => Semantic::DenyOnFirstDeny,
+        Some("permit_on_first_permit") => Semantic::PermitOnFirstPermit,
+        Some(other) => {
+            return Err(AppError::bad_request(format!(
+                "field `options.evaluations_semantic`: `{other}` is not one of execute_all, deny_on_first_deny, permit_on_first_permit"
+            )))
+        }
+    };
+    let pack = state.authz.evaluator().current();
+    let d = req.defaults;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let merged = EvaluationRequest {
+            subject: item.subject.or_else(|| d.subject.clone()),
+            action: item.action.or_else(|| d.action.clone()),
+            resource: item.resource.or_else(|| d.resource.clone()),
+            context: item.context.or_else(|| d.context.clone()),
+        };
+        let result = to_query(merged, Some(i)).and_then(|q| {
+            state
+                .authz
+                .is_authorized_with(&pack, &q)
+                .map_err(AppError::from)
+        });
+        let (allowed, value) = match result {
+            Ok(a) => {
+                observe("authzen", &a.decision.decision.to_string(), started);
+                let r = to_response(a);
+                (r.decision, serde_json::to_value(r).unwrap_or(Value::Null))
+            }
+            Err(e) => {
+                observe("authzen", "invalid", started);
+                (
+                    false,
+                    json!({"decision": false, "context": {"error": e.code, "message": e.message}}),
+                )
+            }
+        };
+        out.push(value);
+        let stop = match semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !allowed,
+            Semantic::PermitOnFirstPermit => allowed,
+        };
+        if stop {
+            break;
+        }
+    }
+    Ok(Json(json!({"evaluations": out})))
+}
+
+#[utoipa::path(get, path = "/.well-known/authzen-configuration",
+    responses((status = 200, description = "AuthZEN PDP metadata")))]
+pub(super) async fn configuration(headers: HeaderMap) -> Json<Value> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8380");
+    let base = format!("http://{host}");
+    Json(json!({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
+        "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+    }))
+}

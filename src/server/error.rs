@@ -1,0 +1,86 @@
+//! The sidecar's one error type and its stable JSON body
+//! `{error: <code>, message, details}`. Internals go to the log, not to the
+//! client; no error on the decision path becomes a 500.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An HTTP-facing error.
+#[derive(Debug)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status,
+            code,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <token>` with the sidecar's token",
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl From<crate::engine::RequestError> for AppError {
+    fn from(e: crate::engine::RequestError) -> Self {
+        let details = match &e {
+            crate::engine::RequestError::Field { field, .. } => json!({ "field": field }),
+            _ => serde_json::Value::Null,
+        };
+        AppError::bad_request(e.to_string()).with_details(details)
+    }
+}
+
+impl From<crate::directory::DirectoryError> for AppError {
+    fn from(e: crate::directory::DirectoryError) -> Self {
+        if e.is_bad_input() {
+            AppError::bad_request(e.to_string())
+        } else {
+            tracing::error!(error = %e, "store write failed");
+            AppError::unavailable(format!("the store could not take the write: {e}"))
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, message = %self.message, "request failed");
+        } else {
+            tracing::debug!(code = self.code, message = %self.message, "request refused");
+        }
+        let body = json!({"error": self.code, "message": self.message, "details": self.details});
+        (self.status, Json(body)).into_response()
+    }
+}

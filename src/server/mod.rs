@@ -1,0 +1,299 @@
+//! The HTTP sidecar: configuration, the router, start-up and graceful
+//! shutdown. Only this module (and its children) knows axum and the wire
+//! format; decisions come from [`crate::authz`].
+//!
+//! - `api`: the PartnerGate endpoints (`/v1/...`, health, metrics).
+//! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
+//! - `error`: the JSON error body.
+
+pub mod api;
+pub mod authzen;
+pub mod error;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::authz::Authz;
+use crate::directory::Directory;
+use crate::policies::PackSource;
+use crate::reload::{self, Evaluator};
+use crate::store::sqlite::SqliteStore;
+
+/// Everything `partnergate serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub policies: PathBuf,
+    pub schema: PathBuf,
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// File holding the bearer token for writes; generated in the data
+    /// directory when absent.
+    pub token_file: Option<PathBuf>,
+    /// Also require the token on query endpoints.
+    pub protect_queries: bool,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub watch: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            policies: "policies".into(),
+            schema: "schemas/partnergate.cedarschema".into(),
+            data_dir: "data".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8380)),
+            token_file: None,
+            protect_queries: false,
+            max_batch: 100,
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            watch: true,
+        }
+    }
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot load the policies:\n{}", .0.render())]
+    Load(#[from] crate::policies::LoadError),
+    #[error("the schema is required to serve (--schema)")]
+    NoSchema,
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Watch(#[from] crate::reload::WatchError),
+    #[error("token file {path}: {message}")]
+    Token { path: PathBuf, message: String },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub authz: Authz,
+    pub token: String,
+    pub protect_queries: bool,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; we keep our handle either way.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The router, separate from sockets so tests can drive it directly.
+pub fn app(state: Arc<AppState>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = state.request_timeout;
+    api::routes()
+        .merge(authzen::routes())
+        .with_state(state)
+        // Bodies are read and size-checked by our own extractor (a 400 with a
+        // JSON body); this outer limit only guards against absurd uploads.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Read the token, or generate one (mode 0600) in the data directory.
+pub fn load_or_create_token(config: &ServeConfig) -> Result<(String, PathBuf), ServeError> {
+    let path = config
+        .token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("token"));
+    let err = |message: String| ServeError::Token {
+        path: path.clone(),
+        message,
+    };
+    if path.exists() {
+        let token = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(err("the file is empty".into()));
+        }
+        return Ok((token, path));
+    }
+    if config.token_file.is_some() {
+        return Err(err("no such file".into()));
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token = hex::encode(bytes);
+    write_private(&path, &token).map_err(|e| err(e.to_string()))?;
+    Ok((token, path))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+/// A started sidecar's parts, for embedding and tests.
+pub struct Sidecar {
+    pub state: Arc<AppState>,
+    pub token_path: PathBuf,
+    pub watch: Option<reload::WatchHandle>,
+}
+
+/// Load policies, open the store and build the state (no socket yet).
+pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
+    let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()));
+    let evaluator = Arc::new(Evaluator::load(source)?);
+    let store = Arc::new(SqliteStore::open_in(&config.data_dir)?);
+    let directory = Arc::new(Directory::open(store)?);
+    let (token, token_path) = load_or_create_token(config)?;
+    let watch = if config.watch {
+        Some(reload::watch(evaluator.clone(), Vec::new())?)
+    } else {
+        None
+    };
+    let metrics = metrics_handle();
+    let pack = evaluator.current();
+    metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    let state = Arc::new(AppState {
+        authz: Authz::new(evaluator, directory),
+        token,
+        protect_queries: config.protect_queries,
+        max_batch: config.max_batch,
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        metrics,
+    });
+    Ok(Sidecar {
+        state,
+        token_path,
+        watch,
+    })
+}
+
+/// Run the sidecar until SIGTERM or Ctrl-C; SIGHUP forces a reload.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let sidecar = build(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let pack = sidecar.state.authz.evaluator().current();
+    tracing::info!(%addr, version = %pack.version, policies = pack.policies.len(),
+        entities = sidecar.state.authz.directory().len(),
+        store = %sidecar.state.authz.directory().backend().describe(),
+        token_file = %sidecar.token_path.display(), "partnergate listening");
+    // Machine-readable line for scripts: the bound address.
+    println!("partnergate listening on http://{addr}");
+
+    spawn_sighup_reload(sidecar.state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = app(sidecar.state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
+        Ok(Ok(Err(e))) => return Err(ServeError::Io(e)),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+    drop(sidecar.watch);
+    Ok(())
+}
+
+fn spawn_sighup_reload(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading policies");
+            let ev = state.authz.evaluator().clone();
+            let _ = tokio::task::spawn_blocking(move || ev.reload()).await;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,180 @@
+//! The embedded SQLite backend: one file under the data directory, WAL mode,
+//! foreign keys on, versioned migrations (`PRAGMA user_version`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{EntityBackend, EntityRecord, StoreError};
+
+/// Schema migrations, applied in order; `user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: entities
+    "CREATE TABLE entities (
+        uid TEXT PRIMARY KEY,
+        entity_type TEXT NOT NULL,
+        json TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+    );
+    CREATE INDEX entities_by_type ON entities(entity_type);",
+];
+
+/// SQLite store. One connection behind a mutex: SQLite serialises writers
+/// anyway, and reads are served from memory, not from here.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) `store.db` in `data_dir`, and migrate it.
+    pub fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::open(&data_dir.join("store.db"))
+    }
+
+    /// Open (creating if needed) the database file at `path`, and migrate it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(open_err)?;
+        migrate(&mut conn).map_err(open_err)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Backend("store connection poisoned".into()))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()
+}
+
+impl EntityBackend for SqliteStore {
+    fn load_all(&self) -> Result<Vec<EntityRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT uid, entity_type, json FROM entities ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(EntityRecord {
+                uid: r.get(0)?,
+                entity_type: r.get(1)?,
+                json: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
+                   json = excluded.json,
+                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+            )?;
+            for r in records {
+                stmt.execute(params![r.uid, r.entity_type, r.json])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM entities WHERE uid = ?1")?;
+            for u in uids {
+                n += stmt.execute(params![u])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(uid: &str, json: &str) -> EntityRecord {
+        EntityRecord {
+            uid: uid.into(),
+            entity_type: "User".into(),
+            json: json.into(),
+        }
+    }
+
+    #[test]
+    fn upsert_replace_delete_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open_in(dir.path()).unwrap();
+            s.upsert(&[rec("User::\"a\"", "1"), rec("User::\"b\"", "2")])
+                .unwrap();
+            s.upsert(&[rec("User::\"a\"", "3")]).unwrap();
+            assert_eq!(
+                s.delete(&["User::\"b\"".into(), "User::\"zz\"".into()])
+                    .unwrap(),
+                1
+            );
+        }
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let all = s.load_all().unwrap();
+        assert_eq!(all, vec![rec("User::\"a\"", "3")]);
+        // Migrations are idempotent on reopen.
+        let v: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+}
