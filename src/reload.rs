@@ -110,12 +110,26 @@ impl Evaluator {
     pub fn reload(&self) -> Result<Arc<PolicyPack>, LoadError> {
         let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
-        let result = policies::load(&self.source).and_then(|pack| {
-            for gate in &self.gates {
-                gate(&pack).map_err(|problems| LoadError::Validation { problems })?;
+        // A file may change while it is read (an editor truncating, then
+        // writing): load until the files are the same before and after.
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let before = fingerprint(&self.source);
+            let result = policies::load(&self.source).and_then(|pack| {
+                for gate in &self.gates {
+                    gate(&pack).map_err(|problems| LoadError::Validation { problems })?;
+                }
+                Ok(pack)
+            });
+            if fingerprint(&self.source) == before || attempts >= 5 {
+                break result;
             }
-            Ok(pack)
-        });
+            tracing::debug!(
+                attempts,
+                "policy files changed while loading; loading again"
+            );
+        };
         let now = SystemTime::now();
         let old = self.status.load_full();
         let outcome = match result {
@@ -302,6 +316,21 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
         debouncer: shared,
         thread: Some(thread),
     })
+}
+
+/// Size and modification time of every file a load reads.
+fn fingerprint(source: &PackSource) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
+    let mut files = policies::policy_files(&source.policies).unwrap_or_default();
+    files.extend(source.schema.iter().cloned());
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)));
+            (f, meta)
+        })
+        .collect()
 }
 
 fn absolute(p: &Path) -> PathBuf {
