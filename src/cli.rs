@@ -198,7 +198,7 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({"ok": !(a.deny_warnings && !pack.warnings.is_empty()),
+                    serde_json::json!({"ok": !a.deny_warnings || pack.warnings.is_empty(),
                         "version": pack.version, "policies": pack.policies, "warnings": pack.warnings})
                 )?;
             } else {
