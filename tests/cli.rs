@@ -330,14 +330,26 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
         "reasons = [\"partner-no-disable-two-factor\"]\n\n[[case]]\nname = \"a partner cannot switch off the owner's",
         "reasons = [\"partner-no-such-policy\"]\n\n[[case]]\nname = \"a partner cannot switch off the owner's",
     );
+    // Wrong decision where no policy applies (denied by default).
+    edit(
+        &dir.path().join("tests/policies/members.toml"),
+        "action = \"invite_user\"\nresource = 'Account::\"acme\"'\ndecision = \"deny\"",
+        "action = \"invite_user\"\nresource = 'Account::\"acme\"'\ndecision = \"allow\"",
+    );
     let out = run(dir.path(), &["test", "tests/policies"]);
     assert_eq!(out.code, 1, "{out:?}");
     let (passed, failed) = summary(&out.stdout);
-    assert_eq!(failed, 2, "{out:?}");
+    assert_eq!(failed, 3, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "  FAIL  an employee cannot invite users\n        decision: expected Allow, got Deny (no policy applied)\n"
+        ),
+        "{out:?}"
+    );
     assert!(passed > 0);
     assert!(
         out.stdout.contains(
-            "  FAIL  a partner cannot dismiss the owner\n        decision: expected Allow, got Deny\n"
+            "  FAIL  a partner cannot dismiss the owner\n        decision: expected Allow, got Deny (reasons: partner-no-touch-admins)\n"
         ),
         "{out:?}"
     );
