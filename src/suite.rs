@@ -221,8 +221,15 @@ fn run_case(pack: &PolicyPack, suite: &Suite, case: &Case) -> CaseResult {
     let actual = engine::decide(pack, &request, &entities, case.semantics);
     let mut diff = Vec::new();
     if actual.decision != case.expect {
+        // Say which policies decided, so the author sees why at once.
+        let why = if actual.reasons.is_empty() {
+            "no policy applied".to_string()
+        } else {
+            let ids: Vec<&str> = actual.reasons.iter().map(|r| r.id.as_str()).collect();
+            format!("reasons: {}", ids.join(", "))
+        };
         diff.push(format!(
-            "decision: expected {}, got {}",
+            "decision: expected {}, got {} ({why})",
             case.expect, actual.decision
         ));
     }
