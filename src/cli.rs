@@ -263,7 +263,7 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 };
                 writeln!(
                     out,
-                    "ok: {} policies in {} files {validated}; {} warning(s); version {}",
+                    "ok: {} policies in {} file(s) {validated}; {} warning(s); version {}",
                     pack.policies.len(),
                     files,
                     pack.warnings.len(),
