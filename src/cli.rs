@@ -47,6 +47,8 @@ pub enum Command {
     Test(TestArgs),
     /// Format the policy files (cedar-policy-formatter).
     Fmt(FmtArgs),
+    /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
+    Prove(crate::prove::ProveArgs),
 }
 
 /// Where the policy pack is.
@@ -137,6 +139,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Authorize(a) => authorize(&a, out, err),
         Command::Test(a) => test(&a, out, err),
         Command::Fmt(a) => fmt(&a, out, err),
+        Command::Prove(a) => crate::prove::run_prove(&a, out, err).map_err(CliError::from),
     };
     match result {
         Ok(code) => code,

@@ -3,9 +3,10 @@
 //!
 //! The library is organised one module per concern (see ARCHITECTURE.md):
 //! [`policies`] loads and validates a pack, [`engine`] makes decisions,
-//! [`suite`] runs policy test suites, and [`cli`] is the command-line adapter.
+//! [`suite`] runs policy test suites, [`prove`] proves invariants symbolically, and [`cli`] is the command-line adapter.
 
 pub mod cli;
 pub mod engine;
 pub mod policies;
+pub mod prove;
 pub mod suite;
