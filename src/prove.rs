@@ -828,6 +828,9 @@ pub struct WrittenCounterexample {
     pub entities: PathBuf,
     /// `partnergate authorize ...` replaying it against the production pack.
     pub command: String,
+    /// For `--equivalent`: the same replay against the other policies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_command: Option<String>,
 }
 
 fn shell_quote(s: &str) -> String {
@@ -873,6 +876,7 @@ pub fn write_counterexamples(
     report: &ProofReport,
     dir: &Path,
     source: &PackSource,
+    other: Option<&PackSource>,
 ) -> Result<Vec<WrittenCounterexample>, ProveError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -911,25 +915,30 @@ pub fn write_counterexamples(
             std::fs::write(&request, pretty(&req)).map_err(io(&request))?;
             std::fs::write(&context, pretty(&c.context)).map_err(io(&context))?;
             std::fs::write(&entities, pretty(&c.entities)).map_err(io(&entities))?;
-            let mut command = String::from("partnergate authorize");
-            command.push_str(&format!(
-                " --policies {}",
-                shell_quote(&source.policies.display().to_string())
-            ));
-            if let Some(s) = &source.schema {
+            let command_for = |source: &PackSource| {
+                let mut command = String::from("partnergate authorize");
                 command.push_str(&format!(
-                    " --schema {}",
-                    shell_quote(&s.display().to_string())
+                    " --policies {}",
+                    shell_quote(&source.policies.display().to_string())
                 ));
-            }
-            command.push_str(&format!(
-                " --principal {} --action {} --resource {} --context {} --entities {}",
-                shell_quote(&c.principal),
-                shell_quote(&c.action),
-                shell_quote(&c.resource),
-                shell_quote(&format!("@{}", context.display())),
-                shell_quote(&entities.display().to_string()),
-            ));
+                if let Some(s) = &source.schema {
+                    command.push_str(&format!(
+                        " --schema {}",
+                        shell_quote(&s.display().to_string())
+                    ));
+                }
+                command.push_str(&format!(
+                    " --principal {} --action {} --resource {} --context {} --entities {}",
+                    shell_quote(&c.principal),
+                    shell_quote(&c.action),
+                    shell_quote(&c.resource),
+                    shell_quote(&format!("@{}", context.display())),
+                    shell_quote(&entities.display().to_string()),
+                ));
+                command
+            };
+            let command = command_for(source);
+            let other_command = other.map(command_for);
             written.push(WrittenCounterexample {
                 invariant: r.id.clone(),
                 environment: v.environment.clone(),
@@ -937,6 +946,7 @@ pub fn write_counterexamples(
                 context,
                 entities,
                 command,
+                other_command,
             });
         }
     }
@@ -1011,7 +1021,11 @@ pub fn run_prove(a: &ProveArgs, out: &mut dyn Write, err: &mut dyn Write) -> std
         .counterexamples
         .clone()
         .unwrap_or_else(default_counterexample_dir);
-    let written = match write_counterexamples(&report, &dir, &source) {
+    let other = a
+        .equivalent
+        .as_ref()
+        .map(|d| PackSource::new(d.clone(), source.schema.clone()));
+    let written = match write_counterexamples(&report, &dir, &source, other.as_ref()) {
         Ok(w) => w,
         Err(e) => {
             write!(err, "{}", e.render())?;
@@ -1134,6 +1148,9 @@ fn render(
             }
             if let Some(w) = commands.next() {
                 writeln!(out, "      replay: {}", w.command)?;
+                if let Some(o) = &w.other_command {
+                    writeln!(out, "      replay other: {o}")?;
+                }
             }
         }
     }
