@@ -51,6 +51,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Bulk-load Cedar entity JSON into the store of a data directory.
     Import(ImportArgs),
+    /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
+    Prove(crate::prove::ProveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +194,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Fmt(a) => fmt(&a, out, err),
         Command::Serve(a) => serve(a, err),
         Command::Import(a) => import(&a, out, err),
+        Command::Prove(a) => crate::prove::run_prove(&a, out, err).map_err(CliError::from),
     };
     match result {
         Ok(code) => code,

@@ -3,13 +3,14 @@
 //!
 //! The library is organised one module per concern (see ARCHITECTURE.md):
 //! [`policies`] loads and validates a pack, [`engine`] makes decisions,
-//! [`suite`] runs policy test suites, and [`cli`] is the command-line adapter.
+//! [`suite`] runs policy test suites, [`prove`] proves invariants symbolically, and [`cli`] is the command-line adapter.
 
 pub mod authz;
 pub mod cli;
 pub mod directory;
 pub mod engine;
 pub mod policies;
+pub mod prove;
 pub mod reload;
 pub mod server;
 pub mod store;
