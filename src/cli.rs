@@ -90,6 +90,16 @@ pub struct ServeArgs {
     /// Do not watch the policy files (SIGHUP still reloads).
     #[arg(long, env = "PARTNERGATE_NO_WATCH")]
     pub no_watch: bool,
+    /// Reject any policy reload that breaks an invariant (symbolic proof with cvc5).
+    #[arg(long, env = "PARTNERGATE_PROVE_ON_RELOAD")]
+    pub prove_on_reload: bool,
+    /// The invariants for --prove-on-reload.
+    #[arg(
+        long,
+        env = "PARTNERGATE_INVARIANTS",
+        default_value = "policies/invariants"
+    )]
+    pub invariants: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -510,6 +520,8 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
         shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
         watch: !a.no_watch,
+        prove_on_reload: a.prove_on_reload,
+        invariants: a.invariants,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

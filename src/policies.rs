@@ -140,15 +140,17 @@ pub enum LoadError {
     },
     #[error("strict validation failed with {} error(s)", .problems.len())]
     Validation { problems: Vec<Problem> },
+    #[error("rejected by a reload gate with {} problem(s) (e.g. a violated invariant)", .problems.len())]
+    Rejected { problems: Vec<Problem> },
 }
 
 impl LoadError {
     /// The structured problems behind this error (at least one).
     pub fn problems(&self) -> Vec<Problem> {
         match self {
-            LoadError::Parse { problems, .. } | LoadError::Validation { problems } => {
-                problems.clone()
-            }
+            LoadError::Parse { problems, .. }
+            | LoadError::Validation { problems }
+            | LoadError::Rejected { problems } => problems.clone(),
             LoadError::Schema { problem, .. } => vec![(**problem).clone()],
             other => {
                 let file = match other {
@@ -174,7 +176,10 @@ impl LoadError {
     pub fn render(&self) -> String {
         let mut out = String::new();
         match self {
-            LoadError::Parse { .. } | LoadError::Validation { .. } | LoadError::Schema { .. } => {
+            LoadError::Parse { .. }
+            | LoadError::Validation { .. }
+            | LoadError::Rejected { .. }
+            | LoadError::Schema { .. } => {
                 for p in self.problems() {
                     out.push_str(&p.rendered);
                     out.push('\n');

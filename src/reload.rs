@@ -66,7 +66,7 @@ impl Evaluator {
     pub fn load_with_gates(source: PackSource, gates: Vec<Gate>) -> Result<Self, LoadError> {
         let pack = policies::load(&source)?;
         for gate in &gates {
-            gate(&pack).map_err(|problems| LoadError::Validation { problems })?;
+            gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
         }
         let now = SystemTime::now();
         let (generation, _) = tokio::sync::watch::channel(0);
@@ -118,7 +118,7 @@ impl Evaluator {
             let before = fingerprint(&self.source);
             let result = policies::load(&self.source).and_then(|pack| {
                 for gate in &self.gates {
-                    gate(&pack).map_err(|problems| LoadError::Validation { problems })?;
+                    gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
                 }
                 Ok(pack)
             });
@@ -231,7 +231,10 @@ pub struct WatchError {
 pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHandle, WatchError> {
     let source = evaluator.source().clone();
     let policies_path = absolute(&source.policies);
-    let mut files: Vec<PathBuf> = extra.iter().map(|p| absolute(p)).collect();
+    // Extra directories (e.g. invariants) are watched themselves; extra
+    // files through their parent directory.
+    let (extra_dirs, mut files): (Vec<PathBuf>, Vec<PathBuf>) =
+        extra.iter().map(|p| absolute(p)).partition(|p| p.is_dir());
     if let Some(s) = &source.schema {
         files.push(absolute(s));
     }
@@ -247,6 +250,7 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
     if let Some(parent) = policies_path.parent() {
         dirs.push(parent.to_path_buf());
     }
+    dirs.extend(extra_dirs.iter().cloned());
     dirs.sort();
     dirs.dedup();
     for d in &dirs {
@@ -268,7 +272,11 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
     }
     let relevant = {
         let policies_path = policies_path.clone();
-        move |p: &Path| p.starts_with(&policies_path) || files.iter().any(|f| p == f)
+        move |p: &Path| {
+            p.starts_with(&policies_path)
+                || files.iter().any(|f| p == f)
+                || extra_dirs.iter().any(|d| p.starts_with(d))
+        }
     };
     let shared: SharedDebouncer = Arc::new(Mutex::new(Some(debouncer)));
     let rearm = shared.clone();

@@ -259,8 +259,8 @@ fn weakened_touch_admins_restriction_is_caught() {
     pack.edit(
         "30-partners.cedar",
         "partner-no-touch-admins",
-        r#"Action::"dismiss_user", "#,
-        "",
+        r#"[Action::"dismiss_user","#,
+        "[",
     );
     assert_caught(&pack, "partner-never-touches-admins");
 }
@@ -479,7 +479,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 16);
+    assert_eq!(policies.len(), 17);
     policies.reverse();
     let text = policies
         .join("\n\n")

@@ -277,8 +277,7 @@ fn entities_persist_across_restart_and_health_endpoints_answer() {
         s.signal("TERM");
         let status = {
             let mut s = s;
-            let st = s.child.wait().unwrap();
-            st
+            s.child.wait().unwrap()
         };
         assert!(status.success(), "SIGTERM must exit 0: {status:?}");
     }
@@ -583,4 +582,63 @@ fn without_a_token_file_one_is_generated_private() {
         &json!({"principal": PAT, "action": "Action::\"view_account\"", "resource": ACME}),
     );
     assert_eq!(st, 401);
+}
+
+#[test]
+fn prove_on_reload_rejects_an_edit_that_breaks_an_invariant() {
+    if std::process::Command::new("cvc5")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: cvc5 not installed (apt-get install cvc5)");
+        return;
+    }
+    let ws = Workspace::new();
+    common::copy_dir(
+        &common::repo().join("policies/invariants"),
+        &ws.policies().join("invariants"),
+    );
+    let invariants = ws.policies().join("invariants");
+    let s = Server::start(
+        &ws,
+        &[
+            "--prove-on-reload",
+            "--invariants",
+            invariants.to_str().unwrap(),
+        ],
+    );
+    s.load_demo();
+    let v0 = s.version();
+    // Weaken: the partner may now revoke admin rights.
+    let file = ws.policies().join("30-partners.cedar");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let weak = text.replace(
+        "[Action::\"grant_admin\", Action::\"revoke_admin\"]",
+        "[Action::\"grant_admin\"]",
+    );
+    assert_ne!(weak, text, "the edit must change the file");
+    std::fs::write(&file, weak).unwrap();
+    let body = s.wait_policies(
+        Duration::from_secs(30),
+        "the gate to reject the edit",
+        |b| !b["last_error"].is_null(),
+    );
+    assert_eq!(
+        body["version"],
+        v0.as_str(),
+        "the last good set keeps serving"
+    );
+    let err = body["last_error"].to_string();
+    assert!(err.contains("partner-never-grants-admin"), "{err}");
+    assert!(err.contains("counterexample"), "{err}");
+    assert!(err.contains("revoke_admin"), "{err}");
+    assert_eq!(s.ask(PAT, "revoke_admin", OWNER)["decision"], "Deny");
+    // Restoring the file passes the gate again.
+    std::fs::write(&file, text).unwrap();
+    s.wait_policies(
+        Duration::from_secs(30),
+        "the good edit to pass the gate",
+        |b| b["last_error"].is_null(),
+    );
 }

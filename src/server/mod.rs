@@ -45,6 +45,10 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub watch: bool,
+    /// Reject a reload that breaks an invariant (needs cvc5).
+    pub prove_on_reload: bool,
+    /// The invariants directory for `prove_on_reload`.
+    pub invariants: PathBuf,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +65,8 @@ impl Default for ServeConfig {
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             watch: true,
+            prove_on_reload: false,
+            invariants: "policies/invariants".into(),
         }
     }
 }
@@ -192,12 +198,18 @@ pub struct Sidecar {
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()));
-    let evaluator = Arc::new(Evaluator::load(source)?);
+    let mut gates = Vec::new();
+    let mut watch_extra = Vec::new();
+    if config.prove_on_reload {
+        gates.push(crate::prove::reload_gate(config.invariants.clone()));
+        watch_extra.push(config.invariants.clone());
+    }
+    let evaluator = Arc::new(Evaluator::load_with_gates(source, gates)?);
     let store = Arc::new(SqliteStore::open_in(&config.data_dir)?);
     let directory = Arc::new(Directory::open(store)?);
     let (token, token_path) = load_or_create_token(config)?;
     let watch = if config.watch {
-        Some(reload::watch(evaluator.clone(), Vec::new())?)
+        Some(reload::watch(evaluator.clone(), watch_extra)?)
     } else {
         None
     };
@@ -222,7 +234,13 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
 
 /// Run the sidecar until SIGTERM or Ctrl-C; SIGHUP forces a reload.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
-    let sidecar = build(&config)?;
+    // Loading may prove invariants, which runs its own runtime: off the async threads.
+    let sidecar = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || build(&config))
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))??
+    };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServeError::Bind {
