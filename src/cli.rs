@@ -100,6 +100,12 @@ pub struct ServeArgs {
         default_value = "policies/invariants"
     )]
     pub invariants: PathBuf,
+    /// Entity store: `sqlite` (DATA_DIR/store.db) or a postgres:// URL shared by replicas.
+    #[arg(long, env = "PARTNERGATE_STORE", default_value = "sqlite")]
+    pub store: String,
+    /// This replica's id in change feeds and logs [default: hostname-pid]
+    #[arg(long, env = "PARTNERGATE_REPLICA_ID")]
+    pub replica_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -522,6 +528,16 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         watch: !a.no_watch,
         prove_on_reload: a.prove_on_reload,
         invariants: a.invariants,
+        store: match crate::store::StoreSpec::parse(Some(&a.store)) {
+            Ok(s) => s,
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(EXIT_ERROR);
+            }
+        },
+        replica: a
+            .replica_id
+            .unwrap_or_else(crate::server::default_replica_id),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

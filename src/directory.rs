@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use cedar_policy::{Entities, Entity, EntityUid, Schema};
 use dashmap::DashMap;
 
-use crate::store::{EntityBackend, EntityRecord, StoreError};
+use crate::store::{Change, EntityBackend, EntityRecord, StoreError};
 
 /// Upper bound on the entities one slice may gather (a guard against
 /// pathological reference graphs; the shipped pack needs about five).
@@ -64,12 +64,14 @@ pub struct Directory {
     backend: Arc<dyn EntityBackend>,
     /// One writer at a time, so the store and memory apply writes in the same order.
     writer: Mutex<()>,
+    /// The store's change-feed position the loaded entities reflect.
+    loaded_seq: i64,
 }
 
 impl Directory {
     /// Load every stored entity into memory.
     pub fn open(backend: Arc<dyn EntityBackend>) -> Result<Self, DirectoryError> {
-        let records = backend.load_all()?;
+        let (records, loaded_seq) = backend.load_all_with_seq()?;
         let entities = DashMap::with_capacity(records.len());
         for r in records {
             let value: serde_json::Value =
@@ -92,7 +94,41 @@ impl Directory {
             entities,
             backend,
             writer: Mutex::new(()),
+            loaded_seq,
         })
+    }
+
+    /// The change-feed position of the initial load (where a feed starts).
+    pub fn loaded_seq(&self) -> i64 {
+        self.loaded_seq
+    }
+
+    /// Apply changes another replica committed (from a change feed), in
+    /// order: memory only. Unreadable rows are logged and skipped.
+    pub fn apply_changes(&self, changes: Vec<Change>) {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for c in changes {
+            match c.json {
+                None => {
+                    if let Some(uid) = uid_from_key(&c.uid) {
+                        self.entities.remove(&uid);
+                    }
+                }
+                Some(json) => {
+                    let parsed = serde_json::from_str(&json)
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| Entity::from_json_value(v, None).map_err(|e| e.to_string()))
+                        .and_then(stored);
+                    match parsed {
+                        Ok(s) => {
+                            self.entities.insert(s.entity.uid(), Arc::new(s));
+                        }
+                        Err(e) => tracing::warn!(seq = c.seq, uid = %c.uid, error = %e,
+                            "change feed: unreadable entity skipped"),
+                    }
+                }
+            }
+        }
     }
 
     /// Number of entities.

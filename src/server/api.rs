@@ -334,6 +334,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
     let pack = state.authz.evaluator().current();
+    metrics::gauge!("partnergate_store_up").set(if store.is_ok() { 1.0 } else { 0.0 });
     match store {
         Ok(()) => (
             StatusCode::OK,
@@ -342,7 +343,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "policy_version": pack.version, "store": e})),
+            Json(json!({"status": "not_ready", "policy_version": pack.version, "store": e,
+                "detail": "the store is unreachable: decisions are still answered from memory; writes are refused with 503"})),
         )
             .into_response(),
     }

@@ -49,6 +49,18 @@ pub struct ServeConfig {
     pub prove_on_reload: bool,
     /// The invariants directory for `prove_on_reload`.
     pub invariants: PathBuf,
+    /// Where entities live: embedded SQLite (default) or PostgreSQL.
+    pub store: crate::store::StoreSpec,
+    /// This replica's name, in change feeds and logs.
+    pub replica: String,
+}
+
+/// A default replica id: host name and process id.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Default for ServeConfig {
@@ -67,6 +79,8 @@ impl Default for ServeConfig {
             watch: true,
             prove_on_reload: false,
             invariants: "policies/invariants".into(),
+            store: crate::store::StoreSpec::Sqlite,
+            replica: default_replica_id(),
         }
     }
 }
@@ -193,6 +207,8 @@ pub struct Sidecar {
     pub state: Arc<AppState>,
     pub token_path: PathBuf,
     pub watch: Option<reload::WatchHandle>,
+    /// The PostgreSQL change feed (other replicas' writes), if shared.
+    pub feed: Option<crate::store::postgres::ChangeFeed>,
 }
 
 /// Load policies, open the store and build the state (no socket yet).
@@ -205,8 +221,32 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         watch_extra.push(config.invariants.clone());
     }
     let evaluator = Arc::new(Evaluator::load_with_gates(source, gates)?);
-    let store = Arc::new(SqliteStore::open_in(&config.data_dir)?);
+    let (store, pg_url): (Arc<dyn crate::store::EntityBackend>, Option<String>) =
+        match &config.store {
+            crate::store::StoreSpec::Sqlite => {
+                (Arc::new(SqliteStore::open_in(&config.data_dir)?), None)
+            }
+            crate::store::StoreSpec::Postgres(url) => (
+                Arc::new(crate::store::postgres::PgStore::open(url, &config.replica)?),
+                Some(url.clone()),
+            ),
+        };
     let directory = Arc::new(Directory::open(store)?);
+    let feed = match pg_url {
+        Some(url) => {
+            let d = directory.clone();
+            Some(crate::store::postgres::ChangeFeed::start(
+                &url,
+                directory.loaded_seq(),
+                move |changes| {
+                    metrics::counter!("partnergate_feed_changes_total")
+                        .increment(changes.len() as u64);
+                    d.apply_changes(changes)
+                },
+            )?)
+        }
+        None => None,
+    };
     let (token, token_path) = load_or_create_token(config)?;
     let watch = if config.watch {
         Some(reload::watch(evaluator.clone(), watch_extra)?)
@@ -229,6 +269,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         state,
         token_path,
         watch,
+        feed,
     })
 }
 
@@ -252,7 +293,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(%addr, version = %pack.version, policies = pack.policies.len(),
         entities = sidecar.state.authz.directory().len(),
         store = %sidecar.state.authz.directory().backend().describe(),
-        token_file = %sidecar.token_path.display(), "partnergate listening");
+        token_file = %sidecar.token_path.display(), replica = %config.replica, "partnergate listening");
     // Machine-readable line for scripts: the bound address.
     println!("partnergate listening on http://{addr}");
 
@@ -276,6 +317,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     drop(sidecar.watch);
+    drop(sidecar.feed);
     Ok(())
 }
 

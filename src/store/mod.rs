@@ -5,6 +5,7 @@
 //! [`crate::directory::Directory`]; this module is only what survives a restart.
 //! The default backend is embedded SQLite ([`sqlite::SqliteStore`]).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -35,6 +36,15 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// A committed change from a shared store's feed, in commit order: the
+/// entity's new JSON, or `None` when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub uid: String,
+    pub json: Option<String>,
+}
+
 /// A durable home for entities. Implementations are `Send + Sync`; each
 /// method is one transaction.
 pub trait EntityBackend: Send + Sync {
@@ -48,4 +58,38 @@ pub trait EntityBackend: Send + Sync {
     fn ping(&self) -> Result<(), StoreError>;
     /// A short human description (`sqlite:/path/to/store.db`).
     fn describe(&self) -> String;
+    /// Every entity plus the change-feed position it reflects (0 for a store
+    /// without a feed), read as one consistent snapshot.
+    fn load_all_with_seq(&self) -> Result<(Vec<EntityRecord>, i64), StoreError> {
+        Ok((self.load_all()?, 0))
+    }
+    /// Changes committed after `seq`, oldest first (none for a store that
+    /// is not shared).
+    fn changes_since(&self, _seq: i64, _limit: i64) -> Result<Vec<Change>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Where the entities live: `sqlite` (default) or a `postgres://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `store.db` in the data directory.
+    Sqlite,
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// `None`/`""`/`sqlite` → SQLite; `postgres://…`/`postgresql://…` → PostgreSQL.
+    pub fn parse(s: Option<&str>) -> Result<Self, StoreError> {
+        match s.map(str::trim) {
+            None | Some("") | Some("sqlite") => Ok(StoreSpec::Sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreSpec::Postgres(url.to_string()))
+            }
+            Some(other) => Err(StoreError::Backend(format!(
+                "--store `{other}`: expected `sqlite` or a postgres:// URL"
+            ))),
+        }
+    }
 }

@@ -191,3 +191,62 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The PostgreSQL server the tests use (`PARTNERGATE_TEST_PG`, default the
+/// local one). `None` (with a plain "skipped" line) when it is unreachable,
+/// unless `PARTNERGATE_TEST_PG_REQUIRED=1` (CI), which makes that a failure.
+pub fn pg_base_url() -> Option<String> {
+    let url = std::env::var("PARTNERGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    match postgres::Client::connect(&url, postgres::NoTls) {
+        Ok(_) => Some(url),
+        Err(e) => {
+            if std::env::var("PARTNERGATE_TEST_PG_REQUIRED").is_ok_and(|v| v == "1") {
+                panic!("PostgreSQL is required (PARTNERGATE_TEST_PG_REQUIRED=1) but {url} is unreachable: {e}");
+            }
+            eprintln!("skipped: PostgreSQL not reachable at {url} ({e})");
+            None
+        }
+    }
+}
+
+/// A fresh, empty PostgreSQL schema for one test: the URL whose
+/// search_path points at it. Dropped with the returned guard.
+pub struct PgSchema {
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    pub fn new() -> Option<Self> {
+        let base = pg_base_url()?;
+        let name = format!("pgtest_{}", uuid_like());
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE SCHEMA {name}")).unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+        Some(PgSchema { url, base, name })
+    }
+    /// The same schema reached through another host:port (a proxy).
+    pub fn url_via(&self, addr: &str) -> String {
+        self.url.replace("127.0.0.1:5432", addr)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", n, std::process::id())
+}
