@@ -1,0 +1,191 @@
+//! Several `partnergate serve` replicas on one PostgreSQL database: shared
+//! entities through the change feed, catch-up after a restart, and decisions
+//! from memory while the database is unreachable (a TCP proxy in front of
+//! PostgreSQL is cut and restored, so the real server keeps running for the
+//! other tests).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{PgSchema, Server, Workspace};
+use serde_json::json;
+
+const EMMA: &str = "User::\"emma\"";
+const ACME: &str = "Account::\"acme\"";
+
+fn start(ws: &Workspace, url: &str, replica: &str) -> Server {
+    Server::start(ws, &["--store", url, "--replica-id", replica])
+}
+
+fn emma_with(s: &Server, attrs: serde_json::Value) -> serde_json::Value {
+    let mut emma = s.get("/v1/entities/User/emma").1;
+    for (k, v) in attrs.as_object().unwrap() {
+        emma["attrs"][k] = v.clone();
+    }
+    emma
+}
+
+/// Poll `f` until it returns true; returns how long it took.
+fn within(limit: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn a_change_through_one_replica_reaches_the_other_and_a_restart_catches_up() {
+    let Some(pg) = PgSchema::new() else { return };
+    let ws_a = Workspace::new();
+    let ws_b = Workspace::new();
+    let a = start(&ws_a, &pg.url, "a");
+    let mut b = start(&ws_b, &pg.url, "b");
+    a.load_demo();
+    // B learns A's entities through the feed.
+    within(Duration::from_secs(1), "B to see the demo entities", || {
+        b.get("/v1/entities/User/emma").0 == 200
+    });
+    assert_eq!(b.ask(EMMA, "view_account", ACME)["decision"], "Allow");
+
+    // A dismisses emma: B's decision changes within one second.
+    let (st, _) = a.put_entities(&json!([emma_with(&a, json!({"status": "dismissed"}))]));
+    assert_eq!(st, 200);
+    let took = within(Duration::from_secs(1), "B's decision to change", || {
+        b.ask(EMMA, "view_account", ACME)["decision"] == "Deny"
+    });
+    eprintln!("change reached the other replica after {took:?}");
+
+    // B is down while A rehires emma; restarted, B catches up.
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let (st, _) = a.put_entities(&json!([emma_with(&a, json!({"status": "active"}))]));
+    assert_eq!(st, 200);
+    b = start(&ws_b, &pg.url, "b");
+    assert_eq!(b.ask(EMMA, "view_account", ACME)["decision"], "Allow");
+    // A replica's own write is visible to its own next decision.
+    let (st, _) = b.put_entities(&json!([emma_with(&b, json!({"status": "invited"}))]));
+    assert_eq!(st, 200);
+    assert_eq!(b.ask(EMMA, "view_account", ACME)["decision"], "Deny");
+}
+
+/// A TCP proxy to PostgreSQL that can be cut (every connection closed, new
+/// ones refused) and restored.
+struct Proxy {
+    addr: String,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                conns2
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn without_the_database_decisions_continue_writes_get_503_and_it_recovers() {
+    let Some(pg) = PgSchema::new() else { return };
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let ws = Workspace::new();
+    let other_ws = Workspace::new();
+    let s = start(&ws, &pg.url_via(&proxy.addr), "cut");
+    let other = start(&other_ws, &pg.url, "direct");
+    s.load_demo();
+    assert_eq!(s.get("/readyz").0, 200);
+
+    proxy.cut();
+    // Decisions continue from memory.
+    for _ in 0..20 {
+        assert_eq!(s.ask(EMMA, "view_account", ACME)["decision"], "Allow");
+    }
+    // Writes are refused with a clear 503; readiness says why.
+    let (st, body) = s.put_entities(&json!([emma_with(&s, json!({"status": "dismissed"}))]));
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["error"], "unavailable");
+    let (st, ready) = s.get("/readyz");
+    assert_eq!(st, 503);
+    assert!(
+        ready["detail"].as_str().unwrap().contains("from memory"),
+        "{ready}"
+    );
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("partnergate_store_up 0"), "{metrics}");
+
+    // Meanwhile another replica changes emma; after the database returns, the
+    // cut replica catches up and accepts writes again.
+    let (st, _) = other.put_entities(&json!([emma_with(&other, json!({"status": "dismissed"}))]));
+    assert_eq!(st, 200);
+    proxy.restore();
+    within(
+        Duration::from_secs(10),
+        "the cut replica to catch up",
+        || s.ask(EMMA, "view_account", ACME)["decision"] == "Deny",
+    );
+    within(Duration::from_secs(10), "readiness to return", || {
+        s.get("/readyz").0 == 200
+    });
+    let (st, body) = s.put_entities(&json!([emma_with(&s, json!({"status": "active"}))]));
+    assert_eq!(st, 200, "{body}");
+}
