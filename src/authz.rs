@@ -71,8 +71,9 @@ impl Query {
 pub struct Answer {
     pub decision: Decision,
     pub decision_id: String,
-    /// The entity slice the decision used, as Cedar entity JSON.
-    pub slice: Vec<Entity>,
+    /// The entities the decision used (the slice plus the action's
+    /// entities), for the decision log and replay.
+    pub entities: cedar_policy::Entities,
     pub latency_us: u64,
 }
 
@@ -137,13 +138,13 @@ impl Authz {
             }
         }
         let slice = self.directory.slice(&[&q.principal, &q.resource], &overlay);
-        let entities = directory::entities_for(slice.clone(), pack.action_entities(&q.action))
+        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
             .map_err(RequestError::Entities)?;
         let decision = engine::decide(pack, &request, &entities, Semantics::FailClosed);
         Ok(Answer {
             decision,
             decision_id: uuid::Uuid::now_v7().to_string(),
-            slice,
+            entities,
             latency_us: started.elapsed().as_micros() as u64,
         })
     }
