@@ -47,6 +47,8 @@ pub enum Command {
     Test(TestArgs),
     /// Format the policy files (cedar-policy-formatter).
     Fmt(FmtArgs),
+    /// The decision log: verify its hash chain, query it, replay it against candidate policies.
+    Audit(crate::audit::cli::AuditArgs),
 }
 
 /// Where the policy pack is.
@@ -137,6 +139,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Authorize(a) => authorize(&a, out, err),
         Command::Test(a) => test(&a, out, err),
         Command::Fmt(a) => fmt(&a, out, err),
+        Command::Audit(a) => return crate::audit::cli::run(&a, out, err),
     };
     match result {
         Ok(code) => code,
@@ -179,7 +182,11 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
     match policies::load(&source) {
         Err(e) => {
             if a.json {
-                writeln!(out, "{}", serde_json::json!({"ok": false, "error": e.to_string(), "problems": e.problems()}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string(), "problems": e.problems()})
+                )?;
             } else {
                 write!(err, "{}", e.render())?;
             }
@@ -194,7 +201,7 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({"ok": !(a.deny_warnings && !pack.warnings.is_empty()),
+                    serde_json::json!({"ok": !a.deny_warnings || pack.warnings.is_empty(),
                         "version": pack.version, "policies": pack.policies, "warnings": pack.warnings})
                 )?;
             } else {
@@ -212,7 +219,11 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 )?;
             }
             if a.deny_warnings && !pack.warnings.is_empty() {
-                writeln!(err, "error: {} warning(s) and --deny-warnings", pack.warnings.len())?;
+                writeln!(
+                    err,
+                    "error: {} warning(s) and --deny-warnings",
+                    pack.warnings.len()
+                )?;
                 return Ok(EXIT_INVALID);
             }
             Ok(EXIT_OK)
@@ -272,7 +283,11 @@ fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
     };
     let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&decision).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&decision).unwrap_or_default()
+        )?;
     } else {
         writeln!(out, "{}", decision.decision.to_string().to_uppercase())?;
         if decision.reasons.is_empty() {
@@ -317,7 +332,11 @@ fn test(a: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Cl
         .collect::<Result<Vec<_>, _>>()?;
     let report = suite::run(&pack, &suites);
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        )?;
     } else {
         let mut current: Option<&Path> = None;
         for r in &report.results {
@@ -342,16 +361,30 @@ fn test(a: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Cl
             report.coverage_percent()
         )?;
         for id in &report.uncovered {
-            let file = pack.policy(id).map(|p| format!(" ({}:{})", p.file.display(), p.line));
+            let file = pack
+                .policy(id)
+                .map(|p| format!(" ({}:{})", p.file.display(), p.line));
             writeln!(out, "  never a reason: {id}{}", file.unwrap_or_default())?;
         }
     }
-    writeln!(out, "{} passed, {} failed", report.passed(), report.failed())?;
-    Ok(if report.failed() == 0 { EXIT_OK } else { EXIT_ERROR })
+    writeln!(
+        out,
+        "{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    )?;
+    Ok(if report.failed() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
 }
 
 fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
-    let dir = a.policies.clone().unwrap_or_else(|| DEFAULT_POLICIES.into());
+    let dir = a
+        .policies
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POLICIES.into());
     let files = match policies::policy_files(&dir) {
         Ok(f) => f,
         Err(e) => {
@@ -381,7 +414,10 @@ fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliE
         }
     }
     if a.check && unformatted > 0 {
-        writeln!(err, "{unformatted} file(s) not formatted; run `partnergate fmt`")?;
+        writeln!(
+            err,
+            "{unformatted} file(s) not formatted; run `partnergate fmt`"
+        )?;
         return Ok(EXIT_ERROR);
     }
     Ok(EXIT_OK)

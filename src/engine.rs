@@ -139,8 +139,10 @@ pub fn build_request(
         None | Some(serde_json::Value::Null) => match schema {
             // An absent context is the empty record; the schema may still
             // require attributes, which the validation below reports.
-            Some(schema) => Context::from_json_value(serde_json::json!({}), Some((schema, &action)))
-                .map_err(|e| RequestError::field("context", e.to_string()))?,
+            Some(schema) => {
+                Context::from_json_value(serde_json::json!({}), Some((schema, &action)))
+                    .map_err(|e| RequestError::field("context", e.to_string()))?
+            }
             None => Context::empty(),
         },
         Some(v @ serde_json::Value::Object(_)) => {

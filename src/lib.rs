@@ -5,6 +5,7 @@
 //! [`policies`] loads and validates a pack, [`engine`] makes decisions,
 //! [`suite`] runs policy test suites, and [`cli`] is the command-line adapter.
 
+pub mod audit;
 pub mod cli;
 pub mod engine;
 pub mod policies;

@@ -112,7 +112,10 @@ pub enum LoadError {
         second: PathBuf,
     },
     #[error("schema {}: {}", .file.display(), .problem.message)]
-    Schema { file: PathBuf, problem: Box<Problem> },
+    Schema {
+        file: PathBuf,
+        problem: Box<Problem>,
+    },
     #[error("strict validation failed with {} error(s)", .problems.len())]
     Validation { problems: Vec<Problem> },
 }
@@ -479,9 +482,13 @@ fn diagnostic_message(d: &dyn Diagnostic) -> String {
 /// `text` named `file` as its source so the output shows `file:line:col`.
 pub fn render_with_source(d: &dyn Diagnostic, file: &Path, text: &str) -> String {
     let named = NamedSource::new(file.display().to_string(), text.to_string());
-    let wrapped = Rendered { inner: d, src: named };
+    let wrapped = Rendered {
+        inner: d,
+        src: named,
+    };
     let mut out = String::new();
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
     if handler.render_report(&mut out, &wrapped).is_err() {
         return d.to_string();
     }

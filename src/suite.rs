@@ -128,10 +128,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SuiteError> {
                 continue;
             }
             walk(&p, out)?;
-        } else if p
-            .extension()
-            .is_some_and(|e| e == "toml" || e == "json")
-        {
+        } else if p.extension().is_some_and(|e| e == "toml" || e == "json") {
             out.push(p);
         }
     }
@@ -383,7 +380,8 @@ fn toml_cases(path: &Path, suite: TomlSuite) -> Result<Vec<Case>, SuiteError> {
     }
     let mut cases = Vec::new();
     for c in suite.cases {
-        let at = |field: &str, m: String| fmt_err(format!("case `{}`: field `{field}`: {m}", c.name));
+        let at =
+            |field: &str, m: String| fmt_err(format!("case `{}`: field `{field}`: {m}", c.name));
         let fixture_name = match (&c.fixture, fixtures.len()) {
             (Some(f), _) => f.clone(),
             (None, 1) => fixtures.keys().next().cloned().unwrap_or_default(),
