@@ -563,7 +563,9 @@ impl Writer {
     /// would take a non-empty active file over the size limit.
     fn needs_rotation(&self, pending: u64, extra: u64) -> bool {
         match (&self.out, self.max_bytes) {
-            (Out::File { size, .. }, Some(max)) => *size + pending > 0 && *size + pending + extra > max,
+            (Out::File { size, .. }, Some(max)) => {
+                *size + pending > 0 && *size + pending + extra > max
+            }
             _ => false,
         }
     }
