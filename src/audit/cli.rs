@@ -4,7 +4,7 @@
 //! own arguments to configure the log.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -197,6 +197,13 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     };
     match result {
         Ok(code) => code,
+        // `audit query ... | head`: the reader left; not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            EXIT_OK
+        }
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             EXIT_ERROR
@@ -480,9 +487,4 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
         )?;
     }
     Ok(EXIT_OK)
-}
-
-/// The log path argument as a path (for messages).
-pub fn display(path: &Path) -> String {
-    path.display().to_string()
 }
