@@ -492,7 +492,7 @@ fn sigkill_during_heavy_writing_leaves_a_log_that_verifies_after_reopen() {
             child.try_wait().unwrap().is_none(),
             "the stress writer exited early"
         );
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5)); // poll interval
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();

@@ -525,3 +525,54 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_finds_a_long_last_line_and_the_torn_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let long = "b".repeat(200_000);
+        std::fs::write(&path, format!("a\n{long}\ntorn")).unwrap();
+        let t = tail(&path).unwrap();
+        assert_eq!(t.last_line.as_deref(), Some(long.as_str()));
+        assert_eq!(t.torn, b"torn");
+        assert_eq!(t.intact_len, 2 + 200_001);
+        assert_eq!(t.len, t.intact_len + 4);
+
+        std::fs::write(&path, "only torn").unwrap();
+        let t = tail(&path).unwrap();
+        assert_eq!((t.intact_len, t.last_line, t.torn.len()), (0, None, 9));
+
+        std::fs::write(&path, "x\n").unwrap();
+        let t = tail(&path).unwrap();
+        assert_eq!(
+            (t.intact_len, t.last_line.as_deref(), t.torn.len()),
+            (2, Some("x"), 0)
+        );
+    }
+
+    #[test]
+    fn chain_files_orders_rotated_files_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        for name in [
+            "d.jsonl",
+            "d.jsonl.1",
+            "d.jsonl.10",
+            "d.jsonl.2",
+            "d.jsonl.lock",
+            "d.jsonl.x1",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let names: Vec<String> = chain_files(&path)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["d.jsonl.10", "d.jsonl.2", "d.jsonl.1", "d.jsonl"]);
+    }
+}
