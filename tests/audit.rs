@@ -1038,3 +1038,19 @@ fn query_filters_and_streams_across_rotated_files() {
     assert!(stdout.contains("user.dismiss"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 21 record(s) matched"));
 }
+
+#[test]
+fn opening_a_log_whose_last_complete_record_was_edited_fails_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 3);
+    rewrite(&path, |l| {
+        l[2] = l[2].replace("\"latency_us\":17", "\"latency_us\":18")
+    });
+    let err = AuditLog::open(AuditConfig::file(&path)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, audit::AuditError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains("d.jsonl") && msg.contains("seq 3"), "{msg}");
+    // Nothing was written or cut.
+    assert_eq!(lines(&path).len(), 3);
+}

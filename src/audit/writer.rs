@@ -375,7 +375,11 @@ impl Writer {
             let (_, link) = parse_link(&line, &loc).map_err(|e| AuditError::Corrupt {
                 file: file.clone(),
                 message: format!(
-                    "the last record cannot be read ({e}); run `partnergate audit verify`"
+                    "the last record cannot be read ({}); run `partnergate audit verify`",
+                    match e {
+                        AuditError::Malformed { message, .. } => message,
+                        other => other.to_string(),
+                    }
                 ),
             })?;
             if !link.hash_ok {
