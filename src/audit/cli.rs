@@ -16,7 +16,7 @@ use super::replay::{self, ReplayOptions, ReplayReport};
 use super::writer::{AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_PATH};
 use super::{chain, Redaction};
 use crate::cli::{load_exit_code, PackArgs, EXIT_ERROR, EXIT_OK};
-use crate::engine::{Decision, Effect, Reason};
+use crate::engine::{self, Decision, Effect, Reason, Semantics};
 use crate::policies;
 
 /// `audit verify`: the chain is broken.
@@ -121,6 +121,13 @@ pub struct StressArgs {
     /// Threads calling log() concurrently.
     #[arg(long, default_value_t = 1)]
     pub threads: u64,
+    /// Make each record a real decision (parse the request and entities,
+    /// decide with the pack) instead of a canned one; with `--audit-log off`
+    /// this measures deciding without the log.
+    #[arg(long)]
+    pub decide: bool,
+    #[command(flatten)]
+    pub pack: PackArgs,
     #[command(flatten)]
     pub log: AuditLogArgs,
 }
@@ -445,11 +452,18 @@ pub fn sample_decision(i: u64) -> DecisionEvent {
 }
 
 fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
-    let Some(config) = a.log.config() else {
-        return Err("stress needs a log (--audit-log PATH)".into());
+    let config = a.log.config();
+    if config.is_none() && !a.decide {
+        return Err("stress needs a log (--audit-log PATH), or --decide".into());
+    }
+    let to_stdout = config.as_ref().is_some_and(|c| c.sink == Sink::Stdout);
+    let pack = if a.decide {
+        Some(policies::load(&a.pack.source()).map_err(|e| e.render())?)
+    } else {
+        None
     };
-    let to_stdout = config.sink == Sink::Stdout;
-    let (log, info) = AuditLog::open(config)?;
+    let opened = config.map(AuditLog::open).transpose()?;
+    let log = opened.as_ref().map(|(l, _)| l.clone());
     let threads = a.threads.max(1);
     let per = a.count / threads;
     let start = Instant::now();
@@ -457,13 +471,19 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let log = log.clone();
+                let pack = pack.as_ref();
                 s.spawn(move || {
                     let mut ns = 0u64;
                     for i in 0..per {
-                        let ev = sample_decision(t * per + i);
-                        let t0 = Instant::now();
-                        log.log(ev);
-                        ns += t0.elapsed().as_nanos() as u64;
+                        let mut ev = sample_decision(t * per + i);
+                        if let Some(pack) = pack {
+                            ev.decision = decide_sample(pack, &ev);
+                        }
+                        if let Some(log) = &log {
+                            let t0 = Instant::now();
+                            log.log(ev);
+                            ns += t0.elapsed().as_nanos() as u64;
+                        }
                     }
                     ns
                 })
@@ -471,11 +491,16 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
-    log.shutdown();
+    if let Some(log) = &log {
+        log.shutdown();
+    }
     let secs = start.elapsed().as_secs_f64();
     let n = per * threads;
-    if !to_stdout {
-        writeln!(
+    if to_stdout {
+        return Ok(EXIT_OK);
+    }
+    match (&log, &opened) {
+        (Some(log), Some((_, info))) => writeln!(
             out,
             "wrote {} records (seq {}..) in {secs:.3} s: {:.0} records/s; log() mean {:.2} µs; dropped {}; repaired {}",
             log.written(),
@@ -484,7 +509,32 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
             enqueue_ns as f64 / 1000.0 / n.max(1) as f64,
             log.dropped(),
             info.repaired.is_some()
-        )?;
+        )?,
+        _ => writeln!(
+            out,
+            "decided {n} requests without a log in {secs:.3} s: {:.0} decisions/s",
+            n as f64 / secs.max(1e-9)
+        )?,
     }
     Ok(EXIT_OK)
+}
+
+/// Decide a sample event's request with `pack` (as a server would: parse
+/// the request and the entity slice, then evaluate).
+fn decide_sample(pack: &policies::PolicyPack, ev: &DecisionEvent) -> Decision {
+    let schema = pack.schema.as_ref();
+    let request = engine::parse_uid("principal", &ev.principal).and_then(|p| {
+        let a = engine::parse_uid("action", &ev.action)?;
+        let r = engine::parse_uid("resource", &ev.resource)?;
+        engine::build_request(schema, p, a, r, Some(ev.context.clone()))
+    });
+    match request.and_then(|r| Ok((r, engine::parse_entities(schema, ev.entities.clone())?))) {
+        Ok((request, entities)) => engine::decide(pack, &request, &entities, Semantics::FailClosed),
+        Err(e) => Decision {
+            decision: Effect::Deny,
+            reasons: vec![],
+            errors: vec![e.to_string()],
+            policy_version: pack.version.clone(),
+        },
+    }
 }
