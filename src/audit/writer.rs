@@ -132,9 +132,9 @@ struct Inner {
 
 impl Inner {
     fn shutdown(&self) {
-        if self.closed.swap(true, Ordering::SeqCst) {
-            // Already closed; still join if someone else has not.
-        } else {
+        // The first caller asks the writer to stop; every caller then joins
+        // it if nobody has yet.
+        if !self.closed.swap(true, Ordering::SeqCst) {
             let _ = self.tx.send(Msg::Shutdown);
         }
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());
