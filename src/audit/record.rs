@@ -254,26 +254,27 @@ fn json<T: Serialize>(v: &T) -> Value {
 /// The record body of an event (every field but the chain fields `seq`,
 /// `prev_hash`, `hash`, which the writer adds), in the documented order.
 /// The event must already be redacted.
-pub fn body(event: &Event, ts: &str, replica: Option<&str>) -> Map<String, Value> {
+pub fn body(event: Event, ts: &str, replica: Option<&str>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("seq".into(), Value::Null); // placeholder keeps `seq` first
     m.insert("ts".into(), Value::String(ts.to_string()));
     m.insert("kind".into(), Value::String(event.kind().as_str().into()));
     match event {
         Event::Decision(d) => {
-            m.insert("decision_id".into(), Value::String(d.decision_id.clone()));
+            let d = *d;
+            m.insert("decision_id".into(), Value::String(d.decision_id));
             m.insert("request_id".into(), opt(&d.request_id));
-            m.insert("principal".into(), Value::String(d.principal.clone()));
-            m.insert("action".into(), Value::String(d.action.clone()));
-            m.insert("resource".into(), Value::String(d.resource.clone()));
-            m.insert("context".into(), d.context.clone());
-            m.insert("entities".into(), d.entities.clone());
+            m.insert("principal".into(), Value::String(d.principal));
+            m.insert("action".into(), Value::String(d.action));
+            m.insert("resource".into(), Value::String(d.resource));
+            m.insert("context".into(), d.context);
+            m.insert("entities".into(), d.entities);
             m.insert("decision".into(), json(&d.decision.decision));
             m.insert("reasons".into(), json(&d.decision.reasons));
             m.insert("errors".into(), json(&d.decision.errors));
             m.insert(
                 "policy_version".into(),
-                Value::String(d.decision.policy_version.clone()),
+                Value::String(d.decision.policy_version),
             );
             m.insert("latency_us".into(), Value::from(d.latency_us));
             if let Some(s) = &d.shadow {
@@ -283,10 +284,10 @@ pub fn body(event: &Event, ts: &str, replica: Option<&str>) -> Map<String, Value
         Event::Change(c) => {
             m.insert("decision_id".into(), opt(&c.decision_id));
             m.insert("request_id".into(), opt(&c.request_id));
-            m.insert("actor".into(), Value::String(c.actor.clone()));
-            m.insert("operation".into(), Value::String(c.operation.clone()));
-            m.insert("before".into(), c.before.clone());
-            m.insert("after".into(), c.after.clone());
+            m.insert("actor".into(), Value::String(c.actor));
+            m.insert("operation".into(), Value::String(c.operation));
+            m.insert("before".into(), c.before);
+            m.insert("after".into(), c.after);
         }
         Event::Reload(r) => {
             m.insert("decision_id".into(), Value::Null);
@@ -323,65 +324,97 @@ pub fn repair_body(info: &RepairInfo, ts: &str, replica: Option<&str>) -> Map<St
 
 /// Complete a body into a chained record: set `seq` and `prev_hash`, compute
 /// and append `hash`. Returns the JSON line (without newline) and the hash.
-pub fn seal(mut m: Map<String, Value>, seq: u64, prev_hash: &str) -> (String, String) {
+pub fn seal(m: Map<String, Value>, seq: u64, prev_hash: &str) -> (String, String) {
+    let mut line = Vec::with_capacity(1024);
+    let hash = seal_into(m, seq, prev_hash, &mut line);
+    (String::from_utf8(line).unwrap_or_default(), hash)
+}
+
+/// [`seal`], appending the JSON line (without newline) to `out`.
+pub fn seal_into(
+    mut m: Map<String, Value>,
+    seq: u64,
+    prev_hash: &str,
+    out: &mut Vec<u8>,
+) -> String {
     m.insert("seq".into(), Value::from(seq));
     m.remove("hash");
     m.insert("prev_hash".into(), Value::String(prev_hash.to_string()));
-    let hash = hash_map(&m);
+    let hash = compute_hash(&m);
     m.insert("hash".into(), Value::String(hash.clone()));
-    let line = serde_json::to_string(&Value::Object(m)).unwrap_or_default();
-    (line, hash)
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &m);
+    hash
 }
 
-fn hash_map(m: &Map<String, Value>) -> String {
-    let mut canon = String::with_capacity(512);
-    write_canonical_map(m, &mut canon, Some("hash"));
-    hex::encode(Sha256::digest(canon.as_bytes()))
+/// Feeds written bytes into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-/// The hash a record object should carry: SHA-256 of its canonical
-/// encoding without `hash`.
+/// The hash a record object should carry: SHA-256 (lowercase hex) of its
+/// canonical encoding without `hash`. The encoding is streamed into the
+/// hash, never built.
 pub fn compute_hash(record: &Map<String, Value>) -> String {
-    hash_map(record)
+    // Buffered: serde_json writes a string in several small pieces.
+    let mut h = std::io::BufWriter::with_capacity(4096, HashWriter(Sha256::new()));
+    // Writing into a hasher cannot fail.
+    let _ = write_canonical_map(record, &mut h, Some("hash"));
+    match h.into_inner() {
+        Ok(h) => hex::encode(h.0.finalize()),
+        Err(_) => String::new(),
+    }
 }
 
 /// The canonical encoding of a JSON value (sorted keys, no whitespace).
 pub fn canonical(v: &Value) -> String {
-    let mut s = String::new();
-    write_canonical(v, &mut s);
-    s
+    let mut out = Vec::new();
+    let _ = write_canonical(v, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+fn write_canonical<W: std::io::Write>(v: &Value, out: &mut W) -> std::io::Result<()> {
     match v {
         Value::Object(m) => write_canonical_map(m, out, None),
         Value::Array(a) => {
-            out.push('[');
+            out.write_all(b"[")?;
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_all(b",")?;
                 }
-                write_canonical(x, out);
+                write_canonical(x, out)?;
             }
-            out.push(']');
+            out.write_all(b"]")
         }
-        scalar => out.push_str(&serde_json::to_string(scalar).unwrap_or_default()),
+        scalar => serde_json::to_writer(&mut *out, scalar).map_err(std::io::Error::other),
     }
 }
 
-fn write_canonical_map(m: &Map<String, Value>, out: &mut String, skip: Option<&str>) {
+fn write_canonical_map<W: std::io::Write>(
+    m: &Map<String, Value>,
+    out: &mut W,
+    skip: Option<&str>,
+) -> std::io::Result<()> {
     let mut keys: Vec<&String> = m.keys().filter(|k| Some(k.as_str()) != skip).collect();
-    keys.sort();
-    out.push('{');
+    keys.sort_unstable();
+    out.write_all(b"{")?;
     for (i, k) in keys.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.write_all(b",")?;
         }
-        out.push_str(&serde_json::to_string(k).unwrap_or_default());
-        out.push(':');
-        write_canonical(&m[k.as_str()], out);
+        serde_json::to_writer(&mut *out, k).map_err(std::io::Error::other)?;
+        out.write_all(b":")?;
+        write_canonical(&m[k.as_str()], out)?;
     }
-    out.push('}');
+    out.write_all(b"}")
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
-use super::record::{body, repair_body, seal, Event, RepairInfo, GENESIS_HASH};
+use super::record::{body, repair_body, seal, seal_into, Event, RepairInfo, GENESIS_HASH};
 use super::redact::Redaction;
 use super::AuditError;
 
@@ -287,6 +287,8 @@ struct Writer {
     replica: Option<String>,
     redaction: Redaction,
     stats: Arc<Stats>,
+    /// Reused buffer for encoding one record.
+    scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -300,6 +302,7 @@ impl Writer {
             replica: config.replica.clone(),
             redaction: config.redaction.clone(),
             stats,
+            scratch: Vec::with_capacity(4096),
         };
         let path = match &config.sink {
             Sink::Stdout => {
@@ -480,9 +483,12 @@ impl Writer {
     /// first if the record would not fit in the active file.
     fn append(&mut self, pending: &mut Pending, ts: OffsetDateTime, mut event: Event) {
         self.redaction.apply(&mut event);
-        let b = body(&event, &format_ts(ts), self.replica.as_deref());
-        let (line, hash) = seal(b, self.seq + 1, &self.prev_hash);
-        if self.needs_rotation(pending.buf.len() as u64, line.len() as u64 + 1) {
+        let b = body(event, &format_ts(ts), self.replica.as_deref());
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        let hash = seal_into(b, self.seq + 1, &self.prev_hash, &mut line);
+        line.push(b'\n');
+        if self.needs_rotation(pending.buf.len() as u64, line.len() as u64) {
             self.commit(pending);
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "audit log: rotation failed");
@@ -492,8 +498,8 @@ impl Writer {
         if pending.n == 0 {
             pending.mark = (self.seq, self.prev_hash.clone());
         }
-        pending.buf.extend_from_slice(line.as_bytes());
-        pending.buf.push(b'\n');
+        pending.buf.extend_from_slice(&line);
+        self.scratch = line;
         pending.n += 1;
         self.seq += 1;
         self.prev_hash = hash;
