@@ -53,6 +53,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
     Prove(crate::prove::ProveArgs),
+    /// The decision log: verify its hash chain, query it, replay it against candidate policies.
+    Audit(crate::audit::cli::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +213,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Serve(a) => serve(a, err),
         Command::Import(a) => import(&a, out, err),
         Command::Prove(a) => crate::prove::run_prove(&a, out, err).map_err(CliError::from),
+        Command::Audit(a) => return crate::audit::cli::run(&a, out, err),
     };
     match result {
         Ok(code) => code,

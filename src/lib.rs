@@ -5,6 +5,7 @@
 //! [`policies`] loads and validates a pack, [`engine`] makes decisions,
 //! [`suite`] runs policy test suites, [`prove`] proves invariants symbolically, and [`cli`] is the command-line adapter.
 
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod directory;

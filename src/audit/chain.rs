@@ -1,0 +1,578 @@
+//! The log on disk as one chain: which files make it up (the active file
+//! and its rotated siblings `PATH.1`, `PATH.2`, ... — higher numbers are
+//! older), reading their lines in chain order with file:line locations, the
+//! tail of a file (for crash repair), and `verify`, which checks the chain
+//! and classifies the first break as edited, missing, inserted or reordered.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::record::{compute_hash, GENESIS_HASH};
+use super::AuditError;
+
+/// A line of the log: file and 1-based line number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: u64,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// The path of rotated file number `n` of the log at `path`.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The numbers of the rotated siblings of `path` that exist, ascending.
+pub fn rotated_numbers(path: &Path) -> io::Result<Vec<u32>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}.");
+    let mut nums = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(nums),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .filter(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|rest| rest.parse::<u32>().ok())
+        {
+            nums.push(n);
+        }
+    }
+    nums.sort_unstable();
+    Ok(nums)
+}
+
+/// The files of the chain in order, oldest first: `PATH.N`, ..., `PATH.1`,
+/// `PATH` (those that exist).
+pub fn chain_files(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = rotated_numbers(path)?
+        .into_iter()
+        .rev()
+        .map(|n| rotated_path(path, n))
+        .collect();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
+}
+
+/// Streams the lines of all chain files in order, in constant memory.
+pub struct LineReader {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<(PathBuf, BufReader<File>, u64)>,
+    buf: Vec<u8>,
+}
+
+/// One line read: where, its text (without the newline), and whether it was
+/// terminated by a newline (a last line without one is torn).
+pub struct Line {
+    pub location: Location,
+    pub text: String,
+    pub terminated: bool,
+}
+
+impl LineReader {
+    /// Read the chain of the log at `path`. Fails if no file exists.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let files = chain_files(path).map_err(|e| AuditError::io(path, e))?;
+        if files.is_empty() {
+            return Err(AuditError::io(
+                path,
+                io::Error::new(io::ErrorKind::NotFound, "no such log file"),
+            ));
+        }
+        Ok(Self::from_files(files))
+    }
+
+    pub fn from_files(files: Vec<PathBuf>) -> Self {
+        LineReader {
+            files: files.into_iter(),
+            current: None,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The next line, `None` at the end of the last file.
+    pub fn next_line(&mut self) -> Result<Option<Line>, AuditError> {
+        loop {
+            if self.current.is_none() {
+                let Some(f) = self.files.next() else {
+                    return Ok(None);
+                };
+                let file = File::open(&f).map_err(|e| AuditError::io(&f, e))?;
+                self.current = Some((f, BufReader::with_capacity(64 * 1024, file), 0));
+            }
+            let Some((path, reader, n)) = self.current.as_mut() else {
+                continue;
+            };
+            self.buf.clear();
+            let read = reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| AuditError::io(path, e))?;
+            if read == 0 {
+                self.current = None;
+                continue;
+            }
+            *n += 1;
+            let terminated = self.buf.last() == Some(&b'\n');
+            if terminated {
+                self.buf.pop();
+            }
+            let location = Location {
+                file: path.clone(),
+                line: *n,
+            };
+            let text = String::from_utf8(std::mem::take(&mut self.buf)).map_err(|_| {
+                AuditError::Malformed {
+                    location: location.clone(),
+                    message: "not UTF-8".into(),
+                }
+            })?;
+            return Ok(Some(Line {
+                location,
+                text,
+                terminated,
+            }));
+        }
+    }
+}
+
+/// The end of a log file: its length, the length of its intact part (up
+/// to and including the last newline), and its last complete line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub len: u64,
+    pub intact_len: u64,
+    pub last_line: Option<String>,
+    /// The bytes after the last newline: a torn (partly written) line.
+    pub torn: Vec<u8>,
+}
+
+/// Read the end of `path` backwards (in growing chunks; whole lines only).
+pub fn tail(path: &Path) -> io::Result<Tail> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(Tail {
+            len,
+            intact_len: 0,
+            last_line: None,
+            torn: Vec::new(),
+        });
+    }
+    let mut size: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(size);
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::with_capacity((len - start) as usize);
+        file.by_ref().take(len - start).read_to_end(&mut buf)?;
+        let last_nl = buf.iter().rposition(|&b| b == b'\n');
+        match last_nl {
+            None if start > 0 => {}
+            None => {
+                return Ok(Tail {
+                    len,
+                    intact_len: 0,
+                    last_line: None,
+                    torn: buf,
+                })
+            }
+            Some(a) => {
+                let prev_nl = buf[..a].iter().rposition(|&b| b == b'\n');
+                if prev_nl.is_some() || start == 0 {
+                    let from = prev_nl.map_or(0, |b| b + 1);
+                    let last = String::from_utf8_lossy(&buf[from..a]).into_owned();
+                    return Ok(Tail {
+                        len,
+                        intact_len: start + a as u64 + 1,
+                        last_line: Some(last),
+                        torn: buf[a + 1..].to_vec(),
+                    });
+                }
+            }
+        }
+        size = size.saturating_mul(2);
+    }
+}
+
+/// The chain fields of one parsed line.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+    /// Whether `hash` matches the content.
+    pub hash_ok: bool,
+    pub location: Location,
+}
+
+/// Parse a line into its object and chain fields.
+pub fn parse_link(
+    text: &str,
+    location: &Location,
+) -> Result<(Map<String, Value>, Link), AuditError> {
+    let malformed = |message: String| AuditError::Malformed {
+        location: location.clone(),
+        message,
+    };
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| malformed(format!("not a JSON record: {e}")))?;
+    let Value::Object(obj) = v else {
+        return Err(malformed("not a JSON object".into()));
+    };
+    let seq = obj
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| malformed("field `seq`: missing or not an unsigned integer".into()))?;
+    let field = |name: &str| {
+        obj.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| malformed(format!("field `{name}`: missing or not a string")))
+    };
+    let prev_hash = field("prev_hash")?;
+    let hash = field("hash")?;
+    let hash_ok = compute_hash(&obj) == hash;
+    let link = Link {
+        seq,
+        prev_hash,
+        hash,
+        hash_ok,
+        location: location.clone(),
+    };
+    Ok((obj, link))
+}
+
+/// What is wrong with a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakKind {
+    /// A record's content was changed after it was written.
+    Edited,
+    /// One or more records are missing (deleted).
+    Missing,
+    /// A record that does not belong was added.
+    Inserted,
+    /// Records are out of order.
+    Reordered,
+    /// A line is not a record (not JSON, missing chain fields, torn).
+    Malformed,
+}
+
+/// The first break found in a chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainBreak {
+    pub kind: BreakKind,
+    /// The seq of the record concerned, when known.
+    pub seq: Option<u64>,
+    pub location: Location,
+    pub message: String,
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            BreakKind::Edited => "edited record",
+            BreakKind::Missing => "missing record(s)",
+            BreakKind::Inserted => "inserted record",
+            BreakKind::Reordered => "reordered record",
+            BreakKind::Malformed => "malformed record",
+        };
+        match self.seq {
+            Some(s) => write!(f, "{kind}: seq {s} at {}: {}", self.location, self.message),
+            None => write!(f, "{kind} at {}: {}", self.location, self.message),
+        }
+    }
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub files: Vec<PathBuf>,
+    /// Records checked (up to the break, if any).
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub last_hash: Option<String>,
+    pub problem: Option<ChainBreak>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Check the whole chain of the log at `path` (with its rotated files):
+/// every hash matches its record, every `prev_hash` the previous record's
+/// hash, every `seq` the previous plus one, and the first record starts at
+/// the genesis hash. Streams; memory does not grow with the log.
+pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
+    let files = chain_files(path).map_err(|e| AuditError::io(path, e))?;
+    if files.is_empty() {
+        return Err(AuditError::io(
+            path,
+            io::Error::new(io::ErrorKind::NotFound, "no such log file"),
+        ));
+    }
+    let mut report = VerifyReport {
+        files: files.clone(),
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        last_hash: None,
+        problem: None,
+    };
+    let mut reader = LineReader::from_files(files);
+    let mut prev: Option<Link> = None;
+    while let Some(line) = reader.next_line()? {
+        let link = match read_link(&line) {
+            Ok(l) => l,
+            Err(b) => {
+                report.problem = Some(b);
+                return Ok(report);
+            }
+        };
+        if !link.hash_ok {
+            report.problem = Some(ChainBreak {
+                kind: BreakKind::Edited,
+                seq: Some(link.seq),
+                location: link.location.clone(),
+                message:
+                    "the record's content does not match its hash (changed after it was written)"
+                        .into(),
+            });
+            return Ok(report);
+        }
+        let ok = match &prev {
+            None => link.prev_hash == GENESIS_HASH && link.seq == 1,
+            Some(p) => link.prev_hash == p.hash && link.seq == p.seq + 1,
+        };
+        if !ok {
+            report.problem = Some(classify(prev.as_ref(), &link, &mut reader));
+            return Ok(report);
+        }
+        report.records += 1;
+        report.first_seq.get_or_insert(link.seq);
+        report.last_seq = Some(link.seq);
+        report.last_hash = Some(link.hash.clone());
+        prev = Some(link);
+    }
+    Ok(report)
+}
+
+fn read_link(line: &Line) -> Result<Link, ChainBreak> {
+    if !line.terminated {
+        return Err(ChainBreak {
+            kind: BreakKind::Malformed,
+            seq: None,
+            location: line.location.clone(),
+            message: "torn last line (no newline: the writer crashed mid-write); opening the log for writing repairs it".into(),
+        });
+    }
+    parse_link(&line.text, &line.location)
+        .map(|(_, l)| l)
+        .map_err(|e| ChainBreak {
+            kind: BreakKind::Malformed,
+            seq: None,
+            location: line.location.clone(),
+            message: match e {
+                AuditError::Malformed { message, .. } => message,
+                other => other.to_string(),
+            },
+        })
+}
+
+/// Classify the break between `p` (the last good record, None at the start)
+/// and `r` (whose own hash is valid), looking ahead for the record that
+/// really follows `p`.
+fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
+    let (p_seq, p_hash) = match p {
+        Some(p) => (p.seq, p.hash.as_str()),
+        None => (0, GENESIS_HASH),
+    };
+    if r.prev_hash == p_hash {
+        return ChainBreak {
+            kind: BreakKind::Edited,
+            seq: Some(r.seq),
+            location: r.location.clone(),
+            message: format!(
+                "seq should be {} (the record was changed and re-hashed)",
+                p_seq + 1
+            ),
+        };
+    }
+    // Look ahead for the true successor of p.
+    let mut successor: Option<Link> = None;
+    while let Ok(Some(line)) = reader.next_line() {
+        if let Ok(l) = read_link(&line) {
+            if l.prev_hash == p_hash {
+                successor = Some(l);
+                break;
+            }
+        }
+    }
+    let at = |l: &Link| format!("{}", l.location);
+    if r.seq <= p_seq {
+        let message = match p {
+            Some(p) if r.seq == p.seq => format!(
+                "seq {} appears twice ({} and {}): a record was inserted",
+                r.seq,
+                at(p),
+                at(r)
+            ),
+            _ => format!(
+                "a record with seq {} does not belong after seq {p_seq} (a copy or a forgery){}",
+                r.seq,
+                successor
+                    .as_ref()
+                    .map(|s| format!("; the chain continues at {}", at(s)))
+                    .unwrap_or_default()
+            ),
+        };
+        return ChainBreak {
+            kind: BreakKind::Inserted,
+            seq: Some(r.seq),
+            location: r.location.clone(),
+            message,
+        };
+    }
+    if r.seq == p_seq + 1 {
+        if let Some(s) = successor {
+            return ChainBreak {
+                kind: BreakKind::Inserted,
+                seq: Some(r.seq),
+                location: r.location.clone(),
+                message: format!(
+                    "this record does not follow seq {p_seq}; the record that does is at {} (seq {})",
+                    at(&s),
+                    s.seq
+                ),
+            };
+        }
+        return match p {
+            Some(p) => ChainBreak {
+                kind: BreakKind::Edited,
+                seq: Some(p.seq),
+                location: p.location.clone(),
+                message: format!(
+                    "the record was changed and re-hashed: the next record ({}) was chained to another hash",
+                    at(r)
+                ),
+            },
+            None => ChainBreak {
+                kind: BreakKind::Edited,
+                seq: Some(r.seq),
+                location: r.location.clone(),
+                message: "the first record does not start at the genesis hash".into(),
+            },
+        };
+    }
+    // r.seq > p_seq + 1
+    match successor {
+        Some(s) => ChainBreak {
+            kind: BreakKind::Reordered,
+            seq: Some(r.seq),
+            location: r.location.clone(),
+            message: format!(
+                "seq {} comes before seq {} (found later, at {})",
+                r.seq,
+                s.seq,
+                at(&s)
+            ),
+        },
+        None => {
+            let missing = if r.seq == p_seq + 2 {
+                format!("seq {} is missing", p_seq + 1)
+            } else {
+                format!("seq {}..={} are missing", p_seq + 1, r.seq - 1)
+            };
+            ChainBreak {
+                kind: BreakKind::Missing,
+                seq: Some(p_seq + 1),
+                location: r.location.clone(),
+                message: format!(
+                    "{missing} before this record (seq {}){}",
+                    r.seq,
+                    p.map(|p| format!("; previous record at {}", at(p)))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_finds_a_long_last_line_and_the_torn_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let long = "b".repeat(200_000);
+        std::fs::write(&path, format!("a\n{long}\ntorn")).unwrap();
+        let t = tail(&path).unwrap();
+        assert_eq!(t.last_line.as_deref(), Some(long.as_str()));
+        assert_eq!(t.torn, b"torn");
+        assert_eq!(t.intact_len, 2 + 200_001);
+        assert_eq!(t.len, t.intact_len + 4);
+
+        std::fs::write(&path, "only torn").unwrap();
+        let t = tail(&path).unwrap();
+        assert_eq!((t.intact_len, t.last_line, t.torn.len()), (0, None, 9));
+
+        std::fs::write(&path, "x\n").unwrap();
+        let t = tail(&path).unwrap();
+        assert_eq!(
+            (t.intact_len, t.last_line.as_deref(), t.torn.len()),
+            (2, Some("x"), 0)
+        );
+    }
+
+    #[test]
+    fn chain_files_orders_rotated_files_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        for name in [
+            "d.jsonl",
+            "d.jsonl.1",
+            "d.jsonl.10",
+            "d.jsonl.2",
+            "d.jsonl.lock",
+            "d.jsonl.x1",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let names: Vec<String> = chain_files(&path)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["d.jsonl.10", "d.jsonl.2", "d.jsonl.1", "d.jsonl"]);
+    }
+}

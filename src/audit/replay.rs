@@ -1,0 +1,263 @@
+//! `audit replay`: impact analysis. Re-evaluate every logged decision with
+//! a candidate policy pack over the logged entity slice and context, and
+//! report which decisions would change, grouped by action and direction,
+//! with examples and the policies that caused each change.
+//!
+//! Redacted values are replayed as the mask (`***`): a candidate policy that
+//! reads a redacted attribute sees the mask, not the original.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::chain::{LineReader, Location};
+use super::record::{Kind, Record};
+use super::AuditError;
+use crate::engine::{self, Decision, Effect, Reason, Semantics};
+use crate::policies::PolicyPack;
+
+/// Replay options.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Only decisions logged at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Examples kept per group.
+    pub max_examples: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            since: None,
+            max_examples: 3,
+        }
+    }
+}
+
+/// One changed decision.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Example {
+    pub seq: u64,
+    pub location: Location,
+    pub ts: String,
+    pub decision_id: Option<String>,
+    pub principal: String,
+    pub resource: String,
+    pub old_reasons: Vec<String>,
+    pub new_reasons: Vec<String>,
+    pub new_errors: Vec<String>,
+}
+
+/// A policy that caused changes in a group.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Cause {
+    pub policy: String,
+    pub description: Option<String>,
+    /// `now determining` (a reason of the new decision that was not one
+    /// before) or `no longer determining` (an old reason that vanished).
+    pub role: &'static str,
+    /// How many changed decisions of the group it was involved in.
+    pub count: u64,
+}
+
+/// The changes of one action in one direction.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChangeGroup {
+    pub action: String,
+    pub from: Effect,
+    pub to: Effect,
+    pub count: u64,
+    pub causes: Vec<Cause>,
+    pub examples: Vec<Example>,
+}
+
+/// A logged decision that could not be replayed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub seq: u64,
+    pub location: Location,
+    pub reason: String,
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub candidate_version: String,
+    /// Decisions re-evaluated.
+    pub replayed: u64,
+    pub unchanged: u64,
+    pub changed: u64,
+    pub groups: Vec<ChangeGroup>,
+    /// How many decisions could not be replayed, and the first few.
+    pub skipped: u64,
+    pub skipped_examples: Vec<Skipped>,
+}
+
+#[derive(Default)]
+struct Acc {
+    count: u64,
+    causes: BTreeMap<(String, &'static str), (Option<String>, u64)>,
+    examples: Vec<Example>,
+}
+
+/// Replay the log at `path` against `pack`.
+pub fn replay(
+    path: &Path,
+    pack: &PolicyPack,
+    options: &ReplayOptions,
+) -> Result<ReplayReport, AuditError> {
+    let mut reader = LineReader::open(path)?;
+    // Keyed by action and whether the old decision was Allow (the new one
+    // is the other effect).
+    let mut groups: BTreeMap<(String, bool), Acc> = BTreeMap::new();
+    let mut report = ReplayReport {
+        candidate_version: pack.version.clone(),
+        replayed: 0,
+        unchanged: 0,
+        changed: 0,
+        groups: Vec::new(),
+        skipped: 0,
+        skipped_examples: Vec::new(),
+    };
+    let rfc = time::format_description::well_known::Rfc3339;
+    while let Some(line) = reader.next_line()? {
+        if !line.terminated {
+            continue; // a torn last line: not a record
+        }
+        let rec: Record = serde_json::from_str(&line.text).map_err(|e| AuditError::Malformed {
+            location: line.location.clone(),
+            message: format!("not a decision log record: {e}"),
+        })?;
+        if rec.kind != Some(Kind::Decision) {
+            continue;
+        }
+        if let Some(since) = options.since {
+            match OffsetDateTime::parse(&rec.ts, &rfc) {
+                Ok(ts) if ts >= since => {}
+                _ => continue,
+            }
+        }
+        let new = match reevaluate(pack, &rec) {
+            Ok(d) => d,
+            Err(reason) => {
+                report.skipped += 1;
+                if report.skipped_examples.len() < options.max_examples.max(5) {
+                    report.skipped_examples.push(Skipped {
+                        seq: rec.seq,
+                        location: line.location.clone(),
+                        reason,
+                    });
+                }
+                continue;
+            }
+        };
+        report.replayed += 1;
+        let Some(old) = rec.decision else {
+            continue;
+        };
+        if old == new.decision {
+            report.unchanged += 1;
+            continue;
+        }
+        report.changed += 1;
+        let action = rec.action.clone().unwrap_or_default();
+        let acc = groups.entry((action, old == Effect::Allow)).or_default();
+        acc.count += 1;
+        let old_reasons: Vec<Reason> = rec.reasons.clone().unwrap_or_default();
+        let old_ids: Vec<String> = old_reasons.iter().map(|r| r.id.clone()).collect();
+        let new_ids: Vec<String> = new.reasons.iter().map(|r| r.id.clone()).collect();
+        for r in &new.reasons {
+            if !old_ids.contains(&r.id) {
+                acc.causes
+                    .entry((r.id.clone(), "now determining"))
+                    .or_insert((r.description.clone(), 0))
+                    .1 += 1;
+            }
+        }
+        for r in &old_reasons {
+            if !new_ids.contains(&r.id) {
+                let description = pack
+                    .description(&r.id)
+                    .map(str::to_string)
+                    .or_else(|| r.description.clone());
+                acc.causes
+                    .entry((r.id.clone(), "no longer determining"))
+                    .or_insert((description, 0))
+                    .1 += 1;
+            }
+        }
+        if acc.examples.len() < options.max_examples {
+            acc.examples.push(Example {
+                seq: rec.seq,
+                location: line.location.clone(),
+                ts: rec.ts.clone(),
+                decision_id: rec.decision_id.clone(),
+                principal: rec.principal.clone().unwrap_or_default(),
+                resource: rec.resource.clone().unwrap_or_default(),
+                old_reasons: old_ids,
+                new_reasons: new_ids,
+                new_errors: new.errors.clone(),
+            });
+        }
+    }
+    report.groups = groups
+        .into_iter()
+        .map(|((action, was_allowed), acc)| {
+            let (from, to) = if was_allowed {
+                (Effect::Allow, Effect::Deny)
+            } else {
+                (Effect::Deny, Effect::Allow)
+            };
+            let mut causes: Vec<Cause> = acc
+                .causes
+                .into_iter()
+                .map(|((policy, role), (description, count))| Cause {
+                    policy,
+                    description,
+                    role,
+                    count,
+                })
+                .collect();
+            causes.sort_by(|a, b| b.count.cmp(&a.count).then(a.policy.cmp(&b.policy)));
+            ChangeGroup {
+                action,
+                from,
+                to,
+                count: acc.count,
+                causes,
+                examples: acc.examples,
+            }
+        })
+        .collect();
+    Ok(report)
+}
+
+/// Decide a logged request again with `pack`.
+fn reevaluate(pack: &PolicyPack, rec: &Record) -> Result<Decision, String> {
+    let field = |name: &str, v: &Option<String>| {
+        v.clone()
+            .ok_or_else(|| format!("field `{name}` is missing"))
+    };
+    let principal = engine::parse_uid("principal", &field("principal", &rec.principal)?)
+        .map_err(|e| e.to_string())?;
+    let action =
+        engine::parse_uid("action", &field("action", &rec.action)?).map_err(|e| e.to_string())?;
+    let resource = engine::parse_uid("resource", &field("resource", &rec.resource)?)
+        .map_err(|e| e.to_string())?;
+    let entities_json = rec.entities.clone().ok_or_else(|| {
+        "field `entities` is missing (the entity slice was not logged)".to_string()
+    })?;
+    let schema = pack.schema.as_ref();
+    let request = engine::build_request(schema, principal, action, resource, rec.context.clone())
+        .map_err(|e| format!("the request does not fit the candidate: {e}"))?;
+    let entities = engine::parse_entities(schema, entities_json)
+        .map_err(|e| format!("the entity slice does not fit the candidate: {e}"))?;
+    Ok(engine::decide(
+        pack,
+        &request,
+        &entities,
+        Semantics::FailClosed,
+    ))
+}

@@ -1,0 +1,610 @@
+//! The writer: [`AuditLog`], a cheap cloneable handle whose [`AuditLog::log`]
+//! only enqueues (no disk I/O on the caller's path) into a bounded queue
+//! drained by ONE writer thread, which redacts, chains (seq, prev_hash,
+//! hash), batches, writes, fsyncs per [`SyncMode`] and rotates by size.
+//!
+//! Opening a file log takes an exclusive lock (`PATH.lock`), finds the last
+//! record of the chain (in `PATH`, else in the newest rotated file) and
+//! continues its `seq` and hash. A torn last line (a crash mid-write) is cut
+//! away and a `kind: "repair"` record describing the cut is appended first,
+//! chained to the last intact record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
+use super::record::{body, repair_body, seal, seal_into, Event, RepairInfo, GENESIS_HASH};
+use super::redact::Redaction;
+use super::AuditError;
+
+/// When the writer calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SyncMode {
+    /// After every record (slowest, nothing acknowledged-and-written is lost).
+    Always,
+    /// After every batch the writer thread writes.
+    #[default]
+    Batch,
+    /// Never (the OS writes back; a power loss may lose the tail).
+    Never,
+}
+
+/// What [`AuditLog::log`] does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnFull {
+    /// Wait for room (backpressure): nothing is lost.
+    #[default]
+    Block,
+    /// Drop the event and count it ([`AuditLog::dropped`]).
+    Drop,
+}
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    File(PathBuf),
+    /// Standard output (no rotation, no repair; the chain starts at seq 1).
+    Stdout,
+}
+
+/// The default log path.
+pub const DEFAULT_PATH: &str = "data/decisions.jsonl";
+
+/// How to open the log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub sink: Sink,
+    pub sync: SyncMode,
+    pub on_full: OnFull,
+    /// Queue capacity in events.
+    pub queue_capacity: usize,
+    /// Most records written (and fsynced, in batch mode) at once.
+    pub max_batch: usize,
+    /// Rotate when the active file would exceed this many bytes (None: never).
+    pub max_file_bytes: Option<u64>,
+    pub redaction: Redaction,
+    /// Written as `replica` on every record, when set.
+    pub replica: Option<String>,
+}
+
+impl AuditConfig {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            sink: Sink::File(path.into()),
+            sync: SyncMode::Batch,
+            on_full: OnFull::Block,
+            queue_capacity: 8192,
+            max_batch: 1024,
+            max_file_bytes: Some(256 * 1024 * 1024),
+            redaction: Redaction::default(),
+            replica: None,
+        }
+    }
+
+    pub fn stdout() -> Self {
+        AuditConfig {
+            sink: Sink::Stdout,
+            ..Self::file(DEFAULT_PATH)
+        }
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenInfo {
+    /// The seq the next logged event gets.
+    pub next_seq: u64,
+    /// The hash the next record chains to.
+    pub prev_hash: String,
+    /// Set when a torn last line was cut away (and a repair record written).
+    pub repaired: Option<RepairInfo>,
+}
+
+/// Counters of the writer (for metrics).
+#[derive(Debug, Default)]
+struct Stats {
+    written: AtomicU64,
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+enum Msg {
+    Event(OffsetDateTime, Box<Event>),
+    Flush(SyncSender<()>),
+    Shutdown,
+}
+
+struct Inner {
+    tx: SyncSender<Msg>,
+    on_full: OnFull,
+    stats: Arc<Stats>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        // The first caller asks the writer to stop; every caller then joins
+        // it if nobody has yet.
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            let _ = self.tx.send(Msg::Shutdown);
+        }
+        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The handle to the decision log. Clone it freely (`Send + Sync`); the
+/// writer thread stops, after writing everything queued, on
+/// [`AuditLog::shutdown`] or when the last handle is dropped.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Open (or create) the log and start its writer thread.
+    pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenInfo), AuditError> {
+        let stats = Arc::new(Stats::default());
+        let (mut writer, info) = Writer::open(&config, stats.clone())?;
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let max_batch = config.max_batch.max(1);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx, max_batch))
+            .map_err(AuditError::Spawn)?;
+        let log = AuditLog {
+            inner: Arc::new(Inner {
+                tx,
+                on_full: config.on_full,
+                stats,
+                closed: AtomicBool::new(false),
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((log, info))
+    }
+
+    /// Enqueue an event; the timestamp is taken now. Never touches the disk.
+    /// Returns false when the event was dropped (queue full under
+    /// [`OnFull::Drop`], or the log is shut down); drops are counted.
+    pub fn log(&self, event: impl Into<Event>) -> bool {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Relaxed) {
+            inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let msg = Msg::Event(OffsetDateTime::now_utc(), Box::new(event.into()));
+        let sent = match inner.on_full {
+            OnFull::Block => inner.tx.send(msg).is_ok(),
+            OnFull::Drop => match inner.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            },
+        };
+        if !sent {
+            inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Wait until everything logged before this call is written (and
+    /// fsynced unless the sync mode is `never`). False if the log is closed.
+    pub fn flush(&self) -> bool {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.inner.tx.send(Msg::Flush(ack_tx)).is_err() {
+            return false;
+        }
+        ack_rx.recv().is_ok()
+    }
+
+    /// Write everything queued, fsync, and stop the writer thread. Later
+    /// `log` calls are dropped (and counted). Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// Records written so far (by this handle's writer).
+    pub fn written(&self) -> u64 {
+        self.inner.stats.written.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped: queue full under [`OnFull::Drop`], logged after
+    /// shutdown, or lost to a write error.
+    pub fn dropped(&self) -> u64 {
+        self.inner.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Batches that failed to write (the records are counted in `dropped`).
+    pub fn write_errors(&self) -> u64 {
+        self.inner.stats.write_errors.load(Ordering::Relaxed)
+    }
+}
+
+const TS_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+/// Format a timestamp as the log does: RFC 3339, UTC, microseconds.
+pub fn format_ts(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(TS_FORMAT)
+        .unwrap_or_default()
+}
+
+enum Out {
+    File {
+        path: PathBuf,
+        file: File,
+        size: u64,
+        _lock: File,
+    },
+    Stdout(io::Stdout),
+}
+
+/// Encoded records not yet written, and the chain state before them.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    n: u64,
+    mark: (u64, String),
+}
+
+struct Writer {
+    out: Out,
+    sync: SyncMode,
+    max_bytes: Option<u64>,
+    seq: u64,
+    prev_hash: String,
+    replica: Option<String>,
+    redaction: Redaction,
+    stats: Arc<Stats>,
+    /// Reused buffer for encoding one record.
+    scratch: Vec<u8>,
+}
+
+impl Writer {
+    fn open(config: &AuditConfig, stats: Arc<Stats>) -> Result<(Writer, OpenInfo), AuditError> {
+        let mut writer = Writer {
+            out: Out::Stdout(io::stdout()),
+            sync: config.sync,
+            max_bytes: config.max_file_bytes,
+            seq: 0,
+            prev_hash: GENESIS_HASH.to_string(),
+            replica: config.replica.clone(),
+            redaction: config.redaction.clone(),
+            stats,
+            scratch: Vec::with_capacity(4096),
+        };
+        let path = match &config.sink {
+            Sink::Stdout => {
+                return Ok((
+                    writer,
+                    OpenInfo {
+                        next_seq: 1,
+                        prev_hash: GENESIS_HASH.into(),
+                        repaired: None,
+                    },
+                ))
+            }
+            Sink::File(p) => p.clone(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+        }
+        let lock_path = {
+            let mut s = path.as_os_str().to_os_string();
+            s.push(".lock");
+            PathBuf::from(s)
+        };
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| AuditError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(AuditError::Locked(path)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io(&lock_path, e)),
+        }
+
+        // Cut a torn last line away.
+        let mut repaired = None;
+        let mut last_line = None;
+        let mut size = 0;
+        if path.exists() {
+            let t = chain::tail(&path).map_err(|e| AuditError::io(&path, e))?;
+            if !t.torn.is_empty() {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| AuditError::io(&path, e))?;
+                f.set_len(t.intact_len)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| AuditError::io(&path, e))?;
+                repaired = Some(RepairInfo {
+                    file: path.display().to_string(),
+                    offset: t.intact_len,
+                    cut_bytes: t.len - t.intact_len,
+                    cut_sha256: hex::encode(Sha256::digest(&t.torn)),
+                });
+            }
+            size = t.intact_len;
+            last_line = t.last_line.map(|l| (path.clone(), l));
+        }
+        if last_line.is_none() {
+            let nums = rotated_numbers(&path).map_err(|e| AuditError::io(&path, e))?;
+            // The smallest number is the newest rotated file.
+            if let Some(&n) = nums.first() {
+                let newest = rotated_path(&path, n);
+                let t = chain::tail(&newest).map_err(|e| AuditError::io(&newest, e))?;
+                last_line = t.last_line.map(|l| (newest, l));
+            }
+        }
+        if let Some((file, line)) = last_line {
+            let loc = Location {
+                file: file.clone(),
+                line: 0,
+            };
+            let (_, link) = parse_link(&line, &loc).map_err(|e| AuditError::Corrupt {
+                file: file.clone(),
+                message: format!(
+                    "the last record cannot be read ({}); run `partnergate audit verify`",
+                    match e {
+                        AuditError::Malformed { message, .. } => message,
+                        other => other.to_string(),
+                    }
+                ),
+            })?;
+            if !link.hash_ok {
+                return Err(AuditError::Corrupt {
+                    file,
+                    message: format!(
+                        "the last record (seq {}) does not match its hash; run `partnergate audit verify`",
+                        link.seq
+                    ),
+                });
+            }
+            writer.seq = link.seq;
+            writer.prev_hash = link.hash;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| AuditError::io(&path, e))?;
+        writer.out = Out::File {
+            path: path.clone(),
+            file,
+            size,
+            _lock: lock,
+        };
+        if let Some(info) = &repaired {
+            let ts = format_ts(OffsetDateTime::now_utc());
+            let b = repair_body(info, &ts, writer.replica.as_deref());
+            let (line, hash) = seal(b, writer.seq + 1, &writer.prev_hash);
+            let mut bytes = line.into_bytes();
+            bytes.push(b'\n');
+            writer
+                .write_bytes(&bytes)
+                .and_then(|()| writer.sync_now())
+                .map_err(|e| AuditError::io(&path, e))?;
+            writer.seq += 1;
+            writer.prev_hash = hash;
+        }
+        let info = OpenInfo {
+            next_seq: writer.seq + 1,
+            prev_hash: writer.prev_hash.clone(),
+            repaired,
+        };
+        Ok((writer, info))
+    }
+
+    fn run(&mut self, rx: Receiver<Msg>, max_batch: usize) {
+        let mut pending = Pending::default();
+        let mut acks: Vec<SyncSender<()>> = Vec::new();
+        let mut stop = false;
+        while !stop {
+            let first = match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            for msg in batch {
+                match msg {
+                    Msg::Event(ts, event) => {
+                        self.append(&mut pending, ts, *event);
+                        if self.sync == SyncMode::Always {
+                            self.commit(&mut pending);
+                        }
+                    }
+                    Msg::Flush(ack) => acks.push(ack),
+                    Msg::Shutdown => stop = true,
+                }
+            }
+            self.commit(&mut pending);
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+        }
+        // Events that raced with shutdown: write them too.
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Event(ts, event) => self.append(&mut pending, ts, *event),
+                Msg::Flush(ack) => acks.push(ack),
+                Msg::Shutdown => {}
+            }
+        }
+        self.commit(&mut pending);
+        if let Err(e) = self.sync_now() {
+            tracing::error!(error = %e, "audit log: final fsync failed");
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Redact, chain and encode one event into the pending buffer, rotating
+    /// first if the record would not fit in the active file.
+    fn append(&mut self, pending: &mut Pending, ts: OffsetDateTime, mut event: Event) {
+        self.redaction.apply(&mut event);
+        let b = body(event, &format_ts(ts), self.replica.as_deref());
+        let mut line = std::mem::take(&mut self.scratch);
+        line.clear();
+        let hash = seal_into(b, self.seq + 1, &self.prev_hash, &mut line);
+        line.push(b'\n');
+        if self.needs_rotation(pending.buf.len() as u64, line.len() as u64) {
+            self.commit(pending);
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, "audit log: rotation failed");
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if pending.n == 0 {
+            pending.mark = (self.seq, self.prev_hash.clone());
+        }
+        pending.buf.extend_from_slice(&line);
+        self.scratch = line;
+        pending.n += 1;
+        self.seq += 1;
+        self.prev_hash = hash;
+    }
+
+    /// Write the pending records out (and fsync unless `never`). On failure,
+    /// cut the file back and roll the chain back to before them, so that the
+    /// chain stays unbroken; the records are counted as dropped.
+    fn commit(&mut self, pending: &mut Pending) {
+        if pending.n == 0 {
+            return;
+        }
+        let before = self.size();
+        let result = self.write_bytes(&pending.buf).and_then(|()| {
+            if self.sync == SyncMode::Never {
+                Ok(())
+            } else {
+                self.sync_now()
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.stats.written.fetch_add(pending.n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = pending.n, "audit log: write failed");
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(pending.n, Ordering::Relaxed);
+                if let Out::File { file, size, .. } = &mut self.out {
+                    let _ = file.set_len(before);
+                    *size = before;
+                }
+                self.seq = pending.mark.0;
+                self.prev_hash = std::mem::take(&mut pending.mark.1);
+            }
+        }
+        pending.buf.clear();
+        pending.n = 0;
+    }
+
+    fn size(&self) -> u64 {
+        match &self.out {
+            Out::File { size, .. } => *size,
+            Out::Stdout(_) => 0,
+        }
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.out {
+            Out::File { file, size, .. } => {
+                file.write_all(bytes)?;
+                *size += bytes.len() as u64;
+                Ok(())
+            }
+            Out::Stdout(s) => {
+                let mut l = s.lock();
+                l.write_all(bytes)?;
+                l.flush()
+            }
+        }
+    }
+
+    fn sync_now(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Out::File { file, .. } => file.sync_data(),
+            Out::Stdout(_) => Ok(()),
+        }
+    }
+
+    /// Whether a record of `extra` bytes, after `pending` unwritten bytes,
+    /// would take a non-empty active file over the size limit.
+    fn needs_rotation(&self, pending: u64, extra: u64) -> bool {
+        match (&self.out, self.max_bytes) {
+            (Out::File { size, .. }, Some(max)) => {
+                *size + pending > 0 && *size + pending + extra > max
+            }
+            _ => false,
+        }
+    }
+
+    /// `PATH.k` -> `PATH.k+1` (highest first), `PATH` -> `PATH.1`, new `PATH`.
+    fn rotate(&mut self) -> io::Result<()> {
+        let Out::File {
+            path, file, size, ..
+        } = &mut self.out
+        else {
+            return Ok(());
+        };
+        file.sync_all()?;
+        for n in rotated_numbers(path)?.into_iter().rev() {
+            std::fs::rename(rotated_path(path, n), rotated_path(path, n + 1))?;
+        }
+        std::fs::rename(&*path, rotated_path(path, 1))?;
+        *file = OpenOptions::new().create(true).append(true).open(&*path)?;
+        *size = 0;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The path of the log: the default when none is given.
+pub fn default_path() -> &'static Path {
+    Path::new(DEFAULT_PATH)
+}

@@ -1,0 +1,1056 @@
+//! Integration tests of the decision log: real files in temp dirs, real
+//! decisions from the shipped pack, the real binary for the CLI and the
+//! SIGKILL crash test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use partnergate::audit::{
+    self, chain, query, replay, AuditConfig, AuditLog, BreakKind, ChangeEvent, DecisionEvent, Kind,
+    OnFull, Redaction, ReloadEvent, SyncMode,
+};
+use partnergate::engine::{self, Effect, Semantics};
+use partnergate::policies::{self, PackSource, PolicyPack};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_partnergate");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped_pack() -> PolicyPack {
+    policies::load(&PackSource::new(
+        root().join("policies"),
+        Some(root().join("schemas/partnergate.cedarschema")),
+    ))
+    .unwrap()
+}
+
+fn eref(ty: &str, id: &str) -> Value {
+    json!({"__entity": {"type": ty, "id": id}})
+}
+
+fn user(
+    id: &str,
+    account: &str,
+    admin: bool,
+    status: &str,
+    partner: Option<(&str, bool)>,
+) -> Value {
+    let mut attrs = json!({
+        "email": format!("{id}.secret@{account}.example"),
+        "account": eref("Account", account),
+        "is_admin": admin,
+        "status": status,
+        "two_factor": true,
+    });
+    if let Some((company, verified)) = partner {
+        attrs["partner"] =
+            json!({"company": eref("PartnerCompany", company), "verified": verified});
+    }
+    json!({"uid": {"type": "User", "id": id}, "attrs": attrs, "parents": [{"type": "Account", "id": account}]})
+}
+
+fn account(id: &str) -> Value {
+    json!({"uid": {"type": "Account", "id": id}, "attrs": {"name": id}, "parents": []})
+}
+
+fn company(id: &str, status: &str, certified: bool) -> Value {
+    json!({"uid": {"type": "PartnerCompany", "id": id}, "attrs": {"name": id, "status": status, "certified": certified}, "parents": []})
+}
+
+fn world() -> Value {
+    json!([
+        user("alice", "acme", true, "active", None),
+        user("bob", "acme", false, "active", None),
+        user("carol", "acme", false, "active", None),
+        user("pete", "acme", false, "active", Some(("globex", true))),
+        account("acme"),
+        company("globex", "gold", true),
+        company("initech", "silver", true),
+        company("umbrella", "silver", false),
+    ])
+}
+
+fn invitee(company_id: &str, status: &str, certified: bool) -> Value {
+    json!({"invitee": {"company": eref("PartnerCompany", company_id), "status": status, "certified": certified}})
+}
+
+/// Decide with the shipped pack (or `pack`) and build the event to log.
+fn decision_with(
+    pack: &PolicyPack,
+    p: &str,
+    a: &str,
+    r: &str,
+    context: Option<Value>,
+) -> DecisionEvent {
+    let schema = pack.schema.as_ref();
+    let principal = engine::parse_uid("principal", p).unwrap();
+    let action = engine::parse_uid("action", &format!("Action::\"{a}\"")).unwrap();
+    let resource = engine::parse_uid("resource", r).unwrap();
+    let request =
+        engine::build_request(schema, principal, action, resource, context.clone()).unwrap();
+    let entities = engine::parse_entities(schema, world()).unwrap();
+    let decision = engine::decide(pack, &request, &entities, Semantics::FailClosed);
+    DecisionEvent {
+        decision_id: audit::new_decision_id(),
+        request_id: Some(format!("req-{p}-{a}")),
+        principal: p.into(),
+        action: format!("Action::\"{a}\""),
+        resource: r.into(),
+        context: context.unwrap_or(Value::Null),
+        entities: world(),
+        decision,
+        latency_us: 17,
+        shadow: None,
+    }
+}
+
+fn open(path: &Path) -> AuditLog {
+    AuditLog::open(AuditConfig::file(path)).unwrap().0
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A log of `n` real decisions (alternating Allow and Deny).
+fn write_decisions(path: &Path, n: usize) {
+    let pack = shipped_pack();
+    let log = open(path);
+    for i in 0..n {
+        let ev = if i % 2 == 0 {
+            decision_with(
+                &pack,
+                "User::\"alice\"",
+                "view_account",
+                "Account::\"acme\"",
+                None,
+            )
+        } else {
+            decision_with(
+                &pack,
+                "User::\"bob\"",
+                "invite_user",
+                "Account::\"acme\"",
+                None,
+            )
+        };
+        assert!(log.log(ev));
+    }
+    log.shutdown();
+    assert_eq!(log.written(), n as u64);
+}
+
+#[test]
+fn each_kind_of_event_lands_exactly_once_with_all_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/decisions.jsonl");
+    let pack = shipped_pack();
+    let mut config = AuditConfig::file(&path);
+    config.replica = Some("replica-7".into());
+    let (log, info) = AuditLog::open(config).unwrap();
+    assert_eq!(info.next_seq, 1);
+    assert!(info.repaired.is_none());
+
+    let mut dec = decision_with(
+        &pack,
+        "User::\"alice\"",
+        "invite_partner",
+        "Account::\"acme\"",
+        Some(invitee("initech", "silver", true)),
+    );
+    assert_eq!(dec.decision.decision, Effect::Deny);
+    // A candidate that would allow: shadow records the disagreement.
+    let candidate = engine::Decision {
+        decision: Effect::Allow,
+        reasons: vec![engine::Reason {
+            id: "admin-administer-account".into(),
+            description: None,
+        }],
+        errors: vec![],
+        policy_version: "sha256:candidate".into(),
+    };
+    dec.shadow = audit::shadow_of(&dec.decision, &candidate);
+    let decision_id = dec.decision_id.clone();
+    assert!(log.log(dec.clone()));
+    assert!(log.log(ChangeEvent {
+        decision_id: Some(decision_id.clone()),
+        request_id: Some("req-change".into()),
+        actor: "User::\"alice\"".into(),
+        operation: "user.dismiss".into(),
+        before: json!({"id": "bob", "status": "active"}),
+        after: json!({"id": "bob", "status": "dismissed"}),
+    }));
+    assert!(log.log(ReloadEvent {
+        request_id: None,
+        files: vec!["policies/10-members.cedar".into()],
+        version: Some(pack.version.clone()),
+        error: Some("policies/10-members.cedar:3:1: unexpected token".into()),
+    }));
+    log.shutdown();
+    assert_eq!(log.written(), 3);
+    assert_eq!(log.dropped(), 0);
+
+    let recs = records(&path);
+    assert_eq!(recs.len(), 3, "exactly one line per event");
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["seq"], json!(i as u64 + 1));
+        let ts = r["ts"].as_str().unwrap();
+        assert!(ts.ends_with('Z'), "{ts}");
+        query::parse_time(ts).unwrap();
+        assert_eq!(r["replica"], json!("replica-7"));
+        assert_eq!(r["hash"].as_str().unwrap().len(), 64);
+    }
+    assert_eq!(recs[0]["prev_hash"], json!(audit::record::GENESIS_HASH));
+    assert_eq!(recs[1]["prev_hash"], recs[0]["hash"]);
+    assert_eq!(recs[2]["prev_hash"], recs[1]["hash"]);
+
+    let d = &recs[0];
+    assert_eq!(d["kind"], json!("decision"));
+    assert_eq!(d["decision_id"], json!(decision_id));
+    assert_eq!(d["request_id"], json!(dec.request_id.clone().unwrap()));
+    assert_eq!(d["principal"], json!("User::\"alice\""));
+    assert_eq!(d["action"], json!("Action::\"invite_partner\""));
+    assert_eq!(d["resource"], json!("Account::\"acme\""));
+    assert_eq!(d["context"], invitee("initech", "silver", true));
+    assert_eq!(d["entities"], world());
+    assert_eq!(d["decision"], json!("Deny"));
+    assert_eq!(d["reasons"][0]["id"], json!("partner-access-requires-gold"));
+    assert_eq!(d["errors"], json!([]));
+    assert_eq!(d["policy_version"], json!(pack.version));
+    assert_eq!(d["latency_us"], json!(17));
+    assert_eq!(d["shadow"]["decision"], json!("Allow"));
+    assert_eq!(d["shadow"]["policy_version"], json!("sha256:candidate"));
+
+    let c = &recs[1];
+    assert_eq!(c["kind"], json!("change"));
+    assert_eq!(c["decision_id"], json!(decision_id));
+    assert_eq!(c["actor"], json!("User::\"alice\""));
+    assert_eq!(c["operation"], json!("user.dismiss"));
+    assert_eq!(c["before"]["status"], json!("active"));
+    assert_eq!(c["after"]["status"], json!("dismissed"));
+
+    let r = &recs[2];
+    assert_eq!(r["kind"], json!("reload"));
+    assert_eq!(r["files"], json!(["policies/10-members.cedar"]));
+    assert_eq!(r["version"], json!(pack.version));
+    assert!(r["error"].as_str().unwrap().contains("unexpected token"));
+
+    assert!(chain::verify(&path).unwrap().ok());
+    // Re-opening continues the chain.
+    let (log, info) = AuditLog::open(AuditConfig::file(&path)).unwrap();
+    assert_eq!(info.next_seq, 4);
+    assert_eq!(json!(info.prev_hash), recs[2]["hash"]);
+    log.log(dec);
+    log.shutdown();
+    assert_eq!(records(&path).len(), 4);
+    assert!(chain::verify(&path).unwrap().ok());
+}
+
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+    let mut l = lines(path);
+    edit(&mut l);
+    std::fs::write(path, l.join("\n") + "\n").unwrap();
+}
+
+fn broken(path: &Path) -> audit::ChainBreak {
+    let report = chain::verify(path).unwrap();
+    report.problem.expect("verify should fail")
+}
+
+#[test]
+fn verify_detects_an_edited_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 10);
+    assert!(chain::verify(&path).unwrap().ok());
+    // Record 5 (alice, Allow) is edited into a Deny.
+    rewrite(&path, |l| {
+        assert!(l[4].contains("\"decision\":\"Allow\""));
+        l[4] = l[4].replace("\"decision\":\"Allow\"", "\"decision\":\"Deny\"");
+    });
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Edited);
+    assert_eq!(b.seq, Some(5));
+    assert_eq!(b.location.line, 5);
+    assert_eq!(b.location.file, path);
+
+    // The CLI reports it and exits 3.
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("edited record: seq 5 at"), "{stdout}");
+    assert!(stdout.contains("d.jsonl:5"), "{stdout}");
+
+    // Edited and re-hashed (the attacker recomputes the hash): the next
+    // record's prev_hash gives it away.
+    rewrite(&path, |l| {
+        let mut obj: serde_json::Map<String, Value> = serde_json::from_str(&l[4]).unwrap();
+        let h = audit::record::compute_hash(&obj);
+        obj.insert("hash".into(), json!(h));
+        l[4] = serde_json::to_string(&obj).unwrap();
+    });
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Edited);
+    assert_eq!(b.seq, Some(5));
+    assert_eq!(b.location.line, 5);
+}
+
+#[test]
+fn verify_detects_a_deleted_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 10);
+    rewrite(&path, |l| {
+        l.remove(4);
+    });
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Missing, "{b}");
+    assert_eq!(b.seq, Some(5));
+    assert_eq!(b.location.line, 5, "reported where the gap is");
+    assert!(b.to_string().contains("seq 5 is missing"), "{b}");
+
+    // Deleting the first record is detected too.
+    rewrite(&path, |l| {
+        l.remove(0);
+    });
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Missing, "{b}");
+    assert_eq!(b.seq, Some(1));
+}
+
+#[test]
+fn verify_detects_an_inserted_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 10);
+    // A copy of record 3 is inserted after record 6.
+    rewrite(&path, |l| {
+        let copy = l[2].clone();
+        l.insert(6, copy);
+    });
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Inserted, "{b}");
+    assert_eq!(b.seq, Some(3));
+    assert_eq!(b.location.line, 7);
+}
+
+#[test]
+fn verify_detects_a_forged_record_inserted_with_a_valid_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 10);
+    // The forger chains a new record 5 to record 4 correctly; the original
+    // record 5 then no longer follows.
+    rewrite(&path, |l| {
+        let prev: Value = serde_json::from_str(&l[3]).unwrap();
+        let mut forged: serde_json::Map<String, Value> = serde_json::from_str(&l[4]).unwrap();
+        forged.insert("principal".into(), json!("User::\"mallory\""));
+        forged.insert("prev_hash".into(), prev["hash"].clone());
+        let h = audit::record::compute_hash(&forged);
+        forged.insert("hash".into(), json!(h));
+        l.insert(4, serde_json::to_string(&forged).unwrap());
+    });
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Inserted, "{b}");
+    assert_eq!(b.seq, Some(5));
+    assert!(b.to_string().contains("appears twice"), "{b}");
+}
+
+#[test]
+fn verify_detects_reordered_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 10);
+    rewrite(&path, |l| l.swap(3, 4));
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Reordered, "{b}");
+    assert_eq!(b.seq, Some(5));
+    assert_eq!(b.location.line, 4);
+    assert!(b.to_string().contains("comes before seq 4"), "{b}");
+}
+
+#[test]
+fn a_torn_last_line_is_cut_and_the_repair_is_logged_in_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 5);
+    let intact = std::fs::metadata(&path).unwrap().len();
+    let last_hash = records(&path)[4]["hash"].clone();
+    // A crash mid-write: half a record, no newline.
+    let torn = &lines(&path)[0][..200];
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, torn.as_bytes()))
+        .unwrap();
+    let b = broken(&path);
+    assert_eq!(b.kind, BreakKind::Malformed);
+    assert_eq!(b.location.line, 6);
+
+    let (log, info) = AuditLog::open(AuditConfig::file(&path)).unwrap();
+    let repair = info.repaired.clone().expect("repaired");
+    assert_eq!(repair.offset, intact);
+    assert_eq!(repair.cut_bytes, 200);
+    assert_eq!(info.next_seq, 7, "seq 6 is the repair record");
+    write_one(&log);
+    log.shutdown();
+
+    let recs = records(&path);
+    assert_eq!(recs.len(), 7);
+    assert_eq!(recs[5]["kind"], json!("repair"));
+    assert_eq!(recs[5]["seq"], json!(6));
+    assert_eq!(recs[5]["prev_hash"], last_hash);
+    assert_eq!(recs[5]["repair"]["cut_bytes"], json!(200));
+    assert_eq!(recs[6]["seq"], json!(7));
+    let report = chain::verify(&path).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 7);
+}
+
+fn write_one(log: &AuditLog) {
+    let pack = shipped_pack();
+    log.log(decision_with(
+        &pack,
+        "User::\"alice\"",
+        "view_account",
+        "Account::\"acme\"",
+        None,
+    ));
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let (log, _) = AuditLog::open(AuditConfig::file(&path)).unwrap();
+    let err = AuditLog::open(AuditConfig::file(&path)).unwrap_err();
+    assert!(matches!(err, audit::AuditError::Locked(_)), "{err}");
+    log.shutdown();
+    drop(log);
+    AuditLog::open(AuditConfig::file(&path)).unwrap();
+}
+
+fn total_bytes(path: &Path) -> u64 {
+    chain::chain_files(path)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn sigkill_during_heavy_writing_leaves_a_log_that_verifies_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let mut child = Command::new(BIN)
+        .args([
+            "audit",
+            "stress",
+            "--count",
+            "100000000",
+            "--threads",
+            "2",
+            "--audit-sync",
+            "never",
+            "--audit-max-bytes",
+            "1000000",
+            "--audit-log",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (polling, with a deadline) until a few MB and a rotation are on disk.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while total_bytes(&path) < 3_000_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the stress writer did not write 3 MB in time"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the stress writer exited early"
+        );
+        std::thread::sleep(Duration::from_millis(5)); // poll interval
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+
+    let files_before = chain::chain_files(&path).unwrap();
+    assert!(files_before.len() >= 2, "rotated at least once");
+    let (log, info) = AuditLog::open(AuditConfig::file(&path)).unwrap();
+    write_one(&log);
+    log.shutdown();
+    assert_eq!(log.written(), 1);
+    let report = chain::verify(&path).unwrap();
+    assert!(
+        report.ok(),
+        "{:?} (repaired: {:?})",
+        report.problem,
+        info.repaired
+    );
+    assert_eq!(report.last_seq, Some(info.next_seq));
+    assert!(report.records > 1000);
+}
+
+#[test]
+fn rotation_keeps_the_chain_verifiable_across_files_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let pack = shipped_pack();
+    let mut config = AuditConfig::file(&path);
+    config.max_file_bytes = Some(20_000);
+    let (log, _) = AuditLog::open(config.clone()).unwrap();
+    let ev = decision_with(
+        &pack,
+        "User::\"alice\"",
+        "view_account",
+        "Account::\"acme\"",
+        None,
+    );
+    for _ in 0..100 {
+        log.log(ev.clone());
+    }
+    log.shutdown();
+    let files = chain::chain_files(&path).unwrap();
+    assert!(files.len() >= 4, "{files:?}");
+    for f in &files {
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 20_000,
+            "{f:?} too big"
+        );
+    }
+    // The first record of each file chains to the last of the one before.
+    for pair in files.windows(2) {
+        let older = records(&pair[0]);
+        let newer = records(&pair[1]);
+        assert_eq!(newer[0]["prev_hash"], older.last().unwrap()["hash"]);
+        assert_eq!(
+            newer[0]["seq"].as_u64().unwrap(),
+            older.last().unwrap()["seq"].as_u64().unwrap() + 1
+        );
+    }
+    let report = chain::verify(&path).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 100);
+
+    // Reopen (after a rotation left the active file empty, too) and continue.
+    std::fs::rename(&path, chain::rotated_path(&path, 0)).unwrap();
+    // (PATH.0 sorts as the newest rotated file.)
+    let (log, info) = AuditLog::open(config).unwrap();
+    assert_eq!(info.next_seq, 101);
+    log.log(ev);
+    log.shutdown();
+    let report = chain::verify(&path).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 101);
+
+    // Deleting a middle file is a missing-records break.
+    let files = chain::chain_files(&path).unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+    assert_eq!(broken(&path).kind, BreakKind::Missing);
+}
+
+#[test]
+fn redacted_values_never_reach_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let pack = shipped_pack();
+    let mut config = AuditConfig::file(&path);
+    config.redaction = Redaction {
+        context_keys: vec!["reporter_email".into()],
+        entity_attrs: vec!["email".into()],
+    };
+    let (log, _) = AuditLog::open(config).unwrap();
+    let mut ev = decision_with(
+        &pack,
+        "User::\"alice\"",
+        "view_account",
+        "Account::\"acme\"",
+        None,
+    );
+    ev.context = json!({"ticket": {"reporter_email": "zed.secret@acme.example", "id": 7}});
+    log.log(ev);
+    log.log(ChangeEvent {
+        decision_id: None,
+        request_id: None,
+        actor: "User::\"alice\"".into(),
+        operation: "user.invite".into(),
+        before: Value::Null,
+        after: json!({"id": "dora", "email": "dora.secret@acme.example"}),
+    });
+    log.shutdown();
+
+    let raw = std::fs::read(&path).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    for secret in [
+        "alice.secret@",
+        "bob.secret@",
+        "pete.secret@",
+        "zed.secret@",
+        "dora.secret@",
+        ".secret@",
+    ] {
+        assert!(!text.contains(secret), "{secret} reached the file");
+    }
+    let recs = records(&path);
+    assert_eq!(recs[0]["context"]["ticket"]["reporter_email"], json!("***"));
+    assert_eq!(recs[0]["context"]["ticket"]["id"], json!(7));
+    assert_eq!(recs[0]["entities"][0]["attrs"]["email"], json!("***"));
+    assert_eq!(recs[0]["entities"][0]["attrs"]["status"], json!("active"));
+    assert_eq!(recs[1]["after"]["email"], json!("***"));
+    assert!(chain::verify(&path).unwrap().ok());
+}
+
+#[test]
+fn the_drop_policy_counts_every_drop_and_backpressure_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = shipped_pack();
+    let ev = decision_with(
+        &pack,
+        "User::\"alice\"",
+        "view_account",
+        "Account::\"acme\"",
+        None,
+    );
+
+    let path = dir.path().join("drop.jsonl");
+    let mut config = AuditConfig::file(&path);
+    config.queue_capacity = 1;
+    config.on_full = OnFull::Drop;
+    config.sync = SyncMode::Always;
+    let (log, _) = AuditLog::open(config.clone()).unwrap();
+    let mut accepted = 0u64;
+    for _ in 0..2000 {
+        if log.log(ev.clone()) {
+            accepted += 1;
+        }
+    }
+    log.shutdown();
+    assert!(
+        log.dropped() > 0,
+        "a queue of 1 with fsync per record must overflow"
+    );
+    assert_eq!(log.dropped() + accepted, 2000);
+    assert_eq!(log.written(), accepted);
+    assert_eq!(lines(&path).len() as u64, accepted);
+    assert!(chain::verify(&path).unwrap().ok());
+    // After shutdown, events are refused and counted.
+    assert!(!log.log(ev.clone()));
+    assert_eq!(log.dropped() + accepted, 2001);
+
+    let path = dir.path().join("block.jsonl");
+    config.sink = audit::Sink::File(path.clone());
+    config.on_full = OnFull::Block;
+    config.sync = SyncMode::Batch;
+    let (log, _) = AuditLog::open(config).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let log = log.clone();
+            let ev = ev.clone();
+            std::thread::spawn(move || (0..250).all(|_| log.log(ev.clone())))
+        })
+        .collect();
+    assert!(handles.into_iter().all(|h| h.join().unwrap()));
+    assert!(log.flush());
+    assert_eq!(lines(&path).len(), 1000);
+    log.shutdown();
+    assert_eq!(log.dropped(), 0);
+    assert_eq!(log.written(), 1000);
+    assert!(chain::verify(&path).unwrap().ok());
+}
+
+/// The shipped policies with `partner-access-requires-gold` relaxed to
+/// accept silver partner companies too.
+fn candidate_dir(dir: &Path) -> PathBuf {
+    let cand = dir.join("candidate");
+    std::fs::create_dir_all(&cand).unwrap();
+    for f in std::fs::read_dir(root().join("policies")).unwrap() {
+        let f = f.unwrap().path();
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        if text.contains("partner-access-requires-gold") {
+            let before = text.clone();
+            text = text.replace(
+                "context.invitee.status == \"gold\"",
+                "(context.invitee.status == \"gold\" || context.invitee.status == \"silver\")",
+            );
+            assert_ne!(before, text);
+        }
+        std::fs::write(cand.join(f.file_name().unwrap()), text).unwrap();
+    }
+    cand
+}
+
+/// (principal, action, resource, context, live decision, flips?)
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<Value>,
+    Effect,
+    bool,
+);
+
+#[test]
+fn replay_finds_exactly_the_decisions_a_changed_policy_flips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let pack = shipped_pack();
+    let log = open(&path);
+    let cases: Vec<Case> = vec![
+        // (principal, action, resource, context, live decision, flips?)
+        (
+            "alice",
+            "invite_partner",
+            "Account::\"acme\"",
+            Some(invitee("initech", "silver", true)),
+            Effect::Deny,
+            true,
+        ),
+        (
+            "alice",
+            "invite_partner",
+            "Account::\"acme\"",
+            Some(invitee("globex", "gold", true)),
+            Effect::Allow,
+            false,
+        ),
+        (
+            "alice",
+            "invite_partner",
+            "Account::\"acme\"",
+            Some(invitee("umbrella", "silver", false)),
+            Effect::Deny,
+            false,
+        ),
+        (
+            "bob",
+            "invite_partner",
+            "Account::\"acme\"",
+            Some(invitee("initech", "silver", true)),
+            Effect::Deny,
+            false,
+        ),
+        (
+            "alice",
+            "grant_partner_access",
+            "User::\"carol\"",
+            Some(invitee("initech", "silver", true)),
+            Effect::Deny,
+            true,
+        ),
+        (
+            "pete",
+            "grant_partner_access",
+            "User::\"carol\"",
+            Some(invitee("initech", "silver", true)),
+            Effect::Deny,
+            false,
+        ),
+        (
+            "alice",
+            "view_account",
+            "Account::\"acme\"",
+            None,
+            Effect::Allow,
+            false,
+        ),
+        (
+            "bob",
+            "dismiss_user",
+            "User::\"carol\"",
+            None,
+            Effect::Deny,
+            false,
+        ),
+        (
+            "alice",
+            "dismiss_user",
+            "User::\"carol\"",
+            None,
+            Effect::Allow,
+            false,
+        ),
+    ];
+    let mut expected_flips = Vec::new();
+    let mut seq = 0u64;
+    for round in 0..3 {
+        for (p, a, r, ctx, live, flips) in &cases {
+            let ev = decision_with(&pack, &format!("User::\"{p}\""), a, r, ctx.clone());
+            assert_eq!(ev.decision.decision, *live, "{p} {a} {r}");
+            log.log(ev);
+            seq += 1;
+            if *flips {
+                expected_flips.push(seq);
+            }
+        }
+        // Non-decision records are not replayed.
+        log.log(ReloadEvent {
+            request_id: None,
+            files: vec![],
+            version: Some(format!("v{round}")),
+            error: None,
+        });
+        seq += 1;
+    }
+    log.shutdown();
+
+    let cand = candidate_dir(dir.path());
+    let cpack = policies::load(&PackSource::new(
+        &cand,
+        Some(root().join("schemas/partnergate.cedarschema")),
+    ))
+    .unwrap();
+    let options = replay::ReplayOptions {
+        since: None,
+        max_examples: 100,
+    };
+    let report = replay::replay(&path, &cpack, &options).unwrap();
+    assert_eq!(report.replayed, 27);
+    assert_eq!(report.skipped, 0, "{:?}", report.skipped_examples);
+    assert_eq!(report.changed, 6);
+    assert_eq!(report.unchanged, 21);
+    let mut flipped: Vec<u64> = report
+        .groups
+        .iter()
+        .flat_map(|g| g.examples.iter().map(|e| e.seq))
+        .collect();
+    flipped.sort_unstable();
+    assert_eq!(flipped, expected_flips);
+    assert_eq!(report.groups.len(), 2);
+    for g in &report.groups {
+        assert_eq!((g.from, g.to), (Effect::Deny, Effect::Allow));
+        assert_eq!(g.count, 3);
+        let gone: Vec<_> = g
+            .causes
+            .iter()
+            .filter(|c| c.role == "no longer determining")
+            .map(|c| c.policy.as_str())
+            .collect();
+        assert_eq!(gone, ["partner-access-requires-gold"]);
+    }
+    assert_eq!(report.groups[0].action, "Action::\"grant_partner_access\"");
+    assert!(report.groups[0]
+        .causes
+        .iter()
+        .any(|c| c.policy == "admin-administer-users" && c.role == "now determining"));
+    assert_eq!(report.groups[1].action, "Action::\"invite_partner\"");
+    assert!(report.groups[1]
+        .causes
+        .iter()
+        .any(|c| c.policy == "admin-administer-account" && c.role == "now determining"));
+
+    // The same pack changes nothing.
+    let same = replay::replay(&path, &pack, &options).unwrap();
+    assert_eq!((same.replayed, same.changed), (27, 0));
+
+    // The CLI: --fail-on-change exits 2 with the candidate, 0 with the shipped pack.
+    let out = Command::new(BIN)
+        .args(["audit", "replay", "--fail-on-change", "--policies"])
+        .arg(&cand)
+        .args(["--schema"])
+        .arg(root().join("schemas/partnergate.cedarschema"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("6 would change, 21 unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("Action::\"invite_partner\"  Deny -> Allow: 3"),
+        "{stdout}"
+    );
+    let out = Command::new(BIN)
+        .current_dir(root())
+        .args(["audit", "replay", "--fail-on-change"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // --since after everything: nothing is replayed.
+    let later = replay::ReplayOptions {
+        since: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+        max_examples: 3,
+    };
+    assert_eq!(replay::replay(&path, &cpack, &later).unwrap().replayed, 0);
+}
+
+#[test]
+fn query_filters_and_streams_across_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let pack = shipped_pack();
+    let mut config = AuditConfig::file(&path);
+    config.max_file_bytes = Some(10_000);
+    let (log, _) = AuditLog::open(config).unwrap();
+    for _ in 0..10 {
+        log.log(decision_with(
+            &pack,
+            "User::\"alice\"",
+            "view_account",
+            "Account::\"acme\"",
+            None,
+        ));
+        log.log(decision_with(
+            &pack,
+            "User::\"bob\"",
+            "invite_user",
+            "Account::\"acme\"",
+            None,
+        ));
+    }
+    log.log(ChangeEvent {
+        decision_id: None,
+        request_id: None,
+        actor: "User::\"alice\"".into(),
+        operation: "user.dismiss".into(),
+        before: json!(1),
+        after: json!(2),
+    });
+    log.shutdown();
+    assert!(chain::chain_files(&path).unwrap().len() > 1);
+
+    let count = |f: query::Filter| {
+        let mut seqs = Vec::new();
+        query::query(&path, &f, |_, _, h| -> Result<(), ()> {
+            seqs.push(h.seq);
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        seqs
+    };
+    assert_eq!(count(query::Filter::default()).len(), 21);
+    assert_eq!(
+        count(query::Filter {
+            principal: Some("alice".into()),
+            ..Default::default()
+        })
+        .len(),
+        11
+    );
+    assert_eq!(
+        count(query::Filter {
+            principal: Some("User::\"alice\"".into()),
+            kind: Some(Kind::Decision),
+            ..Default::default()
+        })
+        .len(),
+        10
+    );
+    assert_eq!(
+        count(query::Filter {
+            decision: Some(Effect::Deny),
+            ..Default::default()
+        }),
+        (1..=10).map(|i| i * 2).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        count(query::Filter {
+            action: Some("invite_user".into()),
+            resource: Some("acme".into()),
+            ..Default::default()
+        })
+        .len(),
+        10
+    );
+    assert_eq!(
+        count(query::Filter {
+            policy_version: Some(pack.version[..12].to_string()),
+            ..Default::default()
+        })
+        .len(),
+        20
+    );
+    assert_eq!(
+        count(query::Filter {
+            policy_version: Some("sha256:nope".into()),
+            ..Default::default()
+        })
+        .len(),
+        0
+    );
+    let future = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert_eq!(
+        count(query::Filter {
+            since: Some(future),
+            ..Default::default()
+        })
+        .len(),
+        0
+    );
+    assert_eq!(
+        count(query::Filter {
+            until: Some(future),
+            ..Default::default()
+        })
+        .len(),
+        21
+    );
+
+    let out = Command::new(BIN)
+        .args(["audit", "query", "--decision", "deny", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 10);
+    for l in stdout.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["decision"], json!("Deny"));
+    }
+    let out = Command::new(BIN)
+        .args(["audit", "query", "--kind", "change"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.contains("user.dismiss"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 21 record(s) matched"));
+}
+
+#[test]
+fn opening_a_log_whose_last_complete_record_was_edited_fails_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    write_decisions(&path, 3);
+    rewrite(&path, |l| {
+        l[2] = l[2].replace("\"latency_us\":17", "\"latency_us\":18")
+    });
+    let err = AuditLog::open(AuditConfig::file(&path)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, audit::AuditError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains("d.jsonl") && msg.contains("seq 3"), "{msg}");
+    // Nothing was written or cut.
+    assert_eq!(lines(&path).len(), 3);
+}
