@@ -31,7 +31,8 @@ use std::time::Instant;
 
 use cedar_policy::{Entity, EntityUid};
 
-use crate::directory::{self, Directory};
+use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent};
+use crate::directory::{self, Directory, DirectoryError};
 use crate::engine::{self, Decision, RequestError, Semantics};
 use crate::policies::PolicyPack;
 use crate::reload::Evaluator;
@@ -49,6 +50,8 @@ pub struct Query {
     pub principal_attrs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Attributes of the resource for this request, over the stored ones.
     pub resource_attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The caller's request id (`X-Request-ID`), for the decision log.
+    pub request_id: Option<String>,
 }
 
 impl Query {
@@ -62,6 +65,7 @@ impl Query {
             entities: None,
             principal_attrs: None,
             resource_attrs: None,
+            request_id: None,
         })
     }
 }
@@ -77,11 +81,14 @@ pub struct Answer {
     pub latency_us: u64,
 }
 
-/// The in-process authorizer: live policies plus the entity directory.
+/// The in-process authorizer: live policies plus the entity directory, and
+/// optionally a decision log and a shadow (candidate) policy set.
 #[derive(Clone)]
 pub struct Authz {
     evaluator: Arc<Evaluator>,
     directory: Arc<Directory>,
+    audit: Option<AuditLog>,
+    shadow: Option<Arc<Evaluator>>,
 }
 
 impl Authz {
@@ -89,7 +96,67 @@ impl Authz {
         Authz {
             evaluator,
             directory,
+            audit: None,
+            shadow: None,
         }
+    }
+
+    /// Log every decision and change to `log`.
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Also evaluate every request against `candidate`; disagreements are
+    /// logged (`shadow`) and counted, never answered.
+    pub fn with_shadow(mut self, candidate: Arc<Evaluator>) -> Self {
+        self.shadow = Some(candidate);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    pub fn shadow(&self) -> Option<&Arc<Evaluator>> {
+        self.shadow.as_ref()
+    }
+
+    /// Validate and upsert entities (Cedar entity JSON array), logging one
+    /// change record per entity with its state before and after.
+    pub fn put_entities(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        json: serde_json::Value,
+    ) -> Result<Vec<EntityUid>, DirectoryError> {
+        let pack = self.evaluator.current();
+        let entities = Directory::parse(pack.schema.as_ref(), json)?;
+        let before: Vec<serde_json::Value> = entities
+            .iter()
+            .map(|e| {
+                self.directory
+                    .get_json(&e.uid())
+                    .unwrap_or(serde_json::Value::Null)
+            })
+            .collect();
+        let uids = self.directory.put(entities)?;
+        if let Some(log) = &self.audit {
+            for (uid, before) in uids.iter().zip(before) {
+                log.log(ChangeEvent {
+                    decision_id: None,
+                    request_id: request_id.clone(),
+                    actor: actor.to_string(),
+                    operation: "entities.upsert".into(),
+                    before,
+                    after: self
+                        .directory
+                        .get_json(uid)
+                        .unwrap_or(serde_json::Value::Null),
+                });
+            }
+        }
+        Ok(uids)
     }
 
     pub fn evaluator(&self) -> &Arc<Evaluator> {
@@ -141,12 +208,44 @@ impl Authz {
         let entities = directory::entities_for(slice, pack.action_entities(&q.action))
             .map_err(RequestError::Entities)?;
         let decision = engine::decide(pack, &request, &entities, Semantics::FailClosed);
-        Ok(Answer {
+        let answer = Answer {
             decision,
             decision_id: uuid::Uuid::now_v7().to_string(),
             entities,
             latency_us: started.elapsed().as_micros() as u64,
-        })
+        };
+        let shadow = self.shadow.as_ref().and_then(|candidate| {
+            let candidate = candidate.current();
+            let theirs = engine::decide(
+                &candidate,
+                &request,
+                &answer.entities,
+                Semantics::FailClosed,
+            );
+            let disagreement = shadow_of(&answer.decision, &theirs);
+            if disagreement.is_some() {
+                metrics::counter!("partnergate_shadow_disagreements_total").increment(1);
+            }
+            disagreement
+        });
+        if let Some(log) = &self.audit {
+            log.log(DecisionEvent {
+                decision_id: answer.decision_id.clone(),
+                request_id: q.request_id.clone(),
+                principal: q.principal.to_string(),
+                action: q.action.to_string(),
+                resource: q.resource.to_string(),
+                context: q.context.clone().unwrap_or(serde_json::Value::Null),
+                entities: answer
+                    .entities
+                    .to_json_value()
+                    .unwrap_or(serde_json::Value::Null),
+                decision: answer.decision.clone(),
+                latency_us: answer.latency_us,
+                shadow,
+            });
+        }
+        Ok(answer)
     }
 
     /// The stored (or overlaid) entity with `attrs` merged over its attributes.

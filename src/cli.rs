@@ -108,6 +108,12 @@ pub struct ServeArgs {
     /// This replica's id in change feeds and logs [default: hostname-pid]
     #[arg(long, env = "PARTNERGATE_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// Evaluate every request also against these candidate policies; log and
+    /// count disagreements (never affects the answer).
+    #[arg(long, env = "PARTNERGATE_SHADOW_POLICIES")]
+    pub shadow_policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub audit: crate::audit::cli::AuditLogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -505,6 +511,18 @@ pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The decision log's configuration; the default path follows `--data-dir`.
+fn audit_config(
+    args: &crate::audit::cli::AuditLogArgs,
+    data_dir: &Path,
+) -> Option<crate::audit::AuditConfig> {
+    let mut args = args.clone();
+    if Path::new(&args.path) == crate::audit::writer::default_path() {
+        args.path = data_dir.join("decisions.jsonl").display().to_string();
+    }
+    args.config()
+}
+
 /// Install the log subscriber (RUST_LOG, default `info`), once.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -520,7 +538,7 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
     let config = crate::server::ServeConfig {
         policies: a.policies,
         schema: a.schema,
-        data_dir: a.data_dir,
+        data_dir: a.data_dir.clone(),
         bind: a.bind,
         token_file: a.token_file,
         protect_queries: a.protect_queries,
@@ -541,6 +559,8 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         replica: a
             .replica_id
             .unwrap_or_else(crate::server::default_replica_id),
+        audit: audit_config(&a.audit, &a.data_dir),
+        shadow_policies: a.shadow_policies,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -25,6 +25,10 @@ pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// invariants). It returns the problems that reject the pack.
 pub type Gate = Box<dyn Fn(&PolicyPack) -> Result<(), Vec<Problem>> + Send + Sync>;
 
+/// Told about every reload attempt: the pack now serving, and the error if
+/// the attempt failed (the pack is then the previous one).
+pub type Listener = Box<dyn Fn(&PolicyPack, Option<&LoadError>) + Send + Sync>;
+
 /// A reload that failed and was not applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadFailure {
@@ -54,6 +58,7 @@ pub struct Evaluator {
     reloading: Mutex<()>,
     gates: Vec<Gate>,
     generation: tokio::sync::watch::Sender<u64>,
+    listeners: Mutex<Vec<Listener>>,
 }
 
 impl Evaluator {
@@ -83,6 +88,7 @@ impl Evaluator {
             reloading: Mutex::new(()),
             gates,
             generation,
+            listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -97,6 +103,14 @@ impl Evaluator {
 
     pub fn source(&self) -> &PackSource {
         &self.source
+    }
+
+    /// Call `f` after every reload attempt (e.g. to log it).
+    pub fn on_reload(&self, f: Listener) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
     }
 
     /// A receiver that changes on every reload attempt (good or bad).
@@ -167,6 +181,13 @@ impl Evaluator {
                 Err(e)
             }
         };
+        {
+            let serving = self.current.load_full();
+            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            for l in listeners.iter() {
+                l(&serving, outcome.as_ref().err());
+            }
+        }
         self.generation.send_modify(|g| *g += 1);
         outcome
     }

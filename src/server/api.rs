@@ -156,7 +156,16 @@ pub fn to_query(r: IsAuthorizedRequest) -> Result<Query, AppError> {
         entities: r.entities,
         principal_attrs: None,
         resource_attrs: None,
+        request_id: None,
     })
+}
+
+/// The caller's `X-Request-ID`, if any.
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Record the request metrics for one decision.
@@ -186,7 +195,10 @@ async fn is_authorized(
     require_query_token(&state, &headers)?;
     let result = parse_body::<IsAuthorizedRequest>(&state, &body)
         .and_then(to_query)
-        .and_then(|q| decide_one(&state, q));
+        .and_then(|mut q| {
+            q.request_id = request_id(&headers);
+            decide_one(&state, q)
+        });
     match result {
         Ok(answer) => {
             observe(
@@ -234,7 +246,8 @@ async fn is_authorized_batch(
             let answer = serde_json::from_value::<IsAuthorizedRequest>(item)
                 .map_err(|e| AppError::bad_request(format!("requests[{i}]: {e}")))
                 .and_then(to_query)
-                .and_then(|q| {
+                .and_then(|mut q| {
+                    q.request_id = request_id(&headers);
                     state
                         .authz
                         .is_authorized_with(&pack, &q)
@@ -272,10 +285,9 @@ async fn put_entities(
         }
         v => v,
     };
-    let pack = state.authz.evaluator().current();
-    let directory = state.authz.directory().clone();
-    let schema = pack.schema.clone();
-    let uids = tokio::task::spawn_blocking(move || directory.put_json(schema.as_ref(), value))
+    let authz = state.authz.clone();
+    let rid = request_id(&headers);
+    let uids = tokio::task::spawn_blocking(move || authz.put_entities("api-token", rid, value))
         .await
         .map_err(|e| AppError::unavailable(e.to_string()))??;
     metrics::counter!("partnergate_entity_writes_total").increment(uids.len() as u64);

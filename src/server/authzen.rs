@@ -101,6 +101,7 @@ fn to_query(r: EvaluationRequest, index: Option<usize>) -> Result<Query, AppErro
         entities: None,
         principal_attrs: subject.properties,
         resource_attrs: resource.properties,
+        request_id: None,
     })
 }
 
@@ -133,7 +134,8 @@ pub(super) async fn evaluation(
     let started = Instant::now();
     check_query_token(&state, &headers)?;
     let req: EvaluationRequest = parse_body(&state, &body)?;
-    let query = to_query(req, None)?;
+    let mut query = to_query(req, None)?;
+    query.request_id = super::api::request_id(&headers);
     let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
     observe("authzen", &answer.decision.decision.to_string(), started);
     Ok(Json(to_response(answer)))
@@ -151,10 +153,9 @@ pub(super) async fn evaluations(
     let req: EvaluationsRequest = parse_body(&state, &body)?;
     let Some(items) = req.evaluations else {
         // Without `evaluations` this is a single evaluation.
-        let answer = state
-            .authz
-            .is_authorized(&to_query(req.defaults, None)?)
-            .map_err(AppError::from)?;
+        let mut query = to_query(req.defaults, None)?;
+        query.request_id = super::api::request_id(&headers);
+        let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
         observe("authzen", &answer.decision.decision.to_string(), started);
         return Ok(Json(
             serde_json::to_value(to_response(answer)).unwrap_or(Value::Null),

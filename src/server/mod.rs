@@ -53,6 +53,10 @@ pub struct ServeConfig {
     pub store: crate::store::StoreSpec,
     /// This replica's name, in change feeds and logs.
     pub replica: String,
+    /// The decision log (None: off).
+    pub audit: Option<crate::audit::AuditConfig>,
+    /// A candidate policy directory evaluated beside the live one (shadow mode).
+    pub shadow_policies: Option<PathBuf>,
 }
 
 /// A default replica id: host name and process id.
@@ -81,6 +85,8 @@ impl Default for ServeConfig {
             invariants: "policies/invariants".into(),
             store: crate::store::StoreSpec::Sqlite,
             replica: default_replica_id(),
+            audit: None,
+            shadow_policies: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub enum ServeError {
     },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("decision log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Shared state of the handlers.
@@ -209,6 +217,8 @@ pub struct Sidecar {
     pub watch: Option<reload::WatchHandle>,
     /// The PostgreSQL change feed (other replicas' writes), if shared.
     pub feed: Option<crate::store::postgres::ChangeFeed>,
+    /// The watcher of the shadow policies, if any.
+    pub shadow_watch: Option<reload::WatchHandle>,
 }
 
 /// Load policies, open the store and build the state (no socket yet).
@@ -256,8 +266,45 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let metrics = metrics_handle();
     let pack = evaluator.current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    let mut authz = Authz::new(evaluator.clone(), directory);
+    let mut shadow_watch = None;
+    if let Some(dir) = &config.shadow_policies {
+        let candidate = Arc::new(Evaluator::load(PackSource::new(
+            dir.clone(),
+            Some(config.schema.clone()),
+        ))?);
+        if config.watch {
+            shadow_watch = Some(reload::watch(candidate.clone(), Vec::new())?);
+        }
+        tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
+        authz = authz.with_shadow(candidate);
+    }
+    if let Some(audit_config) = &config.audit {
+        let mut audit_config = audit_config.clone();
+        if audit_config.replica.is_none() {
+            audit_config.replica = Some(config.replica.clone());
+        }
+        let (log, info) = crate::audit::AuditLog::open(audit_config)?;
+        if let Some(repair) = &info.repaired {
+            tracing::warn!(?repair, "decision log: a torn last record was repaired");
+        }
+        let reload_log = log.clone();
+        evaluator.on_reload(Box::new(move |pack, error| {
+            reload_log.log(crate::audit::ReloadEvent {
+                request_id: None,
+                files: pack.files.iter().map(|f| f.display().to_string()).collect(),
+                version: Some(pack.version.clone()),
+                error: error.map(|e| {
+                    let problems: Vec<String> =
+                        e.problems().iter().map(|p| p.to_string()).collect();
+                    format!("{e}: {}", problems.join("; "))
+                }),
+            });
+        }));
+        authz = authz.with_audit(log);
+    }
     let state = Arc::new(AppState {
-        authz: Authz::new(evaluator, directory),
+        authz,
         token,
         protect_queries: config.protect_queries,
         max_batch: config.max_batch,
@@ -270,6 +317,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         token_path,
         watch,
         feed,
+        shadow_watch,
     })
 }
 
@@ -317,7 +365,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     drop(sidecar.watch);
+    drop(sidecar.shadow_watch);
     drop(sidecar.feed);
+    if let Some(log) = sidecar.state.authz.audit() {
+        log.shutdown();
+    }
     Ok(())
 }
 

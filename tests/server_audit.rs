@@ -1,0 +1,218 @@
+//! The sidecar's decision log end to end: every decision endpoint, entity
+//! change and reload lands exactly once; shadow mode logs exactly the
+//! disagreements; redacted values never reach the file; the chain verifies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, Workspace, BIN};
+use serde_json::{json, Value};
+
+const PAT: &str = "User::\"pat\"";
+const EMMA: &str = "User::\"emma\"";
+const OWNER: &str = "User::\"owner\"";
+const ACME: &str = "Account::\"acme\"";
+
+fn records(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Poll the log until `pred` holds for its records.
+fn wait_log(path: &std::path::Path, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let t0 = Instant::now();
+    loop {
+        let r = records(path);
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}: {r:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn invite(s: &Server, status: &str) -> Value {
+    s.post(
+        "/v1/is_authorized",
+        &json!({"principal": OWNER, "action": "Action::\"invite_partner\"", "resource": ACME,
+                "context": {"invitee": {"company": {"__entity": {"type": "PartnerCompany", "id": "x"}}, "status": status, "certified": true}}}),
+    )
+    .1
+}
+
+#[test]
+fn every_kind_of_event_lands_once_with_its_fields_and_the_chain_verifies() {
+    let ws = Workspace::new();
+    let s = Server::start(&ws, &["--audit-redact-attr", "email"]);
+    let log = ws.data().join("decisions.jsonl");
+    s.load_demo();
+    let single = s.ask(PAT, "grant_admin", EMMA);
+    let (_, batch) = s.post(
+        "/v1/is_authorized/batch",
+        &json!({"requests": [{"principal": PAT, "action": "Action::\"dismiss_user\"", "resource": EMMA}]}),
+    );
+    let r = s
+        .client
+        .post(s.url("/access/v1/evaluation"))
+        .header("X-Request-ID", "trace-7")
+        .json(
+            &json!({"subject": {"type": "User", "id": "emma"}, "action": {"name": "view_account"},
+                      "resource": {"type": "Account", "id": "acme"}}),
+        )
+        .send()
+        .unwrap();
+    let authzen: Value = r.json().unwrap();
+    // A reload (a comment-only edit still reloads).
+    let file = ws.policies().join("10-members.cedar");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}\n// touched\n")).unwrap();
+
+    let ids = [
+        single["decision_id"].as_str().unwrap().to_string(),
+        batch["results"][0]["decision_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        authzen["context"]["decision_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    let recs = wait_log(&log, "3 decisions, 5 changes and a reload", |r| {
+        r.iter().filter(|x| x["kind"] == "decision").count() >= 3
+            && r.iter().filter(|x| x["kind"] == "change").count() >= 5
+            && r.iter().any(|x| x["kind"] == "reload")
+    });
+    for id in &ids {
+        let matching: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["decision_id"] == id.as_str())
+            .collect();
+        assert_eq!(matching.len(), 1, "decision {id} must land exactly once");
+        let d = matching[0];
+        for field in [
+            "seq",
+            "ts",
+            "decision_id",
+            "kind",
+            "request_id",
+            "principal",
+            "action",
+            "resource",
+            "context",
+            "entities",
+            "decision",
+            "reasons",
+            "errors",
+            "policy_version",
+            "latency_us",
+            "prev_hash",
+            "hash",
+        ] {
+            assert!(
+                d.get(field).is_some(),
+                "decision record lacks `{field}`: {d}"
+            );
+        }
+        assert!(d["replica"].is_string(), "{d}");
+    }
+    let first = recs
+        .iter()
+        .find(|r| r["decision_id"] == ids[0].as_str())
+        .unwrap();
+    assert_eq!(first["decision"], "Deny");
+    assert_eq!(first["reasons"][0]["id"], "partner-no-admin-grants");
+    assert_eq!(first["principal"], PAT);
+    let az = recs
+        .iter()
+        .find(|r| r["decision_id"] == ids[2].as_str())
+        .unwrap();
+    assert_eq!(az["request_id"], "trace-7");
+    let changes: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "change").collect();
+    assert_eq!(changes.len(), 5, "one change per demo entity");
+    assert!(changes
+        .iter()
+        .all(|c| c["operation"] == "entities.upsert" && c["before"].is_null()));
+    let reload = recs.iter().find(|r| r["kind"] == "reload").unwrap();
+    assert!(
+        reload["version"].as_str().unwrap().starts_with("sha256:"),
+        "{reload}"
+    );
+
+    // Redaction: no email reaches the file.
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !raw.contains("@acme.example") && !raw.contains("@goldco.example"),
+        "an email leaked"
+    );
+
+    // The chain verifies.
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn shadow_mode_logs_exactly_the_disagreements() {
+    let ws = Workspace::new();
+    let candidate = ws.path().join("candidate");
+    common::copy_dir(&ws.policies(), &candidate);
+    let guards = candidate.join("40-guards.cedar");
+    let text = std::fs::read_to_string(&guards).unwrap();
+    std::fs::write(
+        &guards,
+        text.replace(
+            "context.invitee.status == \"gold\"",
+            "context.invitee.status == \"silver\"",
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&ws, &["--shadow-policies", candidate.to_str().unwrap()]);
+    let log = ws.data().join("decisions.jsonl");
+    s.load_demo();
+    // Live answers are unaffected by the candidate.
+    assert_eq!(invite(&s, "gold")["decision"], "Allow"); // candidate: Deny
+    assert_eq!(invite(&s, "silver")["decision"], "Deny"); // candidate: Allow
+    assert_eq!(invite(&s, "bronze")["decision"], "Deny"); // both deny
+    assert_eq!(s.ask(PAT, "dismiss_user", EMMA)["decision"], "Allow"); // both allow
+    let recs = wait_log(&log, "4 decisions", |r| {
+        r.iter().filter(|x| x["kind"] == "decision").count() >= 4
+    });
+    let shadows: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r.get("shadow").is_some_and(|s| !s.is_null()))
+        .collect();
+    assert_eq!(
+        shadows.len(),
+        2,
+        "exactly the two disagreements: {shadows:?}"
+    );
+    assert_eq!(shadows[0]["decision"], "Allow");
+    assert_eq!(shadows[0]["shadow"]["decision"], "Deny");
+    assert_eq!(shadows[1]["shadow"]["decision"], "Allow");
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("partnergate_shadow_disagreements_total 2"),
+        "{metrics}"
+    );
+}
