@@ -11,9 +11,15 @@ use partnergate::audit::record::{body, seal_into, Event, GENESIS_HASH};
 use partnergate::audit::Redaction;
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let events: Vec<Event> = (0..n).map(|i| sample_decision(i).into()).collect();
-    let redaction = Redaction { context_keys: vec![], entity_attrs: vec!["email".into()] };
+    let redaction = Redaction {
+        context_keys: vec![],
+        entity_attrs: vec!["email".into()],
+    };
     let mut prev = GENESIS_HASH.to_string();
     let mut out = Vec::with_capacity(4096);
     let mut bytes = 0usize;
