@@ -53,6 +53,14 @@ pub enum Command {
     Import(ImportArgs),
     /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
     Prove(crate::prove::ProveArgs),
+    /// Partner users: invite (asks which partner to dismiss when the seats are full), grant.
+    Partners(crate::orchestrator::cli::PartnersArgs),
+    /// Account users: list, invite, accept, dismiss, rehire.
+    Users(crate::orchestrator::cli::UsersArgs),
+    /// Seat counts of an account (partners are neither paid users nor administrators).
+    Seats(crate::orchestrator::cli::SeatsArgs),
+    /// The partner registry: import, list.
+    Registry(crate::orchestrator::cli::RegistryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +203,10 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Serve(a) => serve(a, err),
         Command::Import(a) => import(&a, out, err),
         Command::Prove(a) => crate::prove::run_prove(&a, out, err).map_err(CliError::from),
+        Command::Partners(a) => Ok(crate::orchestrator::cli::run_partners(a, out, err)),
+        Command::Users(a) => Ok(crate::orchestrator::cli::run_users(a, out, err)),
+        Command::Seats(a) => Ok(crate::orchestrator::cli::run_seats(a, out, err)),
+        Command::Registry(a) => Ok(crate::orchestrator::cli::run_registry(a, out, err)),
     };
     match result {
         Ok(code) => code,

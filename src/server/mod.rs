@@ -5,10 +5,12 @@
 //! - `api`: the PartnerGate endpoints (`/v1/...`, health, metrics).
 //! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
 //! - `error`: the JSON error body.
+//! - `orchestrator`: partner invitations, users, seats and the partner registry.
 
 pub mod api;
 pub mod authzen;
 pub mod error;
+pub mod orchestrator;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
+    /// The partner orchestrator (shares the evaluator, directory and store).
+    pub orchestrator: Arc<crate::orchestrator::Orchestrator>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -127,6 +131,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let timeout = state.request_timeout;
     api::routes()
         .merge(authzen::routes())
+        .merge(orchestrator::routes())
         .with_state(state)
         // Bodies are read and size-checked by our own extractor (a 400 with a
         // JSON body); this outer limit only guards against absurd uploads.
@@ -192,20 +197,30 @@ pub struct Sidecar {
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()));
-    let evaluator = Arc::new(Evaluator::load(source)?);
+    let quotas_path = crate::orchestrator::rules::quotas_path_for(&config.policies);
+    let quotas = crate::orchestrator::rules::QuotaRules::load(quotas_path.clone())
+        .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
+    let evaluator = Arc::new(Evaluator::load_with_gates(source, vec![quotas.gate()])?);
     let store = Arc::new(SqliteStore::open_in(&config.data_dir)?);
-    let directory = Arc::new(Directory::open(store)?);
+    let directory = Arc::new(Directory::open(store.clone())?);
     let (token, token_path) = load_or_create_token(config)?;
     let watch = if config.watch {
-        Some(reload::watch(evaluator.clone(), Vec::new())?)
+        Some(reload::watch(evaluator.clone(), vec![quotas_path])?)
     } else {
         None
     };
     let metrics = metrics_handle();
     let pack = evaluator.current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    let authz = Authz::new(evaluator, directory);
+    let orchestrator = Arc::new(crate::orchestrator::Orchestrator::new(
+        authz.clone(),
+        store,
+        quotas,
+    ));
     let state = Arc::new(AppState {
-        authz: Authz::new(evaluator, directory),
+        authz,
+        orchestrator,
         token,
         protect_queries: config.protect_queries,
         max_batch: config.max_batch,
