@@ -492,7 +492,9 @@ impl Orchestrator {
                 active: active.into_iter().cloned().collect(),
             });
         }
-        let registry = tx.company_of_email(req.email)?;
+        // Only a certified company makes its people partners: an email of an
+        // uncertified company is "no certified partner", not "another company".
+        let registry = tx.company_of_email(req.email)?.filter(|c| c.certified);
         if quotas.one_company_per_account {
             if let (Some(c), Some(other)) = (
                 &registry,
