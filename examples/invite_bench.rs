@@ -40,7 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schema = evaluator.current().schema.clone();
     let mut ents = Vec::new();
     for a in 0..accounts {
-        ents.push(json!({"uid": {"type": "Account", "id": format!("a{a}")}, "attrs": {}, "parents": []}));
+        ents.push(
+            json!({"uid": {"type": "Account", "id": format!("a{a}")}, "attrs": {}, "parents": []}),
+        );
         ents.push(json!({"uid": {"type": "User", "id": format!("admin{a}")},
             "parents": [{"type": "Account", "id": format!("a{a}")}],
             "attrs": {"email": format!("admin@a{a}.example"),
