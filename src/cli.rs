@@ -55,6 +55,14 @@ pub enum Command {
     Prove(crate::prove::ProveArgs),
     /// The decision log: verify its hash chain, query it, replay it against candidate policies.
     Audit(crate::audit::cli::AuditArgs),
+    /// Partner users: invite (asks which partner to dismiss when the seats are full), grant.
+    Partners(crate::orchestrator::cli::PartnersArgs),
+    /// Account users: list, invite, accept, dismiss, rehire.
+    Users(crate::orchestrator::cli::UsersArgs),
+    /// Seat counts of an account (partners are neither paid users nor administrators).
+    Seats(crate::orchestrator::cli::SeatsArgs),
+    /// The partner registry: import, list.
+    Registry(crate::orchestrator::cli::RegistryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +228,10 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Import(a) => import(&a, out, err),
         Command::Prove(a) => crate::prove::run_prove(&a, out, err).map_err(CliError::from),
         Command::Audit(a) => return crate::audit::cli::run(&a, out, err),
+        Command::Partners(a) => Ok(crate::orchestrator::cli::run_partners(a, out, err)),
+        Command::Users(a) => Ok(crate::orchestrator::cli::run_users(a, out, err)),
+        Command::Seats(a) => Ok(crate::orchestrator::cli::run_seats(a, out, err)),
+        Command::Registry(a) => Ok(crate::orchestrator::cli::run_registry(a, out, err)),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@ pub mod authz;
 pub mod cli;
 pub mod directory;
 pub mod engine;
+pub mod orchestrator;
 pub mod policies;
 pub mod prove;
 pub mod reload;

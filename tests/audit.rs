@@ -689,6 +689,9 @@ fn candidate_dir(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&cand).unwrap();
     for f in std::fs::read_dir(root().join("policies")).unwrap() {
         let f = f.unwrap().path();
+        if f.extension().is_none_or(|e| e != "cedar") {
+            continue;
+        }
         let mut text = std::fs::read_to_string(&f).unwrap();
         if text.contains("partner-access-requires-gold") {
             let before = text.clone();

@@ -275,6 +275,7 @@ fn entities_persist_across_restart_and_health_endpoints_answer() {
         s.load_demo();
         assert_eq!(s.get("/readyz").0, 200);
         s.signal("TERM");
+        #[allow(clippy::let_and_return)] // the binding drops `s` after `wait` (edition 2021)
         let status = {
             let mut s = s;
             s.child.wait().unwrap()

@@ -5,10 +5,12 @@
 //! - `api`: the PartnerGate endpoints (`/v1/...`, health, metrics).
 //! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
 //! - `error`: the JSON error body.
+//! - `orchestrator`: partner invitations, users, seats and the partner registry.
 
 pub mod api;
 pub mod authzen;
 pub mod error;
+pub mod orchestrator;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -127,6 +129,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
+    /// The partner orchestrator (shares the evaluator, directory and store).
+    pub orchestrator: Arc<crate::orchestrator::Orchestrator>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -155,6 +159,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let timeout = state.request_timeout;
     api::routes()
         .merge(authzen::routes())
+        .merge(orchestrator::routes())
         .with_state(state)
         // Bodies are read and size-checked by our own extractor (a 400 with a
         // JSON body); this outer limit only guards against absurd uploads.
@@ -224,23 +229,31 @@ pub struct Sidecar {
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()));
-    let mut gates = Vec::new();
-    let mut watch_extra = Vec::new();
+    let quotas_path = crate::orchestrator::rules::quotas_path_for(&config.policies);
+    let quotas = crate::orchestrator::rules::QuotaRules::load(quotas_path.clone())
+        .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
+    let mut gates = vec![quotas.gate()];
+    let mut watch_extra = vec![quotas_path];
     if config.prove_on_reload {
         gates.push(crate::prove::reload_gate(config.invariants.clone()));
         watch_extra.push(config.invariants.clone());
     }
     let evaluator = Arc::new(Evaluator::load_with_gates(source, gates)?);
-    let (store, pg_url): (Arc<dyn crate::store::EntityBackend>, Option<String>) =
-        match &config.store {
-            crate::store::StoreSpec::Sqlite => {
-                (Arc::new(SqliteStore::open_in(&config.data_dir)?), None)
-            }
-            crate::store::StoreSpec::Postgres(url) => (
-                Arc::new(crate::store::postgres::PgStore::open(url, &config.replica)?),
-                Some(url.clone()),
-            ),
-        };
+    #[allow(clippy::type_complexity)]
+    let (store, orchestrator_store, pg_url): (
+        Arc<dyn crate::store::EntityBackend>,
+        Arc<dyn crate::orchestrator::store::OrchestratorStore>,
+        Option<String>,
+    ) = match &config.store {
+        crate::store::StoreSpec::Sqlite => {
+            let s = Arc::new(SqliteStore::open_in(&config.data_dir)?);
+            (s.clone(), s, None)
+        }
+        crate::store::StoreSpec::Postgres(url) => {
+            let s = Arc::new(crate::store::postgres::PgStore::open(url, &config.replica)?);
+            (s.clone(), s, Some(url.clone()))
+        }
+    };
     let directory = Arc::new(Directory::open(store)?);
     let feed = match pg_url {
         Some(url) => {
@@ -303,8 +316,14 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         }));
         authz = authz.with_audit(log);
     }
+    let orchestrator = Arc::new(crate::orchestrator::Orchestrator::new(
+        authz.clone(),
+        orchestrator_store,
+        quotas,
+    ));
     let state = Arc::new(AppState {
         authz,
+        orchestrator,
         token,
         protect_queries: config.protect_queries,
         max_batch: config.max_batch,

@@ -24,7 +24,9 @@ use super::{Change, EntityBackend, EntityRecord, StoreError};
 pub const FEED_POLL: Duration = Duration::from_millis(250);
 
 const CHANNEL: &str = "partnergate_changes";
-const WRITE_LOCK: i64 = 0x5047_0001;
+/// Serialises every write (entities and orchestrator operations) across
+/// replicas, so change-feed order is commit order.
+pub(crate) const WRITE_LOCK: i64 = 0x5047_0001;
 const MIGRATE_LOCK: i64 = 0x5047_0002;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
@@ -44,6 +46,22 @@ const MIGRATIONS: &[&str] = &[
         replica TEXT NOT NULL,
         at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
+    // 2: the partner registry, and users by account (for seat counting)
+    "CREATE TABLE partner_companies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        certified BOOLEAN NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );
+     CREATE TABLE partner_emails (
+        email TEXT PRIMARY KEY,
+        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
+     );
+     CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
+     CREATE INDEX entities_users_by_account
+        ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
+        WHERE entity_type = 'User';",
 ];
 
 /// A PostgreSQL entity store.
@@ -83,7 +101,7 @@ impl PgStore {
 
     /// Run `f` on a live connection, reconnecting first if needed; a
     /// connection that broke during `f` is dropped for the next call.
-    fn with_client<T>(
+    pub(crate) fn with_client<T>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
@@ -156,7 +174,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn write_changes(
+pub(crate) fn write_changes(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
     changes: &[(String, Option<String>)],
@@ -204,19 +222,7 @@ impl EntityBackend for PgStore {
         self.with_client(|c| {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-            let stmt = tx.prepare(
-                "INSERT INTO entities (uid, entity_type, json) VALUES ($1, $2, $3)
-                 ON CONFLICT (uid) DO UPDATE SET entity_type = EXCLUDED.entity_type,
-                   json = EXCLUDED.json, updated_at = now()",
-            )?;
-            for r in records {
-                tx.execute(&stmt, &[&r.uid, &r.entity_type, &r.json])?;
-            }
-            let changes: Vec<(String, Option<String>)> = records
-                .iter()
-                .map(|r| (r.uid.clone(), Some(r.json.clone())))
-                .collect();
-            write_changes(&mut tx, &self.replica, &changes)?;
+            upsert_in(&mut tx, &self.replica, records)?;
             tx.commit()
         })
     }
@@ -251,6 +257,35 @@ impl EntityBackend for PgStore {
 
     fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
         self.with_client(|c| read_changes(c, seq, limit))
+    }
+}
+
+/// Upsert entity records and append them to the change feed, inside `tx`
+/// (which must hold [`WRITE_LOCK`]).
+pub(crate) fn upsert_in(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    records: &[EntityRecord],
+) -> Result<(), postgres::Error> {
+    let stmt = tx.prepare(
+        "INSERT INTO entities (uid, entity_type, json) VALUES ($1, $2, $3)
+         ON CONFLICT (uid) DO UPDATE SET entity_type = EXCLUDED.entity_type,
+           json = EXCLUDED.json, updated_at = now()",
+    )?;
+    for r in records {
+        tx.execute(&stmt, &[&r.uid, &r.entity_type, &r.json])?;
+    }
+    let changes: Vec<(String, Option<String>)> = records
+        .iter()
+        .map(|r| (r.uid.clone(), Some(r.json.clone())))
+        .collect();
+    write_changes(tx, replica, &changes)
+}
+
+impl PgStore {
+    /// This replica's label on the changes it writes.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 }
 

@@ -18,6 +18,22 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
     );
     CREATE INDEX entities_by_type ON entities(entity_type);",
+    // 2: the partner registry, and users by account (for seat counting)
+    "CREATE TABLE partner_companies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        certified INTEGER NOT NULL CHECK (certified IN (0, 1)),
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+    );
+    CREATE TABLE partner_emails (
+        email TEXT PRIMARY KEY,
+        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
+    );
+    CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
+    CREATE INDEX entities_users_by_account
+        ON entities(json_extract(json, '$.attrs.account.__entity.id'))
+        WHERE entity_type = 'User';",
 ];
 
 /// SQLite store. One connection behind a mutex: SQLite serialises writers
@@ -58,7 +74,7 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn
             .lock()
             .map_err(|_| StoreError::Backend("store connection poisoned".into()))

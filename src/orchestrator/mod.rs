@@ -1,0 +1,1057 @@
+//! The partner orchestrator: the partner rules that need state — at most N
+//! active partner users per account, all from one partner company, the swap
+//! of the fourth, dismiss and rehire, verification against the partner
+//! registry — kept true under concurrent requests and crashes.
+//!
+//! Every operation runs in the same order:
+//! 1. input checks (a well-formed email: [`OrchestratorError::InvalidEmail`]);
+//! 2. **policy first**: [`Authz`] decides whether the actor may do it (a Deny
+//!    is [`OrchestratorError::Denied`] with the policies' reasons);
+//! 3. one store transaction ([`store::OrchestratorStore::transact`]) that
+//!    re-reads the account's users and the registry from the database, runs
+//!    the counting rules of [`rules::Quotas`] — seat free or `replace` given,
+//!    same company as the active partners, certified partner email — and
+//!    writes the changed users, all or nothing;
+//! 4. the in-memory [`Directory`] is updated with what was committed.
+//!
+//! HTTP and the CLI are thin adapters over [`Orchestrator`].
+
+pub mod cli;
+pub mod postgres;
+pub mod rules;
+pub mod sqlite;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+
+use cedar_policy::{Entity, EntityUid};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::authz::{Authz, Query};
+use crate::directory::Directory;
+use crate::engine::{self, Reason, RequestError};
+use crate::store::{EntityRecord, StoreError};
+use rules::QuotaRules;
+use store::{AccountTx, OrchestratorStore, RegistryCompany};
+
+pub const INVITED: &str = "invited";
+pub const ACTIVE: &str = "active";
+pub const DISMISSED: &str = "dismissed";
+
+/// Why an orchestrator operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("`{email}` is not a well-formed email address")]
+    InvalidEmail { email: String },
+    #[error("the policies do not allow {actor} to {action} {resource}")]
+    Denied {
+        actor: String,
+        action: String,
+        resource: String,
+        reasons: Vec<Reason>,
+        errors: Vec<String>,
+    },
+    #[error("the maximum number of partners is reached ({limit} active): dismiss one of them and invite the new one")]
+    LimitReached { limit: u32, active: Vec<UserView> },
+    #[error("{email} belongs to partner company `{company}`, but the account's active partners belong to `{active_company}`: all partners of an account come from one company")]
+    DifferentCompany {
+        email: String,
+        company: String,
+        active_company: String,
+    },
+    #[error("there is no certified partner with this email: {email}")]
+    NotCertified { email: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("field `{field}`: {message}")]
+    Invalid {
+        code: &'static str,
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored user is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl OrchestratorError {
+    /// The stable error code of the wire format.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OrchestratorError::InvalidEmail { .. } => "invalid_email",
+            OrchestratorError::Denied { .. } => "policy_denied",
+            OrchestratorError::LimitReached { .. } => "partner_limit_reached",
+            OrchestratorError::DifferentCompany { .. } => "different_partner_company",
+            OrchestratorError::NotCertified { .. } => "not_a_certified_partner",
+            OrchestratorError::NotFound(_) => "not_found",
+            OrchestratorError::Conflict { code, .. } => code,
+            OrchestratorError::Invalid { code, .. } => code,
+            OrchestratorError::Request(_) => "bad_request",
+            OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
+        }
+    }
+
+    /// Machine-readable details for the error body.
+    pub fn details(&self) -> Value {
+        match self {
+            OrchestratorError::InvalidEmail { email } => json!({"field": "email", "email": email}),
+            OrchestratorError::Denied {
+                actor,
+                action,
+                resource,
+                reasons,
+                errors,
+            } => json!({"actor": actor, "action": action, "resource": resource,
+                "reasons": reasons, "errors": errors}),
+            OrchestratorError::LimitReached { limit, active } => json!({
+                "limit": limit,
+                "active_partners": active,
+                "hint": "dismiss one of them and invite the new one: repeat the request with \"replace\": \"<id of the partner to dismiss>\"",
+            }),
+            OrchestratorError::DifferentCompany {
+                email,
+                company,
+                active_company,
+            } => json!({"email": email, "company": company, "active_company": active_company}),
+            OrchestratorError::NotCertified { email } => json!({"email": email}),
+            OrchestratorError::Invalid { field, .. } => json!({"field": field}),
+            OrchestratorError::Request(RequestError::Field { field, .. }) => {
+                json!({"field": field})
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// A user as the orchestrator reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub account: String,
+    pub status: String,
+    pub is_admin: bool,
+    pub two_factor: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<PartnerView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartnerView {
+    pub company: String,
+    pub verified: bool,
+}
+
+impl UserView {
+    /// Read a stored `User` entity JSON.
+    pub fn from_json(json: &Value) -> Result<Self, OrchestratorError> {
+        let bad = |what: &str| OrchestratorError::Corrupt(format!("{what} in {json}"));
+        let id = json
+            .pointer("/uid/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no uid"))?;
+        let attrs = json.get("attrs").ok_or_else(|| bad("no attrs"))?;
+        let s = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
+        let b = |k: &str| attrs.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let partner = attrs.get("partner").map(|p| PartnerView {
+            company: p
+                .pointer("/company/__entity/id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            verified: p.get("verified").and_then(Value::as_bool).unwrap_or(false),
+        });
+        Ok(UserView {
+            id: id.to_string(),
+            email: s("email").ok_or_else(|| bad("no email"))?,
+            account: attrs
+                .pointer("/account/__entity/id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no account"))?
+                .to_string(),
+            status: s("status").ok_or_else(|| bad("no status"))?,
+            is_admin: b("is_admin"),
+            two_factor: b("two_factor"),
+            partner,
+        })
+    }
+
+    fn from_record(r: &EntityRecord) -> Result<Self, OrchestratorError> {
+        let json: Value =
+            serde_json::from_str(&r.json).map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+        Self::from_json(&json)
+    }
+
+    /// Holds a partner seat: a partner user who is not dismissed.
+    pub fn holds_partner_seat(&self) -> bool {
+        self.partner.is_some() && self.status != DISMISSED
+    }
+
+    /// The Cedar entity JSON of this user.
+    pub fn to_entity_json(&self) -> Value {
+        let mut attrs = json!({
+            "email": self.email,
+            "account": {"__entity": {"type": "Account", "id": self.account}},
+            "is_admin": self.is_admin,
+            "status": self.status,
+            "two_factor": self.two_factor,
+        });
+        if let (Some(p), Some(map)) = (&self.partner, attrs.as_object_mut()) {
+            map.insert(
+                "partner".into(),
+                json!({"company": {"__entity": {"type": "PartnerCompany", "id": p.company}},
+                       "verified": p.verified}),
+            );
+        }
+        json!({"uid": {"type": "User", "id": self.id},
+               "parents": [{"type": "Account", "id": self.account}],
+               "attrs": attrs})
+    }
+
+    /// The status shown in the employees list, by precedence: dismissed and
+    /// invited win over the role; a partner shows "partner" over its admin rights.
+    pub fn list_status(&self) -> &'static str {
+        if self.status == DISMISSED {
+            "dismissed"
+        } else if self.status == INVITED {
+            "invited"
+        } else if self.partner.is_some() {
+            "partner"
+        } else if self.is_admin {
+            "administrator"
+        } else {
+            "employee"
+        }
+    }
+}
+
+/// One line of the employees list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedUser {
+    #[serde(flatten)]
+    pub user: UserView,
+    /// "administrator", "employee", "partner", "dismissed" or "invited".
+    pub list_status: &'static str,
+    /// "Partner" for a partner user (whatever the status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<&'static str>,
+}
+
+/// Seat counts of an account. Partners count as neither paid users nor administrators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seats {
+    pub account: String,
+    /// Users who are not partners and not dismissed (invitations included).
+    pub paid_users: usize,
+    /// Of those, the administrators.
+    pub administrators: usize,
+    /// Partner users holding a seat (invited or active).
+    pub partners: usize,
+    pub partner_limit: u32,
+}
+
+/// The result of a write: the user it made or changed, and the partner it
+/// dismissed to free a seat, if any.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub user: UserView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dismissed: Option<UserView>,
+}
+
+/// Orchestrator operations over the policies, the directory and the store.
+pub struct Orchestrator {
+    authz: Authz,
+    store: Arc<dyn OrchestratorStore>,
+    rules: Arc<QuotaRules>,
+    /// Store commit and memory update happen in the same order for every write.
+    write: Mutex<()>,
+}
+
+/// Lower-case, trimmed email if it is well formed.
+pub fn normalize_email(raw: &str) -> Result<String, OrchestratorError> {
+    let email = raw.trim().to_lowercase();
+    let bad = || OrchestratorError::InvalidEmail {
+        email: raw.to_string(),
+    };
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let ok = !local.is_empty()
+        && local.len() <= 64
+        && email.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && email
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@.!#$%&'*+/=?^_`{|}~-".contains(c));
+    if ok {
+        Ok(email)
+    } else {
+        Err(bad())
+    }
+}
+
+/// A uid from `id` or `Type::"id"` syntax.
+pub fn parse_uid(field: &str, ty: &str, raw: &str) -> Result<EntityUid, RequestError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(RequestError::field(field, "must not be empty"));
+    }
+    let uid = if raw.contains("::") {
+        engine::parse_uid(field, raw)?
+    } else {
+        engine::uid_from_json(field, &json!({"type": ty, "id": raw}))?
+    };
+    if uid.type_name().to_string() != ty {
+        return Err(RequestError::field(
+            field,
+            format!("expected a {ty}, got {uid}"),
+        ));
+    }
+    Ok(uid)
+}
+
+fn id_of(uid: &EntityUid) -> String {
+    uid.id().unescaped().to_string()
+}
+
+/// A readable, unique user id: a slug of the name (or the email's local part) and a random suffix.
+fn new_user_id(email: &str, name: Option<&str>) -> String {
+    let base = name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| email.split('@').next().unwrap_or("user"));
+    let mut slug = String::new();
+    for c in base.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 24 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let suffix: u32 = rand::random();
+    format!(
+        "{}-{:06x}",
+        if slug.is_empty() { "user" } else { slug },
+        suffix & 0xff_ffff
+    )
+}
+
+fn invitee_context(c: &RegistryCompany) -> Value {
+    json!({"invitee": {
+        "company": {"__entity": {"type": "PartnerCompany", "id": c.id}},
+        "status": c.status,
+        "certified": c.certified,
+    }})
+}
+
+/// Inside a transaction: the account's users as stored now.
+fn users_in(tx: &mut dyn AccountTx, account: &str) -> Result<Vec<UserView>, OrchestratorError> {
+    tx.account_users(account)?
+        .iter()
+        .map(UserView::from_record)
+        .collect()
+}
+
+fn user_in(tx: &mut dyn AccountTx, uid: &EntityUid) -> Result<UserView, OrchestratorError> {
+    let r = tx
+        .entity(&uid.to_string())?
+        .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
+    UserView::from_record(&r)
+}
+
+/// What the partner checks of one operation need.
+struct SeatRequest<'a> {
+    account: &'a str,
+    email: &'a str,
+    /// The user who gets the seat, if already a user (excluded from the count).
+    subject: Option<&'a str>,
+    replace: Option<&'a str>,
+    /// The certified registry company the policies were asked about (if any).
+    asked: Option<&'a RegistryCompany>,
+}
+
+impl Orchestrator {
+    pub fn new(authz: Authz, store: Arc<dyn OrchestratorStore>, rules: Arc<QuotaRules>) -> Self {
+        Orchestrator {
+            authz,
+            store,
+            rules,
+            write: Mutex::new(()),
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<QuotaRules> {
+        &self.rules
+    }
+
+    pub fn authz(&self) -> &Authz {
+        &self.authz
+    }
+
+    fn directory(&self) -> &Arc<Directory> {
+        self.authz.directory()
+    }
+
+    /// Ask the policies; a Deny is an error carrying the reasons.
+    fn ask(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        context: Option<Value>,
+    ) -> Result<(), OrchestratorError> {
+        let q = Query {
+            principal: actor.clone(),
+            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
+            resource: resource.clone(),
+            context,
+            entities: None,
+            principal_attrs: None,
+            resource_attrs: None,
+            request_id: None,
+        };
+        let answer = self.authz.is_authorized(&q)?;
+        if answer.decision.is_allowed() {
+            Ok(())
+        } else {
+            tracing::info!(%actor, action, %resource, reasons = ?answer.decision.reasons, "orchestrator: policy deny");
+            Err(OrchestratorError::Denied {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                resource: resource.to_string(),
+                reasons: answer.decision.reasons,
+                errors: answer.decision.errors,
+            })
+        }
+    }
+
+    /// The policy question for giving partner access to `email`: with the
+    /// registry's company as the invitee when the email belongs to a
+    /// certified company; otherwise there is no invitee to ask about, and
+    /// the actor must at least be allowed to invite users into the account
+    /// (the refusal `not_a_certified_partner` comes later, in check order).
+    fn ask_partner_access(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        account: &EntityUid,
+        email: &str,
+    ) -> Result<Option<RegistryCompany>, OrchestratorError> {
+        let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
+        match &certified {
+            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
+            None => self.ask(actor, "invite_user", account, None)?,
+        }
+        Ok(certified)
+    }
+
+    /// The counting rules, inside the transaction, in the documented order:
+    /// seat free or `replace` given (409), same company (409), certified
+    /// partner email (422). Returns the company and the dismissed partner.
+    fn seat_checks(
+        &self,
+        tx: &mut dyn AccountTx,
+        users: &[UserView],
+        req: &SeatRequest<'_>,
+    ) -> Result<(RegistryCompany, Option<UserView>), OrchestratorError> {
+        let quotas = self.rules.current();
+        let mut active: Vec<&UserView> = users
+            .iter()
+            .filter(|u| u.holds_partner_seat() && Some(u.id.as_str()) != req.subject)
+            .collect();
+        let mut dismissed = None;
+        if let Some(r) = req.replace {
+            let Some(pos) = active.iter().position(|u| u.id == r) else {
+                return Err(OrchestratorError::Invalid {
+                    code: "invalid_replace",
+                    field: "replace",
+                    message: format!(
+                        "`{r}` is not an active partner of account `{}`",
+                        req.account
+                    ),
+                });
+            };
+            let mut victim = active.remove(pos).clone();
+            victim.status = DISMISSED.into();
+            dismissed = Some(victim);
+        }
+        if active.len() >= quotas.max_active_partners as usize {
+            return Err(OrchestratorError::LimitReached {
+                limit: quotas.max_active_partners,
+                active: active.into_iter().cloned().collect(),
+            });
+        }
+        // Only a certified company makes its people partners: an email of an
+        // uncertified company is "no certified partner", not "another company".
+        let registry = tx.company_of_email(req.email)?.filter(|c| c.certified);
+        if quotas.one_company_per_account {
+            if let (Some(c), Some(other)) = (
+                &registry,
+                active.iter().filter_map(|u| u.partner.as_ref()).find(|p| {
+                    registry
+                        .as_ref()
+                        .map(|c| c.id != p.company)
+                        .unwrap_or(false)
+                }),
+            ) {
+                return Err(OrchestratorError::DifferentCompany {
+                    email: req.email.to_string(),
+                    company: c.id.clone(),
+                    active_company: other.company.clone(),
+                });
+            }
+        }
+        let company =
+            registry
+                .filter(|c| c.certified)
+                .ok_or_else(|| OrchestratorError::NotCertified {
+                    email: req.email.to_string(),
+                })?;
+        // The registry changed between the policy question and now: the
+        // answer was about another company, so refuse rather than guess.
+        let same = req
+            .asked
+            .map(|a| a.id == company.id && a.status == company.status)
+            .unwrap_or(false);
+        if !same {
+            return Err(OrchestratorError::Conflict {
+                code: "registry_changed",
+                message: format!(
+                    "the partner registry entry of {} changed during the request; try again",
+                    req.email
+                ),
+            });
+        }
+        Ok((company, dismissed))
+    }
+
+    /// Run `op` in one store transaction, then apply its writes to memory.
+    fn commit(
+        &self,
+        op: &mut store::TxOp<'_>,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<(), OrchestratorError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let records = self.store.transact(op)?;
+        let mut entities = Vec::with_capacity(records.len());
+        for r in &records {
+            let value: Value = serde_json::from_str(&r.json)
+                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+            let e = Entity::from_json_value(value, schema)
+                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+            entities.push(e);
+        }
+        self.directory().apply_committed(entities, &[]);
+        Ok(())
+    }
+
+    /// A user view as an entity record, validated against the schema.
+    fn record(
+        schema: Option<&cedar_policy::Schema>,
+        u: &UserView,
+    ) -> Result<EntityRecord, OrchestratorError> {
+        let json = u.to_entity_json();
+        let entity = Entity::from_json_value(json.clone(), schema).map_err(|e| {
+            OrchestratorError::Invalid {
+                code: "invalid_user",
+                field: "user",
+                message: e.to_string(),
+            }
+        })?;
+        Ok(EntityRecord {
+            uid: entity.uid().to_string(),
+            entity_type: "User".into(),
+            json: json.to_string(),
+        })
+    }
+
+    fn user_from_memory(&self, uid: &EntityUid) -> Result<UserView, OrchestratorError> {
+        let json = self
+            .directory()
+            .get_json(uid)
+            .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
+        UserView::from_json(&json)
+    }
+
+    /// Invite a partner by email into `account` (optionally dismissing
+    /// `replace` in the same transaction).
+    pub fn invite_partner(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let asked =
+            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
+        if let Some(r) = &replace_uid {
+            self.ask(&actor, "dismiss_user", r, None)?;
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut result = None;
+        self.commit(
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                let existing = users.iter().find(|u| u.email == email);
+                if let Some(u) = existing.filter(|u| u.status != DISMISSED) {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_member",
+                        message: format!(
+                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
+                            u.id, u.status
+                        ),
+                    });
+                }
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &account,
+                        email: &email,
+                        subject: existing.map(|u| u.id.as_str()),
+                        replace: replace_id.as_deref(),
+                        asked: asked.as_ref(),
+                    },
+                )?;
+                let user = UserView {
+                    id: existing
+                        .map(|u| u.id.clone())
+                        .unwrap_or_else(|| new_user_id(&email, name)),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: INVITED.into(),
+                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
+                    two_factor: true,
+                    partner: Some(PartnerView {
+                        company: company.id,
+                        verified: false,
+                    }),
+                };
+                let mut writes = vec![Self::record(schema, &user)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Self::record(schema, d)?);
+                }
+                result = Some(Outcome { user, dismissed });
+                Ok(writes)
+            },
+            schema,
+        )?;
+        let outcome = result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))?;
+        tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
+        Ok(outcome)
+    }
+
+    /// Invite an ordinary user by email into `account`.
+    pub fn invite_user(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        self.ask(&actor, "invite_user", &account_uid, None)?;
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut result = None;
+        self.commit(
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                if let Some(u) = users.iter().find(|u| u.email == email) {
+                    let (code, message) = if u.status == DISMISSED {
+                        ("user_dismissed", format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
+                    } else {
+                        ("already_member", format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
+                    };
+                    return Err(OrchestratorError::Conflict { code, message });
+                }
+                let user = UserView {
+                    id: new_user_id(&email, name),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: INVITED.into(),
+                    is_admin: false,
+                    two_factor: false,
+                    partner: None,
+                };
+                let writes = vec![Self::record(schema, &user)?];
+                result = Some(Outcome {
+                    user,
+                    dismissed: None,
+                });
+                Ok(writes)
+            },
+            schema,
+        )?;
+        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+    }
+
+    /// The invitee accepts the invitation: active, and a partner is
+    /// verified against the registry now (refused if no longer certified).
+    pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut result = None;
+        self.commit(
+            &mut |tx| {
+                let mut u = user_in(tx, &uid)?;
+                if u.status != INVITED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_invited",
+                        message: format!("{uid} has no open invitation (status {})", u.status),
+                    });
+                }
+                if let Some(p) = &mut u.partner {
+                    let company = tx
+                        .company_of_email(&u.email)?
+                        .filter(|c| c.certified && c.id == p.company)
+                        .ok_or_else(|| OrchestratorError::NotCertified {
+                            email: u.email.clone(),
+                        })?;
+                    p.company = company.id;
+                    p.verified = true;
+                }
+                u.status = ACTIVE.into();
+                let writes = vec![Self::record(schema, &u)?];
+                result = Some(Outcome {
+                    user: u,
+                    dismissed: None,
+                });
+                Ok(writes)
+            },
+            schema,
+        )?;
+        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+    }
+
+    /// Give partner access to an existing user (re-activating a dismissed one).
+    pub fn grant_partner_access(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let current = self.user_from_memory(&uid)?;
+        let email = normalize_email(&current.email)?;
+        let account_uid = parse_uid("account", "Account", &current.account)?;
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let asked =
+            self.ask_partner_access(&actor, "grant_partner_access", &uid, &account_uid, &email)?;
+        if let Some(r) = &replace_uid {
+            self.ask(&actor, "dismiss_user", r, None)?;
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        self.partner_seat_write(&uid, &email, replace_id.as_deref(), asked.as_ref(), false)
+    }
+
+    /// Shared by partner access and rehire: the seat checks and the write.
+    fn partner_seat_write(
+        &self,
+        uid: &EntityUid,
+        email: &str,
+        replace: Option<&str>,
+        asked: Option<&RegistryCompany>,
+        must_be_dismissed: bool,
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut result = None;
+        self.commit(
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                if must_be_dismissed && u.status != DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_dismissed",
+                        message: format!("{uid} is not dismissed (status {})", u.status),
+                    });
+                }
+                if !must_be_dismissed && u.holds_partner_seat() {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_partner",
+                        message: format!("{uid} is already a partner user (status {})", u.status),
+                    });
+                }
+                let users = users_in(tx, &u.account)?;
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &u.account,
+                        email,
+                        subject: Some(&u.id),
+                        replace,
+                        asked,
+                    },
+                )?;
+                if u.status == DISMISSED {
+                    u.status = ACTIVE.into();
+                }
+                u.two_factor = true;
+                u.partner = Some(PartnerView {
+                    company: company.id,
+                    verified: u.status == ACTIVE,
+                });
+                let mut writes = vec![Self::record(schema, &u)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Self::record(schema, d)?);
+                }
+                result = Some(Outcome { user: u, dismissed });
+                Ok(writes)
+            },
+            schema,
+        )?;
+        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+    }
+
+    /// Dismiss a user (kept, never deleted); frees a partner seat.
+    pub fn dismiss(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        self.ask(&actor, "dismiss_user", &uid, None)?;
+        self.simple_write(&uid, |u| {
+            if u.status == DISMISSED {
+                return Err(OrchestratorError::Conflict {
+                    code: "already_dismissed",
+                    message: format!("user `{}` is already dismissed", u.id),
+                });
+            }
+            u.status = DISMISSED.into();
+            Ok(())
+        })
+    }
+
+    /// Hire a dismissed user back; a partner is re-verified against the
+    /// registry and re-counted (same checks as an invitation).
+    pub fn rehire(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        self.ask(&actor, "rehire_user", &uid, None)?;
+        let current = self.user_from_memory(&uid)?;
+        if current.partner.is_none() {
+            return self.simple_write(&uid, |u| {
+                if u.status != DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_dismissed",
+                        message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
+                    });
+                }
+                u.status = ACTIVE.into();
+                Ok(())
+            });
+        }
+        let email = normalize_email(&current.email)?;
+        let account_uid = parse_uid("account", "Account", &current.account)?;
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let asked =
+            self.ask_partner_access(&actor, "grant_partner_access", &uid, &account_uid, &email)?;
+        if let Some(r) = &replace_uid {
+            self.ask(&actor, "dismiss_user", r, None)?;
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        self.partner_seat_write(&uid, &email, replace_id.as_deref(), asked.as_ref(), true)
+    }
+
+    /// Grant (`true`) or revoke administrator rights.
+    pub fn set_admin(
+        &self,
+        user: &str,
+        actor: &str,
+        admin: bool,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let action = if admin { "grant_admin" } else { "revoke_admin" };
+        self.ask(&actor, action, &uid, None)?;
+        self.simple_write(&uid, |u| {
+            u.is_admin = admin;
+            Ok(())
+        })
+    }
+
+    fn simple_write(
+        &self,
+        uid: &EntityUid,
+        change: impl Fn(&mut UserView) -> Result<(), OrchestratorError>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut result = None;
+        self.commit(
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                change(&mut u)?;
+                let writes = vec![Self::record(schema, &u)?];
+                result = Some(Outcome {
+                    user: u,
+                    dismissed: None,
+                });
+                Ok(writes)
+            },
+            schema,
+        )?;
+        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+    }
+
+    /// Every user of an account (from the serving directory).
+    fn account_users(&self, account: &str) -> Result<Vec<UserView>, OrchestratorError> {
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let mut users = Vec::new();
+        for uid in self.directory().uids_of_type("User") {
+            if let Some(json) = self.directory().get_json(&uid) {
+                let u = UserView::from_json(&json)?;
+                if u.account == account {
+                    users.push(u);
+                }
+            }
+        }
+        if users.is_empty() && self.directory().get(&account_uid).is_none() {
+            return Err(OrchestratorError::NotFound(format!(
+                "no account {account_uid}"
+            )));
+        }
+        Ok(users)
+    }
+
+    /// The employees list, by status precedence (administrator/employee,
+    /// partner, dismissed, invited), then email.
+    pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
+        let rank = |s: &str| match s {
+            "administrator" | "employee" => 0,
+            "partner" => 1,
+            "dismissed" => 2,
+            _ => 3,
+        };
+        let mut list: Vec<ListedUser> = self
+            .account_users(account)?
+            .into_iter()
+            .map(|u| ListedUser {
+                list_status: u.list_status(),
+                mark: u.partner.as_ref().map(|_| "Partner"),
+                user: u,
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (rank(a.list_status), &a.user.email).cmp(&(rank(b.list_status), &b.user.email))
+        });
+        Ok(list)
+    }
+
+    /// Seat counts: partners are neither paid users nor administrators.
+    pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
+        let users = self.account_users(account)?;
+        let holding: Vec<&UserView> = users.iter().filter(|u| u.status != DISMISSED).collect();
+        Ok(Seats {
+            account: id_of(&parse_uid("account", "Account", account)?),
+            paid_users: holding.iter().filter(|u| u.partner.is_none()).count(),
+            administrators: holding
+                .iter()
+                .filter(|u| u.partner.is_none() && u.is_admin)
+                .count(),
+            partners: holding.iter().filter(|u| u.partner.is_some()).count(),
+            partner_limit: self.rules.current().max_active_partners,
+        })
+    }
+
+    /// Insert or replace registry companies (fields and email lists) and
+    /// their `PartnerCompany` entities, in one transaction.
+    pub fn put_companies(
+        &self,
+        companies: Vec<RegistryCompany>,
+    ) -> Result<Vec<RegistryCompany>, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut clean = Vec::with_capacity(companies.len());
+        let mut records = Vec::with_capacity(companies.len());
+        let mut entities = Vec::with_capacity(companies.len());
+        for (i, mut c) in companies.into_iter().enumerate() {
+            let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
+                code: "invalid_company",
+                field,
+                message: format!("company #{i}: {message}"),
+            };
+            c.id = c.id.trim().to_string();
+            if c.id.is_empty() {
+                return Err(invalid("id", "must not be empty".into()));
+            }
+            if c.name.trim().is_empty() {
+                return Err(invalid("name", format!("`{}`: must not be empty", c.id)));
+            }
+            c.status = c.status.trim().to_lowercase();
+            if c.status.is_empty() {
+                return Err(invalid("status", format!("`{}`: must not be empty", c.id)));
+            }
+            let mut emails = Vec::with_capacity(c.emails.len());
+            for e in &c.emails {
+                emails.push(normalize_email(e).map_err(|_| {
+                    invalid(
+                        "emails",
+                        format!("`{}`: `{e}` is not a well-formed email address", c.id),
+                    )
+                })?);
+            }
+            emails.sort();
+            emails.dedup();
+            c.emails = emails;
+            let json = json!({"uid": {"type": "PartnerCompany", "id": c.id},
+                "attrs": {"name": c.name, "status": c.status, "certified": c.certified},
+                "parents": []});
+            let entity = Entity::from_json_value(json.clone(), schema)
+                .map_err(|e| invalid("company", format!("`{}`: {e}", c.id)))?;
+            records.push(EntityRecord {
+                uid: entity.uid().to_string(),
+                entity_type: "PartnerCompany".into(),
+                json: json.to_string(),
+            });
+            entities.push(entity);
+            clean.push(c);
+        }
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.put_companies(&clean, &records)?;
+        self.directory().apply_committed(entities, &[]);
+        Ok(clean)
+    }
+
+    /// The registry.
+    pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
+        Ok(self.store.companies()?)
+    }
+}

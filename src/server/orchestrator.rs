@@ -1,0 +1,308 @@
+//! The orchestrator's HTTP endpoints: partner invitations, users, seats and
+//! the partner registry. Every write needs the bearer token; the work is
+//! [`crate::orchestrator::Orchestrator`]'s, this module only maps the wire.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::{parse_body, require_token};
+use super::error::AppError;
+use super::AppState;
+use crate::orchestrator::store::RegistryCompany;
+use crate::orchestrator::{Orchestrator, OrchestratorError, Outcome};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/v1/accounts/{id}/partners",
+            post(invite_partner).get(list_partners),
+        )
+        .route("/v1/accounts/{id}/users", post(invite_user).get(list_users))
+        .route("/v1/accounts/{id}/seats", get(seats))
+        .route("/v1/users/{id}/accept", post(accept))
+        .route("/v1/users/{id}/partner-access", post(partner_access))
+        .route("/v1/users/{id}/dismiss", post(dismiss))
+        .route("/v1/users/{id}/rehire", post(rehire))
+        .route(
+            "/v1/users/{id}/admin",
+            put(grant_admin).delete(revoke_admin),
+        )
+        .route("/v1/partner-companies", get(list_companies))
+        .route("/v1/partner-companies/{id}", put(put_company))
+}
+
+impl From<OrchestratorError> for AppError {
+    fn from(e: OrchestratorError) -> Self {
+        let status = match &e {
+            OrchestratorError::InvalidEmail { .. } | OrchestratorError::NotCertified { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            OrchestratorError::Invalid { code, .. } if *code == "invalid_replace" => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            OrchestratorError::Denied { .. } => StatusCode::FORBIDDEN,
+            OrchestratorError::LimitReached { .. }
+            | OrchestratorError::DifferentCompany { .. }
+            | OrchestratorError::Conflict { .. } => StatusCode::CONFLICT,
+            OrchestratorError::NotFound(_) => StatusCode::NOT_FOUND,
+            OrchestratorError::Invalid { .. } | OrchestratorError::Request(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => {
+                tracing::error!(error = %e, "orchestrator store failure");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        AppError::new(status, e.code(), e.to_string()).with_details(e.details())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    actor: String,
+    email: String,
+    name: Option<String>,
+    replace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActorBody {
+    actor: String,
+    replace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompanyBody {
+    name: String,
+    status: String,
+    certified: bool,
+    #[serde(default)]
+    emails: Vec<String>,
+}
+
+/// Run blocking orchestrator work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&Orchestrator) -> Result<T, OrchestratorError> + Send + 'static,
+) -> Result<T, AppError> {
+    let orch = state.orchestrator.clone();
+    tokio::task::spawn_blocking(move || f(&orch))
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))?
+        .map_err(AppError::from)
+}
+
+fn created(o: Outcome) -> (StatusCode, Json<Value>) {
+    (StatusCode::CREATED, Json(json!(o)))
+}
+
+fn query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if state.protect_queries {
+        require_token(state, headers)
+    } else {
+        Ok(())
+    }
+}
+
+async fn invite_partner(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    require_token(&state, &headers)?;
+    let b: InviteBody = parse_body(&state, &body)?;
+    blocking(&state, move |o| {
+        o.invite_partner(
+            &account,
+            &b.actor,
+            &b.email,
+            b.name.as_deref(),
+            b.replace.as_deref(),
+        )
+    })
+    .await
+    .map(created)
+}
+
+async fn invite_user(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    require_token(&state, &headers)?;
+    let b: InviteBody = parse_body(&state, &body)?;
+    if b.replace.is_some() {
+        return Err(AppError::bad_request(
+            "field `replace`: only partner invitations replace someone",
+        ));
+    }
+    blocking(&state, move |o| {
+        o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
+    })
+    .await
+    .map(created)
+}
+
+async fn list_users(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    query_token(&state, &headers)?;
+    let a = account.clone();
+    let users = blocking(&state, move |o| o.users(&a)).await?;
+    Ok(Json(json!({"account": account, "users": users})))
+}
+
+async fn list_partners(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    query_token(&state, &headers)?;
+    let a = account.clone();
+    let users = blocking(&state, move |o| o.users(&a)).await?;
+    let partners: Vec<_> = users
+        .into_iter()
+        .filter(|u| u.user.holds_partner_seat())
+        .collect();
+    Ok(Json(json!({"account": account, "partners": partners})))
+}
+
+async fn seats(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    query_token(&state, &headers)?;
+    let seats = blocking(&state, move |o| o.seats(&account)).await?;
+    Ok(Json(json!(seats)))
+}
+
+async fn accept(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let o = blocking(&state, move |o| o.accept(&user)).await?;
+    Ok(Json(json!(o)))
+}
+
+async fn partner_access(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let b: ActorBody = parse_body(&state, &body)?;
+    let o = blocking(&state, move |o| {
+        o.grant_partner_access(&user, &b.actor, b.replace.as_deref())
+    })
+    .await?;
+    Ok(Json(json!(o)))
+}
+
+async fn dismiss(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let b: ActorBody = parse_body(&state, &body)?;
+    if b.replace.is_some() {
+        return Err(AppError::bad_request(
+            "field `replace`: not accepted when dismissing",
+        ));
+    }
+    let o = blocking(&state, move |o| o.dismiss(&user, &b.actor)).await?;
+    Ok(Json(json!(o)))
+}
+
+async fn rehire(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let b: ActorBody = parse_body(&state, &body)?;
+    let o = blocking(&state, move |o| {
+        o.rehire(&user, &b.actor, b.replace.as_deref())
+    })
+    .await?;
+    Ok(Json(json!(o)))
+}
+
+async fn set_admin(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    user: String,
+    body: Bytes,
+    admin: bool,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let b: ActorBody = parse_body(&state, &body)?;
+    let o = blocking(&state, move |o| o.set_admin(&user, &b.actor, admin)).await?;
+    Ok(Json(json!(o)))
+}
+
+async fn grant_admin(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    set_admin(state, headers, user, body, true).await
+}
+
+async fn revoke_admin(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    set_admin(state, headers, user, body, false).await
+}
+
+async fn put_company(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AppError> {
+    require_token(&state, &headers)?;
+    let b: CompanyBody = parse_body(&state, &body)?;
+    let company = RegistryCompany {
+        id,
+        name: b.name,
+        status: b.status,
+        certified: b.certified,
+        emails: b.emails,
+    };
+    let mut saved = blocking(&state, move |o| o.put_companies(vec![company])).await?;
+    Ok(Json(json!(saved.pop())))
+}
+
+async fn list_companies(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    query_token(&state, &headers)?;
+    let companies = blocking(&state, |o| o.companies()).await?;
+    Ok(Json(json!({"companies": companies})))
+}
