@@ -216,3 +216,58 @@ fn shadow_mode_logs_exactly_the_disagreements() {
         "{metrics}"
     );
 }
+
+#[test]
+fn orchestrator_operations_and_their_policy_checks_are_logged() {
+    let ws = Workspace::new();
+    let s = Server::start(&ws, &[]);
+    let log = ws.data().join("decisions.jsonl");
+    s.load_demo();
+    let put = |path: &str, body: Value| {
+        s.client
+            .put(s.url(path))
+            .bearer_auth(&s.token)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        put(
+            "/v1/partner-companies/goldco",
+            json!({"name": "GoldCo", "status": "gold", "certified": true, "emails": ["ann@goldco.example"]})
+        ),
+        200
+    );
+    let r = s
+        .client
+        .post(s.url("/v1/accounts/acme/partners"))
+        .bearer_auth(&s.token)
+        .json(&json!({"actor": "owner", "email": "ann@goldco.example", "name": "ann"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let recs = wait_log(&log, "the invitation's change", |r| {
+        r.iter().any(|x| x["operation"] == "partner.invite")
+    });
+    let invites: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["operation"] == "partner.invite")
+        .collect();
+    assert_eq!(invites.len(), 1, "{invites:?}");
+    assert_eq!(invites[0]["actor"], OWNER);
+    assert!(invites[0]["before"].is_null());
+    assert_eq!(invites[0]["after"]["attrs"]["status"], "invited");
+    assert_eq!(
+        recs.iter()
+            .filter(|r| r["operation"] == "registry.put")
+            .count(),
+        1
+    );
+    // The policy check the orchestrator made is a logged decision.
+    assert!(recs.iter().any(|r| r["kind"] == "decision"
+        && r["action"] == "Action::\"invite_partner\""
+        && r["principal"] == OWNER
+        && r["decision"] == "Allow"));
+}

@@ -541,11 +541,27 @@ impl Orchestrator {
     /// Run `op` in one store transaction, then apply its writes to memory.
     fn commit(
         &self,
+        (operation, actor): (&str, &str),
         op: &mut store::TxOp<'_>,
         schema: Option<&cedar_policy::Schema>,
     ) -> Result<(), OrchestratorError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let records = self.store.transact(op)?;
+        if let Some(log) = self.authz.audit() {
+            for r in &records {
+                let before = crate::directory::uid_from_key(&r.uid)
+                    .and_then(|u| self.directory().get_json(&u))
+                    .unwrap_or(Value::Null);
+                log.log(crate::audit::ChangeEvent {
+                    decision_id: None,
+                    request_id: None,
+                    actor: actor.to_string(),
+                    operation: operation.to_string(),
+                    before,
+                    after: serde_json::from_str(&r.json).unwrap_or(Value::Null),
+                });
+            }
+        }
         let mut entities = Vec::with_capacity(records.len());
         for r in &records {
             let value: Value = serde_json::from_str(&r.json)
@@ -613,6 +629,7 @@ impl Orchestrator {
         let schema = pack.schema.as_ref();
         let mut result = None;
         self.commit(
+            ("partner.invite", &actor.to_string()),
             &mut |tx| {
                 let users = users_in(tx, &account)?;
                 let existing = users.iter().find(|u| u.email == email);
@@ -681,6 +698,7 @@ impl Orchestrator {
         let schema = pack.schema.as_ref();
         let mut result = None;
         self.commit(
+            ("user.invite", &actor.to_string()),
             &mut |tx| {
                 let users = users_in(tx, &account)?;
                 if let Some(u) = users.iter().find(|u| u.email == email) {
@@ -720,6 +738,7 @@ impl Orchestrator {
         let schema = pack.schema.as_ref();
         let mut result = None;
         self.commit(
+            ("user.accept", &uid.to_string()),
             &mut |tx| {
                 let mut u = user_in(tx, &uid)?;
                 if u.status != INVITED {
@@ -772,7 +791,14 @@ impl Orchestrator {
             self.ask(&actor, "dismiss_user", r, None)?;
         }
         let replace_id = replace_uid.as_ref().map(id_of);
-        self.partner_seat_write(&uid, &email, replace_id.as_deref(), asked.as_ref(), false)
+        self.partner_seat_write(
+            &uid,
+            &email,
+            replace_id.as_deref(),
+            asked.as_ref(),
+            false,
+            ("user.partner_access", &actor.to_string()),
+        )
     }
 
     /// Shared by partner access and rehire: the seat checks and the write.
@@ -783,11 +809,13 @@ impl Orchestrator {
         replace: Option<&str>,
         asked: Option<&RegistryCompany>,
         must_be_dismissed: bool,
+        (operation, actor): (&str, &str),
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
         let mut result = None;
         self.commit(
+            (operation, actor),
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
                 if must_be_dismissed && u.status != DISMISSED {
@@ -839,7 +867,7 @@ impl Orchestrator {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
         self.ask(&actor, "dismiss_user", &uid, None)?;
-        self.simple_write(&uid, |u| {
+        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), |u| {
             if u.status == DISMISSED {
                 return Err(OrchestratorError::Conflict {
                     code: "already_dismissed",
@@ -864,7 +892,7 @@ impl Orchestrator {
         self.ask(&actor, "rehire_user", &uid, None)?;
         let current = self.user_from_memory(&uid)?;
         if current.partner.is_none() {
-            return self.simple_write(&uid, |u| {
+            return self.simple_write(&uid, ("user.rehire", &actor.to_string()), |u| {
                 if u.status != DISMISSED {
                     return Err(OrchestratorError::Conflict {
                         code: "not_dismissed",
@@ -886,7 +914,14 @@ impl Orchestrator {
             self.ask(&actor, "dismiss_user", r, None)?;
         }
         let replace_id = replace_uid.as_ref().map(id_of);
-        self.partner_seat_write(&uid, &email, replace_id.as_deref(), asked.as_ref(), true)
+        self.partner_seat_write(
+            &uid,
+            &email,
+            replace_id.as_deref(),
+            asked.as_ref(),
+            true,
+            ("user.rehire", &actor.to_string()),
+        )
     }
 
     /// Grant (`true`) or revoke administrator rights.
@@ -900,21 +935,34 @@ impl Orchestrator {
         let actor = parse_uid("actor", "User", actor)?;
         let action = if admin { "grant_admin" } else { "revoke_admin" };
         self.ask(&actor, action, &uid, None)?;
-        self.simple_write(&uid, |u| {
-            u.is_admin = admin;
-            Ok(())
-        })
+        self.simple_write(
+            &uid,
+            (
+                if admin {
+                    "user.grant_admin"
+                } else {
+                    "user.revoke_admin"
+                },
+                &actor.to_string(),
+            ),
+            |u| {
+                u.is_admin = admin;
+                Ok(())
+            },
+        )
     }
 
     fn simple_write(
         &self,
         uid: &EntityUid,
+        (operation, actor): (&str, &str),
         change: impl Fn(&mut UserView) -> Result<(), OrchestratorError>,
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
         let mut result = None;
         self.commit(
+            (operation, actor),
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
                 change(&mut u)?;
@@ -1046,6 +1094,18 @@ impl Orchestrator {
         }
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         self.store.put_companies(&clean, &records)?;
+        if let Some(log) = self.authz.audit() {
+            for (c, e) in clean.iter().zip(&entities) {
+                log.log(crate::audit::ChangeEvent {
+                    decision_id: None,
+                    request_id: None,
+                    actor: "registry".into(),
+                    operation: "registry.put".into(),
+                    before: self.directory().get_json(&e.uid()).unwrap_or(Value::Null),
+                    after: serde_json::to_value(c).unwrap_or(Value::Null),
+                });
+            }
+        }
         self.directory().apply_committed(entities, &[]);
         Ok(clean)
     }
