@@ -193,6 +193,8 @@ pub struct AuthorizeArgs {
     /// Print the decision as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub log: crate::audit::cli::AuditLogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -357,7 +359,7 @@ fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
     let request = engine::parse_uid("principal", &a.principal).and_then(|p| {
         let act = engine::parse_uid("action", &action)?;
         let r = engine::parse_uid("resource", &a.resource)?;
-        engine::build_request(schema, p, act, r, context)
+        engine::build_request(schema, p, act, r, context.clone())
     });
     let request = match request {
         Ok(r) => r,
@@ -373,7 +375,9 @@ fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
             return Ok(EXIT_ERROR);
         }
     };
+    let started = std::time::Instant::now();
     let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
+    log_cli_decision(a, &request, context, &entities, &decision, started, err);
     if a.json {
         writeln!(
             out,
@@ -533,6 +537,51 @@ fn audit_config(
         args.path = data_dir.join("decisions.jsonl").display().to_string();
     }
     args.config()
+}
+
+/// Append a CLI decision to the decision log; a log that cannot be opened
+/// (e.g. a running sidecar holds it) is a warning, not a failure.
+fn log_cli_decision(
+    a: &AuthorizeArgs,
+    request: &cedar_policy::Request,
+    context: Option<serde_json::Value>,
+    entities: &cedar_policy::Entities,
+    decision: &engine::Decision,
+    started: std::time::Instant,
+    err: &mut dyn Write,
+) {
+    let Some(config) = a.log.config() else {
+        return;
+    };
+    match crate::audit::AuditLog::open(config) {
+        Ok((log, _)) => {
+            log.log(crate::audit::DecisionEvent {
+                decision_id: crate::audit::new_decision_id(),
+                request_id: None,
+                principal: request
+                    .principal()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+                action: request.action().map(|u| u.to_string()).unwrap_or_default(),
+                resource: request
+                    .resource()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+                context: context.unwrap_or(serde_json::Value::Null),
+                entities: entities.to_json_value().unwrap_or(serde_json::Value::Null),
+                decision: decision.clone(),
+                latency_us: started.elapsed().as_micros() as u64,
+                shadow: None,
+            });
+            log.shutdown();
+        }
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "warning: decision not logged: {e} (use --audit-log off to silence)"
+            );
+        }
+    }
 }
 
 /// Install the log subscriber (RUST_LOG, default `info`), once.

@@ -271,3 +271,36 @@ fn orchestrator_operations_and_their_policy_checks_are_logged() {
         && r["principal"] == OWNER
         && r["decision"] == "Allow"));
 }
+
+#[test]
+fn cli_authorize_decisions_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("cli.jsonl");
+    let run = || {
+        std::process::Command::new(BIN)
+            .current_dir(common::repo())
+            .args([
+                "authorize",
+                "--principal",
+                PAT,
+                "--action",
+                "grant_admin",
+                "--resource",
+                EMMA,
+            ])
+            .args(["--entities", "demo/entities.json", "--audit-log"])
+            .arg(&log)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run().status.code(), Some(2));
+    assert_eq!(run().status.code(), Some(2));
+    let recs = records(&log);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["action"], "Action::\"grant_admin\"");
+    assert_eq!(recs[1]["decision"], "Deny");
+    assert_eq!(
+        recs[1]["prev_hash"], recs[0]["hash"],
+        "one chain across runs"
+    );
+}
