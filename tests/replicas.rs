@@ -189,3 +189,133 @@ fn without_the_database_decisions_continue_writes_get_503_and_it_recovers() {
     let (st, body) = s.put_entities(&json!([emma_with(&s, json!({"status": "active"}))]));
     assert_eq!(st, 200, "{body}");
 }
+
+fn put(s: &Server, path: &str, body: serde_json::Value) -> u16 {
+    s.client
+        .put(s.url(path))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn concurrent_invitations_through_two_replicas_keep_three_seats_and_one_company() {
+    let Some(pg) = PgSchema::new() else { return };
+    let (ws_a, ws_b) = (Workspace::new(), Workspace::new());
+    let a = start(&ws_a, &pg.url, "a");
+    let b = start(&ws_b, &pg.url, "b");
+    a.load_demo();
+    let emails = |d: &str| (0..40).map(|i| format!("p{i}@{d}")).collect::<Vec<_>>();
+    assert_eq!(
+        put(
+            &a,
+            "/v1/partner-companies/goldco",
+            json!({"name": "Gold One", "status": "gold", "certified": true, "emails": emails("one.example")})
+        ),
+        200
+    );
+    assert_eq!(
+        put(
+            &b,
+            "/v1/partner-companies/gold2",
+            json!({"name": "Gold Two", "status": "gold", "certified": true, "emails": emails("two.example")})
+        ),
+        200
+    );
+    within(
+        Duration::from_secs(2),
+        "both replicas to know the owner",
+        || b.get("/v1/entities/User/owner").0 == 200,
+    );
+    let servers = [&a, &b];
+    let barrier = std::sync::Barrier::new(64);
+    let created: Mutex<Vec<String>> = Mutex::default();
+    let statuses: Mutex<Vec<u16>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for i in 0..64 {
+            let s = servers[i % 2];
+            let (barrier, created, statuses) = (&barrier, &created, &statuses);
+            scope.spawn(move || {
+                let domain = if (i / 2) % 2 == 0 {
+                    "one.example"
+                } else {
+                    "two.example"
+                };
+                let body = json!({"actor": "owner", "email": format!("p{}@{domain}", i / 4)});
+                barrier.wait();
+                let r = s
+                    .client
+                    .post(s.url("/v1/accounts/acme/partners"))
+                    .bearer_auth(&s.token)
+                    .json(&body)
+                    .send()
+                    .unwrap();
+                let st = r.status().as_u16();
+                let v: serde_json::Value = r.json().unwrap_or_default();
+                if st == 201 {
+                    created
+                        .lock()
+                        .unwrap()
+                        .push(v["user"]["id"].as_str().unwrap_or_default().to_string());
+                }
+                statuses.lock().unwrap().push(st);
+            });
+        }
+    });
+    let statuses = statuses.into_inner().unwrap();
+    assert!(
+        statuses.iter().all(|s| [201, 409].contains(s)),
+        "only created or refused: {statuses:?}"
+    );
+    let created = created.into_inner().unwrap();
+    // pat (goldco) already holds one seat: at most two more, from goldco.
+    assert!(
+        !created.is_empty() && created.len() <= 2,
+        "{} created",
+        created.len()
+    );
+    // The shared database holds at most three active partners of one company,
+    // and every 201 is there.
+    let mut c = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let rows = c
+        .query(
+            "SELECT uid, json FROM entities WHERE entity_type = 'User'
+             AND (json::jsonb #>> '{attrs,account,__entity,id}') = 'acme'
+             AND (json::jsonb #> '{attrs,partner}') IS NOT NULL
+             AND (json::jsonb #>> '{attrs,status}') <> 'dismissed'",
+            &[],
+        )
+        .unwrap();
+    assert!(rows.len() <= 3, "{} active partners", rows.len());
+    let companies: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            let j: serde_json::Value = serde_json::from_str(r.get::<_, &str>(1)).unwrap();
+            j["attrs"]["partner"]["company"]["__entity"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(companies.len(), 1, "{companies:?}");
+    let stored: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    for id in &created {
+        assert!(
+            stored.contains(&format!("User::\"{id}\"")),
+            "201 for {id} but not stored: {stored:?}"
+        );
+    }
+    // Both replicas agree on the seats.
+    within(
+        Duration::from_secs(2),
+        "both replicas to agree on the seats",
+        || {
+            a.get("/v1/accounts/acme/seats").1["partners"]
+                == b.get("/v1/accounts/acme/seats").1["partners"]
+        },
+    );
+}
