@@ -1,0 +1,207 @@
+//! Measures PartnerGate replicas on one PostgreSQL database: partner
+//! invitations per second through 1 and through 2 replicas, and the time an
+//! entity change made through replica A takes to reach replica B (p50, p99).
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example replica_bench -- [ACCOUNTS] [SAMPLES]
+//! ```
+//! Uses `PARTNERGATE_TEST_PG` (default postgres://postgres@127.0.0.1:5432/test)
+//! and the binary in `target/release` (or `PARTNERGATE_BIN`). Each run works in
+//! a fresh schema, dropped at the end.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Replica {
+    child: Child,
+    base: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &str, url: &str, name: &str) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            url,
+            "--replica-id",
+            name,
+        ])
+        .args(["--audit-log", "off", "--no-watch"])
+        .arg("--policies")
+        .arg(format!("{repo}/policies"))
+        .arg("--schema")
+        .arg(format!("{repo}/schemas/partnergate.cedarschema"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .trim_start_matches("partnergate listening on ")
+        .to_string();
+    let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
+    Replica {
+        child,
+        base,
+        token: token.trim().into(),
+        _dir: dir,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let accounts: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let samples: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let bin = std::env::var("PARTNERGATE_BIN")
+        .unwrap_or_else(|_| format!("{}/target/release/partnergate", env!("CARGO_MANIFEST_DIR")));
+    let base_url = std::env::var("PARTNERGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let client = reqwest::blocking::Client::new();
+
+    for replicas in [1usize, 2] {
+        let schema = format!("bench_{}_{}", std::process::id(), replicas);
+        let mut pg = postgres::Client::connect(&base_url, postgres::NoTls).unwrap();
+        pg.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        let url = format!("{base_url}?options=-csearch_path%3D{schema}");
+        let nodes: Vec<Replica> = (0..replicas)
+            .map(|i| start(&bin, &url, &format!("r{i}")))
+            .collect();
+        let a = &nodes[0];
+        // Accounts with an administrator each; one Gold company with enough emails.
+        let mut entities = Vec::new();
+        for i in 0..accounts {
+            entities.push(json!({"uid": {"type": "Account", "id": format!("acct{i}")}, "attrs": {}, "parents": []}));
+            entities.push(json!({"uid": {"type": "User", "id": format!("admin{i}")},
+                "parents": [{"type": "Account", "id": format!("acct{i}")}],
+                "attrs": {"email": format!("admin@acct{i}.example"), "account": {"__entity": {"type": "Account", "id": format!("acct{i}")}},
+                          "is_admin": true, "status": "active", "two_factor": true}}));
+        }
+        let put = |r: &Replica, path: &str, body: &Value| {
+            let st = client
+                .put(format!("{}{path}", r.base))
+                .bearer_auth(&r.token)
+                .json(body)
+                .send()
+                .unwrap()
+                .status();
+            assert!(st.is_success(), "{path}: {st}");
+        };
+        put(a, "/v1/entities", &Value::Array(entities));
+        let emails: Vec<String> = (0..accounts * 3)
+            .map(|i| format!("p{i}@gold.example"))
+            .collect();
+        put(
+            a,
+            "/v1/partner-companies/gold",
+            &json!({"name": "Gold", "status": "gold", "certified": true, "emails": emails}),
+        );
+        // Let every replica see the entities before timing.
+        let last = format!(
+            "{}/v1/entities/User/admin{}",
+            nodes[replicas - 1].base,
+            accounts - 1
+        );
+        let t0 = Instant::now();
+        while client.get(&last).send().unwrap().status() != 200 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "replica never caught up"
+            );
+        }
+
+        // Invitations: 3 per account, 8 client threads, spread over the replicas.
+        let started = Instant::now();
+        let ok = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (nodes, client, ok) = (&nodes, &client, &ok);
+                s.spawn(move || {
+                    for i in (t..accounts * 3).step_by(8) {
+                        let r = &nodes[i % replicas];
+                        let resp = client
+                            .post(format!("{}/v1/accounts/acct{}/partners", r.base, i / 3))
+                            .bearer_auth(&r.token)
+                            .json(&json!({"actor": format!("admin{}", i / 3), "email": format!("p{i}@gold.example")}))
+                            .send()
+                            .unwrap();
+                        if resp.status() == 201 {
+                            ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let n = ok.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, accounts * 3, "every invitation must succeed");
+        println!(
+            "replicas={replicas} invitations={n} seconds={secs:.2} invitations_per_second={:.0}",
+            n as f64 / secs
+        );
+
+        // Propagation A -> B.
+        if replicas == 2 {
+            let b = &nodes[1];
+            let mut lags = Vec::with_capacity(samples);
+            for k in 0..samples {
+                let status = if k % 2 == 0 { "invited" } else { "active" };
+                let user = json!([{"uid": {"type": "User", "id": "admin0"},
+                    "parents": [{"type": "Account", "id": "acct0"}],
+                    "attrs": {"email": "admin@acct0.example", "account": {"__entity": {"type": "Account", "id": "acct0"}},
+                              "is_admin": true, "status": status, "two_factor": true}}]);
+                let t = Instant::now();
+                put(a, "/v1/entities", &user);
+                loop {
+                    let v: Value = client
+                        .get(format!("{}/v1/entities/User/admin0", b.base))
+                        .send()
+                        .unwrap()
+                        .json()
+                        .unwrap();
+                    if v["attrs"]["status"] == status {
+                        break;
+                    }
+                    assert!(t.elapsed() < Duration::from_secs(5), "change never arrived");
+                }
+                lags.push(t.elapsed());
+            }
+            lags.sort();
+            println!(
+                "propagation samples={samples} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} (includes the write itself)",
+                percentile(&lags, 0.5).as_secs_f64() * 1e3,
+                percentile(&lags, 0.99).as_secs_f64() * 1e3,
+                lags[lags.len() - 1].as_secs_f64() * 1e3
+            );
+        }
+        drop(nodes);
+        pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+    }
+}
