@@ -69,16 +69,7 @@ impl AccountTx for Tx<'_> {
 }
 
 fn upsert(tx: &Transaction<'_>, records: &[EntityRecord]) -> Result<(), StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
-         ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
-           json = excluded.json,
-           updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
-    )?;
-    for r in records {
-        stmt.execute(params![r.uid, r.entity_type, r.json])?;
-    }
-    Ok(())
+    Ok(crate::store::sqlite::upsert_in(tx, records)?)
 }
 
 impl OrchestratorStore for SqliteStore {

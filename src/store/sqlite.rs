@@ -86,6 +86,24 @@ impl SqliteStore {
     }
 }
 
+/// Insert or replace entity records inside a transaction (shared by the
+/// entity store and the orchestrator's transactions).
+pub(crate) fn upsert_in(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[EntityRecord],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
+         ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
+           json = excluded.json,
+           updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+    )?;
+    for r in records {
+        stmt.execute(params![r.uid, r.entity_type, r.json])?;
+    }
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -114,17 +132,7 @@ impl EntityBackend for SqliteStore {
     fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
-                   json = excluded.json,
-                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
-            )?;
-            for r in records {
-                stmt.execute(params![r.uid, r.entity_type, r.json])?;
-            }
-        }
+        upsert_in(&tx, records)?;
         tx.commit()?;
         Ok(())
     }
