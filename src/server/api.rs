@@ -168,12 +168,22 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Record the request metrics for one decision.
-pub fn observe(endpoint: &'static str, decision: &str, started: Instant) {
+/// Count one decision (or one refused request: `invalid`).
+pub fn count(endpoint: &'static str, decision: &str) {
     metrics::counter!("partnergate_decisions_total", "endpoint" => endpoint, "decision" => decision.to_string())
         .increment(1);
+}
+
+/// Record how long one call took (a batch counts once).
+pub fn observe_latency(endpoint: &'static str, started: Instant) {
     metrics::histogram!("partnergate_decision_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Count one decision and record its call's latency.
+pub fn observe(endpoint: &'static str, decision: &str, started: Instant) {
+    count(endpoint, decision);
+    observe_latency(endpoint, started);
 }
 
 /// Decide one request, logging refusals of malformed input.
@@ -255,11 +265,11 @@ async fn is_authorized_batch(
                 });
             match answer {
                 Ok(a) => {
-                    observe("batch", &a.decision.decision.to_string(), started);
+                    count("batch", &a.decision.decision.to_string());
                     serde_json::to_value(IsAuthorizedResponse::from(a)).unwrap_or(Value::Null)
                 }
                 Err(e) => {
-                    observe("batch", "invalid", started);
+                    count("batch", "invalid");
                     tracing::info!(index = i, error = %e.message, "batch item refused (deny)");
                     json!({"decision": "Deny", "reasons": [], "errors": [e.message],
                         "error": e.code, "policy_version": pack.version})
@@ -267,6 +277,7 @@ async fn is_authorized_batch(
             }
         })
         .collect();
+    observe_latency("batch", started);
     Ok(Json(BatchResponse { results }))
 }
 

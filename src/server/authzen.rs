@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use super::api::{observe, parse_body, require_token};
+use super::api::{count, observe, observe_latency, parse_body, require_token};
 use super::error::AppError;
 use super::AppState;
 use crate::authz::{Answer, Query};
@@ -194,7 +194,8 @@ pub(super) async fn evaluations(
             resource: item.resource.or_else(|| d.resource.clone()),
             context: item.context.or_else(|| d.context.clone()),
         };
-        let result = to_query(merged, Some(i)).and_then(|q| {
+        let result = to_query(merged, Some(i)).and_then(|mut q| {
+            q.request_id = super::api::request_id(&headers);
             state
                 .authz
                 .is_authorized_with(&pack, &q)
@@ -202,12 +203,12 @@ pub(super) async fn evaluations(
         });
         let (allowed, value) = match result {
             Ok(a) => {
-                observe("authzen", &a.decision.decision.to_string(), started);
+                count("authzen", &a.decision.decision.to_string());
                 let r = to_response(a);
                 (r.decision, serde_json::to_value(r).unwrap_or(Value::Null))
             }
             Err(e) => {
-                observe("authzen", "invalid", started);
+                count("authzen", "invalid");
                 (
                     false,
                     json!({"decision": false, "context": {"error": e.code, "message": e.message}}),
@@ -224,6 +225,7 @@ pub(super) async fn evaluations(
             break;
         }
     }
+    observe_latency("authzen", started);
     Ok(Json(json!({"evaluations": out})))
 }
 
