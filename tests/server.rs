@@ -277,8 +277,7 @@ fn entities_persist_across_restart_and_health_endpoints_answer() {
         s.signal("TERM");
         let status = {
             let mut s = s;
-            let st = s.child.wait().unwrap();
-            st
+            s.child.wait().unwrap()
         };
         assert!(status.success(), "SIGTERM must exit 0: {status:?}");
     }
