@@ -200,6 +200,34 @@ fn main() {
     g.bench_function("partnergate_is_authorized", |b| {
         b.iter(|| black_box(small.is_authorized(black_box(&q))))
     });
+    // Without PartnerGate's entity-set cache (a new Authz each time): the
+    // cost of a question not asked since the last directory write.
+    g.bench_function("partnergate_is_authorized_cold", |b| {
+        b.iter(|| {
+            let cold = Authz::new(small.evaluator().clone(), small.directory().clone());
+            black_box(cold.is_authorized(black_box(&q)))
+        })
+    });
+    // What a direct Cedar caller pays per question when it builds the
+    // request (schema-checked) and the entities from the same slice itself.
+    let slice = small
+        .directory()
+        .slice(&[&q.principal, &q.resource], &Default::default());
+    g.bench_function("cedar_build_and_authorize", |b| {
+        b.iter(|| {
+            let request = engine::build_request(
+                pack.schema.as_ref(),
+                q.principal.clone(),
+                q.action.clone(),
+                q.resource.clone(),
+                None,
+            )
+            .expect("request builds");
+            let entities = directory::entities_for(slice.clone(), pack.action_entities(&q.action))
+                .expect("entities build");
+            black_box(authorizer.is_authorized(&request, &pack.policy_set, &entities))
+        })
+    });
     g.finish();
 
     // 2. Directory size.
@@ -235,6 +263,22 @@ fn main() {
         "RATIO in_process_vs_cedar {:.3} target<=1.15 (partnergate {:.2}us, cedar {:.2}us)",
         pg / cedar,
         pg * 1e6,
+        cedar * 1e6
+    );
+    let (cold, cedar) = interleaved(
+        || {
+            let cold = Authz::new(small.evaluator().clone(), small.directory().clone());
+            black_box(cold.is_authorized(black_box(&q)).ok());
+        },
+        || {
+            black_box(authorizer.is_authorized(&request, &pack.policy_set, &entities));
+        },
+        100,
+    );
+    println!(
+        "INFO in_process_cold_vs_cedar {:.3} (partnergate without the entity-set cache {:.2}us, cedar {:.2}us)",
+        cold / cedar,
+        cold * 1e6,
         cedar * 1e6
     );
     let (t_big, t_small) = interleaved(

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{Entities, Entity, EntityUid, Schema};
@@ -64,6 +65,8 @@ pub struct Directory {
     backend: Arc<dyn EntityBackend>,
     /// One writer at a time, so the store and memory apply writes in the same order.
     writer: Mutex<()>,
+    /// Bumped after every change to the in-memory entities (see [`Directory::generation`]).
+    generation: AtomicU64,
 }
 
 impl Directory {
@@ -92,6 +95,7 @@ impl Directory {
             entities,
             backend,
             writer: Mutex::new(()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -102,6 +106,17 @@ impl Directory {
 
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()
+    }
+
+    /// A counter that changes after every write to the in-memory entities.
+    /// A slice built after reading generation `g` is current for as long as
+    /// the generation is still `g` (writers bump it after updating memory).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The backend, for readiness checks.
@@ -209,6 +224,7 @@ impl Directory {
         for s in prepared {
             self.entities.insert(s.entity.uid(), Arc::new(s));
         }
+        self.bump();
         Ok(uids)
     }
 
@@ -220,6 +236,7 @@ impl Directory {
         for u in uids {
             self.entities.remove(u);
         }
+        self.bump();
         Ok(n)
     }
 
@@ -234,6 +251,7 @@ impl Directory {
         for u in deleted {
             self.entities.remove(u);
         }
+        self.bump();
     }
 
     /// The entities a decision about `roots` needs: the roots, their
