@@ -5,7 +5,8 @@
 #
 # Knobs (environment): BENCH_DURATION (seconds per wrk run, default 10),
 # BENCH_CONNECTIONS (default 32), BENCH_USERS (large directory, default
-# 1000000), BENCH_SKIP_CRITERION=1, BENCH_SKIP_AGENT=1 (skip cedar-agent).
+# 1000000), BENCH_SKIP_AGENT=1 (skip cedar-agent), BENCH_ONLY=a,b (run only
+# some sections: criterion, http, policies, users, reload).
 #
 # Needs: wrk (apt-get install -y wrk), taskset (util-linux), awk, curl.
 # The server is pinned to one core and wrk to the other where there are two.
@@ -31,6 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+want() { [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 log() { printf '== %s\n' "$*" >&2; }
 # Result rows: name|value|target|verdict
 ROWS="$OUT/rows.txt"
@@ -53,6 +55,8 @@ AGENT="$ROOT/target/bench-tools/bin/cedar-agent"
 AGENT_NOTE=""
 if [ "${BENCH_SKIP_AGENT:-0}" = 1 ]; then
   AGENT_NOTE="skipped (BENCH_SKIP_AGENT=1)"
+elif ! want http; then
+  AGENT_NOTE="not run (BENCH_ONLY=$BENCH_ONLY)"
 elif [ ! -x "$AGENT" ]; then
   log "install cedar-agent into target/bench-tools (once)"
   if ! cargo install cedar-agent --locked --root "$ROOT/target/bench-tools" >"$OUT/cedar-agent-install.log" 2>&1; then
@@ -127,7 +131,7 @@ serve_pg() {
 }
 
 # --- 1. in-process (criterion) ---------------------------------------------
-if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
+if want criterion; then
   log "criterion: in-process decision, $USERS users (building the large directory takes a while)"
   PARTNERGATE_BENCH_USERS=$USERS cargo bench --quiet --bench decision -- \
     --warm-up-time 1 --measurement-time 3 --noplot 2>&1 | tee "$OUT/criterion.txt" >&2
@@ -140,6 +144,7 @@ if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
 fi
 
 # --- 2. HTTP: minimal axum, PartnerGate, cedar-agent -------------------------
+if want http; then
 log "HTTP: minimal axum handler"
 start axum "$EX/minimal_axum" 127.0.0.1:18381
 AXUM_PID=$LAST_PID
@@ -185,6 +190,7 @@ r=$(ratio "$b_dps" "$pg_rps")
 row "batch: decisions/s, 100 per call / single calls ($b_dps vs $pg_rps)" "${r}x" ">= 10x" "$(verdict "$r" '>=' 10)"
 row "HTTP: PartnerGate non-2xx answers (single + batch runs)" "$(( $(field non2xx "$PG") + $(field non2xx "$BATCH") ))" "0" "$([ $(( $(field non2xx "$PG") + $(field non2xx "$BATCH") )) -eq 0 ] && echo met || echo MISSED)"
 row "memory: PartnerGate RSS after the HTTP runs (demo entities)" "$((PG_RSS / 1024)) MiB" "-" "-"
+fi
 
 # --- 4. scale: policies --------------------------------------------------------
 # gen_policies DIR N: the shipped pack plus N generated attribute-based permits
@@ -197,7 +203,7 @@ gen_policies() {
       printf "@id(\"generated-%d\")\n@description(\"Generated policy %d\")\npermit (\n  principal is User,\n  action == Action::\"view_account\",\n  resource is Account\n)\nwhen { principal.email == \"generated-%d@example.invalid\" };\n\n", i, i, i
   }' >"$1/50-generated.cedar"
 }
-for n in 10 100 1000 10000; do
+for n in $(want policies && echo 10 100 1000 10000); do
   log "scale: $n generated policies"
   gen_policies "$OUT/policies-$n" "$n"
   started=$(date +%s.%N)
@@ -213,6 +219,7 @@ for n in 10 100 1000 10000; do
 done
 
 # --- 4. scale: start-up with many users ----------------------------------------
+if want users; then
 log "scale: import $USERS users, then start the sidecar"
 awk -v n="$USERS" 'BEGIN {
   printf "[\n"
@@ -242,8 +249,10 @@ row "scale: import $USERS users (partnergate import)" "${import_s} s" "well unde
 row "scale: start-up with $USERS users until /readyz; RSS $((big_rss / 1024)) MiB" "${startup_s} s" "-" "-"
 r=$(ratio "$(field p50_us "$lat_big")" "$(field p50_us "$lat_small")")
 row "scale: HTTP decision p50, $USERS users / demo (5 entities) ($(field p50_us "$lat_big") vs $(field p50_us "$lat_small") us)" "${r}x" "<= 1.2x" "$(verdict "$r" '<=' 1.2)"
+fi
 
 # --- 5. reload under load --------------------------------------------------------
+if want reload; then
 log "reload under load: 100 edits during a wrk run"
 RL="$OUT/policies-reload"
 gen_policies "$RL" 0
@@ -263,6 +272,7 @@ non2xx=$(( $(field non2xx "$LOAD") + $(field non_2xx "$PROBE") ))
 row "reload under load: edits served $(field served "$PROBE")/100 (missed $(field missed "$PROBE")); load $(field rps "$LOAD") req/s, $(field requests "$LOAD") requests, socket errors $(field sockerr "$LOAD")" "non-2xx: $non2xx" "0" "$([ "$non2xx" -eq 0 ] && echo met || echo MISSED)"
 p99=$(field p99_ms "$PROBE")
 row "reload under load: file write -> first answer under the new version (p50 $(field p50_ms "$PROBE") ms, max $(field max_ms "$PROBE") ms)" "p99 ${p99} ms" "<= 250 ms" "$(verdict "$p99" '<=' 250)"
+fi
 
 # --- table --------------------------------------------------------------------------
 {
