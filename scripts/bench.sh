@@ -25,9 +25,21 @@ SCHEMA="$ROOT/schemas/partnergate.cedarschema"
 export RUST_LOG=${RUST_LOG:-warn}
 
 PIDS=()
+# stop PID: SIGTERM, up to 15 s to exit (graceful drain), then SIGKILL.
+stop() {
+  kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
+  for _ in $(seq 1 150); do
+    local state
+    state=$(awk '/^State/ {print $2}' "/proc/$1/status" 2>/dev/null || true)
+    { [ -z "$state" ] || [ "$state" = Z ]; } && break
+    sleep 0.1
+  done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
   for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+    [ -n "$p" ] && stop "$p"
   done
 }
 trap cleanup EXIT INT TERM
@@ -80,7 +92,6 @@ start() {
   PIDS+=($!)
   LAST_PID=$!
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # wrk_lua FILE PATH BODYFILE: a wrk script POSTing the body and printing exact numbers.
 wrk_lua() {
