@@ -29,7 +29,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cedar_policy::{Entity, EntityUid};
+use cedar_policy::{ActionConstraint, Entities, Entity, EntityUid, PolicySet};
+use dashmap::DashMap;
 
 use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent};
 use crate::directory::{self, Directory, DirectoryError};
@@ -77,18 +78,108 @@ pub struct Answer {
     pub decision_id: String,
     /// The entities the decision used (the slice plus the action's
     /// entities), for the decision log and replay.
-    pub entities: cedar_policy::Entities,
+    pub entities: Arc<DecisionEntities>,
     pub latency_us: u64,
 }
 
+/// The entity set of a decision, with its Cedar entity JSON computed at
+/// most once (for the decision log), however many decisions share it.
+#[derive(Debug)]
+pub struct DecisionEntities {
+    pub entities: Entities,
+    json: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl DecisionEntities {
+    pub fn new(entities: Entities) -> Self {
+        DecisionEntities {
+            entities,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The entities as Cedar entity JSON (computed once).
+    pub fn json(&self) -> &serde_json::Value {
+        self.json.get_or_init(|| {
+            self.entities
+                .to_json_value()
+                .unwrap_or(serde_json::Value::Null)
+        })
+    }
+
+    /// The uids of the entities, sorted (for comparisons).
+    pub fn uids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.entities.iter().map(|e| e.uid().to_string()).collect();
+        v.sort();
+        v
+    }
+}
+
+/// How many (principal, action, resource) entity sets [`Authz`] keeps;
+/// past that the cache is emptied and refilled.
+pub const ENTITY_CACHE_MAX: usize = 10_000;
+
+/// The entity set of one question without request entities, as built for a
+/// directory generation and a policy version.
+struct CachedEntities {
+    generation: u64,
+    version: String,
+    entities: Arc<DecisionEntities>,
+}
+
+type CacheKey = (EntityUid, EntityUid, EntityUid);
+
 /// The in-process authorizer: live policies plus the entity directory, and
 /// optionally a decision log and a shadow (candidate) policy set.
+///
+/// Building Cedar's `Entities` for a slice (hierarchy closure included) is
+/// the largest cost of a decision after Cedar's own evaluation, so the set
+/// built for a question without request entities is kept and reused while
+/// the directory's generation and the pack's version are unchanged: the
+/// answer is the one a fresh build gives (`tests` below check it).
 #[derive(Clone)]
 pub struct Authz {
     evaluator: Arc<Evaluator>,
     directory: Arc<Directory>,
     audit: Option<AuditLog>,
     shadow: Option<Arc<Evaluator>>,
+    cache: Arc<DashMap<CacheKey, Arc<CachedEntities>>>,
+    /// Per action and pack version, the policies whose scope can match it.
+    index: Arc<DashMap<EntityUid, Arc<ActionPolicies>>>,
+}
+
+/// The policies of one pack version that can apply to one action.
+struct ActionPolicies {
+    version: String,
+    /// `None`: evaluate the whole set (no schema, or templates in the pack).
+    policies: Option<PolicySet>,
+}
+
+/// The policies of `pack` whose action scope can match `action`: Cedar
+/// checks the scope before the condition, so a policy outside this subset
+/// can neither decide nor raise an error for a request with this action, and
+/// evaluating only the subset gives the same answer, reasons and errors
+/// included. `None` when that cannot be known (no schema to give the
+/// action's groups, or templates in the pack).
+fn policies_for_action(pack: &PolicyPack, action: &EntityUid) -> Option<PolicySet> {
+    let groups = pack.action_entities(action);
+    if groups.is_empty() || pack.policy_set.templates().next().is_some() {
+        return None;
+    }
+    // The action itself and every group it is in.
+    let within: Vec<EntityUid> = groups.iter().map(Entity::uid).collect();
+    let keep = pack
+        .policy_set
+        .policies()
+        .filter(|p| match p.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(a) => &a == action,
+            ActionConstraint::In(list) => list.iter().any(|a| within.contains(a)),
+            #[allow(unreachable_patterns)]
+            _ => true,
+        })
+        .cloned();
+    PolicySet::from_policies(keep).ok()
 }
 
 impl Authz {
@@ -98,6 +189,8 @@ impl Authz {
             directory,
             audit: None,
             shadow: None,
+            cache: Arc::new(DashMap::new()),
+            index: Arc::new(DashMap::new()),
         }
     }
 
@@ -204,10 +297,23 @@ impl Authz {
                 overlay.insert(uid.clone(), e);
             }
         }
-        let slice = self.directory.slice(&[&q.principal, &q.resource], &overlay);
-        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
-            .map_err(RequestError::Entities)?;
-        let decision = engine::decide(pack, &request, &entities, Semantics::FailClosed);
+        let indexed = self.action_policies(pack, &q.action);
+        let policy_set = indexed.policies.as_ref().unwrap_or(&pack.policy_set);
+        let entities = if overlay.is_empty() {
+            self.cached_entities(pack, q)?
+        } else {
+            let slice = self.directory.slice(&[&q.principal, &q.resource], &overlay);
+            let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+                .map_err(RequestError::Entities)?;
+            Arc::new(DecisionEntities::new(entities))
+        };
+        let decision = engine::decide_with(
+            policy_set,
+            pack,
+            &request,
+            &entities.entities,
+            Semantics::FailClosed,
+        );
         let answer = Answer {
             decision,
             decision_id: uuid::Uuid::now_v7().to_string(),
@@ -219,7 +325,7 @@ impl Authz {
             let theirs = engine::decide(
                 &candidate,
                 &request,
-                &answer.entities,
+                &answer.entities.entities,
                 Semantics::FailClosed,
             );
             let disagreement = shadow_of(&answer.decision, &theirs);
@@ -236,16 +342,67 @@ impl Authz {
                 action: q.action.to_string(),
                 resource: q.resource.to_string(),
                 context: q.context.clone().unwrap_or(serde_json::Value::Null),
-                entities: answer
-                    .entities
-                    .to_json_value()
-                    .unwrap_or(serde_json::Value::Null),
+                entities: answer.entities.json().clone(),
                 decision: answer.decision.clone(),
                 latency_us: answer.latency_us,
                 shadow,
             });
         }
         Ok(answer)
+    }
+
+    /// The policies of `pack` that can apply to `action` (built once per
+    /// pack version and action).
+    fn action_policies(&self, pack: &PolicyPack, action: &EntityUid) -> Arc<ActionPolicies> {
+        if let Some(hit) = self.index.get(action) {
+            if hit.version == pack.version {
+                return hit.clone();
+            }
+        }
+        let built = Arc::new(ActionPolicies {
+            version: pack.version.clone(),
+            policies: policies_for_action(pack, action),
+        });
+        if self.index.len() >= ENTITY_CACHE_MAX {
+            self.index.clear();
+        }
+        self.index.insert(action.clone(), built.clone());
+        built
+    }
+
+    /// The entity set for a question without request entities: from the
+    /// cache when it was built for the current directory generation and this
+    /// pack's version, else built now (and kept).
+    fn cached_entities(
+        &self,
+        pack: &PolicyPack,
+        q: &Query,
+    ) -> Result<Arc<DecisionEntities>, RequestError> {
+        // Read the generation before slicing: a write racing with the build
+        // bumps it afterwards, so the entry is never taken as newer than it is.
+        let generation = self.directory.generation();
+        let key = (q.principal.clone(), q.action.clone(), q.resource.clone());
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.generation == generation && hit.version == pack.version {
+                return Ok(hit.entities.clone());
+            }
+        }
+        let slice = self
+            .directory
+            .slice(&[&q.principal, &q.resource], &HashMap::new());
+        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+            .map_err(RequestError::Entities)?;
+        let entities = Arc::new(DecisionEntities::new(entities));
+        let built = Arc::new(CachedEntities {
+            generation,
+            version: pack.version.clone(),
+            entities: entities.clone(),
+        });
+        if self.cache.len() >= ENTITY_CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(key, built);
+        Ok(entities)
     }
 
     /// The stored (or overlaid) entity with `attrs` merged over its attributes.
@@ -275,4 +432,179 @@ impl Authz {
 /// `{"type": .., "id": ..}` for a uid.
 pub fn uid_json(uid: &EntityUid) -> serde_json::Value {
     serde_json::json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::PackSource;
+    use crate::store::sqlite::SqliteStore;
+    use std::path::Path;
+
+    fn setup(dir: &Path) -> Authz {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = PackSource::new(
+            root.join("policies"),
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir).unwrap());
+        let directory = Arc::new(Directory::open(store).unwrap());
+        let demo: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        Authz::new(evaluator, directory)
+    }
+
+    const QUESTIONS: &[(&str, &str, &str)] = &[
+        (
+            r#"User::"owner""#,
+            r#"Action::"dismiss_user""#,
+            r#"User::"emma""#,
+        ),
+        (
+            r#"User::"emma""#,
+            r#"Action::"dismiss_user""#,
+            r#"User::"owner""#,
+        ),
+        (
+            r#"User::"pat""#,
+            r#"Action::"view_account""#,
+            r#"Account::"acme""#,
+        ),
+        (
+            r#"User::"pat""#,
+            r#"Action::"grant_admin""#,
+            r#"User::"emma""#,
+        ),
+        (
+            r#"User::"nobody""#,
+            r#"Action::"view_account""#,
+            r#"Account::"acme""#,
+        ),
+    ];
+
+    /// A fresh authorizer over the same evaluator and directory (empty cache).
+    fn fresh(a: &Authz) -> Authz {
+        Authz::new(a.evaluator.clone(), a.directory.clone())
+    }
+
+    fn same(a: &Answer, b: &Answer) {
+        assert_eq!(a.decision, b.decision);
+        assert_eq!(a.entities.uids(), b.entities.uids());
+    }
+
+    #[test]
+    fn cached_answers_are_the_fresh_answers_reasons_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let mut allows = 0;
+        for (p, a, r) in QUESTIONS {
+            let q = Query::parse(p, a, r).unwrap();
+            let first = authz.is_authorized(&q).unwrap();
+            let cached = authz.is_authorized(&q).unwrap();
+            let uncached = fresh(&authz).is_authorized(&q).unwrap();
+            same(&first, &cached);
+            same(&cached, &uncached);
+            allows += usize::from(cached.decision.is_allowed());
+        }
+        assert!(allows > 0 && allows < QUESTIONS.len(), "a mix of answers");
+    }
+
+    #[test]
+    fn a_directory_write_invalidates_the_cached_entities() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let q = Query::parse(QUESTIONS[0].0, QUESTIONS[0].1, QUESTIONS[0].2).unwrap();
+        assert!(authz.is_authorized(&q).unwrap().decision.is_allowed());
+        let schema = authz.evaluator.current().schema.clone();
+        authz
+            .directory
+            .put_json(
+                schema.as_ref(),
+                serde_json::json!([{"uid": {"type": "User", "id": "owner"},
+                    "parents": [{"type": "Account", "id": "acme"}],
+                    "attrs": {"email": "owner@acme.example",
+                        "account": {"__entity": {"type": "Account", "id": "acme"}},
+                        "is_admin": true, "status": "dismissed", "two_factor": true}}]),
+            )
+            .unwrap();
+        let after = authz.is_authorized(&q).unwrap();
+        assert!(!after.decision.is_allowed(), "{:?}", after.decision);
+        same(&after, &fresh(&authz).is_authorized(&q).unwrap());
+        // And a delete: the principal is then unknown.
+        let owner = engine::parse_uid("p", QUESTIONS[0].0).unwrap();
+        authz.directory.delete(&[owner]).unwrap();
+        let gone = authz.is_authorized(&q).unwrap();
+        assert!(gone.decision.errors[0].contains("unknown principal"));
+    }
+
+    /// The action index evaluates a subset of the policies: for every action
+    /// of the schema and every principal/resource pair of the demo entities,
+    /// the answer — decision, reasons and errors — is the one the whole set gives.
+    #[test]
+    fn the_action_index_answers_exactly_like_the_whole_policy_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let pack = authz.evaluator.current();
+        let schema = pack.schema.as_ref().unwrap();
+        let users = ["owner", "emma", "pat", "nobody"];
+        let invitee = serde_json::json!({"invitee": {
+            "company": {"__entity": {"type": "PartnerCompany", "id": "goldco"}},
+            "status": "gold", "certified": true}});
+        let (mut compared, mut allows, mut smaller) = (0, 0, 0);
+        for action in schema.actions() {
+            let subset = policies_for_action(&pack, action);
+            if let Some(s) = &subset {
+                if s.policies().count() < pack.policy_set.policies().count() {
+                    smaller += 1;
+                }
+            }
+            for p in users {
+                for r in [
+                    "Account::\"acme\"",
+                    "User::\"owner\"",
+                    "User::\"emma\"",
+                    "User::\"pat\"",
+                ] {
+                    let mut q =
+                        Query::parse(&format!("User::\"{p}\""), &action.to_string(), r).unwrap();
+                    let context = action
+                        .id()
+                        .unescaped()
+                        .contains("partner")
+                        .then(|| invitee.clone());
+                    q.context = context.clone();
+                    let Ok(request) = engine::build_request(
+                        Some(schema),
+                        q.principal.clone(),
+                        q.action.clone(),
+                        q.resource.clone(),
+                        context,
+                    ) else {
+                        continue; // not a valid request for this action
+                    };
+                    let slice = authz
+                        .directory
+                        .slice(&[&q.principal, &q.resource], &HashMap::new());
+                    let entities =
+                        directory::entities_for(slice, pack.action_entities(&q.action)).unwrap();
+                    let whole = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
+                    let ours = authz.is_authorized(&q).unwrap().decision;
+                    assert_eq!(ours, whole, "{p} {action} {r}");
+                    compared += 1;
+                    allows += usize::from(whole.is_allowed());
+                }
+            }
+        }
+        assert!(
+            compared > 50 && allows > 5,
+            "compared {compared}, allows {allows}"
+        );
+        assert!(smaller > 0, "the index must actually leave policies out");
+    }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{Entities, Entity, EntityUid, Schema};
@@ -66,6 +67,8 @@ pub struct Directory {
     writer: Mutex<()>,
     /// The store's change-feed position the loaded entities reflect.
     loaded_seq: i64,
+    /// Bumped after every change to the in-memory entities (see [`Directory::generation`]).
+    generation: AtomicU64,
 }
 
 impl Directory {
@@ -95,6 +98,7 @@ impl Directory {
             backend,
             writer: Mutex::new(()),
             loaded_seq,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -129,6 +133,7 @@ impl Directory {
                 }
             }
         }
+        self.bump();
     }
 
     /// Number of entities.
@@ -138,6 +143,17 @@ impl Directory {
 
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()
+    }
+
+    /// A counter that changes after every write to the in-memory entities.
+    /// A slice built after reading generation `g` is current for as long as
+    /// the generation is still `g` (writers bump it after updating memory).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The backend, for readiness checks.
@@ -245,6 +261,7 @@ impl Directory {
         for s in prepared {
             self.entities.insert(s.entity.uid(), Arc::new(s));
         }
+        self.bump();
         Ok(uids)
     }
 
@@ -256,6 +273,7 @@ impl Directory {
         for u in uids {
             self.entities.remove(u);
         }
+        self.bump();
         Ok(n)
     }
 
@@ -270,6 +288,7 @@ impl Directory {
         for u in deleted {
             self.entities.remove(u);
         }
+        self.bump();
     }
 
     /// The entities a decision about `roots` needs: the roots, their

@@ -9,10 +9,12 @@
 //! running test suites written for the Cedar CLI.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use cedar_policy::{
     Authorizer, Context, Entities, EntityUid, PolicySet, Request, Response, Schema,
 };
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::policies::PolicyPack;
@@ -87,14 +89,33 @@ pub enum Semantics {
     Cedar,
 }
 
+/// How many parsed uids [`parse_uid`] remembers (emptied when full).
+pub const UID_CACHE_MAX: usize = 100_000;
+
 /// Parse an entity uid written as `Type::"id"` (Cedar syntax).
+///
+/// Cedar's parser costs several microseconds per uid (it builds its lexer's
+/// automaton each time), as much as a decision's evaluation on the HTTP path;
+/// so uids that parsed are remembered (parsing is deterministic: the cache
+/// only saves time). Failures are not cached.
 pub fn parse_uid(field: &str, s: &str) -> Result<EntityUid, RequestError> {
-    EntityUid::from_str(s.trim()).map_err(|e| {
+    static PARSED: OnceLock<DashMap<String, EntityUid>> = OnceLock::new();
+    let key = s.trim();
+    let cache = PARSED.get_or_init(DashMap::new);
+    if let Some(uid) = cache.get(key) {
+        return Ok(uid.clone());
+    }
+    let uid = EntityUid::from_str(key).map_err(|e| {
         RequestError::field(
             field,
             format!("`{s}` is not an entity uid like User::\"alice\" ({e})"),
         )
-    })
+    })?;
+    if cache.len() >= UID_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key.to_string(), uid.clone());
+    Ok(uid)
 }
 
 /// Parse an entity uid from JSON: `"Type::\"id\""` or `{"type": .., "id": ..}`
@@ -242,5 +263,30 @@ fn to_decision(pack: &PolicyPack, response: &Response, semantics: Semantics) -> 
         reasons,
         errors,
         policy_version: pack.version.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_uid_gives_the_same_uid_the_second_time_and_still_rejects_bad_ones() {
+        for s in [
+            r#"User::"alice""#,
+            r#" Ns::Type::"a\"b" "#,
+            r#"Account::"""#,
+        ] {
+            let first = parse_uid("principal", s).unwrap();
+            let again = parse_uid("principal", s).unwrap();
+            assert_eq!(first, again);
+            assert_eq!(first, EntityUid::from_str(s.trim()).unwrap());
+        }
+        for bad in ["User::alice", "", r#"User::"x"#] {
+            for _ in 0..2 {
+                let e = parse_uid("resource", bad).unwrap_err().to_string();
+                assert!(e.contains("field `resource`"), "{e}");
+            }
+        }
     }
 }
