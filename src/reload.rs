@@ -197,6 +197,8 @@ impl Evaluator {
 pub struct WatchHandle {
     debouncer: SharedDebouncer,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Tells the reload thread to skip whatever is still queued.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type SharedDebouncer = Arc<
@@ -217,6 +219,8 @@ impl WatchHandle {
     }
 
     fn shutdown(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         let taken = self
             .debouncer
             .lock()
@@ -301,6 +305,8 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
     };
     let shared: SharedDebouncer = Arc::new(Mutex::new(Some(debouncer)));
     let rearm = shared.clone();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_seen = stopping.clone();
     let policies_path_thread = policies_path.clone();
     let thread = std::thread::Builder::new()
         .name("partnergate-watch".into())
@@ -308,6 +314,10 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
             let policies_path = policies_path_thread;
             // Ends when the debouncer (the sender) is dropped: no spinning.
             while let Ok(result) = rx.recv() {
+                // On shutdown, events still queued are dropped, not reloaded.
+                if stop_seen.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
                 match result {
                     Ok(events) => {
                         let hit = events
@@ -344,6 +354,7 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
     Ok(WatchHandle {
         debouncer: shared,
         thread: Some(thread),
+        stopping,
     })
 }
 
