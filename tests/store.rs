@@ -150,3 +150,28 @@ fn replicas_migrate_concurrently_without_conflict() {
         h.join().unwrap().unwrap();
     }
 }
+
+#[test]
+fn import_is_all_or_nothing_and_names_the_first_bad_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in(dir.path()).unwrap();
+    let schema = load_schema(&common::repo().join("schemas/partnergate.cedarschema")).unwrap();
+    let many: Vec<serde_json::Value> = (0..500)
+        .map(|i| json!({"uid": {"type": "Account", "id": format!("a{i}")}, "attrs": {}, "parents": []}))
+        .collect();
+    let mut bad = many.clone();
+    bad[321]["attrs"]["name"] = json!(7);
+    bad[400]["attrs"]["name"] = json!(8);
+    let err = partnergate::directory::import(&store, Some(&schema), json!(bad)).unwrap_err();
+    assert!(err.to_string().starts_with("entity #321"), "{err}");
+    assert!(store.load_all().unwrap().is_empty(), "nothing written");
+    let mut dup = many.clone();
+    dup.push(many[3].clone());
+    let err = partnergate::directory::import(&store, Some(&schema), json!(dup)).unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    assert_eq!(
+        partnergate::directory::import(&store, Some(&schema), json!(many)).unwrap(),
+        500
+    );
+    assert_eq!(store.load_all().unwrap().len(), 500);
+}
