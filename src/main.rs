@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// mimalloc: the sidecar allocates on request threads and frees on the
+/// decision-log writer thread; glibc's arenas contend on that pattern.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = partnergate::cli::Cli::parse();
     let code = partnergate::cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr());
