@@ -4,6 +4,7 @@
 # server pinned to core 0 and wrk to core 1 where taskset exists.
 #
 #   scripts/audit_overhead.sh [SECONDS] [CONNECTIONS]
+#   AUDIT_FLAGS="--audit-sync never" PIN_SERVER=0 scripts/audit_overhead.sh
 #
 # Prints requests/s for each mode and the ratio (target >= 0.9).
 set -euo pipefail
@@ -14,8 +15,11 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 cargo build --release --quiet --bin partnergate
 bin=target/release/partnergate
 pin_server=() pin_load=()
+# PIN_SERVER=0 leaves the server (and so the log's writer thread) free to
+# use both cores, sharing core 1 with wrk.
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_server=(taskset -c 0) pin_load=(taskset -c 1)
+  pin_load=(taskset -c 1)
+  [ "${PIN_SERVER:-1}" = 1 ] && pin_server=(taskset -c 0)
 fi
 work=$(mktemp -d)
 pid=
@@ -53,7 +57,7 @@ run() { # $1 = label, rest = extra serve flags; prints requests/s
 }
 
 off=$(run off --audit-log off)
-on=$(run on --audit-sync batch)
+on=$(run on ${AUDIT_FLAGS:---audit-sync batch})
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ)"
 printf '%-28s %12s\n' "decision log off" "$off req/s"
 printf '%-28s %12s\n' "decision log on (batch)" "$on req/s"

@@ -249,6 +249,9 @@ impl AuditLog {
     }
 }
 
+/// How long the writer lets a partial batch grow before writing the next one.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 const TS_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
 );
@@ -445,6 +448,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let n = batch.len();
             for msg in batch {
                 match msg {
                     Msg::Event(ts, event) => {
@@ -457,9 +461,16 @@ impl Writer {
                     Msg::Shutdown => stop = true,
                 }
             }
+            let was_full = n >= max_batch;
             self.commit(&mut pending);
             for ack in acks.drain(..) {
                 let _ = ack.send(());
+            }
+            // Linger: let a partial batch grow for a moment rather than being
+            // woken once per record (each wake-up is a syscall on the
+            // decision path). Not with `always`, whose callers wait on fsync.
+            if !was_full && !stop && self.sync != SyncMode::Always {
+                std::thread::sleep(LINGER);
             }
         }
         // Events that raced with shutdown: write them too.
