@@ -50,6 +50,7 @@ log() { printf '== %s\n' "$*" >&2; }
 ROWS="$OUT/rows.txt"
 : >"$ROWS"
 row() { printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >>"$ROWS"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 verdict() { # value op target -> met/MISSED
   awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {
     ok = (op == "<=") ? (v <= t) : (v >= t); print (ok ? "met" : "MISSED") }'
@@ -185,7 +186,6 @@ if [ -z "$AGENT_NOTE" ]; then
 fi
 stop "$PG_PID"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 pg_rps=$(field rps "$PG"); axum_rps=$(field rps "$AXUM")
 r=$(ratio "$pg_rps" "$axum_rps")
 row "HTTP: PartnerGate / minimal axum (req/s; PG $pg_rps p50 $(field p50_us "$PG")us p99 $(field p99_us "$PG")us; axum $axum_rps p50 $(field p50_us "$AXUM")us p99 $(field p99_us "$AXUM")us)" "${r}x" ">= 0.7x" "$(verdict "$r" '>=' 0.7)"
