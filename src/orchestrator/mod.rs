@@ -780,24 +780,13 @@ impl Orchestrator {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
         let current = self.user_from_memory(&uid)?;
-        let email = normalize_email(&current.email)?;
-        let account_uid = parse_uid("account", "Account", &current.account)?;
-        let replace_uid = replace
-            .map(|r| parse_uid("replace", "User", r))
-            .transpose()?;
-        let asked =
-            self.ask_partner_access(&actor, "grant_partner_access", &uid, &account_uid, &email)?;
-        if let Some(r) = &replace_uid {
-            self.ask(&actor, "dismiss_user", r, None)?;
-        }
-        let replace_id = replace_uid.as_ref().map(id_of);
-        self.partner_seat_write(
+        self.partner_access_write(
             &uid,
-            &email,
-            replace_id.as_deref(),
-            asked.as_ref(),
+            &actor,
+            &current,
+            replace,
             false,
-            ("user.partner_access", &actor.to_string()),
+            "user.partner_access",
         )
     }
 
@@ -903,24 +892,39 @@ impl Orchestrator {
                 Ok(())
             });
         }
+        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
+    }
+
+    /// Partner access for an existing user (also a partner's rehire): the
+    /// policy checks (`grant_partner_access`, and `dismiss_user` on the one
+    /// to replace), then the seat checks and the write.
+    fn partner_access_write(
+        &self,
+        uid: &EntityUid,
+        actor: &EntityUid,
+        current: &UserView,
+        replace: Option<&str>,
+        must_be_dismissed: bool,
+        operation: &str,
+    ) -> Result<Outcome, OrchestratorError> {
         let email = normalize_email(&current.email)?;
         let account_uid = parse_uid("account", "Account", &current.account)?;
         let replace_uid = replace
             .map(|r| parse_uid("replace", "User", r))
             .transpose()?;
         let asked =
-            self.ask_partner_access(&actor, "grant_partner_access", &uid, &account_uid, &email)?;
+            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
         if let Some(r) = &replace_uid {
-            self.ask(&actor, "dismiss_user", r, None)?;
+            self.ask(actor, "dismiss_user", r, None)?;
         }
         let replace_id = replace_uid.as_ref().map(id_of);
         self.partner_seat_write(
-            &uid,
+            uid,
             &email,
             replace_id.as_deref(),
             asked.as_ref(),
-            true,
-            ("user.rehire", &actor.to_string()),
+            must_be_dismissed,
+            (operation, &actor.to_string()),
         )
     }
 
