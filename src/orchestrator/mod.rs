@@ -734,40 +734,26 @@ impl Orchestrator {
     /// verified against the registry now (refused if no longer certified).
     pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
         let uid = parse_uid("user", "User", user)?;
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let mut result = None;
-        self.commit(
-            ("user.accept", &uid.to_string()),
-            &mut |tx| {
-                let mut u = user_in(tx, &uid)?;
-                if u.status != INVITED {
-                    return Err(OrchestratorError::Conflict {
-                        code: "not_invited",
-                        message: format!("{uid} has no open invitation (status {})", u.status),
-                    });
-                }
-                if let Some(p) = &mut u.partner {
-                    let company = tx
-                        .company_of_email(&u.email)?
-                        .filter(|c| c.certified && c.id == p.company)
-                        .ok_or_else(|| OrchestratorError::NotCertified {
-                            email: u.email.clone(),
-                        })?;
-                    p.company = company.id;
-                    p.verified = true;
-                }
-                u.status = ACTIVE.into();
-                let writes = vec![Self::record(schema, &u)?];
-                result = Some(Outcome {
-                    user: u,
-                    dismissed: None,
+        self.simple_write(&uid, ("user.accept", &uid.to_string()), |tx, u| {
+            if u.status != INVITED {
+                return Err(OrchestratorError::Conflict {
+                    code: "not_invited",
+                    message: format!("{uid} has no open invitation (status {})", u.status),
                 });
-                Ok(writes)
-            },
-            schema,
-        )?;
-        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+            }
+            if let Some(p) = &mut u.partner {
+                let company = tx
+                    .company_of_email(&u.email)?
+                    .filter(|c| c.certified && c.id == p.company)
+                    .ok_or_else(|| OrchestratorError::NotCertified {
+                        email: u.email.clone(),
+                    })?;
+                p.company = company.id;
+                p.verified = true;
+            }
+            u.status = ACTIVE.into();
+            Ok(())
+        })
     }
 
     /// Give partner access to an existing user (re-activating a dismissed one).
@@ -856,7 +842,7 @@ impl Orchestrator {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
         self.ask(&actor, "dismiss_user", &uid, None)?;
-        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), |u| {
+        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), |_, u| {
             if u.status == DISMISSED {
                 return Err(OrchestratorError::Conflict {
                     code: "already_dismissed",
@@ -881,7 +867,7 @@ impl Orchestrator {
         self.ask(&actor, "rehire_user", &uid, None)?;
         let current = self.user_from_memory(&uid)?;
         if current.partner.is_none() {
-            return self.simple_write(&uid, ("user.rehire", &actor.to_string()), |u| {
+            return self.simple_write(&uid, ("user.rehire", &actor.to_string()), |_, u| {
                 if u.status != DISMISSED {
                     return Err(OrchestratorError::Conflict {
                         code: "not_dismissed",
@@ -949,7 +935,7 @@ impl Orchestrator {
                 },
                 &actor.to_string(),
             ),
-            |u| {
+            |_, u| {
                 u.is_admin = admin;
                 Ok(())
             },
@@ -960,7 +946,7 @@ impl Orchestrator {
         &self,
         uid: &EntityUid,
         (operation, actor): (&str, &str),
-        change: impl Fn(&mut UserView) -> Result<(), OrchestratorError>,
+        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
@@ -969,7 +955,7 @@ impl Orchestrator {
             (operation, actor),
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
-                change(&mut u)?;
+                change(tx, &mut u)?;
                 let writes = vec![Self::record(schema, &u)?];
                 result = Some(Outcome {
                     user: u,
