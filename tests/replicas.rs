@@ -190,17 +190,6 @@ fn without_the_database_decisions_continue_writes_get_503_and_it_recovers() {
     assert_eq!(st, 200, "{body}");
 }
 
-fn put(s: &Server, path: &str, body: serde_json::Value) -> u16 {
-    s.client
-        .put(s.url(path))
-        .bearer_auth(&s.token)
-        .json(&body)
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[test]
 fn concurrent_invitations_through_two_replicas_keep_three_seats_and_one_company() {
     let Some(pg) = PgSchema::new() else { return };
@@ -210,19 +199,19 @@ fn concurrent_invitations_through_two_replicas_keep_three_seats_and_one_company(
     a.load_demo();
     let emails = |d: &str| (0..40).map(|i| format!("p{i}@{d}")).collect::<Vec<_>>();
     assert_eq!(
-        put(
-            &a,
+        a.put(
             "/v1/partner-companies/goldco",
-            json!({"name": "Gold One", "status": "gold", "certified": true, "emails": emails("one.example")})
-        ),
+            &json!({"name": "Gold One", "status": "gold", "certified": true, "emails": emails("one.example")})
+        )
+        .0,
         200
     );
     assert_eq!(
-        put(
-            &b,
+        b.put(
             "/v1/partner-companies/gold2",
-            json!({"name": "Gold Two", "status": "gold", "certified": true, "emails": emails("two.example")})
-        ),
+            &json!({"name": "Gold Two", "status": "gold", "certified": true, "emails": emails("two.example")})
+        )
+        .0,
         200
     );
     within(

@@ -117,16 +117,21 @@ impl Server {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
-    pub fn put_entities(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    /// A PUT with the bearer token.
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let r = self
             .client
-            .put(self.url("/v1/entities"))
+            .put(self.url(path))
             .bearer_auth(&self.token)
             .json(body)
             .send()
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn put_entities(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.put("/v1/entities", body)
     }
 
     pub fn load_demo(&self) {
