@@ -76,6 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let schema = pack.schema.as_ref();
     let entities = engine::parse_entities(schema, world.clone())?;
+    // One slice shared by every decision over it: the log carries it once.
+    let slice = audit::EntitySlice::new(world.clone());
     for (p, a, r, ctx) in requests {
         let request = engine::build_request(
             schema,
@@ -93,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             action: format!("Action::\"{a}\""),
             resource: r.to_string(),
             context: ctx.unwrap_or(Value::Null),
-            entities: world.clone(),
+            entities: slice.clone(),
             decision,
             latency_us: start.elapsed().as_micros() as u64,
             shadow: None,

@@ -32,7 +32,7 @@ use std::time::Instant;
 use cedar_policy::{ActionConstraint, Entities, Entity, EntityUid, PolicySet};
 use dashmap::DashMap;
 
-use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent};
+use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent, EntitySlice};
 use crate::directory::{self, Directory, DirectoryError};
 use crate::engine::{self, Decision, RequestError, Semantics};
 use crate::policies::PolicyPack;
@@ -83,28 +83,36 @@ pub struct Answer {
 }
 
 /// The entity set of a decision, with its Cedar entity JSON computed at
-/// most once (for the decision log), however many decisions share it.
+/// most once (for the decision log), however many decisions share it: the
+/// log then encodes and hashes it once too ([`EntitySlice`]).
 #[derive(Debug)]
 pub struct DecisionEntities {
     pub entities: Entities,
-    json: std::sync::OnceLock<serde_json::Value>,
+    slice: std::sync::OnceLock<Arc<EntitySlice>>,
 }
 
 impl DecisionEntities {
     pub fn new(entities: Entities) -> Self {
         DecisionEntities {
             entities,
-            json: std::sync::OnceLock::new(),
+            slice: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The entities as the decision log's slice (computed once).
+    pub fn slice(&self) -> &Arc<EntitySlice> {
+        self.slice.get_or_init(|| {
+            EntitySlice::new(
+                self.entities
+                    .to_json_value()
+                    .unwrap_or(serde_json::Value::Null),
+            )
+        })
     }
 
     /// The entities as Cedar entity JSON (computed once).
     pub fn json(&self) -> &serde_json::Value {
-        self.json.get_or_init(|| {
-            self.entities
-                .to_json_value()
-                .unwrap_or(serde_json::Value::Null)
-        })
+        self.slice().json()
     }
 
     /// The uids of the entities, sorted (for comparisons).
@@ -342,7 +350,7 @@ impl Authz {
                 action: q.action.to_string(),
                 resource: q.resource.to_string(),
                 context: q.context.clone().unwrap_or(serde_json::Value::Null),
-                entities: answer.entities.json().clone(),
+                entities: answer.entities.slice().clone(),
                 decision: answer.decision.clone(),
                 latency_us: answer.latency_us,
                 shadow,

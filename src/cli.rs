@@ -568,7 +568,9 @@ fn log_cli_decision(
                     .map(|u| u.to_string())
                     .unwrap_or_default(),
                 context: context.unwrap_or(serde_json::Value::Null),
-                entities: entities.to_json_value().unwrap_or(serde_json::Value::Null),
+                entities: crate::audit::EntitySlice::new(
+                    entities.to_json_value().unwrap_or(serde_json::Value::Null),
+                ),
                 decision: decision.clone(),
                 latency_us: started.elapsed().as_micros() as u64,
                 shadow: None,

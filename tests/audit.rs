@@ -13,6 +13,7 @@ use partnergate::audit::{
 use partnergate::engine::{self, Effect, Semantics};
 use partnergate::policies::{self, PackSource, PolicyPack};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_partnergate");
 
@@ -101,7 +102,7 @@ fn decision_with(
         action: format!("Action::\"{a}\""),
         resource: r.into(),
         context: context.unwrap_or(Value::Null),
-        entities: world(),
+        entities: audit::EntitySlice::new(world()),
         decision,
         latency_us: 17,
         shadow: None,
@@ -571,6 +572,65 @@ fn rotation_keeps_the_chain_verifiable_across_files_and_reopens() {
     let files = chain::chain_files(&path).unwrap();
     std::fs::remove_file(&files[1]).unwrap();
     assert_eq!(broken(&path).kind, BreakKind::Missing);
+}
+
+#[test]
+fn a_shared_slice_is_written_inline_once_per_file_and_replays_from_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let pack = shipped_pack();
+    let mut config = AuditConfig::file(&path);
+    config.max_file_bytes = Some(6_000);
+    config.redaction = Redaction {
+        context_keys: vec![],
+        entity_attrs: vec!["email".into()],
+    };
+    let (log, _) = AuditLog::open(config).unwrap();
+    // Two slices, each shared by its decisions as the sidecar shares a
+    // cached slice; a third decision builds an equal slice of its own.
+    let mut ev = decision_with(&pack, "User::\"alice\"", "view_account", "Account::\"acme\"", None);
+    let mut other_world = world();
+    other_world[4]["attrs"]["name"] = json!("Acme Corp"); // does not change the decision
+    let shared = [ev.entities.clone(), audit::EntitySlice::new(other_world)];
+    for i in 0..40 {
+        ev.entities = shared[i % 2].clone();
+        ev.decision_id = audit::new_decision_id();
+        log.log(ev.clone());
+    }
+    ev.entities = audit::EntitySlice::new(world());
+    log.log(ev);
+    log.shutdown();
+
+    let files = chain::chain_files(&path).unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut hashes = std::collections::BTreeSet::new();
+    for f in &files {
+        let mut inline = std::collections::BTreeMap::new();
+        for r in records(f) {
+            let h = r["entities_hash"].as_str().expect("every decision names its slice");
+            hashes.insert(h.to_string());
+            match r.get("entities") {
+                Some(e) => {
+                    // Inline only the first time this file uses the slice,
+                    // redacted, and `entities_hash` is its canonical hash.
+                    assert!(inline.insert(h.to_string(), ()).is_none(), "{f:?}: {h} inline twice");
+                    assert_eq!(e[0]["attrs"]["email"], json!("***"));
+                    assert_eq!(e[0]["attrs"]["status"], json!("active"));
+                    let digest = Sha256::digest(audit::record::canonical(e).as_bytes());
+                    assert_eq!(hex::encode(digest), h);
+                }
+                None => assert!(inline.contains_key(h), "{f:?}: {h} used before it is carried"),
+            }
+        }
+    }
+    assert_eq!(hashes.len(), 2, "equal slices share one hash: {hashes:?}");
+    assert!(chain::verify(&path).unwrap().ok());
+
+    // Replay resolves every reference, in every file.
+    let report = replay::replay(&path, &pack, &replay::ReplayOptions::default()).unwrap();
+    assert_eq!(report.skipped, 0, "{:?}", report.skipped_examples);
+    assert_eq!(report.replayed, 41);
+    assert_eq!(report.changed, 0);
 }
 
 #[test]

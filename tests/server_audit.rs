@@ -110,7 +110,7 @@ fn every_kind_of_event_lands_once_with_its_fields_and_the_chain_verifies() {
             "action",
             "resource",
             "context",
-            "entities",
+            "entities_hash",
             "decision",
             "reasons",
             "errors",
@@ -125,6 +125,13 @@ fn every_kind_of_event_lands_once_with_its_fields_and_the_chain_verifies() {
             );
         }
         assert!(d["replica"].is_string(), "{d}");
+        // The slice is in the file: inline here or on an earlier decision.
+        let carrier = recs
+            .iter()
+            .find(|r| r["entities_hash"] == d["entities_hash"])
+            .unwrap();
+        assert!(carrier["entities"].is_array(), "{carrier}");
+        assert!(carrier["seq"].as_u64() <= d["seq"].as_u64());
     }
     let first = recs
         .iter()

@@ -5,13 +5,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::query::{self, parse_time, Filter, Head};
-use super::record::{DecisionEvent, Kind};
+use super::record::{DecisionEvent, EntitySlice, Kind};
 use super::replay::{self, ReplayOptions, ReplayReport};
 use super::writer::{AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_PATH};
 use super::{chain, Redaction};
@@ -420,9 +421,29 @@ fn print_replay(r: &ReplayReport, out: &mut dyn Write) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A realistic synthetic decision (about 1 KB as a record).
-pub fn sample_decision(i: u64) -> DecisionEvent {
-    let user = format!("u{}", i % 1000);
+/// How many distinct sample users (and slices) [`sample_decision`] cycles through.
+pub const SAMPLE_USERS: u64 = 1000;
+
+/// The entity slice of sample user `u`: the user, the account, the company.
+pub fn sample_slice(u: u64) -> Arc<EntitySlice> {
+    let user = format!("u{u}");
+    EntitySlice::new(json!([
+        {"uid": {"type": "User", "id": user}, "attrs": {"email": format!("{user}@acme.example"), "account": {"__entity": {"type": "Account", "id": "acme"}}, "is_admin": true, "status": "active", "two_factor": true}, "parents": [{"type": "Account", "id": "acme"}]},
+        {"uid": {"type": "Account", "id": "acme"}, "attrs": {"name": "Acme"}, "parents": []},
+        {"uid": {"type": "PartnerCompany", "id": "globex"}, "attrs": {"name": "Globex", "status": "gold", "certified": true}, "parents": []}
+    ]))
+}
+
+/// A realistic synthetic decision of user `i % SAMPLE_USERS` over its slice
+/// in `slices` (from [`sample_slice`], shared as the sidecar shares a
+/// cached slice between the decisions that use it).
+pub fn sample_decision(i: u64, slices: &[Arc<EntitySlice>]) -> DecisionEvent {
+    let u = i % SAMPLE_USERS;
+    let user = format!("u{u}");
+    let entities = match slices.get(u as usize) {
+        Some(s) => s.clone(),
+        None => sample_slice(u),
+    };
     DecisionEvent {
         decision_id: super::new_decision_id(),
         request_id: Some(format!("req-{i}")),
@@ -430,11 +451,7 @@ pub fn sample_decision(i: u64) -> DecisionEvent {
         action: "Action::\"invite_partner\"".into(),
         resource: "Account::\"acme\"".into(),
         context: json!({"invitee": {"company": {"__entity": {"type": "PartnerCompany", "id": "globex"}}, "status": "gold", "certified": true}}),
-        entities: json!([
-            {"uid": {"type": "User", "id": user}, "attrs": {"email": format!("{user}@acme.example"), "account": {"__entity": {"type": "Account", "id": "acme"}}, "is_admin": true, "status": "active", "two_factor": true}, "parents": [{"type": "Account", "id": "acme"}]},
-            {"uid": {"type": "Account", "id": "acme"}, "attrs": {"name": "Acme"}, "parents": []},
-            {"uid": {"type": "PartnerCompany", "id": "globex"}, "attrs": {"name": "Globex", "status": "gold", "certified": true}, "parents": []}
-        ]),
+        entities,
         decision: Decision {
             decision: Effect::Allow,
             reasons: vec![Reason {
@@ -466,6 +483,8 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
     let log = opened.as_ref().map(|(l, _)| l.clone());
     let threads = a.threads.max(1);
     let per = a.count / threads;
+    let slices: Vec<Arc<EntitySlice>> = (0..SAMPLE_USERS).map(sample_slice).collect();
+    let slices = &slices;
     let start = Instant::now();
     let enqueue_ns: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -475,7 +494,7 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
                 s.spawn(move || {
                     let mut ns = 0u64;
                     for i in 0..per {
-                        let mut ev = sample_decision(t * per + i);
+                        let mut ev = sample_decision(t * per + i, slices);
                         if let Some(pack) = pack {
                             ev.decision = decide_sample(pack, &ev);
                         }
@@ -528,7 +547,7 @@ fn decide_sample(pack: &policies::PolicyPack, ev: &DecisionEvent) -> Decision {
         let r = engine::parse_uid("resource", &ev.resource)?;
         engine::build_request(schema, p, a, r, Some(ev.context.clone()))
     });
-    match request.and_then(|r| Ok((r, engine::parse_entities(schema, ev.entities.clone())?))) {
+    match request.and_then(|r| Ok((r, engine::parse_entities(schema, ev.entities.json().clone())?))) {
         Ok((request, entities)) => engine::decide(pack, &request, &entities, Semantics::FailClosed),
         Err(e) => Decision {
             decision: Effect::Deny,

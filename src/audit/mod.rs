@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 pub use chain::{verify, BreakKind, ChainBreak, Location, VerifyReport};
 pub use record::{
-    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, Event, Kind, Record, ReloadEvent,
-    Shadow,
+    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, Kind, Record,
+    ReloadEvent, Shadow,
 };
 pub use redact::Redaction;
 pub use writer::{AuditConfig, AuditLog, OnFull, OpenInfo, Sink, SyncMode};

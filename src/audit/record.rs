@@ -8,10 +8,21 @@
 //! serde_json writes them. `hash` = lowercase hex SHA-256 of those bytes.
 //! Because it is computed from the parsed JSON value, any re-serialisation
 //! of the same value (key order, spacing) verifies the same.
+//!
+//! The writer does not build that encoding twice: [`RecordEncoder`] encodes
+//! each field value once (canonically), hashes the pieces in key order and
+//! writes the same pieces in the documented order. A decision's entity slice
+//! ([`EntitySlice`]) is redacted, encoded and hashed once however many
+//! decisions share it; a file carries it inline (`entities`) on the first
+//! decision that used it and names it by `entities_hash` on every decision.
+
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use super::redact::Redaction;
 
 use crate::engine::{Decision, Effect, Reason};
 
@@ -104,13 +115,81 @@ pub struct DecisionEvent {
     pub resource: String,
     /// The request context (a JSON object, or null).
     pub context: Value,
-    /// The entity slice the decision was made over (Cedar entity JSON
-    /// array), so that `audit replay` can re-evaluate it.
-    pub entities: Value,
+    /// The entity slice the decision was made over, so that `audit replay`
+    /// can re-evaluate it. Share one [`EntitySlice`] between the decisions
+    /// that used the same entities: it is encoded once.
+    pub entities: Arc<EntitySlice>,
     pub decision: Decision,
     pub latency_us: u64,
     /// Disagreement of the shadow policy set, if any ([`shadow_of`]).
     pub shadow: Option<Shadow>,
+}
+
+/// The entity slice of a decision (a Cedar entity JSON array), shared by
+/// every decision made over the same entities. The writer redacts,
+/// canonically encodes and hashes it at most once per redaction.
+#[derive(Debug)]
+pub struct EntitySlice {
+    json: Value,
+    encoded: OnceLock<(u64, Arc<EncodedSlice>)>,
+}
+
+/// An entity slice as written: redacted, canonically encoded, hashed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EncodedSlice {
+    /// Lowercase hex SHA-256 of `canonical`: the record's `entities_hash`.
+    pub hash: String,
+    /// The canonical encoding of the redacted entity array.
+    pub canonical: Vec<u8>,
+}
+
+impl EntitySlice {
+    pub fn new(json: Value) -> Arc<Self> {
+        Arc::new(EntitySlice {
+            json,
+            encoded: OnceLock::new(),
+        })
+    }
+
+    /// The entities as given (not redacted).
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The slice redacted by `redaction` and encoded. `key` identifies the
+    /// redaction (0 for none): the first encoding is kept for that key, any
+    /// other redaction encodes afresh.
+    pub fn encoded(&self, redaction: &Redaction, key: u64) -> Arc<EncodedSlice> {
+        if let Some((k, e)) = self.encoded.get() {
+            if *k == key {
+                return e.clone();
+            }
+        }
+        let encode = || {
+            let mut canonical = Vec::with_capacity(1024);
+            if redaction.is_empty() {
+                let _ = write_canonical(&self.json, &mut canonical);
+            } else {
+                let mut masked = self.json.clone();
+                redaction.entities(&mut masked);
+                let _ = write_canonical(&masked, &mut canonical);
+            }
+            Arc::new(EncodedSlice {
+                hash: hex::encode(Sha256::digest(&canonical)),
+                canonical,
+            })
+        };
+        if self.encoded.get().is_some() {
+            return encode();
+        }
+        self.encoded.get_or_init(|| (key, encode())).1.clone()
+    }
+}
+
+impl PartialEq for EntitySlice {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
 }
 
 /// A change to the directory or registry, or an orchestrator operation.
@@ -211,6 +290,8 @@ pub struct Record {
     #[serde(default)]
     pub entities: Option<Value>,
     #[serde(default)]
+    pub entities_hash: Option<String>,
+    #[serde(default)]
     pub decision: Option<Effect>,
     #[serde(default)]
     pub reasons: Option<Vec<Reason>>,
@@ -242,8 +323,131 @@ pub struct Record {
     pub hash: String,
 }
 
-fn opt(v: &Option<String>) -> Value {
-    v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+/// Builds one record: each field value is encoded once, canonically; the
+/// hash is taken over the pieces in key order (the canonical encoding of the
+/// record without `hash`) and the line is the same pieces in the order they
+/// were given, then `hash`. Reused between records to keep its buffers.
+#[derive(Debug, Default)]
+pub struct RecordEncoder {
+    /// Encoded values, back to back.
+    vals: Vec<u8>,
+    /// Key and range in `vals`, in the order given.
+    fields: Vec<(std::borrow::Cow<'static, str>, usize, usize)>,
+    order: Vec<usize>,
+    line: Vec<u8>,
+}
+
+impl RecordEncoder {
+    fn push_with(
+        &mut self,
+        key: impl Into<std::borrow::Cow<'static, str>>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.vals.len();
+        write(&mut self.vals);
+        self.fields.push((key.into(), start, self.vals.len()));
+    }
+
+    fn str(&mut self, key: &'static str, s: &str) {
+        self.push_with(key, |o| write_str(o, s));
+    }
+
+    fn opt_str(&mut self, key: &'static str, s: Option<&str>) {
+        self.push_with(key, |o| match s {
+            Some(s) => write_str(o, s),
+            None => o.extend_from_slice(b"null"),
+        });
+    }
+
+    fn u64(&mut self, key: &'static str, n: u64) {
+        self.push_with(key, |o| o.extend_from_slice(n.to_string().as_bytes()));
+    }
+
+    fn value(&mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: &Value) {
+        self.push_with(key, |o| {
+            let _ = write_canonical(v, o);
+        });
+    }
+
+    /// The line of the last sealed record (without newline).
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// Hash the fields given since the last seal and write the line.
+    fn seal(&mut self) -> String {
+        self.order.clear();
+        self.order.extend(0..self.fields.len());
+        let fields = &self.fields;
+        self.order.sort_unstable_by(|&a, &b| fields[a].0.cmp(&fields[b].0));
+        let mut h = Sha256::new();
+        let mut key = Vec::with_capacity(32);
+        h.update(b"{");
+        for (n, &i) in self.order.iter().enumerate() {
+            let (k, start, end) = &fields[i];
+            key.clear();
+            if n > 0 {
+                key.push(b',');
+            }
+            write_str(&mut key, k);
+            key.push(b':');
+            h.update(&key);
+            h.update(&self.vals[*start..*end]);
+        }
+        h.update(b"}");
+        let hash = hex::encode(h.finalize());
+        self.line.clear();
+        self.line.push(b'{');
+        for (k, start, end) in fields {
+            write_str(&mut self.line, k);
+            self.line.push(b':');
+            self.line.extend_from_slice(&self.vals[*start..*end]);
+            self.line.push(b',');
+        }
+        self.line.extend_from_slice(b"\"hash\":\"");
+        self.line.extend_from_slice(hash.as_bytes());
+        self.line.extend_from_slice(b"\"}");
+        self.vals.clear();
+        self.fields.clear();
+        hash
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_strs(out: &mut Vec<u8>, items: &[String]) {
+    out.push(b'[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s);
+    }
+    out.push(b']');
+}
+
+/// Reasons in canonical form (`description` sorts before `id`; an absent
+/// description is omitted, as serde omits it).
+fn write_reasons(out: &mut Vec<u8>, reasons: &[Reason]) {
+    out.push(b'[');
+    for (i, r) in reasons.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        if let Some(d) = &r.description {
+            out.extend_from_slice(b"\"description\":");
+            write_str(out, d);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"id\":");
+        write_str(out, &r.id);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 fn json<T: Serialize>(v: &T) -> Value {
@@ -251,56 +455,97 @@ fn json<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The record body of an event (every field but the chain fields `seq`,
-/// `prev_hash`, `hash`, which the writer adds), in the documented order.
-/// The event must already be redacted.
-pub fn body(event: Event, ts: &str, replica: Option<&str>) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("seq".into(), Value::Null); // placeholder keeps `seq` first
-    m.insert("ts".into(), Value::String(ts.to_string()));
-    m.insert("kind".into(), Value::String(event.kind().as_str().into()));
+/// How a decision record carries its entity slice.
+#[derive(Debug, Clone, Copy)]
+pub enum SliceField<'a> {
+    /// `entities` (the slice) and `entities_hash`.
+    Inline(&'a EncodedSlice),
+    /// `entities_hash` only: an earlier record of the same file has the slice.
+    Reference(&'a EncodedSlice),
+}
+
+/// Where a record goes in the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    pub seq: u64,
+    pub prev_hash: &'a str,
+}
+
+/// Encode an event (context already redacted) as the record at `link`,
+/// fields in the documented order; the line is then in
+/// [`RecordEncoder::line`]. `slice` is how a decision carries its entities
+/// (inline and unredacted when `None`). Returns the record's hash.
+pub fn encode_event(
+    enc: &mut RecordEncoder,
+    event: &Event,
+    ts: &str,
+    replica: Option<&str>,
+    link: Link<'_>,
+    slice: Option<SliceField<'_>>,
+) -> String {
+    enc.u64("seq", link.seq);
+    enc.str("ts", ts);
+    enc.str("kind", event.kind().as_str());
     match event {
         Event::Decision(d) => {
-            let d = *d;
-            m.insert("decision_id".into(), Value::String(d.decision_id));
-            m.insert("request_id".into(), opt(&d.request_id));
-            m.insert("principal".into(), Value::String(d.principal));
-            m.insert("action".into(), Value::String(d.action));
-            m.insert("resource".into(), Value::String(d.resource));
-            m.insert("context".into(), d.context);
-            m.insert("entities".into(), d.entities);
-            m.insert("decision".into(), json(&d.decision.decision));
-            m.insert("reasons".into(), json(&d.decision.reasons));
-            m.insert("errors".into(), json(&d.decision.errors));
-            m.insert(
-                "policy_version".into(),
-                Value::String(d.decision.policy_version),
+            enc.str("decision_id", &d.decision_id);
+            enc.opt_str("request_id", d.request_id.as_deref());
+            enc.str("principal", &d.principal);
+            enc.str("action", &d.action);
+            enc.str("resource", &d.resource);
+            enc.value("context", &d.context);
+            let own;
+            let slice = match slice {
+                Some(s) => s,
+                None => {
+                    own = d.entities.encoded(&Redaction::default(), 0);
+                    SliceField::Inline(&own)
+                }
+            };
+            let encoded = match slice {
+                SliceField::Inline(e) => {
+                    enc.push_with("entities", |o| o.extend_from_slice(&e.canonical));
+                    e
+                }
+                SliceField::Reference(e) => e,
+            };
+            enc.str("entities_hash", &encoded.hash);
+            enc.str(
+                "decision",
+                match d.decision.decision {
+                    Effect::Allow => "Allow",
+                    Effect::Deny => "Deny",
+                },
             );
-            m.insert("latency_us".into(), Value::from(d.latency_us));
+            enc.push_with("reasons", |o| write_reasons(o, &d.decision.reasons));
+            enc.push_with("errors", |o| write_strs(o, &d.decision.errors));
+            enc.str("policy_version", &d.decision.policy_version);
+            enc.u64("latency_us", d.latency_us);
             if let Some(s) = &d.shadow {
-                m.insert("shadow".into(), json(s));
+                enc.value("shadow", &json(s));
             }
         }
         Event::Change(c) => {
-            m.insert("decision_id".into(), opt(&c.decision_id));
-            m.insert("request_id".into(), opt(&c.request_id));
-            m.insert("actor".into(), Value::String(c.actor));
-            m.insert("operation".into(), Value::String(c.operation));
-            m.insert("before".into(), c.before);
-            m.insert("after".into(), c.after);
+            enc.opt_str("decision_id", c.decision_id.as_deref());
+            enc.opt_str("request_id", c.request_id.as_deref());
+            enc.str("actor", &c.actor);
+            enc.str("operation", &c.operation);
+            enc.value("before", &c.before);
+            enc.value("after", &c.after);
         }
         Event::Reload(r) => {
-            m.insert("decision_id".into(), Value::Null);
-            m.insert("request_id".into(), opt(&r.request_id));
-            m.insert("files".into(), json(&r.files));
-            m.insert("version".into(), opt(&r.version));
-            m.insert("error".into(), opt(&r.error));
+            enc.opt_str("decision_id", None);
+            enc.opt_str("request_id", r.request_id.as_deref());
+            enc.push_with("files", |o| write_strs(o, &r.files));
+            enc.opt_str("version", r.version.as_deref());
+            enc.opt_str("error", r.error.as_deref());
         }
     }
     if let Some(r) = replica {
-        m.insert("replica".into(), Value::String(r.to_string()));
+        enc.str("replica", r);
     }
-    m
+    enc.str("prev_hash", link.prev_hash);
+    enc.seal()
 }
 
 /// The body of a `repair` record.
@@ -322,29 +567,24 @@ pub fn repair_body(info: &RepairInfo, ts: &str, replica: Option<&str>) -> Map<St
     m
 }
 
-/// Complete a body into a chained record: set `seq` and `prev_hash`, compute
-/// and append `hash`. Returns the JSON line (without newline) and the hash.
+/// Complete a record object into a chained record: set `seq` (in place of a
+/// `seq` member, else first) and `prev_hash`, compute and append `hash`.
+/// Returns the JSON line (without newline) and the hash.
 pub fn seal(m: Map<String, Value>, seq: u64, prev_hash: &str) -> (String, String) {
-    let mut line = Vec::with_capacity(1024);
-    let hash = seal_into(m, seq, prev_hash, &mut line);
-    (String::from_utf8(line).unwrap_or_default(), hash)
-}
-
-/// [`seal`], appending the JSON line (without newline) to `out`.
-pub fn seal_into(
-    mut m: Map<String, Value>,
-    seq: u64,
-    prev_hash: &str,
-    out: &mut Vec<u8>,
-) -> String {
-    m.insert("seq".into(), Value::from(seq));
-    m.remove("hash");
-    m.insert("prev_hash".into(), Value::String(prev_hash.to_string()));
-    let hash = compute_hash(&m);
-    m.insert("hash".into(), Value::String(hash.clone()));
-    // Writing a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &m);
-    hash
+    let mut enc = RecordEncoder::default();
+    if !m.contains_key("seq") {
+        enc.u64("seq", seq);
+    }
+    for (k, v) in m {
+        match k.as_str() {
+            "seq" => enc.u64("seq", seq),
+            "hash" | "prev_hash" => {}
+            _ => enc.value(k, &v),
+        }
+    }
+    enc.str("prev_hash", prev_hash);
+    let hash = enc.seal();
+    (String::from_utf8_lossy(enc.line()).into_owned(), hash)
 }
 
 /// Feeds written bytes into a SHA-256.

@@ -24,7 +24,8 @@ impl Redaction {
         self.context_keys.is_empty() && self.entity_attrs.is_empty()
     }
 
-    /// Mask an event in place.
+    /// Mask an event in place. A decision's entity slice is shared and is
+    /// masked when it is encoded ([`super::record::EntitySlice::encoded`]).
     pub fn apply(&self, event: &mut Event) {
         if self.is_empty() {
             return;
@@ -32,7 +33,6 @@ impl Redaction {
         match event {
             Event::Decision(d) => {
                 mask_keys(&mut d.context, &self.context_keys);
-                self.entities(&mut d.entities);
             }
             Event::Change(c) => {
                 for v in [&mut c.before, &mut c.after] {

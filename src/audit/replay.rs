@@ -3,13 +3,18 @@
 //! report which decisions would change, grouped by action and direction,
 //! with examples and the policies that caused each change.
 //!
+//! A decision carries its slice inline (`entities`) the first time its file
+//! uses it and names it by `entities_hash` always; replay keeps the slices
+//! of the file being read, by hash.
+//!
 //! Redacted values are replayed as the mask (`***`): a candidate policy that
 //! reads a redacted attribute sees the mask, not the original.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::chain::{LineReader, Location};
@@ -122,24 +127,38 @@ pub fn replay(
         skipped_examples: Vec::new(),
     };
     let rfc = time::format_description::well_known::Rfc3339;
+    // The slices written inline in the file being read, by entities_hash.
+    let mut slices: HashMap<String, Value> = HashMap::new();
+    let mut file = PathBuf::new();
     while let Some(line) = reader.next_line()? {
         if !line.terminated {
             continue; // a torn last line: not a record
         }
-        let rec: Record = serde_json::from_str(&line.text).map_err(|e| AuditError::Malformed {
-            location: line.location.clone(),
-            message: format!("not a decision log record: {e}"),
-        })?;
+        let mut rec: Record =
+            serde_json::from_str(&line.text).map_err(|e| AuditError::Malformed {
+                location: line.location.clone(),
+                message: format!("not a decision log record: {e}"),
+            })?;
         if rec.kind != Some(Kind::Decision) {
             continue;
         }
+        if line.location.file != file {
+            file.clone_from(&line.location.file);
+            slices.clear();
+        }
+        let entities = match (rec.entities.take(), &rec.entities_hash) {
+            (Some(v), Some(h)) => Some(slices.entry(h.clone()).or_insert(v).clone()),
+            (Some(v), None) => Some(v),
+            (None, Some(h)) => slices.get(h).cloned(),
+            (None, None) => None,
+        };
         if let Some(since) = options.since {
             match OffsetDateTime::parse(&rec.ts, &rfc) {
                 Ok(ts) if ts >= since => {}
                 _ => continue,
             }
         }
-        let new = match reevaluate(pack, &rec) {
+        let new = match reevaluate(pack, &rec, entities) {
             Ok(d) => d,
             Err(reason) => {
                 report.skipped += 1;
@@ -234,8 +253,8 @@ pub fn replay(
     Ok(report)
 }
 
-/// Decide a logged request again with `pack`.
-fn reevaluate(pack: &PolicyPack, rec: &Record) -> Result<Decision, String> {
+/// Decide a logged request again with `pack` over its logged `entities`.
+fn reevaluate(pack: &PolicyPack, rec: &Record, entities: Option<Value>) -> Result<Decision, String> {
     let field = |name: &str, v: &Option<String>| {
         v.clone()
             .ok_or_else(|| format!("field `{name}` is missing"))
@@ -246,8 +265,11 @@ fn reevaluate(pack: &PolicyPack, rec: &Record) -> Result<Decision, String> {
         engine::parse_uid("action", &field("action", &rec.action)?).map_err(|e| e.to_string())?;
     let resource = engine::parse_uid("resource", &field("resource", &rec.resource)?)
         .map_err(|e| e.to_string())?;
-    let entities_json = rec.entities.clone().ok_or_else(|| {
-        "field `entities` is missing (the entity slice was not logged)".to_string()
+    let entities_json = entities.ok_or_else(|| match &rec.entities_hash {
+        Some(h) => format!(
+            "the entity slice {h} is not in this file (no earlier record carries it in `entities`)"
+        ),
+        None => "field `entities` is missing (the entity slice was not logged)".to_string(),
     })?;
     let schema = pack.schema.as_ref();
     let request = engine::build_request(schema, principal, action, resource, rec.context.clone())

@@ -9,6 +9,7 @@
 //! away and a `kind: "repair"` record describing the cut is appended first,
 //! chained to the last intact record.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,10 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
-use super::record::{body, repair_body, seal, seal_into, Event, RepairInfo, GENESIS_HASH};
+use super::record::{
+    encode_event, repair_body, seal, EncodedSlice, Event, Link, RecordEncoder, RepairInfo,
+    SliceField, GENESIS_HASH,
+};
 use super::redact::Redaction;
 use super::AuditError;
 
@@ -290,9 +294,21 @@ struct Writer {
     replica: Option<String>,
     redaction: Redaction,
     stats: Arc<Stats>,
-    /// Reused buffer for encoding one record.
-    scratch: Vec<u8>,
+    /// Identifies `redaction` to the entity slices' encoding cache.
+    redaction_key: u64,
+    /// Reused buffers for encoding one record.
+    enc: RecordEncoder,
+    /// `entities_hash` of the slices written inline in the active file
+    /// (including pending records): later decisions only name them.
+    slices_in_file: HashSet<String>,
 }
+
+/// Past this many distinct slices in one file the set is emptied (the next
+/// use of each slice writes it inline again).
+const MAX_SLICES_PER_FILE: usize = 100_000;
+
+/// Keys for non-empty redactions (0 is "no redaction").
+static NEXT_REDACTION_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl Writer {
     fn open(config: &AuditConfig, stats: Arc<Stats>) -> Result<(Writer, OpenInfo), AuditError> {
@@ -305,7 +321,13 @@ impl Writer {
             replica: config.replica.clone(),
             redaction: config.redaction.clone(),
             stats,
-            scratch: Vec::with_capacity(4096),
+            redaction_key: if config.redaction.is_empty() {
+                0
+            } else {
+                NEXT_REDACTION_KEY.fetch_add(1, Ordering::Relaxed)
+            },
+            enc: RecordEncoder::default(),
+            slices_in_file: HashSet::new(),
         };
         let path = match &config.sink {
             Sink::Stdout => {
@@ -494,26 +516,63 @@ impl Writer {
     /// first if the record would not fit in the active file.
     fn append(&mut self, pending: &mut Pending, ts: OffsetDateTime, mut event: Event) {
         self.redaction.apply(&mut event);
-        let b = body(event, &format_ts(ts), self.replica.as_deref());
-        let mut line = std::mem::take(&mut self.scratch);
-        line.clear();
-        let hash = seal_into(b, self.seq + 1, &self.prev_hash, &mut line);
-        line.push(b'\n');
-        if self.needs_rotation(pending.buf.len() as u64, line.len() as u64) {
+        let ts = format_ts(ts);
+        let slice = match &event {
+            Event::Decision(d) => Some(d.entities.encoded(&self.redaction, self.redaction_key)),
+            Event::Change(_) | Event::Reload(_) => None,
+        };
+        let mut hash = self.encode(&event, &ts, slice.as_deref());
+        let len = self.enc.line().len() as u64 + 1;
+        if self.needs_rotation(pending.buf.len() as u64, len) {
             self.commit(pending);
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "audit log: rotation failed");
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
             }
+            // A new file carries every slice it uses.
+            self.slices_in_file.clear();
+            if slice.is_some() {
+                hash = self.encode(&event, &ts, slice.as_deref());
+            }
+        }
+        if let Some(s) = &slice {
+            if self.slices_in_file.len() >= MAX_SLICES_PER_FILE {
+                self.slices_in_file.clear();
+            }
+            self.slices_in_file.insert(s.hash.clone());
         }
         if pending.n == 0 {
             pending.mark = (self.seq, self.prev_hash.clone());
         }
-        pending.buf.extend_from_slice(&line);
-        self.scratch = line;
+        pending.buf.extend_from_slice(self.enc.line());
+        pending.buf.push(b'\n');
         pending.n += 1;
         self.seq += 1;
         self.prev_hash = hash;
+    }
+
+    /// Encode `event` as the next record into `self.enc`, its slice inline
+    /// unless the active file already has it. Returns the record's hash.
+    fn encode(&mut self, event: &Event, ts: &str, slice: Option<&EncodedSlice>) -> String {
+        let field = slice.map(|s| {
+            if self.slices_in_file.contains(&s.hash) {
+                SliceField::Reference(s)
+            } else {
+                SliceField::Inline(s)
+            }
+        });
+        let link = Link {
+            seq: self.seq + 1,
+            prev_hash: &self.prev_hash,
+        };
+        encode_event(
+            &mut self.enc,
+            event,
+            ts,
+            self.replica.as_deref(),
+            link,
+            field,
+        )
     }
 
     /// Write the pending records out (and fsync unless `never`). On failure,
@@ -543,6 +602,8 @@ impl Writer {
                     let _ = file.set_len(before);
                     *size = before;
                 }
+                // Slices first written inline by the lost records are not in the file.
+                self.slices_in_file.clear();
                 self.seq = pending.mark.0;
                 self.prev_hash = std::mem::take(&mut pending.mark.1);
             }
