@@ -91,9 +91,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         log.log(DecisionEvent {
             decision_id: audit::new_decision_id(),
             request_id: Some(format!("req-{p}-{a}")),
-            principal: format!("User::\"{p}\""),
-            action: format!("Action::\"{a}\""),
-            resource: r.to_string(),
+            principal: format!("User::\"{p}\"").into(),
+            action: format!("Action::\"{a}\"").into(),
+            resource: r.into(),
             context: ctx.unwrap_or(Value::Null),
             entities: slice.clone(),
             decision,

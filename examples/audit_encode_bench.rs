@@ -50,7 +50,7 @@ fn main() {
             seq: i as u64 + 1,
             prev_hash: &prev,
         };
-        prev = encode_event(
+        let hash = encode_event(
             &mut enc,
             &ev,
             "2026-11-29T07:00:00.000000Z",
@@ -58,6 +58,8 @@ fn main() {
             link,
             Some(field),
         );
+        prev.clear();
+        prev.push_str(hash);
         bytes += enc.line().len() + 1;
     }
     let secs = start.elapsed().as_secs_f64();

@@ -89,6 +89,15 @@ pub struct Answer {
 pub struct DecisionEntities {
     pub entities: Entities,
     slice: std::sync::OnceLock<Arc<EntitySlice>>,
+    uids: std::sync::OnceLock<QuestionUids>,
+}
+
+/// A question's uids as the decision log writes them.
+#[derive(Debug)]
+pub struct QuestionUids {
+    pub principal: Arc<str>,
+    pub action: Arc<str>,
+    pub resource: Arc<str>,
 }
 
 impl DecisionEntities {
@@ -96,7 +105,19 @@ impl DecisionEntities {
         DecisionEntities {
             entities,
             slice: std::sync::OnceLock::new(),
+            uids: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The uids of `q`, formatted once: an entity set is built for one
+    /// question (the cache is keyed by principal, action and resource), so
+    /// every decision that shares it asked the same.
+    pub fn uids_of(&self, q: &Query) -> &QuestionUids {
+        self.uids.get_or_init(|| QuestionUids {
+            principal: q.principal.to_string().into(),
+            action: q.action.to_string().into(),
+            resource: q.resource.to_string().into(),
+        })
     }
 
     /// The entities as the decision log's slice (computed once).
@@ -343,12 +364,13 @@ impl Authz {
             disagreement
         });
         if let Some(log) = &self.audit {
+            let uids = answer.entities.uids_of(q);
             log.log(DecisionEvent {
                 decision_id: answer.decision_id.clone(),
                 request_id: q.request_id.clone(),
-                principal: q.principal.to_string(),
-                action: q.action.to_string(),
-                resource: q.resource.to_string(),
+                principal: uids.principal.clone(),
+                action: uids.action.clone(),
+                resource: uids.resource.clone(),
                 context: q.context.clone().unwrap_or(serde_json::Value::Null),
                 entities: answer.entities.slice().clone(),
                 decision: answer.decision.clone(),

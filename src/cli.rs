@@ -561,12 +561,18 @@ fn log_cli_decision(
                 principal: request
                     .principal()
                     .map(|u| u.to_string())
-                    .unwrap_or_default(),
-                action: request.action().map(|u| u.to_string()).unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
+                action: request
+                    .action()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default()
+                    .into(),
                 resource: request
                     .resource()
                     .map(|u| u.to_string())
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
                 context: context.unwrap_or(serde_json::Value::Null),
                 entities: crate::audit::EntitySlice::new(
                     entities.to_json_value().unwrap_or(serde_json::Value::Null),

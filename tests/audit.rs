@@ -99,7 +99,7 @@ fn decision_with(
         decision_id: audit::new_decision_id(),
         request_id: Some(format!("req-{p}-{a}")),
         principal: p.into(),
-        action: format!("Action::\"{a}\""),
+        action: format!("Action::\"{a}\"").into(),
         resource: r.into(),
         context: context.unwrap_or(Value::Null),
         entities: audit::EntitySlice::new(world()),
@@ -588,7 +588,13 @@ fn a_shared_slice_is_written_inline_once_per_file_and_replays_from_every_file() 
     let (log, _) = AuditLog::open(config).unwrap();
     // Two slices, each shared by its decisions as the sidecar shares a
     // cached slice; a third decision builds an equal slice of its own.
-    let mut ev = decision_with(&pack, "User::\"alice\"", "view_account", "Account::\"acme\"", None);
+    let mut ev = decision_with(
+        &pack,
+        "User::\"alice\"",
+        "view_account",
+        "Account::\"acme\"",
+        None,
+    );
     let mut other_world = world();
     other_world[4]["attrs"]["name"] = json!("Acme Corp"); // does not change the decision
     let shared = [ev.entities.clone(), audit::EntitySlice::new(other_world)];
@@ -607,19 +613,27 @@ fn a_shared_slice_is_written_inline_once_per_file_and_replays_from_every_file() 
     for f in &files {
         let mut inline = std::collections::BTreeMap::new();
         for r in records(f) {
-            let h = r["entities_hash"].as_str().expect("every decision names its slice");
+            let h = r["entities_hash"]
+                .as_str()
+                .expect("every decision names its slice");
             hashes.insert(h.to_string());
             match r.get("entities") {
                 Some(e) => {
                     // Inline only the first time this file uses the slice,
                     // redacted, and `entities_hash` is its canonical hash.
-                    assert!(inline.insert(h.to_string(), ()).is_none(), "{f:?}: {h} inline twice");
+                    assert!(
+                        inline.insert(h.to_string(), ()).is_none(),
+                        "{f:?}: {h} inline twice"
+                    );
                     assert_eq!(e[0]["attrs"]["email"], json!("***"));
                     assert_eq!(e[0]["attrs"]["status"], json!("active"));
                     let digest = Sha256::digest(audit::record::canonical(e).as_bytes());
                     assert_eq!(hex::encode(digest), h);
                 }
-                None => assert!(inline.contains_key(h), "{f:?}: {h} used before it is carried"),
+                None => assert!(
+                    inline.contains_key(h),
+                    "{f:?}: {h} used before it is carried"
+                ),
             }
         }
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::query::{self, parse_time, Filter, Head};
 use super::record::{DecisionEvent, EntitySlice, Kind};
 use super::replay::{self, ReplayOptions, ReplayReport};
-use super::writer::{AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_PATH};
+use super::writer::{AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_LINGER, DEFAULT_PATH};
 use super::{chain, Redaction};
 use crate::cli::{load_exit_code, PackArgs, EXIT_ERROR, EXIT_OK};
 use crate::engine::{self, Decision, Effect, Reason, Semantics};
@@ -151,6 +151,10 @@ pub struct AuditLogArgs {
     /// Rotate the file when it would exceed this many bytes (0: never).
     #[arg(long = "audit-max-bytes", default_value_t = 256 * 1024 * 1024)]
     pub max_bytes: u64,
+    /// Milliseconds the writer lets a batch grow before writing (and with
+    /// `batch`, fsyncing) it; 0 writes as soon as a record arrives.
+    #[arg(long = "audit-linger-ms", default_value_t = DEFAULT_LINGER.as_millis() as u64)]
+    pub linger_ms: u64,
     /// Context key to mask at any depth (repeatable), e.g. email.
     #[arg(long = "audit-redact-context")]
     pub redact_context: Vec<String>,
@@ -174,6 +178,7 @@ impl AuditLogArgs {
         c.on_full = self.on_full;
         c.queue_capacity = self.queue.max(1);
         c.max_file_bytes = (self.max_bytes > 0).then_some(self.max_bytes);
+        c.linger = std::time::Duration::from_millis(self.linger_ms);
         c.redaction = Redaction {
             context_keys: self.redact_context.clone(),
             entity_attrs: self.redact_attr.clone(),
@@ -447,7 +452,7 @@ pub fn sample_decision(i: u64, slices: &[Arc<EntitySlice>]) -> DecisionEvent {
     DecisionEvent {
         decision_id: super::new_decision_id(),
         request_id: Some(format!("req-{i}")),
-        principal: format!("User::\"{user}\""),
+        principal: format!("User::\"{user}\"").into(),
         action: "Action::\"invite_partner\"".into(),
         resource: "Account::\"acme\"".into(),
         context: json!({"invitee": {"company": {"__entity": {"type": "PartnerCompany", "id": "globex"}}, "status": "gold", "certified": true}}),
@@ -547,7 +552,12 @@ fn decide_sample(pack: &policies::PolicyPack, ev: &DecisionEvent) -> Decision {
         let r = engine::parse_uid("resource", &ev.resource)?;
         engine::build_request(schema, p, a, r, Some(ev.context.clone()))
     });
-    match request.and_then(|r| Ok((r, engine::parse_entities(schema, ev.entities.json().clone())?))) {
+    match request.and_then(|r| {
+        Ok((
+            r,
+            engine::parse_entities(schema, ev.entities.json().clone())?,
+        ))
+    }) {
         Ok((request, entities)) => engine::decide(pack, &request, &entities, Semantics::FailClosed),
         Err(e) => Decision {
             decision: Effect::Deny,

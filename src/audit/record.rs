@@ -109,10 +109,11 @@ pub struct DecisionEvent {
     /// The id returned to the caller ([`new_decision_id`]).
     pub decision_id: String,
     pub request_id: Option<String>,
-    /// Entity uids in Cedar syntax, e.g. `User::"alice"`.
-    pub principal: String,
-    pub action: String,
-    pub resource: String,
+    /// Entity uids in Cedar syntax, e.g. `User::"alice"` (shared: the
+    /// sidecar formats a question's uids once, not per decision).
+    pub principal: Arc<str>,
+    pub action: Arc<str>,
+    pub resource: Arc<str>,
     /// The request context (a JSON object, or null).
     pub context: Value,
     /// The entity slice the decision was made over, so that `audit replay`
@@ -332,17 +333,17 @@ pub struct RecordEncoder {
     /// Encoded values, back to back.
     vals: Vec<u8>,
     /// Key and range in `vals`, in the order given.
-    fields: Vec<(std::borrow::Cow<'static, str>, usize, usize)>,
+    fields: Vec<(Key, usize, usize)>,
+    /// `fields` in key order, and the keys it was computed for (the same
+    /// keys in the same order, as for every decision, reuse it).
     order: Vec<usize>,
+    order_keys: Vec<(usize, usize)>,
     line: Vec<u8>,
+    hash: String,
 }
 
 impl RecordEncoder {
-    fn push_with(
-        &mut self,
-        key: impl Into<std::borrow::Cow<'static, str>>,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
+    fn push_with(&mut self, key: impl Into<Key>, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.vals.len();
         write(&mut self.vals);
         self.fields.push((key.into(), start, self.vals.len()));
@@ -360,10 +361,14 @@ impl RecordEncoder {
     }
 
     fn u64(&mut self, key: &'static str, n: u64) {
-        self.push_with(key, |o| o.extend_from_slice(n.to_string().as_bytes()));
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        self.push_with(key, |o| {
+            let _ = write!(o, "{n}");
+        });
     }
 
-    fn value(&mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: &Value) {
+    fn value(&mut self, key: impl Into<Key>, v: &Value) {
         self.push_with(key, |o| {
             let _ = write_canonical(v, o);
         });
@@ -374,12 +379,36 @@ impl RecordEncoder {
         &self.line
     }
 
+    /// The hash of the last sealed record (lowercase hex).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
     /// Hash the fields given since the last seal and write the line.
-    fn seal(&mut self) -> String {
-        self.order.clear();
-        self.order.extend(0..self.fields.len());
+    fn seal(&mut self) -> &str {
         let fields = &self.fields;
-        self.order.sort_unstable_by(|&a, &b| fields[a].0.cmp(&fields[b].0));
+        let same_keys = self.order_keys.len() == fields.len()
+            && fields
+                .iter()
+                .zip(&self.order_keys)
+                .all(|((k, _, _), &(ptr, len))| {
+                    k.as_str().as_ptr() as usize == ptr && k.as_str().len() == len
+                });
+        if !same_keys {
+            self.order.clear();
+            self.order.extend(0..fields.len());
+            self.order
+                .sort_unstable_by(|&a, &b| fields[a].0.as_str().cmp(fields[b].0.as_str()));
+            self.order_keys.clear();
+            // Only static keys can be recognised by address next time.
+            if fields.iter().all(|(k, _, _)| matches!(k, Key::Static(_))) {
+                self.order_keys.extend(
+                    fields
+                        .iter()
+                        .map(|(k, _, _)| (k.as_str().as_ptr() as usize, k.as_str().len())),
+                );
+            }
+        }
         let mut h = Sha256::new();
         let mut key = Vec::with_capacity(32);
         h.update(b"{");
@@ -389,33 +418,113 @@ impl RecordEncoder {
             if n > 0 {
                 key.push(b',');
             }
-            write_str(&mut key, k);
+            write_key(&mut key, k);
             key.push(b':');
             h.update(&key);
             h.update(&self.vals[*start..*end]);
         }
         h.update(b"}");
-        let hash = hex::encode(h.finalize());
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(h.finalize(), &mut hex);
+        self.hash.clear();
+        self.hash
+            .push_str(std::str::from_utf8(&hex).unwrap_or_default());
         self.line.clear();
         self.line.push(b'{');
         for (k, start, end) in fields {
-            write_str(&mut self.line, k);
+            write_key(&mut self.line, k);
             self.line.push(b':');
             self.line.extend_from_slice(&self.vals[*start..*end]);
             self.line.push(b',');
         }
         self.line.extend_from_slice(b"\"hash\":\"");
-        self.line.extend_from_slice(hash.as_bytes());
+        self.line.extend_from_slice(&hex);
         self.line.extend_from_slice(b"\"}");
         self.vals.clear();
         self.fields.clear();
-        hash
+        &self.hash
     }
 }
 
+/// A JSON string, exactly as serde_json writes it.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most strings (hashes, ids, timestamps) need no escape: checked eight
+    // bytes at a time, then copied.
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Whether a JSON string of `bytes` needs an escape: a control byte, `"`
+/// or `\\` (SWAR: eight bytes per step).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        // Bytes below 0x20 (exact for ASCII; a byte >= 0x80 may give a
+        // false positive, which only takes the slow path).
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if control | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// A member name of a record: one of ours (a literal, known to need no
+/// escape) or one read from a record object.
+#[derive(Debug)]
+enum Key {
+    Static(&'static str),
+    Dynamic(String),
+}
+
+impl Key {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Static(k) => k,
+            Key::Dynamic(k) => k,
+        }
+    }
+}
+
+impl From<&'static str> for Key {
+    fn from(k: &'static str) -> Self {
+        Key::Static(k)
+    }
+}
+
+impl From<String> for Key {
+    fn from(k: String) -> Self {
+        Key::Dynamic(k)
+    }
+}
+
+fn write_key(out: &mut Vec<u8>, key: &Key) {
+    match key {
+        Key::Static(k) => {
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'"');
+        }
+        Key::Dynamic(k) => write_str(out, k),
+    }
 }
 
 fn write_strs(out: &mut Vec<u8>, items: &[String]) {
@@ -475,14 +584,14 @@ pub struct Link<'a> {
 /// fields in the documented order; the line is then in
 /// [`RecordEncoder::line`]. `slice` is how a decision carries its entities
 /// (inline and unredacted when `None`). Returns the record's hash.
-pub fn encode_event(
-    enc: &mut RecordEncoder,
+pub fn encode_event<'e>(
+    enc: &'e mut RecordEncoder,
     event: &Event,
     ts: &str,
     replica: Option<&str>,
     link: Link<'_>,
     slice: Option<SliceField<'_>>,
-) -> String {
+) -> &'e str {
     enc.u64("seq", link.seq);
     enc.str("ts", ts);
     enc.str("kind", event.kind().as_str());
@@ -583,7 +692,7 @@ pub fn seal(m: Map<String, Value>, seq: u64, prev_hash: &str) -> (String, String
         }
     }
     enc.str("prev_hash", prev_hash);
-    let hash = enc.seal();
+    let hash = enc.seal().to_string();
     (String::from_utf8_lossy(enc.line()).into_owned(), hash)
 }
 
@@ -643,16 +752,17 @@ fn write_canonical_map<W: std::io::Write>(
     out: &mut W,
     skip: Option<&str>,
 ) -> std::io::Result<()> {
-    let mut keys: Vec<&String> = m.keys().filter(|k| Some(k.as_str()) != skip).collect();
-    keys.sort_unstable();
+    let mut members: Vec<(&String, &Value)> =
+        m.iter().filter(|(k, _)| Some(k.as_str()) != skip).collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
     out.write_all(b"{")?;
-    for (i, k) in keys.into_iter().enumerate() {
+    for (i, (k, v)) in members.into_iter().enumerate() {
         if i > 0 {
             out.write_all(b",")?;
         }
         serde_json::to_writer(&mut *out, k).map_err(std::io::Error::other)?;
         out.write_all(b":")?;
-        write_canonical(&m[k.as_str()], out)?;
+        write_canonical(v, out)?;
     }
     out.write_all(b"}")
 }
@@ -693,6 +803,105 @@ mod tests {
         let mut edited = obj.clone();
         edited.insert("seq".into(), json!(8));
         assert_ne!(compute_hash(&edited), hash);
+    }
+
+    #[test]
+    fn strings_are_written_exactly_as_serde_json_writes_them() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "User::\"alice\"".into(),
+            "a\\b".into(),
+            "tab\there".into(),
+            "é ünïcode ✓ and more than eight bytes".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+            "\u{7f}\u{1f}".into(),
+        ];
+        // Each special byte at every position of a 17-byte string (the
+        // eight-byte steps and the remainder).
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', 'é'] {
+            for i in 0..17 {
+                let mut s: Vec<char> = "abcdefghijklmnopq".chars().collect();
+                s[i] = special;
+                cases.push(s.into_iter().collect());
+            }
+        }
+        for s in cases {
+            let mut ours = Vec::new();
+            write_str(&mut ours, &s);
+            assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            let naive = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+            assert_eq!(needs_escape(s.as_bytes()), naive, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn an_encoded_event_verifies_with_the_canonical_hash() {
+        let slice = EntitySlice::new(
+            json!([{"uid": {"type": "User", "id": "a\"b"}, "attrs": {"z": 1, "email": "x@y"}, "parents": []}]),
+        );
+        let event: Event = DecisionEvent {
+            decision_id: "d1".into(),
+            request_id: None,
+            principal: "User::\"a\\\"b\"".into(),
+            action: "Action::\"view\"".into(),
+            resource: "Account::\"acme\"".into(),
+            context: json!({"b": [1, {"y": null, "x": "\n"}], "a": true}),
+            entities: slice.clone(),
+            decision: Decision {
+                decision: Effect::Deny,
+                reasons: vec![
+                    Reason {
+                        id: "p1".into(),
+                        description: Some("why \"quoted\"".into()),
+                    },
+                    Reason {
+                        id: "p2".into(),
+                        description: None,
+                    },
+                ],
+                errors: vec!["an \"error\"".into()],
+                policy_version: "sha256:0".into(),
+            },
+            latency_us: 12,
+            shadow: None,
+        }
+        .into();
+        let mut enc = RecordEncoder::default();
+        let redaction = Redaction {
+            context_keys: vec![],
+            entity_attrs: vec!["email".into()],
+        };
+        let encoded = slice.encoded(&redaction, 1);
+        for field in [
+            SliceField::Inline(&encoded),
+            SliceField::Reference(&encoded),
+        ] {
+            let link = Link {
+                seq: 3,
+                prev_hash: GENESIS_HASH,
+            };
+            let hash = encode_event(
+                &mut enc,
+                &event,
+                "2026-01-01T00:00:00.000000Z",
+                Some("r1"),
+                link,
+                Some(field),
+            )
+            .to_string();
+            let parsed: Map<String, Value> = serde_json::from_slice(enc.line()).unwrap();
+            assert_eq!(parsed["hash"], json!(hash));
+            assert_eq!(compute_hash(&parsed), hash);
+            assert_eq!(parsed.keys().next().unwrap(), "seq");
+            assert_eq!(parsed["entities_hash"], json!(encoded.hash));
+            assert_eq!(parsed["reasons"][1], json!({"id": "p2"}));
+            match field {
+                SliceField::Inline(_) => {
+                    assert_eq!(parsed["entities"][0]["attrs"]["email"], json!("***"))
+                }
+                SliceField::Reference(_) => assert!(!parsed.contains_key("entities")),
+            }
+        }
     }
 
     #[test]

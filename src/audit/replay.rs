@@ -254,7 +254,11 @@ pub fn replay(
 }
 
 /// Decide a logged request again with `pack` over its logged `entities`.
-fn reevaluate(pack: &PolicyPack, rec: &Record, entities: Option<Value>) -> Result<Decision, String> {
+fn reevaluate(
+    pack: &PolicyPack,
+    rec: &Record,
+    entities: Option<Value>,
+) -> Result<Decision, String> {
     let field = |name: &str, v: &Option<String>| {
         v.clone()
             .ok_or_else(|| format!("field `{name}` is missing"))

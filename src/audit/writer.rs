@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -74,6 +75,10 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Rotate when the active file would exceed this many bytes (None: never).
     pub max_file_bytes: Option<u64>,
+    /// How long the writer lets a partial batch grow before writing (and,
+    /// with `batch`, fsyncing) it: the most a record waits in the queue when
+    /// the writer keeps up. A flush or a stop does not wait for it.
+    pub linger: Duration,
     pub redaction: Redaction,
     /// Written as `replica` on every record, when set.
     pub replica: Option<String>,
@@ -88,6 +93,7 @@ impl AuditConfig {
             queue_capacity: 8192,
             max_batch: 1024,
             max_file_bytes: Some(256 * 1024 * 1024),
+            linger: DEFAULT_LINGER,
             redaction: Redaction::default(),
             replica: None,
         }
@@ -132,6 +138,8 @@ struct Inner {
     stats: Arc<Stats>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, to wake it from its linger for a flush or a stop.
+    writer: std::thread::Thread,
 }
 
 impl Inner {
@@ -140,6 +148,7 @@ impl Inner {
         // it if nobody has yet.
         if !self.closed.swap(true, Ordering::SeqCst) {
             let _ = self.tx.send(Msg::Shutdown);
+            self.writer.unpark();
         }
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
@@ -178,9 +187,10 @@ impl AuditLog {
         let (mut writer, info) = Writer::open(&config, stats.clone())?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let max_batch = config.max_batch.max(1);
+        let linger = config.linger;
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx, max_batch))
+            .spawn(move || writer.run(rx, max_batch, linger))
             .map_err(AuditError::Spawn)?;
         let log = AuditLog {
             inner: Arc::new(Inner {
@@ -188,6 +198,7 @@ impl AuditLog {
                 on_full: config.on_full,
                 stats,
                 closed: AtomicBool::new(false),
+                writer: thread.thread().clone(),
                 thread: Mutex::new(Some(thread)),
             }),
         };
@@ -227,6 +238,7 @@ impl AuditLog {
         if self.inner.tx.send(Msg::Flush(ack_tx)).is_err() {
             return false;
         }
+        self.inner.writer.unpark();
         ack_rx.recv().is_ok()
     }
 
@@ -253,8 +265,8 @@ impl AuditLog {
     }
 }
 
-/// How long the writer lets a partial batch grow before writing the next one.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long the writer lets a partial batch grow, by default.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
 
 const TS_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
@@ -262,9 +274,17 @@ const TS_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros
 
 /// Format a timestamp as the log does: RFC 3339, UTC, microseconds.
 pub fn format_ts(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(TS_FORMAT)
-        .unwrap_or_default()
+    let mut out = Vec::with_capacity(32);
+    format_ts_into(t, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_ts`], appended to `out`.
+fn format_ts_into(t: OffsetDateTime, out: &mut Vec<u8>) {
+    // Every date the clock gives fits the format.
+    let _ = t
+        .to_offset(time::UtcOffset::UTC)
+        .format_into(out, TS_FORMAT);
 }
 
 enum Out {
@@ -298,6 +318,7 @@ struct Writer {
     redaction_key: u64,
     /// Reused buffers for encoding one record.
     enc: RecordEncoder,
+    ts_buf: Vec<u8>,
     /// `entities_hash` of the slices written inline in the active file
     /// (including pending records): later decisions only name them.
     slices_in_file: HashSet<String>,
@@ -327,6 +348,7 @@ impl Writer {
                 NEXT_REDACTION_KEY.fetch_add(1, Ordering::Relaxed)
             },
             enc: RecordEncoder::default(),
+            ts_buf: Vec::with_capacity(32),
             slices_in_file: HashSet::new(),
         };
         let path = match &config.sink {
@@ -454,7 +476,7 @@ impl Writer {
         Ok((writer, info))
     }
 
-    fn run(&mut self, rx: Receiver<Msg>, max_batch: usize) {
+    fn run(&mut self, rx: Receiver<Msg>, max_batch: usize, linger: Duration) {
         let mut pending = Pending::default();
         let mut acks: Vec<SyncSender<()>> = Vec::new();
         let mut stop = false;
@@ -490,9 +512,10 @@ impl Writer {
             }
             // Linger: let a partial batch grow for a moment rather than being
             // woken once per record (each wake-up is a syscall on the
-            // decision path). Not with `always`, whose callers wait on fsync.
-            if !was_full && !stop && self.sync != SyncMode::Always {
-                std::thread::sleep(LINGER);
+            // decision path) and fsyncing tiny batches. A flush or a stop
+            // wakes it early. Not with `always`, whose callers wait on fsync.
+            if !was_full && !stop && self.sync != SyncMode::Always && !linger.is_zero() {
+                std::thread::park_timeout(linger);
             }
         }
         // Events that raced with shutdown: write them too.
@@ -516,12 +539,15 @@ impl Writer {
     /// first if the record would not fit in the active file.
     fn append(&mut self, pending: &mut Pending, ts: OffsetDateTime, mut event: Event) {
         self.redaction.apply(&mut event);
-        let ts = format_ts(ts);
+        let mut ts_buf = std::mem::take(&mut self.ts_buf);
+        ts_buf.clear();
+        format_ts_into(ts, &mut ts_buf);
+        let ts = std::str::from_utf8(&ts_buf).unwrap_or_default();
         let slice = match &event {
             Event::Decision(d) => Some(d.entities.encoded(&self.redaction, self.redaction_key)),
             Event::Change(_) | Event::Reload(_) => None,
         };
-        let mut hash = self.encode(&event, &ts, slice.as_deref());
+        self.encode(&event, ts, slice.as_deref());
         let len = self.enc.line().len() as u64 + 1;
         if self.needs_rotation(pending.buf.len() as u64, len) {
             self.commit(pending);
@@ -532,14 +558,17 @@ impl Writer {
             // A new file carries every slice it uses.
             self.slices_in_file.clear();
             if slice.is_some() {
-                hash = self.encode(&event, &ts, slice.as_deref());
+                self.encode(&event, ts, slice.as_deref());
             }
         }
+        self.ts_buf = ts_buf;
         if let Some(s) = &slice {
-            if self.slices_in_file.len() >= MAX_SLICES_PER_FILE {
-                self.slices_in_file.clear();
+            if !self.slices_in_file.contains(&s.hash) {
+                if self.slices_in_file.len() >= MAX_SLICES_PER_FILE {
+                    self.slices_in_file.clear();
+                }
+                self.slices_in_file.insert(s.hash.clone());
             }
-            self.slices_in_file.insert(s.hash.clone());
         }
         if pending.n == 0 {
             pending.mark = (self.seq, self.prev_hash.clone());
@@ -548,12 +577,13 @@ impl Writer {
         pending.buf.push(b'\n');
         pending.n += 1;
         self.seq += 1;
-        self.prev_hash = hash;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(self.enc.hash());
     }
 
     /// Encode `event` as the next record into `self.enc`, its slice inline
-    /// unless the active file already has it. Returns the record's hash.
-    fn encode(&mut self, event: &Event, ts: &str, slice: Option<&EncodedSlice>) -> String {
+    /// unless the active file already has it.
+    fn encode(&mut self, event: &Event, ts: &str, slice: Option<&EncodedSlice>) {
         let field = slice.map(|s| {
             if self.slices_in_file.contains(&s.hash) {
                 SliceField::Reference(s)
@@ -572,7 +602,7 @@ impl Writer {
             self.replica.as_deref(),
             link,
             field,
-        )
+        );
     }
 
     /// Write the pending records out (and fsync unless `never`). On failure,
