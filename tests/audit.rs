@@ -1017,7 +1017,7 @@ fn query_filters_and_streams_across_rotated_files() {
 
     let count = |f: query::Filter| {
         let mut seqs = Vec::new();
-        query::query(&path, &f, |_, _, h| -> Result<(), ()> {
+        query::query(&path, &f, false, |_, _, h| -> Result<(), ()> {
             seqs.push(h.seq);
             Ok(())
         })
@@ -1101,10 +1101,74 @@ fn query_filters_and_streams_across_rotated_files() {
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 10);
-    for l in stdout.lines() {
-        let v: Value = serde_json::from_str(l).unwrap();
+    let denies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for v in &denies {
         assert_eq!(v["decision"], json!("Deny"));
     }
+    // As written, a file carries the shared slice once; later decisions only
+    // name it. --with-entities prints every decision with its slice.
+    let named_only = denies
+        .iter()
+        .filter(|v| v.get("entities").is_none())
+        .count();
+    assert!(named_only > 0, "{stdout}");
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "query",
+            "--decision",
+            "deny",
+            "--json",
+            "--with-entities",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 10);
+    for (l, written) in stdout.lines().zip(&denies) {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["entities"], world(), "{l}");
+        assert_eq!(v["seq"], written["seq"]);
+        assert_eq!(v["entities_hash"], written["entities_hash"]);
+    }
+    // One decision by its id (one that names its slice only).
+    let id = denies
+        .iter()
+        .rev()
+        .find(|v| v.get("entities").is_none())
+        .unwrap()["decision_id"]
+        .as_str()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "query",
+            "--json",
+            "--with-entities",
+            "--decision-id",
+            id,
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["decision_id"], json!(id));
+    assert_eq!(v["entities"], world());
+    // --with-entities is for JSON output.
+    let out = Command::new(BIN)
+        .args(["audit", "query", "--with-entities"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--json"));
     let out = Command::new(BIN)
         .args(["audit", "query", "--kind", "change"])
         .arg(&path)

@@ -88,9 +88,17 @@ pub struct QueryArgs {
     /// Policy version (or a prefix of it), e.g. sha256:3f2a.
     #[arg(long)]
     pub policy_version: Option<String>,
-    /// Print the matching records as JSON Lines (unchanged).
+    /// The decision with this id (as returned to the caller).
+    #[arg(long)]
+    pub decision_id: Option<String>,
+    /// Print the matching records as JSON Lines (as written).
     #[arg(long)]
     pub json: bool,
+    /// With --json: print every decision with its `entities`, also those
+    /// that name their slice by `entities_hash` (carried by an earlier
+    /// record of the same file). Such lines are for reading, not `verify`.
+    #[arg(long, requires = "json")]
+    pub with_entities: bool,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +324,7 @@ fn run_query(a: &QueryArgs, out: &mut dyn Write, err: &mut dyn Write) -> CmdResu
         resource: a.resource.clone(),
         decision: a.decision,
         kind: a.kind,
+        decision_id: a.decision_id.clone(),
         since: a.since,
         until: a.until,
         policy_version: a.policy_version.clone(),
@@ -327,15 +336,23 @@ fn run_query(a: &QueryArgs, out: &mut dyn Write, err: &mut dyn Write) -> CmdResu
             "SEQ", "TS", "KIND", "DECISION", "PRINCIPAL/ACTOR", "ACTION/OPERATION", "RESOURCE"
         )?;
     }
-    let stats = query::query(&a.path, &filter, |_, line, head| -> std::io::Result<()> {
-        if a.json {
-            writeln!(out, "{line}")
-        } else {
-            writeln!(out, "{}", table_row(head))
-        }
-    })??;
+    let stats = query::query(
+        &a.path,
+        &filter,
+        a.with_entities,
+        |_, line, head| -> std::io::Result<()> {
+            if a.json {
+                writeln!(out, "{line}")
+            } else {
+                writeln!(out, "{}", table_row(head))
+            }
+        },
+    )??;
     if let Some(loc) = &stats.torn {
         writeln!(err, "warning: {loc}: torn last line skipped (the writer repairs it when it next opens the log)")?;
+    }
+    if stats.unresolved > 0 {
+        writeln!(err, "warning: {} decision(s) name an entity slice that no earlier record of their file carries; printed without `entities`", stats.unresolved)?;
     }
     if !a.json {
         writeln!(

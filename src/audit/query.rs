@@ -1,9 +1,16 @@
 //! `audit query`: stream the records of a log (all its files, in chain
 //! order) through a filter, one line at a time, in constant memory. Only
 //! the head fields are decoded for filtering; the `context` and `entities`
-//! of a record are skipped, not built.
+//! of a record are skipped, not built. With `with_entities`, the slices a
+//! file carries are kept (as raw JSON) so that a selected decision that
+//! names its slice by `entities_hash` is printed with its `entities`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::chain::{LineReader, Location};
@@ -21,6 +28,8 @@ pub struct Head {
     pub kind: Option<Kind>,
     #[serde(default)]
     pub decision_id: Option<String>,
+    #[serde(default)]
+    pub entities_hash: Option<String>,
     #[serde(default)]
     pub principal: Option<String>,
     #[serde(default)]
@@ -69,6 +78,8 @@ pub struct Filter {
     pub resource: Option<String>,
     pub decision: Option<Effect>,
     pub kind: Option<Kind>,
+    /// Matches `decision_id` exactly.
+    pub decision_id: Option<String>,
     /// Inclusive lower bound on `ts`.
     pub since: Option<OffsetDateTime>,
     /// Exclusive upper bound on `ts`.
@@ -98,6 +109,11 @@ impl Filter {
     pub fn matches(&self, h: &Head) -> bool {
         if let Some(k) = self.kind {
             if h.kind != Some(k) {
+                return false;
+            }
+        }
+        if let Some(id) = &self.decision_id {
+            if h.decision_id.as_deref() != Some(id.as_str()) {
                 return false;
             }
         }
@@ -148,17 +164,82 @@ pub struct QueryStats {
     pub matched: u64,
     /// A torn last line (a crash mid-write) that was skipped.
     pub torn: Option<Location>,
+    /// Selected decisions whose slice was not found in their file (printed
+    /// without `entities`), with `with_entities`.
+    pub unresolved: u64,
+}
+
+/// The slice a decision record carries inline, if any.
+#[derive(Deserialize)]
+struct Carried<'a> {
+    #[serde(default)]
+    entities_hash: Option<String>,
+    #[serde(borrow, default)]
+    entities: Option<&'a RawValue>,
+}
+
+/// The slices carried inline in the file being read, by `entities_hash`.
+#[derive(Default)]
+struct Slices {
+    file: PathBuf,
+    by_hash: HashMap<String, Box<RawValue>>,
+}
+
+impl Slices {
+    fn see(&mut self, location: &Location, line: &str) {
+        if location.file != self.file {
+            self.file.clone_from(&location.file);
+            self.by_hash.clear();
+        }
+        if !line.contains("\"entities\":") {
+            return;
+        }
+        if let Ok(Carried {
+            entities_hash: Some(h),
+            entities: Some(e),
+        }) = serde_json::from_str::<Carried>(line)
+        {
+            self.by_hash.entry(h).or_insert_with(|| e.to_owned());
+        }
+    }
+
+    /// `line` with `entities` put back in front of `entities_hash`, or None
+    /// when the record already has them or the slice is not known.
+    fn resolve(&self, line: &str, head: &Head) -> Option<String> {
+        let raw = self.by_hash.get(head.entities_hash.as_deref()?)?;
+        let record: Map<String, Value> = serde_json::from_str(line).ok()?;
+        if record.contains_key("entities") {
+            return None;
+        }
+        let entities: Value = serde_json::from_str(raw.get()).ok()?;
+        let mut out = Map::new();
+        let mut entities = Some(entities);
+        for (k, v) in record {
+            if k == "entities_hash" {
+                if let Some(e) = entities.take() {
+                    out.insert("entities".into(), e);
+                }
+            }
+            out.insert(k, v);
+        }
+        serde_json::to_string(&out).ok()
+    }
 }
 
 /// Stream the log at `path` through `filter`, calling `on_match` with the
-/// location, the raw line and its head for every selected record.
+/// location, the line and its head for every selected record. The line is
+/// the record as written, except that with `with_entities` a decision that
+/// names its slice by `entities_hash` gets its `entities` back (such a line
+/// is for reading: its `hash` covers the record as written).
 pub fn query<E>(
     path: &std::path::Path,
     filter: &Filter,
+    with_entities: bool,
     mut on_match: impl FnMut(&Location, &str, &Head) -> Result<(), E>,
 ) -> Result<Result<QueryStats, E>, AuditError> {
     let mut reader = LineReader::open(path)?;
     let mut stats = QueryStats::default();
+    let mut slices = Slices::default();
     while let Some(line) = reader.next_line()? {
         if !line.terminated {
             stats.torn = Some(line.location);
@@ -169,9 +250,23 @@ pub fn query<E>(
             message: format!("not a decision log record: {e}"),
         })?;
         stats.scanned += 1;
+        let decision = head.kind == Some(Kind::Decision);
+        if with_entities && decision {
+            slices.see(&line.location, &line.text);
+        }
         if filter.matches(&head) {
             stats.matched += 1;
-            if let Err(e) = on_match(&line.location, &line.text, &head) {
+            let resolved = if with_entities && decision {
+                let r = slices.resolve(&line.text, &head);
+                if r.is_none() && !line.text.contains("\"entities\":") {
+                    stats.unresolved += 1;
+                }
+                r
+            } else {
+                None
+            };
+            let text = resolved.as_deref().unwrap_or(&line.text);
+            if let Err(e) = on_match(&line.location, text, &head) {
                 return Ok(Err(e));
             }
         }
