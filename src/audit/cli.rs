@@ -147,7 +147,8 @@ pub struct AuditLogArgs {
     /// The decision log: a file path, `-` for standard output, or `off`.
     #[arg(long = "audit-log", env = "PARTNERGATE_AUDIT_LOG", default_value = DEFAULT_PATH)]
     pub path: String,
-    /// When to fsync: after every record, every batch, or never.
+    /// When to fsync: after every record; batch (group commit: at most
+    /// every 20 ms while busy, at once when idle); or never.
     #[arg(long = "audit-sync", value_enum, default_value_t = SyncMode::Batch)]
     pub sync: SyncMode,
     /// When the queue is full: block (backpressure) or drop (counted).
@@ -159,8 +160,9 @@ pub struct AuditLogArgs {
     /// Rotate the file when it would exceed this many bytes (0: never).
     #[arg(long = "audit-max-bytes", default_value_t = 256 * 1024 * 1024)]
     pub max_bytes: u64,
-    /// Milliseconds the writer lets a batch grow before writing (and with
-    /// `batch`, fsyncing) it; 0 writes as soon as a record arrives.
+    /// Milliseconds the writer lets a batch grow before writing it; 0 writes
+    /// as soon as a record arrives. (With `batch`, fsync follows at most
+    /// 20 ms after a write, at once when the writer goes idle.)
     #[arg(long = "audit-linger-ms", default_value_t = DEFAULT_LINGER.as_millis() as u64)]
     pub linger_ms: u64,
     /// Context key to mask at any depth (repeatable), e.g. email.

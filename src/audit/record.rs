@@ -324,15 +324,15 @@ pub struct Record {
     pub hash: String,
 }
 
-/// Builds one record: each field value is encoded once, canonically; the
-/// hash is taken over the pieces in key order (the canonical encoding of the
-/// record without `hash`) and the line is the same pieces in the order they
-/// were given, then `hash`. Reused between records to keep its buffers.
+/// Builds one record: each member (`"key":value`, the value encoded
+/// canonically) is written once, straight into the line, in the order given;
+/// the hash is then taken over the same bytes in key order (the canonical
+/// encoding of the record without `hash`), and `hash` closes the line.
+/// Reused between records to keep its buffers.
 #[derive(Debug, Default)]
 pub struct RecordEncoder {
-    /// Encoded values, back to back.
-    vals: Vec<u8>,
-    /// Key and range in `vals`, in the order given.
+    /// Key, start of the member and end of its value in `line`, in the
+    /// order given.
     fields: Vec<(Key, usize, usize)>,
     /// `fields` in key order, and the keys it was computed for (the same
     /// keys in the same order, as for every decision, reuse it).
@@ -344,9 +344,18 @@ pub struct RecordEncoder {
 
 impl RecordEncoder {
     fn push_with(&mut self, key: impl Into<Key>, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.vals.len();
-        write(&mut self.vals);
-        self.fields.push((key.into(), start, self.vals.len()));
+        if self.fields.is_empty() {
+            self.line.clear();
+            self.line.push(b'{');
+        } else {
+            self.line.push(b',');
+        }
+        let key = key.into();
+        let start = self.line.len();
+        write_key(&mut self.line, &key);
+        self.line.push(b':');
+        write(&mut self.line);
+        self.fields.push((key, start, self.line.len()));
     }
 
     fn str(&mut self, key: &'static str, s: &str) {
@@ -410,18 +419,13 @@ impl RecordEncoder {
             }
         }
         let mut h = Sha256::new();
-        let mut key = Vec::with_capacity(32);
         h.update(b"{");
         for (n, &i) in self.order.iter().enumerate() {
-            let (k, start, end) = &fields[i];
-            key.clear();
+            let (_, start, end) = &fields[i];
             if n > 0 {
-                key.push(b',');
+                h.update(b",");
             }
-            write_key(&mut key, k);
-            key.push(b':');
-            h.update(&key);
-            h.update(&self.vals[*start..*end]);
+            h.update(&self.line[*start..*end]);
         }
         h.update(b"}");
         let mut hex = [0u8; 64];
@@ -430,18 +434,9 @@ impl RecordEncoder {
         self.hash.clear();
         self.hash
             .push_str(std::str::from_utf8(&hex).unwrap_or_default());
-        self.line.clear();
-        self.line.push(b'{');
-        for (k, start, end) in fields {
-            write_key(&mut self.line, k);
-            self.line.push(b':');
-            self.line.extend_from_slice(&self.vals[*start..*end]);
-            self.line.push(b',');
-        }
-        self.line.extend_from_slice(b"\"hash\":\"");
+        self.line.extend_from_slice(b",\"hash\":\"");
         self.line.extend_from_slice(&hex);
         self.line.extend_from_slice(b"\"}");
-        self.vals.clear();
         self.fields.clear();
         &self.hash
     }
