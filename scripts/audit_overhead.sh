@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Sidecar throughput with the decision log on (--audit-sync batch) vs off,
-# same machine, same run: POST /v1/is_authorized with wrk on loopback, the
-# servers pinned to core 0 and wrk to core 1 where taskset exists.
+# same machine, same run: POST /v1/is_authorized with wrk on loopback, wrk
+# pinned to core 1 where taskset exists, the servers scheduled by the OS as
+# a deployed sidecar is. PIN_SERVER=1 pins the servers to core 0: the stress
+# case where the log's writer thread has no spare core at all.
 #
 #   scripts/audit_overhead.sh [SECONDS] [CONNECTIONS] [ROUNDS]
-#   AUDIT_FLAGS="--audit-sync never" PIN_SERVER=0 scripts/audit_overhead.sh
+#   AUDIT_FLAGS="--audit-sync never" PIN_SERVER=1 scripts/audit_overhead.sh
 #
 # Both servers run side by side (the idle one costs nothing) and the load
 # alternates between them, ROUNDS times (default 15, of 3 s each), so that
 # drift in the machine's speed (a shared VM: ±10% between runs seconds
-# apart) hits both modes alike. Each round pairs an off run with the on run
-# right after it; the result is the median of the rounds' on/off ratios
+# apart) hits both modes alike. Each round pairs an off run with an on run
+# right before or after it (the order alternates); the result is the median of the rounds' on/off ratios
 # (target >= 0.9), with the quartiles and the ratio of the median rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +23,9 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 cargo build --release --quiet --bin partnergate
 bin=target/release/partnergate
 pin_server=() pin_load=()
-# PIN_SERVER=0 leaves the servers (and so the log's writer thread) free to
-# use both cores, sharing core 1 with wrk.
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_load=(taskset -c 1)
-  [ "${PIN_SERVER:-1}" = 1 ] && pin_server=(taskset -c 0)
+  [ "${PIN_SERVER:-0}" = 1 ] && pin_server=(taskset -c 0)
 fi
 work=$(mktemp -d)
 pids=()
@@ -66,7 +66,12 @@ start on 18481 ${AUDIT_FLAGS:---audit-sync batch}
 load 18480 2 >/dev/null; load 18481 2 >/dev/null # warm-up
 offs=() ons=()
 for r in $(seq 1 "$rounds"); do
-  off=$(load 18480 "$secs"); on=$(load 18481 "$secs")
+  # Which mode goes first alternates, so that neither always follows the other.
+  if [ $((r % 2)) = 1 ]; then
+    off=$(load 18480 "$secs"); on=$(load 18481 "$secs")
+  else
+    on=$(load 18481 "$secs"); off=$(load 18480 "$secs")
+  fi
   offs+=("$off"); ons+=("$on")
   awk -v r="$r" -v on="$on" -v off="$off" 'BEGIN { printf "round %d: off %10.0f  on %10.0f req/s  (%.2f)\n", r, off, on, on/off }'
 done
@@ -79,7 +84,7 @@ quartiles() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {printf "%.2f .
 ratios=()
 for i in "${!offs[@]}"; do ratios+=("$(awk -v on="${ons[$i]}" -v off="${offs[$i]}" 'BEGIN {print on/off}')"); done
 moff=$(median "${offs[@]}"); mon=$(median "${ons[@]}")
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ); ${rounds} rounds of ${secs} s, ${conns} connections"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ); ${rounds} rounds of ${secs} s, ${conns} connections; servers $([ ${#pin_server[@]} -gt 0 ] && echo 'pinned to core 0' || echo 'not pinned')"
 printf 'decision log off: %.0f req/s, on (%s): %.0f req/s (medians)\n' "$moff" "${AUDIT_FLAGS:---audit-sync batch}" "$mon"
 printf 'ratio of the medians: %.2f\n' "$(awk -v on="$mon" -v off="$moff" 'BEGIN {print on/off}')"
 printf 'ratio on/off, median of %d paired rounds: %.2f (quartiles %s; target >= 0.90)\n' \
