@@ -77,9 +77,9 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Rotate when the active file would exceed this many bytes (None: never).
     pub max_file_bytes: Option<u64>,
-    /// How long the writer lets a partial batch grow before writing (and,
-    /// with `batch`, fsyncing) it: the most a record waits in the queue when
-    /// the writer keeps up. A flush or a stop does not wait for it.
+    /// How long the writer lets a partial batch grow before writing it: the
+    /// most a record waits in the queue when the writer keeps up. A flush or
+    /// a stop does not wait for it.
     pub linger: Duration,
     pub redaction: Redaction,
     /// Written as `replica` on every record, when set.
