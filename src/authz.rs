@@ -131,11 +131,6 @@ impl DecisionEntities {
         })
     }
 
-    /// The entities as Cedar entity JSON (computed once).
-    pub fn json(&self) -> &serde_json::Value {
-        self.slice().json()
-    }
-
     /// The uids of the entities, sorted (for comparisons).
     pub fn uids(&self) -> Vec<String> {
         let mut v: Vec<String> = self.entities.iter().map(|e| e.uid().to_string()).collect();

@@ -5,15 +5,12 @@
 //! file carries are kept (as raw JSON) so that a selected decision that
 //! names its slice by `entities_hash` is printed with its `entities`.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use super::chain::{LineReader, Location};
+use super::chain::{FileSlices, LineReader, Location};
 use super::record::Kind;
 use super::AuditError;
 use crate::engine::Effect;
@@ -178,19 +175,13 @@ struct Carried<'a> {
     entities: Option<&'a RawValue>,
 }
 
-/// The slices carried inline in the file being read, by `entities_hash`.
+/// The slices carried inline in the file being read, as raw JSON.
 #[derive(Default)]
-struct Slices {
-    file: PathBuf,
-    by_hash: HashMap<String, Box<RawValue>>,
-}
+struct Slices(FileSlices<Box<RawValue>>);
 
 impl Slices {
     fn see(&mut self, location: &Location, line: &str) {
-        if location.file != self.file {
-            self.file.clone_from(&location.file);
-            self.by_hash.clear();
-        }
+        self.0.at(location);
         if !line.contains("\"entities\":") {
             return;
         }
@@ -199,14 +190,16 @@ impl Slices {
             entities: Some(e),
         }) = serde_json::from_str::<Carried>(line)
         {
-            self.by_hash.entry(h).or_insert_with(|| e.to_owned());
+            if self.0.get(&h).is_none() {
+                self.0.insert(h, e.to_owned());
+            }
         }
     }
 
     /// `line` with `entities` put back in front of `entities_hash`, or None
     /// when the record already has them or the slice is not known.
     fn resolve(&self, line: &str, head: &Head) -> Option<String> {
-        let raw = self.by_hash.get(head.entities_hash.as_deref()?)?;
+        let raw = self.0.get(head.entities_hash.as_deref()?)?;
         let record: Map<String, Value> = serde_json::from_str(line).ok()?;
         if record.contains_key("entities") {
             return None;

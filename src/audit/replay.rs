@@ -10,14 +10,14 @@
 //! Redacted values are replayed as the mask (`***`): a candidate policy that
 //! reads a redacted attribute sees the mask, not the original.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::chain::{LineReader, Location};
+use super::chain::{FileSlices, LineReader, Location};
 use super::record::{Kind, Record};
 use super::AuditError;
 use crate::engine::{self, Decision, Effect, Reason, Semantics};
@@ -127,9 +127,7 @@ pub fn replay(
         skipped_examples: Vec::new(),
     };
     let rfc = time::format_description::well_known::Rfc3339;
-    // The slices written inline in the file being read, by entities_hash.
-    let mut slices: HashMap<String, Value> = HashMap::new();
-    let mut file = PathBuf::new();
+    let mut slices: FileSlices<Value> = FileSlices::default();
     while let Some(line) = reader.next_line()? {
         if !line.terminated {
             continue; // a torn last line: not a record
@@ -142,12 +140,9 @@ pub fn replay(
         if rec.kind != Some(Kind::Decision) {
             continue;
         }
-        if line.location.file != file {
-            file.clone_from(&line.location.file);
-            slices.clear();
-        }
+        slices.at(&line.location);
         let entities = match (rec.entities.take(), &rec.entities_hash) {
-            (Some(v), Some(h)) => Some(slices.entry(h.clone()).or_insert(v).clone()),
+            (Some(v), Some(h)) => Some(slices.insert(h.clone(), v).clone()),
             (Some(v), None) => Some(v),
             (None, Some(h)) => slices.get(h).cloned(),
             (None, None) => None,
