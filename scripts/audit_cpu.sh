@@ -17,32 +17,17 @@ shift || true
 [ "${1:-}" = "--" ] && shift
 on_flags=("$@")
 [ ${#on_flags[@]} -eq 0 ] && on_flags=(--audit-sync batch)
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --quiet --bin partnergate
-bin=target/release/partnergate
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-cat > "$work/body.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"principal": "User::\\"pat\\"", "action": "Action::\\"dismiss_user\\"", "resource": "User::\\"emma\\""}'
-LUA
-start() { # $1 = port, rest = serve flags
-  local port=$1; shift
-  taskset -c 0 "$bin" serve --bind 127.0.0.1:"$port" --data-dir "$work/d$port" --no-watch "$@" >/dev/null 2>&1 &
-  pids+=($!); echo $! > "$work/pid$port"
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf -X PUT "http://127.0.0.1:$port/v1/entities" -H "Authorization: Bearer $(cat "$work/d$port/token")" \
-    --data @demo/entities.json >/dev/null
-}
+# shellcheck source=scripts/lib/sidecar_load.sh
+. scripts/lib/sidecar_load.sh
+pin_server=(taskset -c 0)
 snap() { # per thread name: CPU ticks
   for t in /proc/"$(cat "$work/pid$1")"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done \
     | awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort
 }
-start 18601 --audit-log off
-start 18602 "${on_flags[@]}"
+start_sidecar 18601 "$work/d18601" --audit-log off
+echo "$sidecar_pid" > "$work/pid18601"
+start_sidecar 18602 "$work/d18602" "${on_flags[@]}"
+echo "$sidecar_pid" > "$work/pid18602"
 hz=$(getconf CLK_TCK)
 for r in $(seq 1 "$rounds"); do
   for port in 18601 18602; do

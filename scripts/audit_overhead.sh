@@ -19,50 +19,22 @@ cd "$(dirname "$0")/.."
 secs=${1:-3}
 conns=${2:-16}
 rounds=${3:-15}
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --quiet --bin partnergate
-bin=target/release/partnergate
 pin_server=() pin_load=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_load=(taskset -c 1)
   [ "${PIN_SERVER:-0}" = 1 ] && pin_server=(taskset -c 0)
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-cat > "$work/body.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"principal": "User::\\"pat\\"", "action": "Action::\\"dismiss_user\\"", "resource": "User::\\"emma\\""}'
-LUA
-
-start() { # $1 = label, $2 = port, rest = extra serve flags
-  local label=$1 port=$2; shift 2
-  local data="$work/data-$label"
-  mkdir -p "$data"
-  "${pin_server[@]}" "$bin" serve --bind 127.0.0.1:"$port" --data-dir "$data" --no-watch "$@" \
-    >"$work/$label.out" 2>"$work/$label.err" &
-  pids+=($!)
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf -X PUT "http://127.0.0.1:$port/v1/entities" -H "Authorization: Bearer $(cat "$data/token")" \
-    --data @demo/entities.json >/dev/null
-  # the answer is checked before timing
-  curl -sf "http://127.0.0.1:$port/v1/is_authorized" \
-    -d '{"principal": "User::\"pat\"", "action": "Action::\"dismiss_user\"", "resource": "User::\"emma\""}' \
-    | grep -q '"decision":"Allow"'
-}
+# shellcheck source=scripts/lib/sidecar_load.sh
+. scripts/lib/sidecar_load.sh
 
 load() { # $1 = port, $2 = seconds; prints requests/s
   "${pin_load[@]}" wrk -t1 -c"$conns" -d"$2s" -s "$work/body.lua" \
     "http://127.0.0.1:$1/v1/is_authorized" | awk '/Requests\/sec/ {print $2}'
 }
 
+start_sidecar 18480 "$work/data-off" --audit-log off
 # shellcheck disable=SC2086
-start off 18480 --audit-log off
-# shellcheck disable=SC2086
-start on 18481 ${AUDIT_FLAGS:---audit-sync batch}
+start_sidecar 18481 "$work/data-on" ${AUDIT_FLAGS:---audit-sync batch}
 load 18480 2 >/dev/null; load 18481 2 >/dev/null # warm-up
 offs=() ons=()
 for r in $(seq 1 "$rounds"); do
