@@ -109,6 +109,17 @@ fn decision_with(
     }
 }
 
+/// Alice (an administrator) views account acme: an Allow, the common case.
+fn alice_views_acme(pack: &PolicyPack) -> DecisionEvent {
+    decision_with(
+        pack,
+        "User::\"alice\"",
+        "view_account",
+        "Account::\"acme\"",
+        None,
+    )
+}
+
 fn open(path: &Path) -> AuditLog {
     AuditLog::open(AuditConfig::file(path)).unwrap().0
 }
@@ -134,13 +145,7 @@ fn write_decisions(path: &Path, n: usize) {
     let log = open(path);
     for i in 0..n {
         let ev = if i % 2 == 0 {
-            decision_with(
-                &pack,
-                "User::\"alice\"",
-                "view_account",
-                "Account::\"acme\"",
-                None,
-            )
+            alice_views_acme(&pack)
         } else {
             decision_with(
                 &pack,
@@ -429,13 +434,7 @@ fn a_torn_last_line_is_cut_and_the_repair_is_logged_in_the_chain() {
 
 fn write_one(log: &AuditLog) {
     let pack = shipped_pack();
-    log.log(decision_with(
-        &pack,
-        "User::\"alice\"",
-        "view_account",
-        "Account::\"acme\"",
-        None,
-    ));
+    log.log(alice_views_acme(&pack));
 }
 
 #[test]
@@ -524,13 +523,7 @@ fn rotation_keeps_the_chain_verifiable_across_files_and_reopens() {
     let mut config = AuditConfig::file(&path);
     config.max_file_bytes = Some(20_000);
     let (log, _) = AuditLog::open(config.clone()).unwrap();
-    let ev = decision_with(
-        &pack,
-        "User::\"alice\"",
-        "view_account",
-        "Account::\"acme\"",
-        None,
-    );
+    let ev = alice_views_acme(&pack);
     for _ in 0..100 {
         log.log(ev.clone());
     }
@@ -588,13 +581,7 @@ fn a_shared_slice_is_written_inline_once_per_file_and_replays_from_every_file() 
     let (log, _) = AuditLog::open(config).unwrap();
     // Two slices, each shared by its decisions as the sidecar shares a
     // cached slice; a third decision builds an equal slice of its own.
-    let mut ev = decision_with(
-        &pack,
-        "User::\"alice\"",
-        "view_account",
-        "Account::\"acme\"",
-        None,
-    );
+    let mut ev = alice_views_acme(&pack);
     let mut other_world = world();
     other_world[4]["attrs"]["name"] = json!("Acme Corp"); // does not change the decision
     let shared = [ev.entities.clone(), audit::EntitySlice::new(other_world)];
@@ -658,13 +645,7 @@ fn redacted_values_never_reach_the_file() {
         entity_attrs: vec!["email".into()],
     };
     let (log, _) = AuditLog::open(config).unwrap();
-    let mut ev = decision_with(
-        &pack,
-        "User::\"alice\"",
-        "view_account",
-        "Account::\"acme\"",
-        None,
-    );
+    let mut ev = alice_views_acme(&pack);
     ev.context = json!({"ticket": {"reporter_email": "zed.secret@acme.example", "id": 7}});
     log.log(ev);
     log.log(ChangeEvent {
@@ -702,13 +683,7 @@ fn redacted_values_never_reach_the_file() {
 fn the_drop_policy_counts_every_drop_and_backpressure_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pack = shipped_pack();
-    let ev = decision_with(
-        &pack,
-        "User::\"alice\"",
-        "view_account",
-        "Account::\"acme\"",
-        None,
-    );
+    let ev = alice_views_acme(&pack);
 
     let path = dir.path().join("drop.jsonl");
     let mut config = AuditConfig::file(&path);
@@ -989,13 +964,7 @@ fn query_filters_and_streams_across_rotated_files() {
     config.max_file_bytes = Some(10_000);
     let (log, _) = AuditLog::open(config).unwrap();
     for _ in 0..10 {
-        log.log(decision_with(
-            &pack,
-            "User::\"alice\"",
-            "view_account",
-            "Account::\"acme\"",
-            None,
-        ));
+        log.log(alice_views_acme(&pack));
         log.log(decision_with(
             &pack,
             "User::\"bob\"",
