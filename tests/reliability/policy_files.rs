@@ -1,0 +1,1 @@
+//! Hostile policy files: deep nesting, oversized files, idle reload loops.
