@@ -122,6 +122,8 @@ pub struct ServeArgs {
     pub shadow_policies: Option<PathBuf>,
     #[command(flatten)]
     pub audit: crate::audit::cli::AuditLogArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -147,14 +149,42 @@ pub struct PackArgs {
     /// schema when --policies is not given either; otherwise nothing is validated.
     #[arg(long, env = "PARTNERGATE_SCHEMA")]
     pub schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl PackArgs {
     pub fn source(&self) -> PackSource {
-        match (&self.policies, &self.schema) {
+        let source = match (&self.policies, &self.schema) {
             (None, None) => PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
             (None, Some(s)) => PackSource::new(DEFAULT_POLICIES, Some(s.clone())),
             (Some(p), s) => PackSource::new(p.clone(), s.clone()),
+        };
+        source.with_limits(self.limits.limits())
+    }
+}
+
+/// What a policy pack may hold, checked before Cedar parses it
+/// (`crate::prescan`).
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Deepest expression nesting (brackets plus chained operators) in a policy or schema file.
+    #[arg(long, env = "PARTNERGATE_MAX_POLICY_NESTING", default_value_t = crate::prescan::DEFAULT_MAX_NESTING)]
+    pub max_policy_nesting: usize,
+    /// Largest policy or schema file, in bytes.
+    #[arg(long, env = "PARTNERGATE_MAX_POLICY_FILE_BYTES", default_value_t = crate::prescan::DEFAULT_MAX_FILE_BYTES)]
+    pub max_policy_file_bytes: u64,
+    /// Most policies in the pack (all files together).
+    #[arg(long, env = "PARTNERGATE_MAX_POLICIES", default_value_t = crate::prescan::DEFAULT_MAX_POLICIES)]
+    pub max_policies: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> crate::prescan::PackLimits {
+        crate::prescan::PackLimits {
+            max_nesting: self.max_policy_nesting,
+            max_file_bytes: self.max_policy_file_bytes,
+            max_policies: self.max_policies,
         }
     }
 }
@@ -491,7 +521,13 @@ fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliE
     let config = cedar_policy_formatter::Config::default();
     let mut unformatted = 0;
     for f in files {
-        let text = std::fs::read_to_string(&f)?;
+        let text = match policies::read_checked(&f, &crate::prescan::PackLimits::default()) {
+            Ok((text, _)) => text,
+            Err(e) => {
+                write!(err, "{}", e.render())?;
+                return Ok(EXIT_ERROR);
+            }
+        };
         let pretty = match cedar_policy_formatter::policies_str_to_pretty(&text, &config) {
             Ok(p) => p,
             Err(e) => {
@@ -630,9 +666,13 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
             .unwrap_or_else(crate::server::default_replica_id),
         audit: audit_config(&a.audit, &a.data_dir),
         shadow_policies: a.shadow_policies,
+        limits: a.limits.limits(),
     };
+    // Policies are parsed (reloads, proofs) and evaluated on these threads:
+    // give them the stack that the nesting limit is sized for.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::prescan::POLICY_THREAD_STACK)
         .build()?;
     match runtime.block_on(crate::server::serve(config)) {
         Ok(()) => Ok(EXIT_OK),

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod engine;
 pub mod orchestrator;
 pub mod policies;
+pub mod prescan;
 pub mod prove;
 pub mod reload;
 pub mod server;

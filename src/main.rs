@@ -10,6 +10,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = partnergate::cli::Cli::parse();
-    let code = partnergate::cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr());
+    // Cedar recurses over policies: run every command on a thread with the
+    // stack the nesting limit is sized for (the main thread's is fixed).
+    let code = partnergate::prescan::with_policy_stack(|| {
+        partnergate::cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr())
+    });
     std::process::ExitCode::from(code)
 }

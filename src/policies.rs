@@ -16,6 +16,8 @@ use miette::{Diagnostic, NamedSource};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::prescan::{self, PackLimits};
+
 /// Where a policy came from.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PolicyInfo {
@@ -142,6 +144,12 @@ pub enum LoadError {
     Validation { problems: Vec<Problem> },
     #[error("rejected by a reload gate with {} problem(s) (e.g. a violated invariant)", .problems.len())]
     Rejected { problems: Vec<Problem> },
+    /// A file over a limit of [`PackLimits`], refused before parsing.
+    #[error("{} was refused before parsing: it is over a limit of the pack", .file.display())]
+    Limit {
+        file: PathBuf,
+        problem: Box<Problem>,
+    },
 }
 
 impl LoadError {
@@ -151,7 +159,9 @@ impl LoadError {
             LoadError::Parse { problems, .. }
             | LoadError::Validation { problems }
             | LoadError::Rejected { problems } => problems.clone(),
-            LoadError::Schema { problem, .. } => vec![(**problem).clone()],
+            LoadError::Schema { problem, .. } | LoadError::Limit { problem, .. } => {
+                vec![(**problem).clone()]
+            }
             other => {
                 let file = match other {
                     LoadError::Io { path, .. } => Some(path.clone()),
@@ -179,6 +189,7 @@ impl LoadError {
             LoadError::Parse { .. }
             | LoadError::Validation { .. }
             | LoadError::Rejected { .. }
+            | LoadError::Limit { .. }
             | LoadError::Schema { .. } => {
                 for p in self.problems() {
                     out.push_str(&p.rendered);
@@ -200,14 +211,25 @@ pub struct PackSource {
     /// A Cedar schema (`.cedarschema` human format, or `.json`). Without one
     /// nothing is validated.
     pub schema: Option<PathBuf>,
+    /// Sizes and nesting refused before parsing.
+    pub limits: PackLimits,
 }
 
 impl PackSource {
+    /// A source with the default [`PackLimits`].
     pub fn new(policies: impl Into<PathBuf>, schema: Option<PathBuf>) -> Self {
         PackSource {
             policies: policies.into(),
             schema,
+            limits: PackLimits::default(),
         }
+    }
+
+    /// The same source with other limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: PackLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -238,12 +260,34 @@ pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 /// Load, re-identify and strictly validate a policy pack.
+///
+/// Every file is first held against the source's [`PackLimits`] (size,
+/// nesting depth, policy count; see [`crate::prescan`]), so Cedar never
+/// sees a text that could exhaust the stack or the memory. Cedar's work
+/// runs on the caller's thread: call it from a thread with
+/// [`crate::prescan::POLICY_THREAD_STACK`] (the reload thread, the CLI and
+/// the sidecar's runtime are).
 pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
+    let limits = source.limits;
     let files = policy_files(&source.policies)?;
     let mut hasher = Sha256::new();
     let mut texts = Vec::with_capacity(files.len());
+    let mut policy_count = 0usize;
     for f in &files {
-        let text = read(f)?;
+        let (text, scan) = read_checked(f, &limits)?;
+        policy_count += scan.policies;
+        if policy_count > limits.max_policies {
+            let message = format!(
+                "the pack holds more than {} policies (counted up to this file); \
+                 the limit is {} (--max-policies)",
+                policy_count - 1,
+                limits.max_policies
+            );
+            return Err(LoadError::Limit {
+                file: f.clone(),
+                problem: Box::new(plain_problem(f, &message)),
+            });
+        }
         hasher.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b""));
         hasher.update([0]);
         hasher.update(text.as_bytes());
@@ -252,7 +296,7 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
     }
     let schema = match &source.schema {
         Some(path) => {
-            let text = read(path)?;
+            let (text, _) = read_checked(path, &limits)?;
             hasher.update(b"schema\0");
             hasher.update(text.as_bytes());
             Some(parse_schema(path, &text)?)
@@ -371,7 +415,7 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
 /// Read and parse a schema file on its own (`.json` is Cedar's JSON schema
 /// format; anything else the human-readable format).
 pub fn load_schema(path: &Path) -> Result<Schema, LoadError> {
-    let text = read(path)?;
+    let (text, _) = read_checked(path, &PackLimits::default())?;
     parse_schema(path, &text)
 }
 
@@ -404,11 +448,28 @@ fn parse_schema(path: &Path, text: &str) -> Result<Schema, LoadError> {
     })
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+/// Read a policy or schema file and hold it against `limits` (size first,
+/// then nesting): what every reader of pack files calls before Cedar parses.
+pub fn read_checked(
+    path: &Path,
+    limits: &PackLimits,
+) -> Result<(String, prescan::Scan), LoadError> {
+    let text = prescan::read_limited(path, limits.max_file_bytes).map_err(|e| match e {
+        prescan::ReadError::Io(source) => LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        too_large @ prescan::ReadError::TooLarge { .. } => LoadError::Limit {
+            file: path.to_path_buf(),
+            problem: Box::new(plain_problem(path, &too_large.to_string())),
+        },
+    })?;
+    let scan =
+        prescan::scan(path, &text, limits.max_nesting).map_err(|problem| LoadError::Limit {
+            file: path.to_path_buf(),
+            problem,
+        })?;
+    Ok((text, scan))
 }
 
 fn plain_problem(file: &Path, message: &str) -> Problem {

@@ -59,7 +59,16 @@ pub struct Evaluator {
     gates: Vec<Gate>,
     generation: tokio::sync::watch::Sender<u64>,
     listeners: Mutex<Vec<Listener>>,
+    /// Files or directories read by the gates (e.g. `quotas.toml`, the
+    /// invariants): part of what "the content changed" means.
+    extra_inputs: Vec<PathBuf>,
+    /// The content digest of every input at the last reload attempt (good
+    /// or bad): a watcher event whose files hash the same is not a change.
+    last_digest: Mutex<Option<Digest>>,
 }
+
+/// SHA-256 over the names and bytes of every file a reload reads.
+type Digest = [u8; 32];
 
 impl Evaluator {
     /// Load the pack once; fails if the first load fails.
@@ -69,6 +78,19 @@ impl Evaluator {
 
     /// Load with gates that every pack, the first included, must pass.
     pub fn load_with_gates(source: PackSource, gates: Vec<Gate>) -> Result<Self, LoadError> {
+        Self::load_with_inputs(source, gates, Vec::new())
+    }
+
+    /// Load with gates, and with the files or directories the gates read
+    /// (e.g. `quotas.toml`, the invariants) counted as inputs:
+    /// [`Evaluator::reload_if_changed`] compares their content too.
+    pub fn load_with_inputs(
+        source: PackSource,
+        gates: Vec<Gate>,
+        extra_inputs: Vec<PathBuf>,
+    ) -> Result<Self, LoadError> {
+        // Taken before reading: an edit during the load is seen as a change.
+        let first_digest = digest(&source, &extra_inputs);
         let pack = policies::load(&source)?;
         for gate in &gates {
             gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
@@ -89,7 +111,34 @@ impl Evaluator {
             gates,
             generation,
             listeners: Mutex::new(Vec::new()),
+            extra_inputs,
+            last_digest: Mutex::new(Some(first_digest)),
         })
+    }
+
+    /// The content digest of every input now.
+    fn digest(&self) -> Digest {
+        digest(&self.source, &self.extra_inputs)
+    }
+
+    /// Reload only when the content of some input differs from the last
+    /// attempt's (what the watcher calls: an event that changed nothing —
+    /// a `touch`, an editor's save of the same bytes — reloads nothing and
+    /// logs no reload record). `None` when skipped.
+    pub fn reload_if_changed(&self) -> Option<Result<Arc<PolicyPack>, LoadError>> {
+        {
+            let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+            let now = self.digest();
+            let last = *self.last_digest.lock().unwrap_or_else(|p| p.into_inner());
+            if last == Some(now) {
+                metrics::counter!("partnergate_reloads_skipped_total").increment(1);
+                tracing::debug!(
+                    "policy files changed on disk but their content did not; no reload"
+                );
+                return None;
+            }
+        }
+        Some(self.reload())
     }
 
     /// The serving pack (a cheap, consistent snapshot).
@@ -129,14 +178,16 @@ impl Evaluator {
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            let before = fingerprint(&self.source);
+            let before = self.digest();
             let result = policies::load(&self.source).and_then(|pack| {
                 for gate in &self.gates {
                     gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
                 }
                 Ok(pack)
             });
-            if fingerprint(&self.source) == before || attempts >= 5 {
+            let after = self.digest();
+            if after == before || attempts >= 5 {
+                *self.last_digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
                 break result;
             }
             tracing::debug!(
@@ -310,6 +361,7 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
     let policies_path_thread = policies_path.clone();
     let thread = std::thread::Builder::new()
         .name("partnergate-watch".into())
+        .stack_size(crate::prescan::POLICY_THREAD_STACK)
         .spawn(move || {
             let policies_path = policies_path_thread;
             // Ends when the debouncer (the sender) is dropped: no spinning.
@@ -320,9 +372,10 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
                 }
                 match result {
                     Ok(events) => {
-                        let hit = events
-                            .iter()
-                            .any(|ev| ev.event.paths.iter().any(|p| relevant(&absolute(p))));
+                        let hit = events.iter().any(|ev| {
+                            changes_content(&ev.event.kind)
+                                && ev.event.paths.iter().any(|p| relevant(&absolute(p)))
+                        });
                         if hit {
                             // A deleted and re-created policies directory
                             // needs a new watch (the parent's saw it return).
@@ -333,15 +386,15 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
                                     let _ = d.watch(&policies_path, RecursiveMode::NonRecursive);
                                 }
                             }
-                            let _ = evaluator.reload();
+                            let _ = evaluator.reload_if_changed();
                         }
                     }
                     Err(errors) => {
                         for e in errors {
                             tracing::warn!(error = %e, "file watcher error; still watching");
                         }
-                        // An error may mean lost events: reload to be safe.
-                        let _ = evaluator.reload();
+                        // An error may mean lost events: look at the content.
+                        let _ = evaluator.reload_if_changed();
                     }
                 }
             }
@@ -358,19 +411,70 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
     })
 }
 
-/// Size and modification time of every file a load reads.
-fn fingerprint(source: &PackSource) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
+/// The content digest of every file a reload reads: the policy files, the
+/// schema and the extra inputs (a directory stands for its files). A file
+/// that cannot be read hashes as missing, so its return is a change.
+fn digest(source: &PackSource, extra: &[PathBuf]) -> Digest {
+    use sha2::Digest as _;
     let mut files = policies::policy_files(&source.policies).unwrap_or_default();
     files.extend(source.schema.iter().cloned());
-    files
-        .into_iter()
-        .map(|f| {
-            let meta = std::fs::metadata(&f)
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)));
-            (f, meta)
-        })
-        .collect()
+    for p in extra {
+        if p.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            inner.retain(|f| f.is_file());
+            inner.sort();
+            files.extend(inner);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut hasher = sha2::Sha256::new();
+    for f in &files {
+        hasher.update(f.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+        match std::fs::File::open(f) {
+            Ok(mut file) => {
+                let mut sink = HashWriter(&mut hasher);
+                if std::io::copy(&mut file, &mut sink).is_err() {
+                    hasher.update(b"\0unreadable");
+                }
+                hasher.update([1]);
+            }
+            Err(_) => hasher.update(b"\0missing"),
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// Feeds `std::io::copy` into a hasher without buffering the file.
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a file-system event can change what a reload reads: creation,
+/// data written, renames and removals. Reads (open, access, close after
+/// reading) and metadata changes (a `touch`, `chmod`) are not — reacting
+/// to them made every reload, which reads the files, trigger the next.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind;
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {

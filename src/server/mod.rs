@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub audit: Option<crate::audit::AuditConfig>,
     /// A candidate policy directory evaluated beside the live one (shadow mode).
     pub shadow_policies: Option<PathBuf>,
+    /// Sizes and nesting of policy files refused before parsing.
+    pub limits: crate::prescan::PackLimits,
 }
 
 /// A default replica id: host name and process id.
@@ -89,6 +91,7 @@ impl Default for ServeConfig {
             replica: default_replica_id(),
             audit: None,
             shadow_policies: None,
+            limits: crate::prescan::PackLimits::default(),
         }
     }
 }
@@ -228,7 +231,8 @@ pub struct Sidecar {
 
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
-    let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()));
+    let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()))
+        .with_limits(config.limits);
     let quotas_path = crate::orchestrator::rules::quotas_path_for(&config.policies);
     let quotas = crate::orchestrator::rules::QuotaRules::load(quotas_path.clone())
         .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
@@ -238,7 +242,11 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         gates.push(crate::prove::reload_gate(config.invariants.clone()));
         watch_extra.push(config.invariants.clone());
     }
-    let evaluator = Arc::new(Evaluator::load_with_gates(source, gates)?);
+    let evaluator = Arc::new(Evaluator::load_with_inputs(
+        source,
+        gates,
+        watch_extra.clone(),
+    )?);
     #[allow(clippy::type_complexity)]
     let (store, orchestrator_store, pg_url): (
         Arc<dyn crate::store::EntityBackend>,
@@ -282,10 +290,9 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let mut authz = Authz::new(evaluator.clone(), directory);
     let mut shadow_watch = None;
     if let Some(dir) = &config.shadow_policies {
-        let candidate = Arc::new(Evaluator::load(PackSource::new(
-            dir.clone(),
-            Some(config.schema.clone()),
-        ))?);
+        let candidate = Arc::new(Evaluator::load(
+            PackSource::new(dir.clone(), Some(config.schema.clone())).with_limits(config.limits),
+        )?);
         if config.watch {
             shadow_watch = Some(reload::watch(candidate.clone(), Vec::new())?);
         }
