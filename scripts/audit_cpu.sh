@@ -29,6 +29,7 @@ echo "$sidecar_pid" > "$work/pid18601"
 start_sidecar 18602 "$work/d18602" "${on_flags[@]}"
 echo "$sidecar_pid" > "$work/pid18602"
 hz=$(getconf CLK_TCK)
+reloads_18601=$(reload_count 18601) reloads_18602=$(reload_count 18602)
 for r in $(seq 1 "$rounds"); do
   for port in 18601 18602; do
     s0=$(snap $port)
@@ -39,6 +40,8 @@ for r in $(seq 1 "$rounds"); do
       '{t += $3-$2; if ($1 != "partnergate") printf "%s %s %.2f\n", m, $1, ($3-$2)/hz*1e6/n} END {printf "%s all-threads %.2f\n", m, t/hz*1e6/n}'
   done
 done > "$work/samples"
+reloads_flat off 18601 "$reloads_18601"
+reloads_flat on 18602 "$reloads_18602"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ); $rounds rounds of 3 s; on: ${on_flags[*]}"
 echo "CPU µs per request (median of $rounds rounds):"
 sort -k1,1 -k2,2 -k3,3g "$work/samples" | awk '

@@ -36,6 +36,7 @@ start_sidecar 18480 "$work/data-off" --audit-log off
 # shellcheck disable=SC2086
 start_sidecar 18481 "$work/data-on" ${AUDIT_FLAGS:---audit-sync batch}
 load 18480 2 >/dev/null; load 18481 2 >/dev/null # warm-up
+reloads_off=$(reload_count 18480) reloads_on=$(reload_count 18481)
 offs=() ons=()
 for r in $(seq 1 "$rounds"); do
   # Which mode goes first alternates, so that neither always follows the other.
@@ -47,6 +48,8 @@ for r in $(seq 1 "$rounds"); do
   offs+=("$off"); ons+=("$on")
   awk -v r="$r" -v on="$on" -v off="$off" 'BEGIN { printf "round %d: off %10.0f  on %10.0f req/s  (%.2f)\n", r, off, on, on/off }'
 done
+reloads_flat off 18480 "$reloads_off"
+reloads_flat on 18481 "$reloads_on"
 for p in "${pids[@]}"; do kill "$p"; done
 wait 2>/dev/null || true
 pids=()

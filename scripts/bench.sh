@@ -112,9 +112,18 @@ done = function(summary, latency, requests)
 end
 EOF
 }
-# run_wrk NAME URL LUA [DURATION]: prints the WRK line, saved to $OUT/NAME.wrk
+# shellcheck source=scripts/lib/reloads.sh
+. "$ROOT/scripts/lib/reloads.sh"
+# port_of URL: the port of an http://127.0.0.1:PORT/... URL.
+port_of() { sed -E 's#^http://[^:/]+:([0-9]+).*#\1#' <<<"$1"; }
+# run_wrk NAME URL LUA [DURATION]: prints the WRK line, saved to $OUT/NAME.wrk.
+# A PartnerGate run (CHECK_RELOADS=1, the default; 0 for other servers)
+# fails if the policy reload counter moved during it.
 run_wrk() {
+  local before=""
+  [ "${CHECK_RELOADS:-1}" = 1 ] && before=$(reload_count "$(port_of "$2")")
   timeout $((${4:-$DURATION} + 30)) $LOAD_CPU wrk -t1 -c"$CONNS" -d"${4:-$DURATION}s" --timeout 5s -s "$3" "$2" >"$OUT/$1.wrk" 2>&1 || true
+  [ -n "$before" ] && reloads_flat "$1" "$(port_of "$2")" "$before"
   grep '^WRK' "$OUT/$1.wrk" || { echo "WRK rps=0 p50_us=0 p99_us=0 non2xx=0 sockerr=0 requests=0"; }
 }
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
@@ -162,7 +171,7 @@ start axum "$EX/minimal_axum" 127.0.0.1:18381
 AXUM_PID=$LAST_PID
 wait_http "http://127.0.0.1:18381/" 30 || true
 curl -fsS -X POST -d '{}' http://127.0.0.1:18381/v1/is_authorized >/dev/null
-AXUM=$(run_wrk axum http://127.0.0.1:18381/v1/is_authorized "$OUT/single.lua")
+AXUM=$(CHECK_RELOADS=0 run_wrk axum http://127.0.0.1:18381/v1/is_authorized "$OUT/single.lua")
 stop "$AXUM_PID"
 
 log "HTTP: PartnerGate single and batch"
@@ -178,7 +187,7 @@ if [ -z "$AGENT_NOTE" ]; then
   AGENT_PID=$LAST_PID
   if wait_http http://127.0.0.1:18180/v1/ 30 && "$EX/cedar_agent_feed" http://127.0.0.1:18180 http://127.0.0.1:18380 \
       "$ROOT/policies" "$SCHEMA" demo/entities.json >"$OUT/cedar-agent-feed.log" 2>&1; then
-    AGENT_LINE=$(run_wrk cedar-agent http://127.0.0.1:18180/v1/is_authorized "$OUT/single.lua")
+    AGENT_LINE=$(CHECK_RELOADS=0 run_wrk cedar-agent http://127.0.0.1:18180/v1/is_authorized "$OUT/single.lua")
   else
     AGENT_NOTE="cedar-agent did not start or could not be loaded (see target/bench-run/cedar-agent*.log)"
   fi
@@ -221,8 +230,10 @@ for n in $(want policies && echo 10 100 1000 10000); do
   serve_pg "pol-$n" "$OUT/policies-$n" "$DEMO_DATA" 18390 120
   ready=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", (e - s) * 1000 }')
   rss=$(rss_kb "$PG_PID")
-  rel=$(timeout 120 "$EX/reload_probe" edits http://127.0.0.1:18390 "$OUT/policies-$n/99-bench-probe.cedar" 5 100 || true)
+  before=$(reload_count 18390)
   lat=$(timeout 120 "$EX/reload_probe" latency http://127.0.0.1:18390 2000 || true)
+  reloads_flat "pol-$n latency" 18390 "$before"
+  rel=$(timeout 120 "$EX/reload_probe" edits http://127.0.0.1:18390 "$OUT/policies-$n/99-bench-probe.cedar" 5 100 || true)
   rss_after=$(rss_kb "$PG_PID")
   stop "$PG_PID"
   row "scale: $n policies (+$(ls "$ROOT"/policies/*.cedar | wc -l) shipped files): start-to-ready ${ready} ms, reload write->served p50 $(field p50_ms "$rel") ms, decision p50 $(field p50_us "$lat") us (HTTP, sequential), RSS $((rss / 1024))->$((rss_after / 1024)) MiB" \
@@ -251,10 +262,14 @@ t0=$(date +%s.%N)
 serve_pg big "$ROOT/policies" "$BIG_DATA" 18391 600
 startup_s=$(awk -v s="$t0" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 big_rss=$(rss_kb "$PG_PID")
+before=$(reload_count 18391)
 lat_big=$(timeout 120 "$EX/reload_probe" latency http://127.0.0.1:18391 2000 || true)
+reloads_flat big 18391 "$before"
 stop "$PG_PID"
 serve_pg small "$ROOT/policies" "$DEMO_DATA" 18392
+before=$(reload_count 18392)
 lat_small=$(timeout 120 "$EX/reload_probe" latency http://127.0.0.1:18392 2000 || true)
+reloads_flat small 18392 "$before"
 stop "$PG_PID"
 row "scale: import $USERS users (partnergate import)" "${import_s} s" "well under 60 s" "$(verdict "$import_s" '<=' 60)"
 row "scale: start-up with $USERS users until /readyz; RSS $((big_rss / 1024)) MiB" "${startup_s} s" "-" "-"

@@ -282,6 +282,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_pack_is_far_below_the_default_limit() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = crate::policies::policy_files(&root.join("policies")).unwrap();
+        files.push(root.join("schemas/partnergate.cedarschema"));
+        let deepest = files
+            .iter()
+            .map(|f| depth(&std::fs::read_to_string(f).unwrap()))
+            .max()
+            .unwrap();
+        println!("deepest nesting of the shipped pack: {deepest}");
+        assert!(deepest * 4 <= DEFAULT_MAX_NESTING, "{deepest}");
+    }
+
+    #[test]
     fn comments_and_strings_are_not_scanned() {
         let text = format!(
             "// {}\n@id(\"{}\") permit(principal, action, resource);",

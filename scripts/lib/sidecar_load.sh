@@ -4,6 +4,8 @@
 # server started) holding the wrk request ($work/body.lua: Pat dismisses
 # Emma, an Allow on the demo entities), and defines start_sidecar.
 
+# shellcheck source=scripts/lib/reloads.sh
+. "$(dirname "${BASH_SOURCE[0]}")/reloads.sh"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release --quiet --bin partnergate
 bin=target/release/partnergate
