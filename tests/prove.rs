@@ -173,13 +173,19 @@ fn violated(report: &Value) -> Vec<String> {
 /// Weaken a copy, expect exactly `invariant` to be violated, and replay every
 /// counterexample to the offending Allow (exit 0).
 fn assert_caught(pack: &Pack, invariant: &str) {
+    assert_caught_by(pack, &[invariant]);
+}
+
+/// Like [`assert_caught`], for a weakening that breaks several invariants
+/// (`invariants` sorted).
+fn assert_caught_by(pack: &Pack, invariants: &[&str]) {
     let (out, report) = pack.prove(&[]);
     assert_eq!(out.status.code(), Some(1), "a violation exits 1");
-    assert_eq!(violated(&report), vec![invariant.to_string()]);
+    assert_eq!(violated(&report), invariants);
     let written = report["counterexamples"].as_array().unwrap();
     assert!(!written.is_empty(), "a violation writes a counterexample");
     for w in written {
-        assert_eq!(s(&w["invariant"]), invariant);
+        assert!(invariants.contains(&s(&w["invariant"])), "{w}");
         let replay = pack.authorize(w, &pack.policies());
         let stdout = String::from_utf8_lossy(&replay.stdout);
         assert_eq!(
@@ -340,7 +346,15 @@ fn weakened_cross_account_guard_on_accounts_is_caught() {
         "",
     );
     pack.delete("40-guards.cedar", "no-cross-account-on-account");
-    assert_caught(&pack, "nobody-acts-across-accounts");
+    // An ordinary member viewing another account breaks the members'
+    // ceiling too.
+    assert_caught_by(
+        &pack,
+        &[
+            "members-only-view-and-edit-themselves",
+            "nobody-acts-across-accounts",
+        ],
+    );
 }
 
 #[test]
@@ -356,6 +370,22 @@ fn weakened_inactive_user_guard_is_caught() {
         r#"when { principal.status == "dismissed" }"#,
     );
     assert_caught(&pack, "only-active-users-act");
+}
+
+#[test]
+fn a_blanket_permit_is_caught() {
+    // Every other ceiling is backed by a forbid of the pack, so a permit of
+    // everything passed them all; the members' ceiling catches it.
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    std::fs::write(
+        pack.policies().join("99-blanket.cedar"),
+        "@id(\"blanket\")\npermit (principal, action, resource);\n",
+    )
+    .unwrap();
+    assert_caught(&pack, "members-only-view-and-edit-themselves");
 }
 
 #[test]
