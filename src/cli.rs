@@ -146,7 +146,8 @@ pub struct PackArgs {
     #[arg(long, env = "PARTNERGATE_POLICIES")]
     pub policies: Option<PathBuf>,
     /// The Cedar schema (.cedarschema, or .json). Default: the shipped
-    /// schema when --policies is not given either; otherwise nothing is validated.
+    /// schema when --policies is not given either; otherwise the one
+    /// *.cedarschema in the policy directory or in schemas/ beside it.
     #[arg(long, env = "PARTNERGATE_SCHEMA")]
     pub schema: Option<PathBuf>,
     #[command(flatten)]
@@ -154,13 +155,49 @@ pub struct PackArgs {
 }
 
 impl PackArgs {
+    /// The pack to load; a schema not named is looked for beside the
+    /// policies ([`policies::find_schema`]).
     pub fn source(&self) -> PackSource {
         let source = match (&self.policies, &self.schema) {
             (None, None) => PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
             (None, Some(s)) => PackSource::new(DEFAULT_POLICIES, Some(s.clone())),
-            (Some(p), s) => PackSource::new(p.clone(), s.clone()),
+            (Some(p), Some(s)) => PackSource::new(p.clone(), Some(s.clone())),
+            (Some(p), None) => match policies::find_schema(p) {
+                policies::SchemaSearch::Found(s) => PackSource::new(p.clone(), Some(s)),
+                _ => PackSource::new(p.clone(), None),
+            },
         };
         source.with_limits(self.limits.limits())
+    }
+
+    /// Why the source has no schema, as a warning to print (None when it
+    /// has one).
+    pub fn missing_schema_warning(&self) -> Option<String> {
+        let p = self.policies.as_ref()?;
+        if self.schema.is_some() {
+            return None;
+        }
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match policies::find_schema(p) {
+            policies::SchemaSearch::Found(_) => None,
+            policies::SchemaSearch::NotFound { looked_in } => Some(format!(
+                "warning: no schema for {} (no *.cedarschema in {}): the policies are parsed but not \
+                 validated; name one with --schema",
+                p.display(),
+                list(&looked_in)
+            )),
+            policies::SchemaSearch::Ambiguous(found) => Some(format!(
+                "warning: several schemas for {} ({}): the policies are parsed but not validated; \
+                 name one with --schema",
+                p.display(),
+                list(&found)
+            )),
+        }
     }
 }
 
@@ -320,34 +357,36 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
             for w in &pack.warnings {
                 write!(err, "{}", w.rendered)?;
             }
+            let no_schema = a.pack.missing_schema_warning();
+            if let Some(w) = &no_schema {
+                writeln!(err, "{w}")?;
+            }
+            let warnings = pack.warnings.len() + usize::from(no_schema.is_some());
             let files = pack.files.len() - usize::from(pack.schema.is_some());
             if a.json {
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({"ok": !a.deny_warnings || pack.warnings.is_empty(),
-                        "version": pack.version, "policies": pack.policies, "warnings": pack.warnings})
+                    serde_json::json!({"ok": !a.deny_warnings || warnings == 0,
+                        "version": pack.version, "policies": pack.policies, "warnings": pack.warnings,
+                        "validated": pack.schema.is_some(), "schema_warning": no_schema})
                 )?;
             } else {
                 let validated = match &source.schema {
                     Some(s) => format!("validated strictly against {}", s.display()),
-                    None => "parsed (no schema given: not validated)".to_string(),
+                    None => "parsed (no schema: not validated)".to_string(),
                 };
                 writeln!(
                     out,
                     "ok: {} policies in {} file(s) {validated}; {} warning(s); version {}",
                     pack.policies.len(),
                     files,
-                    pack.warnings.len(),
+                    warnings,
                     pack.version
                 )?;
             }
-            if a.deny_warnings && !pack.warnings.is_empty() {
-                writeln!(
-                    err,
-                    "error: {} warning(s) and --deny-warnings",
-                    pack.warnings.len()
-                )?;
+            if a.deny_warnings && warnings > 0 {
+                writeln!(err, "error: {warnings} warning(s) and --deny-warnings")?;
                 return Ok(EXIT_INVALID);
             }
             Ok(EXIT_OK)

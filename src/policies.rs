@@ -233,6 +233,66 @@ impl PackSource {
     }
 }
 
+/// Where [`find_schema`] looked, and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaSearch {
+    /// Exactly one schema file.
+    Found(PathBuf),
+    /// No schema file in any of these directories.
+    NotFound { looked_in: Vec<PathBuf> },
+    /// Several schema files in the first directory that has any.
+    Ambiguous(Vec<PathBuf>),
+}
+
+/// The schema of a pack whose schema was not named: the one `*.cedarschema`
+/// (or `*.cedarschema.json`) file in the policy directory, else in
+/// `schemas/` beside it (for one policy file: in its directory, its
+/// `schemas/`, then `schemas/` beside its directory).
+pub fn find_schema(policies: &Path) -> SchemaSearch {
+    let (dir, file_given) = if policies.is_file() {
+        (
+            policies.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            true,
+        )
+    } else {
+        (policies.to_path_buf(), false)
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let mut looked_in = vec![dir.clone()];
+    if file_given {
+        looked_in.push(dir.join("schemas"));
+    }
+    let beside = std::path::absolute(&dir)
+        .ok()
+        .and_then(|d| d.parent().map(|p| p.join("schemas")));
+    looked_in.extend(beside);
+    for d in &looked_in {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.is_file()
+                            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                                n.ends_with(".cedarschema") || n.ends_with(".cedarschema.json")
+                            })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        match found.len() {
+            0 => {}
+            1 => return SchemaSearch::Found(found.swap_remove(0)),
+            _ => return SchemaSearch::Ambiguous(found),
+        }
+    }
+    SchemaSearch::NotFound { looked_in }
+}
+
 /// The policy files a source names: one file, or every `.cedar` file directly
 /// in a directory, sorted by name.
 pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {

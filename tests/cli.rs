@@ -208,10 +208,28 @@ fn an_attribute_the_schema_lacks_fails_strict_validation_naming_the_policy() {
     assert_eq!(v["problems"][0]["policy_id"], "member-view-account");
     assert_eq!(v["problems"][0]["line"], line);
 
-    // The same pack without a schema is only parsed: nothing is validated.
+    // `--policies` without `--schema` finds the schema in `schemas/` beside
+    // the policies (it used to skip validation: "ok ... not validated").
     let out = run(dir.path(), &["check", "--policies", "policies"]);
+    assert_eq!(out.code, 3, "validated against schemas/ beside: {out:?}");
+    assert!(out.stderr.contains("`acount`"), "{out:?}");
+
+    // Where there is no schema at all, it says so: a warning, which
+    // --deny-warnings turns into a failure.
+    let bare = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("policies"), &bare.path().join("rules"));
+    let out = run(bare.path(), &["check", "--policies", "rules"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("not validated"), "{out:?}");
+    assert!(
+        out.stderr.contains("warning: no schema for rules") && out.stderr.contains("--schema"),
+        "{out:?}"
+    );
+    let out = run(
+        bare.path(),
+        &["check", "--policies", "rules", "--deny-warnings"],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
 }
 
 #[test]
@@ -444,12 +462,21 @@ fn a_cedar_run_tests_file_is_validated_only_when_a_schema_is_given() {
         "{with_schema:?}"
     );
 
+    // Without a schema: the policy file alone, where no schema is beside it
+    // (one beside would be found and used).
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("tests/cedar-format/policies.cedar"),
+        bare.path().join("policies.cedar"),
+    )
+    .unwrap();
+    let bare_policies = bare.path().join("policies.cedar");
     let without = run(
         dir.path(),
         &[
             "test",
             "--policies",
-            "tests/cedar-format/policies.cedar",
+            bare_policies.to_str().unwrap(),
             "tests/cedar-format/tests.json",
         ],
     );
