@@ -120,6 +120,23 @@ pub struct ServeArgs {
     /// count disagreements (never affects the answer).
     #[arg(long, env = "PARTNERGATE_SHADOW_POLICIES")]
     pub shadow_policies: Option<PathBuf>,
+    // HTTP limits (issue #12).
+    /// Close a connection that sends no complete request headers within this
+    /// many milliseconds (from accept, or the first byte of the next request).
+    #[arg(long, env = "PARTNERGATE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Close a keep-alive connection idle between requests this many milliseconds.
+    #[arg(long, env = "PARTNERGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Most client connections at once (lowered to fit the open-files limit).
+    #[arg(long, env = "PARTNERGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Require the token on /metrics too.
+    #[arg(long, env = "PARTNERGATE_PROTECT_METRICS")]
+    pub protect_metrics: bool,
+    /// Base URL advertised by /.well-known/authzen-configuration [default: http://<bound address>]
+    #[arg(long, env = "PARTNERGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[command(flatten)]
     pub audit: crate::audit::cli::AuditLogArgs,
     #[command(flatten)]
@@ -706,6 +723,11 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         audit: audit_config(&a.audit, &a.data_dir),
         shadow_policies: a.shadow_policies,
         limits: a.limits.limits(),
+        header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(a.idle_timeout_ms),
+        max_connections: a.max_connections,
+        protect_metrics: a.protect_metrics,
+        public_url: a.public_url,
     };
     // Policies are parsed (reloads, proofs) and evaluated on these threads:
     // give them the stack that the nesting limit is sized for.

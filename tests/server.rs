@@ -241,7 +241,7 @@ fn bad_requests_are_400_and_writes_need_the_token() {
     );
     assert_eq!(st, 400, "missing required context: {b}");
     let (st, b) = raw(format!("{{\"principal\": \"{}\"}}", "x".repeat(4096)));
-    assert_eq!(st, 400);
+    assert_eq!(st, 413);
     assert_eq!(b["error"], "body_too_large");
 
     // Writes without (or with a wrong) token: 401, nothing changes.

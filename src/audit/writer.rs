@@ -477,9 +477,7 @@ impl Writer {
             writer.seq = link.seq;
             writer.prev_hash = link.hash;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
+        let file = private_append()
             .open(&path)
             .map_err(|e| AuditError::io(&path, e))?;
         writer.out = Out::File {
@@ -758,7 +756,7 @@ impl Writer {
             std::fs::rename(rotated_path(path, n), rotated_path(path, n + 1))?;
         }
         std::fs::rename(&*path, rotated_path(path, 1))?;
-        *file = OpenOptions::new().create(true).append(true).open(&*path)?;
+        *file = private_append().open(&*path)?;
         *size = 0;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Ok(d) = File::open(dir) {
@@ -772,6 +770,15 @@ impl Writer {
 /// The path of the log: the default when none is given.
 pub fn default_path() -> &'static Path {
     Path::new(DEFAULT_PATH)
+}
+
+/// Append-open options that create the file 0600 (it holds emails).
+fn private_append() -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts
 }
 
 #[cfg(test)]

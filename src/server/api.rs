@@ -80,7 +80,8 @@ impl From<Answer> for IsAuthorizedResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    #[schema(value_type = Vec<Object>)]
+    /// Each item is one `IsAuthorizedRequest` object.
+    #[schema(value_type = Vec<IsAuthorizedRequest>)]
     pub requests: Vec<Value>,
 }
 
@@ -92,21 +93,14 @@ pub struct BatchResponse {
     pub results: Vec<Value>,
 }
 
-/// Read a JSON body with a size limit; every failure is a 400 naming why.
+/// Parse a JSON body (already read under the size limit; too large is a
+/// 413); every other failure is a 400 naming why.
 pub fn parse_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     body: &Bytes,
 ) -> Result<T, AppError> {
     if body.len() > state.max_body_bytes {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "body_too_large",
-            format!(
-                "the body has {} bytes; the limit is {} bytes",
-                body.len(),
-                state.max_body_bytes
-            ),
-        ));
+        return Err(super::http::body_too_large(state.max_body_bytes));
     }
     serde_json::from_slice(body).map_err(|e| {
         AppError::new(
@@ -123,11 +117,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 
 /// Reject a request without the bearer token.
 pub fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    // The scheme is case-insensitive (RFC 7235 section 2.1).
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
         _ => Err(AppError::unauthorized()),
@@ -195,7 +191,7 @@ fn decide_one(state: &AppState, query: Query) -> Result<Answer, AppError> {
 }
 
 #[utoipa::path(post, path = "/v1/is_authorized", request_body = IsAuthorizedRequest,
-    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request")))]
+    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 async fn is_authorized(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -226,7 +222,7 @@ async fn is_authorized(
 }
 
 #[utoipa::path(post, path = "/v1/is_authorized/batch", request_body = BatchRequest,
-    responses((status = 200, body = BatchResponse), (status = 400, description = "invalid batch or too many requests")))]
+    responses((status = 200, body = BatchResponse), (status = 400, description = "invalid batch or too many requests"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 async fn is_authorized_batch(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -282,7 +278,7 @@ async fn is_authorized_batch(
 }
 
 #[utoipa::path(put, path = "/v1/entities", request_body(content = Vec<Object>, description = "Cedar entity JSON"),
-    responses((status = 200, description = "upserted"), (status = 400, description = "invalid entity"), (status = 401, description = "no token")))]
+    responses((status = 200, description = "upserted"), (status = 400, description = "invalid entity"), (status = 401, description = "no or wrong bearer token"), (status = 413, description = "body over --max-body-bytes"), (status = 503, description = "the store is unavailable")))]
 async fn put_entities(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -310,7 +306,7 @@ async fn put_entities(
 
 #[utoipa::path(get, path = "/v1/entities/{type}/{id}",
     params(("type" = String, Path), ("id" = String, Path)),
-    responses((status = 200, description = "Cedar entity JSON"), (status = 404, description = "no such entity")))]
+    responses((status = 200, description = "Cedar entity JSON"), (status = 400, description = "invalid uid"), (status = 404, description = "no such entity"), (status = 401, description = "no token (with --protect-queries)")))]
 async fn get_entity(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -326,7 +322,7 @@ async fn get_entity(
         .ok_or_else(|| AppError::not_found(format!("no entity {uid}")))
 }
 
-#[utoipa::path(get, path = "/v1/policies", responses((status = 200, description = "the serving policy set and the last reload error")))]
+#[utoipa::path(get, path = "/v1/policies", responses((status = 200, description = "the serving policy set and the last reload error"), (status = 401, description = "no token (with --protect-queries)")))]
 async fn get_policies(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -373,8 +369,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, description = "no token (with --protect-metrics)")))]
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if state.protect_metrics {
+        if let Err(e) = require_token(&state, &headers) {
+            return e.into_response();
+        }
+    }
     let pack = state.authz.evaluator().current();
     metrics::gauge!("partnergate_entities").set(state.authz.directory().len() as f64);
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
@@ -399,7 +400,20 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         metrics,
         super::authzen::evaluation,
         super::authzen::evaluations,
-        super::authzen::configuration
+        super::authzen::configuration,
+        super::orchestrator::invite_partner,
+        super::orchestrator::list_partners,
+        super::orchestrator::invite_user,
+        super::orchestrator::list_users,
+        super::orchestrator::seats,
+        super::orchestrator::accept,
+        super::orchestrator::partner_access,
+        super::orchestrator::dismiss,
+        super::orchestrator::rehire,
+        super::orchestrator::grant_admin,
+        super::orchestrator::revoke_admin,
+        super::orchestrator::list_companies,
+        super::orchestrator::put_company
     ),
     components(schemas(
         IsAuthorizedRequest,
@@ -407,7 +421,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         BatchRequest,
         BatchResponse,
         super::authzen::EvaluationRequest,
-        super::authzen::EvaluationResponse
+        super::authzen::EvaluationResponse,
+        super::orchestrator::InviteBody,
+        super::orchestrator::ActorBody,
+        super::orchestrator::CompanyBody
     ))
 )]
 pub struct ApiDoc;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,7 @@ fn check_query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppErr
 }
 
 #[utoipa::path(post, path = "/access/v1/evaluation", request_body = EvaluationRequest,
-    responses((status = 200, body = EvaluationResponse), (status = 400, description = "invalid request")))]
+    responses((status = 200, body = EvaluationResponse), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 pub(super) async fn evaluation(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -142,7 +142,7 @@ pub(super) async fn evaluation(
 }
 
 #[utoipa::path(post, path = "/access/v1/evaluations", request_body = Object,
-    responses((status = 200, description = "{evaluations: [{decision, context}]} in request order"), (status = 400, description = "invalid request")))]
+    responses((status = 200, description = "{evaluations: [{decision, context}]} in request order"), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 pub(super) async fn evaluations(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -231,12 +231,13 @@ pub(super) async fn evaluations(
 
 #[utoipa::path(get, path = "/.well-known/authzen-configuration",
     responses((status = 200, description = "AuthZEN PDP metadata")))]
-pub(super) async fn configuration(headers: HeaderMap) -> Json<Value> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8380");
-    let base = format!("http://{host}");
+pub(super) async fn configuration(State(state): State<Arc<AppState>>) -> Json<Value> {
+    // Never the request's `Host`: a client must not choose where others are sent.
+    let base = state
+        .public_url
+        .get()
+        .map(String::as_str)
+        .unwrap_or("http://127.0.0.1:8380");
     Json(json!({
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),

@@ -5,11 +5,15 @@
 //! - `api`: the PartnerGate endpoints (`/v1/...`, health, metrics).
 //! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
 //! - `error`: the JSON error body.
+//! - `http`: token/size/URI guards before the body, JSON bodies for every error.
+//! - `conn`: the accept loop: header and idle timeouts, the connection cap.
 //! - `orchestrator`: partner invitations, users, seats and the partner registry.
 
 pub mod api;
 pub mod authzen;
+pub mod conn;
 pub mod error;
+pub mod http;
 pub mod orchestrator;
 
 use std::net::SocketAddr;
@@ -61,6 +65,17 @@ pub struct ServeConfig {
     pub shadow_policies: Option<PathBuf>,
     /// Sizes and nesting of policy files refused before parsing.
     pub limits: crate::prescan::PackLimits,
+    // HTTP limits (issue #12).
+    /// Close a connection without complete request headers after this long.
+    pub header_timeout: Duration,
+    /// Close a keep-alive connection idle for this long.
+    pub idle_timeout: Duration,
+    /// Most connections at once (lowered to fit the open-files limit).
+    pub max_connections: usize,
+    /// Require the token on `/metrics`.
+    pub protect_metrics: bool,
+    /// The base URL the AuthZEN metadata advertises (default: the bound address).
+    pub public_url: Option<String>,
 }
 
 /// A default replica id: host name and process id.
@@ -92,6 +107,11 @@ impl Default for ServeConfig {
             audit: None,
             shadow_policies: None,
             limits: crate::prescan::PackLimits::default(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            protect_metrics: false,
+            public_url: None,
         }
     }
 }
@@ -134,6 +154,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The partner orchestrator (shares the evaluator, directory and store).
     pub orchestrator: Arc<crate::orchestrator::Orchestrator>,
+    /// Require the token on `/metrics`.
+    pub protect_metrics: bool,
+    /// The AuthZEN base URL: `--public-url`, else set to the bound address.
+    pub public_url: OnceLock<String>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -160,16 +184,25 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub fn app(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.request_timeout;
+    let max_body = state.max_body_bytes;
     api::routes()
         .merge(authzen::routes())
         .merge(orchestrator::routes())
-        .with_state(state)
-        // Bodies are read and size-checked by our own extractor (a 400 with a
-        // JSON body); this outer limit only guards against absurd uploads.
-        .layer(DefaultBodyLimit::disable())
+        .with_state(state.clone())
+        // The `Bytes` extractor stops reading at the limit (a 413), after
+        // `guard` checked the token and `Content-Length` on the headers.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::guard,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            http::json_errors,
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -337,6 +370,11 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
         metrics,
+        protect_metrics: config.protect_metrics,
+        public_url: match &config.public_url {
+            Some(url) => OnceLock::from(url.trim_end_matches('/').to_string()),
+            None => OnceLock::new(),
+        },
     });
     Ok(Sidecar {
         state,
@@ -370,16 +408,23 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         token_file = %sidecar.token_path.display(), replica = %config.replica, "partnergate listening");
     // Machine-readable line for scripts: the bound address.
     println!("partnergate listening on http://{addr}");
+    // Without --public-url the AuthZEN metadata names the bound address.
+    let _ = sidecar.state.public_url.set(format!("http://{addr}"));
+    let limits = conn::ConnLimits {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: conn::fit_connection_cap(config.max_connections),
+    };
 
     spawn_sighup_reload(sidecar.state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = app(sidecar.state.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
+        conn::run(listener, router, limits, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+        Ok::<(), std::io::Error>(())
     });
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");

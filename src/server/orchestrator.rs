@@ -64,25 +64,25 @@ impl From<OrchestratorError> for AppError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+pub(super) struct InviteBody {
     actor: String,
     email: String,
     name: Option<String>,
     replace: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ActorBody {
+pub(super) struct ActorBody {
     actor: String,
     replace: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CompanyBody {
+pub(super) struct CompanyBody {
     name: String,
     status: String,
     certified: bool,
@@ -114,7 +114,9 @@ fn query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     }
 }
 
-async fn invite_partner(
+#[utoipa::path(post, path = "/v1/accounts/{id}/partners", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
+    responses((status = 201, description = "the invitation (a seat taken, or the replaced partner dismissed)"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn invite_partner(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(account): Path<String>,
@@ -135,7 +137,9 @@ async fn invite_partner(
     .map(created)
 }
 
-async fn invite_user(
+#[utoipa::path(post, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
+    responses((status = 201, description = "the invited user"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn invite_user(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(account): Path<String>,
@@ -155,7 +159,9 @@ async fn invite_user(
     .map(created)
 }
 
-async fn list_users(
+#[utoipa::path(get, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
+    responses((status = 200, description = "the account's users"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn list_users(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(account): Path<String>,
@@ -166,7 +172,9 @@ async fn list_users(
     Ok(Json(json!({"account": account, "users": users})))
 }
 
-async fn list_partners(
+#[utoipa::path(get, path = "/v1/accounts/{id}/partners", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
+    responses((status = 200, description = "the account's partners holding a seat"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn list_partners(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(account): Path<String>,
@@ -181,7 +189,9 @@ async fn list_partners(
     Ok(Json(json!({"account": account, "partners": partners})))
 }
 
-async fn seats(
+#[utoipa::path(get, path = "/v1/accounts/{id}/seats", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
+    responses((status = 200, description = "seat counts"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn seats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(account): Path<String>,
@@ -191,7 +201,9 @@ async fn seats(
     Ok(Json(json!(seats)))
 }
 
-async fn accept(
+#[utoipa::path(post, path = "/v1/users/{id}/accept", tag = "orchestrator", params(("id" = String, Path, description = "the user id")),
+    responses((status = 200, description = "the user is active"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn accept(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -201,7 +213,9 @@ async fn accept(
     Ok(Json(json!(o)))
 }
 
-async fn partner_access(
+#[utoipa::path(post, path = "/v1/users/{id}/partner-access", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
+    responses((status = 200, description = "partner access granted"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn partner_access(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -216,7 +230,9 @@ async fn partner_access(
     Ok(Json(json!(o)))
 }
 
-async fn dismiss(
+#[utoipa::path(post, path = "/v1/users/{id}/dismiss", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
+    responses((status = 200, description = "the user is dismissed"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn dismiss(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -233,7 +249,9 @@ async fn dismiss(
     Ok(Json(json!(o)))
 }
 
-async fn rehire(
+#[utoipa::path(post, path = "/v1/users/{id}/rehire", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
+    responses((status = 200, description = "the user is rehired"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn rehire(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -261,7 +279,9 @@ async fn set_admin(
     Ok(Json(json!(o)))
 }
 
-async fn grant_admin(
+#[utoipa::path(put, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
+    responses((status = 200, description = "administrator rights granted"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn grant_admin(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -270,7 +290,9 @@ async fn grant_admin(
     set_admin(state, headers, user, body, true).await
 }
 
-async fn revoke_admin(
+#[utoipa::path(delete, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
+    responses((status = 200, description = "administrator rights revoked"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn revoke_admin(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
@@ -279,7 +301,9 @@ async fn revoke_admin(
     set_admin(state, headers, user, body, false).await
 }
 
-async fn put_company(
+#[utoipa::path(put, path = "/v1/partner-companies/{id}", tag = "orchestrator", params(("id" = String, Path, description = "the company id")), request_body = CompanyBody,
+    responses((status = 200, description = "the saved registry entry"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn put_company(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -298,7 +322,9 @@ async fn put_company(
     Ok(Json(json!(saved.pop())))
 }
 
-async fn list_companies(
+#[utoipa::path(get, path = "/v1/partner-companies", tag = "orchestrator",
+    responses((status = 200, description = "the partner registry"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn list_companies(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {

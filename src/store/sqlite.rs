@@ -59,6 +59,21 @@ impl SqliteStore {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
+        // Created 0600 (it holds emails); SQLite gives its -wal/-shm files
+        // the same mode.
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Open {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
