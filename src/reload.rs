@@ -175,26 +175,30 @@ impl Evaluator {
         let started = std::time::Instant::now();
         // A file may change while it is read (an editor truncating, then
         // writing): load until the files are the same before and after.
+        // Only the load repeats; the gates (a proof may take seconds) run
+        // once, on the settled pack. An edit during the gates is a change
+        // after this attempt: its event reloads again.
         let mut attempts = 0;
-        let result = loop {
+        let loaded = loop {
             attempts += 1;
             let before = self.digest();
-            let result = policies::load(&self.source).and_then(|pack| {
-                for gate in &self.gates {
-                    gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
-                }
-                Ok(pack)
-            });
+            let loaded = policies::load(&self.source);
             let after = self.digest();
             if after == before || attempts >= 5 {
                 *self.last_digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
-                break result;
+                break loaded;
             }
             tracing::debug!(
                 attempts,
                 "policy files changed while loading; loading again"
             );
         };
+        let result = loaded.and_then(|pack| {
+            for gate in &self.gates {
+                gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
+            }
+            Ok(pack)
+        });
         let now = SystemTime::now();
         let old = self.status.load_full();
         let outcome = match result {
@@ -492,4 +496,67 @@ pub fn rfc3339(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
     dt.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| format!("{}", unix(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn pack_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.cedar"),
+            "permit (principal, action, resource);\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_edit_during_a_slow_gate_does_not_run_the_gate_again_in_the_same_reload() {
+        let dir = pack_dir();
+        let file = dir.path().join("a.cedar");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let gate: Gate = Box::new(move |_| {
+            // The first run is the initial load; every later run edits a
+            // file, as an author saving during a proof would.
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            if n > 0 {
+                let text = format!("permit (principal, action, resource);\n// edit {n}\n");
+                std::fs::write(&file, text).unwrap();
+            }
+            Ok(())
+        });
+        let ev = Evaluator::load_with_gates(PackSource::new(dir.path(), None), vec![gate]).unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        ev.reload().unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "one gate run per reload");
+        // The edit made during the gate is a change the next look sees.
+        assert!(ev.reload_if_changed().is_some());
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_reload_of_unchanged_content_is_skipped_and_a_change_is_not() {
+        let dir = pack_dir();
+        let ev = Evaluator::load(PackSource::new(dir.path(), None)).unwrap();
+        assert!(
+            ev.reload_if_changed().is_none(),
+            "nothing changed since the load"
+        );
+        let file = dir.path().join("a.cedar");
+        let text = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &text).unwrap();
+        assert!(ev.reload_if_changed().is_none(), "same bytes saved again");
+        std::fs::write(&file, "forbid (principal, action, resource);\n").unwrap();
+        assert!(ev.reload_if_changed().is_some());
+        assert_eq!(ev.status().successes, 2);
+        // A bad edit is attempted once, not again on every event.
+        std::fs::write(&file, "permt (principal, action, resource);\n").unwrap();
+        assert!(ev.reload_if_changed().unwrap().is_err());
+        assert!(ev.reload_if_changed().is_none());
+        assert_eq!(ev.status().failures, 1);
+    }
 }
