@@ -50,9 +50,31 @@ pub struct PolicyPack {
     /// For each action of the schema: its entity and its ancestors' entities
     /// (what a decision needs to evaluate `action in ...`).
     actions: HashMap<EntityUid, Vec<Entity>>,
+    /// Values the reload gates built from other files of the pack (e.g. the
+    /// quotas): part of this snapshot, so they serve with these policies
+    /// and are replaced only with them.
+    extensions: Vec<Extension>,
 }
 
+/// A value a reload gate adds to the pack it accepted (any type; looked up
+/// by type with [`PolicyPack::extension`]).
+pub type Extension = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
 impl PolicyPack {
+    /// The extension of type `T` a gate added, if any.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<std::sync::Arc<T>> {
+        self.extensions
+            .iter()
+            .find_map(|e| e.clone().downcast::<T>().ok())
+    }
+
+    /// Add a gate's value (replacing one of the same type).
+    pub fn add_extension(&mut self, value: Extension) {
+        let id = (*value).type_id();
+        self.extensions.retain(|e| (**e).type_id() != id);
+        self.extensions.push(value);
+    }
+
     /// Metadata of one policy by id.
     pub fn policy(&self, id: &str) -> Option<&PolicyInfo> {
         self.index.get(id).map(|&i| &self.policies[i])
@@ -461,6 +483,7 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
     let digest = hasher.finalize();
     let actions = schema.as_ref().map(action_closure).unwrap_or_default();
     Ok(PolicyPack {
+        extensions: Vec::new(),
         actions,
         policy_set,
         schema,

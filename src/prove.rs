@@ -1211,7 +1211,7 @@ pub fn reload_gate(invariants_dir: PathBuf) -> crate::reload::Gate {
             })
             .collect();
         if problems.is_empty() {
-            Ok(())
+            Ok(None)
         } else {
             Err(problems)
         }

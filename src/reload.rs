@@ -22,8 +22,13 @@ use crate::policies::{self, LoadError, PackSource, PolicyPack, Problem};
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// A check a new pack must pass before it may serve (e.g. proofs of the
-/// invariants). It returns the problems that reject the pack.
-pub type Gate = Box<dyn Fn(&PolicyPack) -> Result<(), Vec<Problem>> + Send + Sync>;
+/// invariants, or a rules file read beside the policies). It is pure: it
+/// returns the problems that reject the pack, or optionally a value built
+/// from its own inputs (e.g. the parsed quotas), which becomes part of the
+/// new pack ([`PolicyPack::extension`]) and so serves exactly when the pack
+/// does. A gate never changes anything itself.
+pub type Gate =
+    Box<dyn Fn(&PolicyPack) -> Result<Option<policies::Extension>, Vec<Problem>> + Send + Sync>;
 
 /// Told about every reload attempt: the pack now serving, and the error if
 /// the attempt failed (the pack is then the previous one).
@@ -91,10 +96,7 @@ impl Evaluator {
     ) -> Result<Self, LoadError> {
         // Taken before reading: an edit during the load is seen as a change.
         let first_digest = digest(&source, &extra_inputs);
-        let pack = policies::load(&source)?;
-        for gate in &gates {
-            gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
-        }
+        let pack = run_gates(&gates, policies::load(&source)?)?;
         let now = SystemTime::now();
         let (generation, _) = tokio::sync::watch::channel(0);
         Ok(Evaluator {
@@ -193,12 +195,7 @@ impl Evaluator {
                 "policy files changed while loading; loading again"
             );
         };
-        let result = loaded.and_then(|pack| {
-            for gate in &self.gates {
-                gate(&pack).map_err(|problems| LoadError::Rejected { problems })?;
-            }
-            Ok(pack)
-        });
+        let result = loaded.and_then(|pack| run_gates(&self.gates, pack));
         let now = SystemTime::now();
         let old = self.status.load_full();
         let outcome = match result {
@@ -246,6 +243,21 @@ impl Evaluator {
         self.generation.send_modify(|g| *g += 1);
         outcome
     }
+}
+
+/// Run every gate on `pack`; the values they return join the pack. The
+/// first rejection rejects the pack (and nothing of it is kept).
+fn run_gates(gates: &[Gate], mut pack: PolicyPack) -> Result<PolicyPack, LoadError> {
+    let mut values = Vec::new();
+    for gate in gates {
+        if let Some(v) = gate(&pack).map_err(|problems| LoadError::Rejected { problems })? {
+            values.push(v);
+        }
+    }
+    for v in values {
+        pack.add_extension(v);
+    }
+    Ok(pack)
 }
 
 /// Stops the watcher when dropped.
@@ -527,7 +539,7 @@ mod tests {
                 let text = format!("permit (principal, action, resource);\n// edit {n}\n");
                 std::fs::write(&file, text).unwrap();
             }
-            Ok(())
+            Ok(None)
         });
         let ev = Evaluator::load_with_gates(PackSource::new(dir.path(), None), vec![gate]).unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 1);

@@ -384,6 +384,7 @@ struct SeatRequest<'a> {
 
 impl Orchestrator {
     pub fn new(authz: Authz, store: Arc<dyn OrchestratorStore>, rules: Arc<QuotaRules>) -> Self {
+        rules.bind(authz.evaluator());
         Orchestrator {
             authz,
             store,

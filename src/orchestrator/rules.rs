@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::policies::Problem;
@@ -128,10 +127,16 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The live quotas, replaced only together with a good policy pack.
+/// The live quotas: those of the serving policy pack, where the [`gate`]
+/// put them (so they are replaced only together with a good pack, and a
+/// pack that another gate rejects changes nothing), else the rules read at
+/// start.
+///
+/// [`gate`]: QuotaRules::gate
 pub struct QuotaRules {
     path: PathBuf,
-    current: ArcSwap<Quotas>,
+    initial: Arc<Quotas>,
+    evaluator: std::sync::OnceLock<std::sync::Weak<crate::reload::Evaluator>>,
 }
 
 impl QuotaRules {
@@ -140,7 +145,8 @@ impl QuotaRules {
         let q = load(&path)?;
         Ok(Arc::new(QuotaRules {
             path,
-            current: ArcSwap::from_pointee(q),
+            initial: Arc::new(q),
+            evaluator: std::sync::OnceLock::new(),
         }))
     }
 
@@ -148,37 +154,42 @@ impl QuotaRules {
     pub fn fixed(q: Quotas) -> Arc<Self> {
         Arc::new(QuotaRules {
             path: PathBuf::new(),
-            current: ArcSwap::from_pointee(q),
+            initial: Arc::new(q),
+            evaluator: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Read the quotas from the packs `evaluator` serves (whose gates
+    /// include [`QuotaRules::gate`]). The first binding stays.
+    pub fn bind(&self, evaluator: &Arc<crate::reload::Evaluator>) {
+        let _ = self.evaluator.set(Arc::downgrade(evaluator));
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The quotas of the serving pack.
     pub fn current(&self) -> Arc<Quotas> {
-        self.current.load_full()
+        self.evaluator
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .and_then(|ev| ev.current().extension::<Quotas>())
+            .unwrap_or_else(|| self.initial.clone())
     }
 
     /// A reload gate: every pack reload re-reads the quotas file; a bad file
     /// rejects the reload (the last good policies *and* quotas keep serving,
-    /// and the problem shows in the reload status), a good one is swapped in.
+    /// and the problem shows in the reload status); a good one becomes part
+    /// of the new pack, and serves when (and only if) the pack does.
     pub fn gate(self: &Arc<Self>) -> Gate {
-        let me = self.clone();
+        let path = self.path.clone();
         Box::new(move |_pack| {
-            if me.path.as_os_str().is_empty() {
-                return Ok(());
+            if path.as_os_str().is_empty() {
+                return Ok(None);
             }
-            let q = load(&me.path).map_err(|p| vec![*p])?;
-            if *me.current.load_full() != q {
-                tracing::info!(
-                    max_active_partners = q.max_active_partners,
-                    one_company_per_account = q.one_company_per_account,
-                    "quotas reloaded"
-                );
-            }
-            me.current.store(Arc::new(q));
-            Ok(())
+            let q = load(&path).map_err(|p| vec![*p])?;
+            Ok(Some(Arc::new(q) as crate::policies::Extension))
         })
     }
 }
@@ -209,5 +220,77 @@ mod tests {
         assert!(p.message.contains("max_partners"), "{p:?}");
         let p = parse(Path::new("q.toml"), "\nmax_active_partners = 5000\n").unwrap_err();
         assert_eq!(p.line, Some(2));
+    }
+
+    #[test]
+    fn a_reload_another_gate_rejects_keeps_the_old_quotas() {
+        use crate::policies::PackSource;
+        use crate::reload::Evaluator;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.cedar"),
+            "permit (principal, action, resource);\n",
+        )
+        .unwrap();
+        let quotas_file = dir.path().join(QUOTAS_FILE);
+        std::fs::write(&quotas_file, "max_active_partners = 3\n").unwrap();
+        let rules = QuotaRules::load(quotas_file.clone()).unwrap();
+        // A second gate (as the proof of --prove-on-reload) that rejects
+        // every reload after the first load.
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let reject_later: Gate = Box::new(move |_| {
+            if loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Ok(None)
+            } else {
+                Err(vec![Problem {
+                    file: None,
+                    line: None,
+                    column: None,
+                    policy_id: None,
+                    message: "rejected".into(),
+                    rendered: "rejected".into(),
+                }])
+            }
+        });
+        let ev = Arc::new(
+            Evaluator::load_with_gates(
+                PackSource::new(dir.path(), None),
+                vec![rules.gate(), reject_later],
+            )
+            .unwrap(),
+        );
+        rules.bind(&ev);
+        assert_eq!(rules.current().max_active_partners, 3);
+        std::fs::write(&quotas_file, "max_active_partners = 5\n").unwrap();
+        assert!(ev.reload().is_err());
+        assert_eq!(
+            rules.current().max_active_partners,
+            3,
+            "a rejected reload changes no quota"
+        );
+    }
+
+    #[test]
+    fn a_good_reload_brings_the_new_quotas_with_the_pack() {
+        use crate::policies::PackSource;
+        use crate::reload::Evaluator;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.cedar"),
+            "permit (principal, action, resource);\n",
+        )
+        .unwrap();
+        let quotas_file = dir.path().join(QUOTAS_FILE);
+        std::fs::write(&quotas_file, "max_active_partners = 3\n").unwrap();
+        let rules = QuotaRules::load(quotas_file.clone()).unwrap();
+        let ev = Arc::new(
+            Evaluator::load_with_gates(PackSource::new(dir.path(), None), vec![rules.gate()])
+                .unwrap(),
+        );
+        rules.bind(&ev);
+        std::fs::write(&quotas_file, "max_active_partners = 2\n").unwrap();
+        let pack = ev.reload().unwrap();
+        assert_eq!(pack.extension::<Quotas>().unwrap().max_active_partners, 2);
+        assert_eq!(rules.current().max_active_partners, 2);
     }
 }
