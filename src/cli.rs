@@ -120,6 +120,11 @@ pub struct ServeArgs {
     /// count disagreements (never affects the answer).
     #[arg(long, env = "PARTNERGATE_SHADOW_POLICIES")]
     pub shadow_policies: Option<PathBuf>,
+    /// Refuse (503, a deny) every decision whose decision-log record cannot
+    /// be made durable (written and fsynced per --audit-sync); default off:
+    /// a failing log is counted, shown and stated by a gap record instead.
+    #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
+    pub audit_required: bool,
     #[command(flatten)]
     pub audit: crate::audit::cli::AuditLogArgs,
 }
@@ -629,6 +634,7 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
             .replica_id
             .unwrap_or_else(crate::server::default_replica_id),
         audit: audit_config(&a.audit, &a.data_dir),
+        audit_required: a.audit_required,
         shadow_policies: a.shadow_policies,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

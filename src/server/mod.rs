@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub replica: String,
     /// The decision log (None: off).
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Refuse (503) a decision whose log record cannot be made durable.
+    pub audit_required: bool,
     /// A candidate policy directory evaluated beside the live one (shadow mode).
     pub shadow_policies: Option<PathBuf>,
 }
@@ -88,6 +90,7 @@ impl Default for ServeConfig {
             store: crate::store::StoreSpec::Sqlite,
             replica: default_replica_id(),
             audit: None,
+            audit_required: false,
             shadow_policies: None,
         }
     }
@@ -118,6 +121,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("decision log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("--audit-required needs a decision log (not --audit-log off)")]
+    AuditRequiredWithoutLog,
 }
 
 /// Shared state of the handlers.
@@ -292,6 +297,9 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
         authz = authz.with_shadow(candidate);
     }
+    if config.audit_required && config.audit.is_none() {
+        return Err(ServeError::AuditRequiredWithoutLog);
+    }
     if let Some(audit_config) = &config.audit {
         let mut audit_config = audit_config.clone();
         if audit_config.replica.is_none() {
@@ -314,7 +322,9 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
                 }),
             });
         }));
-        authz = authz.with_audit(log);
+        authz = authz
+            .with_audit(log)
+            .with_audit_required(config.audit_required);
     }
     let orchestrator = Arc::new(crate::orchestrator::Orchestrator::new(
         authz.clone(),

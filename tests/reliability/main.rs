@@ -12,4 +12,5 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audit_disk;
 mod policy_files;
