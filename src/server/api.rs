@@ -257,7 +257,8 @@ fn decide_one(state: &AppState, query: Query) -> Result<Answer, AppError> {
 }
 
 #[utoipa::path(post, path = "/v1/is_authorized", request_body = IsAuthorizedRequest,
-    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request")))]
+    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request"),
+        (status = 503, description = "--audit-required: the decision's record could not be made durable (audit_unavailable, a deny)")))]
 async fn is_authorized(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
