@@ -1197,20 +1197,21 @@ fn queue_drops_are_stated_by_a_gap_record_that_verify_reports() {
     let dropped = log.dropped();
     assert!(dropped > 0, "the burst overflowed nothing");
     assert_eq!(accepted + dropped, 200);
-    assert_eq!(log.status().gaps, 1);
+    // One gap record per writer pass that saw drops (usually one).
+    let gaps = log.status().gaps;
+    assert!(gaps >= 1);
     assert_eq!(log.status().unrecorded, 0);
 
     let report = chain::verify(&path).unwrap();
     assert!(report.intact(), "{:?}", report.problem);
     assert!(!report.ok(), "a declared gap is not 'nothing missing'");
-    assert_eq!(report.gaps.len(), 1);
-    let gap = &report.gaps[0].info;
-    assert_eq!(
-        (gap.records, gap.queue_dropped, gap.write_failed),
-        (dropped, dropped, 0)
-    );
-    assert!(gap.from <= gap.until);
-    assert_eq!(report.records, accepted + 1);
+    assert_eq!(report.gaps.len() as u64, gaps);
+    let sum = |f: fn(&audit::GapInfo) -> u64| report.gaps.iter().map(|g| f(&g.info)).sum::<u64>();
+    assert_eq!(sum(|g| g.records), dropped);
+    assert_eq!(sum(|g| g.queue_dropped), dropped);
+    assert_eq!(sum(|g| g.write_failed), 0);
+    assert!(report.gaps.iter().all(|g| g.info.from <= g.info.until));
+    assert_eq!(report.records, accepted + gaps);
 
     let out = Command::new(BIN)
         .args(["audit", "verify"])
@@ -1225,5 +1226,5 @@ fn queue_drops_are_stated_by_a_gap_record_that_verify_reports() {
     );
     assert!(!text.contains("chain intact"), "{text}");
     let kinds: Vec<Value> = records(&path).iter().map(|r| r["kind"].clone()).collect();
-    assert_eq!(kinds.iter().filter(|k| *k == "gap").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| *k == "gap").count() as u64, gaps);
 }

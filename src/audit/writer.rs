@@ -284,8 +284,9 @@ impl Durable {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(OffsetDateTime, Event),
-    /// An event whose caller waits for it to be durable.
-    Durable(OffsetDateTime, Event, Durable),
+    /// An event whose caller waits for it to be durable (boxed: the queue's
+    /// slots keep the size they have without `--audit-required`).
+    Durable(Box<(OffsetDateTime, Event, Durable)>),
     Flush(SyncSender<()>),
     Shutdown,
 }
@@ -400,7 +401,11 @@ impl AuditLog {
             ticket.complete(Err("the decision log is shut down".into()));
             return ticket;
         }
-        let msg = Msg::Durable(OffsetDateTime::now_utc(), event.into(), ticket.clone());
+        let msg = Msg::Durable(Box::new((
+            OffsetDateTime::now_utc(),
+            event.into(),
+            ticket.clone(),
+        )));
         let sent = match inner.on_full {
             OnFull::Block => inner.tx.send(msg).is_ok(),
             OnFull::Drop => inner.tx.try_send(msg).is_ok(),
@@ -807,7 +812,8 @@ impl Writer {
                             self.commit(&mut pending);
                         }
                     }
-                    Msg::Durable(ts, event, ticket) => {
+                    Msg::Durable(d) => {
+                        let (ts, event, ticket) = *d;
                         self.append(&mut pending, ts, event, Some(ticket));
                         if self.sync == SyncMode::Always {
                             self.commit(&mut pending);
@@ -843,7 +849,10 @@ impl Writer {
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Event(ts, event) => self.append(&mut pending, ts, event, None),
-                Msg::Durable(ts, event, t) => self.append(&mut pending, ts, event, Some(t)),
+                Msg::Durable(d) => {
+                    let (ts, event, t) = *d;
+                    self.append(&mut pending, ts, event, Some(t))
+                }
                 Msg::Flush(ack) => acks.push(ack),
                 Msg::Shutdown => {}
             }
