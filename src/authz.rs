@@ -80,6 +80,21 @@ pub struct Answer {
     /// entities), for the decision log and replay.
     pub entities: Arc<DecisionEntities>,
     pub latency_us: u64,
+    /// With `--audit-required`: the log's acknowledgement that the decision's
+    /// record is durable; the answer must not be given before it succeeds.
+    pub durable: Option<crate::audit::Durable>,
+}
+
+impl Answer {
+    /// Block (at most `timeout`) until the decision's record is durable;
+    /// Ok at once when no acknowledgement is asked for. For threads that
+    /// may block (the CLI, the orchestrator under `spawn_blocking`).
+    pub fn wait_durable(&self, timeout: std::time::Duration) -> Result<(), String> {
+        match &self.durable {
+            Some(d) => d.wait_blocking(timeout),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The entity set of a decision, with its Cedar entity JSON computed at
@@ -166,6 +181,8 @@ pub struct Authz {
     evaluator: Arc<Evaluator>,
     directory: Arc<Directory>,
     audit: Option<AuditLog>,
+    /// Every decision waits for its record to be durable (`Answer::durable`).
+    audit_required: bool,
     shadow: Option<Arc<Evaluator>>,
     cache: Arc<DashMap<CacheKey, Arc<CachedEntities>>>,
     /// Per action and pack version, the policies whose scope can match it.
@@ -212,6 +229,7 @@ impl Authz {
             evaluator,
             directory,
             audit: None,
+            audit_required: false,
             shadow: None,
             cache: Arc::new(DashMap::new()),
             index: Arc::new(DashMap::new()),
@@ -224,6 +242,14 @@ impl Authz {
         self
     }
 
+    /// Make every decision wait for its log record to be durable: the
+    /// answer carries the acknowledgement ([`Answer::durable`]) that the
+    /// caller awaits (or [`Answer::wait_durable`]) before acting on it.
+    pub fn with_audit_required(mut self, required: bool) -> Self {
+        self.audit_required = required;
+        self
+    }
+
     /// Also evaluate every request against `candidate`; disagreements are
     /// logged (`shadow`) and counted, never answered.
     pub fn with_shadow(mut self, candidate: Arc<Evaluator>) -> Self {
@@ -233,6 +259,11 @@ impl Authz {
 
     pub fn audit(&self) -> Option<&AuditLog> {
         self.audit.as_ref()
+    }
+
+    /// Whether decisions wait for their record to be durable.
+    pub fn audit_required(&self) -> bool {
+        self.audit_required
     }
 
     pub fn shadow(&self) -> Option<&Arc<Evaluator>> {
@@ -338,11 +369,12 @@ impl Authz {
             &entities.entities,
             Semantics::FailClosed,
         );
-        let answer = Answer {
+        let mut answer = Answer {
             decision,
             decision_id: uuid::Uuid::now_v7().to_string(),
             entities,
             latency_us: started.elapsed().as_micros() as u64,
+            durable: None,
         };
         let shadow = self.shadow.as_ref().and_then(|candidate| {
             let candidate = candidate.current();
@@ -360,7 +392,7 @@ impl Authz {
         });
         if let Some(log) = &self.audit {
             let uids = answer.entities.uids_of(q);
-            log.log(DecisionEvent {
+            let event = DecisionEvent {
                 decision_id: answer.decision_id.clone(),
                 request_id: q.request_id.clone(),
                 principal: uids.principal.clone(),
@@ -371,7 +403,12 @@ impl Authz {
                 decision: answer.decision.clone(),
                 latency_us: answer.latency_us,
                 shadow,
-            });
+            };
+            if self.audit_required {
+                answer.durable = Some(log.log_durable(event));
+            } else {
+                log.log(event);
+            }
         }
         Ok(answer)
     }

@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// Base URL advertised by /.well-known/authzen-configuration [default: http://<bound address>]
     #[arg(long, env = "PARTNERGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Refuse (503, a deny) every decision whose decision-log record cannot
+    /// be made durable (written and fsynced per --audit-sync); default off:
+    /// a failing log is counted, shown and stated by a gap record instead.
+    #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
+    pub audit_required: bool,
     #[command(flatten)]
     pub audit: crate::audit::cli::AuditLogArgs,
     #[command(flatten)]
@@ -721,6 +726,7 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
             .replica_id
             .unwrap_or_else(crate::server::default_replica_id),
         audit: audit_config(&a.audit, &a.data_dir),
+        audit_required: a.audit_required,
         shadow_policies: a.shadow_policies,
         limits: a.limits.limits(),
         header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),

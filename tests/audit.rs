@@ -704,8 +704,13 @@ fn the_drop_policy_counts_every_drop_and_backpressure_loses_nothing() {
     );
     assert_eq!(log.dropped() + accepted, 2000);
     assert_eq!(log.written(), accepted);
-    assert_eq!(lines(&path).len() as u64, accepted);
-    assert!(chain::verify(&path).unwrap().ok());
+    // The drops are stated by gap records, chained like the rest.
+    let gaps = log.status().gaps;
+    assert!(gaps >= 1);
+    assert_eq!(lines(&path).len() as u64, accepted + gaps);
+    let report = chain::verify(&path).unwrap();
+    assert!(report.intact(), "{:?}", report.problem);
+    assert_eq!(report.records_not_logged, log.dropped());
     // After shutdown, events are refused and counted.
     assert!(!log.log(ev.clone()));
     assert_eq!(log.dropped() + accepted, 2001);
@@ -1163,4 +1168,63 @@ fn opening_a_log_whose_last_complete_record_was_edited_fails_and_names_the_file(
     assert!(msg.contains("d.jsonl") && msg.contains("seq 3"), "{msg}");
     // Nothing was written or cut.
     assert_eq!(lines(&path).len(), 3);
+}
+
+/// Events a full queue drops (`--audit-on-full drop`) are not lost without
+/// a trace: a gap record states how many and when, and `verify` reports it
+/// (exit 4) instead of "chain intact" (issue #12, defect 4).
+#[test]
+fn queue_drops_are_stated_by_a_gap_record_that_verify_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let mut config = AuditConfig::file(&path);
+    config.on_full = OnFull::Drop;
+    config.queue_capacity = 1;
+    // The writer lingers: a burst overflows the one-slot queue.
+    config.linger = Duration::from_millis(200);
+    let (log, _) = AuditLog::open(config).unwrap();
+    let reload = |i: u64| ReloadEvent {
+        request_id: Some(format!("r{i}")),
+        files: vec![],
+        version: Some("v".into()),
+        error: None,
+    };
+    let mut accepted = 0;
+    for i in 0..200 {
+        accepted += u64::from(log.log(reload(i)));
+    }
+    log.shutdown();
+    let dropped = log.dropped();
+    assert!(dropped > 0, "the burst overflowed nothing");
+    assert_eq!(accepted + dropped, 200);
+    // One gap record per writer pass that saw drops (usually one).
+    let gaps = log.status().gaps;
+    assert!(gaps >= 1);
+    assert_eq!(log.status().unrecorded, 0);
+
+    let report = chain::verify(&path).unwrap();
+    assert!(report.intact(), "{:?}", report.problem);
+    assert!(!report.ok(), "a declared gap is not 'nothing missing'");
+    assert_eq!(report.gaps.len() as u64, gaps);
+    let sum = |f: fn(&audit::GapInfo) -> u64| report.gaps.iter().map(|g| f(&g.info)).sum::<u64>();
+    assert_eq!(sum(|g| g.records), dropped);
+    assert_eq!(sum(|g| g.queue_dropped), dropped);
+    assert_eq!(sum(|g| g.write_failed), 0);
+    assert!(report.gaps.iter().all(|g| g.info.from <= g.info.until));
+    assert_eq!(report.records, accepted + gaps);
+
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!("{dropped} record(s) were not logged")),
+        "{text}"
+    );
+    assert!(!text.contains("chain intact"), "{text}");
+    let kinds: Vec<Value> = records(&path).iter().map(|r| r["kind"].clone()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "gap").count() as u64, gaps);
 }

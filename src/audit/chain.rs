@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::record::{compute_hash, GENESIS_HASH};
+use super::record::{compute_hash, GapInfo, GENESIS_HASH};
 use super::AuditError;
 
 /// The entity slices carried inline (`entities`) by the records of the file
@@ -349,6 +349,32 @@ impl std::fmt::Display for ChainBreak {
     }
 }
 
+/// A `gap` record found by [`verify`]: records the writer states it could
+/// not log (a full disk, a full queue). Chained like every record, so not
+/// tampering, but the log is not complete.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapFound {
+    pub seq: u64,
+    pub location: Location,
+    #[serde(flatten)]
+    pub info: GapInfo,
+}
+
+impl std::fmt::Display for GapFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = &self.info;
+        write!(
+            f,
+            "gap record seq {} at {}: {} record(s) not logged between {} and {} ({} lost to failed writes, {} dropped by a full queue; {} of them refused to the caller)",
+            self.seq, self.location, g.records, g.from, g.until, g.write_failed, g.queue_dropped, g.refused
+        )?;
+        if let Some(e) = &g.error {
+            write!(f, "; error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -359,10 +385,21 @@ pub struct VerifyReport {
     pub last_seq: Option<u64>,
     pub last_hash: Option<String>,
     pub problem: Option<ChainBreak>,
+    /// The gap records of the chain (up to the break, if any).
+    pub gaps: Vec<GapFound>,
+    /// The records the gap records state were not logged.
+    pub records_not_logged: u64,
 }
 
 impl VerifyReport {
+    /// The chain is unbroken and nothing is stated missing.
     pub fn ok(&self) -> bool {
+        self.intact() && self.gaps.is_empty()
+    }
+
+    /// The chain is unbroken (no record edited, removed, inserted or
+    /// reordered); gap records may still state records that were not logged.
+    pub fn intact(&self) -> bool {
         self.problem.is_none()
     }
 }
@@ -386,12 +423,18 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         last_seq: None,
         last_hash: None,
         problem: None,
+        gaps: Vec::new(),
+        records_not_logged: 0,
     };
     let mut reader = LineReader::from_files(files);
     let mut prev: Option<Link> = None;
+    let mut gap;
     while let Some(line) = reader.next_line()? {
         let link = match read_link(&line) {
-            Ok(l) => l,
+            Ok((l, g)) => {
+                gap = g;
+                l
+            }
             Err(b) => {
                 report.problem = Some(b);
                 return Ok(report);
@@ -420,12 +463,22 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         report.first_seq.get_or_insert(link.seq);
         report.last_seq = Some(link.seq);
         report.last_hash = Some(link.hash.clone());
+        if let Some(info) = gap.take() {
+            report.records_not_logged += info.records;
+            report.gaps.push(GapFound {
+                seq: link.seq,
+                location: link.location.clone(),
+                info,
+            });
+        }
         prev = Some(link);
     }
     Ok(report)
 }
 
-fn read_link(line: &Line) -> Result<Link, ChainBreak> {
+/// The chain fields of a line, and what it states was not logged if it
+/// is a gap record.
+fn read_link(line: &Line) -> Result<(Link, Option<GapInfo>), ChainBreak> {
     if !line.terminated {
         return Err(ChainBreak {
             kind: BreakKind::Malformed,
@@ -435,7 +488,6 @@ fn read_link(line: &Line) -> Result<Link, ChainBreak> {
         });
     }
     parse_link(&line.text, &line.location)
-        .map(|(_, l)| l)
         .map_err(|e| ChainBreak {
             kind: BreakKind::Malformed,
             seq: None,
@@ -444,6 +496,24 @@ fn read_link(line: &Line) -> Result<Link, ChainBreak> {
                 AuditError::Malformed { message, .. } => message,
                 other => other.to_string(),
             },
+        })
+        .and_then(|(obj, l)| {
+            if obj.get("kind").and_then(Value::as_str) != Some("gap") {
+                return Ok((l, None));
+            }
+            match obj
+                .get("gap")
+                .cloned()
+                .map(serde_json::from_value::<GapInfo>)
+            {
+                Some(Ok(info)) => Ok((l, Some(info))),
+                _ => Err(ChainBreak {
+                    kind: BreakKind::Malformed,
+                    seq: Some(l.seq),
+                    location: line.location.clone(),
+                    message: "a gap record without a readable `gap` field (how many records, which time range)".into(),
+                }),
+            }
         })
 }
 
@@ -469,7 +539,7 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
     // Look ahead for the true successor of p.
     let mut successor: Option<Link> = None;
     while let Ok(Some(line)) = reader.next_line() {
-        if let Ok(l) = read_link(&line) {
+        if let Ok((l, _)) = read_link(&line) {
             if l.prev_hash == p_hash {
                 successor = Some(l);
                 break;

@@ -22,6 +22,9 @@ use crate::policies;
 
 /// `audit verify`: the chain is broken.
 pub const EXIT_BROKEN: u8 = 3;
+/// `audit verify`: the chain is unbroken, but gap records state that
+/// records were not logged (a full disk, a full queue).
+pub const EXIT_GAP: u8 = 4;
 /// `audit replay --fail-on-change`: some decisions would change.
 pub const EXIT_CHANGED: u8 = 2;
 
@@ -35,7 +38,8 @@ pub struct AuditArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain of a log and its rotated files; report the first
-    /// edited, missing, inserted or reordered record (exit 3 if broken).
+    /// edited, missing, inserted or reordered record (exit 3 if broken); exit 4
+    /// if unbroken but gap records state records that were not logged.
     Verify(VerifyArgs),
     /// Select records by principal, action, resource, decision, kind, time
     /// and policy version (streams; a table, or JSON Lines with --json).
@@ -239,11 +243,15 @@ type CmdResult = Result<u8, Box<dyn std::error::Error>>;
 fn run_verify(a: &VerifyArgs, out: &mut dyn Write) -> CmdResult {
     let report = chain::verify(&a.path)?;
     if a.json {
-        writeln!(out, "{}", json!({"ok": report.ok(), "report": report}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"ok": report.ok(), "intact": report.intact(), "report": report})
+        )?;
     } else {
         let files = report.files.len();
         match &report.problem {
-            None => writeln!(
+            None if report.gaps.is_empty() => writeln!(
                 out,
                 "ok: {} records (seq {}..{}) in {files} file(s); chain intact; last hash {}",
                 report.records,
@@ -251,6 +259,21 @@ fn run_verify(a: &VerifyArgs, out: &mut dyn Write) -> CmdResult {
                 report.last_seq.unwrap_or(0),
                 report.last_hash.as_deref().unwrap_or("-")
             )?,
+            None => {
+                writeln!(
+                    out,
+                    "INCOMPLETE: {} record(s) were not logged, as stated by {} gap record(s); the chain of {} records (seq {}..{}) in {files} file(s) is unbroken (no record edited, removed, inserted or reordered); last hash {}",
+                    report.records_not_logged,
+                    report.gaps.len(),
+                    report.records,
+                    report.first_seq.unwrap_or(0),
+                    report.last_seq.unwrap_or(0),
+                    report.last_hash.as_deref().unwrap_or("-")
+                )?;
+                for g in &report.gaps {
+                    writeln!(out, "  {g}")?;
+                }
+            }
             Some(p) => {
                 writeln!(out, "FAILED: {p}")?;
                 writeln!(
@@ -258,10 +281,19 @@ fn run_verify(a: &VerifyArgs, out: &mut dyn Write) -> CmdResult {
                     "{} record(s) verified before the break, in {files} file(s)",
                     report.records
                 )?;
+                for g in &report.gaps {
+                    writeln!(out, "  also before the break: {g}")?;
+                }
             }
         }
     }
-    Ok(if report.ok() { EXIT_OK } else { EXIT_BROKEN })
+    Ok(if !report.intact() {
+        EXIT_BROKEN
+    } else if !report.gaps.is_empty() {
+        EXIT_GAP
+    } else {
+        EXIT_OK
+    })
 }
 
 fn cut(s: &str, n: usize) -> String {
@@ -290,6 +322,13 @@ fn table_row(h: &Head) -> String {
             String::new(),
             if h.error.is_some() { "error" } else { "ok" }.into(),
             h.version.clone().unwrap_or_default(),
+        ),
+        Some(Kind::Gap) => (
+            String::new(),
+            "records not logged (gap)".into(),
+            String::new(),
+            "gap".into(),
+            String::new(),
         ),
         Some(Kind::Repair) => (
             String::new(),

@@ -21,11 +21,13 @@ use std::path::{Path, PathBuf};
 
 pub use chain::{verify, BreakKind, ChainBreak, Location, VerifyReport};
 pub use record::{
-    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, Kind, Record,
-    ReloadEvent, Shadow,
+    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, GapInfo, Kind,
+    Record, ReloadEvent, Shadow,
 };
 pub use redact::Redaction;
-pub use writer::{AuditConfig, AuditLog, OnFull, OpenInfo, Sink, SyncMode};
+pub use writer::{
+    AuditConfig, AuditLog, AuditState, AuditStatus, Durable, OnFull, OpenInfo, Sink, SyncMode,
+};
 
 /// Errors of the decision log. Each names the file (and line) concerned.
 #[derive(Debug, thiserror::Error)]

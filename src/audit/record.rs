@@ -41,6 +41,9 @@ pub enum Kind {
     Reload,
     /// Written by the log itself at open: a torn last line was cut away.
     Repair,
+    /// Written by the log itself when writing resumes: records that were
+    /// not logged (write failures, queue drops), how many and when.
+    Gap,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Change => "change",
             Kind::Reload => "reload",
             Kind::Repair => "repair",
+            Kind::Gap => "gap",
         }
     }
 }
@@ -62,8 +66,9 @@ impl std::str::FromStr for Kind {
             "change" => Ok(Kind::Change),
             "reload" => Ok(Kind::Reload),
             "repair" => Ok(Kind::Repair),
+            "gap" => Ok(Kind::Gap),
             other => Err(format!(
-                "unknown kind `{other}` (expected decision, change, reload or repair)"
+                "unknown kind `{other}` (expected decision, change, reload, repair or gap)"
             )),
         }
     }
@@ -267,6 +272,25 @@ pub struct RepairInfo {
     pub cut_sha256: String,
 }
 
+/// What a `gap` record says was not logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapInfo {
+    /// Records not logged: `write_failed + queue_dropped`.
+    pub records: u64,
+    /// Accepted by the writer but lost to failed writes (e.g. a full disk).
+    pub write_failed: u64,
+    /// Refused by a full queue (`--audit-on-full drop`).
+    pub queue_dropped: u64,
+    /// Of `write_failed`, the decisions refused to their callers because
+    /// their record could not be made durable (`--audit-required`).
+    pub refused: u64,
+    /// The timestamps of the first and last record not logged.
+    pub from: String,
+    pub until: String,
+    /// The write error, when there was one.
+    pub error: Option<String>,
+}
+
 /// A record as read back from the log: every field optional except the
 /// chain fields, so that query and replay accept every kind.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -320,6 +344,8 @@ pub struct Record {
     pub error: Option<String>,
     #[serde(default)]
     pub repair: Option<RepairInfo>,
+    #[serde(default)]
+    pub gap: Option<GapInfo>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -665,6 +691,21 @@ pub fn repair_body(info: &RepairInfo, ts: &str, replica: Option<&str>) -> Map<St
         Value::String("truncate_torn_line".into()),
     );
     m.insert("repair".into(), json(info));
+    if let Some(r) = replica {
+        m.insert("replica".into(), Value::String(r.to_string()));
+    }
+    m
+}
+
+/// The body of a `gap` record.
+pub fn gap_body(info: &GapInfo, ts: &str, replica: Option<&str>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("seq".into(), Value::Null);
+    m.insert("ts".into(), Value::String(ts.to_string()));
+    m.insert("kind".into(), Value::String(Kind::Gap.as_str().into()));
+    m.insert("decision_id".into(), Value::Null);
+    m.insert("request_id".into(), Value::Null);
+    m.insert("gap".into(), json(info));
     if let Some(r) = replica {
         m.insert("replica".into(), Value::String(r.to_string()));
     }

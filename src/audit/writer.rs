@@ -13,19 +13,19 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
 use super::record::{
-    encode_event, repair_body, seal, EncodedSlice, Event, Link, RecordEncoder, RepairInfo,
-    SliceField, GENESIS_HASH,
+    encode_event, gap_body, repair_body, seal, EncodedSlice, Event, GapInfo, Link, RecordEncoder,
+    RepairInfo, SliceField, GENESIS_HASH,
 };
 use super::redact::Redaction;
 use super::AuditError;
@@ -120,12 +120,163 @@ pub struct OpenInfo {
     pub repaired: Option<RepairInfo>,
 }
 
-/// Counters of the writer (for metrics).
-#[derive(Debug, Default)]
+/// Counters and health of the writer (for metrics and status).
+#[derive(Debug)]
 struct Stats {
     written: AtomicU64,
+    /// Refused by the queue (full under `drop`, or the log closed).
     dropped: AtomicU64,
+    /// Accepted but never written (a write or fsync of theirs failed, or the
+    /// log was failing when they came).
+    lost: AtomicU64,
     write_errors: AtomicU64,
+    /// Gap records written.
+    gaps: AtomicU64,
+    /// Lost or dropped records that no gap record states yet.
+    unrecorded: AtomicU64,
+    /// Time range (unix µs) of queue drops not yet taken into a gap.
+    drop_first_us: AtomicI64,
+    drop_last_us: AtomicI64,
+    failing: AtomicBool,
+    /// Since when and why the log is failing (set on each state change).
+    health: Mutex<Option<(String, String)>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            unrecorded: AtomicU64::new(0),
+            drop_first_us: AtomicI64::new(i64::MAX),
+            drop_last_us: AtomicI64::new(i64::MIN),
+            failing: AtomicBool::new(false),
+            health: Mutex::new(None),
+        }
+    }
+}
+
+impl Stats {
+    /// Count one event refused by the queue, and when.
+    fn drop_one(&self) {
+        let us = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+        self.drop_first_us.fetch_min(us, Ordering::Relaxed);
+        self.drop_last_us.fetch_max(us, Ordering::Relaxed);
+        self.dropped.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Whether the log is writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditState {
+    Ok,
+    /// Writes fail (e.g. the disk is full): records are being lost, and are
+    /// counted; a gap record states them when writing resumes.
+    Failing,
+}
+
+/// The log's state and counters, for `/readyz`, `GET /v1/policies` and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditStatus {
+    pub state: AuditState,
+    /// When the log started failing (RFC 3339), while it is.
+    pub since: Option<String>,
+    /// The last write error, while failing.
+    pub error: Option<String>,
+    pub written: u64,
+    /// Records accepted but not written (write failures).
+    pub lost: u64,
+    /// Records refused by the queue (`--audit-on-full drop`, or after shutdown).
+    pub dropped: u64,
+    /// Lost or dropped records no gap record states yet.
+    pub unrecorded: u64,
+    /// Gap records written.
+    pub gaps: u64,
+    pub write_errors: u64,
+}
+
+/// The durable acknowledgement of one record ([`AuditLog::log_durable`]):
+/// completed by the writer once the record is written and fsynced (per the
+/// sync mode), or failed with the reason it could not be.
+#[derive(Clone)]
+pub struct Durable(Arc<DurableSlot>);
+
+struct DurableSlot {
+    result: Mutex<Option<Result<(), String>>>,
+    cv: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Durable").field(&self.peek()).finish()
+    }
+}
+
+impl Durable {
+    fn new() -> Self {
+        Durable(Arc::new(DurableSlot {
+            result: Mutex::new(None),
+            cv: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }))
+    }
+
+    fn complete(&self, result: Result<(), String>) {
+        if let Ok(mut r) = self.0.result.lock() {
+            if r.is_none() {
+                *r = Some(result);
+            }
+        }
+        self.0.cv.notify_all();
+        self.0.notify.notify_waiters();
+    }
+
+    /// The outcome, if known yet.
+    pub fn peek(&self) -> Option<Result<(), String>> {
+        self.0.result.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Wait (async) for the outcome.
+    pub async fn wait(&self) -> Result<(), String> {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.peek() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// Wait (blocking the thread) at most `timeout` for the outcome.
+    pub fn wait_blocking(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut r) = self.0.result.lock() else {
+            return Err("the decision log's acknowledgement is unreadable".into());
+        };
+        loop {
+            if let Some(r) = r.as_ref() {
+                return r.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the record was not made durable within {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            r = match self.0.cv.wait_timeout(r, left) {
+                Ok((g, _)) => g,
+                Err(_) => return Err("the decision log's acknowledgement is unreadable".into()),
+            };
+        }
+    }
 }
 
 // Events travel inline in the queue's slots: no allocation per event on the
@@ -133,6 +284,9 @@ struct Stats {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(OffsetDateTime, Event),
+    /// An event whose caller waits for it to be durable (boxed: the queue's
+    /// slots keep the size they have without `--audit-required`).
+    Durable(Box<(OffsetDateTime, Event, Durable)>),
     Flush(SyncSender<()>),
     Shutdown,
 }
@@ -216,7 +370,7 @@ impl AuditLog {
     pub fn log(&self, event: impl Into<Event>) -> bool {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Relaxed) {
-            inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            inner.stats.drop_one();
             return false;
         }
         let msg = Msg::Event(OffsetDateTime::now_utc(), event.into());
@@ -228,9 +382,67 @@ impl AuditLog {
             },
         };
         if !sent {
-            inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            inner.stats.drop_one();
         }
         sent
+    }
+
+    /// Enqueue an event and return its durable acknowledgement: the writer
+    /// completes it after the record's batch is written and fsynced (group
+    /// commit: one fsync releases every waiter of the batch), or fails it at
+    /// once when the record cannot be written (the log is failing, the queue
+    /// is full under [`OnFull::Drop`], or the log is shut down). Never
+    /// touches the disk itself; wakes the writer from its linger.
+    pub fn log_durable(&self, event: impl Into<Event>) -> Durable {
+        let inner = &self.inner;
+        let ticket = Durable::new();
+        if inner.closed.load(Ordering::Relaxed) {
+            inner.stats.drop_one();
+            ticket.complete(Err("the decision log is shut down".into()));
+            return ticket;
+        }
+        let msg = Msg::Durable(Box::new((
+            OffsetDateTime::now_utc(),
+            event.into(),
+            ticket.clone(),
+        )));
+        let sent = match inner.on_full {
+            OnFull::Block => inner.tx.send(msg).is_ok(),
+            OnFull::Drop => inner.tx.try_send(msg).is_ok(),
+        };
+        if sent {
+            inner.writer.unpark();
+        } else {
+            inner.stats.drop_one();
+            ticket.complete(Err("the decision log's queue is full".into()));
+        }
+        ticket
+    }
+
+    /// The log's state and counters.
+    pub fn status(&self) -> AuditStatus {
+        let s = &self.inner.stats;
+        let failing = s.failing.load(Ordering::Relaxed);
+        let health = s.health.lock().ok().and_then(|h| h.clone());
+        let (since, error) = match (failing, health) {
+            (true, Some((since, error))) => (Some(since), Some(error)),
+            _ => (None, None),
+        };
+        AuditStatus {
+            state: if failing {
+                AuditState::Failing
+            } else {
+                AuditState::Ok
+            },
+            since,
+            error,
+            written: s.written.load(Ordering::Relaxed),
+            lost: s.lost.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            unrecorded: s.unrecorded.load(Ordering::Relaxed),
+            gaps: s.gaps.load(Ordering::Relaxed),
+            write_errors: s.write_errors.load(Ordering::Relaxed),
+        }
     }
 
     /// Wait until everything logged before this call is written (and
@@ -258,13 +470,19 @@ impl AuditLog {
         self.inner.stats.written.load(Ordering::Relaxed)
     }
 
-    /// Events dropped: queue full under [`OnFull::Drop`], logged after
-    /// shutdown, or lost to a write error.
+    /// Events refused by the queue: full under [`OnFull::Drop`], or logged
+    /// after shutdown.
     pub fn dropped(&self) -> u64 {
         self.inner.stats.dropped.load(Ordering::Relaxed)
     }
 
-    /// Batches that failed to write (the records are counted in `dropped`).
+    /// Events accepted but lost to a write error (stated by a gap record
+    /// once writing resumes).
+    pub fn lost(&self) -> u64 {
+        self.inner.stats.lost.load(Ordering::Relaxed)
+    }
+
+    /// Failed writes and fsyncs (the records lost are counted in `lost`).
     pub fn write_errors(&self) -> u64 {
         self.inner.stats.write_errors.load(Ordering::Relaxed)
     }
@@ -331,7 +549,48 @@ struct Pending {
     buf: Vec<u8>,
     n: u64,
     mark: (u64, String),
+    /// The events' time range, and the callers waiting for them.
+    first_ts: Option<OffsetDateTime>,
+    last_ts: Option<OffsetDateTime>,
+    tickets: Vec<Durable>,
 }
+
+/// Records lost or dropped that no gap record states yet.
+struct Gap {
+    write_failed: u64,
+    queue_dropped: u64,
+    refused: u64,
+    from: OffsetDateTime,
+    until: OffsetDateTime,
+    error: Option<String>,
+}
+
+impl Gap {
+    fn add(gap: &mut Option<Gap>, from: OffsetDateTime, until: OffsetDateTime) -> &mut Gap {
+        let g = gap.get_or_insert(Gap {
+            write_failed: 0,
+            queue_dropped: 0,
+            refused: 0,
+            from,
+            until,
+            error: None,
+        });
+        g.from = g.from.min(from);
+        g.until = g.until.max(until);
+        g
+    }
+}
+
+/// The writer cannot write: when it tries again.
+struct Failing {
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// The first retry after a failed write, doubled after each failed retry
+/// up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 struct Writer {
     out: Out,
@@ -353,6 +612,13 @@ struct Writer {
     /// `entities_hash` of the slices written inline in the active file
     /// (including pending records): later decisions only name them.
     slices_in_file: HashSet<String>,
+    /// Written, waiting for the next fsync (`batch`).
+    unsynced_tickets: Vec<Durable>,
+    /// What no gap record states yet, and whether writes are failing.
+    gap: Option<Gap>,
+    failing: Option<Failing>,
+    /// Queue drops already taken into a gap.
+    seen_dropped: u64,
 }
 
 /// Past this many distinct slices in one file the set is emptied (the next
@@ -383,6 +649,10 @@ impl Writer {
             enc: RecordEncoder::default(),
             ts_buf: Vec::with_capacity(32),
             slices_in_file: HashSet::new(),
+            unsynced_tickets: Vec::new(),
+            gap: None,
+            failing: None,
+            seen_dropped: 0,
         };
         let path = match &config.sink {
             Sink::Stdout => {
@@ -512,14 +782,15 @@ impl Writer {
         let mut acks: Vec<SyncSender<()>> = Vec::new();
         let mut stop = false;
         while !stop {
+            self.try_resume(false);
             let first = match rx.try_recv() {
                 Ok(m) => m,
                 Err(_) => {
                     // Idle: make what was written durable before waiting.
                     self.sync_deferred();
-                    match rx.recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
+                    match self.next_idle(&rx) {
+                        Some(m) => m,
+                        None => break,
                     }
                 }
             };
@@ -534,7 +805,14 @@ impl Writer {
             for msg in batch {
                 match msg {
                     Msg::Event(ts, event) => {
-                        self.append(&mut pending, ts, event);
+                        self.append(&mut pending, ts, event, None);
+                        if self.sync == SyncMode::Always {
+                            self.commit(&mut pending);
+                        }
+                    }
+                    Msg::Durable(d) => {
+                        let (ts, event, ticket) = *d;
+                        self.append(&mut pending, ts, event, Some(ticket));
                         if self.sync == SyncMode::Always {
                             self.commit(&mut pending);
                         }
@@ -545,7 +823,12 @@ impl Writer {
             }
             let was_full = n >= max_batch;
             self.commit(&mut pending);
-            if !acks.is_empty() || stop || self.last_sync.elapsed() >= SYNC_INTERVAL {
+            // Waiters for durability are released by this batch's fsync.
+            if !acks.is_empty()
+                || stop
+                || !self.unsynced_tickets.is_empty()
+                || self.last_sync.elapsed() >= SYNC_INTERVAL
+            {
                 self.sync_deferred();
             }
             for ack in acks.drain(..) {
@@ -560,16 +843,28 @@ impl Writer {
             }
         }
         // Events that raced with shutdown: write them too.
+        self.try_resume(true);
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                Msg::Event(ts, event) => self.append(&mut pending, ts, event),
+                Msg::Event(ts, event) => self.append(&mut pending, ts, event, None),
+                Msg::Durable(d) => {
+                    let (ts, event, t) = *d;
+                    self.append(&mut pending, ts, event, Some(t))
+                }
                 Msg::Flush(ack) => acks.push(ack),
                 Msg::Shutdown => {}
             }
         }
         self.commit(&mut pending);
-        if let Err(e) = self.sync_now() {
-            tracing::error!(error = %e, "audit log: final fsync failed");
+        self.unsynced = true;
+        self.sync_deferred();
+        // Drops that raced with the stop: state them if the log can.
+        self.try_resume(true);
+        if let Some(g) = &self.gap {
+            tracing::error!(
+                records = g.write_failed + g.queue_dropped,
+                "audit log: stopped with records lost that no gap record states"
+            );
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());
@@ -578,7 +873,14 @@ impl Writer {
 
     /// Redact, chain and encode one event into the pending buffer, rotating
     /// first if the record would not fit in the active file.
-    fn append(&mut self, pending: &mut Pending, ts: OffsetDateTime, mut event: Event) {
+    fn append(
+        &mut self,
+        pending: &mut Pending,
+        ts: OffsetDateTime,
+        mut event: Event,
+        ticket: Option<Durable>,
+    ) {
+        let at = ts;
         self.redaction.apply(&mut event);
         let mut ts_buf = std::mem::take(&mut self.ts_buf);
         ts_buf.clear();
@@ -594,17 +896,21 @@ impl Writer {
             self.commit(pending);
             match self.rotate() {
                 // The old file was fsynced; the new one is empty.
-                Ok(()) => self.unsynced = false,
+                Ok(()) => {
+                    self.unsynced = false;
+                    for t in self.unsynced_tickets.drain(..) {
+                        t.complete(Ok(()));
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "audit log: rotation failed");
                     self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // A new file carries every slice it uses.
+            // A new file carries every slice it uses; and a failed commit
+            // rolled the chain back: encode again either way.
             self.slices_in_file.clear();
-            if slice.is_some() {
-                self.encode(&event, ts, slice.as_deref());
-            }
+            self.encode(&event, ts, slice.as_deref());
         }
         self.ts_buf = ts_buf;
         if let Some(s) = &slice {
@@ -617,7 +923,10 @@ impl Writer {
         }
         if pending.n == 0 {
             pending.mark = (self.seq, self.prev_hash.clone());
+            pending.first_ts = Some(at);
         }
+        pending.last_ts = Some(at);
+        pending.tickets.extend(ticket);
         pending.buf.extend_from_slice(self.enc.line());
         pending.buf.push(b'\n');
         pending.n += 1;
@@ -650,11 +959,17 @@ impl Writer {
         );
     }
 
-    /// Write the pending records out (and fsync unless `never`). On failure,
+    /// Write the pending records out (and fsync with `always`). On failure,
     /// cut the file back and roll the chain back to before them, so that the
-    /// chain stays unbroken; the records are counted as dropped.
+    /// chain stays unbroken; the records are counted as lost, kept for the
+    /// next gap record, and their waiters fail. While the log is failing
+    /// nothing is tried until the next retry ([`Writer::try_resume`]).
     fn commit(&mut self, pending: &mut Pending) {
         if pending.n == 0 {
+            return;
+        }
+        if self.failing.is_some() {
+            self.lose(pending);
             return;
         }
         let before = self.size();
@@ -669,23 +984,206 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.stats.written.fetch_add(pending.n, Ordering::Relaxed);
+                if self.sync == SyncMode::Batch {
+                    self.unsynced_tickets.append(&mut pending.tickets);
+                } else {
+                    for t in pending.tickets.drain(..) {
+                        t.complete(Ok(()));
+                    }
+                }
             }
             Err(e) => {
-                tracing::error!(error = %e, records = pending.n, "audit log: write failed");
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.dropped.fetch_add(pending.n, Ordering::Relaxed);
-                if let Out::File { file, size, .. } = &mut self.out {
-                    let _ = file.set_len(before);
-                    *size = before;
-                }
-                // Slices first written inline by the lost records are not in the file.
-                self.slices_in_file.clear();
-                self.seq = pending.mark.0;
-                self.prev_hash = std::mem::take(&mut pending.mark.1);
+                self.truncate(before);
+                self.enter_failing(&e);
+                self.lose(pending);
             }
         }
         pending.buf.clear();
         pending.n = 0;
+    }
+
+    /// Count the pending records as lost (for the next gap record), fail
+    /// their waiters, and roll the chain back to before them.
+    fn lose(&mut self, pending: &mut Pending) {
+        let now = OffsetDateTime::now_utc();
+        let (from, until) = (
+            pending.first_ts.unwrap_or(now),
+            pending.last_ts.unwrap_or(now),
+        );
+        let error = self.failing_error();
+        let g = Gap::add(&mut self.gap, from, until);
+        g.write_failed += pending.n;
+        g.refused += pending.tickets.len() as u64;
+        if g.error.is_none() {
+            g.error = error.clone();
+        }
+        self.stats.lost.fetch_add(pending.n, Ordering::Relaxed);
+        self.stats
+            .unrecorded
+            .fetch_add(pending.n, Ordering::Relaxed);
+        let why = format!(
+            "the decision log cannot write: {}",
+            error.as_deref().unwrap_or("write failed")
+        );
+        for t in pending.tickets.drain(..) {
+            t.complete(Err(why.clone()));
+        }
+        // Slices first written inline by the lost records are not in the file.
+        self.slices_in_file.clear();
+        self.seq = pending.mark.0;
+        self.prev_hash = std::mem::take(&mut pending.mark.1);
+        pending.buf.clear();
+        pending.n = 0;
+        pending.first_ts = None;
+        pending.last_ts = None;
+    }
+
+    fn truncate(&mut self, len: u64) {
+        if let Out::File { file, size, .. } = &mut self.out {
+            let _ = file.set_len(len);
+            *size = len;
+        }
+    }
+
+    fn failing_error(&self) -> Option<String> {
+        self.stats
+            .health
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|(_, e)| e.clone()))
+    }
+
+    /// A write or fsync failed: become (or stay) failing, and retry later.
+    /// Logged once per state change, not per failure.
+    fn enter_failing(&mut self, e: &io::Error) {
+        match &mut self.failing {
+            Some(f) => {
+                f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
+                f.next_try = Instant::now() + f.backoff;
+                tracing::debug!(error = %e, "audit log: still failing");
+            }
+            None => {
+                tracing::error!(error = %e, path = %self.describe(),
+                    "audit log: writing failed; records are being lost (counted, and stated by a gap record when writing resumes)");
+                self.failing = Some(Failing {
+                    next_try: Instant::now() + FIRST_BACKOFF,
+                    backoff: FIRST_BACKOFF,
+                });
+                if let Ok(mut h) = self.stats.health.lock() {
+                    *h = Some((format_ts(OffsetDateTime::now_utc()), e.to_string()));
+                }
+                self.stats.failing.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.out {
+            Out::File { path, .. } => path.display().to_string(),
+            Out::Stdout(_) => "-".into(),
+        }
+    }
+
+    /// Take the queue's drops since the last look into the gap.
+    fn absorb_drops(&mut self) {
+        let dropped = self.stats.dropped.load(Ordering::Acquire);
+        if dropped <= self.seen_dropped {
+            return;
+        }
+        let n = dropped - self.seen_dropped;
+        self.seen_dropped = dropped;
+        let first = self.stats.drop_first_us.swap(i64::MAX, Ordering::Relaxed);
+        let last = self.stats.drop_last_us.swap(i64::MIN, Ordering::Relaxed);
+        let now = OffsetDateTime::now_utc();
+        let at = |us: i64| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap_or(now)
+        };
+        let (from, until) = if first <= last {
+            (at(first), at(last))
+        } else {
+            (now, now)
+        };
+        Gap::add(&mut self.gap, from, until).queue_dropped += n;
+        self.stats.unrecorded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Write the pending gap record, if any, and fsync: when not failing at
+    /// once; when failing, at the retry time (or now with `force`). Success
+    /// ends the failing state; failure backs off.
+    fn try_resume(&mut self, force: bool) {
+        self.absorb_drops();
+        match &self.failing {
+            Some(f) if !force && Instant::now() < f.next_try => return,
+            None if self.gap.is_none() => return,
+            _ => {}
+        }
+        let before = self.size();
+        let mut sealed = None;
+        let result = match &self.gap {
+            Some(g) => {
+                let info = GapInfo {
+                    records: g.write_failed + g.queue_dropped,
+                    write_failed: g.write_failed,
+                    queue_dropped: g.queue_dropped,
+                    refused: g.refused,
+                    from: format_ts(g.from),
+                    until: format_ts(g.until),
+                    error: g.error.clone(),
+                };
+                let ts = format_ts(OffsetDateTime::now_utc());
+                let body = gap_body(&info, &ts, self.replica.as_deref());
+                let (line, hash) = seal(body, self.seq + 1, &self.prev_hash);
+                let mut bytes = line.into_bytes();
+                bytes.push(b'\n');
+                sealed = Some((info, hash));
+                self.write_bytes(&bytes)
+            }
+            None => Ok(()),
+        }
+        .and_then(|()| self.sync_now());
+        match result {
+            Ok(()) => {
+                if let Some((info, hash)) = sealed {
+                    self.seq += 1;
+                    self.prev_hash = hash;
+                    self.gap = None;
+                    self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                    self.stats.unrecorded.store(0, Ordering::Relaxed);
+                    tracing::warn!(records = info.records, from = %info.from, until = %info.until,
+                        "audit log: a gap record states records that were not logged");
+                }
+                if self.failing.take().is_some() {
+                    self.stats.failing.store(false, Ordering::Relaxed);
+                    tracing::warn!(path = %self.describe(), "audit log: writing resumed");
+                }
+                for t in self.unsynced_tickets.drain(..) {
+                    t.complete(Ok(()));
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.truncate(before);
+                self.enter_failing(&e);
+            }
+        }
+    }
+
+    /// Wait for the next message while idle; while failing (or with a gap
+    /// to state), wake at the retry time to try again. None: disconnected.
+    fn next_idle(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
+        loop {
+            let wait = match &self.failing {
+                Some(f) => f.next_try.saturating_duration_since(Instant::now()),
+                None if self.gap.is_some() => FIRST_BACKOFF,
+                None => return rx.recv().ok(),
+            };
+            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(m) => return Some(m),
+                Err(RecvTimeoutError::Timeout) => self.try_resume(false),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     fn size(&self) -> u64 {
@@ -711,15 +1209,30 @@ impl Writer {
     }
 
     /// With `batch`: fsync what was written since the last fsync (group
-    /// commit). A failure is logged and counted: the records are in the file
-    /// but may not be on disk.
+    /// commit), then release the callers waiting for it. A failure is
+    /// counted and makes the log failing: the records are in the file but
+    /// may not be on disk, and their waiters fail.
     fn sync_deferred(&mut self) {
         if !self.unsynced {
+            for t in self.unsynced_tickets.drain(..) {
+                t.complete(Ok(()));
+            }
             return;
         }
-        if let Err(e) = self.sync_now() {
-            tracing::error!(error = %e, "audit log: fsync failed");
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        match self.sync_now() {
+            Ok(()) => {
+                for t in self.unsynced_tickets.drain(..) {
+                    t.complete(Ok(()));
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.enter_failing(&e);
+                let why = format!("the decision log cannot fsync: {e}");
+                for t in self.unsynced_tickets.drain(..) {
+                    t.complete(Err(why.clone()));
+                }
+            }
         }
     }
 

@@ -78,7 +78,15 @@ pub enum OrchestratorError {
     Store(#[from] StoreError),
     #[error("stored user is unreadable: {0}")]
     Corrupt(String),
+    /// `--audit-required`: the authorizing decision's record could not be
+    /// made durable, so the operation is refused.
+    #[error("the operation is refused because its decision-log record could not be made durable (--audit-required): {0}")]
+    AuditUnavailable(String),
 }
+
+/// The longest an operation waits for its authorizing decision's record to
+/// be durable under `--audit-required`.
+const AUDIT_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl OrchestratorError {
     /// The stable error code of the wire format.
@@ -94,6 +102,7 @@ impl OrchestratorError {
             OrchestratorError::Invalid { code, .. } => code,
             OrchestratorError::Request(_) => "bad_request",
             OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
+            OrchestratorError::AuditUnavailable(_) => "audit_unavailable",
         }
     }
 
@@ -424,6 +433,10 @@ impl Orchestrator {
             request_id: None,
         };
         let answer = self.authz.is_authorized(&q)?;
+        // Called off the async threads (spawn_blocking): blocking is fine.
+        answer
+            .wait_durable(AUDIT_ACK_TIMEOUT)
+            .map_err(OrchestratorError::AuditUnavailable)?;
         if answer.decision.is_allowed() {
             Ok(())
         } else {

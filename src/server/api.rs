@@ -2,7 +2,7 @@
 //! entities, policies, health, readiness, metrics and the OpenAPI document.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -182,6 +182,68 @@ pub fn observe(endpoint: &'static str, decision: &str, started: Instant) {
     observe_latency(endpoint, started);
 }
 
+/// The longest a decision waits for its record to be durable under
+/// `--audit-required` (also bounded by the request timeout).
+pub const AUDIT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// With `--audit-required`, wait for the decision's record to be durable
+/// (group commit: released by its batch's fsync). A record that cannot be
+/// made durable refuses the decision: a 503 (a deny), counted and logged.
+pub async fn require_durable(
+    state: &AppState,
+    answer: &Answer,
+    endpoint: &'static str,
+) -> Result<(), AppError> {
+    let Some(durable) = &answer.durable else {
+        return Ok(());
+    };
+    let limit = AUDIT_ACK_TIMEOUT.min(state.request_timeout);
+    let result = match tokio::time::timeout(limit, durable.wait()).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the decision log did not make the record durable within {} ms",
+            limit.as_millis()
+        )),
+    };
+    result.map_err(|why| {
+        metrics::counter!("partnergate_audit_refused_total", "endpoint" => endpoint).increment(1);
+        tracing::info!(decision_id = %answer.decision_id, error = %why,
+            "decision refused (deny): its record could not be made durable (--audit-required)");
+        AppError::audit_unavailable(why)
+    })
+}
+
+/// Wait for every acknowledgement of a batch; the first failure refuses it.
+pub async fn require_all_durable(
+    state: &AppState,
+    answers: &[Answer],
+    endpoint: &'static str,
+) -> Result<(), AppError> {
+    for a in answers {
+        require_durable(state, a, endpoint).await?;
+    }
+    Ok(())
+}
+
+/// The decision log's state for `/readyz` and `GET /v1/policies`, and
+/// whether it makes the sidecar not ready: only with `--audit-required`,
+/// where a failing log refuses every decision.
+pub fn audit_status(state: &AppState) -> (Value, bool) {
+    match state.authz.audit() {
+        None => (json!({"state": "off"}), false),
+        Some(log) => {
+            let status = log.status();
+            let required = state.authz.audit_required();
+            let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("required".into(), json!(required));
+            }
+            let failing = status.state == crate::audit::AuditState::Failing;
+            (v, required && failing)
+        }
+    }
+}
+
 /// Decide one request, logging refusals of malformed input.
 fn decide_one(state: &AppState, query: Query) -> Result<Answer, AppError> {
     state.authz.is_authorized(&query).map_err(|e| {
@@ -191,7 +253,8 @@ fn decide_one(state: &AppState, query: Query) -> Result<Answer, AppError> {
 }
 
 #[utoipa::path(post, path = "/v1/is_authorized", request_body = IsAuthorizedRequest,
-    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
+    responses((status = 200, body = IsAuthorizedResponse), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes"),
+        (status = 503, description = "--audit-required: the decision's record could not be made durable (audit_unavailable, a deny)")))]
 async fn is_authorized(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -207,6 +270,10 @@ async fn is_authorized(
         });
     match result {
         Ok(answer) => {
+            if let Err(e) = require_durable(&state, &answer, "is_authorized").await {
+                observe("is_authorized", "refused", started);
+                return Err(e);
+            }
             observe(
                 "is_authorized",
                 &answer.decision.decision.to_string(),
@@ -244,6 +311,7 @@ async fn is_authorized_batch(
     }
     // One snapshot for the whole batch.
     let pack = state.authz.evaluator().current();
+    let mut answered = Vec::new();
     let results = batch
         .requests
         .into_iter()
@@ -260,8 +328,14 @@ async fn is_authorized_batch(
                         .map_err(AppError::from)
                 });
             match answer {
-                Ok(a) => {
+                Ok(mut a) => {
                     count("batch", &a.decision.decision.to_string());
+                    if let Some(d) = a.durable.take() {
+                        answered.push(Answer {
+                            durable: Some(d),
+                            ..a.clone()
+                        });
+                    }
                     serde_json::to_value(IsAuthorizedResponse::from(a)).unwrap_or(Value::Null)
                 }
                 Err(e) => {
@@ -273,6 +347,7 @@ async fn is_authorized_batch(
             }
         })
         .collect();
+    require_all_durable(&state, &answered, "batch").await?;
     observe_latency("batch", started);
     Ok(Json(BatchResponse { results }))
 }
@@ -330,7 +405,9 @@ async fn get_policies(
     require_query_token(&state, &headers)?;
     let pack = state.authz.evaluator().current();
     let status = state.authz.evaluator().status();
+    let (audit, _) = audit_status(&state);
     Ok(Json(json!({
+        "audit": audit,
         "version": pack.version,
         "loaded_at": status.loaded_at,
         "files": pack.files,
@@ -354,15 +431,25 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .and_then(|r| r.map_err(|e| e.to_string()));
     let pack = state.authz.evaluator().current();
     metrics::gauge!("partnergate_store_up").set(if store.is_ok() { 1.0 } else { 0.0 });
+    let (audit, audit_not_ready) = audit_status(&state);
+    if audit_not_ready {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "policy_version": pack.version,
+                "store": store.err().unwrap_or_else(|| "ok".into()), "audit": audit,
+                "detail": "the decision log cannot write and --audit-required is set: every decision is refused with 503 until it recovers"})),
+        )
+            .into_response();
+    }
     match store {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "policy_version": pack.version, "store": "ok"})),
+            Json(json!({"status": "ready", "policy_version": pack.version, "store": "ok", "audit": audit})),
         )
             .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "policy_version": pack.version, "store": e,
+            Json(json!({"status": "not_ready", "policy_version": pack.version, "store": e, "audit": audit,
                 "detail": "the store is unreachable: decisions are still answered from memory; writes are refused with 503"})),
         )
             .into_response(),
@@ -379,6 +466,20 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let pack = state.authz.evaluator().current();
     metrics::gauge!("partnergate_entities").set(state.authz.directory().len() as f64);
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    if let Some(log) = state.authz.audit() {
+        let s = log.status();
+        metrics::counter!("partnergate_audit_records_written_total").absolute(s.written);
+        metrics::counter!("partnergate_audit_records_lost_total").absolute(s.lost);
+        metrics::counter!("partnergate_audit_records_dropped_total").absolute(s.dropped);
+        metrics::counter!("partnergate_audit_write_errors_total").absolute(s.write_errors);
+        metrics::counter!("partnergate_audit_gaps_total").absolute(s.gaps);
+        metrics::gauge!("partnergate_audit_unrecorded_records").set(s.unrecorded as f64);
+        let up = s.state == crate::audit::AuditState::Ok;
+        metrics::gauge!("partnergate_audit_up").set(if up { 1.0 } else { 0.0 });
+        // Present (at 0) before the first refusal.
+        metrics::counter!("partnergate_audit_refused_total", "endpoint" => "is_authorized")
+            .increment(0);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -137,6 +137,7 @@ pub(super) async fn evaluation(
     let mut query = to_query(req, None)?;
     query.request_id = super::api::request_id(&headers);
     let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
+    super::api::require_durable(&state, &answer, "authzen").await?;
     observe("authzen", &answer.decision.decision.to_string(), started);
     Ok(Json(to_response(answer)))
 }
@@ -156,6 +157,7 @@ pub(super) async fn evaluations(
         let mut query = to_query(req.defaults, None)?;
         query.request_id = super::api::request_id(&headers);
         let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
+        super::api::require_durable(&state, &answer, "authzen").await?;
         observe("authzen", &answer.decision.decision.to_string(), started);
         return Ok(Json(
             serde_json::to_value(to_response(answer)).unwrap_or(Value::Null),
@@ -187,6 +189,7 @@ pub(super) async fn evaluations(
     let pack = state.authz.evaluator().current();
     let d = req.defaults;
     let mut out = Vec::with_capacity(items.len());
+    let mut answered = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let merged = EvaluationRequest {
             subject: item.subject.or_else(|| d.subject.clone()),
@@ -202,8 +205,14 @@ pub(super) async fn evaluations(
                 .map_err(AppError::from)
         });
         let (allowed, value) = match result {
-            Ok(a) => {
+            Ok(mut a) => {
                 count("authzen", &a.decision.decision.to_string());
+                if let Some(d) = a.durable.take() {
+                    answered.push(crate::authz::Answer {
+                        durable: Some(d),
+                        ..a.clone()
+                    });
+                }
                 let r = to_response(a);
                 (r.decision, serde_json::to_value(r).unwrap_or(Value::Null))
             }
@@ -225,6 +234,7 @@ pub(super) async fn evaluations(
             break;
         }
     }
+    super::api::require_all_durable(&state, &answered, "authzen").await?;
     observe_latency("authzen", started);
     Ok(Json(json!({"evaluations": out})))
 }

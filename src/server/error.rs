@@ -50,6 +50,16 @@ impl AppError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
+
+    /// `--audit-required`: the decision's record could not be made durable,
+    /// so the decision is not given (a deny to the caller).
+    pub fn audit_unavailable(why: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            format!("the decision is refused because its decision-log record could not be made durable (--audit-required): {why}"),
+        )
+    }
 }
 
 impl From<crate::engine::RequestError> for AppError {
@@ -75,7 +85,9 @@ impl From<crate::directory::DirectoryError> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // A refusal under --audit-required is logged where it is decided
+        // (with the decision id); the writer logs the log's state changes.
+        if self.status.is_server_error() && self.code != "audit_unavailable" {
             tracing::warn!(code = self.code, message = %self.message, "request failed");
         } else {
             tracing::debug!(code = self.code, message = %self.message, "request refused");

@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub replica: String,
     /// The decision log (None: off).
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Refuse (503) a decision whose log record cannot be made durable.
+    pub audit_required: bool,
     /// A candidate policy directory evaluated beside the live one (shadow mode).
     pub shadow_policies: Option<PathBuf>,
     /// Sizes and nesting of policy files refused before parsing.
@@ -105,6 +107,7 @@ impl Default for ServeConfig {
             store: crate::store::StoreSpec::Sqlite,
             replica: default_replica_id(),
             audit: None,
+            audit_required: false,
             shadow_policies: None,
             limits: crate::prescan::PackLimits::default(),
             header_timeout: Duration::from_secs(10),
@@ -141,6 +144,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("decision log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("--audit-required needs a decision log (not --audit-log off)")]
+    AuditRequiredWithoutLog,
 }
 
 /// Shared state of the handlers.
@@ -332,6 +337,9 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
         authz = authz.with_shadow(candidate);
     }
+    if config.audit_required && config.audit.is_none() {
+        return Err(ServeError::AuditRequiredWithoutLog);
+    }
     if let Some(audit_config) = &config.audit {
         let mut audit_config = audit_config.clone();
         if audit_config.replica.is_none() {
@@ -354,7 +362,9 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
                 }),
             });
         }));
-        authz = authz.with_audit(log);
+        authz = authz
+            .with_audit(log)
+            .with_audit_required(config.audit_required);
     }
     let orchestrator = Arc::new(crate::orchestrator::Orchestrator::new(
         authz.clone(),

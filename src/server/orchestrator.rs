@@ -59,6 +59,10 @@ impl From<OrchestratorError> for AppError {
                 tracing::error!(error = %e, "orchestrator store failure");
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            OrchestratorError::AuditUnavailable(_) => {
+                tracing::info!(error = %e, "orchestrator operation refused (deny)");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         AppError::new(status, e.code(), e.to_string()).with_details(e.details())
     }

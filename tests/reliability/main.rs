@@ -13,4 +13,5 @@
 mod common;
 
 mod http_limits;
+mod audit_disk;
 mod policy_files;
