@@ -120,6 +120,11 @@ pub struct ServeArgs {
     /// count disagreements (never affects the answer).
     #[arg(long, env = "PARTNERGATE_SHADOW_POLICIES")]
     pub shadow_policies: Option<PathBuf>,
+    /// What request `entities` and AuthZEN `properties` may do: `add` (only
+    /// facts the store does not hold), `override` (replace stored facts),
+    /// `deny` (refuse them).
+    #[arg(long, env = "PARTNERGATE_REQUEST_ENTITIES", default_value = "add")]
+    pub request_entities: crate::authz::RequestEntities,
     #[command(flatten)]
     pub audit: crate::audit::cli::AuditLogArgs,
 }
@@ -580,6 +585,7 @@ fn log_cli_decision(
                 decision: decision.clone(),
                 latency_us: started.elapsed().as_micros() as u64,
                 shadow: None,
+                request_entities: Vec::new(),
             });
             log.shutdown();
         }
@@ -630,6 +636,7 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
             .unwrap_or_else(crate::server::default_replica_id),
         audit: audit_config(&a.audit, &a.data_dir),
         shadow_policies: a.shadow_policies,
+        request_entities: a.request_entities,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

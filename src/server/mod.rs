@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub audit: Option<crate::audit::AuditConfig>,
     /// A candidate policy directory evaluated beside the live one (shadow mode).
     pub shadow_policies: Option<PathBuf>,
+    /// What request entities and properties may do to stored facts.
+    pub request_entities: crate::authz::RequestEntities,
 }
 
 /// A default replica id: host name and process id.
@@ -89,6 +91,7 @@ impl Default for ServeConfig {
             replica: default_replica_id(),
             audit: None,
             shadow_policies: None,
+            request_entities: crate::authz::RequestEntities::default(),
         }
     }
 }
@@ -279,7 +282,8 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let metrics = metrics_handle();
     let pack = evaluator.current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
-    let mut authz = Authz::new(evaluator.clone(), directory);
+    let mut authz =
+        Authz::new(evaluator.clone(), directory).with_request_entities(config.request_entities);
     let mut shadow_watch = None;
     if let Some(dir) = &config.shadow_policies {
         let candidate = Arc::new(Evaluator::load(PackSource::new(
