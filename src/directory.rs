@@ -62,6 +62,10 @@ struct Stored {
 /// In-memory entities over a durable backend.
 pub struct Directory {
     entities: DashMap<EntityUid, Arc<Stored>>,
+    /// For each uid, the entities that point at it (parents and attribute
+    /// references): listings such as "the users of an account" read these,
+    /// not every entity. Changed together with `entities`, under its lock.
+    referrers: Mutex<HashMap<EntityUid, HashSet<EntityUid>>>,
     backend: Arc<dyn EntityBackend>,
     /// One writer at a time, so the store and memory apply writes in the same order.
     writer: Mutex<()>,
@@ -75,7 +79,14 @@ impl Directory {
     /// Load every stored entity into memory.
     pub fn open(backend: Arc<dyn EntityBackend>) -> Result<Self, DirectoryError> {
         let (records, loaded_seq) = backend.load_all_with_seq()?;
-        let entities = DashMap::with_capacity(records.len());
+        let directory = Directory {
+            entities: DashMap::with_capacity(records.len()),
+            referrers: Mutex::new(HashMap::new()),
+            backend,
+            writer: Mutex::new(()),
+            loaded_seq,
+            generation: AtomicU64::new(0),
+        };
         for r in records {
             let value: serde_json::Value =
                 serde_json::from_str(&r.json).map_err(|e| DirectoryError::Corrupt {
@@ -91,15 +102,43 @@ impl Directory {
                 uid: r.uid.clone(),
                 message,
             })?;
-            entities.insert(stored.entity.uid(), Arc::new(stored));
+            directory.insert(stored);
         }
-        Ok(Directory {
-            entities,
-            backend,
-            writer: Mutex::new(()),
-            loaded_seq,
-            generation: AtomicU64::new(0),
-        })
+        Ok(directory)
+    }
+
+    /// Insert or replace one entity in memory, keeping `referrers` in step.
+    fn insert(&self, s: Stored) {
+        let uid = s.entity.uid();
+        let mut referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        let new_refs = s.refs.clone();
+        if let Some(old) = self.entities.insert(uid.clone(), Arc::new(s)) {
+            unlink(&mut referrers, &uid, &old.refs);
+        }
+        for r in new_refs {
+            referrers.entry(r).or_default().insert(uid.clone());
+        }
+    }
+
+    /// Remove one entity from memory, keeping `referrers` in step.
+    fn remove(&self, uid: &EntityUid) {
+        let mut referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = self.entities.remove(uid) {
+            unlink(&mut referrers, uid, &old.refs);
+        }
+    }
+
+    /// The uids of the entities that point at `uid` (as a parent or from an
+    /// attribute), sorted: an index lookup, whatever the directory's size.
+    pub fn referrers(&self, uid: &EntityUid) -> Vec<EntityUid> {
+        let referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<EntityUid> = referrers
+            .get(uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        drop(referrers);
+        out.sort_by_key(|u| u.to_string());
+        out
     }
 
     /// The change-feed position of the initial load (where a feed starts).
@@ -115,7 +154,7 @@ impl Directory {
             match c.json {
                 None => {
                     if let Some(uid) = uid_from_key(&c.uid) {
-                        self.entities.remove(&uid);
+                        self.remove(&uid);
                     }
                 }
                 Some(json) => {
@@ -124,9 +163,7 @@ impl Directory {
                         .and_then(|v| Entity::from_json_value(v, None).map_err(|e| e.to_string()))
                         .and_then(stored);
                     match parsed {
-                        Ok(s) => {
-                            self.entities.insert(s.entity.uid(), Arc::new(s));
-                        }
+                        Ok(s) => self.insert(s),
                         Err(e) => tracing::warn!(seq = c.seq, uid = %c.uid, error = %e,
                             "change feed: unreadable entity skipped"),
                     }
@@ -164,6 +201,11 @@ impl Directory {
     /// One entity.
     pub fn get(&self, uid: &EntityUid) -> Option<Entity> {
         self.entities.get(uid).map(|s| s.entity.clone())
+    }
+
+    /// Is `uid` stored?
+    pub fn contains(&self, uid: &EntityUid) -> bool {
+        self.entities.contains_key(uid)
     }
 
     /// One entity as Cedar entity JSON.
@@ -248,7 +290,7 @@ impl Directory {
         self.backend.upsert(&records)?;
         let uids: Vec<EntityUid> = prepared.iter().map(|s| s.entity.uid()).collect();
         for s in prepared {
-            self.entities.insert(s.entity.uid(), Arc::new(s));
+            self.insert(s);
         }
         self.bump();
         Ok(uids)
@@ -260,7 +302,7 @@ impl Directory {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.backend.delete(&keys)?;
         for u in uids {
-            self.entities.remove(u);
+            self.remove(u);
         }
         self.bump();
         Ok(n)
@@ -271,11 +313,11 @@ impl Directory {
     pub fn apply_committed(&self, entities: Vec<Entity>, deleted: &[EntityUid]) {
         for entity in entities {
             if let Ok(s) = stored(entity) {
-                self.entities.insert(s.entity.uid(), Arc::new(s));
+                self.insert(s);
             }
         }
         for u in deleted {
-            self.entities.remove(u);
+            self.remove(u);
         }
         self.bump();
     }
@@ -309,6 +351,22 @@ impl Directory {
             }
         }
         out
+    }
+}
+
+/// Forget that `uid` points at `refs`.
+fn unlink(
+    referrers: &mut HashMap<EntityUid, HashSet<EntityUid>>,
+    uid: &EntityUid,
+    refs: &[EntityUid],
+) {
+    for r in refs {
+        if let Some(set) = referrers.get_mut(r) {
+            set.remove(uid);
+            if set.is_empty() {
+                referrers.remove(r);
+            }
+        }
     }
 }
 

@@ -973,7 +973,11 @@ impl Orchestrator {
         let account_uid = parse_uid("account", "Account", account)?;
         let account = id_of(&account_uid);
         let mut users = Vec::new();
-        for uid in self.directory().uids_of_type("User") {
+        // The users pointing at the account (index lookup), not every user.
+        for uid in self.directory().referrers(&account_uid) {
+            if uid.type_name().to_string() != "User" {
+                continue;
+            }
             if let Some(json) = self.directory().get_json(&uid) {
                 let u = UserView::from_json(&json)?;
                 if u.account == account {
@@ -1103,5 +1107,82 @@ impl Orchestrator {
     /// The registry.
     pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
         Ok(self.store.companies()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::PackSource;
+    use crate::reload::Evaluator;
+    use crate::store::sqlite::SqliteStore;
+    use std::path::Path;
+
+    /// The listings read only the users that point at the account (the
+    /// directory's index), never every user: another account's user that is
+    /// not even a readable user (no email) does not disturb them. Before the
+    /// index every user was read, and this listing failed on that one.
+    #[test]
+    fn listings_read_only_the_accounts_own_users() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let source = PackSource::new(
+            root.join("policies"),
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let directory = Arc::new(Directory::open(store.clone()).unwrap());
+        let demo: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        // Written without a schema: a `User` the orchestrator cannot read.
+        let ghost = json!({"uid": {"type": "User", "id": "ghost"},
+            "parents": [{"type": "Account", "id": "other"}],
+            "attrs": {"account": {"__entity": {"type": "Account", "id": "other"}}}});
+        directory
+            .put(vec![Entity::from_json_value(ghost, None).unwrap()])
+            .unwrap();
+        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
+        let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), store, rules);
+        let ids: Vec<String> = o
+            .users("acme")
+            .unwrap()
+            .into_iter()
+            .map(|u| u.user.id)
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(
+            ["owner", "emma", "pat"]
+                .iter()
+                .all(|i| ids.contains(&i.to_string())),
+            "{ids:?}"
+        );
+        let seats = o.seats("acme").unwrap();
+        assert_eq!(
+            (seats.paid_users, seats.administrators, seats.partners),
+            (2, 1, 1)
+        );
+        // The index follows writes: emma moves to `other`, then is deleted.
+        let acme = engine::parse_uid("a", "Account::\"acme\"").unwrap();
+        let emma = engine::parse_uid("u", "User::\"emma\"").unwrap();
+        assert!(directory.referrers(&acme).contains(&emma));
+        let moved = json!({"uid": {"type": "User", "id": "emma"},
+            "parents": [{"type": "Account", "id": "other"}],
+            "attrs": {"email": "emma@acme.example", "is_admin": false, "status": "active",
+                "two_factor": false,
+                "account": {"__entity": {"type": "Account", "id": "other"}}}});
+        directory
+            .put(vec![Entity::from_json_value(moved, None).unwrap()])
+            .unwrap();
+        assert!(!directory.referrers(&acme).contains(&emma));
+        assert_eq!(o.users("acme").unwrap().len(), 2);
+        directory.delete(std::slice::from_ref(&emma)).unwrap();
+        let other = engine::parse_uid("a", "Account::\"other\"").unwrap();
+        assert!(!directory.referrers(&other).contains(&emma));
     }
 }

@@ -12,4 +12,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod listings;
 mod policy_files;
+mod request_entities;
