@@ -284,6 +284,23 @@ impl Authz {
         request_id: Option<String>,
         json: serde_json::Value,
     ) -> Result<Vec<EntityUid>, DirectoryError> {
+        match self.put_entities_guarded(actor, request_id, json, None, None)? {
+            directory::Written::Applied(uids) => Ok(uids),
+            directory::Written::Replayed(_) => Ok(Vec::new()), // no key given: unreachable
+        }
+    }
+
+    /// [`Authz::put_entities`] under a deadline and an `Idempotency-Key`
+    /// (see [`Directory::put_guarded`]); a replay writes and logs nothing.
+    #[allow(clippy::type_complexity)]
+    pub fn put_entities_guarded(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        json: serde_json::Value,
+        deadline: Option<Instant>,
+        idempotency: Option<(&str, &str, &dyn Fn(&[EntityUid]) -> (u16, String))>,
+    ) -> Result<directory::Written, DirectoryError> {
         let pack = self.evaluator.current();
         let entities = Directory::parse(pack.schema.as_ref(), json)?;
         let before: Vec<serde_json::Value> = entities
@@ -294,8 +311,10 @@ impl Authz {
                     .unwrap_or(serde_json::Value::Null)
             })
             .collect();
-        let uids = self.directory.put(entities)?;
-        if let Some(log) = &self.audit {
+        let written = self
+            .directory
+            .put_guarded(entities, deadline, idempotency)?;
+        if let (Some(log), directory::Written::Applied(uids)) = (&self.audit, &written) {
             for (uid, before) in uids.iter().zip(before) {
                 log.log(ChangeEvent {
                     decision_id: None,
@@ -310,7 +329,7 @@ impl Authz {
                 });
             }
         }
-        Ok(uids)
+        Ok(written)
     }
 
     pub fn evaluator(&self) -> &Arc<Evaluator> {

@@ -39,6 +39,8 @@ pub enum DirectoryError {
     Store(#[from] StoreError),
     #[error("stored entity {uid} is unreadable: {message}")]
     Corrupt { uid: String, message: String },
+    #[error("the write did not start before the request timeout; nothing was written")]
+    TimedOut,
 }
 
 impl DirectoryError {
@@ -46,9 +48,17 @@ impl DirectoryError {
     pub fn is_bad_input(&self) -> bool {
         !matches!(
             self,
-            DirectoryError::Store(_) | DirectoryError::Corrupt { .. }
+            DirectoryError::Store(_) | DirectoryError::Corrupt { .. } | DirectoryError::TimedOut
         )
     }
+}
+
+/// What a guarded write did ([`Directory::put_guarded`]).
+#[derive(Debug)]
+pub enum Written {
+    Applied(Vec<EntityUid>),
+    /// The `Idempotency-Key` was remembered: nothing written; its first answer.
+    Replayed(crate::store::Remembered),
 }
 
 /// An entity with the uids it points at (parents and attribute references),
@@ -278,6 +288,27 @@ impl Directory {
 
     /// Upsert already-validated entities in one transaction.
     pub fn put(&self, entities: Vec<Entity>) -> Result<Vec<EntityUid>, DirectoryError> {
+        match self.put_guarded(entities, None, None)? {
+            Written::Applied(uids) => Ok(uids),
+            Written::Replayed(_) => Err(DirectoryError::Store(StoreError::Backend(
+                "a write without an Idempotency-Key was replayed".into(),
+            ))),
+        }
+    }
+
+    /// [`Directory::put`] under a deadline (checked once the transaction has
+    /// begun: past it, nothing is written, [`DirectoryError::TimedOut`]) and
+    /// an `Idempotency-Key`: `(key, fingerprint, answer)` where `answer`
+    /// gives the (status, JSON body) answered for the written uids, stored in
+    /// the same transaction; a key already remembered writes nothing and
+    /// returns its first answer.
+    #[allow(clippy::type_complexity)]
+    pub fn put_guarded(
+        &self,
+        entities: Vec<Entity>,
+        deadline: Option<std::time::Instant>,
+        idempotency: Option<(&str, &str, &dyn Fn(&[EntityUid]) -> (u16, String))>,
+    ) -> Result<Written, DirectoryError> {
         let mut records = Vec::with_capacity(entities.len());
         let mut prepared = Vec::with_capacity(entities.len());
         for (index, entity) in entities.into_iter().enumerate() {
@@ -286,14 +317,34 @@ impl Directory {
             let refs = refs_of(&json);
             prepared.push(Stored { entity, refs });
         }
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.backend.upsert(&records)?;
         let uids: Vec<EntityUid> = prepared.iter().map(|s| s.entity.uid()).collect();
+        let remembered = idempotency.map(|(key, fingerprint, answer)| {
+            let (status, body) = answer(&uids);
+            let fingerprint = fingerprint.to_string();
+            (
+                key,
+                crate::store::Remembered {
+                    fingerprint,
+                    status,
+                    body,
+                },
+            )
+        });
+        let guard = crate::store::WriteGuard {
+            deadline,
+            idempotency: remembered.as_ref().map(|(k, r)| (*k, r)),
+        };
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match self.backend.upsert_guarded(&records, &guard)? {
+            crate::store::Guarded::Applied => {}
+            crate::store::Guarded::Replayed(r) => return Ok(Written::Replayed(r)),
+            crate::store::Guarded::TimedOut => return Err(DirectoryError::TimedOut),
+        }
         for s in prepared {
             self.insert(s);
         }
         self.bump();
-        Ok(uids)
+        Ok(Written::Applied(uids))
     }
 
     /// Delete entities; returns how many existed.

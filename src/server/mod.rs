@@ -10,6 +10,7 @@
 pub mod api;
 pub mod authzen;
 pub mod error;
+pub mod idempotency;
 pub mod orchestrator;
 
 use std::net::SocketAddr;
@@ -22,7 +23,6 @@ use axum::http::{HeaderName, StatusCode};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::authz::Authz;
 use crate::directory::Directory;
@@ -167,12 +167,68 @@ pub fn app(state: Arc<AppState>) -> Router {
         // Bodies are read and size-checked by our own extractor (a 400 with a
         // JSON body); this outer limit only guards against absurd uploads.
         .layer(DefaultBodyLimit::disable())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             timeout,
+            request_timeout,
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Is this request a write (its outcome must never be a 408 after it
+/// committed)? Every PUT/POST/DELETE except the decision endpoints.
+fn is_write(req: &axum::extract::Request) -> bool {
+    use axum::http::Method;
+    let path = req.uri().path();
+    let decision = path.starts_with("/v1/is_authorized") || path.starts_with("/access/v1/");
+    matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE) && !decision
+}
+
+fn timed_out(what: &str, timeout: Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    error::AppError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "{what} took longer than the request timeout ({} ms)",
+            timeout.as_millis()
+        ),
+    )
+    .into_response()
+}
+
+/// `--request-timeout-ms`: a decision or a read is answered 408 when it
+/// takes longer; a write only while its body is read — once read, the write
+/// handler owns the deadline: its transaction stops before writing anything
+/// if the deadline has passed when it begins (408), and otherwise runs to
+/// completion and answers its outcome. So a 408 never follows a commit.
+async fn request_timeout(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !is_write(&req) {
+        return match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => timed_out("the request", timeout),
+        };
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, usize::MAX)).await {
+        Err(_) => timed_out("reading the request body", timeout),
+        Ok(Err(e)) => {
+            use axum::response::IntoResponse;
+            error::AppError::bad_request(format!("cannot read the request body: {e}"))
+                .into_response()
+        }
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+    }
 }
 
 /// Read the token, or generate one (mode 0600) in the data directory.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -14,9 +15,10 @@ use serde_json::{json, Value};
 
 use super::api::{parse_body, require_token};
 use super::error::AppError;
+use super::idempotency;
 use super::AppState;
 use crate::orchestrator::store::RegistryCompany;
-use crate::orchestrator::{Orchestrator, OrchestratorError, Outcome};
+use crate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -59,6 +61,10 @@ impl From<OrchestratorError> for AppError {
                 tracing::error!(error = %e, "orchestrator store failure");
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            OrchestratorError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            OrchestratorError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            // Answered by `write` with the first answer; never reaches here in practice.
+            OrchestratorError::Replayed(_) => StatusCode::CONFLICT,
         };
         AppError::new(status, e.code(), e.to_string()).with_details(e.details())
     }
@@ -102,8 +108,39 @@ async fn blocking<T: Send + 'static>(
         .map_err(AppError::from)
 }
 
-fn created(o: Outcome) -> (StatusCode, Json<Value>) {
-    (StatusCode::CREATED, Json(json!(o)))
+/// Run one orchestrator write off the async runtime, under the request's
+/// deadline (checked when its transaction begins: a write either answers
+/// its outcome or, having applied nothing, 408) and its `Idempotency-Key`
+/// (a retry of the same request gets the first answer without re-applying).
+async fn write(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    (route, body, status): (String, &Bytes, StatusCode),
+    f: impl FnOnce(&Orchestrator) -> Result<Value, OrchestratorError> + Send + 'static,
+) -> Result<Response, AppError> {
+    let key = idempotency::from_headers(headers, &route, body, status)?;
+    if let Some(i) = &key {
+        if let Some(replay) = idempotency::recalled(state, i).await? {
+            return Ok(replay);
+        }
+    }
+    let scope = WriteScope {
+        deadline: Some(std::time::Instant::now() + state.request_timeout),
+        idempotency: key,
+    };
+    let orch = state.orchestrator.clone();
+    let result = tokio::task::spawn_blocking(move || orch.scoped(scope, f))
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))?;
+    match result {
+        Ok(v) => Ok((status, Json(v)).into_response()),
+        Err(OrchestratorError::Replayed(r)) => Ok(idempotency::replay(r)),
+        Err(e) => Err(AppError::from(e)),
+    }
+}
+
+fn outcome(o: crate::orchestrator::Outcome) -> Value {
+    json!(o)
 }
 
 fn query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
@@ -119,20 +156,26 @@ async fn invite_partner(
     headers: HeaderMap,
     Path(account): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: InviteBody = parse_body(&state, &body)?;
-    blocking(&state, move |o| {
-        o.invite_partner(
-            &account,
-            &b.actor,
-            &b.email,
-            b.name.as_deref(),
-            b.replace.as_deref(),
-        )
-    })
+    let route = format!("POST /v1/accounts/{account}/partners");
+    write(
+        &state,
+        &headers,
+        (route, &body, StatusCode::CREATED),
+        move |o| {
+            o.invite_partner(
+                &account,
+                &b.actor,
+                &b.email,
+                b.name.as_deref(),
+                b.replace.as_deref(),
+            )
+            .map(outcome)
+        },
+    )
     .await
-    .map(created)
 }
 
 async fn invite_user(
@@ -140,7 +183,7 @@ async fn invite_user(
     headers: HeaderMap,
     Path(account): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: InviteBody = parse_body(&state, &body)?;
     if b.replace.is_some() {
@@ -148,11 +191,17 @@ async fn invite_user(
             "field `replace`: only partner invitations replace someone",
         ));
     }
-    blocking(&state, move |o| {
-        o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
-    })
+    let route = format!("POST /v1/accounts/{account}/users");
+    write(
+        &state,
+        &headers,
+        (route, &body, StatusCode::CREATED),
+        move |o| {
+            o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
+                .map(outcome)
+        },
+    )
     .await
-    .map(created)
 }
 
 async fn list_users(
@@ -195,10 +244,14 @@ async fn accept(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
-) -> Result<Json<Value>, AppError> {
+    body: Bytes,
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
-    let o = blocking(&state, move |o| o.accept(&user)).await?;
-    Ok(Json(json!(o)))
+    let route = format!("POST /v1/users/{user}/accept");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.accept(&user).map(outcome)
+    })
+    .await
 }
 
 async fn partner_access(
@@ -206,14 +259,15 @@ async fn partner_access(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
-    let o = blocking(&state, move |o| {
+    let route = format!("POST /v1/users/{user}/partner-access");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
         o.grant_partner_access(&user, &b.actor, b.replace.as_deref())
+            .map(outcome)
     })
-    .await?;
-    Ok(Json(json!(o)))
+    .await
 }
 
 async fn dismiss(
@@ -221,7 +275,7 @@ async fn dismiss(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
     if b.replace.is_some() {
@@ -229,8 +283,11 @@ async fn dismiss(
             "field `replace`: not accepted when dismissing",
         ));
     }
-    let o = blocking(&state, move |o| o.dismiss(&user, &b.actor)).await?;
-    Ok(Json(json!(o)))
+    let route = format!("POST /v1/users/{user}/dismiss");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.dismiss(&user, &b.actor).map(outcome)
+    })
+    .await
 }
 
 async fn rehire(
@@ -238,14 +295,14 @@ async fn rehire(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
-    let o = blocking(&state, move |o| {
-        o.rehire(&user, &b.actor, b.replace.as_deref())
+    let route = format!("POST /v1/users/{user}/rehire");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.rehire(&user, &b.actor, b.replace.as_deref()).map(outcome)
     })
-    .await?;
-    Ok(Json(json!(o)))
+    .await
 }
 
 async fn set_admin(
@@ -254,11 +311,15 @@ async fn set_admin(
     user: String,
     body: Bytes,
     admin: bool,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
-    let o = blocking(&state, move |o| o.set_admin(&user, &b.actor, admin)).await?;
-    Ok(Json(json!(o)))
+    let method = if admin { "PUT" } else { "DELETE" };
+    let route = format!("{method} /v1/users/{user}/admin");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.set_admin(&user, &b.actor, admin).map(outcome)
+    })
+    .await
 }
 
 async fn grant_admin(
@@ -266,7 +327,7 @@ async fn grant_admin(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     set_admin(state, headers, user, body, true).await
 }
 
@@ -275,7 +336,7 @@ async fn revoke_admin(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     set_admin(state, headers, user, body, false).await
 }
 
@@ -284,9 +345,10 @@ async fn put_company(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: CompanyBody = parse_body(&state, &body)?;
+    let route = format!("PUT /v1/partner-companies/{id}");
     let company = RegistryCompany {
         id,
         name: b.name,
@@ -294,8 +356,11 @@ async fn put_company(
         certified: b.certified,
         emails: b.emails,
     };
-    let mut saved = blocking(&state, move |o| o.put_companies(vec![company])).await?;
-    Ok(Json(json!(saved.pop())))
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.put_companies(vec![company])
+            .map(|mut saved| json!(saved.pop()))
+    })
+    .await
 }
 
 async fn list_companies(

@@ -15,3 +15,4 @@ mod common;
 mod listings;
 mod policy_files;
 mod request_entities;
+mod writes;
