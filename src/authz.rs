@@ -292,14 +292,13 @@ impl Authz {
 
     /// [`Authz::put_entities`] under a deadline and an `Idempotency-Key`
     /// (see [`Directory::put_guarded`]); a replay writes and logs nothing.
-    #[allow(clippy::type_complexity)]
     pub fn put_entities_guarded(
         &self,
         actor: &str,
         request_id: Option<String>,
         json: serde_json::Value,
         deadline: Option<Instant>,
-        idempotency: Option<(&str, &str, &dyn Fn(&[EntityUid]) -> (u16, String))>,
+        idempotency: Option<directory::IdempotentAnswer<'_>>,
     ) -> Result<directory::Written, DirectoryError> {
         let pack = self.evaluator.current();
         let entities = Directory::parse(pack.schema.as_ref(), json)?;

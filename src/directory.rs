@@ -53,6 +53,10 @@ impl DirectoryError {
     }
 }
 
+/// An `Idempotency-Key` write: the key, the request's fingerprint, and the
+/// (HTTP status, JSON body) answered for the written uids.
+pub type IdempotentAnswer<'a> = (&'a str, &'a str, &'a dyn Fn(&[EntityUid]) -> (u16, String));
+
 /// What a guarded write did ([`Directory::put_guarded`]).
 #[derive(Debug)]
 pub enum Written {
@@ -302,12 +306,11 @@ impl Directory {
     /// gives the (status, JSON body) answered for the written uids, stored in
     /// the same transaction; a key already remembered writes nothing and
     /// returns its first answer.
-    #[allow(clippy::type_complexity)]
     pub fn put_guarded(
         &self,
         entities: Vec<Entity>,
         deadline: Option<std::time::Instant>,
-        idempotency: Option<(&str, &str, &dyn Fn(&[EntityUid]) -> (u16, String))>,
+        idempotency: Option<IdempotentAnswer<'_>>,
     ) -> Result<Written, DirectoryError> {
         let mut records = Vec::with_capacity(entities.len());
         let mut prepared = Vec::with_capacity(entities.len());

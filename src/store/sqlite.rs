@@ -249,6 +249,54 @@ mod tests {
         }
     }
 
+    /// A remembered Idempotency-Key answer is recalled until it is
+    /// IDEMPOTENCY_TTL_SECS old, then forgotten (and purged by the next write).
+    #[test]
+    fn idempotency_keys_expire_after_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let answer = Remembered {
+            fingerprint: "f".into(),
+            status: 201,
+            body: "{}".into(),
+        };
+        let guard = WriteGuard {
+            deadline: None,
+            idempotency: Some(("k", &answer)),
+        };
+        assert_eq!(
+            s.upsert_guarded(&[rec("User::\"a\"", "1")], &guard)
+                .unwrap(),
+            Guarded::Applied
+        );
+        assert_eq!(s.recall("k").unwrap(), Some(answer.clone()));
+        // The same key again: nothing written, the first answer.
+        let again = s
+            .upsert_guarded(&[rec("User::\"a\"", "2")], &guard)
+            .unwrap();
+        assert_eq!(again, Guarded::Replayed(answer.clone()));
+        assert_eq!(s.load_all().unwrap()[0].json, "1");
+        // A day and a second later: forgotten.
+        s.conn()
+            .unwrap()
+            .execute(
+                "UPDATE idempotency_keys SET created_at = created_at - ?1",
+                params![IDEMPOTENCY_TTL_SECS + 1],
+            )
+            .unwrap();
+        assert_eq!(s.recall("k").unwrap(), None);
+        let fresh = s
+            .upsert_guarded(&[rec("User::\"a\"", "3")], &guard)
+            .unwrap();
+        assert_eq!(fresh, Guarded::Applied);
+        let n: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "the expired row was purged");
+    }
+
     #[test]
     fn upsert_replace_delete_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
