@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             decision,
             latency_us: start.elapsed().as_micros() as u64,
             shadow: None,
+            request_entities: Vec::new(),
         });
     }
     log.log(ChangeEvent {

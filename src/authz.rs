@@ -154,6 +154,35 @@ impl DecisionEntities {
     }
 }
 
+/// What request data (`entities`, AuthZEN `properties`) may do to the
+/// stored facts (`serve --request-entities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestEntities {
+    /// Request data may add entities and attributes the store does not hold,
+    /// never replace a stored attribute or add parents to a stored entity (a
+    /// 400 naming the field); a principal the store does not hold is unknown
+    /// (Deny) even when the request describes it.
+    #[default]
+    Add,
+    /// Request data replaces stored entities and attributes (the behaviour
+    /// before issue #12; only for callers that never forward user input).
+    Override,
+    /// Any request entity or property is a 400.
+    Deny,
+}
+
+impl std::str::FromStr for RequestEntities {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "add" => Ok(RequestEntities::Add),
+            "override" => Ok(RequestEntities::Override),
+            "deny" => Ok(RequestEntities::Deny),
+            other => Err(format!("`{other}`: expected add, override or deny")),
+        }
+    }
+}
+
 /// How many (principal, action, resource) entity sets [`Authz`] keeps;
 /// past that the cache is emptied and refilled.
 pub const ENTITY_CACHE_MAX: usize = 10_000;
@@ -187,6 +216,7 @@ pub struct Authz {
     cache: Arc<DashMap<CacheKey, Arc<CachedEntities>>>,
     /// Per action and pack version, the policies whose scope can match it.
     index: Arc<DashMap<EntityUid, Arc<ActionPolicies>>>,
+    request_entities: RequestEntities,
 }
 
 /// The policies of one pack version that can apply to one action.
@@ -233,7 +263,14 @@ impl Authz {
             shadow: None,
             cache: Arc::new(DashMap::new()),
             index: Arc::new(DashMap::new()),
+            request_entities: RequestEntities::default(),
         }
+    }
+
+    /// What request data may do to the stored facts (default [`RequestEntities::Add`]).
+    pub fn with_request_entities(mut self, mode: RequestEntities) -> Self {
+        self.request_entities = mode;
+        self
     }
 
     /// Log every decision and change to `log`.
@@ -278,6 +315,22 @@ impl Authz {
         request_id: Option<String>,
         json: serde_json::Value,
     ) -> Result<Vec<EntityUid>, DirectoryError> {
+        match self.put_entities_guarded(actor, request_id, json, None, None)? {
+            directory::Written::Applied(uids) => Ok(uids),
+            directory::Written::Replayed(_) => Ok(Vec::new()), // no key given: unreachable
+        }
+    }
+
+    /// [`Authz::put_entities`] under a deadline and an `Idempotency-Key`
+    /// (see [`Directory::put_guarded`]); a replay writes and logs nothing.
+    pub fn put_entities_guarded(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        json: serde_json::Value,
+        deadline: Option<Instant>,
+        idempotency: Option<directory::IdempotentAnswer<'_>>,
+    ) -> Result<directory::Written, DirectoryError> {
         let pack = self.evaluator.current();
         let entities = Directory::parse(pack.schema.as_ref(), json)?;
         let before: Vec<serde_json::Value> = entities
@@ -288,8 +341,10 @@ impl Authz {
                     .unwrap_or(serde_json::Value::Null)
             })
             .collect();
-        let uids = self.directory.put(entities)?;
-        if let Some(log) = &self.audit {
+        let written = self
+            .directory
+            .put_guarded(entities, deadline, idempotency)?;
+        if let (Some(log), directory::Written::Applied(uids)) = (&self.audit, &written) {
             for (uid, before) in uids.iter().zip(before) {
                 log.log(ChangeEvent {
                     decision_id: None,
@@ -304,7 +359,7 @@ impl Authz {
                 });
             }
         }
-        Ok(uids)
+        Ok(written)
     }
 
     pub fn evaluator(&self) -> &Arc<Evaluator> {
@@ -333,25 +388,7 @@ impl Authz {
             q.resource.clone(),
             q.context.clone(),
         )?;
-        let mut overlay: HashMap<EntityUid, Entity> = HashMap::new();
-        if let Some(json) = &q.entities {
-            for e in Directory::parse(schema, json.clone())
-                .map_err(|e| RequestError::Entities(e.to_string()))?
-            {
-                overlay.insert(e.uid(), e);
-            }
-        }
-        for (field, uid, attrs) in [
-            ("subject.properties", &q.principal, &q.principal_attrs),
-            ("resource.properties", &q.resource, &q.resource_attrs),
-        ] {
-            if let Some(attrs) = attrs {
-                let e = self
-                    .with_attrs(schema, &overlay, uid, attrs)
-                    .map_err(|m| RequestError::field(field, m))?;
-                overlay.insert(uid.clone(), e);
-            }
-        }
+        let overlay = self.overlay(schema, q)?;
         let indexed = self.action_policies(pack, &q.action);
         let policy_set = indexed.policies.as_ref().unwrap_or(&pack.policy_set);
         let entities = if overlay.is_empty() {
@@ -362,13 +399,29 @@ impl Authz {
                 .map_err(RequestError::Entities)?;
             Arc::new(DecisionEntities::new(entities))
         };
-        let decision = engine::decide_with(
-            policy_set,
-            pack,
-            &request,
-            &entities.entities,
-            Semantics::FailClosed,
-        );
+        // Request data never makes a principal known (unless `override`).
+        let invented = !overlay.is_empty()
+            && self.request_entities != RequestEntities::Override
+            && !self.directory.contains(&q.principal);
+        let decision = if invented {
+            engine::Decision {
+                decision: engine::Effect::Deny,
+                reasons: Vec::new(),
+                errors: vec![format!(
+                    "unknown principal {}: not in the entity store (entities sent with the request do not make a principal known)",
+                    q.principal
+                )],
+                policy_version: pack.version.clone(),
+            }
+        } else {
+            engine::decide_with(
+                policy_set,
+                pack,
+                &request,
+                &entities.entities,
+                Semantics::FailClosed,
+            )
+        };
         let mut answer = Answer {
             decision,
             decision_id: uuid::Uuid::now_v7().to_string(),
@@ -403,6 +456,11 @@ impl Authz {
                 decision: answer.decision.clone(),
                 latency_us: answer.latency_us,
                 shadow,
+                request_entities: {
+                    let mut v: Vec<String> = overlay.keys().map(|u| u.to_string()).collect();
+                    v.sort();
+                    v
+                },
             };
             if self.audit_required {
                 answer.durable = Some(log.log_durable(event));
@@ -467,28 +525,171 @@ impl Authz {
         Ok(entities)
     }
 
-    /// The stored (or overlaid) entity with `attrs` merged over its attributes.
+    /// The request's entities (`entities` and AuthZEN `properties`), checked
+    /// against the stored facts under the configured [`RequestEntities`].
+    fn overlay(
+        &self,
+        schema: Option<&cedar_policy::Schema>,
+        q: &Query,
+    ) -> Result<HashMap<EntityUid, Entity>, RequestError> {
+        let mode = self.request_entities;
+        let mut overlay: HashMap<EntityUid, Entity> = HashMap::new();
+        let items = match &q.entities {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items.clone(),
+            Some(_) => {
+                return Err(RequestError::Entities(
+                    DirectoryError::NotAnArray.to_string(),
+                ))
+            }
+        };
+        if mode == RequestEntities::Deny && !items.is_empty() {
+            return Err(refused("entities"));
+        }
+        let items = if mode == RequestEntities::Add {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| self.added_to_stored(i, item))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            items
+        };
+        if !items.is_empty() {
+            for e in Directory::parse(schema, serde_json::Value::Array(items))
+                .map_err(|e| RequestError::Entities(e.to_string()))?
+            {
+                overlay.insert(e.uid(), e);
+            }
+        }
+        for (field, uid, attrs) in [
+            ("subject.properties", &q.principal, &q.principal_attrs),
+            ("resource.properties", &q.resource, &q.resource_attrs),
+        ] {
+            let Some(attrs) = attrs.as_ref().filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            if mode == RequestEntities::Deny {
+                return Err(refused(field));
+            }
+            let e = self.with_attrs(schema, &overlay, field, uid, attrs)?;
+            overlay.insert(uid.clone(), e);
+        }
+        Ok(overlay)
+    }
+
+    /// Under [`RequestEntities::Add`], a request entity (`entities[index]`)
+    /// for a stored uid: refused if it names a stored attribute or a parent
+    /// the stored entity lacks; else the stored entity plus its new attributes.
+    fn added_to_stored(
+        &self,
+        index: usize,
+        item: serde_json::Value,
+    ) -> Result<serde_json::Value, RequestError> {
+        let Some(uid) = item
+            .get("uid")
+            .and_then(|u| EntityUid::from_json(u.clone()).ok())
+        else {
+            return Ok(item); // not a uid: the schema check reports it
+        };
+        let Some(mut stored) = self.directory.get_json(&uid) else {
+            return Ok(item);
+        };
+        if let Some(attrs) = item.get("attrs").and_then(|a| a.as_object()) {
+            let at = |k: &str| format!("entities[{index}].attrs.{k}");
+            merge_new_attrs(&mut stored, &uid, attrs, at)?;
+        }
+        let stored_parents: Vec<EntityUid> = stored
+            .get("parents")
+            .and_then(|p| p.as_array())
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| EntityUid::from_json(p.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in item
+            .get("parents")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let known = EntityUid::from_json(p.clone())
+                .map(|p| stored_parents.contains(&p))
+                .unwrap_or(false);
+            if !known {
+                return Err(RequestError::field(
+                    &format!("entities[{index}].parents"),
+                    format!("{uid} is stored; request data may not add parents to a stored entity"),
+                ));
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The stored (or overlaid) entity with `attrs` (AuthZEN `properties`,
+    /// reported as `field`) merged over its attributes; under
+    /// [`RequestEntities::Add`] a stored attribute is never replaced.
     fn with_attrs(
         &self,
         schema: Option<&cedar_policy::Schema>,
         overlay: &HashMap<EntityUid, Entity>,
+        field: &str,
         uid: &EntityUid,
         attrs: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Entity, String> {
+    ) -> Result<Entity, RequestError> {
         let base = match overlay.get(uid) {
             Some(e) => e.to_json_value().ok(),
             None => self.directory.get_json(uid),
         };
+        let stored = overlay.get(uid).is_none() && base.is_some();
         let mut json = base.unwrap_or_else(
             || serde_json::json!({"uid": uid_json(uid), "attrs": {}, "parents": []}),
         );
-        if let Some(map) = json.get_mut("attrs").and_then(|a| a.as_object_mut()) {
+        if stored && self.request_entities == RequestEntities::Add {
+            merge_new_attrs(&mut json, uid, attrs, |k| format!("{field}.{k}"))?;
+        } else if let Some(map) = json.get_mut("attrs").and_then(|a| a.as_object_mut()) {
             for (k, v) in attrs {
                 map.insert(k.clone(), v.clone());
             }
         }
-        Entity::from_json_value(json, schema).map_err(|e| e.to_string())
+        Entity::from_json_value(json, schema).map_err(|e| RequestError::field(field, e.to_string()))
     }
+}
+
+/// The 400 of `--request-entities deny`.
+fn refused(field: &str) -> RequestError {
+    RequestError::field(
+        field,
+        "this sidecar refuses request entities and properties (--request-entities deny); store the facts with PUT /v1/entities",
+    )
+}
+
+/// Add `attrs` to the stored entity JSON `stored` (of `uid`); an attribute
+/// the stored entity has is a 400 naming `at(name)`.
+fn merge_new_attrs(
+    stored: &mut serde_json::Value,
+    uid: &EntityUid,
+    attrs: &serde_json::Map<String, serde_json::Value>,
+    at: impl Fn(&str) -> String,
+) -> Result<(), RequestError> {
+    let Some(map) = stored.as_object_mut().and_then(|o| {
+        o.entry("attrs")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+    }) else {
+        return Ok(());
+    };
+    for (k, v) in attrs {
+        if map.contains_key(k) {
+            return Err(RequestError::field(
+                &at(k),
+                format!("{uid} is stored; request data may not replace a stored attribute"),
+            ));
+        }
+        map.insert(k.clone(), v.clone());
+    }
+    Ok(())
 }
 
 /// `{"type": .., "id": ..}` for a uid.

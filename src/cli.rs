@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// a failing log is counted, shown and stated by a gap record instead.
     #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
     pub audit_required: bool,
+    /// What request `entities` and AuthZEN `properties` may do: `add` (only
+    /// facts the store does not hold), `override` (replace stored facts),
+    /// `deny` (refuse them).
+    #[arg(long, env = "PARTNERGATE_REQUEST_ENTITIES", default_value = "add")]
+    pub request_entities: crate::authz::RequestEntities,
     #[command(flatten)]
     pub audit: crate::audit::cli::AuditLogArgs,
     #[command(flatten)]
@@ -677,6 +682,7 @@ fn log_cli_decision(
                 decision: decision.clone(),
                 latency_us: started.elapsed().as_micros() as u64,
                 shadow: None,
+                request_entities: Vec::new(),
             });
             log.shutdown();
         }
@@ -734,6 +740,7 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         max_connections: a.max_connections,
         protect_metrics: a.protect_metrics,
         public_url: a.public_url,
+        request_entities: a.request_entities,
     };
     // Policies are parsed (reloads, proofs) and evaluated on these threads:
     // give them the stack that the nesting limit is sized for.

@@ -39,6 +39,8 @@ pub enum DirectoryError {
     Store(#[from] StoreError),
     #[error("stored entity {uid} is unreadable: {message}")]
     Corrupt { uid: String, message: String },
+    #[error("the write did not start before the request timeout; nothing was written")]
+    TimedOut,
 }
 
 impl DirectoryError {
@@ -46,9 +48,21 @@ impl DirectoryError {
     pub fn is_bad_input(&self) -> bool {
         !matches!(
             self,
-            DirectoryError::Store(_) | DirectoryError::Corrupt { .. }
+            DirectoryError::Store(_) | DirectoryError::Corrupt { .. } | DirectoryError::TimedOut
         )
     }
+}
+
+/// An `Idempotency-Key` write: the key, the request's fingerprint, and the
+/// (HTTP status, JSON body) answered for the written uids.
+pub type IdempotentAnswer<'a> = (&'a str, &'a str, &'a dyn Fn(&[EntityUid]) -> (u16, String));
+
+/// What a guarded write did ([`Directory::put_guarded`]).
+#[derive(Debug)]
+pub enum Written {
+    Applied(Vec<EntityUid>),
+    /// The `Idempotency-Key` was remembered: nothing written; its first answer.
+    Replayed(crate::store::Remembered),
 }
 
 /// An entity with the uids it points at (parents and attribute references),
@@ -62,6 +76,10 @@ struct Stored {
 /// In-memory entities over a durable backend.
 pub struct Directory {
     entities: DashMap<EntityUid, Arc<Stored>>,
+    /// For each uid, the entities that point at it (parents and attribute
+    /// references): listings such as "the users of an account" read these,
+    /// not every entity. Changed together with `entities`, under its lock.
+    referrers: Mutex<HashMap<EntityUid, HashSet<EntityUid>>>,
     backend: Arc<dyn EntityBackend>,
     /// One writer at a time, so the store and memory apply writes in the same order.
     writer: Mutex<()>,
@@ -75,7 +93,14 @@ impl Directory {
     /// Load every stored entity into memory.
     pub fn open(backend: Arc<dyn EntityBackend>) -> Result<Self, DirectoryError> {
         let (records, loaded_seq) = backend.load_all_with_seq()?;
-        let entities = DashMap::with_capacity(records.len());
+        let directory = Directory {
+            entities: DashMap::with_capacity(records.len()),
+            referrers: Mutex::new(HashMap::new()),
+            backend,
+            writer: Mutex::new(()),
+            loaded_seq,
+            generation: AtomicU64::new(0),
+        };
         for r in records {
             let value: serde_json::Value =
                 serde_json::from_str(&r.json).map_err(|e| DirectoryError::Corrupt {
@@ -91,15 +116,43 @@ impl Directory {
                 uid: r.uid.clone(),
                 message,
             })?;
-            entities.insert(stored.entity.uid(), Arc::new(stored));
+            directory.insert(stored);
         }
-        Ok(Directory {
-            entities,
-            backend,
-            writer: Mutex::new(()),
-            loaded_seq,
-            generation: AtomicU64::new(0),
-        })
+        Ok(directory)
+    }
+
+    /// Insert or replace one entity in memory, keeping `referrers` in step.
+    fn insert(&self, s: Stored) {
+        let uid = s.entity.uid();
+        let mut referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        let new_refs = s.refs.clone();
+        if let Some(old) = self.entities.insert(uid.clone(), Arc::new(s)) {
+            unlink(&mut referrers, &uid, &old.refs);
+        }
+        for r in new_refs {
+            referrers.entry(r).or_default().insert(uid.clone());
+        }
+    }
+
+    /// Remove one entity from memory, keeping `referrers` in step.
+    fn remove(&self, uid: &EntityUid) {
+        let mut referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = self.entities.remove(uid) {
+            unlink(&mut referrers, uid, &old.refs);
+        }
+    }
+
+    /// The uids of the entities that point at `uid` (as a parent or from an
+    /// attribute), sorted: an index lookup, whatever the directory's size.
+    pub fn referrers(&self, uid: &EntityUid) -> Vec<EntityUid> {
+        let referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<EntityUid> = referrers
+            .get(uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        drop(referrers);
+        out.sort_by_key(|u| u.to_string());
+        out
     }
 
     /// The change-feed position of the initial load (where a feed starts).
@@ -115,7 +168,7 @@ impl Directory {
             match c.json {
                 None => {
                     if let Some(uid) = uid_from_key(&c.uid) {
-                        self.entities.remove(&uid);
+                        self.remove(&uid);
                     }
                 }
                 Some(json) => {
@@ -124,9 +177,7 @@ impl Directory {
                         .and_then(|v| Entity::from_json_value(v, None).map_err(|e| e.to_string()))
                         .and_then(stored);
                     match parsed {
-                        Ok(s) => {
-                            self.entities.insert(s.entity.uid(), Arc::new(s));
-                        }
+                        Ok(s) => self.insert(s),
                         Err(e) => tracing::warn!(seq = c.seq, uid = %c.uid, error = %e,
                             "change feed: unreadable entity skipped"),
                     }
@@ -164,6 +215,11 @@ impl Directory {
     /// One entity.
     pub fn get(&self, uid: &EntityUid) -> Option<Entity> {
         self.entities.get(uid).map(|s| s.entity.clone())
+    }
+
+    /// Is `uid` stored?
+    pub fn contains(&self, uid: &EntityUid) -> bool {
+        self.entities.contains_key(uid)
     }
 
     /// One entity as Cedar entity JSON.
@@ -236,6 +292,26 @@ impl Directory {
 
     /// Upsert already-validated entities in one transaction.
     pub fn put(&self, entities: Vec<Entity>) -> Result<Vec<EntityUid>, DirectoryError> {
+        match self.put_guarded(entities, None, None)? {
+            Written::Applied(uids) => Ok(uids),
+            Written::Replayed(_) => Err(DirectoryError::Store(StoreError::Backend(
+                "a write without an Idempotency-Key was replayed".into(),
+            ))),
+        }
+    }
+
+    /// [`Directory::put`] under a deadline (checked once the transaction has
+    /// begun: past it, nothing is written, [`DirectoryError::TimedOut`]) and
+    /// an `Idempotency-Key`: `(key, fingerprint, answer)` where `answer`
+    /// gives the (status, JSON body) answered for the written uids, stored in
+    /// the same transaction; a key already remembered writes nothing and
+    /// returns its first answer.
+    pub fn put_guarded(
+        &self,
+        entities: Vec<Entity>,
+        deadline: Option<std::time::Instant>,
+        idempotency: Option<IdempotentAnswer<'_>>,
+    ) -> Result<Written, DirectoryError> {
         let mut records = Vec::with_capacity(entities.len());
         let mut prepared = Vec::with_capacity(entities.len());
         for (index, entity) in entities.into_iter().enumerate() {
@@ -244,14 +320,34 @@ impl Directory {
             let refs = refs_of(&json);
             prepared.push(Stored { entity, refs });
         }
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.backend.upsert(&records)?;
         let uids: Vec<EntityUid> = prepared.iter().map(|s| s.entity.uid()).collect();
+        let remembered = idempotency.map(|(key, fingerprint, answer)| {
+            let (status, body) = answer(&uids);
+            let fingerprint = fingerprint.to_string();
+            (
+                key,
+                crate::store::Remembered {
+                    fingerprint,
+                    status,
+                    body,
+                },
+            )
+        });
+        let guard = crate::store::WriteGuard {
+            deadline,
+            idempotency: remembered.as_ref().map(|(k, r)| (*k, r)),
+        };
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match self.backend.upsert_guarded(&records, &guard)? {
+            crate::store::Guarded::Applied => {}
+            crate::store::Guarded::Replayed(r) => return Ok(Written::Replayed(r)),
+            crate::store::Guarded::TimedOut => return Err(DirectoryError::TimedOut),
+        }
         for s in prepared {
-            self.entities.insert(s.entity.uid(), Arc::new(s));
+            self.insert(s);
         }
         self.bump();
-        Ok(uids)
+        Ok(Written::Applied(uids))
     }
 
     /// Delete entities; returns how many existed.
@@ -260,7 +356,7 @@ impl Directory {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.backend.delete(&keys)?;
         for u in uids {
-            self.entities.remove(u);
+            self.remove(u);
         }
         self.bump();
         Ok(n)
@@ -271,11 +367,11 @@ impl Directory {
     pub fn apply_committed(&self, entities: Vec<Entity>, deleted: &[EntityUid]) {
         for entity in entities {
             if let Ok(s) = stored(entity) {
-                self.entities.insert(s.entity.uid(), Arc::new(s));
+                self.insert(s);
             }
         }
         for u in deleted {
-            self.entities.remove(u);
+            self.remove(u);
         }
         self.bump();
     }
@@ -309,6 +405,22 @@ impl Directory {
             }
         }
         out
+    }
+}
+
+/// Forget that `uid` points at `refs`.
+fn unlink(
+    referrers: &mut HashMap<EntityUid, HashSet<EntityUid>>,
+    uid: &EntityUid,
+    refs: &[EntityUid],
+) {
+    for r in refs {
+        if let Some(set) = referrers.get_mut(r) {
+            set.remove(uid);
+            if set.is_empty() {
+                referrers.remove(r);
+            }
+        }
     }
 }
 

@@ -106,6 +106,7 @@ fn decision_with(
         decision,
         latency_us: 17,
         shadow: None,
+        request_entities: Vec::new(),
     }
 }
 

@@ -528,6 +528,7 @@ pub fn sample_decision(i: u64, slices: &[Arc<EntitySlice>]) -> DecisionEvent {
         },
         latency_us: 42,
         shadow: None,
+        request_entities: Vec::new(),
     }
 }
 

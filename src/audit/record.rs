@@ -129,6 +129,10 @@ pub struct DecisionEvent {
     pub latency_us: u64,
     /// Disagreement of the shadow policy set, if any ([`shadow_of`]).
     pub shadow: Option<Shadow>,
+    /// The uids (sorted) of the slice's entities that came from the request
+    /// (`entities`, AuthZEN `properties`) rather than from the store; the
+    /// record carries `request_entities` only when there are some.
+    pub request_entities: Vec<String>,
 }
 
 /// The entity slice of a decision (a Cedar entity JSON array), shared by
@@ -328,6 +332,8 @@ pub struct Record {
     pub latency_us: Option<u64>,
     #[serde(default)]
     pub shadow: Option<Shadow>,
+    #[serde(default)]
+    pub request_entities: Option<Vec<String>>,
     #[serde(default)]
     pub actor: Option<String>,
     #[serde(default)]
@@ -654,6 +660,9 @@ pub fn encode_event<'e>(
             if let Some(s) = &d.shadow {
                 enc.value("shadow", &json(s));
             }
+            if !d.request_entities.is_empty() {
+                enc.push_with("request_entities", |o| write_strs(o, &d.request_entities));
+            }
         }
         Event::Change(c) => {
             enc.opt_str("decision_id", c.decision_id.as_deref());
@@ -900,6 +909,7 @@ mod tests {
             },
             latency_us: 12,
             shadow: None,
+            request_entities: Vec::new(),
         }
         .into();
         let mut enc = RecordEncoder::default();

@@ -82,6 +82,13 @@ pub enum OrchestratorError {
     /// made durable, so the operation is refused.
     #[error("the operation is refused because its decision-log record could not be made durable (--audit-required): {0}")]
     AuditUnavailable(String),
+    #[error("the write did not start before the request timeout; nothing was applied")]
+    TimedOut,
+    #[error("header `Idempotency-Key`: this key was used for a different request (method, route or body); use a new key")]
+    IdempotencyKeyReused,
+    /// The `Idempotency-Key` was remembered: nothing applied; the first answer.
+    #[error("replayed the first answer of this Idempotency-Key")]
+    Replayed(crate::store::Remembered),
 }
 
 /// The longest an operation waits for its authorizing decision's record to
@@ -103,6 +110,9 @@ impl OrchestratorError {
             OrchestratorError::Request(_) => "bad_request",
             OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
             OrchestratorError::AuditUnavailable(_) => "audit_unavailable",
+            OrchestratorError::TimedOut => "request_timeout",
+            OrchestratorError::IdempotencyKeyReused => "idempotency_key_reused",
+            OrchestratorError::Replayed(_) => "replayed",
         }
     }
 
@@ -129,6 +139,7 @@ impl OrchestratorError {
                 active_company,
             } => json!({"email": email, "company": company, "active_company": active_company}),
             OrchestratorError::NotCertified { email } => json!({"email": email}),
+            OrchestratorError::IdempotencyKeyReused => json!({"header": "Idempotency-Key"}),
             OrchestratorError::Invalid { field, .. } => json!({"field": field}),
             OrchestratorError::Request(RequestError::Field { field, .. }) => {
                 json!({"field": field})
@@ -274,6 +285,52 @@ pub struct Outcome {
     pub dismissed: Option<UserView>,
 }
 
+/// What the caller (the HTTP adapter) asks of the writes it runs through
+/// [`Orchestrator::scoped`]: a deadline, checked once the write transaction
+/// has begun (past it, nothing is applied: [`OrchestratorError::TimedOut`];
+/// a transaction that has begun runs to completion and answers), and an
+/// `Idempotency-Key` whose answer is stored in the write's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct WriteScope {
+    pub deadline: Option<std::time::Instant>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An `Idempotency-Key`, the fingerprint of its request, and the HTTP status
+/// a success answers (the body is the operation's JSON result).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+    pub status: u16,
+}
+
+impl Idempotency {
+    /// The answer to give for a remembered key: the first answer if the
+    /// request is the same, else [`OrchestratorError::IdempotencyKeyReused`].
+    pub fn replay(&self, r: crate::store::Remembered) -> OrchestratorError {
+        if r.fingerprint == self.fingerprint {
+            OrchestratorError::Replayed(r)
+        } else {
+            OrchestratorError::IdempotencyKeyReused
+        }
+    }
+}
+
+/// An operation inside [`Orchestrator::commit`]'s transaction: the records
+/// to write and the outcome to answer.
+type OutcomeOp<'a> =
+    dyn FnMut(&mut dyn AccountTx) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError> + 'a;
+
+thread_local! {
+    /// The [`WriteScope`] of the operation running on this thread.
+    static SCOPE: std::cell::RefCell<WriteScope> = std::cell::RefCell::default();
+}
+
+fn current_scope() -> WriteScope {
+    SCOPE.with(|s| s.borrow().clone())
+}
+
 /// Orchestrator operations over the policies, the directory and the store.
 pub struct Orchestrator {
     authz: Authz,
@@ -400,6 +457,19 @@ impl Orchestrator {
             rules,
             write: Mutex::new(()),
         }
+    }
+
+    /// Run `f` (one or more operations, on this thread) under `scope`.
+    pub fn scoped<T>(&self, scope: WriteScope, f: impl FnOnce(&Self) -> T) -> T {
+        struct Reset(WriteScope);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                let old = std::mem::take(&mut self.0);
+                SCOPE.with(|s| *s.borrow_mut() = old);
+            }
+        }
+        let _reset = Reset(SCOPE.with(|s| std::mem::replace(&mut *s.borrow_mut(), scope)));
+        f(self)
     }
 
     pub fn rules(&self) -> &Arc<QuotaRules> {
@@ -553,14 +623,46 @@ impl Orchestrator {
     }
 
     /// Run `op` in one store transaction, then apply its writes to memory.
+    /// Under the thread's [`WriteScope`], the transaction first stops on a
+    /// remembered `Idempotency-Key` or a passed deadline, and remembers the
+    /// key's answer (the outcome) with the writes.
     fn commit(
         &self,
         (operation, actor): (&str, &str),
-        op: &mut store::TxOp<'_>,
+        op: &mut OutcomeOp<'_>,
         schema: Option<&cedar_policy::Schema>,
-    ) -> Result<(), OrchestratorError> {
+    ) -> Result<Outcome, OrchestratorError> {
+        let scope = current_scope();
+        let mut outcome = None;
+        let mut guarded = |tx: &mut dyn AccountTx| {
+            if let Some(i) = &scope.idempotency {
+                if let Some(r) = tx.recall(&i.key)? {
+                    return Err(i.replay(r));
+                }
+            }
+            if scope
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(OrchestratorError::TimedOut);
+            }
+            let (records, o) = op(tx)?;
+            if let Some(i) = &scope.idempotency {
+                let body = serde_json::to_string(&o)
+                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+                let answer = crate::store::Remembered {
+                    fingerprint: i.fingerprint.clone(),
+                    status: i.status,
+                    body,
+                };
+                tx.remember(&i.key, &answer)?;
+            }
+            outcome = Some(o);
+            Ok(records)
+        };
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let records = self.store.transact(op)?;
+        let records = self.store.transact(&mut guarded)?;
+        let outcome = outcome.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))?;
         if let Some(log) = self.authz.audit() {
             for r in &records {
                 let before = crate::directory::uid_from_key(&r.uid)
@@ -585,7 +687,7 @@ impl Orchestrator {
             entities.push(e);
         }
         self.directory().apply_committed(entities, &[]);
-        Ok(())
+        Ok(outcome)
     }
 
     /// A user view as an entity record, validated against the schema.
@@ -641,8 +743,7 @@ impl Orchestrator {
         let replace_id = replace_uid.as_ref().map(id_of);
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
-        let mut result = None;
-        self.commit(
+        let outcome = self.commit(
             ("partner.invite", &actor.to_string()),
             &mut |tx| {
                 let users = users_in(tx, &account)?;
@@ -685,12 +786,10 @@ impl Orchestrator {
                 if let Some(d) = &dismissed {
                     writes.push(Self::record(schema, d)?);
                 }
-                result = Some(Outcome { user, dismissed });
-                Ok(writes)
+                Ok((writes, Outcome { user, dismissed }))
             },
             schema,
         )?;
-        let outcome = result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))?;
         tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
         Ok(outcome)
     }
@@ -710,8 +809,7 @@ impl Orchestrator {
         self.ask(&actor, "invite_user", &account_uid, None)?;
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
-        let mut result = None;
-        self.commit(
+        let outcome = self.commit(
             ("user.invite", &actor.to_string()),
             &mut |tx| {
                 let users = users_in(tx, &account)?;
@@ -733,15 +831,17 @@ impl Orchestrator {
                     partner: None,
                 };
                 let writes = vec![Self::record(schema, &user)?];
-                result = Some(Outcome {
-                    user,
-                    dismissed: None,
-                });
-                Ok(writes)
+                Ok((
+                    writes,
+                    Outcome {
+                        user,
+                        dismissed: None,
+                    },
+                ))
             },
             schema,
         )?;
-        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+        Ok(outcome)
     }
 
     /// The invitee accepts the invitation: active, and a partner is
@@ -802,8 +902,7 @@ impl Orchestrator {
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
-        let mut result = None;
-        self.commit(
+        let outcome = self.commit(
             (operation, actor),
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
@@ -843,12 +942,11 @@ impl Orchestrator {
                 if let Some(d) = &dismissed {
                     writes.push(Self::record(schema, d)?);
                 }
-                result = Some(Outcome { user: u, dismissed });
-                Ok(writes)
+                Ok((writes, Outcome { user: u, dismissed }))
             },
             schema,
         )?;
-        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+        Ok(outcome)
     }
 
     /// Dismiss a user (kept, never deleted); frees a partner seat.
@@ -964,22 +1062,23 @@ impl Orchestrator {
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
-        let mut result = None;
-        self.commit(
+        let outcome = self.commit(
             (operation, actor),
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
                 change(tx, &mut u)?;
                 let writes = vec![Self::record(schema, &u)?];
-                result = Some(Outcome {
-                    user: u,
-                    dismissed: None,
-                });
-                Ok(writes)
+                Ok((
+                    writes,
+                    Outcome {
+                        user: u,
+                        dismissed: None,
+                    },
+                ))
             },
             schema,
         )?;
-        result.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+        Ok(outcome)
     }
 
     /// Every user of an account (from the serving directory).
@@ -987,7 +1086,11 @@ impl Orchestrator {
         let account_uid = parse_uid("account", "Account", account)?;
         let account = id_of(&account_uid);
         let mut users = Vec::new();
-        for uid in self.directory().uids_of_type("User") {
+        // The users pointing at the account (index lookup), not every user.
+        for uid in self.directory().referrers(&account_uid) {
+            if uid.type_name().to_string() != "User" {
+                continue;
+            }
             if let Some(json) = self.directory().get_json(&uid) {
                 let u = UserView::from_json(&json)?;
                 if u.account == account {
@@ -1096,8 +1199,35 @@ impl Orchestrator {
             entities.push(entity);
             clean.push(c);
         }
+        let scope = current_scope();
+        let answer = match &scope.idempotency {
+            Some(i) => Some(crate::store::Remembered {
+                fingerprint: i.fingerprint.clone(),
+                status: i.status,
+                body: serde_json::to_string(&clean.last())
+                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?,
+            }),
+            None => None,
+        };
+        let guard = crate::store::WriteGuard {
+            deadline: scope.deadline,
+            idempotency: scope
+                .idempotency
+                .as_ref()
+                .zip(answer.as_ref())
+                .map(|(i, a)| (i.key.as_str(), a)),
+        };
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        self.store.put_companies(&clean, &records)?;
+        match self.store.put_companies(&clean, &records, &guard)? {
+            crate::store::Guarded::Applied => {}
+            crate::store::Guarded::TimedOut => return Err(OrchestratorError::TimedOut),
+            crate::store::Guarded::Replayed(r) => {
+                return Err(match &scope.idempotency {
+                    Some(i) => i.replay(r),
+                    None => OrchestratorError::Replayed(r),
+                })
+            }
+        }
         if let Some(log) = self.authz.audit() {
             for (c, e) in clean.iter().zip(&entities) {
                 log.log(crate::audit::ChangeEvent {
@@ -1117,5 +1247,82 @@ impl Orchestrator {
     /// The registry.
     pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
         Ok(self.store.companies()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::PackSource;
+    use crate::reload::Evaluator;
+    use crate::store::sqlite::SqliteStore;
+    use std::path::Path;
+
+    /// The listings read only the users that point at the account (the
+    /// directory's index), never every user: another account's user that is
+    /// not even a readable user (no email) does not disturb them. Before the
+    /// index every user was read, and this listing failed on that one.
+    #[test]
+    fn listings_read_only_the_accounts_own_users() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let source = PackSource::new(
+            root.join("policies"),
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let directory = Arc::new(Directory::open(store.clone()).unwrap());
+        let demo: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        // Written without a schema: a `User` the orchestrator cannot read.
+        let ghost = json!({"uid": {"type": "User", "id": "ghost"},
+            "parents": [{"type": "Account", "id": "other"}],
+            "attrs": {"account": {"__entity": {"type": "Account", "id": "other"}}}});
+        directory
+            .put(vec![Entity::from_json_value(ghost, None).unwrap()])
+            .unwrap();
+        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
+        let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), store, rules);
+        let ids: Vec<String> = o
+            .users("acme")
+            .unwrap()
+            .into_iter()
+            .map(|u| u.user.id)
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(
+            ["owner", "emma", "pat"]
+                .iter()
+                .all(|i| ids.contains(&i.to_string())),
+            "{ids:?}"
+        );
+        let seats = o.seats("acme").unwrap();
+        assert_eq!(
+            (seats.paid_users, seats.administrators, seats.partners),
+            (2, 1, 1)
+        );
+        // The index follows writes: emma moves to `other`, then is deleted.
+        let acme = engine::parse_uid("a", "Account::\"acme\"").unwrap();
+        let emma = engine::parse_uid("u", "User::\"emma\"").unwrap();
+        assert!(directory.referrers(&acme).contains(&emma));
+        let moved = json!({"uid": {"type": "User", "id": "emma"},
+            "parents": [{"type": "Account", "id": "other"}],
+            "attrs": {"email": "emma@acme.example", "is_admin": false, "status": "active",
+                "two_factor": false,
+                "account": {"__entity": {"type": "Account", "id": "other"}}}});
+        directory
+            .put(vec![Entity::from_json_value(moved, None).unwrap()])
+            .unwrap();
+        assert!(!directory.referrers(&acme).contains(&emma));
+        assert_eq!(o.users("acme").unwrap().len(), 2);
+        directory.delete(std::slice::from_ref(&emma)).unwrap();
+        let other = engine::parse_uid("a", "Account::\"other\"").unwrap();
+        assert!(!directory.referrers(&other).contains(&emma));
     }
 }

@@ -8,8 +8,8 @@ use postgres::Transaction;
 
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
-use crate::store::postgres::{upsert_in, PgStore, WRITE_LOCK};
-use crate::store::{EntityRecord, StoreError};
+use crate::store::postgres::{recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK};
+use crate::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 fn backend(e: postgres::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -73,6 +73,14 @@ impl AccountTx for Tx<'_, '_> {
             .map_err(backend)?;
         Ok(row.as_ref().map(company))
     }
+
+    fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        recall_in(self.tx, key).map_err(backend)
+    }
+
+    fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError> {
+        remember_in(self.tx, key, answer).map_err(backend)
+    }
 }
 
 impl OrchestratorStore for PgStore {
@@ -106,11 +114,19 @@ impl OrchestratorStore for PgStore {
         &self,
         companies: &[RegistryCompany],
         records: &[EntityRecord],
-    ) -> Result<(), StoreError> {
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
         let replica = self.replica().to_string();
         self.with_client(|c| {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let recalled = match guard.idempotency {
+                Some((key, _)) => recall_in(&mut tx, key)?,
+                None => None,
+            };
+            if let Some(stop) = guard.stop(recalled) {
+                return Ok(stop);
+            }
             for co in companies {
                 tx.execute(
                     "INSERT INTO partner_companies (id, name, status, certified) VALUES ($1, $2, $3, $4)
@@ -128,7 +144,11 @@ impl OrchestratorStore for PgStore {
                 }
             }
             upsert_in(&mut tx, &replica, records)?;
-            tx.commit()
+            if let Some((key, answer)) = guard.idempotency {
+                remember_in(&mut tx, key, answer)?;
+            }
+            tx.commit()?;
+            Ok(Guarded::Applied)
         })
     }
 

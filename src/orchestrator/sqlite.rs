@@ -8,7 +8,8 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{EntityRecord, StoreError};
+use crate::store::sqlite::{recall_in, remember_in};
+use crate::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 struct Tx<'a> {
     tx: &'a Transaction<'a>,
@@ -66,6 +67,14 @@ impl AccountTx for Tx<'_> {
     fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
         company_of_email(self.tx, email)
     }
+
+    fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        Ok(recall_in(self.tx, key)?)
+    }
+
+    fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError> {
+        Ok(remember_in(self.tx, key, answer)?)
+    }
 }
 
 fn upsert(tx: &Transaction<'_>, records: &[EntityRecord]) -> Result<(), StoreError> {
@@ -96,9 +105,17 @@ impl OrchestratorStore for SqliteStore {
         &self,
         companies: &[RegistryCompany],
         records: &[EntityRecord],
-    ) -> Result<(), StoreError> {
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let recalled = match guard.idempotency {
+            Some((key, _)) => recall_in(&tx, key)?,
+            None => None,
+        };
+        if let Some(stop) = guard.stop(recalled) {
+            return Ok(stop);
+        }
         for c in companies {
             tx.execute(
                 "INSERT INTO partner_companies (id, name, status, certified) VALUES (?1, ?2, ?3, ?4)
@@ -120,8 +137,11 @@ impl OrchestratorStore for SqliteStore {
             }
         }
         upsert(&tx, records)?;
+        if let Some((key, answer)) = guard.idempotency {
+            remember_in(&tx, key, answer)?;
+        }
         tx.commit()?;
-        Ok(())
+        Ok(Guarded::Applied)
     }
 
     fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError> {

@@ -7,7 +7,7 @@
 //! [`super::sqlite`], and a PostgreSQL backend can implement the same trait
 //! (e.g. `SERIALIZABLE`, or `SELECT .. FOR UPDATE` on an account row).
 
-use crate::store::{EntityRecord, StoreError};
+use crate::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 use super::OrchestratorError;
 
@@ -31,6 +31,10 @@ pub trait AccountTx {
     fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError>;
     /// The registry company an email (lower case) belongs to; `emails` is left empty.
     fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError>;
+    /// The remembered answer of an `Idempotency-Key` (not expired), as stored now.
+    fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError>;
+    /// Remember an `Idempotency-Key`'s answer with this transaction's writes.
+    fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError>;
 }
 
 /// The operation run inside a transaction: reads through [`AccountTx`],
@@ -49,11 +53,14 @@ pub trait OrchestratorStore: Send + Sync {
     /// Replace the given companies (fields and whole email lists) and upsert
     /// their entity records, in one transaction. An email listed for a
     /// company moves to it from any other company.
+    /// Under `guard` (see [`WriteGuard`]): nothing is written when the
+    /// key is remembered or the deadline passed.
     fn put_companies(
         &self,
         companies: &[RegistryCompany],
         records: &[EntityRecord],
-    ) -> Result<(), StoreError>;
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError>;
     /// Every registry company with its emails, sorted by id.
     fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError>;
 }

@@ -358,7 +358,7 @@ async fn put_entities(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let value: Value = parse_body(&state, &body)?;
     let value = match value {
@@ -367,16 +367,55 @@ async fn put_entities(
         }
         v => v,
     };
+    let key =
+        super::idempotency::from_headers(&headers, "PUT /v1/entities", &body, StatusCode::OK)?;
+    if let Some(i) = &key {
+        if let Some(replay) = super::idempotency::recalled(&state, i).await? {
+            return Ok(replay);
+        }
+    }
+    // Checked once the transaction has begun: past it, nothing is written
+    // (408); a transaction that has begun runs to completion and answers.
+    let deadline = Instant::now() + state.request_timeout;
     let authz = state.authz.clone();
     let rid = request_id(&headers);
-    let uids = tokio::task::spawn_blocking(move || authz.put_entities("api-token", rid, value))
-        .await
-        .map_err(|e| AppError::unavailable(e.to_string()))??;
-    metrics::counter!("partnergate_entity_writes_total").increment(uids.len() as u64);
-    Ok(Json(json!({
+    let written = tokio::task::spawn_blocking(move || {
+        let answer = |uids: &[cedar_policy::EntityUid]| (200u16, upserted(uids).to_string());
+        let key = key.as_ref().map(|i| {
+            (
+                i.key.as_str(),
+                i.fingerprint.as_str(),
+                &answer as &dyn Fn(&[cedar_policy::EntityUid]) -> (u16, String),
+            )
+        });
+        authz
+            .put_entities_guarded("api-token", rid, value, Some(deadline), key)
+            .map(|w| (w, key.map(|(_, f, _)| f.to_string())))
+    })
+    .await
+    .map_err(|e| AppError::unavailable(e.to_string()))??;
+    match written {
+        (crate::directory::Written::Applied(uids), _) => {
+            metrics::counter!("partnergate_entity_writes_total").increment(uids.len() as u64);
+            Ok(Json(upserted(&uids)).into_response())
+        }
+        (crate::directory::Written::Replayed(r), Some(fingerprint))
+            if r.fingerprint == fingerprint =>
+        {
+            Ok(super::idempotency::replay(r))
+        }
+        (crate::directory::Written::Replayed(_), _) => Err(AppError::from(
+            crate::orchestrator::OrchestratorError::IdempotencyKeyReused,
+        )),
+    }
+}
+
+/// The answer of an entity write.
+fn upserted(uids: &[cedar_policy::EntityUid]) -> Value {
+    json!({
         "upserted": uids.len(),
         "uids": uids.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
-    })))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/entities/{type}/{id}",

@@ -76,6 +76,12 @@ impl From<crate::directory::DirectoryError> for AppError {
     fn from(e: crate::directory::DirectoryError) -> Self {
         if e.is_bad_input() {
             AppError::bad_request(e.to_string())
+        } else if matches!(e, crate::directory::DirectoryError::TimedOut) {
+            AppError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                e.to_string(),
+            )
         } else {
             tracing::error!(error = %e, "store write failed");
             AppError::unavailable(format!("the store could not take the write: {e}"))

@@ -14,6 +14,7 @@ pub mod authzen;
 pub mod conn;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod orchestrator;
 
 use std::net::SocketAddr;
@@ -26,7 +27,6 @@ use axum::http::{HeaderName, StatusCode};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::authz::Authz;
 use crate::directory::Directory;
@@ -78,6 +78,8 @@ pub struct ServeConfig {
     pub protect_metrics: bool,
     /// The base URL the AuthZEN metadata advertises (default: the bound address).
     pub public_url: Option<String>,
+    /// What request entities and properties may do to stored facts.
+    pub request_entities: crate::authz::RequestEntities,
 }
 
 /// A default replica id: host name and process id.
@@ -115,6 +117,7 @@ impl Default for ServeConfig {
             max_connections: 10_000,
             protect_metrics: false,
             public_url: None,
+            request_entities: crate::authz::RequestEntities::default(),
         }
     }
 }
@@ -201,9 +204,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             http::guard,
         ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             timeout,
+            request_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state,
@@ -211,6 +214,62 @@ pub fn app(state: Arc<AppState>) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Is this request a write (its outcome must never be a 408 after it
+/// committed)? Every PUT/POST/DELETE except the decision endpoints.
+fn is_write(req: &axum::extract::Request) -> bool {
+    use axum::http::Method;
+    let path = req.uri().path();
+    let decision = path.starts_with("/v1/is_authorized") || path.starts_with("/access/v1/");
+    matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE) && !decision
+}
+
+fn timed_out(what: &str, timeout: Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    error::AppError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "{what} took longer than the request timeout ({} ms)",
+            timeout.as_millis()
+        ),
+    )
+    .into_response()
+}
+
+/// `--request-timeout-ms`: a decision or a read is answered 408 when it
+/// takes longer; a write only while its body is read — once read, the write
+/// handler owns the deadline: its transaction stops before writing anything
+/// if the deadline has passed when it begins (408), and otherwise runs to
+/// completion and answers its outcome. So a 408 never follows a commit.
+async fn request_timeout(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !is_write(&req) {
+        return match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => timed_out("the request", timeout),
+        };
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, usize::MAX)).await {
+        Err(_) => timed_out("reading the request body", timeout),
+        Ok(Err(e)) => {
+            use axum::response::IntoResponse;
+            error::AppError::bad_request(format!("cannot read the request body: {e}"))
+                .into_response()
+        }
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+    }
 }
 
 /// Read the token, or generate one (mode 0600) in the data directory.
@@ -325,7 +384,8 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let metrics = metrics_handle();
     let pack = evaluator.current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
-    let mut authz = Authz::new(evaluator.clone(), directory);
+    let mut authz =
+        Authz::new(evaluator.clone(), directory).with_request_entities(config.request_entities);
     let mut shadow_watch = None;
     if let Some(dir) = &config.shadow_policies {
         let candidate = Arc::new(Evaluator::load(

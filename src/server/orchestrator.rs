@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -14,9 +15,10 @@ use serde_json::{json, Value};
 
 use super::api::{parse_body, require_token};
 use super::error::AppError;
+use super::idempotency;
 use super::AppState;
 use crate::orchestrator::store::RegistryCompany;
-use crate::orchestrator::{Orchestrator, OrchestratorError, Outcome};
+use crate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -63,6 +65,10 @@ impl From<OrchestratorError> for AppError {
                 tracing::info!(error = %e, "orchestrator operation refused (deny)");
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            OrchestratorError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            OrchestratorError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            // Answered by `write` with the first answer; never reaches here in practice.
+            OrchestratorError::Replayed(_) => StatusCode::CONFLICT,
         };
         AppError::new(status, e.code(), e.to_string()).with_details(e.details())
     }
@@ -106,8 +112,39 @@ async fn blocking<T: Send + 'static>(
         .map_err(AppError::from)
 }
 
-fn created(o: Outcome) -> (StatusCode, Json<Value>) {
-    (StatusCode::CREATED, Json(json!(o)))
+/// Run one orchestrator write off the async runtime, under the request's
+/// deadline (checked when its transaction begins: a write either answers
+/// its outcome or, having applied nothing, 408) and its `Idempotency-Key`
+/// (a retry of the same request gets the first answer without re-applying).
+async fn write(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    (route, body, status): (String, &Bytes, StatusCode),
+    f: impl FnOnce(&Orchestrator) -> Result<Value, OrchestratorError> + Send + 'static,
+) -> Result<Response, AppError> {
+    let key = idempotency::from_headers(headers, &route, body, status)?;
+    if let Some(i) = &key {
+        if let Some(replay) = idempotency::recalled(state, i).await? {
+            return Ok(replay);
+        }
+    }
+    let scope = WriteScope {
+        deadline: Some(std::time::Instant::now() + state.request_timeout),
+        idempotency: key,
+    };
+    let orch = state.orchestrator.clone();
+    let result = tokio::task::spawn_blocking(move || orch.scoped(scope, f))
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))?;
+    match result {
+        Ok(v) => Ok((status, Json(v)).into_response()),
+        Err(OrchestratorError::Replayed(r)) => Ok(idempotency::replay(r)),
+        Err(e) => Err(AppError::from(e)),
+    }
+}
+
+fn outcome(o: crate::orchestrator::Outcome) -> Value {
+    json!(o)
 }
 
 fn query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
@@ -125,20 +162,26 @@ pub(super) async fn invite_partner(
     headers: HeaderMap,
     Path(account): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: InviteBody = parse_body(&state, &body)?;
-    blocking(&state, move |o| {
-        o.invite_partner(
-            &account,
-            &b.actor,
-            &b.email,
-            b.name.as_deref(),
-            b.replace.as_deref(),
-        )
-    })
+    let route = format!("POST /v1/accounts/{account}/partners");
+    write(
+        &state,
+        &headers,
+        (route, &body, StatusCode::CREATED),
+        move |o| {
+            o.invite_partner(
+                &account,
+                &b.actor,
+                &b.email,
+                b.name.as_deref(),
+                b.replace.as_deref(),
+            )
+            .map(outcome)
+        },
+    )
     .await
-    .map(created)
 }
 
 #[utoipa::path(post, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
@@ -148,7 +191,7 @@ pub(super) async fn invite_user(
     headers: HeaderMap,
     Path(account): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: InviteBody = parse_body(&state, &body)?;
     if b.replace.is_some() {
@@ -156,11 +199,17 @@ pub(super) async fn invite_user(
             "field `replace`: only partner invitations replace someone",
         ));
     }
-    blocking(&state, move |o| {
-        o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
-    })
+    let route = format!("POST /v1/accounts/{account}/users");
+    write(
+        &state,
+        &headers,
+        (route, &body, StatusCode::CREATED),
+        move |o| {
+            o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
+                .map(outcome)
+        },
+    )
     .await
-    .map(created)
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
@@ -206,15 +255,20 @@ pub(super) async fn seats(
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/accept", tag = "orchestrator", params(("id" = String, Path, description = "the user id")),
+    request_body(content = String, description = "no body needed (any body is only compared for Idempotency-Key)"),
     responses((status = 200, description = "the user is active"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
 pub(super) async fn accept(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(user): Path<String>,
-) -> Result<Json<Value>, AppError> {
+    body: Bytes,
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
-    let o = blocking(&state, move |o| o.accept(&user)).await?;
-    Ok(Json(json!(o)))
+    let route = format!("POST /v1/users/{user}/accept");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.accept(&user).map(outcome)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/partner-access", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
@@ -224,14 +278,15 @@ pub(super) async fn partner_access(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
-    let o = blocking(&state, move |o| {
+    let route = format!("POST /v1/users/{user}/partner-access");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
         o.grant_partner_access(&user, &b.actor, b.replace.as_deref())
+            .map(outcome)
     })
-    .await?;
-    Ok(Json(json!(o)))
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/dismiss", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
@@ -241,7 +296,7 @@ pub(super) async fn dismiss(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
     if b.replace.is_some() {
@@ -249,8 +304,11 @@ pub(super) async fn dismiss(
             "field `replace`: not accepted when dismissing",
         ));
     }
-    let o = blocking(&state, move |o| o.dismiss(&user, &b.actor)).await?;
-    Ok(Json(json!(o)))
+    let route = format!("POST /v1/users/{user}/dismiss");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.dismiss(&user, &b.actor).map(outcome)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/rehire", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
@@ -260,14 +318,14 @@ pub(super) async fn rehire(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
-    let o = blocking(&state, move |o| {
-        o.rehire(&user, &b.actor, b.replace.as_deref())
+    let route = format!("POST /v1/users/{user}/rehire");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.rehire(&user, &b.actor, b.replace.as_deref()).map(outcome)
     })
-    .await?;
-    Ok(Json(json!(o)))
+    .await
 }
 
 async fn set_admin(
@@ -276,11 +334,15 @@ async fn set_admin(
     user: String,
     body: Bytes,
     admin: bool,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
-    let o = blocking(&state, move |o| o.set_admin(&user, &b.actor, admin)).await?;
-    Ok(Json(json!(o)))
+    let method = if admin { "PUT" } else { "DELETE" };
+    let route = format!("{method} /v1/users/{user}/admin");
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.set_admin(&user, &b.actor, admin).map(outcome)
+    })
+    .await
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
@@ -290,7 +352,7 @@ pub(super) async fn grant_admin(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     set_admin(state, headers, user, body, true).await
 }
 
@@ -301,7 +363,7 @@ pub(super) async fn revoke_admin(
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     set_admin(state, headers, user, body, false).await
 }
 
@@ -312,9 +374,10 @@ pub(super) async fn put_company(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     require_token(&state, &headers)?;
     let b: CompanyBody = parse_body(&state, &body)?;
+    let route = format!("PUT /v1/partner-companies/{id}");
     let company = RegistryCompany {
         id,
         name: b.name,
@@ -322,8 +385,11 @@ pub(super) async fn put_company(
         certified: b.certified,
         emails: b.emails,
     };
-    let mut saved = blocking(&state, move |o| o.put_companies(vec![company])).await?;
-    Ok(Json(json!(saved.pop())))
+    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+        o.put_companies(vec![company])
+            .map(|mut saved| json!(saved.pop()))
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/partner-companies", tag = "orchestrator",

@@ -45,6 +45,62 @@ pub struct Change {
     pub json: Option<String>,
 }
 
+/// How long an `Idempotency-Key`'s answer is remembered (24 h): a retry
+/// with the key within that time gets the first answer, without re-applying.
+pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+
+/// The answer of a write made with an `Idempotency-Key`, stored in the
+/// write's own transaction: the request's fingerprint (method, route and
+/// body hashed) and the HTTP status and JSON body that were answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Conditions of one write transaction, checked once it has begun (write
+/// lock held): an `Idempotency-Key` whose answer is remembered, and a
+/// deadline after which nothing is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteGuard<'a> {
+    pub deadline: Option<std::time::Instant>,
+    /// The key and the answer to remember with the write.
+    pub idempotency: Option<(&'a str, &'a Remembered)>,
+}
+
+/// What a guarded write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded {
+    /// Written and committed (with the key's answer, if any).
+    Applied,
+    /// The key was already remembered: nothing written; its first answer.
+    Replayed(Remembered),
+    /// The deadline had passed when the transaction began: nothing written.
+    TimedOut,
+}
+
+impl WriteGuard<'_> {
+    /// Inside a transaction that has begun: the outcome that stops the write
+    /// (`recalled` is the key's remembered answer, if any), else `None`.
+    pub fn stop(&self, recalled: Option<Remembered>) -> Option<Guarded> {
+        if let Some(r) = recalled {
+            return Some(Guarded::Replayed(r));
+        }
+        self.deadline
+            .filter(|d| std::time::Instant::now() >= *d)
+            .map(|_| Guarded::TimedOut)
+    }
+}
+
+/// Seconds since the epoch (for idempotency key ages).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// A durable home for entities. Implementations are `Send + Sync`; each
 /// method is one transaction.
 pub trait EntityBackend: Send + Sync {
@@ -67,6 +123,31 @@ pub trait EntityBackend: Send + Sync {
     /// is not shared).
     fn changes_since(&self, _seq: i64, _limit: i64) -> Result<Vec<Change>, StoreError> {
         Ok(Vec::new())
+    }
+    /// The remembered answer of an `Idempotency-Key` (not expired), if any.
+    fn recall(&self, _key: &str) -> Result<Option<Remembered>, StoreError> {
+        Ok(None)
+    }
+    /// [`EntityBackend::upsert`] under a [`WriteGuard`]: in one transaction,
+    /// stop if the key is remembered or the deadline passed, else write the
+    /// records and remember the key's answer. A backend without
+    /// idempotency support refuses a key rather than ignore it.
+    fn upsert_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        if guard.idempotency.is_some() {
+            return Err(StoreError::Backend(format!(
+                "{} does not support Idempotency-Key",
+                self.describe()
+            )));
+        }
+        if let Some(stop) = guard.stop(None) {
+            return Ok(stop);
+        }
+        self.upsert(records)?;
+        Ok(Guarded::Applied)
     }
 }
 

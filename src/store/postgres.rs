@@ -17,7 +17,10 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
-use super::{Change, EntityBackend, EntityRecord, StoreError};
+use super::{
+    unix_now, Change, EntityBackend, EntityRecord, Guarded, Remembered, StoreError, WriteGuard,
+    IDEMPOTENCY_TTL_SECS,
+};
 
 /// How often the change feed polls when no notification arrives: the
 /// staleness bound for other replicas' writes when NOTIFY is lost.
@@ -62,6 +65,15 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX entities_users_by_account
         ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
         WHERE entity_type = 'User';",
+    // 3: answers of writes made with an Idempotency-Key
+    "CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);",
 ];
 
 /// A PostgreSQL entity store.
@@ -186,7 +198,74 @@ pub(crate) fn write_changes(
     tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
 }
 
+/// The remembered answer of `key`, if younger than the TTL.
+pub(crate) fn recall_in(
+    c: &mut impl postgres::GenericClient,
+    key: &str,
+) -> Result<Option<Remembered>, postgres::Error> {
+    let since = unix_now() - IDEMPOTENCY_TTL_SECS;
+    Ok(c.query_opt(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1 AND created_at > $2",
+        &[&key, &since],
+    )?
+    .map(|r| Remembered {
+        fingerprint: r.get(0),
+        status: r.get::<_, i32>(1).clamp(100, 599) as u16,
+        body: r.get(2),
+    }))
+}
+
+/// Remember `key`'s answer inside a write transaction holding [`WRITE_LOCK`]
+/// (expired keys go).
+pub(crate) fn remember_in(
+    tx: &mut postgres::Transaction<'_>,
+    key: &str,
+    r: &Remembered,
+) -> Result<(), postgres::Error> {
+    let now = unix_now();
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE created_at <= $1",
+        &[&(now - IDEMPOTENCY_TTL_SECS)],
+    )?;
+    tx.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+           status = EXCLUDED.status, body = EXCLUDED.body, created_at = EXCLUDED.created_at",
+        &[&key, &r.fingerprint, &(r.status as i32), &r.body, &now],
+    )?;
+    Ok(())
+}
+
 impl EntityBackend for PgStore {
+    fn recall(&self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        self.with_client(|c| recall_in(c, key))
+    }
+
+    fn upsert_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let recalled = match guard.idempotency {
+                Some((key, _)) => recall_in(&mut tx, key)?,
+                None => None,
+            };
+            if let Some(stop) = guard.stop(recalled) {
+                return Ok(stop); // dropping the transaction rolls it back
+            }
+            upsert_in(&mut tx, &self.replica, records)?;
+            if let Some((key, answer)) = guard.idempotency {
+                remember_in(&mut tx, key, answer)?;
+            }
+            tx.commit()?;
+            Ok(Guarded::Applied)
+        })
+    }
+
     fn load_all(&self) -> Result<Vec<EntityRecord>, StoreError> {
         Ok(self.load_all_with_seq()?.0)
     }

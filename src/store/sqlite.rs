@@ -6,7 +6,10 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{EntityBackend, EntityRecord, StoreError};
+use super::{
+    unix_now, EntityBackend, EntityRecord, Guarded, Remembered, StoreError, WriteGuard,
+    IDEMPOTENCY_TTL_SECS,
+};
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -34,6 +37,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX entities_users_by_account
         ON entities(json_extract(json, '$.attrs.account.__entity.id'))
         WHERE entity_type = 'User';",
+    // 3: answers of writes made with an Idempotency-Key
+    "CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);",
 ];
 
 /// SQLite store. One connection behind a mutex: SQLite serialises writers
@@ -119,6 +131,40 @@ pub(crate) fn upsert_in(
     Ok(())
 }
 
+/// The remembered answer of `key`, if younger than [`IDEMPOTENCY_TTL_SECS`].
+pub(crate) fn recall_in(conn: &Connection, key: &str) -> rusqlite::Result<Option<Remembered>> {
+    conn.prepare_cached(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?1 AND created_at > ?2",
+    )?
+    .query_row(params![key, unix_now() - IDEMPOTENCY_TTL_SECS], |r| {
+        Ok(Remembered {
+            fingerprint: r.get(0)?,
+            status: r.get::<_, i64>(1)?.clamp(100, 599) as u16,
+            body: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// Remember `key`'s answer inside a write transaction (expired keys go).
+pub(crate) fn remember_in(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    r: &Remembered,
+) -> rusqlite::Result<()> {
+    let now = unix_now();
+    tx.prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?1")?
+        .execute(params![now - IDEMPOTENCY_TTL_SECS])?;
+    tx.prepare_cached(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(key) DO UPDATE SET fingerprint = excluded.fingerprint,
+           status = excluded.status, body = excluded.body, created_at = excluded.created_at",
+    )?
+    .execute(params![key, r.fingerprint, r.status as i64, r.body, now])?;
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -166,6 +212,33 @@ impl EntityBackend for SqliteStore {
         Ok(n)
     }
 
+    fn recall(&self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        let conn = self.conn()?;
+        Ok(recall_in(&conn, key)?)
+    }
+
+    fn upsert_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let recalled = match guard.idempotency {
+            Some((key, _)) => recall_in(&tx, key)?,
+            None => None,
+        };
+        if let Some(stop) = guard.stop(recalled) {
+            return Ok(stop); // dropping the transaction rolls it back
+        }
+        upsert_in(&tx, records)?;
+        if let Some((key, answer)) = guard.idempotency {
+            remember_in(&tx, key, answer)?;
+        }
+        tx.commit()?;
+        Ok(Guarded::Applied)
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         let conn = self.conn()?;
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -189,6 +262,54 @@ mod tests {
             entity_type: "User".into(),
             json: json.into(),
         }
+    }
+
+    /// A remembered Idempotency-Key answer is recalled until it is
+    /// IDEMPOTENCY_TTL_SECS old, then forgotten (and purged by the next write).
+    #[test]
+    fn idempotency_keys_expire_after_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let answer = Remembered {
+            fingerprint: "f".into(),
+            status: 201,
+            body: "{}".into(),
+        };
+        let guard = WriteGuard {
+            deadline: None,
+            idempotency: Some(("k", &answer)),
+        };
+        assert_eq!(
+            s.upsert_guarded(&[rec("User::\"a\"", "1")], &guard)
+                .unwrap(),
+            Guarded::Applied
+        );
+        assert_eq!(s.recall("k").unwrap(), Some(answer.clone()));
+        // The same key again: nothing written, the first answer.
+        let again = s
+            .upsert_guarded(&[rec("User::\"a\"", "2")], &guard)
+            .unwrap();
+        assert_eq!(again, Guarded::Replayed(answer.clone()));
+        assert_eq!(s.load_all().unwrap()[0].json, "1");
+        // A day and a second later: forgotten.
+        s.conn()
+            .unwrap()
+            .execute(
+                "UPDATE idempotency_keys SET created_at = created_at - ?1",
+                params![IDEMPOTENCY_TTL_SECS + 1],
+            )
+            .unwrap();
+        assert_eq!(s.recall("k").unwrap(), None);
+        let fresh = s
+            .upsert_guarded(&[rec("User::\"a\"", "3")], &guard)
+            .unwrap();
+        assert_eq!(fresh, Guarded::Applied);
+        let n: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "the expired row was purged");
     }
 
     #[test]

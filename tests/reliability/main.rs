@@ -14,4 +14,7 @@ mod common;
 
 mod http_limits;
 mod audit_disk;
+mod listings;
 mod policy_files;
+mod request_entities;
+mod writes;

@@ -1,0 +1,98 @@
+//! Measures the account listings (`Orchestrator::users` and `seats`, what
+//! `GET /v1/accounts/{id}/users|partners|seats` answer) of a 3-user account
+//! with OTHERS users in other accounts against the same account in an
+//! otherwise empty store, side by side (alternating rounds), and prints the
+//! ratio of the medians. Issue #12 defect 8: it must not grow with other
+//! accounts' users.
+//!
+//! ```sh
+//! scripts/listing_bench.sh            # or:
+//! cargo run --release --example listing_bench -- [OTHERS] [ROUNDS]
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use partnergate::authz::Authz;
+use partnergate::directory::{self, Directory};
+use partnergate::orchestrator::{rules, Orchestrator};
+use partnergate::policies::PackSource;
+use partnergate::reload::Evaluator;
+use partnergate::store::sqlite::SqliteStore;
+use serde_json::{json, Value};
+
+fn orchestrator(dir: &Path, others: usize) -> Orchestrator {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = PackSource::new(
+        root.join("policies"),
+        Some(root.join("schemas/partnergate.cedarschema")),
+    );
+    let evaluator = Arc::new(Evaluator::load(source).expect("policies"));
+    let store = Arc::new(SqliteStore::open_in(dir).expect("store"));
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("demo/entities.json")).expect("demo"),
+    )
+    .expect("demo json");
+    let mut all = demo.as_array().cloned().unwrap_or_default();
+    for i in 0..others {
+        let account = format!("acct{}", i / 100);
+        if i % 100 == 0 {
+            all.push(
+                json!({"uid": {"type": "Account", "id": account}, "attrs": {}, "parents": []}),
+            );
+        }
+        all.push(json!({"uid": {"type": "User", "id": format!("u{i}")},
+            "parents": [{"type": "Account", "id": account}],
+            "attrs": {"email": format!("u{i}@{account}.example"),
+                "account": {"__entity": {"type": "Account", "id": account}},
+                "is_admin": false, "status": "active", "two_factor": true}}));
+    }
+    let pack = evaluator.current();
+    directory::import(store.as_ref(), pack.schema.as_ref(), Value::Array(all)).expect("import");
+    let directory = Arc::new(Directory::open(store.clone()).expect("directory"));
+    let quotas =
+        rules::QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).expect("quotas");
+    Orchestrator::new(Authz::new(evaluator, directory), store, quotas)
+}
+
+/// Microseconds of one `users` + `seats` call pair.
+fn once(o: &Orchestrator) -> f64 {
+    let t = Instant::now();
+    let users = o.users("acme").expect("users");
+    let seats = o.seats("acme").expect("seats");
+    assert_eq!(users.len(), 3);
+    assert_eq!(seats.paid_users, 2);
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let others: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let empty = orchestrator(d1.path(), 0);
+    let big = orchestrator(d2.path(), others);
+    for _ in 0..(rounds / 10).clamp(1, 100) {
+        once(&empty);
+        once(&big);
+    }
+    let (mut e, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        e.push(once(&empty));
+        b.push(once(&big));
+    }
+    let (me, mb) = (median(&mut e), median(&mut b));
+    println!("listing of a 3-user account (users + seats), median of {rounds} alternating rounds:");
+    println!("  empty store:                      {me:9.1} us");
+    println!("  {others} users in other accounts: {mb:9.1} us");
+    println!("  ratio: {:.2}x", mb / me);
+}
