@@ -12,8 +12,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod http_limits;
 mod audit_disk;
+mod http_limits;
 mod listings;
 mod policy_files;
 mod request_entities;
