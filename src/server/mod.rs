@@ -197,16 +197,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(authzen::routes())
         .merge(orchestrator::routes())
         .with_state(state.clone())
-        // The `Bytes` extractor stops reading at the limit (a 413), after
-        // `guard` checked the token and `Content-Length` on the headers.
+        // The `Bytes` extractor stops reading at the limit (a 413); a write's
+        // body is read (within the limit) by `request_timeout`; both only
+        // after `guard` checked the token and `Content-Length` on the
+        // headers, before any body byte is read.
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            (timeout, max_body),
+            request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            timeout,
-            request_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state,
@@ -244,10 +246,12 @@ fn timed_out(what: &str, timeout: Duration) -> axum::response::Response {
 /// if the deadline has passed when it begins (408), and otherwise runs to
 /// completion and answers its outcome. So a 408 never follows a commit.
 async fn request_timeout(
-    axum::extract::State(timeout): axum::extract::State<Duration>,
+    axum::extract::State((timeout, max_body)): axum::extract::State<(Duration, usize)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
     if !is_write(&req) {
         return match tokio::time::timeout(timeout, next.run(req)).await {
             Ok(resp) => resp,
@@ -255,14 +259,17 @@ async fn request_timeout(
         };
     }
     let (parts, body) = req.into_parts();
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, usize::MAX)).await {
+    // Read at most `max_body` bytes: a longer body stops here with a 413.
+    let limited = http_body_util::Limited::new(body, max_body).collect();
+    match tokio::time::timeout(timeout, limited).await {
         Err(_) => timed_out("reading the request body", timeout),
-        Ok(Err(e)) => {
-            use axum::response::IntoResponse;
-            error::AppError::bad_request(format!("cannot read the request body: {e}"))
-                .into_response()
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            http::body_too_large(max_body).into_response()
         }
-        Ok(Ok(bytes)) => {
+        Ok(Err(e)) => error::AppError::bad_request(format!("cannot read the request body: {e}"))
+            .into_response(),
+        Ok(Ok(collected)) => {
+            let bytes = collected.to_bytes();
             next.run(axum::extract::Request::from_parts(
                 parts,
                 axum::body::Body::from(bytes),
