@@ -222,10 +222,8 @@ mod tests {
         assert_eq!(p.line, Some(2));
     }
 
-    #[test]
-    fn a_reload_another_gate_rejects_keeps_the_old_quotas() {
-        use crate::policies::PackSource;
-        use crate::reload::Evaluator;
+    /// A one-policy pack with `quotas.toml` (3 partners) and its rules.
+    fn pack_with_quotas() -> (tempfile::TempDir, PathBuf, Arc<QuotaRules>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("a.cedar"),
@@ -235,6 +233,14 @@ mod tests {
         let quotas_file = dir.path().join(QUOTAS_FILE);
         std::fs::write(&quotas_file, "max_active_partners = 3\n").unwrap();
         let rules = QuotaRules::load(quotas_file.clone()).unwrap();
+        (dir, quotas_file, rules)
+    }
+
+    #[test]
+    fn a_reload_another_gate_rejects_keeps_the_old_quotas() {
+        use crate::policies::PackSource;
+        use crate::reload::Evaluator;
+        let (dir, quotas_file, rules) = pack_with_quotas();
         // A second gate (as the proof of --prove-on-reload) that rejects
         // every reload after the first load.
         let loads = std::sync::atomic::AtomicUsize::new(0);
@@ -274,15 +280,7 @@ mod tests {
     fn a_good_reload_brings_the_new_quotas_with_the_pack() {
         use crate::policies::PackSource;
         use crate::reload::Evaluator;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("a.cedar"),
-            "permit (principal, action, resource);\n",
-        )
-        .unwrap();
-        let quotas_file = dir.path().join(QUOTAS_FILE);
-        std::fs::write(&quotas_file, "max_active_partners = 3\n").unwrap();
-        let rules = QuotaRules::load(quotas_file.clone()).unwrap();
+        let (dir, quotas_file, rules) = pack_with_quotas();
         let ev = Arc::new(
             Evaluator::load_with_gates(PackSource::new(dir.path(), None), vec![rules.gate()])
                 .unwrap(),
