@@ -124,6 +124,8 @@ impl Pack {
                 .unwrap();
         Command::new(BIN)
             .arg("authorize")
+            // Replays are not decisions to keep: no log in the checkout.
+            .env("PARTNERGATE_AUDIT_LOG", "off")
             .arg("--policies")
             .arg(policies)
             .arg("--schema")
