@@ -29,7 +29,7 @@ pub const FEED_POLL: Duration = Duration::from_millis(250);
 const CHANNEL: &str = "partnergate_changes";
 /// Serialises every write (entities and orchestrator operations) across
 /// replicas, so change-feed order is commit order.
-pub(crate) const WRITE_LOCK: i64 = 0x5047_0001;
+pub const WRITE_LOCK: i64 = 0x5047_0001;
 const MIGRATE_LOCK: i64 = 0x5047_0002;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
@@ -113,7 +113,7 @@ impl PgStore {
 
     /// Run `f` on a live connection, reconnecting first if needed; a
     /// connection that broke during `f` is dropped for the next call.
-    pub(crate) fn with_client<T>(
+    pub fn with_client<T>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
@@ -186,7 +186,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-pub(crate) fn write_changes(
+pub fn write_changes(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
     changes: &[(String, Option<String>)],
@@ -199,7 +199,7 @@ pub(crate) fn write_changes(
 }
 
 /// The remembered answer of `key`, if younger than the TTL.
-pub(crate) fn recall_in(
+pub fn recall_in(
     c: &mut impl postgres::GenericClient,
     key: &str,
 ) -> Result<Option<Remembered>, postgres::Error> {
@@ -217,7 +217,7 @@ pub(crate) fn recall_in(
 
 /// Remember `key`'s answer inside a write transaction holding [`WRITE_LOCK`]
 /// (expired keys go).
-pub(crate) fn remember_in(
+pub fn remember_in(
     tx: &mut postgres::Transaction<'_>,
     key: &str,
     r: &Remembered,
@@ -341,7 +341,7 @@ impl EntityBackend for PgStore {
 
 /// Upsert entity records and append them to the change feed, inside `tx`
 /// (which must hold [`WRITE_LOCK`]).
-pub(crate) fn upsert_in(
+pub fn upsert_in(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
     records: &[EntityRecord],

@@ -6,11 +6,11 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use partnergate::authz::{Authz, Query};
-//! use partnergate::directory::Directory;
-//! use partnergate::policies::PackSource;
-//! use partnergate::reload::{watch, Evaluator};
-//! use partnergate::store::sqlite::SqliteStore;
+//! use partnergate_core::authz::{Authz, Query};
+//! use partnergate_core::directory::Directory;
+//! use partnergate_policy::policies::PackSource;
+//! use partnergate_core::reload::{watch, Evaluator};
+//! use partnergate_core::store::sqlite::SqliteStore;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let source = PackSource::new("policies", Some("schemas/partnergate.cedarschema".into()));
@@ -705,7 +705,7 @@ mod tests {
     use std::path::Path;
 
     fn setup(dir: &Path) -> Authz {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let source = PackSource::new(
             root.join("policies"),
             Some(root.join("schemas/partnergate.cedarschema")),

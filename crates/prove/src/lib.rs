@@ -6,8 +6,9 @@
 //! invariant per file, kind given by a `@kind` annotation), the proof
 //! report with its counterexamples (a request plus a Cedar JSON entity store
 //! that `partnergate authorize` replays), writing counterexamples to disk,
-//! and the `prove` subcommand. [`check_pack`] is the library entry point a
-//! reload gate can call. Kinds:
+//! and the reload gate ([`reload_gate`]). [`check_pack`] is the library
+//! entry point. The `prove` subcommand's flags and text report live in the
+//! binary (`src/cli/prove.rs`). Kinds:
 //!
 //! - `ceiling`: the production policies never allow more than the invariant
 //!   set allows (symcc `implies(production, invariant)`);
@@ -18,20 +19,21 @@
 //!
 //! The solver is found the way symcc finds it: the `CVC5` environment
 //! variable (path of the executable), else `cvc5` on `PATH`.
+//!
+//! Depends on `partnergate-policy` and `partnergate-core` (the reload
+//! [`Gate`](partnergate_core::reload::Gate) type); it must never know the
+//! partner rules, HTTP or the command line.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cedar_policy::{PolicySet, RequestEnv, Schema};
 use cedar_policy_symcc::solver::{LocalSolver, SolverError};
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
-use clap::Args;
 use serde::Serialize;
 
-use crate::cli::{PackArgs, EXIT_ERROR, EXIT_OK};
-use crate::engine::{self, Decision, Effect, Semantics};
-use crate::policies::{self, LoadError, PackSource, PolicyPack};
+use partnergate_policy::engine::{self, Decision, Effect, Semantics};
+use partnergate_policy::policies::{self, LoadError, PackSource, PolicyPack};
 
 /// The environment variable symcc reads for the path of the cvc5 executable.
 pub const SOLVER_ENV: &str = "CVC5";
@@ -953,106 +955,6 @@ pub fn write_counterexamples(
     Ok(written)
 }
 
-/// `partnergate prove`.
-#[derive(Debug, Args)]
-pub struct ProveArgs {
-    #[command(flatten)]
-    pub pack: PackArgs,
-    /// The invariants directory [default: invariants/ inside the policies directory]
-    #[arg(long)]
-    pub invariants: Option<PathBuf>,
-    /// Instead of the invariants: prove that the policies in DIR decide
-    /// exactly like the current ones (same schema).
-    #[arg(long, value_name = "DIR")]
-    pub equivalent: Option<PathBuf>,
-    /// Where to write counterexamples [default: a fresh directory under the
-    /// system temp dir, printed]
-    #[arg(long, value_name = "DIR")]
-    pub counterexamples: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Run `partnergate prove`: exit 0 when everything holds, 1 otherwise (a
-/// violation, a missing solver, or a pack that does not load).
-pub fn run_prove(a: &ProveArgs, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<u8> {
-    let source = a.pack.source();
-    if source.schema.is_none() {
-        writeln!(err, "error: {}", ProveError::NoSchema)?;
-        return Ok(EXIT_ERROR);
-    }
-    let pack = match policies::load(&source) {
-        Ok(p) => p,
-        Err(e) => {
-            write!(err, "{}", e.render())?;
-            return Ok(EXIT_ERROR);
-        }
-    };
-    let outcome = match &a.equivalent {
-        Some(dir) => match policies::load(&PackSource::new(dir.clone(), source.schema.clone())) {
-            Ok(other) => check_equivalent(&pack, &other),
-            Err(e) => {
-                write!(err, "{}", e.render())?;
-                writeln!(
-                    err,
-                    "error: cannot load the policies to compare: {}",
-                    dir.display()
-                )?;
-                return Ok(EXIT_ERROR);
-            }
-        },
-        None => {
-            let dir = a
-                .invariants
-                .clone()
-                .unwrap_or_else(|| default_invariants_dir(&source.policies));
-            check_pack(&pack, &dir)
-        }
-    };
-    let report = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            write!(err, "{}", e.render())?;
-            return Ok(EXIT_ERROR);
-        }
-    };
-    let dir = a
-        .counterexamples
-        .clone()
-        .unwrap_or_else(default_counterexample_dir);
-    let other = a
-        .equivalent
-        .as_ref()
-        .map(|d| PackSource::new(d.clone(), source.schema.clone()));
-    let written = match write_counterexamples(&report, &dir, &source, other.as_ref()) {
-        Ok(w) => w,
-        Err(e) => {
-            write!(err, "{}", e.render())?;
-            return Ok(EXIT_ERROR);
-        }
-    };
-    if a.json {
-        let v = serde_json::json!({
-            "holds": report.holds(),
-            "report": report,
-            "counterexamples": written,
-            "counterexample_dir": if written.is_empty() { None } else { Some(&dir) },
-        });
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_default()
-        )?;
-    } else {
-        render(&report, &written, &pack, out)?;
-        if !written.is_empty() {
-            writeln!(out, "counterexamples written to {}", dir.display())?;
-        }
-    }
-    Ok(if report.holds() { EXIT_OK } else { EXIT_ERROR })
-}
-
 /// `<policies>/invariants` for a policy directory, `invariants/` beside a
 /// single policy file.
 pub fn default_invariants_dir(policies: &Path) -> PathBuf {
@@ -1066,114 +968,14 @@ pub fn default_invariants_dir(policies: &Path) -> PathBuf {
     }
 }
 
-fn default_counterexample_dir() -> PathBuf {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!(
-        "partnergate-counterexamples-{stamp}-{}",
-        std::process::id()
-    ))
-}
-
-fn describe(d: &Decision) -> String {
-    let mut s = d.decision.to_string().to_uppercase();
-    if !d.reasons.is_empty() {
-        let ids: Vec<&str> = d.reasons.iter().map(|r| r.id.as_str()).collect();
-        s.push_str(&format!(" (by {})", ids.join(", ")));
-    }
-    if !d.errors.is_empty() {
-        s.push_str(&format!(" with errors: {}", d.errors.join("; ")));
-    }
-    s
-}
-
-fn render(
-    report: &ProofReport,
-    written: &[WrittenCounterexample],
-    pack: &PolicyPack,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "proving {} policies (version {}) over {} request environments with cvc5",
-        pack.policies.len(),
-        report.policy_version,
-        report.environments.len()
-    )?;
-    let mut commands = written.iter();
-    for r in &report.results {
-        let status = if r.holds { "holds   " } else { "VIOLATED" };
-        writeln!(
-            out,
-            "  {status} {:<12} {:<36} {:>3} queries {:>9.1} ms",
-            r.kind.as_str(),
-            r.id,
-            r.queries,
-            r.millis
-        )?;
-        if !r.holds {
-            if let Some(d) = &r.description {
-                writeln!(out, "      {d}")?;
-            }
-        }
-        for v in &r.violations {
-            let c = &v.counterexample;
-            let what = match (r.kind, &v.policy) {
-                (InvariantKind::NeverErrors, Some(p)) => format!("policy `{p}` can error"),
-                (InvariantKind::Ceiling, _) => "production allows what the ceiling forbids".into(),
-                (InvariantKind::Floor, _) => "production denies what the floor allows".into(),
-                _ => "the two policy sets decide differently".into(),
-            };
-            writeln!(out, "    in {}: {what}", v.environment)?;
-            writeln!(
-                out,
-                "      request: principal {} action {} resource {} context {}",
-                c.principal, c.action, c.resource, c.context
-            )?;
-            writeln!(
-                out,
-                "      production decision: {}",
-                describe(&c.production)
-            )?;
-            if c.confirmed == Some(false) {
-                writeln!(
-                    out,
-                    "      note: Cedar's decision differs from PartnerGate's fail-closed one here"
-                )?;
-            }
-            if let Some(o) = &c.other {
-                writeln!(out, "      other decision:      {}", describe(o))?;
-            }
-            if let Some(w) = commands.next() {
-                writeln!(out, "      replay: {}", w.command)?;
-                if let Some(o) = &w.other_command {
-                    writeln!(out, "      replay other: {o}")?;
-                }
-            }
-        }
-    }
-    let violated = report.violated().count();
-    writeln!(
-        out,
-        "{} of {} hold, {violated} violated; compile {:.1} ms, total {:.1} ms",
-        report.results.len() - violated,
-        report.results.len(),
-        report.compile_millis,
-        report.total_millis
-    )?;
-    Ok(())
-}
-
 /// A reload gate (`partnergate serve --prove-on-reload`): a pack that breaks
 /// an invariant is rejected like a syntax error, with one problem per
 /// violation carrying its counterexample. Must run outside a tokio runtime
 /// (the reload thread is a plain thread).
-pub fn reload_gate(invariants_dir: PathBuf) -> crate::reload::Gate {
+pub fn reload_gate(invariants_dir: PathBuf) -> partnergate_core::reload::Gate {
     Box::new(move |pack: &PolicyPack| {
         let problem = |file: Option<PathBuf>, policy_id: Option<String>, message: String| {
-            crate::policies::Problem {
+            partnergate_policy::policies::Problem {
                 file,
                 line: None,
                 column: None,
@@ -1189,7 +991,7 @@ pub fn reload_gate(invariants_dir: PathBuf) -> crate::reload::Gate {
                 format!("cannot prove the invariants: {e}"),
             )]
         })?;
-        let problems: Vec<crate::policies::Problem> = report
+        let problems: Vec<partnergate_policy::policies::Problem> = report
             .violated()
             .flat_map(|r| {
                 r.violations.iter().map(move |v| {

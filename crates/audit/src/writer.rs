@@ -31,7 +31,7 @@ use super::redact::Redaction;
 use super::AuditError;
 
 /// When the writer calls fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     /// After every record (slowest, nothing acknowledged-and-written is lost).
     Always,
@@ -45,7 +45,7 @@ pub enum SyncMode {
 }
 
 /// What [`AuditLog::log`] does when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnFull {
     /// Wait for room (backpressure): nothing is lost.
     #[default]

@@ -405,7 +405,7 @@ async fn put_entities(
             Ok(super::idempotency::replay(r))
         }
         (crate::directory::Written::Replayed(_), _) => Err(AppError::from(
-            crate::orchestrator::OrchestratorError::IdempotencyKeyReused,
+            partnergate_partners::OrchestratorError::IdempotencyKeyReused,
         )),
     }
 }

@@ -1,6 +1,11 @@
 //! The HTTP sidecar: configuration, the router, start-up and graceful
-//! shutdown. Only this module (and its children) knows axum and the wire
-//! format; decisions come from [`crate::authz`].
+//! shutdown. Only this crate knows axum and the wire format; decisions come
+//! from [`partnergate_core::authz`].
+//!
+//! The top library layer: it may depend on every other PartnerGate library
+//! crate, and is the only one allowed axum, tower, tower-http, hyper,
+//! hyper-util, utoipa and the Prometheus exporter. It must never know the
+//! command line.
 //!
 //! - `api`: the PartnerGate endpoints (`/v1/...`, health, metrics).
 //! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
@@ -28,11 +33,13 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::authz::Authz;
-use crate::directory::Directory;
-use crate::policies::PackSource;
-use crate::reload::{self, Evaluator};
-use crate::store::sqlite::SqliteStore;
+use partnergate_audit as audit;
+use partnergate_core::authz::{self, Authz};
+use partnergate_core::directory::{self, Directory};
+use partnergate_core::reload::{self, Evaluator};
+use partnergate_core::store::{self, sqlite::SqliteStore};
+use partnergate_policy::policies::{self, PackSource};
+use partnergate_policy::{engine, prescan};
 
 /// Everything `partnergate serve` can be told.
 #[derive(Debug, Clone)]
@@ -161,7 +168,7 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub metrics: PrometheusHandle,
     /// The partner orchestrator (shares the evaluator, directory and store).
-    pub orchestrator: Arc<crate::orchestrator::Orchestrator>,
+    pub orchestrator: Arc<partnergate_partners::Orchestrator>,
     /// Require the token on `/metrics`.
     pub protect_metrics: bool,
     /// The AuthZEN base URL: `--public-url`, else set to the bound address.
@@ -330,13 +337,13 @@ pub struct Sidecar {
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()))
         .with_limits(config.limits);
-    let quotas_path = crate::orchestrator::rules::quotas_path_for(&config.policies);
-    let quotas = crate::orchestrator::rules::QuotaRules::load(quotas_path.clone())
+    let quotas_path = partnergate_partners::rules::quotas_path_for(&config.policies);
+    let quotas = partnergate_partners::rules::QuotaRules::load(quotas_path.clone())
         .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
     let mut gates = vec![quotas.gate()];
     let mut watch_extra = vec![quotas_path];
     if config.prove_on_reload {
-        gates.push(crate::prove::reload_gate(config.invariants.clone()));
+        gates.push(partnergate_prove::reload_gate(config.invariants.clone()));
         watch_extra.push(config.invariants.clone());
     }
     let evaluator = Arc::new(Evaluator::load_with_inputs(
@@ -347,7 +354,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     #[allow(clippy::type_complexity)]
     let (store, orchestrator_store, pg_url): (
         Arc<dyn crate::store::EntityBackend>,
-        Arc<dyn crate::orchestrator::store::OrchestratorStore>,
+        Arc<dyn partnergate_partners::store::OrchestratorStore>,
         Option<String>,
     ) = match &config.store {
         crate::store::StoreSpec::Sqlite => {
@@ -426,7 +433,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
             .with_audit(log)
             .with_audit_required(config.audit_required);
     }
-    let orchestrator = Arc::new(crate::orchestrator::Orchestrator::new(
+    let orchestrator = Arc::new(partnergate_partners::Orchestrator::new(
         authz.clone(),
         orchestrator_store,
         quotas,

@@ -7,9 +7,9 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
-use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::{recall_in, remember_in};
-use crate::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+use partnergate_core::store::sqlite::SqliteStore;
+use partnergate_core::store::sqlite::{recall_in, remember_in};
+use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 struct Tx<'a> {
     tx: &'a Transaction<'a>,
@@ -78,7 +78,7 @@ impl AccountTx for Tx<'_> {
 }
 
 fn upsert(tx: &Transaction<'_>, records: &[EntityRecord]) -> Result<(), StoreError> {
-    Ok(crate::store::sqlite::upsert_in(tx, records)?)
+    Ok(partnergate_core::store::sqlite::upsert_in(tx, records)?)
 }
 
 impl OrchestratorStore for SqliteStore {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use super::rules::{quotas_path_for, QuotaRules};
-use super::store::RegistryCompany;
-use super::{ListedUser, Orchestrator, OrchestratorError, Outcome, UserView};
 use crate::authz::Authz;
 use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
 use crate::directory::Directory;
+use crate::orchestrator::rules::{quotas_path_for, QuotaRules};
+use crate::orchestrator::store::RegistryCompany;
+use crate::orchestrator::{ListedUser, Orchestrator, OrchestratorError, Outcome, UserView};
 use crate::policies::PackSource;
 use crate::reload::Evaluator;
 use crate::store::sqlite::SqliteStore;

@@ -15,8 +15,10 @@
 //! 4. the in-memory [`Directory`] is updated with what was committed.
 //!
 //! HTTP and the CLI are thin adapters over [`Orchestrator`].
+//!
+//! Depends on `partnergate-core`, `partnergate-audit` and
+//! `partnergate-policy`; it must never know HTTP or the command line.
 
-pub mod cli;
 pub mod postgres;
 pub mod rules;
 pub mod sqlite;
@@ -28,10 +30,13 @@ use cedar_policy::{Entity, EntityUid};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::authz::{Authz, Query};
-use crate::directory::Directory;
-use crate::engine::{self, Reason, RequestError};
-use crate::store::{EntityRecord, StoreError};
+use partnergate_audit as audit;
+use partnergate_core::authz::{Authz, Query};
+use partnergate_core::directory::{self, Directory};
+use partnergate_core::reload;
+use partnergate_core::store::{EntityRecord, StoreError};
+use partnergate_policy::engine::{self, Reason, RequestError};
+use partnergate_policy::policies;
 use rules::QuotaRules;
 use store::{AccountTx, OrchestratorStore, RegistryCompany};
 
@@ -88,7 +93,7 @@ pub enum OrchestratorError {
     IdempotencyKeyReused,
     /// The `Idempotency-Key` was remembered: nothing applied; the first answer.
     #[error("replayed the first answer of this Idempotency-Key")]
-    Replayed(crate::store::Remembered),
+    Replayed(partnergate_core::store::Remembered),
 }
 
 /// The longest an operation waits for its authorizing decision's record to
@@ -308,7 +313,7 @@ pub struct Idempotency {
 impl Idempotency {
     /// The answer to give for a remembered key: the first answer if the
     /// request is the same, else [`OrchestratorError::IdempotencyKeyReused`].
-    pub fn replay(&self, r: crate::store::Remembered) -> OrchestratorError {
+    pub fn replay(&self, r: partnergate_core::store::Remembered) -> OrchestratorError {
         if r.fingerprint == self.fingerprint {
             OrchestratorError::Replayed(r)
         } else {
@@ -650,7 +655,7 @@ impl Orchestrator {
             if let Some(i) = &scope.idempotency {
                 let body = serde_json::to_string(&o)
                     .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-                let answer = crate::store::Remembered {
+                let answer = partnergate_core::store::Remembered {
                     fingerprint: i.fingerprint.clone(),
                     status: i.status,
                     body,
@@ -1201,7 +1206,7 @@ impl Orchestrator {
         }
         let scope = current_scope();
         let answer = match &scope.idempotency {
-            Some(i) => Some(crate::store::Remembered {
+            Some(i) => Some(partnergate_core::store::Remembered {
                 fingerprint: i.fingerprint.clone(),
                 status: i.status,
                 body: serde_json::to_string(&clean.last())
@@ -1209,7 +1214,7 @@ impl Orchestrator {
             }),
             None => None,
         };
-        let guard = crate::store::WriteGuard {
+        let guard = partnergate_core::store::WriteGuard {
             deadline: scope.deadline,
             idempotency: scope
                 .idempotency
@@ -1219,9 +1224,9 @@ impl Orchestrator {
         };
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         match self.store.put_companies(&clean, &records, &guard)? {
-            crate::store::Guarded::Applied => {}
-            crate::store::Guarded::TimedOut => return Err(OrchestratorError::TimedOut),
-            crate::store::Guarded::Replayed(r) => {
+            partnergate_core::store::Guarded::Applied => {}
+            partnergate_core::store::Guarded::TimedOut => return Err(OrchestratorError::TimedOut),
+            partnergate_core::store::Guarded::Replayed(r) => {
                 return Err(match &scope.idempotency {
                     Some(i) => i.replay(r),
                     None => OrchestratorError::Replayed(r),
@@ -1255,7 +1260,7 @@ mod tests {
     use super::*;
     use crate::policies::PackSource;
     use crate::reload::Evaluator;
-    use crate::store::sqlite::SqliteStore;
+    use partnergate_core::store::sqlite::SqliteStore;
     use std::path::Path;
 
     /// The listings read only the users that point at the account (the
@@ -1264,7 +1269,7 @@ mod tests {
     /// index every user was read, and this listing failed on that one.
     #[test]
     fn listings_read_only_the_accounts_own_users() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = tempfile::tempdir().unwrap();
         let source = PackSource::new(
             root.join("policies"),

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::AppError;
 use super::AppState;
-use crate::orchestrator::{Idempotency, OrchestratorError};
 use crate::store::Remembered;
+use partnergate_partners::{Idempotency, OrchestratorError};
 
 pub const HEADER: &str = "idempotency-key";
 

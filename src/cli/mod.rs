@@ -5,6 +5,10 @@
 //! Exit codes follow the Cedar CLI: 0 success, 1 error, 2 the decision was
 //! Deny (`authorize`), 3 validation failed (`check`).
 
+pub mod audit;
+pub mod partners;
+pub mod prove;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -52,17 +56,17 @@ pub enum Command {
     /// Bulk-load Cedar entity JSON into the store of a data directory.
     Import(ImportArgs),
     /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
-    Prove(crate::prove::ProveArgs),
+    Prove(crate::cli::prove::ProveArgs),
     /// The decision log: verify its hash chain, query it, replay it against candidate policies.
-    Audit(crate::audit::cli::AuditArgs),
+    Audit(crate::cli::audit::AuditArgs),
     /// Partner users: invite (asks which partner to dismiss when the seats are full), grant.
-    Partners(crate::orchestrator::cli::PartnersArgs),
+    Partners(crate::cli::partners::PartnersArgs),
     /// Account users: list, invite, accept, dismiss, rehire.
-    Users(crate::orchestrator::cli::UsersArgs),
+    Users(crate::cli::partners::UsersArgs),
     /// Seat counts of an account (partners are neither paid users nor administrators).
-    Seats(crate::orchestrator::cli::SeatsArgs),
+    Seats(crate::cli::partners::SeatsArgs),
     /// The partner registry: import, list.
-    Registry(crate::orchestrator::cli::RegistryArgs),
+    Registry(crate::cli::partners::RegistryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +152,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_REQUEST_ENTITIES", default_value = "add")]
     pub request_entities: crate::authz::RequestEntities,
     #[command(flatten)]
-    pub audit: crate::audit::cli::AuditLogArgs,
+    pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -288,7 +292,7 @@ pub struct AuthorizeArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub log: crate::audit::cli::AuditLogArgs,
+    pub log: crate::cli::audit::AuditLogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -322,12 +326,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Fmt(a) => fmt(&a, out, err),
         Command::Serve(a) => serve(a, err),
         Command::Import(a) => import(&a, out, err),
-        Command::Prove(a) => crate::prove::run_prove(&a, out, err).map_err(CliError::from),
-        Command::Audit(a) => return crate::audit::cli::run(&a, out, err),
-        Command::Partners(a) => Ok(crate::orchestrator::cli::run_partners(a, out, err)),
-        Command::Users(a) => Ok(crate::orchestrator::cli::run_users(a, out, err)),
-        Command::Seats(a) => Ok(crate::orchestrator::cli::run_seats(a, out, err)),
-        Command::Registry(a) => Ok(crate::orchestrator::cli::run_registry(a, out, err)),
+        Command::Prove(a) => crate::cli::prove::run_prove(&a, out, err).map_err(CliError::from),
+        Command::Audit(a) => return crate::cli::audit::run(&a, out, err),
+        Command::Partners(a) => Ok(crate::cli::partners::run_partners(a, out, err)),
+        Command::Users(a) => Ok(crate::cli::partners::run_users(a, out, err)),
+        Command::Seats(a) => Ok(crate::cli::partners::run_seats(a, out, err)),
+        Command::Registry(a) => Ok(crate::cli::partners::run_registry(a, out, err)),
     };
     match result {
         Ok(code) => code,
@@ -631,7 +635,7 @@ pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// The decision log's configuration; the default path follows `--data-dir`.
 fn audit_config(
-    args: &crate::audit::cli::AuditLogArgs,
+    args: &crate::cli::audit::AuditLogArgs,
     data_dir: &Path,
 ) -> Option<crate::audit::AuditConfig> {
     let mut args = args.clone();

@@ -101,7 +101,7 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+    pub fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn
             .lock()
             .map_err(|_| StoreError::Backend("store connection poisoned".into()))
@@ -115,10 +115,7 @@ impl SqliteStore {
 
 /// Insert or replace entity records inside a transaction (shared by the
 /// entity store and the orchestrator's transactions).
-pub(crate) fn upsert_in(
-    tx: &rusqlite::Transaction<'_>,
-    records: &[EntityRecord],
-) -> rusqlite::Result<()> {
+pub fn upsert_in(tx: &rusqlite::Transaction<'_>, records: &[EntityRecord]) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
          ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
@@ -132,7 +129,7 @@ pub(crate) fn upsert_in(
 }
 
 /// The remembered answer of `key`, if younger than [`IDEMPOTENCY_TTL_SECS`].
-pub(crate) fn recall_in(conn: &Connection, key: &str) -> rusqlite::Result<Option<Remembered>> {
+pub fn recall_in(conn: &Connection, key: &str) -> rusqlite::Result<Option<Remembered>> {
     conn.prepare_cached(
         "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?1 AND created_at > ?2",
     )?
@@ -147,7 +144,7 @@ pub(crate) fn recall_in(conn: &Connection, key: &str) -> rusqlite::Result<Option
 }
 
 /// Remember `key`'s answer inside a write transaction (expired keys go).
-pub(crate) fn remember_in(
+pub fn remember_in(
     tx: &rusqlite::Transaction<'_>,
     key: &str,
     r: &Remembered,

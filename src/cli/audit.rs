@@ -11,11 +11,13 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::query::{self, parse_time, Filter, Head};
-use super::record::{DecisionEvent, EntitySlice, Kind};
-use super::replay::{self, ReplayOptions, ReplayReport};
-use super::writer::{AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_LINGER, DEFAULT_PATH};
-use super::{chain, Redaction};
+use crate::audit::query::{self, parse_time, Filter, Head};
+use crate::audit::record::{DecisionEvent, EntitySlice, Kind};
+use crate::audit::replay::{self, ReplayOptions, ReplayReport};
+use crate::audit::writer::{
+    AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_LINGER, DEFAULT_PATH,
+};
+use crate::audit::{chain, Redaction};
 use crate::cli::{load_exit_code, PackArgs, EXIT_ERROR, EXIT_OK};
 use crate::engine::{self, Decision, Effect, Reason, Semantics};
 use crate::policies;
@@ -145,6 +147,46 @@ pub struct StressArgs {
     pub log: AuditLogArgs,
 }
 
+/// `--audit-sync`: the command line's name for [`SyncMode`] (the library
+/// knows no clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncFlag {
+    /// After every record (slowest, nothing acknowledged-and-written is lost).
+    Always,
+    /// Group commit: at most every 20 ms while busy, at once when idle.
+    Batch,
+    /// Never (the OS writes back; a power loss may lose the tail).
+    Never,
+}
+
+impl From<SyncFlag> for SyncMode {
+    fn from(f: SyncFlag) -> Self {
+        match f {
+            SyncFlag::Always => SyncMode::Always,
+            SyncFlag::Batch => SyncMode::Batch,
+            SyncFlag::Never => SyncMode::Never,
+        }
+    }
+}
+
+/// `--audit-on-full`: the command line's name for [`OnFull`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFullFlag {
+    /// Wait for room (backpressure): nothing is lost.
+    Block,
+    /// Drop the event and count it.
+    Drop,
+}
+
+impl From<OnFullFlag> for OnFull {
+    fn from(f: OnFullFlag) -> Self {
+        match f {
+            OnFullFlag::Block => OnFull::Block,
+            OnFullFlag::Drop => OnFull::Drop,
+        }
+    }
+}
+
 /// The `--audit-*` flags: where and how the decision log is written.
 #[derive(Debug, Args, Clone)]
 pub struct AuditLogArgs {
@@ -153,11 +195,11 @@ pub struct AuditLogArgs {
     pub path: String,
     /// When to fsync: after every record; batch (group commit: at most
     /// every 20 ms while busy, at once when idle); or never.
-    #[arg(long = "audit-sync", value_enum, default_value_t = SyncMode::Batch)]
-    pub sync: SyncMode,
+    #[arg(long = "audit-sync", value_enum, default_value_t = SyncFlag::Batch)]
+    pub sync: SyncFlag,
     /// When the queue is full: block (backpressure) or drop (counted).
-    #[arg(long = "audit-on-full", value_enum, default_value_t = OnFull::Block)]
-    pub on_full: OnFull,
+    #[arg(long = "audit-on-full", value_enum, default_value_t = OnFullFlag::Block)]
+    pub on_full: OnFullFlag,
     /// Queue capacity (events).
     #[arg(long = "audit-queue", default_value_t = 8192)]
     pub queue: usize,
@@ -188,8 +230,8 @@ impl AuditLogArgs {
             "-" => AuditConfig::stdout(),
             p => AuditConfig::file(p),
         };
-        c.sync = self.sync;
-        c.on_full = self.on_full;
+        c.sync = self.sync.into();
+        c.on_full = self.on_full.into();
         c.queue_capacity = self.queue.max(1);
         c.max_file_bytes = (self.max_bytes > 0).then_some(self.max_bytes);
         c.linger = std::time::Duration::from_millis(self.linger_ms);
@@ -508,7 +550,7 @@ pub fn sample_decision(i: u64, slices: &[Arc<EntitySlice>]) -> DecisionEvent {
         None => sample_slice(u),
     };
     DecisionEvent {
-        decision_id: super::new_decision_id(),
+        decision_id: crate::audit::new_decision_id(),
         request_id: Some(format!("req-{i}")),
         principal: format!("User::\"{user}\"").into(),
         action: "Action::\"invite_partner\"".into(),

@@ -65,6 +65,7 @@ pub fn fit_connection_cap(wanted: usize) -> usize {
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; the resulting soft limit.
 #[cfg(unix)]
+#[allow(unsafe_code)] // the one libc call of the workspace (workspace lint: unsafe_code = deny)
 fn raise_nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -7,7 +7,7 @@
 //! [`super::sqlite`], and a PostgreSQL backend can implement the same trait
 //! (e.g. `SERIALIZABLE`, or `SELECT .. FOR UPDATE` on an account row).
 
-use crate::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 use super::OrchestratorError;
 

@@ -6,11 +6,15 @@
 //!
 //! Submodules: [`record`] (the format, canonical encoding, hashing, shadow),
 //! [`redact`], [`writer`] ([`AuditLog`]), [`chain`] (files, verify),
-//! [`query`], [`replay`], and [`cli`] (the `partnergate audit` commands).
+//! [`query`] and [`replay`]. The `partnergate audit` commands live in the
+//! binary (`src/cli/audit.rs`).
 //! The record format is documented field by field in docs/audit.md.
+//!
+//! Depends only on `partnergate-policy` (decisions it records and replays);
+//! it must never know the entity stores, reloads, the partner rules, HTTP
+//! or the command line.
 
 pub mod chain;
-pub mod cli;
 pub mod query;
 pub mod record;
 pub mod redact;
@@ -18,6 +22,8 @@ pub mod replay;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
+
+use partnergate_policy::{engine, policies};
 
 pub use chain::{verify, BreakKind, ChainBreak, Location, VerifyReport};
 pub use record::{

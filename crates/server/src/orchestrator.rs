@@ -1,6 +1,6 @@
 //! The orchestrator's HTTP endpoints: partner invitations, users, seats and
 //! the partner registry. Every write needs the bearer token; the work is
-//! [`crate::orchestrator::Orchestrator`]'s, this module only maps the wire.
+//! [`partnergate_partners::Orchestrator`]'s, this module only maps the wire.
 
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use super::api::{parse_body, require_token};
 use super::error::AppError;
 use super::idempotency;
 use super::AppState;
-use crate::orchestrator::store::RegistryCompany;
-use crate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
+use partnergate_partners::store::RegistryCompany;
+use partnergate_partners::{Orchestrator, OrchestratorError, WriteScope};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -143,7 +143,7 @@ async fn write(
     }
 }
 
-fn outcome(o: crate::orchestrator::Outcome) -> Value {
+fn outcome(o: partnergate_partners::Outcome) -> Value {
     json!(o)
 }
 

@@ -8,8 +8,8 @@ use postgres::Transaction;
 
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
-use crate::store::postgres::{recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK};
-use crate::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+use partnergate_core::store::postgres::{recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK};
+use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 fn backend(e: postgres::Error) -> StoreError {
     StoreError::Backend(e.to_string())
