@@ -153,7 +153,8 @@ pub struct StressArgs {
 pub enum SyncFlag {
     /// After every record (slowest, nothing acknowledged-and-written is lost).
     Always,
-    /// Group commit: at most every 20 ms while busy, at once when idle.
+    /// Group commit: while the writer is busy, at most every 20 ms; at once
+    /// when it goes idle, on a flush, a rotation and a stop.
     Batch,
     /// Never (the OS writes back; a power loss may lose the tail).
     Never,
