@@ -1,20 +1,23 @@
 //! PartnerGate: a Cedar authorization engine and sidecar for partner access
 //! to customer accounts.
 //!
-//! The library is organised one module per concern (see ARCHITECTURE.md):
-//! [`policies`] loads and validates a pack, [`engine`] makes decisions,
-//! [`suite`] runs policy test suites, [`prove`] proves invariants symbolically, and [`cli`] is the command-line adapter.
+//! The libraries live in the workspace's `crates/` (see ARCHITECTURE.md);
+//! this crate is the `partnergate` binary's command-line adapter ([`cli`])
+//! and a facade that re-exports the libraries under their historical module
+//! paths (`partnergate::policies`, `partnergate::server`, ...), so that the
+//! tests, benches and examples name one crate.
 
-pub mod audit;
-pub mod authz;
+pub use partnergate_core::{authz, directory, reload, store};
+pub use partnergate_partners as orchestrator;
+pub use partnergate_policy::{engine, policies, prescan, suite};
+pub use partnergate_prove as prove;
+pub use partnergate_server as server;
+
+/// The decision log (`partnergate-audit`), plus the `partnergate audit`
+/// commands (`cli`, from the binary's adapter).
+pub mod audit {
+    pub use crate::cli::audit as cli;
+    pub use partnergate_audit::*;
+}
+
 pub mod cli;
-pub mod directory;
-pub mod engine;
-pub mod orchestrator;
-pub mod policies;
-pub mod prescan;
-pub mod prove;
-pub mod reload;
-pub mod server;
-pub mod store;
-pub mod suite;

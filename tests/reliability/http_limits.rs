@@ -204,6 +204,7 @@ fn an_authenticated_oversize_body_is_413_and_a_content_length_over_the_limit_is_
 
 /// Raise this process's soft open-files limit to at least `want` (the
 /// server inherits it, and raises its own to the hard limit anyway).
+#[allow(unsafe_code)] // libc (workspace lint: unsafe_code = deny)
 fn raise_nofile(want: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

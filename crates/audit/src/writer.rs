@@ -1,0 +1,1319 @@
+//! The writer: [`AuditLog`], a cheap cloneable handle whose [`AuditLog::log`]
+//! only enqueues (no disk I/O on the caller's path) into a bounded queue
+//! drained by ONE writer thread, which redacts, chains (seq, prev_hash,
+//! hash), batches, writes, fsyncs per [`SyncMode`] and rotates by size.
+//!
+//! Opening a file log takes an exclusive lock (`PATH.lock`), finds the last
+//! record of the chain (in `PATH`, else in the newest rotated file) and
+//! continues its `seq` and hash. A torn last line (a crash mid-write) is cut
+//! away and a `kind: "repair"` record describing the cut is appended first,
+//! chained to the last intact record.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
+use super::record::{
+    encode_event, gap_body, repair_body, seal, EncodedSlice, Event, GapInfo, Link, RecordEncoder,
+    RepairInfo, SliceField, GENESIS_HASH,
+};
+use super::redact::Redaction;
+use super::AuditError;
+
+/// When the writer calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// After every record (slowest, nothing acknowledged-and-written is lost).
+    Always,
+    /// Group commit: while the writer is busy, at most every
+    /// [`SYNC_INTERVAL`] (20 ms); at once when it goes idle, on a flush, a
+    /// rotation and a stop.
+    #[default]
+    Batch,
+    /// Never (the OS writes back; a power loss may lose the tail).
+    Never,
+}
+
+/// What [`AuditLog::log`] does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFull {
+    /// Wait for room (backpressure): nothing is lost.
+    #[default]
+    Block,
+    /// Drop the event and count it ([`AuditLog::dropped`]).
+    Drop,
+}
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    File(PathBuf),
+    /// Standard output (no rotation, no repair; the chain starts at seq 1).
+    Stdout,
+}
+
+/// The default log path.
+pub const DEFAULT_PATH: &str = "data/decisions.jsonl";
+
+/// How to open the log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub sink: Sink,
+    pub sync: SyncMode,
+    pub on_full: OnFull,
+    /// Queue capacity in events.
+    pub queue_capacity: usize,
+    /// Most records written (and fsynced, in batch mode) at once.
+    pub max_batch: usize,
+    /// Rotate when the active file would exceed this many bytes (None: never).
+    pub max_file_bytes: Option<u64>,
+    /// How long the writer lets a partial batch grow before writing it: the
+    /// most a record waits in the queue when the writer keeps up. A flush or
+    /// a stop does not wait for it.
+    pub linger: Duration,
+    pub redaction: Redaction,
+    /// Written as `replica` on every record, when set.
+    pub replica: Option<String>,
+}
+
+impl AuditConfig {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            sink: Sink::File(path.into()),
+            sync: SyncMode::Batch,
+            on_full: OnFull::Block,
+            queue_capacity: 8192,
+            max_batch: 1024,
+            max_file_bytes: Some(256 * 1024 * 1024),
+            linger: DEFAULT_LINGER,
+            redaction: Redaction::default(),
+            replica: None,
+        }
+    }
+
+    pub fn stdout() -> Self {
+        AuditConfig {
+            sink: Sink::Stdout,
+            ..Self::file(DEFAULT_PATH)
+        }
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenInfo {
+    /// The seq the next logged event gets.
+    pub next_seq: u64,
+    /// The hash the next record chains to.
+    pub prev_hash: String,
+    /// Set when a torn last line was cut away (and a repair record written).
+    pub repaired: Option<RepairInfo>,
+}
+
+/// Counters and health of the writer (for metrics and status).
+#[derive(Debug)]
+struct Stats {
+    written: AtomicU64,
+    /// Refused by the queue (full under `drop`, or the log closed).
+    dropped: AtomicU64,
+    /// Accepted but never written (a write or fsync of theirs failed, or the
+    /// log was failing when they came).
+    lost: AtomicU64,
+    write_errors: AtomicU64,
+    /// Gap records written.
+    gaps: AtomicU64,
+    /// Lost or dropped records that no gap record states yet.
+    unrecorded: AtomicU64,
+    /// Time range (unix µs) of queue drops not yet taken into a gap.
+    drop_first_us: AtomicI64,
+    drop_last_us: AtomicI64,
+    failing: AtomicBool,
+    /// Since when and why the log is failing (set on each state change).
+    health: Mutex<Option<(String, String)>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            unrecorded: AtomicU64::new(0),
+            drop_first_us: AtomicI64::new(i64::MAX),
+            drop_last_us: AtomicI64::new(i64::MIN),
+            failing: AtomicBool::new(false),
+            health: Mutex::new(None),
+        }
+    }
+}
+
+impl Stats {
+    /// Count one event refused by the queue, and when.
+    fn drop_one(&self) {
+        let us = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+        self.drop_first_us.fetch_min(us, Ordering::Relaxed);
+        self.drop_last_us.fetch_max(us, Ordering::Relaxed);
+        self.dropped.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Whether the log is writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditState {
+    Ok,
+    /// Writes fail (e.g. the disk is full): records are being lost, and are
+    /// counted; a gap record states them when writing resumes.
+    Failing,
+}
+
+/// The log's state and counters, for `/readyz`, `GET /v1/policies` and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditStatus {
+    pub state: AuditState,
+    /// When the log started failing (RFC 3339), while it is.
+    pub since: Option<String>,
+    /// The last write error, while failing.
+    pub error: Option<String>,
+    pub written: u64,
+    /// Records accepted but not written (write failures).
+    pub lost: u64,
+    /// Records refused by the queue (`--audit-on-full drop`, or after shutdown).
+    pub dropped: u64,
+    /// Lost or dropped records no gap record states yet.
+    pub unrecorded: u64,
+    /// Gap records written.
+    pub gaps: u64,
+    pub write_errors: u64,
+}
+
+/// The durable acknowledgement of one record ([`AuditLog::log_durable`]):
+/// completed by the writer once the record is written and fsynced (per the
+/// sync mode), or failed with the reason it could not be.
+#[derive(Clone)]
+pub struct Durable(Arc<DurableSlot>);
+
+struct DurableSlot {
+    result: Mutex<Option<Result<(), String>>>,
+    cv: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Durable").field(&self.peek()).finish()
+    }
+}
+
+impl Durable {
+    fn new() -> Self {
+        Durable(Arc::new(DurableSlot {
+            result: Mutex::new(None),
+            cv: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }))
+    }
+
+    fn complete(&self, result: Result<(), String>) {
+        if let Ok(mut r) = self.0.result.lock() {
+            if r.is_none() {
+                *r = Some(result);
+            }
+        }
+        self.0.cv.notify_all();
+        self.0.notify.notify_waiters();
+    }
+
+    /// The outcome, if known yet.
+    pub fn peek(&self) -> Option<Result<(), String>> {
+        self.0.result.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Wait (async) for the outcome.
+    pub async fn wait(&self) -> Result<(), String> {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.peek() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// Wait (blocking the thread) at most `timeout` for the outcome.
+    pub fn wait_blocking(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut r) = self.0.result.lock() else {
+            return Err("the decision log's acknowledgement is unreadable".into());
+        };
+        loop {
+            if let Some(r) = r.as_ref() {
+                return r.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the record was not made durable within {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            r = match self.0.cv.wait_timeout(r, left) {
+                Ok((g, _)) => g,
+                Err(_) => return Err("the decision log's acknowledgement is unreadable".into()),
+            };
+        }
+    }
+}
+
+// Events travel inline in the queue's slots: no allocation per event on the
+// request path (an Event is a few hundred bytes; a decision's body is boxed).
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Event(OffsetDateTime, Event),
+    /// An event whose caller waits for it to be durable (boxed: the queue's
+    /// slots keep the size they have without `--audit-required`).
+    Durable(Box<(OffsetDateTime, Event, Durable)>),
+    Flush(SyncSender<()>),
+    Shutdown,
+}
+
+struct Inner {
+    tx: SyncSender<Msg>,
+    on_full: OnFull,
+    stats: Arc<Stats>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, to wake it from its linger for a flush or a stop.
+    writer: std::thread::Thread,
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        // The first caller asks the writer to stop; every caller then joins
+        // it if nobody has yet.
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            let _ = self.tx.send(Msg::Shutdown);
+            self.writer.unpark();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The handle to the decision log. Clone it freely (`Send + Sync`); the
+/// writer thread stops, after writing everything queued, on
+/// [`AuditLog::shutdown`] or when the last handle is dropped.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Open (or create) the log and start its writer thread.
+    pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenInfo), AuditError> {
+        let stats = Arc::new(Stats::default());
+        let (mut writer, info) = Writer::open(&config, stats.clone())?;
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let max_batch = config.max_batch.max(1);
+        let linger = config.linger;
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx, max_batch, linger))
+            .map_err(AuditError::Spawn)?;
+        let log = AuditLog {
+            inner: Arc::new(Inner {
+                tx,
+                on_full: config.on_full,
+                stats,
+                closed: AtomicBool::new(false),
+                writer: thread.thread().clone(),
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((log, info))
+    }
+
+    /// Enqueue an event; the timestamp is taken now. Never touches the disk.
+    /// Returns false when the event was dropped (queue full under
+    /// [`OnFull::Drop`], or the log is shut down); drops are counted.
+    pub fn log(&self, event: impl Into<Event>) -> bool {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Relaxed) {
+            inner.stats.drop_one();
+            return false;
+        }
+        let msg = Msg::Event(OffsetDateTime::now_utc(), event.into());
+        let sent = match inner.on_full {
+            OnFull::Block => inner.tx.send(msg).is_ok(),
+            OnFull::Drop => match inner.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            },
+        };
+        if !sent {
+            inner.stats.drop_one();
+        }
+        sent
+    }
+
+    /// Enqueue an event and return its durable acknowledgement: the writer
+    /// completes it after the record's batch is written and fsynced (group
+    /// commit: one fsync releases every waiter of the batch), or fails it at
+    /// once when the record cannot be written (the log is failing, the queue
+    /// is full under [`OnFull::Drop`], or the log is shut down). Never
+    /// touches the disk itself; wakes the writer from its linger.
+    pub fn log_durable(&self, event: impl Into<Event>) -> Durable {
+        let inner = &self.inner;
+        let ticket = Durable::new();
+        if inner.closed.load(Ordering::Relaxed) {
+            inner.stats.drop_one();
+            ticket.complete(Err("the decision log is shut down".into()));
+            return ticket;
+        }
+        let msg = Msg::Durable(Box::new((
+            OffsetDateTime::now_utc(),
+            event.into(),
+            ticket.clone(),
+        )));
+        let sent = match inner.on_full {
+            OnFull::Block => inner.tx.send(msg).is_ok(),
+            OnFull::Drop => inner.tx.try_send(msg).is_ok(),
+        };
+        if sent {
+            inner.writer.unpark();
+        } else {
+            inner.stats.drop_one();
+            ticket.complete(Err("the decision log's queue is full".into()));
+        }
+        ticket
+    }
+
+    /// The log's state and counters.
+    pub fn status(&self) -> AuditStatus {
+        let s = &self.inner.stats;
+        let failing = s.failing.load(Ordering::Relaxed);
+        let health = s.health.lock().ok().and_then(|h| h.clone());
+        let (since, error) = match (failing, health) {
+            (true, Some((since, error))) => (Some(since), Some(error)),
+            _ => (None, None),
+        };
+        AuditStatus {
+            state: if failing {
+                AuditState::Failing
+            } else {
+                AuditState::Ok
+            },
+            since,
+            error,
+            written: s.written.load(Ordering::Relaxed),
+            lost: s.lost.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            unrecorded: s.unrecorded.load(Ordering::Relaxed),
+            gaps: s.gaps.load(Ordering::Relaxed),
+            write_errors: s.write_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Wait until everything logged before this call is written (and
+    /// fsynced unless the sync mode is `never`). False if the log is closed.
+    pub fn flush(&self) -> bool {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.inner.tx.send(Msg::Flush(ack_tx)).is_err() {
+            return false;
+        }
+        self.inner.writer.unpark();
+        ack_rx.recv().is_ok()
+    }
+
+    /// Write everything queued, fsync, and stop the writer thread. Later
+    /// `log` calls are dropped (and counted). Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// Records written so far (by this handle's writer).
+    pub fn written(&self) -> u64 {
+        self.inner.stats.written.load(Ordering::Relaxed)
+    }
+
+    /// Events refused by the queue: full under [`OnFull::Drop`], or logged
+    /// after shutdown.
+    pub fn dropped(&self) -> u64 {
+        self.inner.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events accepted but lost to a write error (stated by a gap record
+    /// once writing resumes).
+    pub fn lost(&self) -> u64 {
+        self.inner.stats.lost.load(Ordering::Relaxed)
+    }
+
+    /// Failed writes and fsyncs (the records lost are counted in `lost`).
+    pub fn write_errors(&self) -> u64 {
+        self.inner.stats.write_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// How long the writer lets a partial batch grow, by default.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
+
+/// With `batch`, the longest a written record waits for fsync while the
+/// writer is busy (group commit); an idle writer, a flush, a rotation and a
+/// stop fsync at once.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(20);
+
+const TS_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+/// Format a timestamp as the log does: RFC 3339, UTC, microseconds.
+pub fn format_ts(t: OffsetDateTime) -> String {
+    let mut out = Vec::with_capacity(32);
+    format_ts_into(t, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_ts`], appended to `out` (digits written directly: this runs
+/// for every record).
+fn format_ts_into(t: OffsetDateTime, out: &mut Vec<u8>) {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    if !(0..=9999).contains(&t.year()) {
+        // Not a date the clock gives; the general formatter handles it.
+        let _ = t.format_into(out, TS_FORMAT);
+        return;
+    }
+    let parts = [
+        (t.year() as u32, 4, b'-'),
+        (u32::from(u8::from(t.month())), 2, b'-'),
+        (u32::from(t.day()), 2, b'T'),
+        (u32::from(t.hour()), 2, b':'),
+        (u32::from(t.minute()), 2, b':'),
+        (u32::from(t.second()), 2, b'.'),
+        (t.microsecond(), 6, b'Z'),
+    ];
+    for (n, width, then) in parts {
+        for i in (0..width).rev() {
+            out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+        }
+        out.push(then);
+    }
+}
+
+enum Out {
+    File {
+        path: PathBuf,
+        file: File,
+        size: u64,
+        _lock: File,
+    },
+    Stdout(io::Stdout),
+}
+
+/// Encoded records not yet written, and the chain state before them.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    n: u64,
+    mark: (u64, String),
+    /// The events' time range, and the callers waiting for them.
+    first_ts: Option<OffsetDateTime>,
+    last_ts: Option<OffsetDateTime>,
+    tickets: Vec<Durable>,
+}
+
+/// Records lost or dropped that no gap record states yet.
+struct Gap {
+    write_failed: u64,
+    queue_dropped: u64,
+    refused: u64,
+    from: OffsetDateTime,
+    until: OffsetDateTime,
+    error: Option<String>,
+}
+
+impl Gap {
+    fn add(gap: &mut Option<Gap>, from: OffsetDateTime, until: OffsetDateTime) -> &mut Gap {
+        let g = gap.get_or_insert(Gap {
+            write_failed: 0,
+            queue_dropped: 0,
+            refused: 0,
+            from,
+            until,
+            error: None,
+        });
+        g.from = g.from.min(from);
+        g.until = g.until.max(until);
+        g
+    }
+}
+
+/// The writer cannot write: when it tries again.
+struct Failing {
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// The first retry after a failed write, doubled after each failed retry
+/// up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+struct Writer {
+    out: Out,
+    sync: SyncMode,
+    max_bytes: Option<u64>,
+    seq: u64,
+    prev_hash: String,
+    replica: Option<String>,
+    redaction: Redaction,
+    stats: Arc<Stats>,
+    /// Identifies `redaction` to the entity slices' encoding cache.
+    redaction_key: u64,
+    /// Written but not yet fsynced (`batch` only), and when the last fsync was.
+    unsynced: bool,
+    last_sync: std::time::Instant,
+    /// Reused buffers for encoding one record.
+    enc: RecordEncoder,
+    ts_buf: Vec<u8>,
+    /// `entities_hash` of the slices written inline in the active file
+    /// (including pending records): later decisions only name them.
+    slices_in_file: HashSet<String>,
+    /// Written, waiting for the next fsync (`batch`).
+    unsynced_tickets: Vec<Durable>,
+    /// What no gap record states yet, and whether writes are failing.
+    gap: Option<Gap>,
+    failing: Option<Failing>,
+    /// Queue drops already taken into a gap.
+    seen_dropped: u64,
+}
+
+/// Past this many distinct slices in one file the set is emptied (the next
+/// use of each slice writes it inline again).
+const MAX_SLICES_PER_FILE: usize = 100_000;
+
+/// Keys for non-empty redactions (0 is "no redaction").
+static NEXT_REDACTION_KEY: AtomicU64 = AtomicU64::new(1);
+
+impl Writer {
+    fn open(config: &AuditConfig, stats: Arc<Stats>) -> Result<(Writer, OpenInfo), AuditError> {
+        let mut writer = Writer {
+            out: Out::Stdout(io::stdout()),
+            sync: config.sync,
+            max_bytes: config.max_file_bytes,
+            seq: 0,
+            prev_hash: GENESIS_HASH.to_string(),
+            replica: config.replica.clone(),
+            redaction: config.redaction.clone(),
+            stats,
+            redaction_key: if config.redaction.is_empty() {
+                0
+            } else {
+                NEXT_REDACTION_KEY.fetch_add(1, Ordering::Relaxed)
+            },
+            unsynced: false,
+            last_sync: std::time::Instant::now(),
+            enc: RecordEncoder::default(),
+            ts_buf: Vec::with_capacity(32),
+            slices_in_file: HashSet::new(),
+            unsynced_tickets: Vec::new(),
+            gap: None,
+            failing: None,
+            seen_dropped: 0,
+        };
+        let path = match &config.sink {
+            Sink::Stdout => {
+                return Ok((
+                    writer,
+                    OpenInfo {
+                        next_seq: 1,
+                        prev_hash: GENESIS_HASH.into(),
+                        repaired: None,
+                    },
+                ))
+            }
+            Sink::File(p) => p.clone(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+        }
+        let lock_path = {
+            let mut s = path.as_os_str().to_os_string();
+            s.push(".lock");
+            PathBuf::from(s)
+        };
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| AuditError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(AuditError::Locked(path)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io(&lock_path, e)),
+        }
+
+        // Cut a torn last line away.
+        let mut repaired = None;
+        let mut last_line = None;
+        let mut size = 0;
+        if path.exists() {
+            let t = chain::tail(&path).map_err(|e| AuditError::io(&path, e))?;
+            if !t.torn.is_empty() {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| AuditError::io(&path, e))?;
+                f.set_len(t.intact_len)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| AuditError::io(&path, e))?;
+                repaired = Some(RepairInfo {
+                    file: path.display().to_string(),
+                    offset: t.intact_len,
+                    cut_bytes: t.len - t.intact_len,
+                    cut_sha256: hex::encode(Sha256::digest(&t.torn)),
+                });
+            }
+            size = t.intact_len;
+            last_line = t.last_line.map(|l| (path.clone(), l));
+        }
+        if last_line.is_none() {
+            let nums = rotated_numbers(&path).map_err(|e| AuditError::io(&path, e))?;
+            // The smallest number is the newest rotated file.
+            if let Some(&n) = nums.first() {
+                let newest = rotated_path(&path, n);
+                let t = chain::tail(&newest).map_err(|e| AuditError::io(&newest, e))?;
+                last_line = t.last_line.map(|l| (newest, l));
+            }
+        }
+        if let Some((file, line)) = last_line {
+            let loc = Location {
+                file: file.clone(),
+                line: 0,
+            };
+            let (_, link) = parse_link(&line, &loc).map_err(|e| AuditError::Corrupt {
+                file: file.clone(),
+                message: format!(
+                    "the last record cannot be read ({}); run `partnergate audit verify`",
+                    match e {
+                        AuditError::Malformed { message, .. } => message,
+                        other => other.to_string(),
+                    }
+                ),
+            })?;
+            if !link.hash_ok {
+                return Err(AuditError::Corrupt {
+                    file,
+                    message: format!(
+                        "the last record (seq {}) does not match its hash; run `partnergate audit verify`",
+                        link.seq
+                    ),
+                });
+            }
+            writer.seq = link.seq;
+            writer.prev_hash = link.hash;
+        }
+        let file = private_append()
+            .open(&path)
+            .map_err(|e| AuditError::io(&path, e))?;
+        writer.out = Out::File {
+            path: path.clone(),
+            file,
+            size,
+            _lock: lock,
+        };
+        if let Some(info) = &repaired {
+            let ts = format_ts(OffsetDateTime::now_utc());
+            let b = repair_body(info, &ts, writer.replica.as_deref());
+            let (line, hash) = seal(b, writer.seq + 1, &writer.prev_hash);
+            let mut bytes = line.into_bytes();
+            bytes.push(b'\n');
+            writer
+                .write_bytes(&bytes)
+                .and_then(|()| writer.sync_now())
+                .map_err(|e| AuditError::io(&path, e))?;
+            writer.seq += 1;
+            writer.prev_hash = hash;
+        }
+        let info = OpenInfo {
+            next_seq: writer.seq + 1,
+            prev_hash: writer.prev_hash.clone(),
+            repaired,
+        };
+        Ok((writer, info))
+    }
+
+    fn run(&mut self, rx: Receiver<Msg>, max_batch: usize, linger: Duration) {
+        let mut pending = Pending::default();
+        let mut acks: Vec<SyncSender<()>> = Vec::new();
+        let mut stop = false;
+        while !stop {
+            self.try_resume(false);
+            let first = match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => {
+                    // Idle: make what was written durable before waiting.
+                    self.sync_deferred();
+                    match self.next_idle(&rx) {
+                        Some(m) => m,
+                        None => break,
+                    }
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            for msg in batch {
+                match msg {
+                    Msg::Event(ts, event) => {
+                        self.append(&mut pending, ts, event, None);
+                        if self.sync == SyncMode::Always {
+                            self.commit(&mut pending);
+                        }
+                    }
+                    Msg::Durable(d) => {
+                        let (ts, event, ticket) = *d;
+                        self.append(&mut pending, ts, event, Some(ticket));
+                        if self.sync == SyncMode::Always {
+                            self.commit(&mut pending);
+                        }
+                    }
+                    Msg::Flush(ack) => acks.push(ack),
+                    Msg::Shutdown => stop = true,
+                }
+            }
+            let was_full = n >= max_batch;
+            self.commit(&mut pending);
+            // Waiters for durability are released by this batch's fsync.
+            if !acks.is_empty()
+                || stop
+                || !self.unsynced_tickets.is_empty()
+                || self.last_sync.elapsed() >= SYNC_INTERVAL
+            {
+                self.sync_deferred();
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+            // Linger: let a partial batch grow for a moment rather than being
+            // woken once per record (each wake-up is a syscall on the
+            // decision path). A flush or a stop wakes it early. Not with
+            // `always`, whose callers wait on fsync.
+            if !was_full && !stop && self.sync != SyncMode::Always && !linger.is_zero() {
+                std::thread::park_timeout(linger);
+            }
+        }
+        // Events that raced with shutdown: write them too.
+        self.try_resume(true);
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Event(ts, event) => self.append(&mut pending, ts, event, None),
+                Msg::Durable(d) => {
+                    let (ts, event, t) = *d;
+                    self.append(&mut pending, ts, event, Some(t))
+                }
+                Msg::Flush(ack) => acks.push(ack),
+                Msg::Shutdown => {}
+            }
+        }
+        self.commit(&mut pending);
+        self.unsynced = true;
+        self.sync_deferred();
+        // Drops that raced with the stop: state them if the log can.
+        self.try_resume(true);
+        if let Some(g) = &self.gap {
+            tracing::error!(
+                records = g.write_failed + g.queue_dropped,
+                "audit log: stopped with records lost that no gap record states"
+            );
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Redact, chain and encode one event into the pending buffer, rotating
+    /// first if the record would not fit in the active file.
+    fn append(
+        &mut self,
+        pending: &mut Pending,
+        ts: OffsetDateTime,
+        mut event: Event,
+        ticket: Option<Durable>,
+    ) {
+        let at = ts;
+        self.redaction.apply(&mut event);
+        let mut ts_buf = std::mem::take(&mut self.ts_buf);
+        ts_buf.clear();
+        format_ts_into(ts, &mut ts_buf);
+        let ts = std::str::from_utf8(&ts_buf).unwrap_or_default();
+        let slice = match &event {
+            Event::Decision(d) => Some(d.entities.encoded(&self.redaction, self.redaction_key)),
+            Event::Change(_) | Event::Reload(_) => None,
+        };
+        self.encode(&event, ts, slice.as_deref());
+        let len = self.enc.line().len() as u64 + 1;
+        if self.needs_rotation(pending.buf.len() as u64, len) {
+            self.commit(pending);
+            match self.rotate() {
+                // The old file was fsynced; the new one is empty.
+                Ok(()) => {
+                    self.unsynced = false;
+                    for t in self.unsynced_tickets.drain(..) {
+                        t.complete(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log: rotation failed");
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // A new file carries every slice it uses; and a failed commit
+            // rolled the chain back: encode again either way.
+            self.slices_in_file.clear();
+            self.encode(&event, ts, slice.as_deref());
+        }
+        self.ts_buf = ts_buf;
+        if let Some(s) = &slice {
+            if !self.slices_in_file.contains(&s.hash) {
+                if self.slices_in_file.len() >= MAX_SLICES_PER_FILE {
+                    self.slices_in_file.clear();
+                }
+                self.slices_in_file.insert(s.hash.clone());
+            }
+        }
+        if pending.n == 0 {
+            pending.mark = (self.seq, self.prev_hash.clone());
+            pending.first_ts = Some(at);
+        }
+        pending.last_ts = Some(at);
+        pending.tickets.extend(ticket);
+        pending.buf.extend_from_slice(self.enc.line());
+        pending.buf.push(b'\n');
+        pending.n += 1;
+        self.seq += 1;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(self.enc.hash());
+    }
+
+    /// Encode `event` as the next record into `self.enc`, its slice inline
+    /// unless the active file already has it.
+    fn encode(&mut self, event: &Event, ts: &str, slice: Option<&EncodedSlice>) {
+        let field = slice.map(|s| {
+            if self.slices_in_file.contains(&s.hash) {
+                SliceField::Reference(s)
+            } else {
+                SliceField::Inline(s)
+            }
+        });
+        let link = Link {
+            seq: self.seq + 1,
+            prev_hash: &self.prev_hash,
+        };
+        encode_event(
+            &mut self.enc,
+            event,
+            ts,
+            self.replica.as_deref(),
+            link,
+            field,
+        );
+    }
+
+    /// Write the pending records out (and fsync with `always`). On failure,
+    /// cut the file back and roll the chain back to before them, so that the
+    /// chain stays unbroken; the records are counted as lost, kept for the
+    /// next gap record, and their waiters fail. While the log is failing
+    /// nothing is tried until the next retry ([`Writer::try_resume`]).
+    fn commit(&mut self, pending: &mut Pending) {
+        if pending.n == 0 {
+            return;
+        }
+        if self.failing.is_some() {
+            self.lose(pending);
+            return;
+        }
+        let before = self.size();
+        let result = self.write_bytes(&pending.buf).and_then(|()| {
+            if self.sync == SyncMode::Always {
+                self.sync_now()
+            } else {
+                self.unsynced = self.sync == SyncMode::Batch;
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.stats.written.fetch_add(pending.n, Ordering::Relaxed);
+                if self.sync == SyncMode::Batch {
+                    self.unsynced_tickets.append(&mut pending.tickets);
+                } else {
+                    for t in pending.tickets.drain(..) {
+                        t.complete(Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.truncate(before);
+                self.enter_failing(&e);
+                self.lose(pending);
+            }
+        }
+        pending.buf.clear();
+        pending.n = 0;
+    }
+
+    /// Count the pending records as lost (for the next gap record), fail
+    /// their waiters, and roll the chain back to before them.
+    fn lose(&mut self, pending: &mut Pending) {
+        let now = OffsetDateTime::now_utc();
+        let (from, until) = (
+            pending.first_ts.unwrap_or(now),
+            pending.last_ts.unwrap_or(now),
+        );
+        let error = self.failing_error();
+        let g = Gap::add(&mut self.gap, from, until);
+        g.write_failed += pending.n;
+        g.refused += pending.tickets.len() as u64;
+        if g.error.is_none() {
+            g.error = error.clone();
+        }
+        self.stats.lost.fetch_add(pending.n, Ordering::Relaxed);
+        self.stats
+            .unrecorded
+            .fetch_add(pending.n, Ordering::Relaxed);
+        let why = format!(
+            "the decision log cannot write: {}",
+            error.as_deref().unwrap_or("write failed")
+        );
+        for t in pending.tickets.drain(..) {
+            t.complete(Err(why.clone()));
+        }
+        // Slices first written inline by the lost records are not in the file.
+        self.slices_in_file.clear();
+        self.seq = pending.mark.0;
+        self.prev_hash = std::mem::take(&mut pending.mark.1);
+        pending.buf.clear();
+        pending.n = 0;
+        pending.first_ts = None;
+        pending.last_ts = None;
+    }
+
+    fn truncate(&mut self, len: u64) {
+        if let Out::File { file, size, .. } = &mut self.out {
+            let _ = file.set_len(len);
+            *size = len;
+        }
+    }
+
+    fn failing_error(&self) -> Option<String> {
+        self.stats
+            .health
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|(_, e)| e.clone()))
+    }
+
+    /// A write or fsync failed: become (or stay) failing, and retry later.
+    /// Logged once per state change, not per failure.
+    fn enter_failing(&mut self, e: &io::Error) {
+        match &mut self.failing {
+            Some(f) => {
+                f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
+                f.next_try = Instant::now() + f.backoff;
+                tracing::debug!(error = %e, "audit log: still failing");
+            }
+            None => {
+                tracing::error!(error = %e, path = %self.describe(),
+                    "audit log: writing failed; records are being lost (counted, and stated by a gap record when writing resumes)");
+                self.failing = Some(Failing {
+                    next_try: Instant::now() + FIRST_BACKOFF,
+                    backoff: FIRST_BACKOFF,
+                });
+                if let Ok(mut h) = self.stats.health.lock() {
+                    *h = Some((format_ts(OffsetDateTime::now_utc()), e.to_string()));
+                }
+                self.stats.failing.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.out {
+            Out::File { path, .. } => path.display().to_string(),
+            Out::Stdout(_) => "-".into(),
+        }
+    }
+
+    /// Take the queue's drops since the last look into the gap.
+    fn absorb_drops(&mut self) {
+        let dropped = self.stats.dropped.load(Ordering::Acquire);
+        if dropped <= self.seen_dropped {
+            return;
+        }
+        let n = dropped - self.seen_dropped;
+        self.seen_dropped = dropped;
+        let first = self.stats.drop_first_us.swap(i64::MAX, Ordering::Relaxed);
+        let last = self.stats.drop_last_us.swap(i64::MIN, Ordering::Relaxed);
+        let now = OffsetDateTime::now_utc();
+        let at = |us: i64| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap_or(now)
+        };
+        let (from, until) = if first <= last {
+            (at(first), at(last))
+        } else {
+            (now, now)
+        };
+        Gap::add(&mut self.gap, from, until).queue_dropped += n;
+        self.stats.unrecorded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Write the pending gap record, if any, and fsync: when not failing at
+    /// once; when failing, at the retry time (or now with `force`). Success
+    /// ends the failing state; failure backs off.
+    fn try_resume(&mut self, force: bool) {
+        self.absorb_drops();
+        match &self.failing {
+            Some(f) if !force && Instant::now() < f.next_try => return,
+            None if self.gap.is_none() => return,
+            _ => {}
+        }
+        let before = self.size();
+        let mut sealed = None;
+        let result = match &self.gap {
+            Some(g) => {
+                let info = GapInfo {
+                    records: g.write_failed + g.queue_dropped,
+                    write_failed: g.write_failed,
+                    queue_dropped: g.queue_dropped,
+                    refused: g.refused,
+                    from: format_ts(g.from),
+                    until: format_ts(g.until),
+                    error: g.error.clone(),
+                };
+                let ts = format_ts(OffsetDateTime::now_utc());
+                let body = gap_body(&info, &ts, self.replica.as_deref());
+                let (line, hash) = seal(body, self.seq + 1, &self.prev_hash);
+                let mut bytes = line.into_bytes();
+                bytes.push(b'\n');
+                sealed = Some((info, hash));
+                self.write_bytes(&bytes)
+            }
+            None => Ok(()),
+        }
+        .and_then(|()| self.sync_now());
+        match result {
+            Ok(()) => {
+                if let Some((info, hash)) = sealed {
+                    self.seq += 1;
+                    self.prev_hash = hash;
+                    self.gap = None;
+                    self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                    self.stats.unrecorded.store(0, Ordering::Relaxed);
+                    tracing::warn!(records = info.records, from = %info.from, until = %info.until,
+                        "audit log: a gap record states records that were not logged");
+                }
+                if self.failing.take().is_some() {
+                    self.stats.failing.store(false, Ordering::Relaxed);
+                    tracing::warn!(path = %self.describe(), "audit log: writing resumed");
+                }
+                for t in self.unsynced_tickets.drain(..) {
+                    t.complete(Ok(()));
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.truncate(before);
+                self.enter_failing(&e);
+            }
+        }
+    }
+
+    /// Wait for the next message while idle; while failing (or with a gap
+    /// to state), wake at the retry time to try again. None: disconnected.
+    fn next_idle(&mut self, rx: &Receiver<Msg>) -> Option<Msg> {
+        loop {
+            let wait = match &self.failing {
+                Some(f) => f.next_try.saturating_duration_since(Instant::now()),
+                None if self.gap.is_some() => FIRST_BACKOFF,
+                None => return rx.recv().ok(),
+            };
+            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(m) => return Some(m),
+                Err(RecvTimeoutError::Timeout) => self.try_resume(false),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match &self.out {
+            Out::File { size, .. } => *size,
+            Out::Stdout(_) => 0,
+        }
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.out {
+            Out::File { file, size, .. } => {
+                file.write_all(bytes)?;
+                *size += bytes.len() as u64;
+                Ok(())
+            }
+            Out::Stdout(s) => {
+                let mut l = s.lock();
+                l.write_all(bytes)?;
+                l.flush()
+            }
+        }
+    }
+
+    /// With `batch`: fsync what was written since the last fsync (group
+    /// commit), then release the callers waiting for it. A failure is
+    /// counted and makes the log failing: the records are in the file but
+    /// may not be on disk, and their waiters fail.
+    fn sync_deferred(&mut self) {
+        if !self.unsynced {
+            for t in self.unsynced_tickets.drain(..) {
+                t.complete(Ok(()));
+            }
+            return;
+        }
+        match self.sync_now() {
+            Ok(()) => {
+                for t in self.unsynced_tickets.drain(..) {
+                    t.complete(Ok(()));
+                }
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.enter_failing(&e);
+                let why = format!("the decision log cannot fsync: {e}");
+                for t in self.unsynced_tickets.drain(..) {
+                    t.complete(Err(why.clone()));
+                }
+            }
+        }
+    }
+
+    fn sync_now(&mut self) -> io::Result<()> {
+        self.unsynced = false;
+        self.last_sync = std::time::Instant::now();
+        match &mut self.out {
+            Out::File { file, .. } => file.sync_data(),
+            Out::Stdout(_) => Ok(()),
+        }
+    }
+
+    /// Whether a record of `extra` bytes, after `pending` unwritten bytes,
+    /// would take a non-empty active file over the size limit.
+    fn needs_rotation(&self, pending: u64, extra: u64) -> bool {
+        match (&self.out, self.max_bytes) {
+            (Out::File { size, .. }, Some(max)) => {
+                *size + pending > 0 && *size + pending + extra > max
+            }
+            _ => false,
+        }
+    }
+
+    /// `PATH.k` -> `PATH.k+1` (highest first), `PATH` -> `PATH.1`, new `PATH`.
+    fn rotate(&mut self) -> io::Result<()> {
+        let Out::File {
+            path, file, size, ..
+        } = &mut self.out
+        else {
+            return Ok(());
+        };
+        file.sync_all()?;
+        for n in rotated_numbers(path)?.into_iter().rev() {
+            std::fs::rename(rotated_path(path, n), rotated_path(path, n + 1))?;
+        }
+        std::fs::rename(&*path, rotated_path(path, 1))?;
+        *file = private_append().open(&*path)?;
+        *size = 0;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The path of the log: the default when none is given.
+pub fn default_path() -> &'static Path {
+    Path::new(DEFAULT_PATH)
+}
+
+/// Append-open options that create the file 0600 (it holds emails).
+fn private_append() -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_formatted_as_the_general_formatter_does() {
+        let base = OffsetDateTime::from_unix_timestamp(1_764_400_000).unwrap();
+        for offset_us in [
+            0i64,
+            1,
+            999_999,
+            86_399_000_001,
+            -31_536_000_000_000,
+            7_000_000_000_123_456,
+        ] {
+            let t = base + time::Duration::microseconds(offset_us);
+            let mut ours = Vec::new();
+            format_ts_into(t, &mut ours);
+            let general = t.to_offset(time::UtcOffset::UTC).format(TS_FORMAT).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), general);
+        }
+    }
+}

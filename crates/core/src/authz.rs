@@ -1,0 +1,873 @@
+//! The decision path, in one straight line and free of HTTP:
+//! typed query → policy snapshot → entity slice → Cedar → [`Answer`].
+//!
+//! [`Authz`] is what the sidecar's handlers call and what a Rust service
+//! embeds instead of calling the sidecar:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use partnergate_core::authz::{Authz, Query};
+//! use partnergate_core::directory::Directory;
+//! use partnergate_policy::policies::PackSource;
+//! use partnergate_core::reload::{watch, Evaluator};
+//! use partnergate_core::store::sqlite::SqliteStore;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = PackSource::new("policies", Some("schemas/partnergate.cedarschema".into()));
+//! let evaluator = Arc::new(Evaluator::load(source)?);
+//! let _watch = watch(evaluator.clone(), vec![])?; // hot reload while `_watch` lives
+//! let store = Arc::new(SqliteStore::open_in(std::path::Path::new("data"))?);
+//! let directory = Arc::new(Directory::open(store)?);
+//! let authz = Authz::new(evaluator, directory);
+//! let answer = authz.is_authorized(&Query::parse(
+//!     r#"User::"alice""#, r#"Action::"view_account""#, r#"Account::"acme""#)?)?;
+//! println!("{:?}", answer.decision.decision);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cedar_policy::{ActionConstraint, Entities, Entity, EntityUid, PolicySet};
+use dashmap::DashMap;
+
+use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent, EntitySlice};
+use crate::directory::{self, Directory, DirectoryError};
+use crate::engine::{self, Decision, RequestError, Semantics};
+use crate::policies::PolicyPack;
+use crate::reload::Evaluator;
+
+/// One authorization question.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub context: Option<serde_json::Value>,
+    /// Extra Cedar entity JSON (an array), over the stored entities, for this request only.
+    pub entities: Option<serde_json::Value>,
+    /// Attributes of the principal for this request, over the stored ones (AuthZEN `properties`).
+    pub principal_attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Attributes of the resource for this request, over the stored ones.
+    pub resource_attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The caller's request id (`X-Request-ID`), for the decision log.
+    pub request_id: Option<String>,
+}
+
+impl Query {
+    /// A query from uids in Cedar syntax, without context or extra entities.
+    pub fn parse(principal: &str, action: &str, resource: &str) -> Result<Self, RequestError> {
+        Ok(Query {
+            principal: engine::parse_uid("principal", principal)?,
+            action: engine::parse_uid("action", action)?,
+            resource: engine::parse_uid("resource", resource)?,
+            context: None,
+            entities: None,
+            principal_attrs: None,
+            resource_attrs: None,
+            request_id: None,
+        })
+    }
+}
+
+/// A decision with what an auditor needs to replay it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub decision: Decision,
+    pub decision_id: String,
+    /// The entities the decision used (the slice plus the action's
+    /// entities), for the decision log and replay.
+    pub entities: Arc<DecisionEntities>,
+    pub latency_us: u64,
+    /// With `--audit-required`: the log's acknowledgement that the decision's
+    /// record is durable; the answer must not be given before it succeeds.
+    pub durable: Option<crate::audit::Durable>,
+}
+
+impl Answer {
+    /// Block (at most `timeout`) until the decision's record is durable;
+    /// Ok at once when no acknowledgement is asked for. For threads that
+    /// may block (the CLI, the orchestrator under `spawn_blocking`).
+    pub fn wait_durable(&self, timeout: std::time::Duration) -> Result<(), String> {
+        match &self.durable {
+            Some(d) => d.wait_blocking(timeout),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The entity set of a decision, with its Cedar entity JSON computed at
+/// most once (for the decision log), however many decisions share it: the
+/// log then encodes and hashes it once too ([`EntitySlice`]).
+#[derive(Debug)]
+pub struct DecisionEntities {
+    pub entities: Entities,
+    slice: std::sync::OnceLock<Arc<EntitySlice>>,
+    uids: std::sync::OnceLock<QuestionUids>,
+}
+
+/// A question's uids as the decision log writes them.
+#[derive(Debug)]
+pub struct QuestionUids {
+    pub principal: Arc<str>,
+    pub action: Arc<str>,
+    pub resource: Arc<str>,
+}
+
+impl DecisionEntities {
+    pub fn new(entities: Entities) -> Self {
+        DecisionEntities {
+            entities,
+            slice: std::sync::OnceLock::new(),
+            uids: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The uids of `q`, formatted once: an entity set is built for one
+    /// question (the cache is keyed by principal, action and resource), so
+    /// every decision that shares it asked the same.
+    pub fn uids_of(&self, q: &Query) -> &QuestionUids {
+        self.uids.get_or_init(|| QuestionUids {
+            principal: q.principal.to_string().into(),
+            action: q.action.to_string().into(),
+            resource: q.resource.to_string().into(),
+        })
+    }
+
+    /// The entities as the decision log's slice (computed once).
+    pub fn slice(&self) -> &Arc<EntitySlice> {
+        self.slice.get_or_init(|| {
+            EntitySlice::new(
+                self.entities
+                    .to_json_value()
+                    .unwrap_or(serde_json::Value::Null),
+            )
+        })
+    }
+
+    /// The uids of the entities, sorted (for comparisons).
+    pub fn uids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.entities.iter().map(|e| e.uid().to_string()).collect();
+        v.sort();
+        v
+    }
+}
+
+/// What request data (`entities`, AuthZEN `properties`) may do to the
+/// stored facts (`serve --request-entities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestEntities {
+    /// Request data may add entities and attributes the store does not hold,
+    /// never replace a stored attribute or add parents to a stored entity (a
+    /// 400 naming the field); a principal the store does not hold is unknown
+    /// (Deny) even when the request describes it.
+    #[default]
+    Add,
+    /// Request data replaces stored entities and attributes (the behaviour
+    /// before issue #12; only for callers that never forward user input).
+    Override,
+    /// Any request entity or property is a 400.
+    Deny,
+}
+
+impl std::str::FromStr for RequestEntities {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "add" => Ok(RequestEntities::Add),
+            "override" => Ok(RequestEntities::Override),
+            "deny" => Ok(RequestEntities::Deny),
+            other => Err(format!("`{other}`: expected add, override or deny")),
+        }
+    }
+}
+
+/// How many (principal, action, resource) entity sets [`Authz`] keeps;
+/// past that the cache is emptied and refilled.
+pub const ENTITY_CACHE_MAX: usize = 10_000;
+
+/// The entity set of one question without request entities, as built for a
+/// directory generation and a policy version.
+struct CachedEntities {
+    generation: u64,
+    version: String,
+    entities: Arc<DecisionEntities>,
+}
+
+type CacheKey = (EntityUid, EntityUid, EntityUid);
+
+/// The in-process authorizer: live policies plus the entity directory, and
+/// optionally a decision log and a shadow (candidate) policy set.
+///
+/// Building Cedar's `Entities` for a slice (hierarchy closure included) is
+/// the largest cost of a decision after Cedar's own evaluation, so the set
+/// built for a question without request entities is kept and reused while
+/// the directory's generation and the pack's version are unchanged: the
+/// answer is the one a fresh build gives (`tests` below check it).
+#[derive(Clone)]
+pub struct Authz {
+    evaluator: Arc<Evaluator>,
+    directory: Arc<Directory>,
+    audit: Option<AuditLog>,
+    /// Every decision waits for its record to be durable (`Answer::durable`).
+    audit_required: bool,
+    shadow: Option<Arc<Evaluator>>,
+    cache: Arc<DashMap<CacheKey, Arc<CachedEntities>>>,
+    /// Per action and pack version, the policies whose scope can match it.
+    index: Arc<DashMap<EntityUid, Arc<ActionPolicies>>>,
+    request_entities: RequestEntities,
+}
+
+/// The policies of one pack version that can apply to one action.
+struct ActionPolicies {
+    version: String,
+    /// `None`: evaluate the whole set (no schema, or templates in the pack).
+    policies: Option<PolicySet>,
+}
+
+/// The policies of `pack` whose action scope can match `action`: Cedar
+/// checks the scope before the condition, so a policy outside this subset
+/// can neither decide nor raise an error for a request with this action, and
+/// evaluating only the subset gives the same answer, reasons and errors
+/// included. `None` when that cannot be known (no schema to give the
+/// action's groups, or templates in the pack).
+fn policies_for_action(pack: &PolicyPack, action: &EntityUid) -> Option<PolicySet> {
+    let groups = pack.action_entities(action);
+    if groups.is_empty() || pack.policy_set.templates().next().is_some() {
+        return None;
+    }
+    // The action itself and every group it is in.
+    let within: Vec<EntityUid> = groups.iter().map(Entity::uid).collect();
+    let keep = pack
+        .policy_set
+        .policies()
+        .filter(|p| match p.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(a) => &a == action,
+            ActionConstraint::In(list) => list.iter().any(|a| within.contains(a)),
+            #[allow(unreachable_patterns)]
+            _ => true,
+        })
+        .cloned();
+    PolicySet::from_policies(keep).ok()
+}
+
+impl Authz {
+    pub fn new(evaluator: Arc<Evaluator>, directory: Arc<Directory>) -> Self {
+        Authz {
+            evaluator,
+            directory,
+            audit: None,
+            audit_required: false,
+            shadow: None,
+            cache: Arc::new(DashMap::new()),
+            index: Arc::new(DashMap::new()),
+            request_entities: RequestEntities::default(),
+        }
+    }
+
+    /// What request data may do to the stored facts (default [`RequestEntities::Add`]).
+    pub fn with_request_entities(mut self, mode: RequestEntities) -> Self {
+        self.request_entities = mode;
+        self
+    }
+
+    /// Log every decision and change to `log`.
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Make every decision wait for its log record to be durable: the
+    /// answer carries the acknowledgement ([`Answer::durable`]) that the
+    /// caller awaits (or [`Answer::wait_durable`]) before acting on it.
+    pub fn with_audit_required(mut self, required: bool) -> Self {
+        self.audit_required = required;
+        self
+    }
+
+    /// Also evaluate every request against `candidate`; disagreements are
+    /// logged (`shadow`) and counted, never answered.
+    pub fn with_shadow(mut self, candidate: Arc<Evaluator>) -> Self {
+        self.shadow = Some(candidate);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Whether decisions wait for their record to be durable.
+    pub fn audit_required(&self) -> bool {
+        self.audit_required
+    }
+
+    pub fn shadow(&self) -> Option<&Arc<Evaluator>> {
+        self.shadow.as_ref()
+    }
+
+    /// Validate and upsert entities (Cedar entity JSON array), logging one
+    /// change record per entity with its state before and after.
+    pub fn put_entities(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        json: serde_json::Value,
+    ) -> Result<Vec<EntityUid>, DirectoryError> {
+        match self.put_entities_guarded(actor, request_id, json, None, None)? {
+            directory::Written::Applied(uids) => Ok(uids),
+            directory::Written::Replayed(_) => Ok(Vec::new()), // no key given: unreachable
+        }
+    }
+
+    /// [`Authz::put_entities`] under a deadline and an `Idempotency-Key`
+    /// (see [`Directory::put_guarded`]); a replay writes and logs nothing.
+    pub fn put_entities_guarded(
+        &self,
+        actor: &str,
+        request_id: Option<String>,
+        json: serde_json::Value,
+        deadline: Option<Instant>,
+        idempotency: Option<directory::IdempotentAnswer<'_>>,
+    ) -> Result<directory::Written, DirectoryError> {
+        let pack = self.evaluator.current();
+        let entities = Directory::parse(pack.schema.as_ref(), json)?;
+        let before: Vec<serde_json::Value> = entities
+            .iter()
+            .map(|e| {
+                self.directory
+                    .get_json(&e.uid())
+                    .unwrap_or(serde_json::Value::Null)
+            })
+            .collect();
+        let written = self
+            .directory
+            .put_guarded(entities, deadline, idempotency)?;
+        if let (Some(log), directory::Written::Applied(uids)) = (&self.audit, &written) {
+            for (uid, before) in uids.iter().zip(before) {
+                log.log(ChangeEvent {
+                    decision_id: None,
+                    request_id: request_id.clone(),
+                    actor: actor.to_string(),
+                    operation: "entities.upsert".into(),
+                    before,
+                    after: self
+                        .directory
+                        .get_json(uid)
+                        .unwrap_or(serde_json::Value::Null),
+                });
+            }
+        }
+        Ok(written)
+    }
+
+    pub fn evaluator(&self) -> &Arc<Evaluator> {
+        &self.evaluator
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Decide one query against the current snapshot.
+    pub fn is_authorized(&self, q: &Query) -> Result<Answer, RequestError> {
+        let pack = self.evaluator.current();
+        self.is_authorized_with(&pack, q)
+    }
+
+    /// Decide one query against a given pack (the batch endpoint uses one
+    /// snapshot for all its items; shadow mode passes the candidate).
+    pub fn is_authorized_with(&self, pack: &PolicyPack, q: &Query) -> Result<Answer, RequestError> {
+        let started = Instant::now();
+        let schema = pack.schema.as_ref();
+        let request = engine::build_request(
+            schema,
+            q.principal.clone(),
+            q.action.clone(),
+            q.resource.clone(),
+            q.context.clone(),
+        )?;
+        let overlay = self.overlay(schema, q)?;
+        let indexed = self.action_policies(pack, &q.action);
+        let policy_set = indexed.policies.as_ref().unwrap_or(&pack.policy_set);
+        let entities = if overlay.is_empty() {
+            self.cached_entities(pack, q)?
+        } else {
+            let slice = self.directory.slice(&[&q.principal, &q.resource], &overlay);
+            let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+                .map_err(RequestError::Entities)?;
+            Arc::new(DecisionEntities::new(entities))
+        };
+        // Request data never makes a principal known (unless `override`).
+        let invented = !overlay.is_empty()
+            && self.request_entities != RequestEntities::Override
+            && !self.directory.contains(&q.principal);
+        let decision = if invented {
+            engine::Decision {
+                decision: engine::Effect::Deny,
+                reasons: Vec::new(),
+                errors: vec![format!(
+                    "unknown principal {}: not in the entity store (entities sent with the request do not make a principal known)",
+                    q.principal
+                )],
+                policy_version: pack.version.clone(),
+            }
+        } else {
+            engine::decide_with(
+                policy_set,
+                pack,
+                &request,
+                &entities.entities,
+                Semantics::FailClosed,
+            )
+        };
+        let mut answer = Answer {
+            decision,
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            entities,
+            latency_us: started.elapsed().as_micros() as u64,
+            durable: None,
+        };
+        let shadow = self.shadow.as_ref().and_then(|candidate| {
+            let candidate = candidate.current();
+            let theirs = engine::decide(
+                &candidate,
+                &request,
+                &answer.entities.entities,
+                Semantics::FailClosed,
+            );
+            let disagreement = shadow_of(&answer.decision, &theirs);
+            if disagreement.is_some() {
+                metrics::counter!("partnergate_shadow_disagreements_total").increment(1);
+            }
+            disagreement
+        });
+        if let Some(log) = &self.audit {
+            let uids = answer.entities.uids_of(q);
+            let event = DecisionEvent {
+                decision_id: answer.decision_id.clone(),
+                request_id: q.request_id.clone(),
+                principal: uids.principal.clone(),
+                action: uids.action.clone(),
+                resource: uids.resource.clone(),
+                context: q.context.clone().unwrap_or(serde_json::Value::Null),
+                entities: answer.entities.slice().clone(),
+                decision: answer.decision.clone(),
+                latency_us: answer.latency_us,
+                shadow,
+                request_entities: {
+                    let mut v: Vec<String> = overlay.keys().map(|u| u.to_string()).collect();
+                    v.sort();
+                    v
+                },
+            };
+            if self.audit_required {
+                answer.durable = Some(log.log_durable(event));
+            } else {
+                log.log(event);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The policies of `pack` that can apply to `action` (built once per
+    /// pack version and action).
+    fn action_policies(&self, pack: &PolicyPack, action: &EntityUid) -> Arc<ActionPolicies> {
+        if let Some(hit) = self.index.get(action) {
+            if hit.version == pack.version {
+                return hit.clone();
+            }
+        }
+        let built = Arc::new(ActionPolicies {
+            version: pack.version.clone(),
+            policies: policies_for_action(pack, action),
+        });
+        if self.index.len() >= ENTITY_CACHE_MAX {
+            self.index.clear();
+        }
+        self.index.insert(action.clone(), built.clone());
+        built
+    }
+
+    /// The entity set for a question without request entities: from the
+    /// cache when it was built for the current directory generation and this
+    /// pack's version, else built now (and kept).
+    fn cached_entities(
+        &self,
+        pack: &PolicyPack,
+        q: &Query,
+    ) -> Result<Arc<DecisionEntities>, RequestError> {
+        // Read the generation before slicing: a write racing with the build
+        // bumps it afterwards, so the entry is never taken as newer than it is.
+        let generation = self.directory.generation();
+        let key = (q.principal.clone(), q.action.clone(), q.resource.clone());
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.generation == generation && hit.version == pack.version {
+                return Ok(hit.entities.clone());
+            }
+        }
+        let slice = self
+            .directory
+            .slice(&[&q.principal, &q.resource], &HashMap::new());
+        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+            .map_err(RequestError::Entities)?;
+        let entities = Arc::new(DecisionEntities::new(entities));
+        let built = Arc::new(CachedEntities {
+            generation,
+            version: pack.version.clone(),
+            entities: entities.clone(),
+        });
+        if self.cache.len() >= ENTITY_CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(key, built);
+        Ok(entities)
+    }
+
+    /// The request's entities (`entities` and AuthZEN `properties`), checked
+    /// against the stored facts under the configured [`RequestEntities`].
+    fn overlay(
+        &self,
+        schema: Option<&cedar_policy::Schema>,
+        q: &Query,
+    ) -> Result<HashMap<EntityUid, Entity>, RequestError> {
+        let mode = self.request_entities;
+        let mut overlay: HashMap<EntityUid, Entity> = HashMap::new();
+        let items = match &q.entities {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items.clone(),
+            Some(_) => {
+                return Err(RequestError::Entities(
+                    DirectoryError::NotAnArray.to_string(),
+                ))
+            }
+        };
+        if mode == RequestEntities::Deny && !items.is_empty() {
+            return Err(refused("entities"));
+        }
+        let items = if mode == RequestEntities::Add {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| self.added_to_stored(i, item))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            items
+        };
+        if !items.is_empty() {
+            for e in Directory::parse(schema, serde_json::Value::Array(items))
+                .map_err(|e| RequestError::Entities(e.to_string()))?
+            {
+                overlay.insert(e.uid(), e);
+            }
+        }
+        for (field, uid, attrs) in [
+            ("subject.properties", &q.principal, &q.principal_attrs),
+            ("resource.properties", &q.resource, &q.resource_attrs),
+        ] {
+            let Some(attrs) = attrs.as_ref().filter(|a| !a.is_empty()) else {
+                continue;
+            };
+            if mode == RequestEntities::Deny {
+                return Err(refused(field));
+            }
+            let e = self.with_attrs(schema, &overlay, field, uid, attrs)?;
+            overlay.insert(uid.clone(), e);
+        }
+        Ok(overlay)
+    }
+
+    /// Under [`RequestEntities::Add`], a request entity (`entities[index]`)
+    /// for a stored uid: refused if it names a stored attribute or a parent
+    /// the stored entity lacks; else the stored entity plus its new attributes.
+    fn added_to_stored(
+        &self,
+        index: usize,
+        item: serde_json::Value,
+    ) -> Result<serde_json::Value, RequestError> {
+        let Some(uid) = item
+            .get("uid")
+            .and_then(|u| EntityUid::from_json(u.clone()).ok())
+        else {
+            return Ok(item); // not a uid: the schema check reports it
+        };
+        let Some(mut stored) = self.directory.get_json(&uid) else {
+            return Ok(item);
+        };
+        if let Some(attrs) = item.get("attrs").and_then(|a| a.as_object()) {
+            let at = |k: &str| format!("entities[{index}].attrs.{k}");
+            merge_new_attrs(&mut stored, &uid, attrs, at)?;
+        }
+        let stored_parents: Vec<EntityUid> = stored
+            .get("parents")
+            .and_then(|p| p.as_array())
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| EntityUid::from_json(p.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in item
+            .get("parents")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let known = EntityUid::from_json(p.clone())
+                .map(|p| stored_parents.contains(&p))
+                .unwrap_or(false);
+            if !known {
+                return Err(RequestError::field(
+                    &format!("entities[{index}].parents"),
+                    format!("{uid} is stored; request data may not add parents to a stored entity"),
+                ));
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The stored (or overlaid) entity with `attrs` (AuthZEN `properties`,
+    /// reported as `field`) merged over its attributes; under
+    /// [`RequestEntities::Add`] a stored attribute is never replaced.
+    fn with_attrs(
+        &self,
+        schema: Option<&cedar_policy::Schema>,
+        overlay: &HashMap<EntityUid, Entity>,
+        field: &str,
+        uid: &EntityUid,
+        attrs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Entity, RequestError> {
+        let base = match overlay.get(uid) {
+            Some(e) => e.to_json_value().ok(),
+            None => self.directory.get_json(uid),
+        };
+        let stored = overlay.get(uid).is_none() && base.is_some();
+        let mut json = base.unwrap_or_else(
+            || serde_json::json!({"uid": uid_json(uid), "attrs": {}, "parents": []}),
+        );
+        if stored && self.request_entities == RequestEntities::Add {
+            merge_new_attrs(&mut json, uid, attrs, |k| format!("{field}.{k}"))?;
+        } else if let Some(map) = json.get_mut("attrs").and_then(|a| a.as_object_mut()) {
+            for (k, v) in attrs {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        Entity::from_json_value(json, schema).map_err(|e| RequestError::field(field, e.to_string()))
+    }
+}
+
+/// The 400 of `--request-entities deny`.
+fn refused(field: &str) -> RequestError {
+    RequestError::field(
+        field,
+        "this sidecar refuses request entities and properties (--request-entities deny); store the facts with PUT /v1/entities",
+    )
+}
+
+/// Add `attrs` to the stored entity JSON `stored` (of `uid`); an attribute
+/// the stored entity has is a 400 naming `at(name)`.
+fn merge_new_attrs(
+    stored: &mut serde_json::Value,
+    uid: &EntityUid,
+    attrs: &serde_json::Map<String, serde_json::Value>,
+    at: impl Fn(&str) -> String,
+) -> Result<(), RequestError> {
+    let Some(map) = stored.as_object_mut().and_then(|o| {
+        o.entry("attrs")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+    }) else {
+        return Ok(());
+    };
+    for (k, v) in attrs {
+        if map.contains_key(k) {
+            return Err(RequestError::field(
+                &at(k),
+                format!("{uid} is stored; request data may not replace a stored attribute"),
+            ));
+        }
+        map.insert(k.clone(), v.clone());
+    }
+    Ok(())
+}
+
+/// `{"type": .., "id": ..}` for a uid.
+pub fn uid_json(uid: &EntityUid) -> serde_json::Value {
+    serde_json::json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::PackSource;
+    use crate::store::sqlite::SqliteStore;
+    use std::path::Path;
+
+    fn setup(dir: &Path) -> Authz {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let source = PackSource::new(
+            root.join("policies"),
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir).unwrap());
+        let directory = Arc::new(Directory::open(store).unwrap());
+        let demo: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        Authz::new(evaluator, directory)
+    }
+
+    const QUESTIONS: &[(&str, &str, &str)] = &[
+        (
+            r#"User::"owner""#,
+            r#"Action::"dismiss_user""#,
+            r#"User::"emma""#,
+        ),
+        (
+            r#"User::"emma""#,
+            r#"Action::"dismiss_user""#,
+            r#"User::"owner""#,
+        ),
+        (
+            r#"User::"pat""#,
+            r#"Action::"view_account""#,
+            r#"Account::"acme""#,
+        ),
+        (
+            r#"User::"pat""#,
+            r#"Action::"grant_admin""#,
+            r#"User::"emma""#,
+        ),
+        (
+            r#"User::"nobody""#,
+            r#"Action::"view_account""#,
+            r#"Account::"acme""#,
+        ),
+    ];
+
+    /// A fresh authorizer over the same evaluator and directory (empty cache).
+    fn fresh(a: &Authz) -> Authz {
+        Authz::new(a.evaluator.clone(), a.directory.clone())
+    }
+
+    fn same(a: &Answer, b: &Answer) {
+        assert_eq!(a.decision, b.decision);
+        assert_eq!(a.entities.uids(), b.entities.uids());
+    }
+
+    #[test]
+    fn cached_answers_are_the_fresh_answers_reasons_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let mut allows = 0;
+        for (p, a, r) in QUESTIONS {
+            let q = Query::parse(p, a, r).unwrap();
+            let first = authz.is_authorized(&q).unwrap();
+            let cached = authz.is_authorized(&q).unwrap();
+            let uncached = fresh(&authz).is_authorized(&q).unwrap();
+            same(&first, &cached);
+            same(&cached, &uncached);
+            allows += usize::from(cached.decision.is_allowed());
+        }
+        assert!(allows > 0 && allows < QUESTIONS.len(), "a mix of answers");
+    }
+
+    #[test]
+    fn a_directory_write_invalidates_the_cached_entities() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let q = Query::parse(QUESTIONS[0].0, QUESTIONS[0].1, QUESTIONS[0].2).unwrap();
+        assert!(authz.is_authorized(&q).unwrap().decision.is_allowed());
+        let schema = authz.evaluator.current().schema.clone();
+        authz
+            .directory
+            .put_json(
+                schema.as_ref(),
+                serde_json::json!([{"uid": {"type": "User", "id": "owner"},
+                    "parents": [{"type": "Account", "id": "acme"}],
+                    "attrs": {"email": "owner@acme.example",
+                        "account": {"__entity": {"type": "Account", "id": "acme"}},
+                        "is_admin": true, "status": "dismissed", "two_factor": true}}]),
+            )
+            .unwrap();
+        let after = authz.is_authorized(&q).unwrap();
+        assert!(!after.decision.is_allowed(), "{:?}", after.decision);
+        same(&after, &fresh(&authz).is_authorized(&q).unwrap());
+        // And a delete: the principal is then unknown.
+        let owner = engine::parse_uid("p", QUESTIONS[0].0).unwrap();
+        authz.directory.delete(&[owner]).unwrap();
+        let gone = authz.is_authorized(&q).unwrap();
+        assert!(gone.decision.errors[0].contains("unknown principal"));
+    }
+
+    /// The action index evaluates a subset of the policies: for every action
+    /// of the schema and every principal/resource pair of the demo entities,
+    /// the answer — decision, reasons and errors — is the one the whole set gives.
+    #[test]
+    fn the_action_index_answers_exactly_like_the_whole_policy_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let pack = authz.evaluator.current();
+        let schema = pack.schema.as_ref().unwrap();
+        let users = ["owner", "emma", "pat", "nobody"];
+        let invitee = serde_json::json!({"invitee": {
+            "company": {"__entity": {"type": "PartnerCompany", "id": "goldco"}},
+            "status": "gold", "certified": true}});
+        let (mut compared, mut allows, mut smaller) = (0, 0, 0);
+        for action in schema.actions() {
+            let subset = policies_for_action(&pack, action);
+            if let Some(s) = &subset {
+                if s.policies().count() < pack.policy_set.policies().count() {
+                    smaller += 1;
+                }
+            }
+            for p in users {
+                for r in [
+                    "Account::\"acme\"",
+                    "User::\"owner\"",
+                    "User::\"emma\"",
+                    "User::\"pat\"",
+                ] {
+                    let mut q =
+                        Query::parse(&format!("User::\"{p}\""), &action.to_string(), r).unwrap();
+                    let context = action
+                        .id()
+                        .unescaped()
+                        .contains("partner")
+                        .then(|| invitee.clone());
+                    q.context = context.clone();
+                    let Ok(request) = engine::build_request(
+                        Some(schema),
+                        q.principal.clone(),
+                        q.action.clone(),
+                        q.resource.clone(),
+                        context,
+                    ) else {
+                        continue; // not a valid request for this action
+                    };
+                    let slice = authz
+                        .directory
+                        .slice(&[&q.principal, &q.resource], &HashMap::new());
+                    let entities =
+                        directory::entities_for(slice, pack.action_entities(&q.action)).unwrap();
+                    let whole = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
+                    let ours = authz.is_authorized(&q).unwrap().decision;
+                    assert_eq!(ours, whole, "{p} {action} {r}");
+                    compared += 1;
+                    allows += usize::from(whole.is_allowed());
+                }
+            }
+        }
+        assert!(
+            compared > 50 && allows > 5,
+            "compared {compared}, allows {allows}"
+        );
+        assert!(smaller > 0, "the index must actually leave policies out");
+    }
+}

@@ -1,0 +1,15 @@
+//! The core: entity stores ([`store`]: SQLite, PostgreSQL), the in-memory
+//! [`directory`] of entities, hot [`reload`] of the policy pack, and
+//! [`authz`], the decision path every adapter calls.
+//!
+//! Depends on `partnergate-policy` and `partnergate-audit`. It must never
+//! know the partner pack's rules (the orchestrator), proofs, HTTP or the
+//! command line.
+
+pub mod authz;
+pub mod directory;
+pub mod reload;
+pub mod store;
+
+use partnergate_audit as audit;
+use partnergate_policy::{engine, policies, prescan};

@@ -1,0 +1,505 @@
+//! The PostgreSQL backend, for several sidecar replicas sharing one store.
+//!
+//! Every write is one transaction that also appends to `entity_changes`
+//! (serialised by a transaction-level advisory lock, so sequence order is
+//! commit order) and sends `NOTIFY partnergate_changes`. [`ChangeFeed`] reads
+//! that table by sequence from its own connection (woken by `LISTEN`, and
+//! polling every [`FEED_POLL`] in any case), so a replica misses nothing
+//! across restarts or dropped connections. Migrations are versioned and run
+//! under a session advisory lock, so replicas may start at once.
+//! A lost connection makes calls fail with [`StoreError::Unavailable`] and is
+//! re-established on the next call.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+
+use super::{
+    unix_now, Change, EntityBackend, EntityRecord, Guarded, Remembered, StoreError, WriteGuard,
+    IDEMPOTENCY_TTL_SECS,
+};
+
+/// How often the change feed polls when no notification arrives: the
+/// staleness bound for other replicas' writes when NOTIFY is lost.
+pub const FEED_POLL: Duration = Duration::from_millis(250);
+
+const CHANNEL: &str = "partnergate_changes";
+/// Serialises every write (entities and orchestrator operations) across
+/// replicas, so change-feed order is commit order.
+pub const WRITE_LOCK: i64 = 0x5047_0001;
+const MIGRATE_LOCK: i64 = 0x5047_0002;
+
+/// Schema migrations, applied in order and recorded in `schema_migrations`.
+const MIGRATIONS: &[&str] = &[
+    // 1: entities and their change feed
+    "CREATE TABLE entities (
+        uid TEXT PRIMARY KEY,
+        entity_type TEXT NOT NULL,
+        json TEXT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );
+     CREATE INDEX entities_by_type ON entities(entity_type);
+     CREATE TABLE entity_changes (
+        seq BIGSERIAL PRIMARY KEY,
+        uid TEXT NOT NULL,
+        json TEXT,
+        replica TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
+    // 2: the partner registry, and users by account (for seat counting)
+    "CREATE TABLE partner_companies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        certified BOOLEAN NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );
+     CREATE TABLE partner_emails (
+        email TEXT PRIMARY KEY,
+        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
+     );
+     CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
+     CREATE INDEX entities_users_by_account
+        ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
+        WHERE entity_type = 'User';",
+    // 3: answers of writes made with an Idempotency-Key
+    "CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+     );
+     CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);",
+];
+
+/// A PostgreSQL entity store.
+pub struct PgStore {
+    url: String,
+    replica: String,
+    client: Mutex<Option<Client>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn connect(url: &str) -> Result<Client, StoreError> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+    config.connect_timeout(Duration::from_secs(3));
+    config.application_name("partnergate");
+    config.connect(NoTls).map_err(unavailable)
+}
+
+impl PgStore {
+    /// Connect and migrate. `replica` labels this process's changes.
+    pub fn open(url: &str, replica: &str) -> Result<Self, StoreError> {
+        let mut client = connect(url).map_err(|e| StoreError::Open {
+            path: redact(url).into(),
+            message: e.to_string(),
+        })?;
+        migrate(&mut client)?;
+        Ok(PgStore {
+            url: url.to_string(),
+            replica: replica.to_string(),
+            client: Mutex::new(Some(client)),
+        })
+    }
+
+    /// Run `f` on a live connection, reconnecting first if needed; a
+    /// connection that broke during `f` is dropped for the next call.
+    pub fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = Some(connect(&self.url)?);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(unavailable("no connection"));
+        };
+        match f(client) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let broken = client.is_closed() || e.as_db_error().is_none();
+                if broken {
+                    *guard = None;
+                    Err(unavailable(e))
+                } else {
+                    Err(StoreError::Backend(e.to_string()))
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let run = |client: &mut Client| -> Result<(), postgres::Error> {
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
+        let result = (|| {
+            client.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )?;
+            let done: i32 = client
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    &[],
+                )?
+                .get(0);
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+                let mut tx = client.transaction()?;
+                tx.batch_execute(sql)?;
+                let v = (i + 1) as i32;
+                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])?;
+                tx.commit()?;
+            }
+            Ok(())
+        })();
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK])?;
+        result
+    };
+    run(client).map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn write_changes(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    changes: &[(String, Option<String>)],
+) -> Result<(), postgres::Error> {
+    let stmt = tx.prepare("INSERT INTO entity_changes (uid, json, replica) VALUES ($1, $2, $3)")?;
+    for (uid, json) in changes {
+        tx.execute(&stmt, &[uid, json, &replica])?;
+    }
+    tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+}
+
+/// The remembered answer of `key`, if younger than the TTL.
+pub fn recall_in(
+    c: &mut impl postgres::GenericClient,
+    key: &str,
+) -> Result<Option<Remembered>, postgres::Error> {
+    let since = unix_now() - IDEMPOTENCY_TTL_SECS;
+    Ok(c.query_opt(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1 AND created_at > $2",
+        &[&key, &since],
+    )?
+    .map(|r| Remembered {
+        fingerprint: r.get(0),
+        status: r.get::<_, i32>(1).clamp(100, 599) as u16,
+        body: r.get(2),
+    }))
+}
+
+/// Remember `key`'s answer inside a write transaction holding [`WRITE_LOCK`]
+/// (expired keys go).
+pub fn remember_in(
+    tx: &mut postgres::Transaction<'_>,
+    key: &str,
+    r: &Remembered,
+) -> Result<(), postgres::Error> {
+    let now = unix_now();
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE created_at <= $1",
+        &[&(now - IDEMPOTENCY_TTL_SECS)],
+    )?;
+    tx.execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+           status = EXCLUDED.status, body = EXCLUDED.body, created_at = EXCLUDED.created_at",
+        &[&key, &r.fingerprint, &(r.status as i32), &r.body, &now],
+    )?;
+    Ok(())
+}
+
+impl EntityBackend for PgStore {
+    fn recall(&self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        self.with_client(|c| recall_in(c, key))
+    }
+
+    fn upsert_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let recalled = match guard.idempotency {
+                Some((key, _)) => recall_in(&mut tx, key)?,
+                None => None,
+            };
+            if let Some(stop) = guard.stop(recalled) {
+                return Ok(stop); // dropping the transaction rolls it back
+            }
+            upsert_in(&mut tx, &self.replica, records)?;
+            if let Some((key, answer)) = guard.idempotency {
+                remember_in(&mut tx, key, answer)?;
+            }
+            tx.commit()?;
+            Ok(Guarded::Applied)
+        })
+    }
+
+    fn load_all(&self) -> Result<Vec<EntityRecord>, StoreError> {
+        Ok(self.load_all_with_seq()?.0)
+    }
+
+    fn load_all_with_seq(&self) -> Result<(Vec<EntityRecord>, i64), StoreError> {
+        self.with_client(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let seq: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
+                .get(0);
+            let rows = tx.query(
+                "SELECT uid, entity_type, json FROM entities ORDER BY uid",
+                &[],
+            )?;
+            tx.commit()?;
+            let records = rows
+                .iter()
+                .map(|r| EntityRecord {
+                    uid: r.get(0),
+                    entity_type: r.get(1),
+                    json: r.get(2),
+                })
+                .collect();
+            Ok((records, seq))
+        })
+    }
+
+    fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            upsert_in(&mut tx, &self.replica, records)?;
+            tx.commit()
+        })
+    }
+
+    fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let mut n = 0;
+            for u in uids {
+                n += tx.execute("DELETE FROM entities WHERE uid = $1", &[u])? as usize;
+            }
+            let changes: Vec<(String, Option<String>)> =
+                uids.iter().map(|u| (u.clone(), None)).collect();
+            write_changes(&mut tx, &self.replica, &changes)?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with_client(|c| c.simple_query("SELECT 1").map(|_| ()))
+            .map_err(|e| match e {
+                StoreError::Backend(m) => StoreError::Unavailable(m),
+                other => other,
+            })
+    }
+
+    fn describe(&self) -> String {
+        redact(&self.url)
+    }
+
+    fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
+        self.with_client(|c| read_changes(c, seq, limit))
+    }
+}
+
+/// Upsert entity records and append them to the change feed, inside `tx`
+/// (which must hold [`WRITE_LOCK`]).
+pub fn upsert_in(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    records: &[EntityRecord],
+) -> Result<(), postgres::Error> {
+    let stmt = tx.prepare(
+        "INSERT INTO entities (uid, entity_type, json) VALUES ($1, $2, $3)
+         ON CONFLICT (uid) DO UPDATE SET entity_type = EXCLUDED.entity_type,
+           json = EXCLUDED.json, updated_at = now()",
+    )?;
+    for r in records {
+        tx.execute(&stmt, &[&r.uid, &r.entity_type, &r.json])?;
+    }
+    let changes: Vec<(String, Option<String>)> = records
+        .iter()
+        .map(|r| (r.uid.clone(), Some(r.json.clone())))
+        .collect();
+    write_changes(tx, replica, &changes)
+}
+
+impl PgStore {
+    /// This replica's label on the changes it writes.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+}
+
+fn read_changes(c: &mut Client, seq: i64, limit: i64) -> Result<Vec<Change>, postgres::Error> {
+    let rows = c.query(
+        "SELECT seq, uid, json FROM entity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&seq, &limit],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| Change {
+            seq: r.get(0),
+            uid: r.get(1),
+            json: r.get(2),
+        })
+        .collect())
+}
+
+/// Follows `entity_changes` from its own connection and hands each batch of
+/// changes, in order, to `apply`. Stops when dropped.
+pub struct ChangeFeed {
+    stop: Arc<AtomicBool>,
+    last: Arc<AtomicI64>,
+    connected: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ChangeFeed {
+    /// Start after sequence `from` (what the directory already has).
+    pub fn start(
+        url: &str,
+        from: i64,
+        apply: impl Fn(Vec<Change>) + Send + 'static,
+    ) -> Result<Self, StoreError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(AtomicI64::new(from));
+        let connected = Arc::new(AtomicBool::new(false));
+        let (url, stop2, last2, connected2) = (
+            url.to_string(),
+            stop.clone(),
+            last.clone(),
+            connected.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("partnergate-feed".into())
+            .spawn(move || feed_loop(&url, &stop2, &last2, &connected2, &apply))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(ChangeFeed {
+            stop,
+            last,
+            connected,
+            thread: Some(thread),
+        })
+    }
+
+    /// The last sequence applied.
+    pub fn last_seq(&self) -> i64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// Is the feed's connection up?
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ChangeFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn feed_loop(
+    url: &str,
+    stop: &AtomicBool,
+    last: &AtomicI64,
+    connected: &AtomicBool,
+    apply: &dyn Fn(Vec<Change>),
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::Acquire) {
+        let mut client = match connect(url) {
+            Ok(c) => c,
+            Err(e) => {
+                connected.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "change feed: database unreachable; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::warn!(error = %e, "change feed: LISTEN failed; polling only");
+        }
+        connected.store(true, Ordering::Release);
+        tracing::info!(from = last.load(Ordering::Acquire), "change feed connected");
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            // Catch up completely, then wait for a notification or the poll tick.
+            let mut failed = false;
+            loop {
+                match read_changes(&mut client, last.load(Ordering::Acquire), 1000) {
+                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) => {
+                        let end = batch.last().map(|c| c.seq).unwrap_or(0);
+                        apply(batch);
+                        last.store(end, Ordering::Release);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed: read failed; reconnecting");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed || client.is_closed() {
+                connected.store(false, Ordering::Release);
+                break;
+            }
+            let mut notifications = client.notifications();
+            let mut waiter = notifications.timeout_iter(FEED_POLL);
+            match waiter.next() {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "change feed: connection lost; reconnecting");
+                    connected.store(false, Ordering::Release);
+                    break;
+                }
+            }
+        }
+    }
+}

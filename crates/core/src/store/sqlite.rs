@@ -1,0 +1,337 @@
+//! The embedded SQLite backend: one file under the data directory, WAL mode,
+//! foreign keys on, versioned migrations (`PRAGMA user_version`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    unix_now, EntityBackend, EntityRecord, Guarded, Remembered, StoreError, WriteGuard,
+    IDEMPOTENCY_TTL_SECS,
+};
+
+/// Schema migrations, applied in order; `user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: entities
+    "CREATE TABLE entities (
+        uid TEXT PRIMARY KEY,
+        entity_type TEXT NOT NULL,
+        json TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+    );
+    CREATE INDEX entities_by_type ON entities(entity_type);",
+    // 2: the partner registry, and users by account (for seat counting)
+    "CREATE TABLE partner_companies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        certified INTEGER NOT NULL CHECK (certified IN (0, 1)),
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+    );
+    CREATE TABLE partner_emails (
+        email TEXT PRIMARY KEY,
+        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
+    );
+    CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
+    CREATE INDEX entities_users_by_account
+        ON entities(json_extract(json, '$.attrs.account.__entity.id'))
+        WHERE entity_type = 'User';",
+    // 3: answers of writes made with an Idempotency-Key
+    "CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);",
+];
+
+/// SQLite store. One connection behind a mutex: SQLite serialises writers
+/// anyway, and reads are served from memory, not from here.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) `store.db` in `data_dir`, and migrate it.
+    pub fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::open(&data_dir.join("store.db"))
+    }
+
+    /// Open (creating if needed) the database file at `path`, and migrate it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        // Created 0600 (it holds emails); SQLite gives its -wal/-shm files
+        // the same mode.
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Open {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(open_err)?;
+        migrate(&mut conn).map_err(open_err)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Backend("store connection poisoned".into()))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Insert or replace entity records inside a transaction (shared by the
+/// entity store and the orchestrator's transactions).
+pub fn upsert_in(tx: &rusqlite::Transaction<'_>, records: &[EntityRecord]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
+         ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
+           json = excluded.json,
+           updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+    )?;
+    for r in records {
+        stmt.execute(params![r.uid, r.entity_type, r.json])?;
+    }
+    Ok(())
+}
+
+/// The remembered answer of `key`, if younger than [`IDEMPOTENCY_TTL_SECS`].
+pub fn recall_in(conn: &Connection, key: &str) -> rusqlite::Result<Option<Remembered>> {
+    conn.prepare_cached(
+        "SELECT fingerprint, status, body FROM idempotency_keys WHERE key = ?1 AND created_at > ?2",
+    )?
+    .query_row(params![key, unix_now() - IDEMPOTENCY_TTL_SECS], |r| {
+        Ok(Remembered {
+            fingerprint: r.get(0)?,
+            status: r.get::<_, i64>(1)?.clamp(100, 599) as u16,
+            body: r.get(2)?,
+        })
+    })
+    .optional()
+}
+
+/// Remember `key`'s answer inside a write transaction (expired keys go).
+pub fn remember_in(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    r: &Remembered,
+) -> rusqlite::Result<()> {
+    let now = unix_now();
+    tx.prepare_cached("DELETE FROM idempotency_keys WHERE created_at <= ?1")?
+        .execute(params![now - IDEMPOTENCY_TTL_SECS])?;
+    tx.prepare_cached(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(key) DO UPDATE SET fingerprint = excluded.fingerprint,
+           status = excluded.status, body = excluded.body, created_at = excluded.created_at",
+    )?
+    .execute(params![key, r.fingerprint, r.status as i64, r.body, now])?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()
+}
+
+impl EntityBackend for SqliteStore {
+    fn load_all(&self) -> Result<Vec<EntityRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT uid, entity_type, json FROM entities ORDER BY rowid")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(EntityRecord {
+                uid: r.get(0)?,
+                entity_type: r.get(1)?,
+                json: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        upsert_in(&tx, records)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM entities WHERE uid = ?1")?;
+            for u in uids {
+                n += stmt.execute(params![u])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn recall(&self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        let conn = self.conn()?;
+        Ok(recall_in(&conn, key)?)
+    }
+
+    fn upsert_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let recalled = match guard.idempotency {
+            Some((key, _)) => recall_in(&tx, key)?,
+            None => None,
+        };
+        if let Some(stop) = guard.stop(recalled) {
+            return Ok(stop); // dropping the transaction rolls it back
+        }
+        upsert_in(&tx, records)?;
+        if let Some((key, answer)) = guard.idempotency {
+            remember_in(&tx, key, answer)?;
+        }
+        tx.commit()?;
+        Ok(Guarded::Applied)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(uid: &str, json: &str) -> EntityRecord {
+        EntityRecord {
+            uid: uid.into(),
+            entity_type: "User".into(),
+            json: json.into(),
+        }
+    }
+
+    /// A remembered Idempotency-Key answer is recalled until it is
+    /// IDEMPOTENCY_TTL_SECS old, then forgotten (and purged by the next write).
+    #[test]
+    fn idempotency_keys_expire_after_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let answer = Remembered {
+            fingerprint: "f".into(),
+            status: 201,
+            body: "{}".into(),
+        };
+        let guard = WriteGuard {
+            deadline: None,
+            idempotency: Some(("k", &answer)),
+        };
+        assert_eq!(
+            s.upsert_guarded(&[rec("User::\"a\"", "1")], &guard)
+                .unwrap(),
+            Guarded::Applied
+        );
+        assert_eq!(s.recall("k").unwrap(), Some(answer.clone()));
+        // The same key again: nothing written, the first answer.
+        let again = s
+            .upsert_guarded(&[rec("User::\"a\"", "2")], &guard)
+            .unwrap();
+        assert_eq!(again, Guarded::Replayed(answer.clone()));
+        assert_eq!(s.load_all().unwrap()[0].json, "1");
+        // A day and a second later: forgotten.
+        s.conn()
+            .unwrap()
+            .execute(
+                "UPDATE idempotency_keys SET created_at = created_at - ?1",
+                params![IDEMPOTENCY_TTL_SECS + 1],
+            )
+            .unwrap();
+        assert_eq!(s.recall("k").unwrap(), None);
+        let fresh = s
+            .upsert_guarded(&[rec("User::\"a\"", "3")], &guard)
+            .unwrap();
+        assert_eq!(fresh, Guarded::Applied);
+        let n: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "the expired row was purged");
+    }
+
+    #[test]
+    fn upsert_replace_delete_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open_in(dir.path()).unwrap();
+            s.upsert(&[rec("User::\"a\"", "1"), rec("User::\"b\"", "2")])
+                .unwrap();
+            s.upsert(&[rec("User::\"a\"", "3")]).unwrap();
+            assert_eq!(
+                s.delete(&["User::\"b\"".into(), "User::\"zz\"".into()])
+                    .unwrap(),
+                1
+            );
+        }
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let all = s.load_all().unwrap();
+        assert_eq!(all, vec![rec("User::\"a\"", "3")]);
+        // Migrations are idempotent on reopen.
+        let v: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+}

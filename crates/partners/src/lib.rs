@@ -1,0 +1,1333 @@
+//! The partner orchestrator: the partner rules that need state — at most N
+//! active partner users per account, all from one partner company, the swap
+//! of the fourth, dismiss and rehire, verification against the partner
+//! registry — kept true under concurrent requests and crashes.
+//!
+//! Every operation runs in the same order:
+//! 1. input checks (a well-formed email: [`OrchestratorError::InvalidEmail`]);
+//! 2. **policy first**: [`Authz`] decides whether the actor may do it (a Deny
+//!    is [`OrchestratorError::Denied`] with the policies' reasons);
+//! 3. one store transaction ([`store::OrchestratorStore::transact`]) that
+//!    re-reads the account's users and the registry from the database, runs
+//!    the counting rules of [`rules::Quotas`] — seat free or `replace` given,
+//!    same company as the active partners, certified partner email — and
+//!    writes the changed users, all or nothing;
+//! 4. the in-memory [`Directory`] is updated with what was committed.
+//!
+//! HTTP and the CLI are thin adapters over [`Orchestrator`].
+//!
+//! Depends on `partnergate-core`, `partnergate-audit` and
+//! `partnergate-policy`; it must never know HTTP or the command line.
+
+pub mod postgres;
+pub mod rules;
+pub mod sqlite;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+
+use cedar_policy::{Entity, EntityUid};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use partnergate_audit as audit;
+use partnergate_core::authz::{Authz, Query};
+use partnergate_core::directory::{self, Directory};
+use partnergate_core::reload;
+use partnergate_core::store::{EntityRecord, StoreError};
+use partnergate_policy::engine::{self, Reason, RequestError};
+use partnergate_policy::policies;
+use rules::QuotaRules;
+use store::{AccountTx, OrchestratorStore, RegistryCompany};
+
+pub const INVITED: &str = "invited";
+pub const ACTIVE: &str = "active";
+pub const DISMISSED: &str = "dismissed";
+
+/// Why an orchestrator operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("`{email}` is not a well-formed email address")]
+    InvalidEmail { email: String },
+    #[error("the policies do not allow {actor} to {action} {resource}")]
+    Denied {
+        actor: String,
+        action: String,
+        resource: String,
+        reasons: Vec<Reason>,
+        errors: Vec<String>,
+    },
+    #[error("the maximum number of partners is reached ({limit} active): dismiss one of them and invite the new one")]
+    LimitReached { limit: u32, active: Vec<UserView> },
+    #[error("{email} belongs to partner company `{company}`, but the account's active partners belong to `{active_company}`: all partners of an account come from one company")]
+    DifferentCompany {
+        email: String,
+        company: String,
+        active_company: String,
+    },
+    #[error("there is no certified partner with this email: {email}")]
+    NotCertified { email: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("field `{field}`: {message}")]
+    Invalid {
+        code: &'static str,
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored user is unreadable: {0}")]
+    Corrupt(String),
+    /// `--audit-required`: the authorizing decision's record could not be
+    /// made durable, so the operation is refused.
+    #[error("the operation is refused because its decision-log record could not be made durable (--audit-required): {0}")]
+    AuditUnavailable(String),
+    #[error("the write did not start before the request timeout; nothing was applied")]
+    TimedOut,
+    #[error("header `Idempotency-Key`: this key was used for a different request (method, route or body); use a new key")]
+    IdempotencyKeyReused,
+    /// The `Idempotency-Key` was remembered: nothing applied; the first answer.
+    #[error("replayed the first answer of this Idempotency-Key")]
+    Replayed(partnergate_core::store::Remembered),
+}
+
+/// The longest an operation waits for its authorizing decision's record to
+/// be durable under `--audit-required`.
+const AUDIT_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl OrchestratorError {
+    /// The stable error code of the wire format.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OrchestratorError::InvalidEmail { .. } => "invalid_email",
+            OrchestratorError::Denied { .. } => "policy_denied",
+            OrchestratorError::LimitReached { .. } => "partner_limit_reached",
+            OrchestratorError::DifferentCompany { .. } => "different_partner_company",
+            OrchestratorError::NotCertified { .. } => "not_a_certified_partner",
+            OrchestratorError::NotFound(_) => "not_found",
+            OrchestratorError::Conflict { code, .. } => code,
+            OrchestratorError::Invalid { code, .. } => code,
+            OrchestratorError::Request(_) => "bad_request",
+            OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
+            OrchestratorError::AuditUnavailable(_) => "audit_unavailable",
+            OrchestratorError::TimedOut => "request_timeout",
+            OrchestratorError::IdempotencyKeyReused => "idempotency_key_reused",
+            OrchestratorError::Replayed(_) => "replayed",
+        }
+    }
+
+    /// Machine-readable details for the error body.
+    pub fn details(&self) -> Value {
+        match self {
+            OrchestratorError::InvalidEmail { email } => json!({"field": "email", "email": email}),
+            OrchestratorError::Denied {
+                actor,
+                action,
+                resource,
+                reasons,
+                errors,
+            } => json!({"actor": actor, "action": action, "resource": resource,
+                "reasons": reasons, "errors": errors}),
+            OrchestratorError::LimitReached { limit, active } => json!({
+                "limit": limit,
+                "active_partners": active,
+                "hint": "dismiss one of them and invite the new one: repeat the request with \"replace\": \"<id of the partner to dismiss>\"",
+            }),
+            OrchestratorError::DifferentCompany {
+                email,
+                company,
+                active_company,
+            } => json!({"email": email, "company": company, "active_company": active_company}),
+            OrchestratorError::NotCertified { email } => json!({"email": email}),
+            OrchestratorError::IdempotencyKeyReused => json!({"header": "Idempotency-Key"}),
+            OrchestratorError::Invalid { field, .. } => json!({"field": field}),
+            OrchestratorError::Request(RequestError::Field { field, .. }) => {
+                json!({"field": field})
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// A user as the orchestrator reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub account: String,
+    pub status: String,
+    pub is_admin: bool,
+    pub two_factor: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<PartnerView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartnerView {
+    pub company: String,
+    pub verified: bool,
+}
+
+impl UserView {
+    /// Read a stored `User` entity JSON.
+    pub fn from_json(json: &Value) -> Result<Self, OrchestratorError> {
+        let bad = |what: &str| OrchestratorError::Corrupt(format!("{what} in {json}"));
+        let id = json
+            .pointer("/uid/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no uid"))?;
+        let attrs = json.get("attrs").ok_or_else(|| bad("no attrs"))?;
+        let s = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
+        let b = |k: &str| attrs.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let partner = attrs.get("partner").map(|p| PartnerView {
+            company: p
+                .pointer("/company/__entity/id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            verified: p.get("verified").and_then(Value::as_bool).unwrap_or(false),
+        });
+        Ok(UserView {
+            id: id.to_string(),
+            email: s("email").ok_or_else(|| bad("no email"))?,
+            account: attrs
+                .pointer("/account/__entity/id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no account"))?
+                .to_string(),
+            status: s("status").ok_or_else(|| bad("no status"))?,
+            is_admin: b("is_admin"),
+            two_factor: b("two_factor"),
+            partner,
+        })
+    }
+
+    fn from_record(r: &EntityRecord) -> Result<Self, OrchestratorError> {
+        let json: Value =
+            serde_json::from_str(&r.json).map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+        Self::from_json(&json)
+    }
+
+    /// Holds a partner seat: a partner user who is not dismissed.
+    pub fn holds_partner_seat(&self) -> bool {
+        self.partner.is_some() && self.status != DISMISSED
+    }
+
+    /// The Cedar entity JSON of this user.
+    pub fn to_entity_json(&self) -> Value {
+        let mut attrs = json!({
+            "email": self.email,
+            "account": {"__entity": {"type": "Account", "id": self.account}},
+            "is_admin": self.is_admin,
+            "status": self.status,
+            "two_factor": self.two_factor,
+        });
+        if let (Some(p), Some(map)) = (&self.partner, attrs.as_object_mut()) {
+            map.insert(
+                "partner".into(),
+                json!({"company": {"__entity": {"type": "PartnerCompany", "id": p.company}},
+                       "verified": p.verified}),
+            );
+        }
+        json!({"uid": {"type": "User", "id": self.id},
+               "parents": [{"type": "Account", "id": self.account}],
+               "attrs": attrs})
+    }
+
+    /// The status shown in the employees list, by precedence: dismissed and
+    /// invited win over the role; a partner shows "partner" over its admin rights.
+    pub fn list_status(&self) -> &'static str {
+        if self.status == DISMISSED {
+            "dismissed"
+        } else if self.status == INVITED {
+            "invited"
+        } else if self.partner.is_some() {
+            "partner"
+        } else if self.is_admin {
+            "administrator"
+        } else {
+            "employee"
+        }
+    }
+}
+
+/// One line of the employees list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedUser {
+    #[serde(flatten)]
+    pub user: UserView,
+    /// "administrator", "employee", "partner", "dismissed" or "invited".
+    pub list_status: &'static str,
+    /// "Partner" for a partner user (whatever the status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mark: Option<&'static str>,
+}
+
+/// Seat counts of an account. Partners count as neither paid users nor administrators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seats {
+    pub account: String,
+    /// Users who are not partners and not dismissed (invitations included).
+    pub paid_users: usize,
+    /// Of those, the administrators.
+    pub administrators: usize,
+    /// Partner users holding a seat (invited or active).
+    pub partners: usize,
+    pub partner_limit: u32,
+}
+
+/// The result of a write: the user it made or changed, and the partner it
+/// dismissed to free a seat, if any.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub user: UserView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dismissed: Option<UserView>,
+}
+
+/// What the caller (the HTTP adapter) asks of the writes it runs through
+/// [`Orchestrator::scoped`]: a deadline, checked once the write transaction
+/// has begun (past it, nothing is applied: [`OrchestratorError::TimedOut`];
+/// a transaction that has begun runs to completion and answers), and an
+/// `Idempotency-Key` whose answer is stored in the write's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct WriteScope {
+    pub deadline: Option<std::time::Instant>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An `Idempotency-Key`, the fingerprint of its request, and the HTTP status
+/// a success answers (the body is the operation's JSON result).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+    pub status: u16,
+}
+
+impl Idempotency {
+    /// The answer to give for a remembered key: the first answer if the
+    /// request is the same, else [`OrchestratorError::IdempotencyKeyReused`].
+    pub fn replay(&self, r: partnergate_core::store::Remembered) -> OrchestratorError {
+        if r.fingerprint == self.fingerprint {
+            OrchestratorError::Replayed(r)
+        } else {
+            OrchestratorError::IdempotencyKeyReused
+        }
+    }
+}
+
+/// An operation inside [`Orchestrator::commit`]'s transaction: the records
+/// to write and the outcome to answer.
+type OutcomeOp<'a> =
+    dyn FnMut(&mut dyn AccountTx) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError> + 'a;
+
+thread_local! {
+    /// The [`WriteScope`] of the operation running on this thread.
+    static SCOPE: std::cell::RefCell<WriteScope> = std::cell::RefCell::default();
+}
+
+fn current_scope() -> WriteScope {
+    SCOPE.with(|s| s.borrow().clone())
+}
+
+/// Orchestrator operations over the policies, the directory and the store.
+pub struct Orchestrator {
+    authz: Authz,
+    store: Arc<dyn OrchestratorStore>,
+    rules: Arc<QuotaRules>,
+    /// Store commit and memory update happen in the same order for every write.
+    write: Mutex<()>,
+}
+
+/// Lower-case, trimmed email if it is well formed.
+pub fn normalize_email(raw: &str) -> Result<String, OrchestratorError> {
+    let email = raw.trim().to_lowercase();
+    let bad = || OrchestratorError::InvalidEmail {
+        email: raw.to_string(),
+    };
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let ok = !local.is_empty()
+        && local.len() <= 64
+        && email.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && email
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@.!#$%&'*+/=?^_`{|}~-".contains(c));
+    if ok {
+        Ok(email)
+    } else {
+        Err(bad())
+    }
+}
+
+/// A uid from `id` or `Type::"id"` syntax.
+pub fn parse_uid(field: &str, ty: &str, raw: &str) -> Result<EntityUid, RequestError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(RequestError::field(field, "must not be empty"));
+    }
+    let uid = if raw.contains("::") {
+        engine::parse_uid(field, raw)?
+    } else {
+        engine::uid_from_json(field, &json!({"type": ty, "id": raw}))?
+    };
+    if uid.type_name().to_string() != ty {
+        return Err(RequestError::field(
+            field,
+            format!("expected a {ty}, got {uid}"),
+        ));
+    }
+    Ok(uid)
+}
+
+fn id_of(uid: &EntityUid) -> String {
+    uid.id().unescaped().to_string()
+}
+
+/// A readable, unique user id: a slug of the name (or the email's local part) and a random suffix.
+fn new_user_id(email: &str, name: Option<&str>) -> String {
+    let base = name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| email.split('@').next().unwrap_or("user"));
+    let mut slug = String::new();
+    for c in base.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 24 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let suffix: u32 = rand::random();
+    format!(
+        "{}-{:06x}",
+        if slug.is_empty() { "user" } else { slug },
+        suffix & 0xff_ffff
+    )
+}
+
+fn invitee_context(c: &RegistryCompany) -> Value {
+    json!({"invitee": {
+        "company": {"__entity": {"type": "PartnerCompany", "id": c.id}},
+        "status": c.status,
+        "certified": c.certified,
+    }})
+}
+
+/// Inside a transaction: the account's users as stored now.
+fn users_in(tx: &mut dyn AccountTx, account: &str) -> Result<Vec<UserView>, OrchestratorError> {
+    tx.account_users(account)?
+        .iter()
+        .map(UserView::from_record)
+        .collect()
+}
+
+fn user_in(tx: &mut dyn AccountTx, uid: &EntityUid) -> Result<UserView, OrchestratorError> {
+    let r = tx
+        .entity(&uid.to_string())?
+        .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
+    UserView::from_record(&r)
+}
+
+/// What the partner checks of one operation need.
+struct SeatRequest<'a> {
+    account: &'a str,
+    email: &'a str,
+    /// The user who gets the seat, if already a user (excluded from the count).
+    subject: Option<&'a str>,
+    replace: Option<&'a str>,
+    /// The certified registry company the policies were asked about (if any).
+    asked: Option<&'a RegistryCompany>,
+}
+
+impl Orchestrator {
+    pub fn new(authz: Authz, store: Arc<dyn OrchestratorStore>, rules: Arc<QuotaRules>) -> Self {
+        rules.bind(authz.evaluator());
+        Orchestrator {
+            authz,
+            store,
+            rules,
+            write: Mutex::new(()),
+        }
+    }
+
+    /// Run `f` (one or more operations, on this thread) under `scope`.
+    pub fn scoped<T>(&self, scope: WriteScope, f: impl FnOnce(&Self) -> T) -> T {
+        struct Reset(WriteScope);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                let old = std::mem::take(&mut self.0);
+                SCOPE.with(|s| *s.borrow_mut() = old);
+            }
+        }
+        let _reset = Reset(SCOPE.with(|s| std::mem::replace(&mut *s.borrow_mut(), scope)));
+        f(self)
+    }
+
+    pub fn rules(&self) -> &Arc<QuotaRules> {
+        &self.rules
+    }
+
+    pub fn authz(&self) -> &Authz {
+        &self.authz
+    }
+
+    fn directory(&self) -> &Arc<Directory> {
+        self.authz.directory()
+    }
+
+    /// Ask the policies; a Deny is an error carrying the reasons.
+    fn ask(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        context: Option<Value>,
+    ) -> Result<(), OrchestratorError> {
+        let q = Query {
+            principal: actor.clone(),
+            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
+            resource: resource.clone(),
+            context,
+            entities: None,
+            principal_attrs: None,
+            resource_attrs: None,
+            request_id: None,
+        };
+        let answer = self.authz.is_authorized(&q)?;
+        // Called off the async threads (spawn_blocking): blocking is fine.
+        answer
+            .wait_durable(AUDIT_ACK_TIMEOUT)
+            .map_err(OrchestratorError::AuditUnavailable)?;
+        if answer.decision.is_allowed() {
+            Ok(())
+        } else {
+            tracing::info!(%actor, action, %resource, reasons = ?answer.decision.reasons, "orchestrator: policy deny");
+            Err(OrchestratorError::Denied {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                resource: resource.to_string(),
+                reasons: answer.decision.reasons,
+                errors: answer.decision.errors,
+            })
+        }
+    }
+
+    /// The policy question for giving partner access to `email`: with the
+    /// registry's company as the invitee when the email belongs to a
+    /// certified company; otherwise there is no invitee to ask about, and
+    /// the actor must at least be allowed to invite users into the account
+    /// (the refusal `not_a_certified_partner` comes later, in check order).
+    fn ask_partner_access(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        account: &EntityUid,
+        email: &str,
+    ) -> Result<Option<RegistryCompany>, OrchestratorError> {
+        let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
+        match &certified {
+            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
+            None => self.ask(actor, "invite_user", account, None)?,
+        }
+        Ok(certified)
+    }
+
+    /// The counting rules, inside the transaction, in the documented order:
+    /// seat free or `replace` given (409), same company (409), certified
+    /// partner email (422). Returns the company and the dismissed partner.
+    fn seat_checks(
+        &self,
+        tx: &mut dyn AccountTx,
+        users: &[UserView],
+        req: &SeatRequest<'_>,
+    ) -> Result<(RegistryCompany, Option<UserView>), OrchestratorError> {
+        let quotas = self.rules.current();
+        let mut active: Vec<&UserView> = users
+            .iter()
+            .filter(|u| u.holds_partner_seat() && Some(u.id.as_str()) != req.subject)
+            .collect();
+        let mut dismissed = None;
+        if let Some(r) = req.replace {
+            let Some(pos) = active.iter().position(|u| u.id == r) else {
+                return Err(OrchestratorError::Invalid {
+                    code: "invalid_replace",
+                    field: "replace",
+                    message: format!(
+                        "`{r}` is not an active partner of account `{}`",
+                        req.account
+                    ),
+                });
+            };
+            let mut victim = active.remove(pos).clone();
+            victim.status = DISMISSED.into();
+            dismissed = Some(victim);
+        }
+        if active.len() >= quotas.max_active_partners as usize {
+            return Err(OrchestratorError::LimitReached {
+                limit: quotas.max_active_partners,
+                active: active.into_iter().cloned().collect(),
+            });
+        }
+        // Only a certified company makes its people partners: an email of an
+        // uncertified company is "no certified partner", not "another company".
+        let registry = tx.company_of_email(req.email)?.filter(|c| c.certified);
+        if quotas.one_company_per_account {
+            if let (Some(c), Some(other)) = (
+                &registry,
+                active.iter().filter_map(|u| u.partner.as_ref()).find(|p| {
+                    registry
+                        .as_ref()
+                        .map(|c| c.id != p.company)
+                        .unwrap_or(false)
+                }),
+            ) {
+                return Err(OrchestratorError::DifferentCompany {
+                    email: req.email.to_string(),
+                    company: c.id.clone(),
+                    active_company: other.company.clone(),
+                });
+            }
+        }
+        let company =
+            registry
+                .filter(|c| c.certified)
+                .ok_or_else(|| OrchestratorError::NotCertified {
+                    email: req.email.to_string(),
+                })?;
+        // The registry changed between the policy question and now: the
+        // answer was about another company, so refuse rather than guess.
+        let same = req
+            .asked
+            .map(|a| a.id == company.id && a.status == company.status)
+            .unwrap_or(false);
+        if !same {
+            return Err(OrchestratorError::Conflict {
+                code: "registry_changed",
+                message: format!(
+                    "the partner registry entry of {} changed during the request; try again",
+                    req.email
+                ),
+            });
+        }
+        Ok((company, dismissed))
+    }
+
+    /// Run `op` in one store transaction, then apply its writes to memory.
+    /// Under the thread's [`WriteScope`], the transaction first stops on a
+    /// remembered `Idempotency-Key` or a passed deadline, and remembers the
+    /// key's answer (the outcome) with the writes.
+    fn commit(
+        &self,
+        (operation, actor): (&str, &str),
+        op: &mut OutcomeOp<'_>,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let scope = current_scope();
+        let mut outcome = None;
+        let mut guarded = |tx: &mut dyn AccountTx| {
+            if let Some(i) = &scope.idempotency {
+                if let Some(r) = tx.recall(&i.key)? {
+                    return Err(i.replay(r));
+                }
+            }
+            if scope
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(OrchestratorError::TimedOut);
+            }
+            let (records, o) = op(tx)?;
+            if let Some(i) = &scope.idempotency {
+                let body = serde_json::to_string(&o)
+                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+                let answer = partnergate_core::store::Remembered {
+                    fingerprint: i.fingerprint.clone(),
+                    status: i.status,
+                    body,
+                };
+                tx.remember(&i.key, &answer)?;
+            }
+            outcome = Some(o);
+            Ok(records)
+        };
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let records = self.store.transact(&mut guarded)?;
+        let outcome = outcome.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))?;
+        if let Some(log) = self.authz.audit() {
+            for r in &records {
+                let before = crate::directory::uid_from_key(&r.uid)
+                    .and_then(|u| self.directory().get_json(&u))
+                    .unwrap_or(Value::Null);
+                log.log(crate::audit::ChangeEvent {
+                    decision_id: None,
+                    request_id: None,
+                    actor: actor.to_string(),
+                    operation: operation.to_string(),
+                    before,
+                    after: serde_json::from_str(&r.json).unwrap_or(Value::Null),
+                });
+            }
+        }
+        let mut entities = Vec::with_capacity(records.len());
+        for r in &records {
+            let value: Value = serde_json::from_str(&r.json)
+                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+            let e = Entity::from_json_value(value, schema)
+                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+            entities.push(e);
+        }
+        self.directory().apply_committed(entities, &[]);
+        Ok(outcome)
+    }
+
+    /// A user view as an entity record, validated against the schema.
+    fn record(
+        schema: Option<&cedar_policy::Schema>,
+        u: &UserView,
+    ) -> Result<EntityRecord, OrchestratorError> {
+        let json = u.to_entity_json();
+        let entity = Entity::from_json_value(json.clone(), schema).map_err(|e| {
+            OrchestratorError::Invalid {
+                code: "invalid_user",
+                field: "user",
+                message: e.to_string(),
+            }
+        })?;
+        Ok(EntityRecord {
+            uid: entity.uid().to_string(),
+            entity_type: "User".into(),
+            json: json.to_string(),
+        })
+    }
+
+    fn user_from_memory(&self, uid: &EntityUid) -> Result<UserView, OrchestratorError> {
+        let json = self
+            .directory()
+            .get_json(uid)
+            .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
+        UserView::from_json(&json)
+    }
+
+    /// Invite a partner by email into `account` (optionally dismissing
+    /// `replace` in the same transaction).
+    pub fn invite_partner(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let asked =
+            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
+        if let Some(r) = &replace_uid {
+            self.ask(&actor, "dismiss_user", r, None)?;
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            ("partner.invite", &actor.to_string()),
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                let existing = users.iter().find(|u| u.email == email);
+                if let Some(u) = existing.filter(|u| u.status != DISMISSED) {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_member",
+                        message: format!(
+                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
+                            u.id, u.status
+                        ),
+                    });
+                }
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &account,
+                        email: &email,
+                        subject: existing.map(|u| u.id.as_str()),
+                        replace: replace_id.as_deref(),
+                        asked: asked.as_ref(),
+                    },
+                )?;
+                let user = UserView {
+                    id: existing
+                        .map(|u| u.id.clone())
+                        .unwrap_or_else(|| new_user_id(&email, name)),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: INVITED.into(),
+                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
+                    two_factor: true,
+                    partner: Some(PartnerView {
+                        company: company.id,
+                        verified: false,
+                    }),
+                };
+                let mut writes = vec![Self::record(schema, &user)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Self::record(schema, d)?);
+                }
+                Ok((writes, Outcome { user, dismissed }))
+            },
+            schema,
+        )?;
+        tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
+        Ok(outcome)
+    }
+
+    /// Invite an ordinary user by email into `account`.
+    pub fn invite_user(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        self.ask(&actor, "invite_user", &account_uid, None)?;
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            ("user.invite", &actor.to_string()),
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                if let Some(u) = users.iter().find(|u| u.email == email) {
+                    let (code, message) = if u.status == DISMISSED {
+                        ("user_dismissed", format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
+                    } else {
+                        ("already_member", format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
+                    };
+                    return Err(OrchestratorError::Conflict { code, message });
+                }
+                let user = UserView {
+                    id: new_user_id(&email, name),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: INVITED.into(),
+                    is_admin: false,
+                    two_factor: false,
+                    partner: None,
+                };
+                let writes = vec![Self::record(schema, &user)?];
+                Ok((
+                    writes,
+                    Outcome {
+                        user,
+                        dismissed: None,
+                    },
+                ))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// The invitee accepts the invitation: active, and a partner is
+    /// verified against the registry now (refused if no longer certified).
+    pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        self.simple_write(&uid, ("user.accept", &uid.to_string()), |tx, u| {
+            if u.status != INVITED {
+                return Err(OrchestratorError::Conflict {
+                    code: "not_invited",
+                    message: format!("{uid} has no open invitation (status {})", u.status),
+                });
+            }
+            if let Some(p) = &mut u.partner {
+                let company = tx
+                    .company_of_email(&u.email)?
+                    .filter(|c| c.certified && c.id == p.company)
+                    .ok_or_else(|| OrchestratorError::NotCertified {
+                        email: u.email.clone(),
+                    })?;
+                p.company = company.id;
+                p.verified = true;
+            }
+            u.status = ACTIVE.into();
+            Ok(())
+        })
+    }
+
+    /// Give partner access to an existing user (re-activating a dismissed one).
+    pub fn grant_partner_access(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let current = self.user_from_memory(&uid)?;
+        self.partner_access_write(
+            &uid,
+            &actor,
+            &current,
+            replace,
+            false,
+            "user.partner_access",
+        )
+    }
+
+    /// Shared by partner access and rehire: the seat checks and the write.
+    fn partner_seat_write(
+        &self,
+        uid: &EntityUid,
+        email: &str,
+        replace: Option<&str>,
+        asked: Option<&RegistryCompany>,
+        must_be_dismissed: bool,
+        (operation, actor): (&str, &str),
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            (operation, actor),
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                if must_be_dismissed && u.status != DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_dismissed",
+                        message: format!("{uid} is not dismissed (status {})", u.status),
+                    });
+                }
+                if !must_be_dismissed && u.holds_partner_seat() {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_partner",
+                        message: format!("{uid} is already a partner user (status {})", u.status),
+                    });
+                }
+                let users = users_in(tx, &u.account)?;
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &u.account,
+                        email,
+                        subject: Some(&u.id),
+                        replace,
+                        asked,
+                    },
+                )?;
+                if u.status == DISMISSED {
+                    u.status = ACTIVE.into();
+                }
+                u.two_factor = true;
+                u.partner = Some(PartnerView {
+                    company: company.id,
+                    verified: u.status == ACTIVE,
+                });
+                let mut writes = vec![Self::record(schema, &u)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Self::record(schema, d)?);
+                }
+                Ok((writes, Outcome { user: u, dismissed }))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// Dismiss a user (kept, never deleted); frees a partner seat.
+    pub fn dismiss(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        self.ask(&actor, "dismiss_user", &uid, None)?;
+        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), |_, u| {
+            if u.status == DISMISSED {
+                return Err(OrchestratorError::Conflict {
+                    code: "already_dismissed",
+                    message: format!("user `{}` is already dismissed", u.id),
+                });
+            }
+            u.status = DISMISSED.into();
+            Ok(())
+        })
+    }
+
+    /// Hire a dismissed user back; a partner is re-verified against the
+    /// registry and re-counted (same checks as an invitation).
+    pub fn rehire(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        self.ask(&actor, "rehire_user", &uid, None)?;
+        let current = self.user_from_memory(&uid)?;
+        if current.partner.is_none() {
+            return self.simple_write(&uid, ("user.rehire", &actor.to_string()), |_, u| {
+                if u.status != DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_dismissed",
+                        message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
+                    });
+                }
+                u.status = ACTIVE.into();
+                Ok(())
+            });
+        }
+        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
+    }
+
+    /// Partner access for an existing user (also a partner's rehire): the
+    /// policy checks (`grant_partner_access`, and `dismiss_user` on the one
+    /// to replace), then the seat checks and the write.
+    fn partner_access_write(
+        &self,
+        uid: &EntityUid,
+        actor: &EntityUid,
+        current: &UserView,
+        replace: Option<&str>,
+        must_be_dismissed: bool,
+        operation: &str,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(&current.email)?;
+        let account_uid = parse_uid("account", "Account", &current.account)?;
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let asked =
+            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
+        if let Some(r) = &replace_uid {
+            self.ask(actor, "dismiss_user", r, None)?;
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        self.partner_seat_write(
+            uid,
+            &email,
+            replace_id.as_deref(),
+            asked.as_ref(),
+            must_be_dismissed,
+            (operation, &actor.to_string()),
+        )
+    }
+
+    /// Grant (`true`) or revoke administrator rights.
+    pub fn set_admin(
+        &self,
+        user: &str,
+        actor: &str,
+        admin: bool,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let action = if admin { "grant_admin" } else { "revoke_admin" };
+        self.ask(&actor, action, &uid, None)?;
+        self.simple_write(
+            &uid,
+            (
+                if admin {
+                    "user.grant_admin"
+                } else {
+                    "user.revoke_admin"
+                },
+                &actor.to_string(),
+            ),
+            |_, u| {
+                u.is_admin = admin;
+                Ok(())
+            },
+        )
+    }
+
+    fn simple_write(
+        &self,
+        uid: &EntityUid,
+        (operation, actor): (&str, &str),
+        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            (operation, actor),
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                change(tx, &mut u)?;
+                let writes = vec![Self::record(schema, &u)?];
+                Ok((
+                    writes,
+                    Outcome {
+                        user: u,
+                        dismissed: None,
+                    },
+                ))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// Every user of an account (from the serving directory).
+    fn account_users(&self, account: &str) -> Result<Vec<UserView>, OrchestratorError> {
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let mut users = Vec::new();
+        // The users pointing at the account (index lookup), not every user.
+        for uid in self.directory().referrers(&account_uid) {
+            if uid.type_name().to_string() != "User" {
+                continue;
+            }
+            if let Some(json) = self.directory().get_json(&uid) {
+                let u = UserView::from_json(&json)?;
+                if u.account == account {
+                    users.push(u);
+                }
+            }
+        }
+        if users.is_empty() && self.directory().get(&account_uid).is_none() {
+            return Err(OrchestratorError::NotFound(format!(
+                "no account {account_uid}"
+            )));
+        }
+        Ok(users)
+    }
+
+    /// The employees list, by status precedence (administrator/employee,
+    /// partner, dismissed, invited), then email.
+    pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
+        let rank = |s: &str| match s {
+            "administrator" | "employee" => 0,
+            "partner" => 1,
+            "dismissed" => 2,
+            _ => 3,
+        };
+        let mut list: Vec<ListedUser> = self
+            .account_users(account)?
+            .into_iter()
+            .map(|u| ListedUser {
+                list_status: u.list_status(),
+                mark: u.partner.as_ref().map(|_| "Partner"),
+                user: u,
+            })
+            .collect();
+        list.sort_by(|a, b| {
+            (rank(a.list_status), &a.user.email).cmp(&(rank(b.list_status), &b.user.email))
+        });
+        Ok(list)
+    }
+
+    /// Seat counts: partners are neither paid users nor administrators.
+    pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
+        let users = self.account_users(account)?;
+        let holding: Vec<&UserView> = users.iter().filter(|u| u.status != DISMISSED).collect();
+        Ok(Seats {
+            account: id_of(&parse_uid("account", "Account", account)?),
+            paid_users: holding.iter().filter(|u| u.partner.is_none()).count(),
+            administrators: holding
+                .iter()
+                .filter(|u| u.partner.is_none() && u.is_admin)
+                .count(),
+            partners: holding.iter().filter(|u| u.partner.is_some()).count(),
+            partner_limit: self.rules.current().max_active_partners,
+        })
+    }
+
+    /// Insert or replace registry companies (fields and email lists) and
+    /// their `PartnerCompany` entities, in one transaction.
+    pub fn put_companies(
+        &self,
+        companies: Vec<RegistryCompany>,
+    ) -> Result<Vec<RegistryCompany>, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let mut clean = Vec::with_capacity(companies.len());
+        let mut records = Vec::with_capacity(companies.len());
+        let mut entities = Vec::with_capacity(companies.len());
+        for (i, mut c) in companies.into_iter().enumerate() {
+            let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
+                code: "invalid_company",
+                field,
+                message: format!("company #{i}: {message}"),
+            };
+            c.id = c.id.trim().to_string();
+            if c.id.is_empty() {
+                return Err(invalid("id", "must not be empty".into()));
+            }
+            if c.name.trim().is_empty() {
+                return Err(invalid("name", format!("`{}`: must not be empty", c.id)));
+            }
+            c.status = c.status.trim().to_lowercase();
+            if c.status.is_empty() {
+                return Err(invalid("status", format!("`{}`: must not be empty", c.id)));
+            }
+            let mut emails = Vec::with_capacity(c.emails.len());
+            for e in &c.emails {
+                emails.push(normalize_email(e).map_err(|_| {
+                    invalid(
+                        "emails",
+                        format!("`{}`: `{e}` is not a well-formed email address", c.id),
+                    )
+                })?);
+            }
+            emails.sort();
+            emails.dedup();
+            c.emails = emails;
+            let json = json!({"uid": {"type": "PartnerCompany", "id": c.id},
+                "attrs": {"name": c.name, "status": c.status, "certified": c.certified},
+                "parents": []});
+            let entity = Entity::from_json_value(json.clone(), schema)
+                .map_err(|e| invalid("company", format!("`{}`: {e}", c.id)))?;
+            records.push(EntityRecord {
+                uid: entity.uid().to_string(),
+                entity_type: "PartnerCompany".into(),
+                json: json.to_string(),
+            });
+            entities.push(entity);
+            clean.push(c);
+        }
+        let scope = current_scope();
+        let answer = match &scope.idempotency {
+            Some(i) => Some(partnergate_core::store::Remembered {
+                fingerprint: i.fingerprint.clone(),
+                status: i.status,
+                body: serde_json::to_string(&clean.last())
+                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?,
+            }),
+            None => None,
+        };
+        let guard = partnergate_core::store::WriteGuard {
+            deadline: scope.deadline,
+            idempotency: scope
+                .idempotency
+                .as_ref()
+                .zip(answer.as_ref())
+                .map(|(i, a)| (i.key.as_str(), a)),
+        };
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        match self.store.put_companies(&clean, &records, &guard)? {
+            partnergate_core::store::Guarded::Applied => {}
+            partnergate_core::store::Guarded::TimedOut => return Err(OrchestratorError::TimedOut),
+            partnergate_core::store::Guarded::Replayed(r) => {
+                return Err(match &scope.idempotency {
+                    Some(i) => i.replay(r),
+                    None => OrchestratorError::Replayed(r),
+                })
+            }
+        }
+        if let Some(log) = self.authz.audit() {
+            for (c, e) in clean.iter().zip(&entities) {
+                log.log(crate::audit::ChangeEvent {
+                    decision_id: None,
+                    request_id: None,
+                    actor: "registry".into(),
+                    operation: "registry.put".into(),
+                    before: self.directory().get_json(&e.uid()).unwrap_or(Value::Null),
+                    after: serde_json::to_value(c).unwrap_or(Value::Null),
+                });
+            }
+        }
+        self.directory().apply_committed(entities, &[]);
+        Ok(clean)
+    }
+
+    /// The registry.
+    pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
+        Ok(self.store.companies()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::PackSource;
+    use crate::reload::Evaluator;
+    use partnergate_core::store::sqlite::SqliteStore;
+    use std::path::Path;
+
+    /// The listings read only the users that point at the account (the
+    /// directory's index), never every user: another account's user that is
+    /// not even a readable user (no email) does not disturb them. Before the
+    /// index every user was read, and this listing failed on that one.
+    #[test]
+    fn listings_read_only_the_accounts_own_users() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let source = PackSource::new(
+            root.join("policies"),
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let directory = Arc::new(Directory::open(store.clone()).unwrap());
+        let demo: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        // Written without a schema: a `User` the orchestrator cannot read.
+        let ghost = json!({"uid": {"type": "User", "id": "ghost"},
+            "parents": [{"type": "Account", "id": "other"}],
+            "attrs": {"account": {"__entity": {"type": "Account", "id": "other"}}}});
+        directory
+            .put(vec![Entity::from_json_value(ghost, None).unwrap()])
+            .unwrap();
+        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
+        let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), store, rules);
+        let ids: Vec<String> = o
+            .users("acme")
+            .unwrap()
+            .into_iter()
+            .map(|u| u.user.id)
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(
+            ["owner", "emma", "pat"]
+                .iter()
+                .all(|i| ids.contains(&i.to_string())),
+            "{ids:?}"
+        );
+        let seats = o.seats("acme").unwrap();
+        assert_eq!(
+            (seats.paid_users, seats.administrators, seats.partners),
+            (2, 1, 1)
+        );
+        // The index follows writes: emma moves to `other`, then is deleted.
+        let acme = engine::parse_uid("a", "Account::\"acme\"").unwrap();
+        let emma = engine::parse_uid("u", "User::\"emma\"").unwrap();
+        assert!(directory.referrers(&acme).contains(&emma));
+        let moved = json!({"uid": {"type": "User", "id": "emma"},
+            "parents": [{"type": "Account", "id": "other"}],
+            "attrs": {"email": "emma@acme.example", "is_admin": false, "status": "active",
+                "two_factor": false,
+                "account": {"__entity": {"type": "Account", "id": "other"}}}});
+        directory
+            .put(vec![Entity::from_json_value(moved, None).unwrap()])
+            .unwrap();
+        assert!(!directory.referrers(&acme).contains(&emma));
+        assert_eq!(o.users("acme").unwrap().len(), 2);
+        directory.delete(std::slice::from_ref(&emma)).unwrap();
+        let other = engine::parse_uid("a", "Account::\"other\"").unwrap();
+        assert!(!directory.referrers(&other).contains(&emma));
+    }
+}

@@ -1,0 +1,175 @@
+//! [`OrchestratorStore`] on PostgreSQL, for replicas sharing one database:
+//! every operation is one transaction that first takes the store's write
+//! advisory lock (`pg_advisory_xact_lock`), so seat counts read inside it
+//! cannot change before it commits, across all replicas; its entity writes
+//! go to the change feed like any other write.
+
+use postgres::Transaction;
+
+use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
+use super::OrchestratorError;
+use partnergate_core::store::postgres::{recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK};
+use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+
+fn backend(e: postgres::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn record(r: &postgres::Row) -> EntityRecord {
+    EntityRecord {
+        uid: r.get(0),
+        entity_type: r.get(1),
+        json: r.get(2),
+    }
+}
+
+const COMPANY_OF_EMAIL: &str = "SELECT c.id, c.name, c.status, c.certified FROM partner_emails e
+     JOIN partner_companies c ON c.id = e.company_id WHERE e.email = $1";
+
+fn company(r: &postgres::Row) -> RegistryCompany {
+    RegistryCompany {
+        id: r.get(0),
+        name: r.get(1),
+        status: r.get(2),
+        certified: r.get(3),
+        emails: Vec::new(),
+    }
+}
+
+struct Tx<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+}
+
+impl AccountTx for Tx<'_, '_> {
+    fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT uid, entity_type, json FROM entities
+                 WHERE entity_type = 'User'
+                   AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
+                 ORDER BY uid",
+                &[&account],
+            )
+            .map_err(backend)?;
+        Ok(rows.iter().map(record).collect())
+    }
+
+    fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT uid, entity_type, json FROM entities WHERE uid = $1",
+                &[&uid],
+            )
+            .map_err(backend)?;
+        Ok(row.as_ref().map(record))
+    }
+
+    fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
+        let row = self
+            .tx
+            .query_opt(COMPANY_OF_EMAIL, &[&email])
+            .map_err(backend)?;
+        Ok(row.as_ref().map(company))
+    }
+
+    fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        recall_in(self.tx, key).map_err(backend)
+    }
+
+    fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError> {
+        remember_in(self.tx, key, answer).map_err(backend)
+    }
+}
+
+impl OrchestratorStore for PgStore {
+    fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError> {
+        let replica = self.replica().to_string();
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let result = {
+                let mut view = Tx { tx: &mut tx };
+                op(&mut view)
+            };
+            match result {
+                Ok(records) => {
+                    upsert_in(&mut tx, &replica, &records)?;
+                    tx.commit()?;
+                    Ok(Ok(records))
+                }
+                // Dropping the transaction rolls it back.
+                Err(e) => Ok(Err(e)),
+            }
+        })?
+    }
+
+    fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
+        self.with_client(|c| c.query_opt(COMPANY_OF_EMAIL, &[&email]))
+            .map(|r| r.as_ref().map(company))
+    }
+
+    fn put_companies(
+        &self,
+        companies: &[RegistryCompany],
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        let replica = self.replica().to_string();
+        self.with_client(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let recalled = match guard.idempotency {
+                Some((key, _)) => recall_in(&mut tx, key)?,
+                None => None,
+            };
+            if let Some(stop) = guard.stop(recalled) {
+                return Ok(stop);
+            }
+            for co in companies {
+                tx.execute(
+                    "INSERT INTO partner_companies (id, name, status, certified) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
+                       certified = EXCLUDED.certified, updated_at = now()",
+                    &[&co.id, &co.name, &co.status, &co.certified],
+                )?;
+                tx.execute("DELETE FROM partner_emails WHERE company_id = $1", &[&co.id])?;
+                for e in &co.emails {
+                    tx.execute(
+                        "INSERT INTO partner_emails (email, company_id) VALUES ($1, $2)
+                         ON CONFLICT (email) DO UPDATE SET company_id = EXCLUDED.company_id",
+                        &[e, &co.id],
+                    )?;
+                }
+            }
+            upsert_in(&mut tx, &replica, records)?;
+            if let Some((key, answer)) = guard.idempotency {
+                remember_in(&mut tx, key, answer)?;
+            }
+            tx.commit()?;
+            Ok(Guarded::Applied)
+        })
+    }
+
+    fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError> {
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT c.id, c.name, c.status, c.certified, e.email FROM partner_companies c
+                 LEFT JOIN partner_emails e ON e.company_id = c.id ORDER BY c.id, e.email",
+                &[],
+            )
+        })?;
+        let mut out: Vec<RegistryCompany> = Vec::new();
+        for r in &rows {
+            let id: String = r.get(0);
+            if out.last().map(|c| c.id != id).unwrap_or(true) {
+                out.push(company(r));
+            }
+            if let (Some(e), Some(c)) = (r.get::<_, Option<String>>(4), out.last_mut()) {
+                c.emails.push(e);
+            }
+        }
+        Ok(out)
+    }
+}

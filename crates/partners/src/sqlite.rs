@@ -1,0 +1,180 @@
+//! [`OrchestratorStore`] on the embedded SQLite store: `BEGIN IMMEDIATE`
+//! takes the database's write lock before the first read, so the seat count
+//! an operation reads cannot change before it commits — also across
+//! processes (the CLI beside a server) sharing the file.
+
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
+use super::OrchestratorError;
+use partnergate_core::store::sqlite::SqliteStore;
+use partnergate_core::store::sqlite::{recall_in, remember_in};
+use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+
+struct Tx<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntityRecord> {
+    Ok(EntityRecord {
+        uid: r.get(0)?,
+        entity_type: r.get(1)?,
+        json: r.get(2)?,
+    })
+}
+
+fn company_of_email(
+    conn: &rusqlite::Connection,
+    email: &str,
+) -> Result<Option<RegistryCompany>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT c.id, c.name, c.status, c.certified FROM partner_emails e
+             JOIN partner_companies c ON c.id = e.company_id WHERE e.email = ?1",
+        )?
+        .query_row(params![email], |r| {
+            Ok(RegistryCompany {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                status: r.get(2)?,
+                certified: r.get::<_, i64>(3)? != 0,
+                emails: Vec::new(),
+            })
+        })
+        .optional()?)
+}
+
+impl AccountTx for Tx<'_> {
+    fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT uid, entity_type, json FROM entities
+             WHERE entity_type = 'User'
+               AND json_extract(json, '$.attrs.account.__entity.id') = ?1
+             ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![account], record)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT uid, entity_type, json FROM entities WHERE uid = ?1")?
+            .query_row(params![uid], record)
+            .optional()?)
+    }
+
+    fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
+        company_of_email(self.tx, email)
+    }
+
+    fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {
+        Ok(recall_in(self.tx, key)?)
+    }
+
+    fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError> {
+        Ok(remember_in(self.tx, key, answer)?)
+    }
+}
+
+fn upsert(tx: &Transaction<'_>, records: &[EntityRecord]) -> Result<(), StoreError> {
+    Ok(partnergate_core::store::sqlite::upsert_in(tx, records)?)
+}
+
+impl OrchestratorStore for SqliteStore {
+    fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let records = {
+            let mut view = Tx { tx: &tx };
+            op(&mut view)?
+        };
+        upsert(&tx, &records)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(records)
+    }
+
+    fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
+        let conn = self.conn()?;
+        company_of_email(&conn, email)
+    }
+
+    fn put_companies(
+        &self,
+        companies: &[RegistryCompany],
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let recalled = match guard.idempotency {
+            Some((key, _)) => recall_in(&tx, key)?,
+            None => None,
+        };
+        if let Some(stop) = guard.stop(recalled) {
+            return Ok(stop);
+        }
+        for c in companies {
+            tx.execute(
+                "INSERT INTO partner_companies (id, name, status, certified) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status,
+                   certified = excluded.certified,
+                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                params![c.id, c.name, c.status, c.certified as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM partner_emails WHERE company_id = ?1",
+                params![c.id],
+            )?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO partner_emails (email, company_id) VALUES (?1, ?2)
+                 ON CONFLICT(email) DO UPDATE SET company_id = excluded.company_id",
+            )?;
+            for e in &c.emails {
+                stmt.execute(params![e, c.id])?;
+            }
+        }
+        upsert(&tx, records)?;
+        if let Some((key, answer)) = guard.idempotency {
+            remember_in(&tx, key, answer)?;
+        }
+        tx.commit()?;
+        Ok(Guarded::Applied)
+    }
+
+    fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT c.id, c.name, c.status, c.certified, e.email FROM partner_companies c
+             LEFT JOIN partner_emails e ON e.company_id = c.id ORDER BY c.id, e.email",
+        )?;
+        let mut out: Vec<RegistryCompany> = Vec::new();
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)? != 0,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, name, status, certified, email) = row?;
+            if out.last().map(|c| c.id != id).unwrap_or(true) {
+                out.push(RegistryCompany {
+                    id,
+                    name,
+                    status,
+                    certified,
+                    emails: Vec::new(),
+                });
+            }
+            if let (Some(e), Some(c)) = (email, out.last_mut()) {
+                c.emails.push(e);
+            }
+        }
+        Ok(out)
+    }
+}

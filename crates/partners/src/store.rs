@@ -1,0 +1,66 @@
+//! The orchestrator's transactional store, behind a trait: one operation is
+//! one serialisable write transaction that re-reads what it counts (the
+//! account's users, the registry entry of an email) from the database — not
+//! from memory — and then writes the changed entities, all or nothing.
+//!
+//! Nothing here names SQL: the embedded SQLite implementation lives in
+//! [`super::sqlite`], and a PostgreSQL backend can implement the same trait
+//! (e.g. `SERIALIZABLE`, or `SELECT .. FOR UPDATE` on an account row).
+
+use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+
+use super::OrchestratorError;
+
+/// A partner company of the registry, with its certified emails.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCompany {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub certified: bool,
+    #[serde(default)]
+    pub emails: Vec<String>,
+}
+
+/// What one operation may read inside its transaction.
+pub trait AccountTx {
+    /// Every user entity of `account` (any status), as stored now.
+    fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError>;
+    /// One stored entity by uid (Cedar syntax), as stored now.
+    fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError>;
+    /// The registry company an email (lower case) belongs to; `emails` is left empty.
+    fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError>;
+    /// The remembered answer of an `Idempotency-Key` (not expired), as stored now.
+    fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError>;
+    /// Remember an `Idempotency-Key`'s answer with this transaction's writes.
+    fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError>;
+}
+
+/// The operation run inside a transaction: reads through [`AccountTx`],
+/// returns the entity records to upsert (or an error, which rolls back).
+pub type TxOp<'a> =
+    dyn FnMut(&mut dyn AccountTx) -> Result<Vec<EntityRecord>, OrchestratorError> + 'a;
+
+/// A durable home for the orchestrator's state.
+pub trait OrchestratorStore: Send + Sync {
+    /// Run `op` in one write transaction that excludes every other
+    /// orchestrator write (in this process or another one on the same
+    /// store); commit its records if it returns `Ok`, roll back otherwise.
+    fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError>;
+    /// The registry company of an email, outside any transaction.
+    fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError>;
+    /// Replace the given companies (fields and whole email lists) and upsert
+    /// their entity records, in one transaction. An email listed for a
+    /// company moves to it from any other company.
+    /// Under `guard` (see [`WriteGuard`]): nothing is written when the
+    /// key is remembered or the deadline passed.
+    fn put_companies(
+        &self,
+        companies: &[RegistryCompany],
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+    ) -> Result<Guarded, StoreError>;
+    /// Every registry company with its emails, sorted by id.
+    fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError>;
+}

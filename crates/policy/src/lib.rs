@@ -1,0 +1,12 @@
+//! The policy pack and one decision: [`prescan`] bounds what a pack may
+//! contain before Cedar parses it, [`policies`] loads and validates a pack,
+//! [`engine`] makes one fail-closed decision, [`suite`] runs policy test
+//! suites.
+//!
+//! The lowest layer: it must never know the entity stores, the decision
+//! log, reloads, the partner rules, HTTP or the command line.
+
+pub mod engine;
+pub mod policies;
+pub mod prescan;
+pub mod suite;

@@ -1,0 +1,566 @@
+//! The HTTP sidecar: configuration, the router, start-up and graceful
+//! shutdown. Only this crate knows axum and the wire format; decisions come
+//! from [`partnergate_core::authz`].
+//!
+//! The top library layer: it may depend on every other PartnerGate library
+//! crate, and is the only one allowed axum, tower, tower-http, hyper,
+//! hyper-util, utoipa and the Prometheus exporter. It must never know the
+//! command line.
+//!
+//! - `api`: the PartnerGate endpoints (`/v1/...`, health, metrics).
+//! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
+//! - `error`: the JSON error body.
+//! - `http`: token/size/URI guards before the body, JSON bodies for every error.
+//! - `conn`: the accept loop: header and idle timeouts, the connection cap.
+//! - `orchestrator`: partner invitations, users, seats and the partner registry.
+
+pub mod api;
+pub mod authzen;
+pub mod conn;
+pub mod error;
+pub mod http;
+pub mod idempotency;
+pub mod orchestrator;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use partnergate_audit as audit;
+use partnergate_core::authz::{self, Authz};
+use partnergate_core::directory::{self, Directory};
+use partnergate_core::reload::{self, Evaluator};
+use partnergate_core::store::{self, sqlite::SqliteStore};
+use partnergate_policy::policies::{self, PackSource};
+use partnergate_policy::{engine, prescan};
+
+/// Everything `partnergate serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub policies: PathBuf,
+    pub schema: PathBuf,
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// File holding the bearer token for writes; generated in the data
+    /// directory when absent.
+    pub token_file: Option<PathBuf>,
+    /// Also require the token on query endpoints.
+    pub protect_queries: bool,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub watch: bool,
+    /// Reject a reload that breaks an invariant (needs cvc5).
+    pub prove_on_reload: bool,
+    /// The invariants directory for `prove_on_reload`.
+    pub invariants: PathBuf,
+    /// Where entities live: embedded SQLite (default) or PostgreSQL.
+    pub store: crate::store::StoreSpec,
+    /// This replica's name, in change feeds and logs.
+    pub replica: String,
+    /// The decision log (None: off).
+    pub audit: Option<crate::audit::AuditConfig>,
+    /// Refuse (503) a decision whose log record cannot be made durable.
+    pub audit_required: bool,
+    /// A candidate policy directory evaluated beside the live one (shadow mode).
+    pub shadow_policies: Option<PathBuf>,
+    /// Sizes and nesting of policy files refused before parsing.
+    pub limits: crate::prescan::PackLimits,
+    // HTTP limits (issue #12).
+    /// Close a connection without complete request headers after this long.
+    pub header_timeout: Duration,
+    /// Close a keep-alive connection idle for this long.
+    pub idle_timeout: Duration,
+    /// Most connections at once (lowered to fit the open-files limit).
+    pub max_connections: usize,
+    /// Require the token on `/metrics`.
+    pub protect_metrics: bool,
+    /// The base URL the AuthZEN metadata advertises (default: the bound address).
+    pub public_url: Option<String>,
+    /// What request entities and properties may do to stored facts.
+    pub request_entities: crate::authz::RequestEntities,
+}
+
+/// A default replica id: host name and process id.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            policies: "policies".into(),
+            schema: "schemas/partnergate.cedarschema".into(),
+            data_dir: "data".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8380)),
+            token_file: None,
+            protect_queries: false,
+            max_batch: 100,
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            watch: true,
+            prove_on_reload: false,
+            invariants: "policies/invariants".into(),
+            store: crate::store::StoreSpec::Sqlite,
+            replica: default_replica_id(),
+            audit: None,
+            audit_required: false,
+            shadow_policies: None,
+            limits: crate::prescan::PackLimits::default(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            protect_metrics: false,
+            public_url: None,
+            request_entities: crate::authz::RequestEntities::default(),
+        }
+    }
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot load the policies:\n{}", .0.render())]
+    Load(#[from] crate::policies::LoadError),
+    #[error("the schema is required to serve (--schema)")]
+    NoSchema,
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Watch(#[from] crate::reload::WatchError),
+    #[error("token file {path}: {message}")]
+    Token { path: PathBuf, message: String },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("decision log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("--audit-required needs a decision log (not --audit-log off)")]
+    AuditRequiredWithoutLog,
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub authz: Authz,
+    pub token: String,
+    pub protect_queries: bool,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub metrics: PrometheusHandle,
+    /// The partner orchestrator (shares the evaluator, directory and store).
+    pub orchestrator: Arc<partnergate_partners::Orchestrator>,
+    /// Require the token on `/metrics`.
+    pub protect_metrics: bool,
+    /// The AuthZEN base URL: `--public-url`, else set to the bound address.
+    pub public_url: OnceLock<String>,
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; we keep our handle either way.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The router, separate from sockets so tests can drive it directly.
+pub fn app(state: Arc<AppState>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = state.request_timeout;
+    let max_body = state.max_body_bytes;
+    api::routes()
+        .merge(authzen::routes())
+        .merge(orchestrator::routes())
+        .with_state(state.clone())
+        // The `Bytes` extractor stops reading at the limit (a 413); a write's
+        // body is read (within the limit) by `request_timeout`; both only
+        // after `guard` checked the token and `Content-Length` on the
+        // headers, before any body byte is read.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            (timeout, max_body),
+            request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            http::json_errors,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Is this request a write (its outcome must never be a 408 after it
+/// committed)? Every PUT/POST/DELETE except the decision endpoints.
+fn is_write(req: &axum::extract::Request) -> bool {
+    use axum::http::Method;
+    let path = req.uri().path();
+    let decision = path.starts_with("/v1/is_authorized") || path.starts_with("/access/v1/");
+    matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE) && !decision
+}
+
+fn timed_out(what: &str, timeout: Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    error::AppError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "{what} took longer than the request timeout ({} ms)",
+            timeout.as_millis()
+        ),
+    )
+    .into_response()
+}
+
+/// `--request-timeout-ms`: a decision or a read is answered 408 when it
+/// takes longer; a write only while its body is read — once read, the write
+/// handler owns the deadline: its transaction stops before writing anything
+/// if the deadline has passed when it begins (408), and otherwise runs to
+/// completion and answers its outcome. So a 408 never follows a commit.
+async fn request_timeout(
+    axum::extract::State((timeout, max_body)): axum::extract::State<(Duration, usize)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    if !is_write(&req) {
+        return match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => timed_out("the request", timeout),
+        };
+    }
+    let (parts, body) = req.into_parts();
+    // Read at most `max_body` bytes: a longer body stops here with a 413.
+    let limited = http_body_util::Limited::new(body, max_body).collect();
+    match tokio::time::timeout(timeout, limited).await {
+        Err(_) => timed_out("reading the request body", timeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            http::body_too_large(max_body).into_response()
+        }
+        Ok(Err(e)) => error::AppError::bad_request(format!("cannot read the request body: {e}"))
+            .into_response(),
+        Ok(Ok(collected)) => {
+            let bytes = collected.to_bytes();
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+    }
+}
+
+/// Read the token, or generate one (mode 0600) in the data directory.
+pub fn load_or_create_token(config: &ServeConfig) -> Result<(String, PathBuf), ServeError> {
+    let path = config
+        .token_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("token"));
+    let err = |message: String| ServeError::Token {
+        path: path.clone(),
+        message,
+    };
+    if path.exists() {
+        let token = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(err("the file is empty".into()));
+        }
+        return Ok((token, path));
+    }
+    if config.token_file.is_some() {
+        return Err(err("no such file".into()));
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token = hex::encode(bytes);
+    write_private(&path, &token).map_err(|e| err(e.to_string()))?;
+    Ok((token, path))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+/// A started sidecar's parts, for embedding and tests.
+pub struct Sidecar {
+    pub state: Arc<AppState>,
+    pub token_path: PathBuf,
+    pub watch: Option<reload::WatchHandle>,
+    /// The PostgreSQL change feed (other replicas' writes), if shared.
+    pub feed: Option<crate::store::postgres::ChangeFeed>,
+    /// The watcher of the shadow policies, if any.
+    pub shadow_watch: Option<reload::WatchHandle>,
+}
+
+/// Load policies, open the store and build the state (no socket yet).
+pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
+    let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()))
+        .with_limits(config.limits);
+    let quotas_path = partnergate_partners::rules::quotas_path_for(&config.policies);
+    let quotas = partnergate_partners::rules::QuotaRules::load(quotas_path.clone())
+        .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
+    let mut gates = vec![quotas.gate()];
+    let mut watch_extra = vec![quotas_path];
+    if config.prove_on_reload {
+        gates.push(partnergate_prove::reload_gate(config.invariants.clone()));
+        watch_extra.push(config.invariants.clone());
+    }
+    let evaluator = Arc::new(Evaluator::load_with_inputs(
+        source,
+        gates,
+        watch_extra.clone(),
+    )?);
+    #[allow(clippy::type_complexity)]
+    let (store, orchestrator_store, pg_url): (
+        Arc<dyn crate::store::EntityBackend>,
+        Arc<dyn partnergate_partners::store::OrchestratorStore>,
+        Option<String>,
+    ) = match &config.store {
+        crate::store::StoreSpec::Sqlite => {
+            let s = Arc::new(SqliteStore::open_in(&config.data_dir)?);
+            (s.clone(), s, None)
+        }
+        crate::store::StoreSpec::Postgres(url) => {
+            let s = Arc::new(crate::store::postgres::PgStore::open(url, &config.replica)?);
+            (s.clone(), s, Some(url.clone()))
+        }
+    };
+    let directory = Arc::new(Directory::open(store)?);
+    let feed = match pg_url {
+        Some(url) => {
+            let d = directory.clone();
+            Some(crate::store::postgres::ChangeFeed::start(
+                &url,
+                directory.loaded_seq(),
+                move |changes| {
+                    metrics::counter!("partnergate_feed_changes_total")
+                        .increment(changes.len() as u64);
+                    d.apply_changes(changes)
+                },
+            )?)
+        }
+        None => None,
+    };
+    let (token, token_path) = load_or_create_token(config)?;
+    let watch = if config.watch {
+        Some(reload::watch(evaluator.clone(), watch_extra)?)
+    } else {
+        None
+    };
+    let metrics = metrics_handle();
+    let pack = evaluator.current();
+    metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    let mut authz =
+        Authz::new(evaluator.clone(), directory).with_request_entities(config.request_entities);
+    let mut shadow_watch = None;
+    if let Some(dir) = &config.shadow_policies {
+        let candidate = Arc::new(Evaluator::load(
+            PackSource::new(dir.clone(), Some(config.schema.clone())).with_limits(config.limits),
+        )?);
+        if config.watch {
+            shadow_watch = Some(reload::watch(candidate.clone(), Vec::new())?);
+        }
+        tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
+        authz = authz.with_shadow(candidate);
+    }
+    if config.audit_required && config.audit.is_none() {
+        return Err(ServeError::AuditRequiredWithoutLog);
+    }
+    if let Some(audit_config) = &config.audit {
+        let mut audit_config = audit_config.clone();
+        if audit_config.replica.is_none() {
+            audit_config.replica = Some(config.replica.clone());
+        }
+        let (log, info) = crate::audit::AuditLog::open(audit_config)?;
+        if let Some(repair) = &info.repaired {
+            tracing::warn!(?repair, "decision log: a torn last record was repaired");
+        }
+        let reload_log = log.clone();
+        evaluator.on_reload(Box::new(move |pack, error| {
+            reload_log.log(crate::audit::ReloadEvent {
+                request_id: None,
+                files: pack.files.iter().map(|f| f.display().to_string()).collect(),
+                version: Some(pack.version.clone()),
+                error: error.map(|e| {
+                    let problems: Vec<String> =
+                        e.problems().iter().map(|p| p.to_string()).collect();
+                    format!("{e}: {}", problems.join("; "))
+                }),
+            });
+        }));
+        authz = authz
+            .with_audit(log)
+            .with_audit_required(config.audit_required);
+    }
+    let orchestrator = Arc::new(partnergate_partners::Orchestrator::new(
+        authz.clone(),
+        orchestrator_store,
+        quotas,
+    ));
+    let state = Arc::new(AppState {
+        authz,
+        orchestrator,
+        token,
+        protect_queries: config.protect_queries,
+        max_batch: config.max_batch,
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        metrics,
+        protect_metrics: config.protect_metrics,
+        public_url: match &config.public_url {
+            Some(url) => OnceLock::from(url.trim_end_matches('/').to_string()),
+            None => OnceLock::new(),
+        },
+    });
+    Ok(Sidecar {
+        state,
+        token_path,
+        watch,
+        feed,
+        shadow_watch,
+    })
+}
+
+/// Run the sidecar until SIGTERM or Ctrl-C; SIGHUP forces a reload.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    // Loading may prove invariants, which runs its own runtime: off the async threads.
+    let sidecar = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || build(&config))
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))??
+    };
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let pack = sidecar.state.authz.evaluator().current();
+    tracing::info!(%addr, version = %pack.version, policies = pack.policies.len(),
+        entities = sidecar.state.authz.directory().len(),
+        store = %sidecar.state.authz.directory().backend().describe(),
+        token_file = %sidecar.token_path.display(), replica = %config.replica, "partnergate listening");
+    // Machine-readable line for scripts: the bound address.
+    println!("partnergate listening on http://{addr}");
+    // Without --public-url the AuthZEN metadata names the bound address.
+    let _ = sidecar.state.public_url.set(format!("http://{addr}"));
+    let limits = conn::ConnLimits {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: conn::fit_connection_cap(config.max_connections),
+    };
+
+    spawn_sighup_reload(sidecar.state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = app(sidecar.state.clone());
+    let server = tokio::spawn(async move {
+        conn::run(listener, router, limits, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+        Ok::<(), std::io::Error>(())
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
+        Ok(Ok(Err(e))) => return Err(ServeError::Io(e)),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+    drop(sidecar.watch);
+    drop(sidecar.shadow_watch);
+    drop(sidecar.feed);
+    if let Some(log) = sidecar.state.authz.audit() {
+        log.shutdown();
+    }
+    Ok(())
+}
+
+fn spawn_sighup_reload(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading policies");
+            let ev = state.authz.evaluator().clone();
+            let _ = tokio::task::spawn_blocking(move || ev.reload()).await;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

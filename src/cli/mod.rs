@@ -1,0 +1,808 @@
+//! The command-line adapter: clap definitions and one function per command.
+//! It parses arguments into library calls and renders results; no decision
+//! logic lives here.
+//!
+//! Exit codes follow the Cedar CLI: 0 success, 1 error, 2 the decision was
+//! Deny (`authorize`), 3 validation failed (`check`).
+
+pub mod audit;
+pub mod partners;
+pub mod prove;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{self, Effect, Semantics};
+use crate::policies::{self, LoadError, PackSource, PolicyPack};
+use crate::suite;
+
+/// The schema of the shipped pack, used when neither `--policies` nor
+/// `--schema` is given.
+pub const DEFAULT_SCHEMA: &str = "schemas/partnergate.cedarschema";
+/// The shipped policy directory.
+pub const DEFAULT_POLICIES: &str = "policies";
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_DENY: u8 = 2;
+pub const EXIT_INVALID: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "partnergate",
+    version,
+    about = "Cedar authorization engine and sidecar for partner access to customer accounts",
+    after_help = "Exit codes: 0 success, 1 error, 2 decision was Deny (authorize), 3 validation failed (check)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and strictly validate the policies against the schema.
+    Check(CheckArgs),
+    /// Evaluate one request and print the decision, reasons and errors.
+    Authorize(AuthorizeArgs),
+    /// Run policy test suites (Cedar run-tests JSON or PartnerGate TOML) and report coverage.
+    Test(TestArgs),
+    /// Format the policy files (cedar-policy-formatter).
+    Fmt(FmtArgs),
+    /// Run the HTTP authorization sidecar (hot-reloads the policies).
+    Serve(ServeArgs),
+    /// Bulk-load Cedar entity JSON into the store of a data directory.
+    Import(ImportArgs),
+    /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
+    Prove(crate::cli::prove::ProveArgs),
+    /// The decision log: verify its hash chain, query it, replay it against candidate policies.
+    Audit(crate::cli::audit::AuditArgs),
+    /// Partner users: invite (asks which partner to dismiss when the seats are full), grant.
+    Partners(crate::cli::partners::PartnersArgs),
+    /// Account users: list, invite, accept, dismiss, rehire.
+    Users(crate::cli::partners::UsersArgs),
+    /// Seat counts of an account (partners are neither paid users nor administrators).
+    Seats(crate::cli::partners::SeatsArgs),
+    /// The partner registry: import, list.
+    Registry(crate::cli::partners::RegistryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of .cedar policy files (or one file).
+    #[arg(long, env = "PARTNERGATE_POLICIES", default_value = DEFAULT_POLICIES)]
+    pub policies: PathBuf,
+    /// The Cedar schema.
+    #[arg(long, env = "PARTNERGATE_SCHEMA", default_value = DEFAULT_SCHEMA)]
+    pub schema: PathBuf,
+    /// Where the store, the token and the logs live (created if missing).
+    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "PARTNERGATE_BIND", default_value = "127.0.0.1:8380")]
+    pub bind: std::net::SocketAddr,
+    /// File with the bearer token for write endpoints [default: DATA_DIR/token, generated]
+    #[arg(long, env = "PARTNERGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Require the token on query endpoints too.
+    #[arg(long, env = "PARTNERGATE_PROTECT_QUERIES")]
+    pub protect_queries: bool,
+    /// Most requests in one batch call.
+    #[arg(long, env = "PARTNERGATE_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "PARTNERGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Per-request timeout, in milliseconds.
+    #[arg(long, env = "PARTNERGATE_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for requests in flight, in milliseconds.
+    #[arg(long, env = "PARTNERGATE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+    /// Do not watch the policy files (SIGHUP still reloads).
+    #[arg(long, env = "PARTNERGATE_NO_WATCH")]
+    pub no_watch: bool,
+    /// Reject any policy reload that breaks an invariant (symbolic proof with cvc5).
+    #[arg(long, env = "PARTNERGATE_PROVE_ON_RELOAD")]
+    pub prove_on_reload: bool,
+    /// The invariants for --prove-on-reload.
+    #[arg(
+        long,
+        env = "PARTNERGATE_INVARIANTS",
+        default_value = "policies/invariants"
+    )]
+    pub invariants: PathBuf,
+    /// Entity store: `sqlite` (DATA_DIR/store.db) or a postgres:// URL shared by replicas.
+    #[arg(long, env = "PARTNERGATE_STORE", default_value = "sqlite")]
+    pub store: String,
+    /// This replica's id in change feeds and logs [default: hostname-pid]
+    #[arg(long, env = "PARTNERGATE_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// Evaluate every request also against these candidate policies; log and
+    /// count disagreements (never affects the answer).
+    #[arg(long, env = "PARTNERGATE_SHADOW_POLICIES")]
+    pub shadow_policies: Option<PathBuf>,
+    // HTTP limits (issue #12).
+    /// Close a connection that sends no complete request headers within this
+    /// many milliseconds (from accept, or the first byte of the next request).
+    #[arg(long, env = "PARTNERGATE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Close a keep-alive connection idle between requests this many milliseconds.
+    #[arg(long, env = "PARTNERGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Most client connections at once (lowered to fit the open-files limit).
+    #[arg(long, env = "PARTNERGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Require the token on /metrics too.
+    #[arg(long, env = "PARTNERGATE_PROTECT_METRICS")]
+    pub protect_metrics: bool,
+    /// Base URL advertised by /.well-known/authzen-configuration [default: http://<bound address>]
+    #[arg(long, env = "PARTNERGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Refuse (503, a deny) every decision whose decision-log record cannot
+    /// be made durable (written and fsynced per --audit-sync); default off:
+    /// a failing log is counted, shown and stated by a gap record instead.
+    #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
+    pub audit_required: bool,
+    /// What request `entities` and AuthZEN `properties` may do: `add` (only
+    /// facts the store does not hold), `override` (replace stored facts),
+    /// `deny` (refuse them).
+    #[arg(long, env = "PARTNERGATE_REQUEST_ENTITIES", default_value = "add")]
+    pub request_entities: crate::authz::RequestEntities,
+    #[command(flatten)]
+    pub audit: crate::cli::audit::AuditLogArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The data directory whose store receives the entities.
+    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Validate every entity against this schema.
+    #[arg(long, env = "PARTNERGATE_SCHEMA", default_value = DEFAULT_SCHEMA)]
+    pub schema: PathBuf,
+    /// A file of Cedar entity JSON (an array).
+    pub file: PathBuf,
+}
+
+/// Where the policy pack is.
+#[derive(Debug, Args, Clone)]
+pub struct PackArgs {
+    /// A directory of .cedar files (read in sorted order) or one .cedar file
+    /// [default: policies]
+    #[arg(long, env = "PARTNERGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// The Cedar schema (.cedarschema, or .json). Default: the shipped
+    /// schema when --policies is not given either; otherwise the one
+    /// *.cedarschema in the policy directory or in schemas/ beside it.
+    #[arg(long, env = "PARTNERGATE_SCHEMA")]
+    pub schema: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+impl PackArgs {
+    /// The pack to load; a schema not named is looked for beside the
+    /// policies ([`policies::find_schema`]).
+    pub fn source(&self) -> PackSource {
+        let source = match (&self.policies, &self.schema) {
+            (None, None) => PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
+            (None, Some(s)) => PackSource::new(DEFAULT_POLICIES, Some(s.clone())),
+            (Some(p), Some(s)) => PackSource::new(p.clone(), Some(s.clone())),
+            (Some(p), None) => match policies::find_schema(p) {
+                policies::SchemaSearch::Found(s) => PackSource::new(p.clone(), Some(s)),
+                _ => PackSource::new(p.clone(), None),
+            },
+        };
+        source.with_limits(self.limits.limits())
+    }
+
+    /// Why the source has no schema, as a warning to print (None when it
+    /// has one).
+    pub fn missing_schema_warning(&self) -> Option<String> {
+        let p = self.policies.as_ref()?;
+        if self.schema.is_some() {
+            return None;
+        }
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match policies::find_schema(p) {
+            policies::SchemaSearch::Found(_) => None,
+            policies::SchemaSearch::NotFound { looked_in } => Some(format!(
+                "warning: no schema for {} (no *.cedarschema in {}): the policies are parsed but not \
+                 validated; name one with --schema",
+                p.display(),
+                list(&looked_in)
+            )),
+            policies::SchemaSearch::Ambiguous(found) => Some(format!(
+                "warning: several schemas for {} ({}): the policies are parsed but not validated; \
+                 name one with --schema",
+                p.display(),
+                list(&found)
+            )),
+        }
+    }
+}
+
+/// What a policy pack may hold, checked before Cedar parses it
+/// (`crate::prescan`).
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Deepest expression nesting (brackets plus chained operators) in a policy or schema file.
+    #[arg(long, env = "PARTNERGATE_MAX_POLICY_NESTING", default_value_t = crate::prescan::DEFAULT_MAX_NESTING)]
+    pub max_policy_nesting: usize,
+    /// Largest policy or schema file, in bytes.
+    #[arg(long, env = "PARTNERGATE_MAX_POLICY_FILE_BYTES", default_value_t = crate::prescan::DEFAULT_MAX_FILE_BYTES)]
+    pub max_policy_file_bytes: u64,
+    /// Most policies in the pack (all files together).
+    #[arg(long, env = "PARTNERGATE_MAX_POLICIES", default_value_t = crate::prescan::DEFAULT_MAX_POLICIES)]
+    pub max_policies: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> crate::prescan::PackLimits {
+        crate::prescan::PackLimits {
+            max_nesting: self.max_policy_nesting,
+            max_file_bytes: self.max_policy_file_bytes,
+            max_policies: self.max_policies,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// Treat validation warnings as errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// Print problems as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthorizeArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// The principal, e.g. 'User::"alice"'.
+    #[arg(long)]
+    pub principal: String,
+    /// The action, e.g. 'Action::"invite_user"' (a bare name means Action::"name").
+    #[arg(long)]
+    pub action: String,
+    /// The resource, e.g. 'Account::"acme"'.
+    #[arg(long)]
+    pub resource: String,
+    /// The context as a JSON object, or @FILE to read it from a file.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Cedar entity JSON file.
+    #[arg(long)]
+    pub entities: PathBuf,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub log: crate::cli::audit::AuditLogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// Suite files or directories [default: tests/policies]
+    pub paths: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// A directory of .cedar files or one file [default: policies]
+    #[arg(long, env = "PARTNERGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Do not write; exit 1 if any file is not formatted.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Run a parsed command line; returns the process exit code. Output goes to
+/// `out`, problems to `err`.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let result = match cli.command {
+        Command::Check(a) => check(&a, out, err),
+        Command::Authorize(a) => authorize(&a, out, err),
+        Command::Test(a) => test(&a, out, err),
+        Command::Fmt(a) => fmt(&a, out, err),
+        Command::Serve(a) => serve(a, err),
+        Command::Import(a) => import(&a, out, err),
+        Command::Prove(a) => crate::cli::prove::run_prove(&a, out, err).map_err(CliError::from),
+        Command::Audit(a) => return crate::cli::audit::run(&a, out, err),
+        Command::Partners(a) => Ok(crate::cli::partners::run_partners(a, out, err)),
+        Command::Users(a) => Ok(crate::cli::partners::run_users(a, out, err)),
+        Command::Seats(a) => Ok(crate::cli::partners::run_seats(a, out, err)),
+        Command::Registry(a) => Ok(crate::cli::partners::run_registry(a, out, err)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Errors of the CLI's own (files it cannot read or write).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error(transparent)]
+    Suite(#[from] suite::SuiteError),
+}
+
+/// Load a pack, printing its errors; `Err(code)` when it cannot be loaded.
+fn load_pack(args: &PackArgs, err: &mut dyn Write) -> Result<PolicyPack, u8> {
+    policies::load(&args.source()).map_err(|e| {
+        let _ = write!(err, "{}", e.render());
+        load_exit_code(&e)
+    })
+}
+
+/// Validation failures exit 3, everything else 1.
+pub fn load_exit_code(e: &LoadError) -> u8 {
+    match e {
+        LoadError::Validation { .. } => EXIT_INVALID,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let source = a.pack.source();
+    match policies::load(&source) {
+        Err(e) => {
+            if a.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string(), "problems": e.problems()})
+                )?;
+            } else {
+                write!(err, "{}", e.render())?;
+            }
+            Ok(load_exit_code(&e))
+        }
+        Ok(pack) => {
+            for w in &pack.warnings {
+                write!(err, "{}", w.rendered)?;
+            }
+            let no_schema = a.pack.missing_schema_warning();
+            if let Some(w) = &no_schema {
+                writeln!(err, "{w}")?;
+            }
+            let warnings = pack.warnings.len() + usize::from(no_schema.is_some());
+            let files = pack.files.len() - usize::from(pack.schema.is_some());
+            if a.json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"ok": !a.deny_warnings || warnings == 0,
+                        "version": pack.version, "policies": pack.policies, "warnings": pack.warnings,
+                        "validated": pack.schema.is_some(), "schema_warning": no_schema})
+                )?;
+            } else {
+                let validated = match &source.schema {
+                    Some(s) => format!("validated strictly against {}", s.display()),
+                    None => "parsed (no schema: not validated)".to_string(),
+                };
+                writeln!(
+                    out,
+                    "ok: {} policies in {} file(s) {validated}; {} warning(s); version {}",
+                    pack.policies.len(),
+                    files,
+                    warnings,
+                    pack.version
+                )?;
+            }
+            if a.deny_warnings && warnings > 0 {
+                writeln!(err, "error: {warnings} warning(s) and --deny-warnings")?;
+                return Ok(EXIT_INVALID);
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Input {
+        path: path.to_path_buf(),
+        message: format!("line {} column {}: {e}", e.line(), e.column()),
+    })
+}
+
+fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let pack = match load_pack(&a.pack, err) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let context = match &a.context {
+        None => None,
+        Some(s) if s.starts_with('@') => Some(read_json(Path::new(&s[1..]))?),
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| CliError::Input {
+            path: "--context".into(),
+            message: e.to_string(),
+        })?),
+    };
+    let entities_json = read_json(&a.entities)?;
+    let action = if a.action.contains("::") {
+        a.action.clone()
+    } else {
+        format!("Action::\"{}\"", a.action)
+    };
+    let schema = pack.schema.as_ref();
+    let request = engine::parse_uid("principal", &a.principal).and_then(|p| {
+        let act = engine::parse_uid("action", &action)?;
+        let r = engine::parse_uid("resource", &a.resource)?;
+        engine::build_request(schema, p, act, r, context.clone())
+    });
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            writeln!(err, "error: invalid request: {e}")?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let entities = match engine::parse_entities(schema, entities_json) {
+        Ok(e) => e,
+        Err(e) => {
+            writeln!(err, "error: {}: {e}", a.entities.display())?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let started = std::time::Instant::now();
+    let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
+    log_cli_decision(a, &request, context, &entities, &decision, started, err);
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&decision).unwrap_or_default()
+        )?;
+    } else {
+        writeln!(out, "{}", decision.decision.to_string().to_uppercase())?;
+        if decision.reasons.is_empty() {
+            writeln!(out, "reasons: none (no policy applies: denied by default)")?;
+        } else {
+            writeln!(out, "reasons:")?;
+            for r in &decision.reasons {
+                match &r.description {
+                    Some(d) => writeln!(out, "  {}: {d}", r.id)?,
+                    None => writeln!(out, "  {}", r.id)?,
+                }
+            }
+        }
+        if !decision.errors.is_empty() {
+            writeln!(out, "errors:")?;
+            for e in &decision.errors {
+                writeln!(out, "  {e}")?;
+            }
+        }
+        writeln!(out, "policy version: {}", decision.policy_version)?;
+    }
+    Ok(match decision.decision {
+        Effect::Allow => EXIT_OK,
+        Effect::Deny => EXIT_DENY,
+    })
+}
+
+fn test(a: &TestArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let pack = match load_pack(&a.pack, err) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let paths = if a.paths.is_empty() {
+        vec![PathBuf::from("tests/policies")]
+    } else {
+        a.paths.clone()
+    };
+    let files = suite::discover(&paths)?;
+    let suites = files
+        .iter()
+        .map(|f| suite::read_suite(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = suite::run(&pack, &suites);
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        )?;
+    } else {
+        let mut current: Option<&Path> = None;
+        for r in &report.results {
+            if current != Some(r.suite.as_path()) {
+                writeln!(out, "{}", r.suite.display())?;
+                current = Some(r.suite.as_path());
+            }
+            if r.passed {
+                writeln!(out, "  ok    {}", r.name)?;
+            } else {
+                writeln!(out, "  FAIL  {}", r.name)?;
+                for d in &r.diff {
+                    writeln!(out, "        {d}")?;
+                }
+            }
+        }
+        let covered = report.total_policies - report.uncovered.len();
+        writeln!(
+            out,
+            "coverage: {covered}/{} policies were a determining reason ({:.1}%)",
+            report.total_policies,
+            report.coverage_percent()
+        )?;
+        for id in &report.uncovered {
+            let file = pack
+                .policy(id)
+                .map(|p| format!(" ({}:{})", p.file.display(), p.line));
+            writeln!(out, "  never a reason: {id}{}", file.unwrap_or_default())?;
+        }
+    }
+    writeln!(
+        out,
+        "{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    )?;
+    Ok(if report.failed() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
+fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let dir = a
+        .policies
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POLICIES.into());
+    let files = match policies::policy_files(&dir) {
+        Ok(f) => f,
+        Err(e) => {
+            write!(err, "{}", e.render())?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let config = cedar_policy_formatter::Config::default();
+    let mut unformatted = 0;
+    for f in files {
+        let text = match policies::read_checked(&f, &crate::prescan::PackLimits::default()) {
+            Ok((text, _)) => text,
+            Err(e) => {
+                write!(err, "{}", e.render())?;
+                return Ok(EXIT_ERROR);
+            }
+        };
+        let pretty = match cedar_policy_formatter::policies_str_to_pretty(&text, &config) {
+            Ok(p) => p,
+            Err(e) => {
+                writeln!(err, "{}: cannot format: {e}", f.display())?;
+                return Ok(EXIT_ERROR);
+            }
+        };
+        if pretty != text {
+            unformatted += 1;
+            if a.check {
+                writeln!(out, "would reformat {}", f.display())?;
+            } else {
+                write_atomically(&f, &pretty)?;
+                writeln!(out, "formatted {}", f.display())?;
+            }
+        }
+    }
+    if a.check && unformatted > 0 {
+        writeln!(
+            err,
+            "{unformatted} file(s) not formatted; run `partnergate fmt`"
+        )?;
+        return Ok(EXIT_ERROR);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Write a file through a temporary sibling and a rename, so a watcher never
+/// sees it half-written.
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("cedar.tmp~");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The decision log's configuration; the default path follows `--data-dir`.
+fn audit_config(
+    args: &crate::cli::audit::AuditLogArgs,
+    data_dir: &Path,
+) -> Option<crate::audit::AuditConfig> {
+    let mut args = args.clone();
+    if Path::new(&args.path) == crate::audit::writer::default_path() {
+        args.path = data_dir.join("decisions.jsonl").display().to_string();
+    }
+    args.config()
+}
+
+/// Append a CLI decision to the decision log; a log that cannot be opened
+/// (e.g. a running sidecar holds it) is a warning, not a failure.
+fn log_cli_decision(
+    a: &AuthorizeArgs,
+    request: &cedar_policy::Request,
+    context: Option<serde_json::Value>,
+    entities: &cedar_policy::Entities,
+    decision: &engine::Decision,
+    started: std::time::Instant,
+    err: &mut dyn Write,
+) {
+    let Some(config) = a.log.config() else {
+        return;
+    };
+    match crate::audit::AuditLog::open(config) {
+        Ok((log, _)) => {
+            log.log(crate::audit::DecisionEvent {
+                decision_id: crate::audit::new_decision_id(),
+                request_id: None,
+                principal: request
+                    .principal()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                action: request
+                    .action()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                resource: request
+                    .resource()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default()
+                    .into(),
+                context: context.unwrap_or(serde_json::Value::Null),
+                entities: crate::audit::EntitySlice::new(
+                    entities.to_json_value().unwrap_or(serde_json::Value::Null),
+                ),
+                decision: decision.clone(),
+                latency_us: started.elapsed().as_micros() as u64,
+                shadow: None,
+                request_entities: Vec::new(),
+            });
+            log.shutdown();
+        }
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "warning: decision not logged: {e} (use --audit-log off to silence)"
+            );
+        }
+    }
+}
+
+/// Install the log subscriber (RUST_LOG, default `info`), once.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
+    init_logging();
+    let config = crate::server::ServeConfig {
+        policies: a.policies,
+        schema: a.schema,
+        data_dir: a.data_dir.clone(),
+        bind: a.bind,
+        token_file: a.token_file,
+        protect_queries: a.protect_queries,
+        max_batch: a.max_batch,
+        max_body_bytes: a.max_body_bytes,
+        request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
+        shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
+        watch: !a.no_watch,
+        prove_on_reload: a.prove_on_reload,
+        invariants: a.invariants,
+        store: match crate::store::StoreSpec::parse(Some(&a.store)) {
+            Ok(s) => s,
+            Err(e) => {
+                writeln!(err, "error: {e}")?;
+                return Ok(EXIT_ERROR);
+            }
+        },
+        replica: a
+            .replica_id
+            .unwrap_or_else(crate::server::default_replica_id),
+        audit: audit_config(&a.audit, &a.data_dir),
+        audit_required: a.audit_required,
+        shadow_policies: a.shadow_policies,
+        limits: a.limits.limits(),
+        header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(a.idle_timeout_ms),
+        max_connections: a.max_connections,
+        protect_metrics: a.protect_metrics,
+        public_url: a.public_url,
+        request_entities: a.request_entities,
+    };
+    // Policies are parsed (reloads, proofs) and evaluated on these threads:
+    // give them the stack that the nesting limit is sized for.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(crate::prescan::POLICY_THREAD_STACK)
+        .build()?;
+    match runtime.block_on(crate::server::serve(config)) {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+fn import(a: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
+    let started = std::time::Instant::now();
+    let schema = match policies::load_schema(&a.schema) {
+        Ok(s) => s,
+        Err(e) => {
+            write!(err, "{}", e.render())?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let file = std::fs::File::open(&a.file).map_err(|e| CliError::Input {
+        path: a.file.clone(),
+        message: e.to_string(),
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| CliError::Input {
+            path: a.file.clone(),
+            message: format!("line {} column {}: {e}", e.line(), e.column()),
+        })?;
+    let store = match crate::store::sqlite::SqliteStore::open_in(&a.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(EXIT_ERROR);
+        }
+    };
+    match crate::directory::import(&store, Some(&schema), value) {
+        Ok(n) => {
+            writeln!(
+                out,
+                "imported {n} entities into {} in {:.1}s",
+                crate::store::EntityBackend::describe(&store),
+                started.elapsed().as_secs_f64()
+            )?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(
+                err,
+                "error: {}: {e} (nothing was imported)",
+                a.file.display()
+            )?;
+            Ok(EXIT_ERROR)
+        }
+    }
+}

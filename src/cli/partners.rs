@@ -1,0 +1,522 @@
+//! The orchestrator's command-line adapter: `partnergate partners|users|
+//! seats|registry`. It opens the data directory's store itself and runs the
+//! same [`Orchestrator`] code as the sidecar (SQLite WAL lets it work beside
+//! a running server; the server's memory sees the change after a restart).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use crate::authz::Authz;
+use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
+use crate::directory::Directory;
+use crate::orchestrator::rules::{quotas_path_for, QuotaRules};
+use crate::orchestrator::store::RegistryCompany;
+use crate::orchestrator::{ListedUser, Orchestrator, OrchestratorError, Outcome, UserView};
+use crate::policies::PackSource;
+use crate::reload::Evaluator;
+use crate::store::sqlite::SqliteStore;
+
+/// Where the orchestrator's state and rules are.
+#[derive(Debug, Args, Clone)]
+pub struct StateArgs {
+    /// The data directory (its `store.db` is opened directly).
+    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Directory of .cedar policy files (and `quotas.toml`).
+    #[arg(long, env = "PARTNERGATE_POLICIES", default_value = DEFAULT_POLICIES)]
+    pub policies: PathBuf,
+    /// The Cedar schema.
+    #[arg(long, env = "PARTNERGATE_SCHEMA", default_value = DEFAULT_SCHEMA)]
+    pub schema: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PartnersArgs {
+    #[command(subcommand)]
+    pub command: PartnersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartnersCommand {
+    /// Invite a partner by email. When the seats are full, asks (in a
+    /// terminal) which partner to dismiss; otherwise lists them and fails.
+    Invite {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        account: String,
+        /// The user who invites.
+        #[arg(long)]
+        actor: String,
+        #[arg(long)]
+        email: String,
+        /// A name, used for the new user's id.
+        #[arg(long)]
+        name: Option<String>,
+        /// The active partner to dismiss in the same transaction.
+        #[arg(long)]
+        replace: Option<String>,
+    },
+    /// Give partner access to an existing user.
+    Grant {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+        #[arg(long)]
+        replace: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// The employees list (partners marked "Partner").
+    List {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        account: String,
+    },
+    /// Invite an ordinary user by email.
+    Invite {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        actor: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The invitee accepts the invitation (a partner is verified now).
+    Accept {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+    },
+    /// Dismiss a user (kept, never deleted).
+    Dismiss {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Hire a dismissed user back (a partner is re-verified and re-counted).
+    Rehire {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+        #[arg(long)]
+        replace: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SeatsArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[arg(long)]
+    pub account: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    #[command(subcommand)]
+    pub command: RegistryCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Load partner companies from a JSON file: `[{"id", "name", "status",
+    /// "certified", "emails": [..]}]`, all or nothing.
+    Import {
+        #[command(flatten)]
+        state: StateArgs,
+        file: PathBuf,
+    },
+    /// Print the partner registry.
+    List {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// Why the CLI could not even start the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Load(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
+}
+
+/// Open the orchestrator over a data directory (no file watching).
+pub fn open(state: &StateArgs) -> Result<Orchestrator, OpenError> {
+    let quotas_path = quotas_path_for(&state.policies);
+    let quotas = QuotaRules::load(quotas_path).map_err(|p| OpenError::Load(p.to_string()))?;
+    let source = PackSource::new(state.policies.clone(), Some(state.schema.clone()));
+    let evaluator = Evaluator::load_with_gates(source, vec![quotas.gate()])
+        .map_err(|e| OpenError::Load(e.render()))?;
+    let store = Arc::new(SqliteStore::open_in(&state.data_dir)?);
+    let directory = Arc::new(Directory::open(store.clone())?);
+    Ok(Orchestrator::new(
+        Authz::new(Arc::new(evaluator), directory),
+        store,
+        quotas,
+    ))
+}
+
+fn io(e: std::io::Error) -> u8 {
+    let _ = e;
+    EXIT_ERROR
+}
+
+/// Run `partnergate partners ...`.
+pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match a.command {
+        PartnersCommand::Invite {
+            state,
+            account,
+            actor,
+            email,
+            name,
+            replace,
+        } => with(&state, err, |o, err| {
+            let mut replace = replace;
+            loop {
+                match o.invite_partner(
+                    &account,
+                    &actor,
+                    &email,
+                    name.as_deref(),
+                    replace.as_deref(),
+                ) {
+                    Err(OrchestratorError::LimitReached { limit, active })
+                        if replace.is_none() && interactive() =>
+                    {
+                        match choose(limit, &active, err) {
+                            Some(id) => replace = Some(id),
+                            None => {
+                                writeln!(err, "cancelled: nobody was dismissed or invited")
+                                    .map_err(io)?;
+                                return Ok(EXIT_ERROR);
+                            }
+                        }
+                    }
+                    r => return outcome(r, state.json, out, err),
+                }
+            }
+        }),
+        PartnersCommand::Grant {
+            state,
+            user,
+            actor,
+            replace,
+        } => with(&state, err, |o, err| {
+            outcome(
+                o.grant_partner_access(&user, &actor, replace.as_deref()),
+                state.json,
+                out,
+                err,
+            )
+        }),
+    }
+}
+
+/// Run `partnergate users ...`.
+pub fn run_users(a: UsersArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match a.command {
+        UsersCommand::List { state, account } => {
+            with(&state, err, |o, err| match o.users(&account) {
+                Ok(users) => {
+                    print_users(&users, state.json, out).map_err(io)?;
+                    Ok(EXIT_OK)
+                }
+                Err(e) => refusal(e, err),
+            })
+        }
+        UsersCommand::Invite {
+            state,
+            account,
+            actor,
+            email,
+            name,
+        } => with(&state, err, |o, err| {
+            outcome(
+                o.invite_user(&account, &actor, &email, name.as_deref()),
+                state.json,
+                out,
+                err,
+            )
+        }),
+        UsersCommand::Accept { state, user } => with(&state, err, |o, err| {
+            outcome(o.accept(&user), state.json, out, err)
+        }),
+        UsersCommand::Dismiss { state, user, actor } => with(&state, err, |o, err| {
+            outcome(o.dismiss(&user, &actor), state.json, out, err)
+        }),
+        UsersCommand::Rehire {
+            state,
+            user,
+            actor,
+            replace,
+        } => with(&state, err, |o, err| {
+            outcome(
+                o.rehire(&user, &actor, replace.as_deref()),
+                state.json,
+                out,
+                err,
+            )
+        }),
+    }
+}
+
+/// Run `partnergate seats ...`.
+pub fn run_seats(a: SeatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    with(&a.state, err, |o, err| match o.seats(&a.account) {
+        Ok(s) => {
+            if a.state.json {
+                writeln!(out, "{}", serde_json::json!(s)).map_err(io)?;
+            } else {
+                writeln!(
+                    out,
+                    "account {}: paid users {}, administrators {}, partners {} (limit {})",
+                    s.account, s.paid_users, s.administrators, s.partners, s.partner_limit
+                )
+                .map_err(io)?;
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => refusal(e, err),
+    })
+}
+
+/// Run `partnergate registry ...`.
+pub fn run_registry(a: RegistryArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match a.command {
+        RegistryCommand::Import { state, file } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = writeln!(err, "error: {}: {e}", file.display());
+                    return EXIT_ERROR;
+                }
+            };
+            let value: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = writeln!(
+                        err,
+                        "error: {}:{}:{}: {e} (nothing was imported)",
+                        file.display(),
+                        e.line(),
+                        e.column()
+                    );
+                    return EXIT_ERROR;
+                }
+            };
+            let value = match value {
+                serde_json::Value::Object(mut m) if m.contains_key("companies") => {
+                    m.remove("companies").unwrap_or_default()
+                }
+                v => v,
+            };
+            let companies: Vec<RegistryCompany> = match serde_json::from_value(value) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writeln!(
+                        err,
+                        "error: {}: {e}; expected [{{\"id\", \"name\", \"status\", \"certified\", \"emails\"}}] (nothing was imported)",
+                        file.display()
+                    );
+                    return EXIT_ERROR;
+                }
+            };
+            with(&state, err, |o, err| match o.put_companies(companies) {
+                Ok(saved) => {
+                    let emails: usize = saved.iter().map(|c| c.emails.len()).sum();
+                    writeln!(
+                        out,
+                        "imported {} partner companies ({emails} emails) from {}",
+                        saved.len(),
+                        file.display()
+                    )
+                    .map_err(io)?;
+                    Ok(EXIT_OK)
+                }
+                Err(e) => {
+                    writeln!(err, "error: {}: {e} (nothing was imported)", file.display())
+                        .map_err(io)?;
+                    Ok(EXIT_ERROR)
+                }
+            })
+        }
+        RegistryCommand::List { state } => with(&state, err, |o, err| match o.companies() {
+            Ok(cs) => {
+                if state.json {
+                    writeln!(out, "{}", serde_json::json!(cs)).map_err(io)?;
+                } else {
+                    for c in cs {
+                        writeln!(
+                            out,
+                            "{}\t{}\t{}\t{}\t{}",
+                            c.id,
+                            c.name,
+                            c.status,
+                            if c.certified {
+                                "certified"
+                            } else {
+                                "not certified"
+                            },
+                            c.emails.join(",")
+                        )
+                        .map_err(io)?;
+                    }
+                }
+                Ok(EXIT_OK)
+            }
+            Err(e) => refusal(e, err),
+        }),
+    }
+}
+
+fn with(
+    state: &StateArgs,
+    err: &mut dyn Write,
+    f: impl FnOnce(&Orchestrator, &mut dyn Write) -> Result<u8, u8>,
+) -> u8 {
+    let orch = match open(state) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    f(&orch, err).unwrap_or_else(|code| code)
+}
+
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+fn describe(u: &UserView) -> String {
+    let company = u
+        .partner
+        .as_ref()
+        .map(|p| format!(", company {}", p.company))
+        .unwrap_or_default();
+    format!("{} <{}> (status {}{company})", u.id, u.email, u.status)
+}
+
+/// The selection prompt: which active partner to dismiss.
+fn choose(limit: u32, active: &[UserView], err: &mut dyn Write) -> Option<String> {
+    let _ = writeln!(
+        err,
+        "The maximum number of partners ({limit}) is reached: dismiss one of them and invite the new one."
+    );
+    let mut items: Vec<String> = active.iter().map(describe).collect();
+    items.push("cancel (dismiss nobody)".into());
+    let picked = dialoguer::Select::new()
+        .with_prompt("Which partner should be dismissed?")
+        .items(&items)
+        .default(0)
+        .interact_opt()
+        .ok()
+        .flatten()?;
+    active.get(picked).map(|u| u.id.clone())
+}
+
+fn outcome(
+    r: Result<Outcome, OrchestratorError>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, u8> {
+    match r {
+        Ok(o) => {
+            if json {
+                writeln!(out, "{}", serde_json::json!(o)).map_err(io)?;
+            } else {
+                writeln!(out, "{}", describe(&o.user)).map_err(io)?;
+                if let Some(d) = &o.dismissed {
+                    writeln!(out, "dismissed {}", describe(d)).map_err(io)?;
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => refusal(e, err),
+    }
+}
+
+fn refusal(e: OrchestratorError, err: &mut dyn Write) -> Result<u8, u8> {
+    writeln!(err, "error ({}): {e}", e.code()).map_err(io)?;
+    match &e {
+        OrchestratorError::Denied { reasons, .. } => {
+            for r in reasons {
+                writeln!(
+                    err,
+                    "  policy {}: {}",
+                    r.id,
+                    r.description.as_deref().unwrap_or("")
+                )
+                .map_err(io)?;
+            }
+            Ok(EXIT_DENY)
+        }
+        OrchestratorError::LimitReached { active, .. } => {
+            writeln!(err, "active partners:").map_err(io)?;
+            for u in active {
+                writeln!(err, "  {}", describe(u)).map_err(io)?;
+            }
+            writeln!(
+                err,
+                "hint: run again with --replace <id> to dismiss one of them in the same step"
+            )
+            .map_err(io)?;
+            Ok(EXIT_ERROR)
+        }
+        _ => Ok(EXIT_ERROR),
+    }
+}
+
+fn print_users(users: &[ListedUser], json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{}", serde_json::json!(users));
+    }
+    writeln!(out, "{:<22} {:<28} {:<14} MARK", "ID", "EMAIL", "STATUS")?;
+    for u in users {
+        writeln!(
+            out,
+            "{:<22} {:<28} {:<14} {}",
+            u.user.id,
+            u.user.email,
+            u.list_status,
+            u.mark.unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
