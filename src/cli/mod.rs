@@ -20,9 +20,9 @@ use crate::suite;
 
 /// The schema of the shipped pack, used when neither `--policies` nor
 /// `--schema` is given.
-pub const DEFAULT_SCHEMA: &str = "schemas/partnergate.cedarschema";
+pub const DEFAULT_SCHEMA: &str = partnergate_server::defaults::SCHEMA;
 /// The shipped policy directory.
-pub const DEFAULT_POLICIES: &str = "policies";
+pub const DEFAULT_POLICIES: &str = partnergate_server::defaults::POLICIES;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
@@ -78,10 +78,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_SCHEMA", default_value = DEFAULT_SCHEMA)]
     pub schema: PathBuf,
     /// Where the store, the token and the logs live (created if missing).
-    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "PARTNERGATE_DATA_DIR", default_value = partnergate_server::defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Address to listen on.
-    #[arg(long, env = "PARTNERGATE_BIND", default_value = "127.0.0.1:8380")]
+    #[arg(long, env = "PARTNERGATE_BIND", default_value = partnergate_server::defaults::BIND)]
     pub bind: std::net::SocketAddr,
     /// File with the bearer token for write endpoints [default: DATA_DIR/token, generated]
     #[arg(long, env = "PARTNERGATE_TOKEN_FILE")]
@@ -90,16 +90,16 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_PROTECT_QUERIES")]
     pub protect_queries: bool,
     /// Most requests in one batch call.
-    #[arg(long, env = "PARTNERGATE_MAX_BATCH", default_value_t = 100)]
+    #[arg(long, env = "PARTNERGATE_MAX_BATCH", default_value_t = partnergate_server::defaults::MAX_BATCH)]
     pub max_batch: usize,
     /// Largest request body, in bytes.
-    #[arg(long, env = "PARTNERGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "PARTNERGATE_MAX_BODY_BYTES", default_value_t = partnergate_server::defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Per-request timeout, in milliseconds.
-    #[arg(long, env = "PARTNERGATE_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "PARTNERGATE_REQUEST_TIMEOUT_MS", default_value_t = partnergate_server::defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
     /// How long shutdown waits for requests in flight, in milliseconds.
-    #[arg(long, env = "PARTNERGATE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "PARTNERGATE_SHUTDOWN_GRACE_MS", default_value_t = partnergate_server::defaults::SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
     /// Do not watch the policy files (SIGHUP still reloads).
     #[arg(long, env = "PARTNERGATE_NO_WATCH")]
@@ -108,11 +108,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_PROVE_ON_RELOAD")]
     pub prove_on_reload: bool,
     /// The invariants for --prove-on-reload.
-    #[arg(
-        long,
-        env = "PARTNERGATE_INVARIANTS",
-        default_value = "policies/invariants"
-    )]
+    #[arg(long, env = "PARTNERGATE_INVARIANTS", default_value = partnergate_server::defaults::INVARIANTS)]
     pub invariants: PathBuf,
     /// Entity store: `sqlite` (DATA_DIR/store.db) or a postgres:// URL shared by replicas.
     #[arg(long, env = "PARTNERGATE_STORE", default_value = "sqlite")]
@@ -127,13 +123,13 @@ pub struct ServeArgs {
     // HTTP limits (issue #12).
     /// Close a connection that sends no complete request headers within this
     /// many milliseconds (from accept, or the first byte of the next request).
-    #[arg(long, env = "PARTNERGATE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "PARTNERGATE_HEADER_TIMEOUT_MS", default_value_t = partnergate_server::defaults::HEADER_TIMEOUT_MS)]
     pub header_timeout_ms: u64,
     /// Close a keep-alive connection idle between requests this many milliseconds.
-    #[arg(long, env = "PARTNERGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(long, env = "PARTNERGATE_IDLE_TIMEOUT_MS", default_value_t = partnergate_server::defaults::IDLE_TIMEOUT_MS)]
     pub idle_timeout_ms: u64,
     /// Most client connections at once (lowered to fit the open-files limit).
-    #[arg(long, env = "PARTNERGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "PARTNERGATE_MAX_CONNECTIONS", default_value_t = partnergate_server::defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Require the token on /metrics too.
     #[arg(long, env = "PARTNERGATE_PROTECT_METRICS")]
@@ -709,9 +705,9 @@ pub fn init_logging() {
         .try_init();
 }
 
-fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
-    init_logging();
-    let config = crate::server::ServeConfig {
+/// The sidecar's configuration from its flags (the error names the flag).
+pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> {
+    Ok(crate::server::ServeConfig {
         policies: a.policies,
         schema: a.schema,
         data_dir: a.data_dir.clone(),
@@ -725,13 +721,7 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         watch: !a.no_watch,
         prove_on_reload: a.prove_on_reload,
         invariants: a.invariants,
-        store: match crate::store::StoreSpec::parse(Some(&a.store)) {
-            Ok(s) => s,
-            Err(e) => {
-                writeln!(err, "error: {e}")?;
-                return Ok(EXIT_ERROR);
-            }
-        },
+        store: crate::store::StoreSpec::parse(Some(&a.store)).map_err(|e| e.to_string())?,
         replica: a
             .replica_id
             .unwrap_or_else(crate::server::default_replica_id),
@@ -745,6 +735,17 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         protect_metrics: a.protect_metrics,
         public_url: a.public_url,
         request_entities: a.request_entities,
+    })
+}
+
+fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
+    init_logging();
+    let config = match serve_config(a) {
+        Ok(c) => c,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(EXIT_ERROR);
+        }
     };
     // Policies are parsed (reloads, proofs) and evaluated on these threads:
     // give them the stack that the nesting limit is sized for.
@@ -804,5 +805,38 @@ fn import(a: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8
             )?;
             Ok(EXIT_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn serve_flags_default_to_serve_config_default() {
+        // One set of defaults: `partnergate serve` with no flags configures
+        // what `ServeConfig::default()` does (the decision log aside: the
+        // binary turns it on, the library leaves it to the embedder).
+        let Command::Serve(args) = Cli::try_parse_from(["partnergate", "serve"]).unwrap().command
+        else {
+            panic!("not serve");
+        };
+        let from_flags = serve_config(args).unwrap();
+        let default = crate::server::ServeConfig::default();
+        let view = |c: &crate::server::ServeConfig| {
+            format!(
+                "{:?}",
+                (
+                    (&c.policies, &c.schema, &c.data_dir, c.bind, &c.token_file),
+                    (c.protect_queries, c.max_batch, c.max_body_bytes, c.request_timeout),
+                    (c.shutdown_grace, c.watch, c.prove_on_reload, &c.invariants, &c.store),
+                    (c.audit_required, &c.shadow_policies, c.limits, c.header_timeout),
+                    (c.idle_timeout, c.max_connections, c.protect_metrics, &c.public_url),
+                    c.request_entities,
+                )
+            )
+        };
+        assert_eq!(view(&from_flags), view(&default));
     }
 }

@@ -115,33 +115,6 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Reject a request without the bearer token.
-pub fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    // The scheme is case-insensitive (RFC 7235 section 2.1).
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
-        _ => Err(AppError::unauthorized()),
-    }
-}
-
-fn require_query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    if state.protect_queries {
-        require_token(state, headers)
-    } else {
-        Ok(())
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Turn a wire request into a typed query.
 pub fn to_query(r: IsAuthorizedRequest) -> Result<Query, AppError> {
     Ok(Query {
@@ -261,7 +234,6 @@ async fn is_authorized(
     body: Bytes,
 ) -> Result<Json<IsAuthorizedResponse>, AppError> {
     let started = Instant::now();
-    require_query_token(&state, &headers)?;
     let result = parse_body::<IsAuthorizedRequest>(&state, &body)
         .and_then(to_query)
         .and_then(|mut q| {
@@ -296,7 +268,6 @@ async fn is_authorized_batch(
     body: Bytes,
 ) -> Result<Json<BatchResponse>, AppError> {
     let started = Instant::now();
-    require_query_token(&state, &headers)?;
     let batch: BatchRequest = parse_body(&state, &body)?;
     if batch.requests.len() > state.max_batch {
         return Err(AppError::new(
@@ -359,7 +330,6 @@ async fn put_entities(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let value: Value = parse_body(&state, &body)?;
     let value = match value {
         Value::Object(mut m) if m.contains_key("entities") => {
@@ -426,7 +396,6 @@ async fn get_entity(
     headers: HeaderMap,
     Path((ty, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
-    require_query_token(&state, &headers)?;
     let uid = engine::uid_from_json("uid", &json!({"type": ty, "id": id}))?;
     state
         .authz
@@ -441,7 +410,6 @@ async fn get_policies(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    require_query_token(&state, &headers)?;
     let pack = state.authz.evaluator().current();
     let status = state.authz.evaluator().status();
     let (audit, _) = audit_status(&state);
@@ -496,12 +464,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, description = "no token (with --protect-metrics)")))]
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if state.protect_metrics {
-        if let Err(e) = require_token(&state, &headers) {
-            return e.into_response();
-        }
-    }
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let pack = state.authz.evaluator().current();
     metrics::gauge!("partnergate_entities").set(state.authz.directory().len() as f64);
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use super::api::{count, observe, observe_latency, parse_body, require_token};
+use super::api::{count, observe, observe_latency, parse_body};
 use super::error::AppError;
 use super::AppState;
 use crate::authz::{Answer, Query};
@@ -117,13 +117,6 @@ fn to_response(a: Answer) -> EvaluationResponse {
     }
 }
 
-fn check_query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    if state.protect_queries {
-        require_token(state, headers)?;
-    }
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/access/v1/evaluation", request_body = EvaluationRequest,
     responses((status = 200, body = EvaluationResponse), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 pub(super) async fn evaluation(
@@ -132,7 +125,6 @@ pub(super) async fn evaluation(
     body: Bytes,
 ) -> Result<Json<EvaluationResponse>, AppError> {
     let started = Instant::now();
-    check_query_token(&state, &headers)?;
     let req: EvaluationRequest = parse_body(&state, &body)?;
     let mut query = to_query(req, None)?;
     query.request_id = super::api::request_id(&headers);
@@ -150,7 +142,6 @@ pub(super) async fn evaluations(
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
-    check_query_token(&state, &headers)?;
     let req: EvaluationsRequest = parse_body(&state, &body)?;
     let Some(items) = req.evaluations else {
         // Without `evaluations` this is a single evaluation.

@@ -1,7 +1,8 @@
 //! Router-wide HTTP guards (issue #12):
 //!
 //! - [`guard`]: before any body is read, the token is checked on the headers
-//!   for every endpoint that needs it, a `Content-Length` over
+//!   for every endpoint that needs it ([`needs_token`]; the only place the
+//!   token is checked — handlers never see a request without it), a `Content-Length` over
 //!   `--max-body-bytes` is a 413, and a URI over [`MAX_URI_BYTES`] is a 414.
 //!   (Bodies are then read by the `Bytes` extractor under
 //!   `DefaultBodyLimit::max`, which stops at the limit: a 413 too.)
@@ -18,12 +19,28 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::api::require_token;
 use super::error::AppError;
 use super::AppState;
 
 /// Longest request target (path and query) accepted, in bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Reject a request without the sidecar's bearer token. The scheme is
+/// case-insensitive (RFC 7235 section 2.1); the token is compared in
+/// constant time (`subtle`).
+pub fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match given {
+        Some(t) if bool::from(t.as_bytes().ct_eq(state.token.as_bytes())) => Ok(()),
+        _ => Err(AppError::unauthorized()),
+    }
+}
 
 /// Whether `method path` needs the bearer token.
 pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {

@@ -97,31 +97,62 @@ pub fn default_replica_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The one set of defaults of `partnergate serve`: [`ServeConfig::default`]
+/// and the binary's flags both read them, so they cannot drift.
+pub mod defaults {
+    /// `--policies`
+    pub const POLICIES: &str = "policies";
+    /// `--schema`
+    pub const SCHEMA: &str = "schemas/partnergate.cedarschema";
+    /// `--data-dir`
+    pub const DATA_DIR: &str = "data";
+    /// `--bind`
+    pub const BIND: &str = "127.0.0.1:8380";
+    /// `--max-batch`
+    pub const MAX_BATCH: usize = 100;
+    /// `--max-body-bytes` (1 MiB)
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// `--request-timeout-ms`
+    pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+    /// `--shutdown-grace-ms`
+    pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+    /// `--invariants`
+    pub const INVARIANTS: &str = "policies/invariants";
+    /// `--header-timeout-ms`
+    pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+    /// `--idle-timeout-ms`
+    pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+    /// `--max-connections`
+    pub const MAX_CONNECTIONS: usize = 10_000;
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
-            policies: "policies".into(),
-            schema: "schemas/partnergate.cedarschema".into(),
-            data_dir: "data".into(),
-            bind: SocketAddr::from(([127, 0, 0, 1], 8380)),
+            policies: defaults::POLICIES.into(),
+            schema: defaults::SCHEMA.into(),
+            data_dir: defaults::DATA_DIR.into(),
+            bind: defaults::BIND
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8380))),
             token_file: None,
             protect_queries: false,
-            max_batch: 100,
-            max_body_bytes: 1024 * 1024,
-            request_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
+            max_batch: defaults::MAX_BATCH,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
+            shutdown_grace: Duration::from_millis(defaults::SHUTDOWN_GRACE_MS),
             watch: true,
             prove_on_reload: false,
-            invariants: "policies/invariants".into(),
+            invariants: defaults::INVARIANTS.into(),
             store: crate::store::StoreSpec::Sqlite,
             replica: default_replica_id(),
             audit: None,
             audit_required: false,
             shadow_policies: None,
             limits: crate::prescan::PackLimits::default(),
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
+            header_timeout: Duration::from_millis(defaults::HEADER_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(defaults::IDLE_TIMEOUT_MS),
+            max_connections: defaults::MAX_CONNECTIONS,
             protect_metrics: false,
             public_url: None,
             request_entities: crate::authz::RequestEntities::default(),

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{parse_body, require_token};
+use super::api::parse_body;
 use super::error::AppError;
 use super::idempotency;
 use super::AppState;
@@ -147,14 +147,6 @@ fn outcome(o: partnergate_partners::Outcome) -> Value {
     json!(o)
 }
 
-fn query_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    if state.protect_queries {
-        require_token(state, headers)
-    } else {
-        Ok(())
-    }
-}
-
 #[utoipa::path(post, path = "/v1/accounts/{id}/partners", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
     responses((status = 201, description = "the invitation (a seat taken, or the replaced partner dismissed)"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
 pub(super) async fn invite_partner(
@@ -163,7 +155,6 @@ pub(super) async fn invite_partner(
     Path(account): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: InviteBody = parse_body(&state, &body)?;
     let route = format!("POST /v1/accounts/{account}/partners");
     write(
@@ -192,7 +183,6 @@ pub(super) async fn invite_user(
     Path(account): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: InviteBody = parse_body(&state, &body)?;
     if b.replace.is_some() {
         return Err(AppError::bad_request(
@@ -219,7 +209,6 @@ pub(super) async fn list_users(
     headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    query_token(&state, &headers)?;
     let a = account.clone();
     let users = blocking(&state, move |o| o.users(&a)).await?;
     Ok(Json(json!({"account": account, "users": users})))
@@ -232,7 +221,6 @@ pub(super) async fn list_partners(
     headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    query_token(&state, &headers)?;
     let a = account.clone();
     let users = blocking(&state, move |o| o.users(&a)).await?;
     let partners: Vec<_> = users
@@ -249,7 +237,6 @@ pub(super) async fn seats(
     headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    query_token(&state, &headers)?;
     let seats = blocking(&state, move |o| o.seats(&account)).await?;
     Ok(Json(json!(seats)))
 }
@@ -263,7 +250,6 @@ pub(super) async fn accept(
     Path(user): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let route = format!("POST /v1/users/{user}/accept");
     write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
         o.accept(&user).map(outcome)
@@ -279,7 +265,6 @@ pub(super) async fn partner_access(
     Path(user): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
     let route = format!("POST /v1/users/{user}/partner-access");
     write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
@@ -297,7 +282,6 @@ pub(super) async fn dismiss(
     Path(user): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
     if b.replace.is_some() {
         return Err(AppError::bad_request(
@@ -319,7 +303,6 @@ pub(super) async fn rehire(
     Path(user): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
     let route = format!("POST /v1/users/{user}/rehire");
     write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
@@ -335,7 +318,6 @@ async fn set_admin(
     body: Bytes,
     admin: bool,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: ActorBody = parse_body(&state, &body)?;
     let method = if admin { "PUT" } else { "DELETE" };
     let route = format!("{method} /v1/users/{user}/admin");
@@ -375,7 +357,6 @@ pub(super) async fn put_company(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    require_token(&state, &headers)?;
     let b: CompanyBody = parse_body(&state, &body)?;
     let route = format!("PUT /v1/partner-companies/{id}");
     let company = RegistryCompany {
@@ -398,7 +379,6 @@ pub(super) async fn list_companies(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    query_token(&state, &headers)?;
     let companies = blocking(&state, |o| o.companies()).await?;
     Ok(Json(json!({"companies": companies})))
 }
