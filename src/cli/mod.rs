@@ -818,7 +818,9 @@ mod tests {
         // One set of defaults: `partnergate serve` with no flags configures
         // what `ServeConfig::default()` does (the decision log aside: the
         // binary turns it on, the library leaves it to the embedder).
-        let Command::Serve(args) = Cli::try_parse_from(["partnergate", "serve"]).unwrap().command
+        let Command::Serve(args) = Cli::try_parse_from(["partnergate", "serve"])
+            .unwrap()
+            .command
         else {
             panic!("not serve");
         };
@@ -829,10 +831,31 @@ mod tests {
                 "{:?}",
                 (
                     (&c.policies, &c.schema, &c.data_dir, c.bind, &c.token_file),
-                    (c.protect_queries, c.max_batch, c.max_body_bytes, c.request_timeout),
-                    (c.shutdown_grace, c.watch, c.prove_on_reload, &c.invariants, &c.store),
-                    (c.audit_required, &c.shadow_policies, c.limits, c.header_timeout),
-                    (c.idle_timeout, c.max_connections, c.protect_metrics, &c.public_url),
+                    (
+                        c.protect_queries,
+                        c.max_batch,
+                        c.max_body_bytes,
+                        c.request_timeout
+                    ),
+                    (
+                        c.shutdown_grace,
+                        c.watch,
+                        c.prove_on_reload,
+                        &c.invariants,
+                        &c.store
+                    ),
+                    (
+                        c.audit_required,
+                        &c.shadow_policies,
+                        c.limits,
+                        c.header_timeout
+                    ),
+                    (
+                        c.idle_timeout,
+                        c.max_connections,
+                        c.protect_metrics,
+                        &c.public_url
+                    ),
                     c.request_entities,
                 )
             )

@@ -393,7 +393,6 @@ fn upserted(uids: &[cedar_policy::EntityUid]) -> Value {
     responses((status = 200, description = "Cedar entity JSON"), (status = 400, description = "invalid uid"), (status = 404, description = "no such entity"), (status = 401, description = "no token (with --protect-queries)")))]
 async fn get_entity(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path((ty, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let uid = engine::uid_from_json("uid", &json!({"type": ty, "id": id}))?;
@@ -406,10 +405,7 @@ async fn get_entity(
 }
 
 #[utoipa::path(get, path = "/v1/policies", responses((status = 200, description = "the serving policy set and the last reload error"), (status = 401, description = "no token (with --protect-queries)")))]
-async fn get_policies(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, AppError> {
+async fn get_policies(State(state): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
     let pack = state.authz.evaluator().current();
     let status = state.authz.evaluator().status();
     let (audit, _) = audit_status(&state);

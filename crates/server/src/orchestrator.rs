@@ -206,7 +206,6 @@ pub(super) async fn invite_user(
     responses((status = 200, description = "the account's users"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
 pub(super) async fn list_users(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let a = account.clone();
@@ -218,7 +217,6 @@ pub(super) async fn list_users(
     responses((status = 200, description = "the account's partners holding a seat"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
 pub(super) async fn list_partners(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let a = account.clone();
@@ -234,7 +232,6 @@ pub(super) async fn list_partners(
     responses((status = 200, description = "seat counts"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
 pub(super) async fn seats(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let seats = blocking(&state, move |o| o.seats(&account)).await?;
@@ -377,7 +374,6 @@ pub(super) async fn put_company(
     responses((status = 200, description = "the partner registry"), (status = 401, description = "no token (with --protect-queries)"), (status = 503, description = "the store is unavailable")))]
 pub(super) async fn list_companies(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     let companies = blocking(&state, |o| o.companies()).await?;
     Ok(Json(json!({"companies": companies})))
