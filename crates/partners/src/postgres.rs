@@ -8,7 +8,9 @@ use postgres::Transaction;
 
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
-use partnergate_core::store::postgres::{recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK};
+use partnergate_core::store::postgres::{
+    begin_guarded, recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK,
+};
 use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
 
 fn backend(e: postgres::Error) -> StoreError {
@@ -118,15 +120,10 @@ impl OrchestratorStore for PgStore {
     ) -> Result<Guarded, StoreError> {
         let replica = self.replica().to_string();
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-            let recalled = match guard.idempotency {
-                Some((key, _)) => recall_in(&mut tx, key)?,
-                None => None,
+            let mut tx = match begin_guarded(c, guard)? {
+                Ok(tx) => tx,
+                Err(stop) => return Ok(stop),
             };
-            if let Some(stop) = guard.stop(recalled) {
-                return Ok(stop);
-            }
             for co in companies {
                 tx.execute(
                     "INSERT INTO partner_companies (id, name, status, certified) VALUES ($1, $2, $3, $4)

@@ -199,6 +199,26 @@ pub fn write_changes(
 }
 
 /// The remembered answer of `key`, if younger than the TTL.
+/// Begin a write transaction under the shared write lock, as a guarded
+/// write does: `Err(stop)` (the transaction rolled back, nothing written)
+/// when the `Idempotency-Key` is remembered or the deadline has passed.
+pub fn begin_guarded<'c>(
+    c: &'c mut Client,
+    guard: &WriteGuard<'_>,
+) -> Result<Result<postgres::Transaction<'c>, Guarded>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    let recalled = match guard.idempotency {
+        Some((key, _)) => recall_in(&mut tx, key)?,
+        None => None,
+    };
+    // Dropping the transaction rolls it back.
+    Ok(match guard.stop(recalled) {
+        Some(stop) => Err(stop),
+        None => Ok(tx),
+    })
+}
+
 pub fn recall_in(
     c: &mut impl postgres::GenericClient,
     key: &str,
@@ -248,15 +268,10 @@ impl EntityBackend for PgStore {
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-            let recalled = match guard.idempotency {
-                Some((key, _)) => recall_in(&mut tx, key)?,
-                None => None,
+            let mut tx = match begin_guarded(c, guard)? {
+                Ok(tx) => tx,
+                Err(stop) => return Ok(stop),
             };
-            if let Some(stop) = guard.stop(recalled) {
-                return Ok(stop); // dropping the transaction rolls it back
-            }
             upsert_in(&mut tx, &self.replica, records)?;
             if let Some((key, answer)) = guard.idempotency {
                 remember_in(&mut tx, key, answer)?;
