@@ -15,11 +15,8 @@ use partnergate::policies::{self, PackSource, PolicyPack};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_partnergate");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{repo as root, BIN};
 
 fn shipped_pack() -> PolicyPack {
     policies::load(&PackSource::new(

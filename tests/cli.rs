@@ -2,16 +2,15 @@
 //! `authorize`, `test` and `fmt` run as real processes, on the shipped pack
 //! or on copies of it in temporary directories where a test edits files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use partnergate::engine::Effect;
 use partnergate::suite;
 
+mod common;
 /// The crate root: the shipped pack lives in `policies/`, `schemas/`, `tests/`.
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{copy_dir, repo as root, BIN};
 
 /// What a run of the binary gave.
 struct Out {
@@ -38,7 +37,7 @@ impl std::fmt::Debug for Out {
 
 /// Run `partnergate ARGS` in `dir`, with no pack-related environment.
 fn run(dir: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_partnergate"))
+    let out = Command::new(BIN)
         .args(args)
         .current_dir(dir)
         .env_remove("PARTNERGATE_POLICIES")
@@ -52,19 +51,6 @@ fn run(dir: &Path, args: &[&str]) -> Out {
         code: out.status.code().expect("exited, not killed by a signal"),
         stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
         stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
