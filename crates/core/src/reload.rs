@@ -128,19 +128,15 @@ impl Evaluator {
     /// a `touch`, an editor's save of the same bytes — reloads nothing and
     /// logs no reload record). `None` when skipped.
     pub fn reload_if_changed(&self) -> Option<Result<Arc<PolicyPack>, LoadError>> {
-        {
-            let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-            let now = self.digest();
-            let last = *self.last_digest.lock().unwrap_or_else(|p| p.into_inner());
-            if last == Some(now) {
-                metrics::counter!("partnergate_reloads_skipped_total").increment(1);
-                tracing::debug!(
-                    "policy files changed on disk but their content did not; no reload"
-                );
-                return None;
-            }
+        let guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.digest();
+        let last = *self.last_digest.lock().unwrap_or_else(|p| p.into_inner());
+        if last == Some(now) {
+            metrics::counter!("partnergate_reloads_skipped_total").increment(1);
+            tracing::debug!("policy files changed on disk but their content did not; no reload");
+            return None;
         }
-        Some(self.reload())
+        Some(self.reload_locked(&guard, now))
     }
 
     /// The serving pack (a cheap, consistent snapshot).
@@ -173,17 +169,28 @@ impl Evaluator {
     /// passes every gate. Returns the new pack, or the error that kept the
     /// old one serving.
     pub fn reload(&self) -> Result<Arc<PolicyPack>, LoadError> {
-        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.digest();
+        self.reload_locked(&guard, now)
+    }
+
+    /// [`Evaluator::reload`] under the reload lock (the guard proves it is
+    /// held), from the inputs' digest `before` the first load.
+    fn reload_locked(
+        &self,
+        _reloading: &std::sync::MutexGuard<'_, ()>,
+        mut before: Digest,
+    ) -> Result<Arc<PolicyPack>, LoadError> {
         let started = std::time::Instant::now();
         // A file may change while it is read (an editor truncating, then
-        // writing): load until the files are the same before and after.
-        // Only the load repeats; the gates (a proof may take seconds) run
-        // once, on the settled pack. An edit during the gates is a change
-        // after this attempt: its event reloads again.
+        // writing): load until the files are the same before and after
+        // (each attempt's "after" is the next one's "before"). Only the
+        // load repeats; the gates (a proof may take seconds) run once, on
+        // the settled pack. An edit during the gates is a change after this
+        // attempt: its event reloads again.
         let mut attempts = 0;
         let loaded = loop {
             attempts += 1;
-            let before = self.digest();
             let loaded = policies::load(&self.source);
             let after = self.digest();
             if after == before || attempts >= 5 {
@@ -194,6 +201,7 @@ impl Evaluator {
                 attempts,
                 "policy files changed while loading; loading again"
             );
+            before = after;
         };
         let result = loaded.and_then(|pack| run_gates(&self.gates, pack));
         let now = SystemTime::now();
