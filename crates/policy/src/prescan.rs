@@ -237,25 +237,25 @@ pub enum ReadError {
 /// If no thread can be spawned (out of threads or memory), `f` runs on the
 /// caller's thread, whose stack the nesting limit still protects.
 pub fn with_policy_stack<T: Send, F: FnOnce() -> T + Send>(f: F) -> T {
-    let job = std::sync::Mutex::new(Some(f));
-    let run = || job.lock().ok().and_then(|mut j| j.take()).map(|f| f());
-    let spawned = std::thread::scope(|s| {
+    // The thread takes the job out of `job`; a thread that cannot be
+    // spawned drops its closure unrun, and the job is still here.
+    let mut job = Some(f);
+    let slot = &mut job;
+    let ran = std::thread::scope(|s| {
         let handle = std::thread::Builder::new()
             .name("partnergate-policies".into())
             .stack_size(POLICY_THREAD_STACK)
-            .spawn_scoped(s, run)
+            .spawn_scoped(s, move || slot.take().map(|f| f()))
             .ok()?;
-        Some(match handle.join() {
+        match handle.join() {
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),
-        })
+        }
     });
-    match spawned.flatten() {
-        Some(v) => v,
-        None => match job.into_inner().ok().flatten() {
-            Some(f) => f(),
-            None => unreachable!("the job ran on its thread and returned"),
-        },
+    match (ran, job) {
+        (Some(v), _) => v,
+        (None, Some(f)) => f(),
+        (None, None) => unreachable!("the job ran on its thread and returned"),
     }
 }
 
