@@ -349,32 +349,28 @@ async fn put_entities(
     let deadline = Instant::now() + state.request_timeout;
     let authz = state.authz.clone();
     let rid = request_id(&headers);
+    let guarded = key.clone();
     let written = tokio::task::spawn_blocking(move || {
         let answer = |uids: &[cedar_policy::EntityUid]| (200u16, upserted(uids).to_string());
-        let key = key.as_ref().map(|i| {
+        let key = guarded.as_ref().map(|i| {
             (
                 i.key.as_str(),
                 i.fingerprint.as_str(),
                 &answer as &dyn Fn(&[cedar_policy::EntityUid]) -> (u16, String),
             )
         });
-        authz
-            .put_entities_guarded("api-token", rid, value, Some(deadline), key)
-            .map(|w| (w, key.map(|(_, f, _)| f.to_string())))
+        authz.put_entities_guarded("api-token", rid, value, Some(deadline), key)
     })
     .await
     .map_err(|e| AppError::unavailable(e.to_string()))??;
-    match written {
+    match (written, &key) {
         (crate::directory::Written::Applied(uids), _) => {
             metrics::counter!("partnergate_entity_writes_total").increment(uids.len() as u64);
             Ok(Json(upserted(&uids)).into_response())
         }
-        (crate::directory::Written::Replayed(r), Some(fingerprint))
-            if r.fingerprint == fingerprint =>
-        {
-            Ok(super::idempotency::replay(r))
-        }
-        (crate::directory::Written::Replayed(_), _) => Err(AppError::from(
+        (crate::directory::Written::Replayed(r), Some(key)) => super::idempotency::answer(key, r),
+        // A write without a key is never replayed.
+        (crate::directory::Written::Replayed(_), None) => Err(AppError::from(
             partnergate_partners::OrchestratorError::IdempotencyKeyReused,
         )),
     }

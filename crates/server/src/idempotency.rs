@@ -73,9 +73,14 @@ pub async fn recalled(
         .await
         .map_err(|e| AppError::unavailable(e.to_string()))?
         .map_err(|e| AppError::unavailable(format!("the store could not be read: {e}")))?;
-    match found.map(|r| key.replay(r)) {
-        None => Ok(None),
-        Some(OrchestratorError::Replayed(r)) => Ok(Some(replay(r))),
-        Some(e) => Err(AppError::from(e)),
+    found.map(|r| answer(key, r)).transpose()
+}
+
+/// The answer to a request whose key is remembered: the first answer if it
+/// is the same request, else a 422 naming the header.
+pub fn answer(key: &Idempotency, r: Remembered) -> Result<Response, AppError> {
+    match key.replay(r) {
+        OrchestratorError::Replayed(r) => Ok(replay(r)),
+        e => Err(AppError::from(e)),
     }
 }
