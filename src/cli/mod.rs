@@ -185,46 +185,48 @@ impl PackArgs {
     /// The pack to load; a schema not named is looked for beside the
     /// policies ([`policies::find_schema`]).
     pub fn source(&self) -> PackSource {
-        let source = match (&self.policies, &self.schema) {
-            (None, None) => PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
-            (None, Some(s)) => PackSource::new(DEFAULT_POLICIES, Some(s.clone())),
-            (Some(p), Some(s)) => PackSource::new(p.clone(), Some(s.clone())),
-            (Some(p), None) => match policies::find_schema(p) {
-                policies::SchemaSearch::Found(s) => PackSource::new(p.clone(), Some(s)),
-                _ => PackSource::new(p.clone(), None),
-            },
-        };
-        source.with_limits(self.limits.limits())
+        self.resolve().0
     }
 
-    /// Why the source has no schema, as a warning to print (None when it
-    /// has one).
-    pub fn missing_schema_warning(&self) -> Option<String> {
-        let p = self.policies.as_ref()?;
-        if self.schema.is_some() {
-            return None;
-        }
+    /// The pack to load, and when `--policies` came without `--schema` and
+    /// no single schema was found beside it, the warning that says so.
+    pub fn resolve(&self) -> (PackSource, Option<String>) {
         let list = |v: &[PathBuf]| {
             v.iter()
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        match policies::find_schema(p) {
-            policies::SchemaSearch::Found(_) => None,
-            policies::SchemaSearch::NotFound { looked_in } => Some(format!(
-                "warning: no schema for {} (no *.cedarschema in {}): the policies are parsed but not \
-                 validated; name one with --schema",
-                p.display(),
-                list(&looked_in)
-            )),
-            policies::SchemaSearch::Ambiguous(found) => Some(format!(
-                "warning: several schemas for {} ({}): the policies are parsed but not validated; \
-                 name one with --schema",
-                p.display(),
-                list(&found)
-            )),
-        }
+        let (source, warning) = match (&self.policies, &self.schema) {
+            (None, None) => (
+                PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
+                None,
+            ),
+            (None, Some(s)) => (PackSource::new(DEFAULT_POLICIES, Some(s.clone())), None),
+            (Some(p), Some(s)) => (PackSource::new(p.clone(), Some(s.clone())), None),
+            (Some(p), None) => match policies::find_schema(p) {
+                policies::SchemaSearch::Found(s) => (PackSource::new(p.clone(), Some(s)), None),
+                policies::SchemaSearch::NotFound { looked_in } => (
+                    PackSource::new(p.clone(), None),
+                    Some(format!(
+                        "warning: no schema for {} (no *.cedarschema in {}): the policies are \
+                         parsed but not validated; name one with --schema",
+                        p.display(),
+                        list(&looked_in)
+                    )),
+                ),
+                policies::SchemaSearch::Ambiguous(found) => (
+                    PackSource::new(p.clone(), None),
+                    Some(format!(
+                        "warning: several schemas for {} ({}): the policies are parsed but not \
+                         validated; name one with --schema",
+                        p.display(),
+                        list(&found)
+                    )),
+                ),
+            },
+        };
+        (source.with_limits(self.limits.limits()), warning)
     }
 }
 
@@ -366,7 +368,7 @@ pub fn load_exit_code(e: &LoadError) -> u8 {
 }
 
 fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
-    let source = a.pack.source();
+    let (source, no_schema) = a.pack.resolve();
     match policies::load(&source) {
         Err(e) => {
             if a.json {
@@ -384,7 +386,6 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
             for w in &pack.warnings {
                 write!(err, "{}", w.rendered)?;
             }
-            let no_schema = a.pack.missing_schema_warning();
             if let Some(w) = &no_schema {
                 writeln!(err, "{w}")?;
             }
