@@ -404,15 +404,11 @@ impl Authz {
             && self.request_entities != RequestEntities::Override
             && !self.directory.contains(&q.principal);
         let decision = if invented {
-            engine::Decision {
-                decision: engine::Effect::Deny,
-                reasons: Vec::new(),
-                errors: vec![format!(
-                    "unknown principal {}: not in the entity store (entities sent with the request do not make a principal known)",
-                    q.principal
-                )],
-                policy_version: pack.version.clone(),
-            }
+            engine::unknown_principal(
+                pack,
+                &q.principal,
+                "not in the entity store (entities sent with the request do not make a principal known)",
+            )
         } else {
             engine::decide_with(
                 policy_set,

@@ -89,6 +89,17 @@ pub enum Semantics {
     Cedar,
 }
 
+/// The fail-closed answer for a principal the store does not know: a Deny
+/// with no reasons and `why` in its errors.
+pub fn unknown_principal(pack: &PolicyPack, principal: &EntityUid, why: &str) -> Decision {
+    Decision {
+        decision: Effect::Deny,
+        reasons: Vec::new(),
+        errors: vec![format!("unknown principal {principal}: {why}")],
+        policy_version: pack.version.clone(),
+    }
+}
+
 /// How many parsed uids [`parse_uid`] remembers (emptied when full).
 pub const UID_CACHE_MAX: usize = 100_000;
 
@@ -219,14 +230,7 @@ pub fn decide_with(
     if semantics == Semantics::FailClosed {
         if let Some(p) = request.principal() {
             if entities.get(p).is_none() {
-                return Decision {
-                    decision: Effect::Deny,
-                    reasons: Vec::new(),
-                    errors: vec![format!(
-                        "unknown principal {p}: not in the entity store nor in the request"
-                    )],
-                    policy_version: pack.version.clone(),
-                };
+                return unknown_principal(pack, p, "not in the entity store nor in the request");
             }
         }
     }
