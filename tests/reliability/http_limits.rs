@@ -203,25 +203,14 @@ fn an_authenticated_oversize_body_is_413_and_a_content_length_over_the_limit_is_
 }
 
 /// Raise this process's soft open-files limit to at least `want` (the
-/// server inherits it, and raises its own to the hard limit anyway).
-#[allow(unsafe_code)] // libc (workspace lint: unsafe_code = deny)
+/// server inherits it, and raises its own to the hard limit anyway), the
+/// way the server does: `conn::raise_nofile_limit`.
 fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < want as libc::rlim_t {
-            lim.rlim_cur = lim.rlim_max.min(want as libc::rlim_t);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
+    let soft =
+        partnergate::server::conn::raise_nofile_limit().expect("the open-files limit can be read");
     assert!(
-        lim.rlim_cur >= want as libc::rlim_t,
-        "the hard open-files limit {} is below {want}",
-        lim.rlim_max
+        soft >= want,
+        "the hard open-files limit {soft} is below {want}"
     );
 }
 

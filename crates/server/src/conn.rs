@@ -64,9 +64,10 @@ pub fn fit_connection_cap(wanted: usize) -> usize {
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; the resulting soft limit.
+/// (Public for the tests, which need the same room for their sockets.)
 #[cfg(unix)]
 #[allow(unsafe_code)] // the one libc call of the workspace (workspace lint: unsafe_code = deny)
-fn raise_nofile_limit() -> Option<u64> {
+pub fn raise_nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -91,7 +92,7 @@ fn raise_nofile_limit() -> Option<u64> {
 }
 
 #[cfg(not(unix))]
-fn raise_nofile_limit() -> Option<u64> {
+pub fn raise_nofile_limit() -> Option<u64> {
     None
 }
 
