@@ -229,15 +229,6 @@ impl Directory {
             .and_then(|s| s.entity.to_json_value().ok())
     }
 
-    /// Every uid of one entity type (a scan: for listings, not decisions).
-    pub fn uids_of_type(&self, entity_type: &str) -> Vec<EntityUid> {
-        self.entities
-            .iter()
-            .filter(|e| e.key().type_name().to_string() == entity_type)
-            .map(|e| e.key().clone())
-            .collect()
-    }
-
     /// Parse and validate Cedar entity JSON (an array) against `schema`
     /// without storing anything.
     pub fn parse(
