@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 mod common;
+use common::entities::{self, account, company, eref};
 use common::{repo as root, BIN};
 
 fn shipped_pack() -> PolicyPack {
@@ -26,46 +27,18 @@ fn shipped_pack() -> PolicyPack {
     .unwrap()
 }
 
-fn eref(ty: &str, id: &str) -> Value {
-    json!({"__entity": {"type": ty, "id": id}})
-}
-
-fn user(
-    id: &str,
-    account: &str,
-    admin: bool,
-    status: &str,
-    partner: Option<(&str, bool)>,
-) -> Value {
-    let mut attrs = json!({
-        "email": format!("{id}.secret@{account}.example"),
-        "account": eref("Account", account),
-        "is_admin": admin,
-        "status": status,
-        "two_factor": true,
-    });
-    if let Some((company, verified)) = partner {
-        attrs["partner"] =
-            json!({"company": eref("PartnerCompany", company), "verified": verified});
-    }
-    json!({"uid": {"type": "User", "id": id}, "attrs": attrs, "parents": [{"type": "Account", "id": account}]})
-}
-
-fn account(id: &str) -> Value {
-    json!({"uid": {"type": "Account", "id": id}, "attrs": {"name": id}, "parents": []})
-}
-
-fn company(id: &str, status: &str, certified: bool) -> Value {
-    json!({"uid": {"type": "PartnerCompany", "id": id}, "attrs": {"name": id, "status": status, "certified": certified}, "parents": []})
+/// A user whose email holds a secret the redaction tests look for.
+fn user(id: &str, account: &str) -> entities::User {
+    entities::user(id, account).email(&format!("{id}.secret@{account}.example"))
 }
 
 fn world() -> Value {
     json!([
-        user("alice", "acme", true, "active", None),
-        user("bob", "acme", false, "active", None),
-        user("carol", "acme", false, "active", None),
-        user("pete", "acme", false, "active", Some(("globex", true))),
-        account("acme"),
+        user("alice", "acme").admin(true).json(),
+        user("bob", "acme").json(),
+        user("carol", "acme").json(),
+        user("pete", "acme").partner("globex", true).json(),
+        account("acme", Some("acme")),
         company("globex", "gold", true),
         company("initech", "silver", true),
         company("umbrella", "silver", false),

@@ -11,30 +11,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use common::entities::{account, user};
 use common::{Server, Workspace, BIN};
 use serde_json::{json, Value};
-
-fn user(id: &str, account: &str, email: &str, admin: bool) -> Value {
-    json!({"uid": {"type": "User", "id": id}, "parents": [{"type": "Account", "id": account}],
-        "attrs": {"email": email, "account": {"__entity": {"type": "Account", "id": account}},
-                  "is_admin": admin, "status": "active", "two_factor": true}})
-}
 
 /// Accounts `acme` (owner admin, emma employee) and `extra` accounts with an admin each.
 fn entities(extra: &[String]) -> Value {
     let mut v = vec![
-        json!({"uid": {"type": "Account", "id": "acme"}, "attrs": {"name": "Acme"}, "parents": []}),
-        user("owner", "acme", "owner@acme.example", true),
-        user("emma", "acme", "emma@acme.example", false),
+        account("acme", Some("Acme")),
+        user("owner", "acme").admin(true).json(),
+        user("emma", "acme").json(),
     ];
     for a in extra {
-        v.push(json!({"uid": {"type": "Account", "id": a}, "attrs": {}, "parents": []}));
-        v.push(user(
-            &format!("{a}-admin"),
-            a,
-            &format!("admin@{a}.example"),
-            true,
-        ));
+        v.push(account(a, None));
+        v.push(
+            user(&format!("{a}-admin"), a)
+                .email(&format!("admin@{a}.example"))
+                .admin(true)
+                .json(),
+        );
     }
     Value::Array(v)
 }

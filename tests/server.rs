@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::entities::user;
 use common::{Server, Workspace};
 use serde_json::json;
 
@@ -75,9 +76,10 @@ fn unknown_principal_is_a_deny_with_the_reason_and_request_entities_overlay() {
     // The same ghost, sent with the request, is still unknown (issue #12:
     // request data never makes a principal known; `--request-entities
     // override` does, see tests/reliability/request_entities.rs).
-    let ghost = json!([{"uid": {"type": "User", "id": "ghost"}, "parents": [{"type": "Account", "id": "acme"}],
-        "attrs": {"email": "g@acme.example", "account": {"__entity": {"type": "Account", "id": "acme"}},
-                  "is_admin": false, "status": "active", "two_factor": false}}]);
+    let ghost = json!([user("ghost", "acme")
+        .email("g@acme.example")
+        .two_factor(false)
+        .json()]);
     let (st, d) = s.post(
         "/v1/is_authorized",
         &json!({"principal": "User::\"ghost\"", "action": "Action::\"view_account\"", "resource": ACME, "entities": ghost}),

@@ -2,6 +2,8 @@
 //! process on an ephemeral port, over temp copies of the shipped pack.
 #![allow(dead_code)]
 
+pub mod entities;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -9,20 +9,18 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::common::{Server, Workspace, BIN};
+use crate::common::{entities, Server, Workspace, BIN};
 
 const OTHERS: usize = 50_000;
 
 fn user(id: &str, account: &str, admin: bool, partner: bool) -> Value {
-    let mut attrs = json!({"email": format!("{id}@{account}.example"),
-        "account": {"__entity": {"type": "Account", "id": account}},
-        "is_admin": admin, "status": "active", "two_factor": true});
+    let u = entities::user(id, account).admin(admin);
     if partner {
-        attrs["partner"] = json!({"company": {"__entity": {"type": "PartnerCompany", "id": "goldco"}},
-            "verified": true});
+        u.partner("goldco", true)
+    } else {
+        u
     }
-    json!({"uid": {"type": "User", "id": id}, "parents": [{"type": "Account", "id": account}],
-        "attrs": attrs})
+    .json()
 }
 
 #[test]

@@ -5,13 +5,10 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{Server, Workspace};
+use crate::common::{entities, Server, Workspace};
 
 fn user(id: &str, is_admin: bool) -> Value {
-    json!({"uid": {"type": "User", "id": id}, "parents": [{"type": "Account", "id": "acme"}],
-        "attrs": {"email": format!("{id}@acme.example"),
-            "account": {"__entity": {"type": "Account", "id": "acme"}},
-            "is_admin": is_admin, "status": "active", "two_factor": true}})
+    entities::user(id, "acme").admin(is_admin).json()
 }
 
 fn ask_with(s: &Server, p: &str, a: &str, r: &str, entities: Value) -> (u16, Value) {

@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{PgSchema, Server, Workspace};
+use crate::common::{entities, PgSchema, Server, Workspace};
 
 fn user(id: &str) -> Value {
-    json!({"uid": {"type": "User", "id": id}, "parents": [{"type": "Account", "id": "acme"}],
-        "attrs": {"email": format!("{id}@acme.example"),
-            "account": {"__entity": {"type": "Account", "id": "acme"}},
-            "is_admin": false, "status": "active", "two_factor": true}})
+    entities::user(id, "acme").json()
 }
 
 /// A request with the token and an optional `Idempotency-Key`.
