@@ -24,7 +24,7 @@ pub mod rules;
 pub mod sqlite;
 pub mod store;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid};
 use serde::Serialize;
@@ -290,15 +290,18 @@ pub struct Outcome {
     pub dismissed: Option<UserView>,
 }
 
-/// What the caller (the HTTP adapter) asks of the writes it runs through
-/// [`Orchestrator::scoped`]: a deadline, checked once the write transaction
-/// has begun (past it, nothing is applied: [`OrchestratorError::TimedOut`];
-/// a transaction that has begun runs to completion and answers), and an
-/// `Idempotency-Key` whose answer is stored in the write's transaction.
+/// What the caller (the HTTP adapter, the CLI) asks of the writes it runs
+/// through [`Orchestrator::with`]: a deadline, checked once the write
+/// transaction has begun (past it, nothing is applied:
+/// [`OrchestratorError::TimedOut`]; a transaction that has begun runs to
+/// completion and answers), an `Idempotency-Key` whose answer is stored in
+/// the write's transaction, and the request id (`X-Request-ID`) that the
+/// operation's decision and change records carry.
 #[derive(Debug, Clone, Default)]
 pub struct WriteScope {
     pub deadline: Option<std::time::Instant>,
     pub idempotency: Option<Idempotency>,
+    pub request_id: Option<String>,
 }
 
 /// An `Idempotency-Key`, the fingerprint of its request, and the HTTP status
@@ -327,22 +330,55 @@ impl Idempotency {
 type OutcomeOp<'a> =
     dyn FnMut(&mut dyn AccountTx) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError> + 'a;
 
-thread_local! {
-    /// The [`WriteScope`] of the operation running on this thread.
-    static SCOPE: std::cell::RefCell<WriteScope> = std::cell::RefCell::default();
-}
-
-fn current_scope() -> WriteScope {
-    SCOPE.with(|s| s.borrow().clone())
-}
-
 /// Orchestrator operations over the policies, the directory and the store.
+/// Its writes go through [`Orchestrator::with`]; each runs its store
+/// transaction inside [`Directory::commit_with`], the directory's one write
+/// path, so store and memory apply every writer's writes in the same order.
 pub struct Orchestrator {
     authz: Authz,
     store: Arc<dyn OrchestratorStore>,
     rules: Arc<QuotaRules>,
-    /// Store commit and memory update happen in the same order for every write.
-    write: Mutex<()>,
+}
+
+/// The orchestrator's write operations under one [`WriteScope`] (see
+/// [`Orchestrator::with`]): the scope is a value the operations read, not
+/// state of the thread they run on.
+pub struct Call<'a> {
+    orch: &'a Orchestrator,
+    scope: WriteScope,
+}
+
+impl std::ops::Deref for Call<'_> {
+    type Target = Orchestrator;
+    fn deref(&self) -> &Orchestrator {
+        self.orch
+    }
+}
+
+/// The Allow decisions an operation's writes rest on: `by` for each record,
+/// except the records `others` names (the replaced partner: `dismiss_user`).
+#[derive(Debug, Default)]
+struct Decided {
+    by: Option<String>,
+    others: Vec<(String, String)>,
+}
+
+impl Decided {
+    fn by(id: String) -> Self {
+        Decided {
+            by: Some(id),
+            others: Vec::new(),
+        }
+    }
+
+    /// The decision id a change record of `uid` (Cedar syntax) names.
+    fn of(&self, uid: &str) -> Option<String> {
+        self.others
+            .iter()
+            .find(|(u, _)| u == uid)
+            .map(|(_, id)| id.clone())
+            .or_else(|| self.by.clone())
+    }
 }
 
 /// Lower-case, trimmed email if it is well formed.
@@ -456,25 +492,13 @@ struct SeatRequest<'a> {
 impl Orchestrator {
     pub fn new(authz: Authz, store: Arc<dyn OrchestratorStore>, rules: Arc<QuotaRules>) -> Self {
         rules.bind(authz.evaluator());
-        Orchestrator {
-            authz,
-            store,
-            rules,
-            write: Mutex::new(()),
-        }
+        Orchestrator { authz, store, rules }
     }
 
-    /// Run `f` (one or more operations, on this thread) under `scope`.
-    pub fn scoped<T>(&self, scope: WriteScope, f: impl FnOnce(&Self) -> T) -> T {
-        struct Reset(WriteScope);
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                let old = std::mem::take(&mut self.0);
-                SCOPE.with(|s| *s.borrow_mut() = old);
-            }
-        }
-        let _reset = Reset(SCOPE.with(|s| std::mem::replace(&mut *s.borrow_mut(), scope)));
-        f(self)
+    /// The write operations under `scope` (deadline, `Idempotency-Key`,
+    /// request id); `WriteScope::default()` for none.
+    pub fn with(&self, scope: WriteScope) -> Call<'_> {
+        Call { orch: self, scope }
     }
 
     pub fn rules(&self) -> &Arc<QuotaRules> {
@@ -487,64 +511,6 @@ impl Orchestrator {
 
     fn directory(&self) -> &Arc<Directory> {
         self.authz.directory()
-    }
-
-    /// Ask the policies; a Deny is an error carrying the reasons.
-    fn ask(
-        &self,
-        actor: &EntityUid,
-        action: &str,
-        resource: &EntityUid,
-        context: Option<Value>,
-    ) -> Result<(), OrchestratorError> {
-        let q = Query {
-            principal: actor.clone(),
-            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
-            resource: resource.clone(),
-            context,
-            entities: None,
-            principal_attrs: None,
-            resource_attrs: None,
-            request_id: None,
-        };
-        let answer = self.authz.is_authorized(&q)?;
-        // Called off the async threads (spawn_blocking): blocking is fine.
-        answer
-            .wait_durable(AUDIT_ACK_TIMEOUT)
-            .map_err(OrchestratorError::AuditUnavailable)?;
-        if answer.decision.is_allowed() {
-            Ok(())
-        } else {
-            tracing::info!(%actor, action, %resource, reasons = ?answer.decision.reasons, "orchestrator: policy deny");
-            Err(OrchestratorError::Denied {
-                actor: actor.to_string(),
-                action: action.to_string(),
-                resource: resource.to_string(),
-                reasons: answer.decision.reasons,
-                errors: answer.decision.errors,
-            })
-        }
-    }
-
-    /// The policy question for giving partner access to `email`: with the
-    /// registry's company as the invitee when the email belongs to a
-    /// certified company; otherwise there is no invitee to ask about, and
-    /// the actor must at least be allowed to invite users into the account
-    /// (the refusal `not_a_certified_partner` comes later, in check order).
-    fn ask_partner_access(
-        &self,
-        actor: &EntityUid,
-        action: &str,
-        resource: &EntityUid,
-        account: &EntityUid,
-        email: &str,
-    ) -> Result<Option<RegistryCompany>, OrchestratorError> {
-        let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
-        match &certified {
-            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
-            None => self.ask(actor, "invite_user", account, None)?,
-        }
-        Ok(certified)
     }
 
     /// The counting rules, inside the transaction, in the documented order:
@@ -627,74 +593,6 @@ impl Orchestrator {
         Ok((company, dismissed))
     }
 
-    /// Run `op` in one store transaction, then apply its writes to memory.
-    /// Under the thread's [`WriteScope`], the transaction first stops on a
-    /// remembered `Idempotency-Key` or a passed deadline, and remembers the
-    /// key's answer (the outcome) with the writes.
-    fn commit(
-        &self,
-        (operation, actor): (&str, &str),
-        op: &mut OutcomeOp<'_>,
-        schema: Option<&cedar_policy::Schema>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let scope = current_scope();
-        let mut outcome = None;
-        let mut guarded = |tx: &mut dyn AccountTx| {
-            if let Some(i) = &scope.idempotency {
-                if let Some(r) = tx.recall(&i.key)? {
-                    return Err(i.replay(r));
-                }
-            }
-            if scope
-                .deadline
-                .is_some_and(|d| std::time::Instant::now() >= d)
-            {
-                return Err(OrchestratorError::TimedOut);
-            }
-            let (records, o) = op(tx)?;
-            if let Some(i) = &scope.idempotency {
-                let body = serde_json::to_string(&o)
-                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-                let answer = partnergate_core::store::Remembered {
-                    fingerprint: i.fingerprint.clone(),
-                    status: i.status,
-                    body,
-                };
-                tx.remember(&i.key, &answer)?;
-            }
-            outcome = Some(o);
-            Ok(records)
-        };
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let records = self.store.transact(&mut guarded)?;
-        let outcome = outcome.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))?;
-        if let Some(log) = self.authz.audit() {
-            for r in &records {
-                let before = crate::directory::uid_from_key(&r.uid)
-                    .and_then(|u| self.directory().get_json(&u))
-                    .unwrap_or(Value::Null);
-                log.log(crate::audit::ChangeEvent {
-                    decision_id: None,
-                    request_id: None,
-                    actor: actor.to_string(),
-                    operation: operation.to_string(),
-                    before,
-                    after: serde_json::from_str(&r.json).unwrap_or(Value::Null),
-                });
-            }
-        }
-        let mut entities = Vec::with_capacity(records.len());
-        for r in &records {
-            let value: Value = serde_json::from_str(&r.json)
-                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-            let e = Entity::from_json_value(value, schema)
-                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-            entities.push(e);
-        }
-        self.directory().apply_committed(entities, &[]);
-        Ok(outcome)
-    }
-
     /// A user view as an entity record, validated against the schema.
     fn record(
         schema: Option<&cedar_policy::Schema>,
@@ -721,369 +619,6 @@ impl Orchestrator {
             .get_json(uid)
             .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
         UserView::from_json(&json)
-    }
-
-    /// Invite a partner by email into `account` (optionally dismissing
-    /// `replace` in the same transaction).
-    pub fn invite_partner(
-        &self,
-        account: &str,
-        actor: &str,
-        email: &str,
-        name: Option<&str>,
-        replace: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let email = normalize_email(email)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let account_uid = parse_uid("account", "Account", account)?;
-        let account = id_of(&account_uid);
-        let replace_uid = replace
-            .map(|r| parse_uid("replace", "User", r))
-            .transpose()?;
-        let asked =
-            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
-        if let Some(r) = &replace_uid {
-            self.ask(&actor, "dismiss_user", r, None)?;
-        }
-        let replace_id = replace_uid.as_ref().map(id_of);
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            ("partner.invite", &actor.to_string()),
-            &mut |tx| {
-                let users = users_in(tx, &account)?;
-                let existing = users.iter().find(|u| u.email == email);
-                if let Some(u) = existing.filter(|u| u.status != DISMISSED) {
-                    return Err(OrchestratorError::Conflict {
-                        code: "already_member",
-                        message: format!(
-                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
-                            u.id, u.status
-                        ),
-                    });
-                }
-                let (company, dismissed) = self.seat_checks(
-                    tx,
-                    &users,
-                    &SeatRequest {
-                        account: &account,
-                        email: &email,
-                        subject: existing.map(|u| u.id.as_str()),
-                        replace: replace_id.as_deref(),
-                        asked: asked.as_ref(),
-                    },
-                )?;
-                let user = UserView {
-                    id: existing
-                        .map(|u| u.id.clone())
-                        .unwrap_or_else(|| new_user_id(&email, name)),
-                    email: email.clone(),
-                    account: account.clone(),
-                    status: INVITED.into(),
-                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
-                    two_factor: true,
-                    partner: Some(PartnerView {
-                        company: company.id,
-                        verified: false,
-                    }),
-                };
-                let mut writes = vec![Self::record(schema, &user)?];
-                if let Some(d) = &dismissed {
-                    writes.push(Self::record(schema, d)?);
-                }
-                Ok((writes, Outcome { user, dismissed }))
-            },
-            schema,
-        )?;
-        tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
-        Ok(outcome)
-    }
-
-    /// Invite an ordinary user by email into `account`.
-    pub fn invite_user(
-        &self,
-        account: &str,
-        actor: &str,
-        email: &str,
-        name: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let email = normalize_email(email)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let account_uid = parse_uid("account", "Account", account)?;
-        let account = id_of(&account_uid);
-        self.ask(&actor, "invite_user", &account_uid, None)?;
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            ("user.invite", &actor.to_string()),
-            &mut |tx| {
-                let users = users_in(tx, &account)?;
-                if let Some(u) = users.iter().find(|u| u.email == email) {
-                    let (code, message) = if u.status == DISMISSED {
-                        ("user_dismissed", format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
-                    } else {
-                        ("already_member", format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
-                    };
-                    return Err(OrchestratorError::Conflict { code, message });
-                }
-                let user = UserView {
-                    id: new_user_id(&email, name),
-                    email: email.clone(),
-                    account: account.clone(),
-                    status: INVITED.into(),
-                    is_admin: false,
-                    two_factor: false,
-                    partner: None,
-                };
-                let writes = vec![Self::record(schema, &user)?];
-                Ok((
-                    writes,
-                    Outcome {
-                        user,
-                        dismissed: None,
-                    },
-                ))
-            },
-            schema,
-        )?;
-        Ok(outcome)
-    }
-
-    /// The invitee accepts the invitation: active, and a partner is
-    /// verified against the registry now (refused if no longer certified).
-    pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        self.simple_write(&uid, ("user.accept", &uid.to_string()), |tx, u| {
-            if u.status != INVITED {
-                return Err(OrchestratorError::Conflict {
-                    code: "not_invited",
-                    message: format!("{uid} has no open invitation (status {})", u.status),
-                });
-            }
-            if let Some(p) = &mut u.partner {
-                let company = tx
-                    .company_of_email(&u.email)?
-                    .filter(|c| c.certified && c.id == p.company)
-                    .ok_or_else(|| OrchestratorError::NotCertified {
-                        email: u.email.clone(),
-                    })?;
-                p.company = company.id;
-                p.verified = true;
-            }
-            u.status = ACTIVE.into();
-            Ok(())
-        })
-    }
-
-    /// Give partner access to an existing user (re-activating a dismissed one).
-    pub fn grant_partner_access(
-        &self,
-        user: &str,
-        actor: &str,
-        replace: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let current = self.user_from_memory(&uid)?;
-        self.partner_access_write(
-            &uid,
-            &actor,
-            &current,
-            replace,
-            false,
-            "user.partner_access",
-        )
-    }
-
-    /// Shared by partner access and rehire: the seat checks and the write.
-    fn partner_seat_write(
-        &self,
-        uid: &EntityUid,
-        email: &str,
-        replace: Option<&str>,
-        asked: Option<&RegistryCompany>,
-        must_be_dismissed: bool,
-        (operation, actor): (&str, &str),
-    ) -> Result<Outcome, OrchestratorError> {
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            (operation, actor),
-            &mut |tx| {
-                let mut u = user_in(tx, uid)?;
-                if must_be_dismissed && u.status != DISMISSED {
-                    return Err(OrchestratorError::Conflict {
-                        code: "not_dismissed",
-                        message: format!("{uid} is not dismissed (status {})", u.status),
-                    });
-                }
-                if !must_be_dismissed && u.holds_partner_seat() {
-                    return Err(OrchestratorError::Conflict {
-                        code: "already_partner",
-                        message: format!("{uid} is already a partner user (status {})", u.status),
-                    });
-                }
-                let users = users_in(tx, &u.account)?;
-                let (company, dismissed) = self.seat_checks(
-                    tx,
-                    &users,
-                    &SeatRequest {
-                        account: &u.account,
-                        email,
-                        subject: Some(&u.id),
-                        replace,
-                        asked,
-                    },
-                )?;
-                if u.status == DISMISSED {
-                    u.status = ACTIVE.into();
-                }
-                u.two_factor = true;
-                u.partner = Some(PartnerView {
-                    company: company.id,
-                    verified: u.status == ACTIVE,
-                });
-                let mut writes = vec![Self::record(schema, &u)?];
-                if let Some(d) = &dismissed {
-                    writes.push(Self::record(schema, d)?);
-                }
-                Ok((writes, Outcome { user: u, dismissed }))
-            },
-            schema,
-        )?;
-        Ok(outcome)
-    }
-
-    /// Dismiss a user (kept, never deleted); frees a partner seat.
-    pub fn dismiss(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        self.ask(&actor, "dismiss_user", &uid, None)?;
-        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), |_, u| {
-            if u.status == DISMISSED {
-                return Err(OrchestratorError::Conflict {
-                    code: "already_dismissed",
-                    message: format!("user `{}` is already dismissed", u.id),
-                });
-            }
-            u.status = DISMISSED.into();
-            Ok(())
-        })
-    }
-
-    /// Hire a dismissed user back; a partner is re-verified against the
-    /// registry and re-counted (same checks as an invitation).
-    pub fn rehire(
-        &self,
-        user: &str,
-        actor: &str,
-        replace: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        self.ask(&actor, "rehire_user", &uid, None)?;
-        let current = self.user_from_memory(&uid)?;
-        if current.partner.is_none() {
-            return self.simple_write(&uid, ("user.rehire", &actor.to_string()), |_, u| {
-                if u.status != DISMISSED {
-                    return Err(OrchestratorError::Conflict {
-                        code: "not_dismissed",
-                        message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
-                    });
-                }
-                u.status = ACTIVE.into();
-                Ok(())
-            });
-        }
-        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
-    }
-
-    /// Partner access for an existing user (also a partner's rehire): the
-    /// policy checks (`grant_partner_access`, and `dismiss_user` on the one
-    /// to replace), then the seat checks and the write.
-    fn partner_access_write(
-        &self,
-        uid: &EntityUid,
-        actor: &EntityUid,
-        current: &UserView,
-        replace: Option<&str>,
-        must_be_dismissed: bool,
-        operation: &str,
-    ) -> Result<Outcome, OrchestratorError> {
-        let email = normalize_email(&current.email)?;
-        let account_uid = parse_uid("account", "Account", &current.account)?;
-        let replace_uid = replace
-            .map(|r| parse_uid("replace", "User", r))
-            .transpose()?;
-        let asked =
-            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
-        if let Some(r) = &replace_uid {
-            self.ask(actor, "dismiss_user", r, None)?;
-        }
-        let replace_id = replace_uid.as_ref().map(id_of);
-        self.partner_seat_write(
-            uid,
-            &email,
-            replace_id.as_deref(),
-            asked.as_ref(),
-            must_be_dismissed,
-            (operation, &actor.to_string()),
-        )
-    }
-
-    /// Grant (`true`) or revoke administrator rights.
-    pub fn set_admin(
-        &self,
-        user: &str,
-        actor: &str,
-        admin: bool,
-    ) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let action = if admin { "grant_admin" } else { "revoke_admin" };
-        self.ask(&actor, action, &uid, None)?;
-        self.simple_write(
-            &uid,
-            (
-                if admin {
-                    "user.grant_admin"
-                } else {
-                    "user.revoke_admin"
-                },
-                &actor.to_string(),
-            ),
-            |_, u| {
-                u.is_admin = admin;
-                Ok(())
-            },
-        )
-    }
-
-    fn simple_write(
-        &self,
-        uid: &EntityUid,
-        (operation, actor): (&str, &str),
-        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            (operation, actor),
-            &mut |tx| {
-                let mut u = user_in(tx, uid)?;
-                change(tx, &mut u)?;
-                let writes = vec![Self::record(schema, &u)?];
-                Ok((
-                    writes,
-                    Outcome {
-                        user: u,
-                        dismissed: None,
-                    },
-                ))
-            },
-            schema,
-        )?;
-        Ok(outcome)
     }
 
     /// Every user of an account (from the serving directory).
@@ -1151,6 +686,513 @@ impl Orchestrator {
         })
     }
 
+    /// The registry.
+    pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
+        Ok(self.store.companies()?)
+    }
+}
+
+impl Call<'_> {
+    /// Ask the policies (the decision record carries the scope's request
+    /// id); an Allow gives its decision id, which the operation's change
+    /// records name; a Deny is an error carrying the reasons.
+    fn ask(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        context: Option<Value>,
+    ) -> Result<String, OrchestratorError> {
+        let q = Query {
+            principal: actor.clone(),
+            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
+            resource: resource.clone(),
+            context,
+            entities: None,
+            principal_attrs: None,
+            resource_attrs: None,
+            request_id: self.scope.request_id.clone(),
+        };
+        let answer = self.authz.is_authorized(&q)?;
+        // Called off the async threads (spawn_blocking): blocking is fine.
+        answer
+            .wait_durable(AUDIT_ACK_TIMEOUT)
+            .map_err(OrchestratorError::AuditUnavailable)?;
+        if answer.decision.is_allowed() {
+            Ok(answer.decision_id)
+        } else {
+            tracing::info!(%actor, action, %resource, reasons = ?answer.decision.reasons, "orchestrator: policy deny");
+            Err(OrchestratorError::Denied {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                resource: resource.to_string(),
+                reasons: answer.decision.reasons,
+                errors: answer.decision.errors,
+            })
+        }
+    }
+
+    /// The policy question for giving partner access to `email`: with the
+    /// registry's company as the invitee when the email belongs to a
+    /// certified company; otherwise there is no invitee to ask about, and
+    /// the actor must at least be allowed to invite users into the account
+    /// (the refusal `not_a_certified_partner` comes later, in check order).
+    fn ask_partner_access(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        account: &EntityUid,
+        email: &str,
+    ) -> Result<(Option<RegistryCompany>, String), OrchestratorError> {
+        let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
+        let decided = match &certified {
+            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
+            None => self.ask(actor, "invite_user", account, None)?,
+        };
+        Ok((certified, decided))
+    }
+
+    /// Run `op` in one store transaction inside the directory's write path
+    /// ([`Directory::commit_with`]: the store commit and the memory update
+    /// under the directory's writer lock), logging one change record per
+    /// written entity that names the decision that allowed it (`decided`)
+    /// and the scope's request id. Under the [`WriteScope`], the transaction
+    /// first stops on a remembered `Idempotency-Key` or a passed deadline,
+    /// and remembers the key's answer (the outcome) with the writes.
+    fn commit(
+        &self,
+        (operation, actor): (&str, &str),
+        decided: &Decided,
+        op: &mut OutcomeOp<'_>,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let scope = &self.scope;
+        let mut outcome = None;
+        let mut guarded = |tx: &mut dyn AccountTx| {
+            if let Some(i) = &scope.idempotency {
+                if let Some(r) = tx.recall(&i.key)? {
+                    return Err(i.replay(r));
+                }
+            }
+            if scope
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(OrchestratorError::TimedOut);
+            }
+            let (records, o) = op(tx)?;
+            if let Some(i) = &scope.idempotency {
+                let body = serde_json::to_string(&o)
+                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+                let answer = partnergate_core::store::Remembered {
+                    fingerprint: i.fingerprint.clone(),
+                    status: i.status,
+                    body,
+                };
+                tx.remember(&i.key, &answer)?;
+            }
+            outcome = Some(o);
+            Ok(records)
+        };
+        self.directory().commit_with(schema, || {
+            let records = self.store.transact(&mut guarded)?;
+            if let Some(log) = self.authz.audit() {
+                for r in &records {
+                    let before = crate::directory::uid_from_key(&r.uid)
+                        .and_then(|u| self.directory().get_json(&u))
+                        .unwrap_or(Value::Null);
+                    let after = serde_json::from_str(&r.json).unwrap_or(Value::Null);
+                    log.log(
+                        crate::audit::ChangeEvent::new(actor, operation, before, after)
+                            .decided_by(decided.of(&r.uid))
+                            .request(scope.request_id.clone()),
+                    );
+                }
+            }
+            Ok::<_, OrchestratorError>((records, ()))
+        })?;
+        outcome.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+    }
+
+    /// Invite a partner by email into `account` (optionally dismissing
+    /// `replace` in the same transaction).
+    pub fn invite_partner(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let (asked, by) =
+            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
+        let mut decided = Decided::by(by);
+        if let Some(r) = &replace_uid {
+            let id = self.ask(&actor, "dismiss_user", r, None)?;
+            decided.others.push((r.to_string(), id));
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            ("partner.invite", &actor.to_string()),
+            &decided,
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                let existing = users.iter().find(|u| u.email == email);
+                if let Some(u) = existing.filter(|u| u.status != DISMISSED) {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_member",
+                        message: format!(
+                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
+                            u.id, u.status
+                        ),
+                    });
+                }
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &account,
+                        email: &email,
+                        subject: existing.map(|u| u.id.as_str()),
+                        replace: replace_id.as_deref(),
+                        asked: asked.as_ref(),
+                    },
+                )?;
+                let user = UserView {
+                    id: existing
+                        .map(|u| u.id.clone())
+                        .unwrap_or_else(|| new_user_id(&email, name)),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: INVITED.into(),
+                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
+                    two_factor: true,
+                    partner: Some(PartnerView {
+                        company: company.id,
+                        verified: false,
+                    }),
+                };
+                let mut writes = vec![Orchestrator::record(schema, &user)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Orchestrator::record(schema, d)?);
+                }
+                Ok((writes, Outcome { user, dismissed }))
+            },
+            schema,
+        )?;
+        tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
+        Ok(outcome)
+    }
+
+    /// Invite an ordinary user by email into `account`.
+    pub fn invite_user(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let decided = Decided::by(self.ask(&actor, "invite_user", &account_uid, None)?);
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            ("user.invite", &actor.to_string()),
+            &decided,
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                if let Some(u) = users.iter().find(|u| u.email == email) {
+                    let (code, message) = if u.status == DISMISSED {
+                        ("user_dismissed", format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
+                    } else {
+                        ("already_member", format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
+                    };
+                    return Err(OrchestratorError::Conflict { code, message });
+                }
+                let user = UserView {
+                    id: new_user_id(&email, name),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: INVITED.into(),
+                    is_admin: false,
+                    two_factor: false,
+                    partner: None,
+                };
+                let writes = vec![Orchestrator::record(schema, &user)?];
+                Ok((
+                    writes,
+                    Outcome {
+                        user,
+                        dismissed: None,
+                    },
+                ))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// The invitee accepts the invitation: active, and a partner is
+    /// verified against the registry now (refused if no longer certified).
+    pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        // No policy question: the invitee accepts its own invitation.
+        let decided = Decided::default();
+        self.simple_write(&uid, ("user.accept", &uid.to_string()), &decided, |tx, u| {
+            if u.status != INVITED {
+                return Err(OrchestratorError::Conflict {
+                    code: "not_invited",
+                    message: format!("{uid} has no open invitation (status {})", u.status),
+                });
+            }
+            if let Some(p) = &mut u.partner {
+                let company = tx
+                    .company_of_email(&u.email)?
+                    .filter(|c| c.certified && c.id == p.company)
+                    .ok_or_else(|| OrchestratorError::NotCertified {
+                        email: u.email.clone(),
+                    })?;
+                p.company = company.id;
+                p.verified = true;
+            }
+            u.status = ACTIVE.into();
+            Ok(())
+        })
+    }
+
+    /// Give partner access to an existing user (re-activating a dismissed one).
+    pub fn grant_partner_access(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let current = self.user_from_memory(&uid)?;
+        self.partner_access_write(
+            &uid,
+            &actor,
+            &current,
+            replace,
+            false,
+            "user.partner_access",
+        )
+    }
+
+    /// Shared by partner access and rehire: the seat checks and the write.
+    fn partner_seat_write(
+        &self,
+        uid: &EntityUid,
+        email: &str,
+        replace: Option<&str>,
+        asked: Option<&RegistryCompany>,
+        must_be_dismissed: bool,
+        (operation, actor): (&str, &str),
+        decided: &Decided,
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            (operation, actor),
+            decided,
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                if must_be_dismissed && u.status != DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_dismissed",
+                        message: format!("{uid} is not dismissed (status {})", u.status),
+                    });
+                }
+                if !must_be_dismissed && u.holds_partner_seat() {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_partner",
+                        message: format!("{uid} is already a partner user (status {})", u.status),
+                    });
+                }
+                let users = users_in(tx, &u.account)?;
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &u.account,
+                        email,
+                        subject: Some(&u.id),
+                        replace,
+                        asked,
+                    },
+                )?;
+                if u.status == DISMISSED {
+                    u.status = ACTIVE.into();
+                }
+                u.two_factor = true;
+                u.partner = Some(PartnerView {
+                    company: company.id,
+                    verified: u.status == ACTIVE,
+                });
+                let mut writes = vec![Orchestrator::record(schema, &u)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Orchestrator::record(schema, d)?);
+                }
+                Ok((writes, Outcome { user: u, dismissed }))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// Dismiss a user (kept, never deleted); frees a partner seat.
+    pub fn dismiss(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let decided = Decided::by(self.ask(&actor, "dismiss_user", &uid, None)?);
+        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), &decided, |_, u| {
+            if u.status == DISMISSED {
+                return Err(OrchestratorError::Conflict {
+                    code: "already_dismissed",
+                    message: format!("user `{}` is already dismissed", u.id),
+                });
+            }
+            u.status = DISMISSED.into();
+            Ok(())
+        })
+    }
+
+    /// Hire a dismissed user back; a partner is re-verified against the
+    /// registry and re-counted (same checks as an invitation).
+    pub fn rehire(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let decided = Decided::by(self.ask(&actor, "rehire_user", &uid, None)?);
+        let current = self.user_from_memory(&uid)?;
+        if current.partner.is_none() {
+            let rehire = ("user.rehire", actor.to_string());
+            return self.simple_write(&uid, (rehire.0, &rehire.1), &decided, |_, u| {
+                if u.status != DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_dismissed",
+                        message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
+                    });
+                }
+                u.status = ACTIVE.into();
+                Ok(())
+            });
+        }
+        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
+    }
+
+    /// Partner access for an existing user (also a partner's rehire): the
+    /// policy checks (`grant_partner_access`, and `dismiss_user` on the one
+    /// to replace), then the seat checks and the write.
+    fn partner_access_write(
+        &self,
+        uid: &EntityUid,
+        actor: &EntityUid,
+        current: &UserView,
+        replace: Option<&str>,
+        must_be_dismissed: bool,
+        operation: &str,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(&current.email)?;
+        let account_uid = parse_uid("account", "Account", &current.account)?;
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let (asked, by) =
+            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
+        let mut decided = Decided::by(by);
+        if let Some(r) = &replace_uid {
+            let id = self.ask(actor, "dismiss_user", r, None)?;
+            decided.others.push((r.to_string(), id));
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        self.partner_seat_write(
+            uid,
+            &email,
+            replace_id.as_deref(),
+            asked.as_ref(),
+            must_be_dismissed,
+            (operation, &actor.to_string()),
+            &decided,
+        )
+    }
+
+    /// Grant (`true`) or revoke administrator rights.
+    pub fn set_admin(
+        &self,
+        user: &str,
+        actor: &str,
+        admin: bool,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let action = if admin { "grant_admin" } else { "revoke_admin" };
+        let decided = Decided::by(self.ask(&actor, action, &uid, None)?);
+        self.simple_write(
+            &uid,
+            (
+                if admin {
+                    "user.grant_admin"
+                } else {
+                    "user.revoke_admin"
+                },
+                &actor.to_string(),
+            ),
+            &decided,
+            |_, u| {
+                u.is_admin = admin;
+                Ok(())
+            },
+        )
+    }
+
+    fn simple_write(
+        &self,
+        uid: &EntityUid,
+        (operation, actor): (&str, &str),
+        decided: &Decided,
+        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            (operation, actor),
+            decided,
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                change(tx, &mut u)?;
+                let writes = vec![Orchestrator::record(schema, &u)?];
+                Ok((
+                    writes,
+                    Outcome {
+                        user: u,
+                        dismissed: None,
+                    },
+                ))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
     /// Insert or replace registry companies (fields and email lists) and
     /// their `PartnerCompany` entities, in one transaction.
     pub fn put_companies(
@@ -1204,7 +1246,7 @@ impl Orchestrator {
             entities.push(entity);
             clean.push(c);
         }
-        let scope = current_scope();
+        let scope = &self.scope;
         let answer = match &scope.idempotency {
             Some(i) => Some(partnergate_core::store::Remembered {
                 fingerprint: i.fingerprint.clone(),
@@ -1222,36 +1264,33 @@ impl Orchestrator {
                 .zip(answer.as_ref())
                 .map(|(i, a)| (i.key.as_str(), a)),
         };
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.put_companies(&clean, &records, &guard)? {
-            partnergate_core::store::Guarded::Applied => {}
-            partnergate_core::store::Guarded::TimedOut => return Err(OrchestratorError::TimedOut),
-            partnergate_core::store::Guarded::Replayed(r) => {
-                return Err(match &scope.idempotency {
-                    Some(i) => i.replay(r),
-                    None => OrchestratorError::Replayed(r),
-                })
+        self.directory().commit_with(schema, || {
+            match self.store.put_companies(&clean, &records, &guard)? {
+                partnergate_core::store::Guarded::Applied => {}
+                partnergate_core::store::Guarded::TimedOut => {
+                    return Err(OrchestratorError::TimedOut)
+                }
+                partnergate_core::store::Guarded::Replayed(r) => {
+                    return Err(match &scope.idempotency {
+                        Some(i) => i.replay(r),
+                        None => OrchestratorError::Replayed(r),
+                    })
+                }
             }
-        }
-        if let Some(log) = self.authz.audit() {
-            for (c, e) in clean.iter().zip(&entities) {
-                log.log(crate::audit::ChangeEvent {
-                    decision_id: None,
-                    request_id: None,
-                    actor: "registry".into(),
-                    operation: "registry.put".into(),
-                    before: self.directory().get_json(&e.uid()).unwrap_or(Value::Null),
-                    after: serde_json::to_value(c).unwrap_or(Value::Null),
-                });
+            if let Some(log) = self.authz.audit() {
+                for (c, e) in clean.iter().zip(&entities) {
+                    let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
+                    let after = serde_json::to_value(c).unwrap_or(Value::Null);
+                    // No policy question: the registry is the operator's (bearer token).
+                    log.log(
+                        crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
+                            .request(scope.request_id.clone()),
+                    );
+                }
             }
-        }
-        self.directory().apply_committed(entities, &[]);
+            Ok::<_, OrchestratorError>((records.clone(), ()))
+        })?;
         Ok(clean)
-    }
-
-    /// The registry.
-    pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
-        Ok(self.store.companies()?)
     }
 }
 
@@ -1262,6 +1301,126 @@ mod tests {
     use crate::reload::Evaluator;
     use partnergate_core::store::sqlite::SqliteStore;
     use std::path::Path;
+    use std::sync::Mutex;
+
+    /// The shipped pack, a fresh SQLite store and a directory holding the
+    /// demo entities.
+    fn demo(dir: &Path) -> (Arc<Evaluator>, Arc<SqliteStore>, Arc<Directory>, Arc<QuotaRules>) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let source = PackSource::new(
+            root.join("policies"),
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir).unwrap());
+        let directory = Arc::new(Directory::open(store.clone()).unwrap());
+        let demo: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
+        (evaluator, store, directory, rules)
+    }
+
+    /// The real SQLite store, except that the first transaction, once
+    /// committed, tells the test and waits for its go before it returns:
+    /// the window between an orchestrator's store commit and its memory update.
+    struct PauseAfterCommit {
+        inner: Arc<SqliteStore>,
+        armed: std::sync::atomic::AtomicBool,
+        committed: std::sync::mpsc::SyncSender<()>,
+        go: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl OrchestratorStore for PauseAfterCommit {
+        fn transact(
+            &self,
+            op: &mut store::TxOp<'_>,
+        ) -> Result<Vec<EntityRecord>, OrchestratorError> {
+            let out = self.inner.transact(op);
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.committed.send(()).unwrap();
+                self.go.lock().unwrap().recv().unwrap();
+            }
+            out
+        }
+        fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
+            self.inner.company_of_email(email)
+        }
+        fn put_companies(
+            &self,
+            companies: &[RegistryCompany],
+            records: &[EntityRecord],
+            guard: &partnergate_core::store::WriteGuard<'_>,
+        ) -> Result<partnergate_core::store::Guarded, StoreError> {
+            self.inner.put_companies(companies, records, guard)
+        }
+        fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError> {
+            self.inner.companies()
+        }
+    }
+
+    /// Bug (issue #13): an orchestrator write and a `PUT /v1/entities` on the
+    /// same entity took two different locks, so the PUT could commit and
+    /// reach memory between the orchestrator's commit and its memory update:
+    /// store order orchestrator-then-PUT, memory order PUT-then-orchestrator,
+    /// and memory differed from the store until a restart. Now both go
+    /// through the directory's one writer lock: the PUT waits.
+    #[test]
+    fn a_put_during_an_orchestrator_write_leaves_memory_equal_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evaluator, sqlite, directory, rules) = demo(dir.path());
+        let (committed_tx, committed) = std::sync::mpsc::sync_channel(1);
+        let (go, go_rx) = std::sync::mpsc::sync_channel(1);
+        let paused = Arc::new(PauseAfterCommit {
+            inner: sqlite.clone(),
+            armed: true.into(),
+            committed: committed_tx,
+            go: Mutex::new(go_rx),
+        });
+        let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), paused, rules);
+        let emma = engine::parse_uid("u", "User::\"emma\"").unwrap();
+        let put = json!({"uid": {"type": "User", "id": "emma"},
+            "parents": [{"type": "Account", "id": "acme"}],
+            "attrs": {"email": "emma.put@acme.example", "is_admin": false, "status": "active",
+                "two_factor": false,
+                "account": {"__entity": {"type": "Account", "id": "acme"}}}});
+        std::thread::scope(|s| {
+            let orchestrator = s.spawn(|| {
+                o.with(WriteScope::default())
+                    .set_admin("emma", "owner", true)
+                    .unwrap()
+            });
+            committed.recv().unwrap();
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let directory = &directory;
+            let writer = s.spawn(move || {
+                let out = directory.put(vec![Entity::from_json_value(put, None).unwrap()]);
+                done_tx.send(()).unwrap();
+                out
+            });
+            // The old code lets the PUT finish inside the window; the fixed
+            // code blocks it on the writer lock until the go.
+            let _ = done.recv_timeout(std::time::Duration::from_secs(1));
+            go.send(()).unwrap();
+            orchestrator.join().unwrap();
+            writer.join().unwrap().unwrap();
+        });
+        let fresh = Directory::open(sqlite).unwrap();
+        assert_eq!(
+            directory.get_json(&emma),
+            fresh.get_json(&emma),
+            "memory differs from the store"
+        );
+        assert_eq!(
+            fresh.get_json(&emma).unwrap()["attrs"]["email"],
+            json!("emma.put@acme.example"),
+            "the PUT came last"
+        );
+    }
 
     /// The listings read only the users that point at the account (the
     /// directory's index), never every user: another account's user that is
