@@ -622,7 +622,10 @@ mod tests {
         let generation = directory.generation();
         let out = directory.commit_with(None, || {
             Ok::<_, DirectoryError>((
-                vec![record(r#"User::"bad""#, "{not json"), record(r#"User::"a""#, good)],
+                vec![
+                    record(r#"User::"bad""#, "{not json"),
+                    record(r#"User::"a""#, good),
+                ],
                 7,
             ))
         });
@@ -631,9 +634,7 @@ mod tests {
         assert_eq!(directory.len(), 1);
         assert!(directory.generation() > generation);
         // A failing write applies nothing.
-        let failed: Result<(), _> = directory.commit_with(None, || {
-            Err(DirectoryError::TimedOut)
-        });
+        let failed: Result<(), _> = directory.commit_with(None, || Err(DirectoryError::TimedOut));
         assert!(matches!(failed, Err(DirectoryError::TimedOut)));
         assert_eq!((directory.len(), directory.dropped()), (1, 1));
     }

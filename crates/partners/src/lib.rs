@@ -492,7 +492,11 @@ struct SeatRequest<'a> {
 impl Orchestrator {
     pub fn new(authz: Authz, store: Arc<dyn OrchestratorStore>, rules: Arc<QuotaRules>) -> Self {
         rules.bind(authz.evaluator());
-        Orchestrator { authz, store, rules }
+        Orchestrator {
+            authz,
+            store,
+            rules,
+        }
     }
 
     /// The write operations under `scope` (deadline, `Idempotency-Key`,
@@ -951,26 +955,31 @@ impl Call<'_> {
         let uid = parse_uid("user", "User", user)?;
         // No policy question: the invitee accepts its own invitation.
         let decided = Decided::default();
-        self.simple_write(&uid, ("user.accept", &uid.to_string()), &decided, |tx, u| {
-            if u.status != INVITED {
-                return Err(OrchestratorError::Conflict {
-                    code: "not_invited",
-                    message: format!("{uid} has no open invitation (status {})", u.status),
-                });
-            }
-            if let Some(p) = &mut u.partner {
-                let company = tx
-                    .company_of_email(&u.email)?
-                    .filter(|c| c.certified && c.id == p.company)
-                    .ok_or_else(|| OrchestratorError::NotCertified {
-                        email: u.email.clone(),
-                    })?;
-                p.company = company.id;
-                p.verified = true;
-            }
-            u.status = ACTIVE.into();
-            Ok(())
-        })
+        self.simple_write(
+            &uid,
+            ("user.accept", &uid.to_string()),
+            &decided,
+            |tx, u| {
+                if u.status != INVITED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "not_invited",
+                        message: format!("{uid} has no open invitation (status {})", u.status),
+                    });
+                }
+                if let Some(p) = &mut u.partner {
+                    let company = tx
+                        .company_of_email(&u.email)?
+                        .filter(|c| c.certified && c.id == p.company)
+                        .ok_or_else(|| OrchestratorError::NotCertified {
+                            email: u.email.clone(),
+                        })?;
+                    p.company = company.id;
+                    p.verified = true;
+                }
+                u.status = ACTIVE.into();
+                Ok(())
+            },
+        )
     }
 
     /// Give partner access to an existing user (re-activating a dismissed one).
@@ -1059,16 +1068,21 @@ impl Call<'_> {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
         let decided = Decided::by(self.ask(&actor, "dismiss_user", &uid, None)?);
-        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), &decided, |_, u| {
-            if u.status == DISMISSED {
-                return Err(OrchestratorError::Conflict {
-                    code: "already_dismissed",
-                    message: format!("user `{}` is already dismissed", u.id),
-                });
-            }
-            u.status = DISMISSED.into();
-            Ok(())
-        })
+        self.simple_write(
+            &uid,
+            ("user.dismiss", &actor.to_string()),
+            &decided,
+            |_, u| {
+                if u.status == DISMISSED {
+                    return Err(OrchestratorError::Conflict {
+                        code: "already_dismissed",
+                        message: format!("user `{}` is already dismissed", u.id),
+                    });
+                }
+                u.status = DISMISSED.into();
+                Ok(())
+            },
+        )
     }
 
     /// Hire a dismissed user back; a partner is re-verified against the
@@ -1305,7 +1319,14 @@ mod tests {
 
     /// The shipped pack, a fresh SQLite store and a directory holding the
     /// demo entities.
-    fn demo(dir: &Path) -> (Arc<Evaluator>, Arc<SqliteStore>, Arc<Directory>, Arc<QuotaRules>) {
+    fn demo(
+        dir: &Path,
+    ) -> (
+        Arc<Evaluator>,
+        Arc<SqliteStore>,
+        Arc<Directory>,
+        Arc<QuotaRules>,
+    ) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let source = PackSource::new(
             root.join("policies"),

@@ -263,8 +263,10 @@ pub(super) async fn accept(
     Path(user): Path<String>,
     w: WriteRequest,
 ) -> Result<Response, AppError> {
-    w.run(&state, StatusCode::OK, move |o| o.accept(&user).map(outcome))
-        .await
+    w.run(&state, StatusCode::OK, move |o| {
+        o.accept(&user).map(outcome)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/partner-access", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
