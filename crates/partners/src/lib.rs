@@ -40,9 +40,145 @@ use partnergate_policy::policies;
 use rules::QuotaRules;
 use store::{AccountTx, OrchestratorStore, RegistryCompany};
 
-pub const INVITED: &str = "invited";
-pub const ACTIVE: &str = "active";
-pub const DISMISSED: &str = "dismissed";
+/// A user's stored `status`: `"invited"`, `"active"`, `"dismissed"`, or
+/// any other string a `PUT /v1/entities` stored (kept as written; the
+/// orchestrator treats it as neither invited nor dismissed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum UserStatus {
+    Invited,
+    Active,
+    Dismissed,
+    Other(String),
+}
+
+impl UserStatus {
+    /// The wire (and stored) form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            UserStatus::Invited => "invited",
+            UserStatus::Active => "active",
+            UserStatus::Dismissed => "dismissed",
+            UserStatus::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for UserStatus {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "invited" => UserStatus::Invited,
+            "active" => UserStatus::Active,
+            "dismissed" => UserStatus::Dismissed,
+            _ => UserStatus::Other(s),
+        }
+    }
+}
+
+impl From<UserStatus> for String {
+    fn from(s: UserStatus) -> Self {
+        match s {
+            UserStatus::Other(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for UserStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The status shown in the employees list ([`UserView::list_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListStatus {
+    Administrator,
+    Employee,
+    Partner,
+    Dismissed,
+    Invited,
+}
+
+impl ListStatus {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListStatus::Administrator => "administrator",
+            ListStatus::Employee => "employee",
+            ListStatus::Partner => "partner",
+            ListStatus::Dismissed => "dismissed",
+            ListStatus::Invited => "invited",
+        }
+    }
+
+    /// The employees list's order: administrators and employees, partners,
+    /// dismissed, invited.
+    fn rank(self) -> u8 {
+        match self {
+            ListStatus::Administrator | ListStatus::Employee => 0,
+            ListStatus::Partner => 1,
+            ListStatus::Dismissed => 2,
+            ListStatus::Invited => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for ListStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Why an input is invalid: the stable `code` of the wire format
+/// ([`InvalidCode::as_str`]); the HTTP adapter picks the status by variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidCode {
+    /// `replace` is not an active partner of the account.
+    Replace,
+    /// A registry company is malformed.
+    Company,
+    /// The user would not validate against the schema.
+    User,
+}
+
+impl InvalidCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidCode::Replace => "invalid_replace",
+            InvalidCode::Company => "invalid_company",
+            InvalidCode::User => "invalid_user",
+        }
+    }
+}
+
+/// What a conflict is about: the stable `code` of the wire format
+/// ([`ConflictCode::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictCode {
+    AlreadyMember,
+    UserDismissed,
+    NotInvited,
+    NotDismissed,
+    AlreadyPartner,
+    AlreadyDismissed,
+    RegistryChanged,
+}
+
+impl ConflictCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictCode::AlreadyMember => "already_member",
+            ConflictCode::UserDismissed => "user_dismissed",
+            ConflictCode::NotInvited => "not_invited",
+            ConflictCode::NotDismissed => "not_dismissed",
+            ConflictCode::AlreadyPartner => "already_partner",
+            ConflictCode::AlreadyDismissed => "already_dismissed",
+            ConflictCode::RegistryChanged => "registry_changed",
+        }
+    }
+}
 
 /// Why an orchestrator operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +206,10 @@ pub enum OrchestratorError {
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ConflictCode, message: String },
     #[error("field `{field}`: {message}")]
     Invalid {
-        code: &'static str,
+        code: InvalidCode,
         field: &'static str,
         message: String,
     },
@@ -110,8 +246,8 @@ impl OrchestratorError {
             OrchestratorError::DifferentCompany { .. } => "different_partner_company",
             OrchestratorError::NotCertified { .. } => "not_a_certified_partner",
             OrchestratorError::NotFound(_) => "not_found",
-            OrchestratorError::Conflict { code, .. } => code,
-            OrchestratorError::Invalid { code, .. } => code,
+            OrchestratorError::Conflict { code, .. } => code.as_str(),
+            OrchestratorError::Invalid { code, .. } => code.as_str(),
             OrchestratorError::Request(_) => "bad_request",
             OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
             OrchestratorError::AuditUnavailable(_) => "audit_unavailable",
@@ -160,7 +296,7 @@ pub struct UserView {
     pub id: String,
     pub email: String,
     pub account: String,
-    pub status: String,
+    pub status: UserStatus,
     pub is_admin: bool,
     pub two_factor: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,7 +336,7 @@ impl UserView {
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("no account"))?
                 .to_string(),
-            status: s("status").ok_or_else(|| bad("no status"))?,
+            status: s("status").ok_or_else(|| bad("no status"))?.into(),
             is_admin: b("is_admin"),
             two_factor: b("two_factor"),
             partner,
@@ -215,7 +351,7 @@ impl UserView {
 
     /// Holds a partner seat: a partner user who is not dismissed.
     pub fn holds_partner_seat(&self) -> bool {
-        self.partner.is_some() && self.status != DISMISSED
+        self.partner.is_some() && self.status != UserStatus::Dismissed
     }
 
     /// The Cedar entity JSON of this user.
@@ -241,17 +377,17 @@ impl UserView {
 
     /// The status shown in the employees list, by precedence: dismissed and
     /// invited win over the role; a partner shows "partner" over its admin rights.
-    pub fn list_status(&self) -> &'static str {
-        if self.status == DISMISSED {
-            "dismissed"
-        } else if self.status == INVITED {
-            "invited"
+    pub fn list_status(&self) -> ListStatus {
+        if self.status == UserStatus::Dismissed {
+            ListStatus::Dismissed
+        } else if self.status == UserStatus::Invited {
+            ListStatus::Invited
         } else if self.partner.is_some() {
-            "partner"
+            ListStatus::Partner
         } else if self.is_admin {
-            "administrator"
+            ListStatus::Administrator
         } else {
-            "employee"
+            ListStatus::Employee
         }
     }
 }
@@ -262,7 +398,7 @@ pub struct ListedUser {
     #[serde(flatten)]
     pub user: UserView,
     /// "administrator", "employee", "partner", "dismissed" or "invited".
-    pub list_status: &'static str,
+    pub list_status: ListStatus,
     /// "Partner" for a partner user (whatever the status).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mark: Option<&'static str>,
@@ -535,7 +671,7 @@ impl Orchestrator {
         if let Some(r) = req.replace {
             let Some(pos) = active.iter().position(|u| u.id == r) else {
                 return Err(OrchestratorError::Invalid {
-                    code: "invalid_replace",
+                    code: InvalidCode::Replace,
                     field: "replace",
                     message: format!(
                         "`{r}` is not an active partner of account `{}`",
@@ -544,7 +680,7 @@ impl Orchestrator {
                 });
             };
             let mut victim = active.remove(pos).clone();
-            victim.status = DISMISSED.into();
+            victim.status = UserStatus::Dismissed;
             dismissed = Some(victim);
         }
         if active.len() >= quotas.max_active_partners as usize {
@@ -587,7 +723,7 @@ impl Orchestrator {
             .unwrap_or(false);
         if !same {
             return Err(OrchestratorError::Conflict {
-                code: "registry_changed",
+                code: ConflictCode::RegistryChanged,
                 message: format!(
                     "the partner registry entry of {} changed during the request; try again",
                     req.email
@@ -605,7 +741,7 @@ impl Orchestrator {
         let json = u.to_entity_json();
         let entity = Entity::from_json_value(json.clone(), schema).map_err(|e| {
             OrchestratorError::Invalid {
-                code: "invalid_user",
+                code: InvalidCode::User,
                 field: "user",
                 message: e.to_string(),
             }
@@ -653,12 +789,6 @@ impl Orchestrator {
     /// The employees list, by status precedence (administrator/employee,
     /// partner, dismissed, invited), then email.
     pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
-        let rank = |s: &str| match s {
-            "administrator" | "employee" => 0,
-            "partner" => 1,
-            "dismissed" => 2,
-            _ => 3,
-        };
         let mut list: Vec<ListedUser> = self
             .account_users(account)?
             .into_iter()
@@ -669,7 +799,7 @@ impl Orchestrator {
             })
             .collect();
         list.sort_by(|a, b| {
-            (rank(a.list_status), &a.user.email).cmp(&(rank(b.list_status), &b.user.email))
+            (a.list_status.rank(), &a.user.email).cmp(&(b.list_status.rank(), &b.user.email))
         });
         Ok(list)
     }
@@ -677,7 +807,10 @@ impl Orchestrator {
     /// Seat counts: partners are neither paid users nor administrators.
     pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
         let users = self.account_users(account)?;
-        let holding: Vec<&UserView> = users.iter().filter(|u| u.status != DISMISSED).collect();
+        let holding: Vec<&UserView> = users
+            .iter()
+            .filter(|u| u.status != UserStatus::Dismissed)
+            .collect();
         Ok(Seats {
             account: id_of(&parse_uid("account", "Account", account)?),
             paid_users: holding.iter().filter(|u| u.partner.is_none()).count(),
@@ -852,9 +985,9 @@ impl Call<'_> {
             &mut |tx| {
                 let users = users_in(tx, &account)?;
                 let existing = users.iter().find(|u| u.email == email);
-                if let Some(u) = existing.filter(|u| u.status != DISMISSED) {
+                if let Some(u) = existing.filter(|u| u.status != UserStatus::Dismissed) {
                     return Err(OrchestratorError::Conflict {
-                        code: "already_member",
+                        code: ConflictCode::AlreadyMember,
                         message: format!(
                             "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
                             u.id, u.status
@@ -878,7 +1011,7 @@ impl Call<'_> {
                         .unwrap_or_else(|| new_user_id(&email, name)),
                     email: email.clone(),
                     account: account.clone(),
-                    status: INVITED.into(),
+                    status: UserStatus::Invited,
                     is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
                     two_factor: true,
                     partner: Some(PartnerView {
@@ -919,10 +1052,10 @@ impl Call<'_> {
             &mut |tx| {
                 let users = users_in(tx, &account)?;
                 if let Some(u) = users.iter().find(|u| u.email == email) {
-                    let (code, message) = if u.status == DISMISSED {
-                        ("user_dismissed", format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
+                    let (code, message) = if u.status == UserStatus::Dismissed {
+                        (ConflictCode::UserDismissed, format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
                     } else {
-                        ("already_member", format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
+                        (ConflictCode::AlreadyMember, format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
                     };
                     return Err(OrchestratorError::Conflict { code, message });
                 }
@@ -930,7 +1063,7 @@ impl Call<'_> {
                     id: new_user_id(&email, name),
                     email: email.clone(),
                     account: account.clone(),
-                    status: INVITED.into(),
+                    status: UserStatus::Invited,
                     is_admin: false,
                     two_factor: false,
                     partner: None,
@@ -960,9 +1093,9 @@ impl Call<'_> {
             ("user.accept", &uid.to_string()),
             &decided,
             |tx, u| {
-                if u.status != INVITED {
+                if u.status != UserStatus::Invited {
                     return Err(OrchestratorError::Conflict {
-                        code: "not_invited",
+                        code: ConflictCode::NotInvited,
                         message: format!("{uid} has no open invitation (status {})", u.status),
                     });
                 }
@@ -976,7 +1109,7 @@ impl Call<'_> {
                     p.company = company.id;
                     p.verified = true;
                 }
-                u.status = ACTIVE.into();
+                u.status = UserStatus::Active;
                 Ok(())
             },
         )
@@ -1020,15 +1153,15 @@ impl Call<'_> {
             decided,
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
-                if must_be_dismissed && u.status != DISMISSED {
+                if must_be_dismissed && u.status != UserStatus::Dismissed {
                     return Err(OrchestratorError::Conflict {
-                        code: "not_dismissed",
+                        code: ConflictCode::NotDismissed,
                         message: format!("{uid} is not dismissed (status {})", u.status),
                     });
                 }
                 if !must_be_dismissed && u.holds_partner_seat() {
                     return Err(OrchestratorError::Conflict {
-                        code: "already_partner",
+                        code: ConflictCode::AlreadyPartner,
                         message: format!("{uid} is already a partner user (status {})", u.status),
                     });
                 }
@@ -1044,13 +1177,13 @@ impl Call<'_> {
                         asked,
                     },
                 )?;
-                if u.status == DISMISSED {
-                    u.status = ACTIVE.into();
+                if u.status == UserStatus::Dismissed {
+                    u.status = UserStatus::Active;
                 }
                 u.two_factor = true;
                 u.partner = Some(PartnerView {
                     company: company.id,
-                    verified: u.status == ACTIVE,
+                    verified: u.status == UserStatus::Active,
                 });
                 let mut writes = vec![Orchestrator::record(schema, &u)?];
                 if let Some(d) = &dismissed {
@@ -1073,13 +1206,13 @@ impl Call<'_> {
             ("user.dismiss", &actor.to_string()),
             &decided,
             |_, u| {
-                if u.status == DISMISSED {
+                if u.status == UserStatus::Dismissed {
                     return Err(OrchestratorError::Conflict {
-                        code: "already_dismissed",
+                        code: ConflictCode::AlreadyDismissed,
                         message: format!("user `{}` is already dismissed", u.id),
                     });
                 }
-                u.status = DISMISSED.into();
+                u.status = UserStatus::Dismissed;
                 Ok(())
             },
         )
@@ -1100,13 +1233,13 @@ impl Call<'_> {
         if current.partner.is_none() {
             let rehire = ("user.rehire", actor.to_string());
             return self.simple_write(&uid, (rehire.0, &rehire.1), &decided, |_, u| {
-                if u.status != DISMISSED {
+                if u.status != UserStatus::Dismissed {
                     return Err(OrchestratorError::Conflict {
-                        code: "not_dismissed",
+                        code: ConflictCode::NotDismissed,
                         message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
                     });
                 }
-                u.status = ACTIVE.into();
+                u.status = UserStatus::Active;
                 Ok(())
             });
         }
@@ -1220,7 +1353,7 @@ impl Call<'_> {
         let mut entities = Vec::with_capacity(companies.len());
         for (i, mut c) in companies.into_iter().enumerate() {
             let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
-                code: "invalid_company",
+                code: InvalidCode::Company,
                 field,
                 message: format!("company #{i}: {message}"),
             };
@@ -1441,6 +1574,60 @@ mod tests {
             json!("emma.put@acme.example"),
             "the PUT came last"
         );
+    }
+
+    /// The typed states keep the wire format: statuses, list statuses and
+    /// error codes serialise to the same strings as before; a status the
+    /// orchestrator does not know is kept as written.
+    #[test]
+    fn typed_states_keep_the_wire_strings() {
+        let stored = json!({"uid": {"type": "User", "id": "u"},
+            "parents": [{"type": "Account", "id": "acme"}],
+            "attrs": {"email": "u@acme.example", "is_admin": false, "status": "invited",
+                "two_factor": false, "account": {"__entity": {"type": "Account", "id": "acme"}}}});
+        let mut u = UserView::from_json(&stored).unwrap();
+        assert_eq!(u.status, UserStatus::Invited);
+        assert_eq!(u.to_entity_json(), stored);
+        assert_eq!(
+            serde_json::to_value(&u).unwrap()["status"],
+            json!("invited")
+        );
+        for (status, shown) in [
+            ("invited", "invited"),
+            ("active", "employee"),
+            ("dismissed", "dismissed"),
+            ("suspended", "employee"),
+        ] {
+            u.status = UserStatus::from(status.to_string());
+            assert_eq!(u.status.as_str(), status);
+            assert_eq!(u.to_entity_json()["attrs"]["status"], json!(status));
+            assert_eq!(serde_json::to_value(u.list_status()).unwrap(), json!(shown));
+        }
+        u.status = UserStatus::Active;
+        u.is_admin = true;
+        assert_eq!(format!("{:<14}|", u.list_status()), "administrator |");
+        u.partner = Some(PartnerView {
+            company: "goldco".into(),
+            verified: true,
+        });
+        assert_eq!(u.list_status().as_str(), "partner");
+        let codes: Vec<&str> = [
+            InvalidCode::Replace,
+            InvalidCode::Company,
+            InvalidCode::User,
+        ]
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+        assert_eq!(
+            codes,
+            ["invalid_replace", "invalid_company", "invalid_user"]
+        );
+        let e = OrchestratorError::Conflict {
+            code: ConflictCode::RegistryChanged,
+            message: String::new(),
+        };
+        assert_eq!(e.code(), "registry_changed");
     }
 
     /// The listings read only the users that point at the account (the

@@ -18,7 +18,7 @@ use super::error::AppError;
 use super::idempotency;
 use super::AppState;
 use partnergate_partners::store::RegistryCompany;
-use partnergate_partners::{Call, Orchestrator, OrchestratorError, WriteScope};
+use partnergate_partners::{Call, InvalidCode, Orchestrator, OrchestratorError, WriteScope};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -46,9 +46,10 @@ impl From<OrchestratorError> for AppError {
             OrchestratorError::InvalidEmail { .. } | OrchestratorError::NotCertified { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            OrchestratorError::Invalid { code, .. } if *code == "invalid_replace" => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            OrchestratorError::Invalid {
+                code: InvalidCode::Replace,
+                ..
+            } => StatusCode::UNPROCESSABLE_ENTITY,
             OrchestratorError::Denied { .. } => StatusCode::FORBIDDEN,
             OrchestratorError::LimitReached { .. }
             | OrchestratorError::DifferentCompany { .. }
@@ -70,7 +71,13 @@ impl From<OrchestratorError> for AppError {
             // Answered by `write` with the first answer; never reaches here in practice.
             OrchestratorError::Replayed(_) => StatusCode::CONFLICT,
         };
-        AppError::new(status, e.code(), e.to_string()).with_details(e.details())
+        let logged = matches!(e, OrchestratorError::AuditUnavailable(_));
+        let error = AppError::new(status, e.code(), e.to_string()).with_details(e.details());
+        if logged {
+            error.logged()
+        } else {
+            error
+        }
     }
 }
 
