@@ -119,25 +119,50 @@ async fn blocking<T: Send + 'static>(
         .map_err(AppError::from)
 }
 
+/// The refusals every partner and user write can answer (OpenAPI).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only described, never built
+pub(super) enum WriteRefusals {
+    #[response(status = 400, description = "invalid request")]
+    BadRequest,
+    #[response(status = 401, description = "no or wrong bearer token")]
+    Unauthorized,
+    #[response(status = 403, description = "denied by the policies")]
+    Denied,
+    #[response(status = 404, description = "no such account or user")]
+    NotFound,
+    #[response(status = 409, description = "seat limit, other company or conflict")]
+    Conflict,
+    #[response(
+        status = 422,
+        description = "invalid email, company not certified, invalid replace"
+    )]
+    Unprocessable,
+    #[response(status = 503, description = "the store is unavailable")]
+    Unavailable,
+}
+
 /// One orchestrator write request, as every write handler takes it: the
 /// route (method and path, part of the `Idempotency-Key` fingerprint), the
 /// headers (`Idempotency-Key`, `X-Request-ID`) and the raw body.
 pub(super) struct WriteRequest {
+    state: Arc<AppState>,
     route: String,
     headers: HeaderMap,
     body: Bytes,
 }
 
-impl<S: Send + Sync> FromRequest<S> for WriteRequest {
+impl FromRequest<Arc<AppState>> for WriteRequest {
     type Rejection = Response;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let route = format!("{} {}", req.method(), req.uri().path());
         let headers = req.headers().clone();
         let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(WriteRequest {
+            state: state.clone(),
             route,
             headers,
             body,
@@ -145,10 +170,21 @@ impl<S: Send + Sync> FromRequest<S> for WriteRequest {
     }
 }
 
+/// What a write handler answers.
+type Answer = Result<Response, AppError>;
+
+/// A 400 when `replace` is given where it does not apply.
+fn no_replace(replace: &Option<String>, why: &str) -> Result<(), AppError> {
+    match replace {
+        Some(_) => Err(AppError::bad_request(format!("field `replace`: {why}"))),
+        None => Ok(()),
+    }
+}
+
 impl WriteRequest {
     /// The JSON body.
-    fn json<T: serde::de::DeserializeOwned>(&self, state: &AppState) -> Result<T, AppError> {
-        parse_body(state, &self.body)
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, AppError> {
+        parse_body(&self.state, &self.body)
     }
 
     /// Run the write off the async runtime, under the request's deadline
@@ -159,10 +195,10 @@ impl WriteRequest {
     /// records); a success answers `status`.
     async fn run(
         self,
-        state: &Arc<AppState>,
         status: StatusCode,
         f: impl FnOnce(&Call<'_>) -> Result<Value, OrchestratorError> + Send + 'static,
-    ) -> Result<Response, AppError> {
+    ) -> Answer {
+        let state = &self.state;
         let key = idempotency::from_headers(&self.headers, &self.route, &self.body, status)?;
         if let Some(i) = &key {
             if let Some(replay) = idempotency::recalled(state, i).await? {
@@ -191,14 +227,10 @@ fn outcome(o: partnergate_partners::Outcome) -> Value {
 }
 
 #[utoipa::path(post, path = "/v1/accounts/{id}/partners", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
-    responses((status = 201, description = "the invitation (a seat taken, or the replaced partner dismissed)"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn invite_partner(
-    State(state): State<Arc<AppState>>,
-    Path(account): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    let b: InviteBody = w.json(&state)?;
-    w.run(&state, StatusCode::CREATED, move |o| {
+    responses((status = 201, description = "the invitation (a seat taken, or the replaced partner dismissed)"), WriteRefusals))]
+pub(super) async fn invite_partner(Path(account): Path<String>, w: WriteRequest) -> Answer {
+    let b: InviteBody = w.json()?;
+    w.run(StatusCode::CREATED, move |o| {
         let (name, replace) = (b.name.as_deref(), b.replace.as_deref());
         o.invite_partner(&account, &b.actor, &b.email, name, replace)
             .map(outcome)
@@ -207,23 +239,13 @@ pub(super) async fn invite_partner(
 }
 
 #[utoipa::path(post, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
-    responses((status = 201, description = "the invited user"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn invite_user(
-    State(state): State<Arc<AppState>>,
-    Path(account): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    let b: InviteBody = w.json(&state)?;
-    if b.replace.is_some() {
-        return Err(AppError::bad_request(
-            "field `replace`: only partner invitations replace someone",
-        ));
-    }
-    w.run(&state, StatusCode::CREATED, move |o| {
-        o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
-            .map(outcome)
-    })
-    .await
+    responses((status = 201, description = "the invited user"), WriteRefusals))]
+pub(super) async fn invite_user(Path(account): Path<String>, w: WriteRequest) -> Answer {
+    let b: InviteBody = w.json()?;
+    no_replace(&b.replace, "only partner invitations replace someone")?;
+    let invite = move |o: &Call<'_>| o.invite_user(&account, &b.actor, &b.email, b.name.as_deref());
+    w.run(StatusCode::CREATED, move |o| invite(o).map(outcome))
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
@@ -264,108 +286,64 @@ pub(super) async fn seats(
 
 #[utoipa::path(post, path = "/v1/users/{id}/accept", tag = "orchestrator", params(("id" = String, Path, description = "the user id")),
     request_body(content = String, description = "no body needed (any body is only compared for Idempotency-Key)"),
-    responses((status = 200, description = "the user is active"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn accept(
-    State(state): State<Arc<AppState>>,
-    Path(user): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    w.run(&state, StatusCode::OK, move |o| {
-        o.accept(&user).map(outcome)
-    })
-    .await
+    responses((status = 200, description = "the user is active"), WriteRefusals))]
+pub(super) async fn accept(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    w.run(StatusCode::OK, move |o| o.accept(&user).map(outcome))
+        .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/partner-access", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "partner access granted"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn partner_access(
-    State(state): State<Arc<AppState>>,
-    Path(user): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    let b: ActorBody = w.json(&state)?;
-    w.run(&state, StatusCode::OK, move |o| {
-        o.grant_partner_access(&user, &b.actor, b.replace.as_deref())
-            .map(outcome)
-    })
-    .await
+    responses((status = 200, description = "partner access granted"), WriteRefusals))]
+pub(super) async fn partner_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    let grant = move |o: &Call<'_>| o.grant_partner_access(&user, &b.actor, b.replace.as_deref());
+    w.run(StatusCode::OK, move |o| grant(o).map(outcome)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/dismiss", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "the user is dismissed"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn dismiss(
-    State(state): State<Arc<AppState>>,
-    Path(user): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    let b: ActorBody = w.json(&state)?;
-    if b.replace.is_some() {
-        return Err(AppError::bad_request(
-            "field `replace`: not accepted when dismissing",
-        ));
-    }
-    w.run(&state, StatusCode::OK, move |o| {
+    responses((status = 200, description = "the user is dismissed"), WriteRefusals))]
+pub(super) async fn dismiss(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when dismissing")?;
+    w.run(StatusCode::OK, move |o| {
         o.dismiss(&user, &b.actor).map(outcome)
     })
     .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/rehire", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "the user is rehired"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn rehire(
-    State(state): State<Arc<AppState>>,
-    Path(user): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    let b: ActorBody = w.json(&state)?;
-    w.run(&state, StatusCode::OK, move |o| {
-        o.rehire(&user, &b.actor, b.replace.as_deref()).map(outcome)
-    })
-    .await
+    responses((status = 200, description = "the user is rehired"), WriteRefusals))]
+pub(super) async fn rehire(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    let rehire = move |o: &Call<'_>| o.rehire(&user, &b.actor, b.replace.as_deref());
+    w.run(StatusCode::OK, move |o| rehire(o).map(outcome)).await
 }
 
 /// `PUT` (grant) and `DELETE` (revoke) of administrator rights.
-async fn set_admin(
-    state: Arc<AppState>,
-    user: String,
-    w: WriteRequest,
-    admin: bool,
-) -> Result<Response, AppError> {
-    let b: ActorBody = w.json(&state)?;
-    w.run(&state, StatusCode::OK, move |o| {
+async fn set_admin(user: String, w: WriteRequest, admin: bool) -> Answer {
+    let b: ActorBody = w.json()?;
+    w.run(StatusCode::OK, move |o| {
         o.set_admin(&user, &b.actor, admin).map(outcome)
     })
     .await
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "administrator rights granted"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn grant_admin(
-    State(state): State<Arc<AppState>>,
-    Path(user): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    set_admin(state, user, w, true).await
+    responses((status = 200, description = "administrator rights granted"), WriteRefusals))]
+pub(super) async fn grant_admin(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    set_admin(user, w, true).await
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "administrator rights revoked"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn revoke_admin(
-    State(state): State<Arc<AppState>>,
-    Path(user): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    set_admin(state, user, w, false).await
+    responses((status = 200, description = "administrator rights revoked"), WriteRefusals))]
+pub(super) async fn revoke_admin(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    set_admin(user, w, false).await
 }
 
 #[utoipa::path(put, path = "/v1/partner-companies/{id}", tag = "orchestrator", params(("id" = String, Path, description = "the company id")), request_body = CompanyBody,
     responses((status = 200, description = "the saved registry entry"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn put_company(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    w: WriteRequest,
-) -> Result<Response, AppError> {
-    let b: CompanyBody = w.json(&state)?;
+pub(super) async fn put_company(Path(id): Path<String>, w: WriteRequest) -> Answer {
+    let b: CompanyBody = w.json()?;
     let company = RegistryCompany {
         id,
         name: b.name,
@@ -373,7 +351,7 @@ pub(super) async fn put_company(
         certified: b.certified,
         emails: b.emails,
     };
-    w.run(&state, StatusCode::OK, move |o| {
+    w.run(StatusCode::OK, move |o| {
         o.put_companies(vec![company])
             .map(|mut saved| json!(saved.pop()))
     })
