@@ -11,9 +11,15 @@
 //!    re-reads the account's users and the registry from the database, runs
 //!    the counting rules of [`rules::Quotas`] — seat free or `replace` given,
 //!    same company as the active partners, certified partner email — and
-//!    writes the changed users, all or nothing;
-//! 4. the in-memory [`Directory`] is updated with what was committed.
+//!    writes the changed users, all or nothing — run inside
+//!    [`Directory::commit_with`], so that
+//! 4. the in-memory [`Directory`] is updated with what was committed under
+//!    the directory's one writer lock (the lock every entity writer takes),
+//!    and one change record per written entity names the Allow decision of
+//!    step 2 and the request id.
 //!
+//! Writes run through [`Orchestrator::with`] and a [`WriteScope`] value
+//! (deadline, `Idempotency-Key`, request id): no thread state.
 //! HTTP and the CLI are thin adapters over [`Orchestrator`].
 //!
 //! Depends on `partnergate-core`, `partnergate-audit` and
@@ -1136,15 +1142,16 @@ impl Call<'_> {
     }
 
     /// Shared by partner access and rehire: the seat checks and the write.
+    /// `asked` and `decided` are the policy answers: the registry company
+    /// asked about and the Allow decisions.
     fn partner_seat_write(
         &self,
         uid: &EntityUid,
         email: &str,
         replace: Option<&str>,
-        asked: Option<&RegistryCompany>,
+        (asked, decided): (Option<&RegistryCompany>, &Decided),
         must_be_dismissed: bool,
         (operation, actor): (&str, &str),
-        decided: &Decided,
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
@@ -1275,10 +1282,9 @@ impl Call<'_> {
             uid,
             &email,
             replace_id.as_deref(),
-            asked.as_ref(),
+            (asked.as_ref(), &decided),
             must_be_dismissed,
             (operation, &actor.to_string()),
-            &decided,
         )
     }
 
@@ -1636,22 +1642,8 @@ mod tests {
     /// index every user was read, and this listing failed on that one.
     #[test]
     fn listings_read_only_the_accounts_own_users() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = tempfile::tempdir().unwrap();
-        let source = PackSource::new(
-            root.join("policies"),
-            Some(root.join("schemas/partnergate.cedarschema")),
-        );
-        let evaluator = Arc::new(Evaluator::load(source).unwrap());
-        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
-        let directory = Arc::new(Directory::open(store.clone()).unwrap());
-        let demo: Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
-        )
-        .unwrap();
-        directory
-            .put_json(evaluator.current().schema.as_ref(), demo)
-            .unwrap();
+        let (evaluator, store, directory, rules) = demo(dir.path());
         // Written without a schema: a `User` the orchestrator cannot read.
         let ghost = json!({"uid": {"type": "User", "id": "ghost"},
             "parents": [{"type": "Account", "id": "other"}],
@@ -1659,7 +1651,6 @@ mod tests {
         directory
             .put(vec![Entity::from_json_value(ghost, None).unwrap()])
             .unwrap();
-        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
         let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), store, rules);
         let ids: Vec<String> = o
             .users("acme")
