@@ -102,14 +102,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             request_entities: Vec::new(),
         });
     }
-    log.log(ChangeEvent {
-        decision_id: None,
-        request_id: Some("req-bob-dismiss".into()),
-        actor: "User::\"alice\"".into(),
-        operation: "user.dismiss".into(),
-        before: json!({"id": "bob", "status": "active", "email": "bob@acme.example"}),
-        after: json!({"id": "bob", "status": "dismissed", "email": "bob@acme.example"}),
-    });
+    log.log(
+        ChangeEvent::new(
+            "User::\"alice\"",
+            "user.dismiss",
+            json!({"id": "bob", "status": "active", "email": "bob@acme.example"}),
+            json!({"id": "bob", "status": "dismissed", "email": "bob@acme.example"}),
+        )
+        .request(Some("req-bob-dismiss".into())),
+    );
     log.log(ReloadEvent {
         request_id: None,
         files: pack.files.iter().map(|f| f.display().to_string()).collect(),

@@ -12,7 +12,7 @@ use partnergate::authz::Authz;
 use partnergate::directory::Directory;
 use partnergate::orchestrator::rules::QuotaRules;
 use partnergate::orchestrator::store::RegistryCompany;
-use partnergate::orchestrator::{Orchestrator, OrchestratorError};
+use partnergate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
 use partnergate::policies::PackSource;
 use partnergate::reload::Evaluator;
 use partnergate::store::sqlite::SqliteStore;
@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     directory.put_json(schema.as_ref(), serde_json::Value::Array(ents))?;
     let orch = Orchestrator::new(Authz::new(Arc::new(evaluator), directory), store, quotas);
+    let orch = orch.with(WriteScope::default());
     orch.put_companies(vec![RegistryCompany {
         id: "goldco".into(),
         name: "GoldCo".into(),

@@ -164,14 +164,16 @@ fn each_kind_of_event_lands_exactly_once_with_all_its_fields() {
     dec.shadow = audit::shadow_of(&dec.decision, &candidate);
     let decision_id = dec.decision_id.clone();
     assert!(log.log(dec.clone()));
-    assert!(log.log(ChangeEvent {
-        decision_id: Some(decision_id.clone()),
-        request_id: Some("req-change".into()),
-        actor: "User::\"alice\"".into(),
-        operation: "user.dismiss".into(),
-        before: json!({"id": "bob", "status": "active"}),
-        after: json!({"id": "bob", "status": "dismissed"}),
-    }));
+    assert!(log.log(
+        ChangeEvent::new(
+            "User::\"alice\"",
+            "user.dismiss",
+            json!({"id": "bob", "status": "active"}),
+            json!({"id": "bob", "status": "dismissed"})
+        )
+        .decided_by(Some(decision_id.clone()))
+        .request(Some("req-change".into()))
+    ));
     assert!(log.log(ReloadEvent {
         request_id: None,
         files: vec!["policies/10-members.cedar".into()],
@@ -619,14 +621,12 @@ fn redacted_values_never_reach_the_file() {
     let mut ev = alice_views_acme(&pack);
     ev.context = json!({"ticket": {"reporter_email": "zed.secret@acme.example", "id": 7}});
     log.log(ev);
-    log.log(ChangeEvent {
-        decision_id: None,
-        request_id: None,
-        actor: "User::\"alice\"".into(),
-        operation: "user.invite".into(),
-        before: Value::Null,
-        after: json!({"id": "dora", "email": "dora.secret@acme.example"}),
-    });
+    log.log(ChangeEvent::new(
+        "User::\"alice\"",
+        "user.invite",
+        Value::Null,
+        json!({"id": "dora", "email": "dora.secret@acme.example"}),
+    ));
     log.shutdown();
 
     let raw = std::fs::read(&path).unwrap();
@@ -949,14 +949,12 @@ fn query_filters_and_streams_across_rotated_files() {
             None,
         ));
     }
-    log.log(ChangeEvent {
-        decision_id: None,
-        request_id: None,
-        actor: "User::\"alice\"".into(),
-        operation: "user.dismiss".into(),
-        before: json!(1),
-        after: json!(2),
-    });
+    log.log(ChangeEvent::new(
+        "User::\"alice\"",
+        "user.dismiss",
+        json!(1),
+        json!(2),
+    ));
     log.shutdown();
     assert!(chain::chain_files(&path).unwrap().len() > 1);
 

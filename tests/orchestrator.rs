@@ -1011,3 +1011,97 @@ fn cli_asks_which_partner_to_dismiss_in_a_terminal() {
     p.expect(Eof).unwrap();
     assert_eq!(c.users(), users);
 }
+
+/// Bug (issue #13 §2, audit-trail gaps): an orchestrator write's change
+/// records named no decision (`ask()` dropped the decision id) and no
+/// request id (the `X-Request-ID` never reached the orchestrator, nor its
+/// policy questions). Now each change record names the Allow decision that
+/// permitted it — in a swap, the replaced partner's record names the
+/// `dismiss_user` decision — and the request id, as do those decisions.
+#[test]
+fn orchestrator_change_records_name_their_allow_decision_and_request_id() {
+    let ws = Workspace::new();
+    let s = setup(&ws, &[]);
+    let log = ws.data().join("decisions.jsonl");
+    let send = |rid: &str, path: &str, body: Value| {
+        let r = s
+            .client
+            .post(s.url(path))
+            .bearer_auth(&s.token)
+            .header("X-Request-ID", rid)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let b: Value = r.json().unwrap();
+        assert!(status < 300, "{rid}: {status} {b}");
+        b
+    };
+    let invite = |rid: &str, email: &str, replace: Option<&str>| {
+        let mut b = json!({"actor": "owner", "email": email});
+        if let Some(r) = replace {
+            b["replace"] = json!(r);
+        }
+        send(rid, "/v1/accounts/acme/partners", b)
+    };
+    let ann = id(&invite("trace-ann", "ann@goldco.example", None));
+    invite("trace-bob", "bob@goldco.example", None);
+    invite("trace-cat", "cat@goldco.example", None);
+    let swap = invite("trace-swap", "dan@goldco.example", Some(&ann));
+    assert_eq!(swap["dismissed"]["id"], json!(ann.as_str()));
+    send(
+        "trace-dismiss",
+        &format!("/v1/users/{}/dismiss", id(&swap)),
+        json!({"actor": "owner"}),
+    );
+
+    let traced = |r: &Value| {
+        r["request_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("trace-"))
+    };
+    let t0 = Instant::now();
+    let records: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let records: Vec<Value> = complete
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let changes = records
+            .iter()
+            .filter(|r| r["kind"] == "change" && traced(r))
+            .count();
+        // 3 invitations, the swap (2 users) and the dismissal.
+        if changes >= 6 {
+            break records;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for 6 traced change records: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let changes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "change" && traced(r))
+        .collect();
+    assert_eq!(changes.len(), 6, "{changes:?}");
+    for c in &changes {
+        let id = c["decision_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a change record without a decision id: {c}"));
+        let d = records
+            .iter()
+            .find(|r| r["kind"] == "decision" && r["decision_id"] == id)
+            .unwrap_or_else(|| panic!("no decision record {id} for {c}"));
+        assert_eq!(d["decision"], "Allow", "{d}");
+        assert_eq!(d["request_id"], c["request_id"], "{d} / {c}");
+        let expected = match (c["request_id"].as_str(), c["before"]["uid"]["id"].as_str()) {
+            (Some("trace-swap"), Some(u)) if u == ann => "Action::\"dismiss_user\"",
+            (Some("trace-dismiss"), _) => "Action::\"dismiss_user\"",
+            _ => "Action::\"invite_partner\"",
+        };
+        assert_eq!(d["action"], expected, "{c} / {d}");
+    }
+}

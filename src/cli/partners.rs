@@ -14,7 +14,9 @@ use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_O
 use crate::directory::Directory;
 use crate::orchestrator::rules::{quotas_path_for, QuotaRules};
 use crate::orchestrator::store::RegistryCompany;
-use crate::orchestrator::{ListedUser, Orchestrator, OrchestratorError, Outcome, UserView};
+use crate::orchestrator::{
+    Call, ListedUser, Orchestrator, OrchestratorError, Outcome, UserView, WriteScope,
+};
 use crate::policies::PackSource;
 use crate::reload::Evaluator;
 use crate::store::sqlite::SqliteStore;
@@ -407,7 +409,7 @@ pub fn run_registry(a: RegistryArgs, out: &mut dyn Write, err: &mut dyn Write) -
 fn with(
     state: &StateArgs,
     err: &mut dyn Write,
-    f: impl FnOnce(&Orchestrator, &mut dyn Write) -> Result<u8, u8>,
+    f: impl FnOnce(&Call<'_>, &mut dyn Write) -> Result<u8, u8>,
 ) -> u8 {
     let orch = match open(state) {
         Ok(o) => o,
@@ -416,7 +418,7 @@ fn with(
             return EXIT_ERROR;
         }
     };
-    f(&orch, err).unwrap_or_else(|code| code)
+    f(&orch.with(WriteScope::default()), err).unwrap_or_else(|code| code)
 }
 
 fn interactive() -> bool {

@@ -217,6 +217,39 @@ pub struct ChangeEvent {
     pub after: Value,
 }
 
+impl ChangeEvent {
+    /// The one constructor: `actor` did `operation`, changing `before` into
+    /// `after`; the decision and the request are added with
+    /// [`ChangeEvent::decided_by`] and [`ChangeEvent::request`].
+    pub fn new(
+        actor: impl Into<String>,
+        operation: impl Into<String>,
+        before: Value,
+        after: Value,
+    ) -> Self {
+        ChangeEvent {
+            decision_id: None,
+            request_id: None,
+            actor: actor.into(),
+            operation: operation.into(),
+            before,
+            after,
+        }
+    }
+
+    /// The decision that authorized the change (None: no policy question did).
+    pub fn decided_by(mut self, decision_id: Option<String>) -> Self {
+        self.decision_id = decision_id;
+        self
+    }
+
+    /// The request (`X-Request-ID`) that made the change.
+    pub fn request(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+}
+
 /// A policy reload, successful (`error` None) or not.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReloadEvent {

@@ -346,17 +346,14 @@ impl Authz {
             .put_guarded(entities, deadline, idempotency)?;
         if let (Some(log), directory::Written::Applied(uids)) = (&self.audit, &written) {
             for (uid, before) in uids.iter().zip(before) {
-                log.log(ChangeEvent {
-                    decision_id: None,
-                    request_id: request_id.clone(),
-                    actor: actor.to_string(),
-                    operation: "entities.upsert".into(),
-                    before,
-                    after: self
-                        .directory
-                        .get_json(uid)
-                        .unwrap_or(serde_json::Value::Null),
-                });
+                let after = self
+                    .directory
+                    .get_json(uid)
+                    .unwrap_or(serde_json::Value::Null);
+                log.log(
+                    ChangeEvent::new(actor, "entities.upsert", before, after)
+                        .request(request_id.clone()),
+                );
             }
         }
         Ok(written)

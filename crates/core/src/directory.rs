@@ -2,7 +2,9 @@
 //! memory and persisted through a [`crate::store::EntityBackend`].
 //!
 //! It owns the write path (schema validation of every entity, then one store
-//! transaction, then the in-memory copy) and the read path that matters for
+//! transaction, then the in-memory copy, all under one writer lock that every
+//! writer takes — [`Directory::commit_with`] for writers that run their own
+//! store transaction) and the read path that matters for
 //! latency: [`Directory::slice`], the entities one decision needs (principal,
 //! resource, their ancestors and the entities their attributes reference),
 //! so that a decision's cost does not grow with the size of the directory.
@@ -81,12 +83,16 @@ pub struct Directory {
     /// not every entity. Changed together with `entities`, under its lock.
     referrers: Mutex<HashMap<EntityUid, HashSet<EntityUid>>>,
     backend: Arc<dyn EntityBackend>,
-    /// One writer at a time, so the store and memory apply writes in the same order.
+    /// One writer at a time, so the store and memory apply writes in the same
+    /// order: every write path takes it (`put_guarded`, `delete`,
+    /// `commit_with`, `apply_changes`), around the store write and the memory update.
     writer: Mutex<()>,
     /// The store's change-feed position the loaded entities reflect.
     loaded_seq: i64,
     /// Bumped after every change to the in-memory entities (see [`Directory::generation`]).
     generation: AtomicU64,
+    /// Committed entities that could not be put into memory ([`Directory::dropped`]).
+    dropped: AtomicU64,
 }
 
 impl Directory {
@@ -100,6 +106,7 @@ impl Directory {
             writer: Mutex::new(()),
             loaded_seq,
             generation: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         };
         for r in records {
             let value: serde_json::Value =
@@ -161,7 +168,8 @@ impl Directory {
     }
 
     /// Apply changes another replica committed (from a change feed), in
-    /// order: memory only. Unreadable rows are logged and skipped.
+    /// order: memory only, under the writer lock. Unreadable rows are logged,
+    /// counted ([`Directory::dropped`]) and skipped.
     pub fn apply_changes(&self, changes: Vec<Change>) {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         for c in changes {
@@ -171,20 +179,56 @@ impl Directory {
                         self.remove(&uid);
                     }
                 }
-                Some(json) => {
-                    let parsed = serde_json::from_str(&json)
-                        .map_err(|e| e.to_string())
-                        .and_then(|v| Entity::from_json_value(v, None).map_err(|e| e.to_string()))
-                        .and_then(stored);
-                    match parsed {
-                        Ok(s) => self.insert(s),
-                        Err(e) => tracing::warn!(seq = c.seq, uid = %c.uid, error = %e,
-                            "change feed: unreadable entity skipped"),
-                    }
-                }
+                Some(json) => self.apply_json(&c.uid, &json, None),
             }
         }
         self.bump();
+    }
+
+    /// The one write path for writers that run their own store transaction
+    /// (the orchestrator): `write` runs under the directory's writer lock
+    /// (the lock every other write takes too), and the records it returns —
+    /// what it committed — go into memory before the lock is released, so
+    /// the store and memory see every write in the same order. A record that
+    /// cannot be read back (with `schema`) is logged, counted and skipped.
+    pub fn commit_with<T, E>(
+        &self,
+        schema: Option<&Schema>,
+        write: impl FnOnce() -> Result<(Vec<EntityRecord>, T), E>,
+    ) -> Result<T, E> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (records, out) = write()?;
+        for r in &records {
+            self.apply_json(&r.uid, &r.json, schema);
+        }
+        self.bump();
+        Ok(out)
+    }
+
+    /// Put one committed entity (Cedar entity JSON) into memory; the caller
+    /// holds the writer lock. One that cannot be read is never dropped
+    /// silently: it is logged with its uid and the reason, and counted.
+    fn apply_json(&self, uid: &str, json: &str, schema: Option<&Schema>) {
+        let parsed = serde_json::from_str(json)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Entity::from_json_value(v, schema).map_err(|e| e.to_string()))
+            .and_then(stored);
+        match parsed {
+            Ok(s) => self.insert(s),
+            Err(reason) => {
+                self.dropped.fetch_add(1, Ordering::AcqRel);
+                metrics::counter!("partnergate_directory_dropped_total").increment(1);
+                tracing::error!(uid, reason = %reason,
+                    "directory: a committed entity is unreadable; memory differs from the store for it until a reload");
+            }
+        }
+    }
+
+    /// How many committed entities could not be put into memory (see
+    /// [`Directory::commit_with`], [`Directory::apply_changes`]); also the
+    /// `partnergate_directory_dropped_total` counter.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Acquire)
     }
 
     /// Number of entities.
@@ -351,20 +395,6 @@ impl Directory {
         }
         self.bump();
         Ok(n)
-    }
-
-    /// Apply records that another writer already committed to the backend
-    /// (a change feed): memory only.
-    pub fn apply_committed(&self, entities: Vec<Entity>, deleted: &[EntityUid]) {
-        for entity in entities {
-            if let Ok(s) = stored(entity) {
-                self.insert(s);
-            }
-        }
-        for u in deleted {
-            self.remove(u);
-        }
-        self.bump();
     }
 
     /// The entities a decision about `roots` needs: the roots, their
@@ -566,4 +596,60 @@ pub fn entities_for(slice: Vec<Entity>, actions: &[Entity]) -> Result<Entities, 
 /// Parse a uid in Cedar syntax, for keys read back from a store.
 pub fn uid_from_key(key: &str) -> Option<EntityUid> {
     EntityUid::from_str(key).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn record(uid: &str, json: &str) -> EntityRecord {
+        EntityRecord {
+            uid: uid.into(),
+            entity_type: "User".into(),
+            json: json.into(),
+        }
+    }
+
+    /// A committed record that cannot be read back is not dropped silently:
+    /// it is counted (and logged), and the readable ones still go in.
+    #[test]
+    fn commit_with_counts_an_unreadable_record_and_applies_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let directory = Directory::open(store).unwrap();
+        let good = r#"{"uid":{"type":"User","id":"a"},"attrs":{},"parents":[]}"#;
+        let generation = directory.generation();
+        let out = directory.commit_with(None, || {
+            Ok::<_, DirectoryError>((
+                vec![
+                    record(r#"User::"bad""#, "{not json"),
+                    record(r#"User::"a""#, good),
+                ],
+                7,
+            ))
+        });
+        assert_eq!(out.unwrap(), 7);
+        assert_eq!(directory.dropped(), 1);
+        assert_eq!(directory.len(), 1);
+        assert!(directory.generation() > generation);
+        // A failing write applies nothing.
+        let failed: Result<(), _> = directory.commit_with(None, || Err(DirectoryError::TimedOut));
+        assert!(matches!(failed, Err(DirectoryError::TimedOut)));
+        assert_eq!((directory.len(), directory.dropped()), (1, 1));
+    }
+
+    /// The change feed counts an unreadable row the same way.
+    #[test]
+    fn apply_changes_counts_an_unreadable_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let directory = Directory::open(store).unwrap();
+        directory.apply_changes(vec![Change {
+            seq: 1,
+            uid: r#"User::"x""#.into(),
+            json: Some("[]".into()),
+        }]);
+        assert_eq!((directory.len(), directory.dropped()), (0, 1));
+    }
 }

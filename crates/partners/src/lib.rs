@@ -11,9 +11,15 @@
 //!    re-reads the account's users and the registry from the database, runs
 //!    the counting rules of [`rules::Quotas`] — seat free or `replace` given,
 //!    same company as the active partners, certified partner email — and
-//!    writes the changed users, all or nothing;
-//! 4. the in-memory [`Directory`] is updated with what was committed.
+//!    writes the changed users, all or nothing — run inside
+//!    [`Directory::commit_with`], so that
+//! 4. the in-memory [`Directory`] is updated with what was committed under
+//!    the directory's one writer lock (the lock every entity writer takes),
+//!    and one change record per written entity names the Allow decision of
+//!    step 2 and the request id.
 //!
+//! Writes run through [`Orchestrator::with`] and a [`WriteScope`] value
+//! (deadline, `Idempotency-Key`, request id): no thread state.
 //! HTTP and the CLI are thin adapters over [`Orchestrator`].
 //!
 //! Depends on `partnergate-core`, `partnergate-audit` and
@@ -24,7 +30,7 @@ pub mod rules;
 pub mod sqlite;
 pub mod store;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid};
 use serde::Serialize;
@@ -40,9 +46,145 @@ use partnergate_policy::policies;
 use rules::QuotaRules;
 use store::{AccountTx, OrchestratorStore, RegistryCompany};
 
-pub const INVITED: &str = "invited";
-pub const ACTIVE: &str = "active";
-pub const DISMISSED: &str = "dismissed";
+/// A user's stored `status`: `"invited"`, `"active"`, `"dismissed"`, or
+/// any other string a `PUT /v1/entities` stored (kept as written; the
+/// orchestrator treats it as neither invited nor dismissed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum UserStatus {
+    Invited,
+    Active,
+    Dismissed,
+    Other(String),
+}
+
+impl UserStatus {
+    /// The wire (and stored) form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            UserStatus::Invited => "invited",
+            UserStatus::Active => "active",
+            UserStatus::Dismissed => "dismissed",
+            UserStatus::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for UserStatus {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "invited" => UserStatus::Invited,
+            "active" => UserStatus::Active,
+            "dismissed" => UserStatus::Dismissed,
+            _ => UserStatus::Other(s),
+        }
+    }
+}
+
+impl From<UserStatus> for String {
+    fn from(s: UserStatus) -> Self {
+        match s {
+            UserStatus::Other(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for UserStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The status shown in the employees list ([`UserView::list_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListStatus {
+    Administrator,
+    Employee,
+    Partner,
+    Dismissed,
+    Invited,
+}
+
+impl ListStatus {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListStatus::Administrator => "administrator",
+            ListStatus::Employee => "employee",
+            ListStatus::Partner => "partner",
+            ListStatus::Dismissed => "dismissed",
+            ListStatus::Invited => "invited",
+        }
+    }
+
+    /// The employees list's order: administrators and employees, partners,
+    /// dismissed, invited.
+    fn rank(self) -> u8 {
+        match self {
+            ListStatus::Administrator | ListStatus::Employee => 0,
+            ListStatus::Partner => 1,
+            ListStatus::Dismissed => 2,
+            ListStatus::Invited => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for ListStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Why an input is invalid: the stable `code` of the wire format
+/// ([`InvalidCode::as_str`]); the HTTP adapter picks the status by variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidCode {
+    /// `replace` is not an active partner of the account.
+    Replace,
+    /// A registry company is malformed.
+    Company,
+    /// The user would not validate against the schema.
+    User,
+}
+
+impl InvalidCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidCode::Replace => "invalid_replace",
+            InvalidCode::Company => "invalid_company",
+            InvalidCode::User => "invalid_user",
+        }
+    }
+}
+
+/// What a conflict is about: the stable `code` of the wire format
+/// ([`ConflictCode::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictCode {
+    AlreadyMember,
+    UserDismissed,
+    NotInvited,
+    NotDismissed,
+    AlreadyPartner,
+    AlreadyDismissed,
+    RegistryChanged,
+}
+
+impl ConflictCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictCode::AlreadyMember => "already_member",
+            ConflictCode::UserDismissed => "user_dismissed",
+            ConflictCode::NotInvited => "not_invited",
+            ConflictCode::NotDismissed => "not_dismissed",
+            ConflictCode::AlreadyPartner => "already_partner",
+            ConflictCode::AlreadyDismissed => "already_dismissed",
+            ConflictCode::RegistryChanged => "registry_changed",
+        }
+    }
+}
 
 /// Why an orchestrator operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +212,10 @@ pub enum OrchestratorError {
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ConflictCode, message: String },
     #[error("field `{field}`: {message}")]
     Invalid {
-        code: &'static str,
+        code: InvalidCode,
         field: &'static str,
         message: String,
     },
@@ -110,8 +252,8 @@ impl OrchestratorError {
             OrchestratorError::DifferentCompany { .. } => "different_partner_company",
             OrchestratorError::NotCertified { .. } => "not_a_certified_partner",
             OrchestratorError::NotFound(_) => "not_found",
-            OrchestratorError::Conflict { code, .. } => code,
-            OrchestratorError::Invalid { code, .. } => code,
+            OrchestratorError::Conflict { code, .. } => code.as_str(),
+            OrchestratorError::Invalid { code, .. } => code.as_str(),
             OrchestratorError::Request(_) => "bad_request",
             OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
             OrchestratorError::AuditUnavailable(_) => "audit_unavailable",
@@ -160,7 +302,7 @@ pub struct UserView {
     pub id: String,
     pub email: String,
     pub account: String,
-    pub status: String,
+    pub status: UserStatus,
     pub is_admin: bool,
     pub two_factor: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,7 +342,7 @@ impl UserView {
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("no account"))?
                 .to_string(),
-            status: s("status").ok_or_else(|| bad("no status"))?,
+            status: s("status").ok_or_else(|| bad("no status"))?.into(),
             is_admin: b("is_admin"),
             two_factor: b("two_factor"),
             partner,
@@ -215,7 +357,7 @@ impl UserView {
 
     /// Holds a partner seat: a partner user who is not dismissed.
     pub fn holds_partner_seat(&self) -> bool {
-        self.partner.is_some() && self.status != DISMISSED
+        self.partner.is_some() && self.status != UserStatus::Dismissed
     }
 
     /// The Cedar entity JSON of this user.
@@ -241,17 +383,17 @@ impl UserView {
 
     /// The status shown in the employees list, by precedence: dismissed and
     /// invited win over the role; a partner shows "partner" over its admin rights.
-    pub fn list_status(&self) -> &'static str {
-        if self.status == DISMISSED {
-            "dismissed"
-        } else if self.status == INVITED {
-            "invited"
+    pub fn list_status(&self) -> ListStatus {
+        if self.status == UserStatus::Dismissed {
+            ListStatus::Dismissed
+        } else if self.status == UserStatus::Invited {
+            ListStatus::Invited
         } else if self.partner.is_some() {
-            "partner"
+            ListStatus::Partner
         } else if self.is_admin {
-            "administrator"
+            ListStatus::Administrator
         } else {
-            "employee"
+            ListStatus::Employee
         }
     }
 }
@@ -262,7 +404,7 @@ pub struct ListedUser {
     #[serde(flatten)]
     pub user: UserView,
     /// "administrator", "employee", "partner", "dismissed" or "invited".
-    pub list_status: &'static str,
+    pub list_status: ListStatus,
     /// "Partner" for a partner user (whatever the status).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mark: Option<&'static str>,
@@ -290,15 +432,18 @@ pub struct Outcome {
     pub dismissed: Option<UserView>,
 }
 
-/// What the caller (the HTTP adapter) asks of the writes it runs through
-/// [`Orchestrator::scoped`]: a deadline, checked once the write transaction
-/// has begun (past it, nothing is applied: [`OrchestratorError::TimedOut`];
-/// a transaction that has begun runs to completion and answers), and an
-/// `Idempotency-Key` whose answer is stored in the write's transaction.
+/// What the caller (the HTTP adapter, the CLI) asks of the writes it runs
+/// through [`Orchestrator::with`]: a deadline, checked once the write
+/// transaction has begun (past it, nothing is applied:
+/// [`OrchestratorError::TimedOut`]; a transaction that has begun runs to
+/// completion and answers), an `Idempotency-Key` whose answer is stored in
+/// the write's transaction, and the request id (`X-Request-ID`) that the
+/// operation's decision and change records carry.
 #[derive(Debug, Clone, Default)]
 pub struct WriteScope {
     pub deadline: Option<std::time::Instant>,
     pub idempotency: Option<Idempotency>,
+    pub request_id: Option<String>,
 }
 
 /// An `Idempotency-Key`, the fingerprint of its request, and the HTTP status
@@ -327,22 +472,55 @@ impl Idempotency {
 type OutcomeOp<'a> =
     dyn FnMut(&mut dyn AccountTx) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError> + 'a;
 
-thread_local! {
-    /// The [`WriteScope`] of the operation running on this thread.
-    static SCOPE: std::cell::RefCell<WriteScope> = std::cell::RefCell::default();
-}
-
-fn current_scope() -> WriteScope {
-    SCOPE.with(|s| s.borrow().clone())
-}
-
 /// Orchestrator operations over the policies, the directory and the store.
+/// Its writes go through [`Orchestrator::with`]; each runs its store
+/// transaction inside [`Directory::commit_with`], the directory's one write
+/// path, so store and memory apply every writer's writes in the same order.
 pub struct Orchestrator {
     authz: Authz,
     store: Arc<dyn OrchestratorStore>,
     rules: Arc<QuotaRules>,
-    /// Store commit and memory update happen in the same order for every write.
-    write: Mutex<()>,
+}
+
+/// The orchestrator's write operations under one [`WriteScope`] (see
+/// [`Orchestrator::with`]): the scope is a value the operations read, not
+/// state of the thread they run on.
+pub struct Call<'a> {
+    orch: &'a Orchestrator,
+    scope: WriteScope,
+}
+
+impl std::ops::Deref for Call<'_> {
+    type Target = Orchestrator;
+    fn deref(&self) -> &Orchestrator {
+        self.orch
+    }
+}
+
+/// The Allow decisions an operation's writes rest on: `by` for each record,
+/// except the records `others` names (the replaced partner: `dismiss_user`).
+#[derive(Debug, Default)]
+struct Decided {
+    by: Option<String>,
+    others: Vec<(String, String)>,
+}
+
+impl Decided {
+    fn by(id: String) -> Self {
+        Decided {
+            by: Some(id),
+            others: Vec::new(),
+        }
+    }
+
+    /// The decision id a change record of `uid` (Cedar syntax) names.
+    fn of(&self, uid: &str) -> Option<String> {
+        self.others
+            .iter()
+            .find(|(u, _)| u == uid)
+            .map(|(_, id)| id.clone())
+            .or_else(|| self.by.clone())
+    }
 }
 
 /// Lower-case, trimmed email if it is well formed.
@@ -460,21 +638,13 @@ impl Orchestrator {
             authz,
             store,
             rules,
-            write: Mutex::new(()),
         }
     }
 
-    /// Run `f` (one or more operations, on this thread) under `scope`.
-    pub fn scoped<T>(&self, scope: WriteScope, f: impl FnOnce(&Self) -> T) -> T {
-        struct Reset(WriteScope);
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                let old = std::mem::take(&mut self.0);
-                SCOPE.with(|s| *s.borrow_mut() = old);
-            }
-        }
-        let _reset = Reset(SCOPE.with(|s| std::mem::replace(&mut *s.borrow_mut(), scope)));
-        f(self)
+    /// The write operations under `scope` (deadline, `Idempotency-Key`,
+    /// request id); `WriteScope::default()` for none.
+    pub fn with(&self, scope: WriteScope) -> Call<'_> {
+        Call { orch: self, scope }
     }
 
     pub fn rules(&self) -> &Arc<QuotaRules> {
@@ -487,64 +657,6 @@ impl Orchestrator {
 
     fn directory(&self) -> &Arc<Directory> {
         self.authz.directory()
-    }
-
-    /// Ask the policies; a Deny is an error carrying the reasons.
-    fn ask(
-        &self,
-        actor: &EntityUid,
-        action: &str,
-        resource: &EntityUid,
-        context: Option<Value>,
-    ) -> Result<(), OrchestratorError> {
-        let q = Query {
-            principal: actor.clone(),
-            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
-            resource: resource.clone(),
-            context,
-            entities: None,
-            principal_attrs: None,
-            resource_attrs: None,
-            request_id: None,
-        };
-        let answer = self.authz.is_authorized(&q)?;
-        // Called off the async threads (spawn_blocking): blocking is fine.
-        answer
-            .wait_durable(AUDIT_ACK_TIMEOUT)
-            .map_err(OrchestratorError::AuditUnavailable)?;
-        if answer.decision.is_allowed() {
-            Ok(())
-        } else {
-            tracing::info!(%actor, action, %resource, reasons = ?answer.decision.reasons, "orchestrator: policy deny");
-            Err(OrchestratorError::Denied {
-                actor: actor.to_string(),
-                action: action.to_string(),
-                resource: resource.to_string(),
-                reasons: answer.decision.reasons,
-                errors: answer.decision.errors,
-            })
-        }
-    }
-
-    /// The policy question for giving partner access to `email`: with the
-    /// registry's company as the invitee when the email belongs to a
-    /// certified company; otherwise there is no invitee to ask about, and
-    /// the actor must at least be allowed to invite users into the account
-    /// (the refusal `not_a_certified_partner` comes later, in check order).
-    fn ask_partner_access(
-        &self,
-        actor: &EntityUid,
-        action: &str,
-        resource: &EntityUid,
-        account: &EntityUid,
-        email: &str,
-    ) -> Result<Option<RegistryCompany>, OrchestratorError> {
-        let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
-        match &certified {
-            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
-            None => self.ask(actor, "invite_user", account, None)?,
-        }
-        Ok(certified)
     }
 
     /// The counting rules, inside the transaction, in the documented order:
@@ -565,7 +677,7 @@ impl Orchestrator {
         if let Some(r) = req.replace {
             let Some(pos) = active.iter().position(|u| u.id == r) else {
                 return Err(OrchestratorError::Invalid {
-                    code: "invalid_replace",
+                    code: InvalidCode::Replace,
                     field: "replace",
                     message: format!(
                         "`{r}` is not an active partner of account `{}`",
@@ -574,7 +686,7 @@ impl Orchestrator {
                 });
             };
             let mut victim = active.remove(pos).clone();
-            victim.status = DISMISSED.into();
+            victim.status = UserStatus::Dismissed;
             dismissed = Some(victim);
         }
         if active.len() >= quotas.max_active_partners as usize {
@@ -617,7 +729,7 @@ impl Orchestrator {
             .unwrap_or(false);
         if !same {
             return Err(OrchestratorError::Conflict {
-                code: "registry_changed",
+                code: ConflictCode::RegistryChanged,
                 message: format!(
                     "the partner registry entry of {} changed during the request; try again",
                     req.email
@@ -625,74 +737,6 @@ impl Orchestrator {
             });
         }
         Ok((company, dismissed))
-    }
-
-    /// Run `op` in one store transaction, then apply its writes to memory.
-    /// Under the thread's [`WriteScope`], the transaction first stops on a
-    /// remembered `Idempotency-Key` or a passed deadline, and remembers the
-    /// key's answer (the outcome) with the writes.
-    fn commit(
-        &self,
-        (operation, actor): (&str, &str),
-        op: &mut OutcomeOp<'_>,
-        schema: Option<&cedar_policy::Schema>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let scope = current_scope();
-        let mut outcome = None;
-        let mut guarded = |tx: &mut dyn AccountTx| {
-            if let Some(i) = &scope.idempotency {
-                if let Some(r) = tx.recall(&i.key)? {
-                    return Err(i.replay(r));
-                }
-            }
-            if scope
-                .deadline
-                .is_some_and(|d| std::time::Instant::now() >= d)
-            {
-                return Err(OrchestratorError::TimedOut);
-            }
-            let (records, o) = op(tx)?;
-            if let Some(i) = &scope.idempotency {
-                let body = serde_json::to_string(&o)
-                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-                let answer = partnergate_core::store::Remembered {
-                    fingerprint: i.fingerprint.clone(),
-                    status: i.status,
-                    body,
-                };
-                tx.remember(&i.key, &answer)?;
-            }
-            outcome = Some(o);
-            Ok(records)
-        };
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let records = self.store.transact(&mut guarded)?;
-        let outcome = outcome.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))?;
-        if let Some(log) = self.authz.audit() {
-            for r in &records {
-                let before = crate::directory::uid_from_key(&r.uid)
-                    .and_then(|u| self.directory().get_json(&u))
-                    .unwrap_or(Value::Null);
-                log.log(crate::audit::ChangeEvent {
-                    decision_id: None,
-                    request_id: None,
-                    actor: actor.to_string(),
-                    operation: operation.to_string(),
-                    before,
-                    after: serde_json::from_str(&r.json).unwrap_or(Value::Null),
-                });
-            }
-        }
-        let mut entities = Vec::with_capacity(records.len());
-        for r in &records {
-            let value: Value = serde_json::from_str(&r.json)
-                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-            let e = Entity::from_json_value(value, schema)
-                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-            entities.push(e);
-        }
-        self.directory().apply_committed(entities, &[]);
-        Ok(outcome)
     }
 
     /// A user view as an entity record, validated against the schema.
@@ -703,7 +747,7 @@ impl Orchestrator {
         let json = u.to_entity_json();
         let entity = Entity::from_json_value(json.clone(), schema).map_err(|e| {
             OrchestratorError::Invalid {
-                code: "invalid_user",
+                code: InvalidCode::User,
                 field: "user",
                 message: e.to_string(),
             }
@@ -721,369 +765,6 @@ impl Orchestrator {
             .get_json(uid)
             .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
         UserView::from_json(&json)
-    }
-
-    /// Invite a partner by email into `account` (optionally dismissing
-    /// `replace` in the same transaction).
-    pub fn invite_partner(
-        &self,
-        account: &str,
-        actor: &str,
-        email: &str,
-        name: Option<&str>,
-        replace: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let email = normalize_email(email)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let account_uid = parse_uid("account", "Account", account)?;
-        let account = id_of(&account_uid);
-        let replace_uid = replace
-            .map(|r| parse_uid("replace", "User", r))
-            .transpose()?;
-        let asked =
-            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
-        if let Some(r) = &replace_uid {
-            self.ask(&actor, "dismiss_user", r, None)?;
-        }
-        let replace_id = replace_uid.as_ref().map(id_of);
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            ("partner.invite", &actor.to_string()),
-            &mut |tx| {
-                let users = users_in(tx, &account)?;
-                let existing = users.iter().find(|u| u.email == email);
-                if let Some(u) = existing.filter(|u| u.status != DISMISSED) {
-                    return Err(OrchestratorError::Conflict {
-                        code: "already_member",
-                        message: format!(
-                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
-                            u.id, u.status
-                        ),
-                    });
-                }
-                let (company, dismissed) = self.seat_checks(
-                    tx,
-                    &users,
-                    &SeatRequest {
-                        account: &account,
-                        email: &email,
-                        subject: existing.map(|u| u.id.as_str()),
-                        replace: replace_id.as_deref(),
-                        asked: asked.as_ref(),
-                    },
-                )?;
-                let user = UserView {
-                    id: existing
-                        .map(|u| u.id.clone())
-                        .unwrap_or_else(|| new_user_id(&email, name)),
-                    email: email.clone(),
-                    account: account.clone(),
-                    status: INVITED.into(),
-                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
-                    two_factor: true,
-                    partner: Some(PartnerView {
-                        company: company.id,
-                        verified: false,
-                    }),
-                };
-                let mut writes = vec![Self::record(schema, &user)?];
-                if let Some(d) = &dismissed {
-                    writes.push(Self::record(schema, d)?);
-                }
-                Ok((writes, Outcome { user, dismissed }))
-            },
-            schema,
-        )?;
-        tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
-        Ok(outcome)
-    }
-
-    /// Invite an ordinary user by email into `account`.
-    pub fn invite_user(
-        &self,
-        account: &str,
-        actor: &str,
-        email: &str,
-        name: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let email = normalize_email(email)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let account_uid = parse_uid("account", "Account", account)?;
-        let account = id_of(&account_uid);
-        self.ask(&actor, "invite_user", &account_uid, None)?;
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            ("user.invite", &actor.to_string()),
-            &mut |tx| {
-                let users = users_in(tx, &account)?;
-                if let Some(u) = users.iter().find(|u| u.email == email) {
-                    let (code, message) = if u.status == DISMISSED {
-                        ("user_dismissed", format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
-                    } else {
-                        ("already_member", format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
-                    };
-                    return Err(OrchestratorError::Conflict { code, message });
-                }
-                let user = UserView {
-                    id: new_user_id(&email, name),
-                    email: email.clone(),
-                    account: account.clone(),
-                    status: INVITED.into(),
-                    is_admin: false,
-                    two_factor: false,
-                    partner: None,
-                };
-                let writes = vec![Self::record(schema, &user)?];
-                Ok((
-                    writes,
-                    Outcome {
-                        user,
-                        dismissed: None,
-                    },
-                ))
-            },
-            schema,
-        )?;
-        Ok(outcome)
-    }
-
-    /// The invitee accepts the invitation: active, and a partner is
-    /// verified against the registry now (refused if no longer certified).
-    pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        self.simple_write(&uid, ("user.accept", &uid.to_string()), |tx, u| {
-            if u.status != INVITED {
-                return Err(OrchestratorError::Conflict {
-                    code: "not_invited",
-                    message: format!("{uid} has no open invitation (status {})", u.status),
-                });
-            }
-            if let Some(p) = &mut u.partner {
-                let company = tx
-                    .company_of_email(&u.email)?
-                    .filter(|c| c.certified && c.id == p.company)
-                    .ok_or_else(|| OrchestratorError::NotCertified {
-                        email: u.email.clone(),
-                    })?;
-                p.company = company.id;
-                p.verified = true;
-            }
-            u.status = ACTIVE.into();
-            Ok(())
-        })
-    }
-
-    /// Give partner access to an existing user (re-activating a dismissed one).
-    pub fn grant_partner_access(
-        &self,
-        user: &str,
-        actor: &str,
-        replace: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let current = self.user_from_memory(&uid)?;
-        self.partner_access_write(
-            &uid,
-            &actor,
-            &current,
-            replace,
-            false,
-            "user.partner_access",
-        )
-    }
-
-    /// Shared by partner access and rehire: the seat checks and the write.
-    fn partner_seat_write(
-        &self,
-        uid: &EntityUid,
-        email: &str,
-        replace: Option<&str>,
-        asked: Option<&RegistryCompany>,
-        must_be_dismissed: bool,
-        (operation, actor): (&str, &str),
-    ) -> Result<Outcome, OrchestratorError> {
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            (operation, actor),
-            &mut |tx| {
-                let mut u = user_in(tx, uid)?;
-                if must_be_dismissed && u.status != DISMISSED {
-                    return Err(OrchestratorError::Conflict {
-                        code: "not_dismissed",
-                        message: format!("{uid} is not dismissed (status {})", u.status),
-                    });
-                }
-                if !must_be_dismissed && u.holds_partner_seat() {
-                    return Err(OrchestratorError::Conflict {
-                        code: "already_partner",
-                        message: format!("{uid} is already a partner user (status {})", u.status),
-                    });
-                }
-                let users = users_in(tx, &u.account)?;
-                let (company, dismissed) = self.seat_checks(
-                    tx,
-                    &users,
-                    &SeatRequest {
-                        account: &u.account,
-                        email,
-                        subject: Some(&u.id),
-                        replace,
-                        asked,
-                    },
-                )?;
-                if u.status == DISMISSED {
-                    u.status = ACTIVE.into();
-                }
-                u.two_factor = true;
-                u.partner = Some(PartnerView {
-                    company: company.id,
-                    verified: u.status == ACTIVE,
-                });
-                let mut writes = vec![Self::record(schema, &u)?];
-                if let Some(d) = &dismissed {
-                    writes.push(Self::record(schema, d)?);
-                }
-                Ok((writes, Outcome { user: u, dismissed }))
-            },
-            schema,
-        )?;
-        Ok(outcome)
-    }
-
-    /// Dismiss a user (kept, never deleted); frees a partner seat.
-    pub fn dismiss(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        self.ask(&actor, "dismiss_user", &uid, None)?;
-        self.simple_write(&uid, ("user.dismiss", &actor.to_string()), |_, u| {
-            if u.status == DISMISSED {
-                return Err(OrchestratorError::Conflict {
-                    code: "already_dismissed",
-                    message: format!("user `{}` is already dismissed", u.id),
-                });
-            }
-            u.status = DISMISSED.into();
-            Ok(())
-        })
-    }
-
-    /// Hire a dismissed user back; a partner is re-verified against the
-    /// registry and re-counted (same checks as an invitation).
-    pub fn rehire(
-        &self,
-        user: &str,
-        actor: &str,
-        replace: Option<&str>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        self.ask(&actor, "rehire_user", &uid, None)?;
-        let current = self.user_from_memory(&uid)?;
-        if current.partner.is_none() {
-            return self.simple_write(&uid, ("user.rehire", &actor.to_string()), |_, u| {
-                if u.status != DISMISSED {
-                    return Err(OrchestratorError::Conflict {
-                        code: "not_dismissed",
-                        message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
-                    });
-                }
-                u.status = ACTIVE.into();
-                Ok(())
-            });
-        }
-        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
-    }
-
-    /// Partner access for an existing user (also a partner's rehire): the
-    /// policy checks (`grant_partner_access`, and `dismiss_user` on the one
-    /// to replace), then the seat checks and the write.
-    fn partner_access_write(
-        &self,
-        uid: &EntityUid,
-        actor: &EntityUid,
-        current: &UserView,
-        replace: Option<&str>,
-        must_be_dismissed: bool,
-        operation: &str,
-    ) -> Result<Outcome, OrchestratorError> {
-        let email = normalize_email(&current.email)?;
-        let account_uid = parse_uid("account", "Account", &current.account)?;
-        let replace_uid = replace
-            .map(|r| parse_uid("replace", "User", r))
-            .transpose()?;
-        let asked =
-            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
-        if let Some(r) = &replace_uid {
-            self.ask(actor, "dismiss_user", r, None)?;
-        }
-        let replace_id = replace_uid.as_ref().map(id_of);
-        self.partner_seat_write(
-            uid,
-            &email,
-            replace_id.as_deref(),
-            asked.as_ref(),
-            must_be_dismissed,
-            (operation, &actor.to_string()),
-        )
-    }
-
-    /// Grant (`true`) or revoke administrator rights.
-    pub fn set_admin(
-        &self,
-        user: &str,
-        actor: &str,
-        admin: bool,
-    ) -> Result<Outcome, OrchestratorError> {
-        let uid = parse_uid("user", "User", user)?;
-        let actor = parse_uid("actor", "User", actor)?;
-        let action = if admin { "grant_admin" } else { "revoke_admin" };
-        self.ask(&actor, action, &uid, None)?;
-        self.simple_write(
-            &uid,
-            (
-                if admin {
-                    "user.grant_admin"
-                } else {
-                    "user.revoke_admin"
-                },
-                &actor.to_string(),
-            ),
-            |_, u| {
-                u.is_admin = admin;
-                Ok(())
-            },
-        )
-    }
-
-    fn simple_write(
-        &self,
-        uid: &EntityUid,
-        (operation, actor): (&str, &str),
-        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
-    ) -> Result<Outcome, OrchestratorError> {
-        let pack = self.authz.evaluator().current();
-        let schema = pack.schema.as_ref();
-        let outcome = self.commit(
-            (operation, actor),
-            &mut |tx| {
-                let mut u = user_in(tx, uid)?;
-                change(tx, &mut u)?;
-                let writes = vec![Self::record(schema, &u)?];
-                Ok((
-                    writes,
-                    Outcome {
-                        user: u,
-                        dismissed: None,
-                    },
-                ))
-            },
-            schema,
-        )?;
-        Ok(outcome)
     }
 
     /// Every user of an account (from the serving directory).
@@ -1114,12 +795,6 @@ impl Orchestrator {
     /// The employees list, by status precedence (administrator/employee,
     /// partner, dismissed, invited), then email.
     pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
-        let rank = |s: &str| match s {
-            "administrator" | "employee" => 0,
-            "partner" => 1,
-            "dismissed" => 2,
-            _ => 3,
-        };
         let mut list: Vec<ListedUser> = self
             .account_users(account)?
             .into_iter()
@@ -1130,7 +805,7 @@ impl Orchestrator {
             })
             .collect();
         list.sort_by(|a, b| {
-            (rank(a.list_status), &a.user.email).cmp(&(rank(b.list_status), &b.user.email))
+            (a.list_status.rank(), &a.user.email).cmp(&(b.list_status.rank(), &b.user.email))
         });
         Ok(list)
     }
@@ -1138,7 +813,10 @@ impl Orchestrator {
     /// Seat counts: partners are neither paid users nor administrators.
     pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
         let users = self.account_users(account)?;
-        let holding: Vec<&UserView> = users.iter().filter(|u| u.status != DISMISSED).collect();
+        let holding: Vec<&UserView> = users
+            .iter()
+            .filter(|u| u.status != UserStatus::Dismissed)
+            .collect();
         Ok(Seats {
             account: id_of(&parse_uid("account", "Account", account)?),
             paid_users: holding.iter().filter(|u| u.partner.is_none()).count(),
@@ -1149,6 +827,523 @@ impl Orchestrator {
             partners: holding.iter().filter(|u| u.partner.is_some()).count(),
             partner_limit: self.rules.current().max_active_partners,
         })
+    }
+
+    /// The registry.
+    pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
+        Ok(self.store.companies()?)
+    }
+}
+
+impl Call<'_> {
+    /// Ask the policies (the decision record carries the scope's request
+    /// id); an Allow gives its decision id, which the operation's change
+    /// records name; a Deny is an error carrying the reasons.
+    fn ask(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        context: Option<Value>,
+    ) -> Result<String, OrchestratorError> {
+        let q = Query {
+            principal: actor.clone(),
+            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
+            resource: resource.clone(),
+            context,
+            entities: None,
+            principal_attrs: None,
+            resource_attrs: None,
+            request_id: self.scope.request_id.clone(),
+        };
+        let answer = self.authz.is_authorized(&q)?;
+        // Called off the async threads (spawn_blocking): blocking is fine.
+        answer
+            .wait_durable(AUDIT_ACK_TIMEOUT)
+            .map_err(OrchestratorError::AuditUnavailable)?;
+        if answer.decision.is_allowed() {
+            Ok(answer.decision_id)
+        } else {
+            tracing::info!(%actor, action, %resource, reasons = ?answer.decision.reasons, "orchestrator: policy deny");
+            Err(OrchestratorError::Denied {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                resource: resource.to_string(),
+                reasons: answer.decision.reasons,
+                errors: answer.decision.errors,
+            })
+        }
+    }
+
+    /// The policy question for giving partner access to `email`: with the
+    /// registry's company as the invitee when the email belongs to a
+    /// certified company; otherwise there is no invitee to ask about, and
+    /// the actor must at least be allowed to invite users into the account
+    /// (the refusal `not_a_certified_partner` comes later, in check order).
+    fn ask_partner_access(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        account: &EntityUid,
+        email: &str,
+    ) -> Result<(Option<RegistryCompany>, String), OrchestratorError> {
+        let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
+        let decided = match &certified {
+            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
+            None => self.ask(actor, "invite_user", account, None)?,
+        };
+        Ok((certified, decided))
+    }
+
+    /// Run `op` in one store transaction inside the directory's write path
+    /// ([`Directory::commit_with`]: the store commit and the memory update
+    /// under the directory's writer lock), logging one change record per
+    /// written entity that names the decision that allowed it (`decided`)
+    /// and the scope's request id. Under the [`WriteScope`], the transaction
+    /// first stops on a remembered `Idempotency-Key` or a passed deadline,
+    /// and remembers the key's answer (the outcome) with the writes.
+    fn commit(
+        &self,
+        (operation, actor): (&str, &str),
+        decided: &Decided,
+        op: &mut OutcomeOp<'_>,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let scope = &self.scope;
+        let mut outcome = None;
+        let mut guarded = |tx: &mut dyn AccountTx| {
+            if let Some(i) = &scope.idempotency {
+                if let Some(r) = tx.recall(&i.key)? {
+                    return Err(i.replay(r));
+                }
+            }
+            if scope
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(OrchestratorError::TimedOut);
+            }
+            let (records, o) = op(tx)?;
+            if let Some(i) = &scope.idempotency {
+                let body = serde_json::to_string(&o)
+                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
+                let answer = partnergate_core::store::Remembered {
+                    fingerprint: i.fingerprint.clone(),
+                    status: i.status,
+                    body,
+                };
+                tx.remember(&i.key, &answer)?;
+            }
+            outcome = Some(o);
+            Ok(records)
+        };
+        self.directory().commit_with(schema, || {
+            let records = self.store.transact(&mut guarded)?;
+            if let Some(log) = self.authz.audit() {
+                for r in &records {
+                    let before = crate::directory::uid_from_key(&r.uid)
+                        .and_then(|u| self.directory().get_json(&u))
+                        .unwrap_or(Value::Null);
+                    let after = serde_json::from_str(&r.json).unwrap_or(Value::Null);
+                    log.log(
+                        crate::audit::ChangeEvent::new(actor, operation, before, after)
+                            .decided_by(decided.of(&r.uid))
+                            .request(scope.request_id.clone()),
+                    );
+                }
+            }
+            Ok::<_, OrchestratorError>((records, ()))
+        })?;
+        outcome.ok_or_else(|| OrchestratorError::Corrupt("no outcome".into()))
+    }
+
+    /// Invite a partner by email into `account` (optionally dismissing
+    /// `replace` in the same transaction).
+    pub fn invite_partner(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let (asked, by) =
+            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
+        let mut decided = Decided::by(by);
+        if let Some(r) = &replace_uid {
+            let id = self.ask(&actor, "dismiss_user", r, None)?;
+            decided.others.push((r.to_string(), id));
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            ("partner.invite", &actor.to_string()),
+            &decided,
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                let existing = users.iter().find(|u| u.email == email);
+                if let Some(u) = existing.filter(|u| u.status != UserStatus::Dismissed) {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::AlreadyMember,
+                        message: format!(
+                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
+                            u.id, u.status
+                        ),
+                    });
+                }
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &account,
+                        email: &email,
+                        subject: existing.map(|u| u.id.as_str()),
+                        replace: replace_id.as_deref(),
+                        asked: asked.as_ref(),
+                    },
+                )?;
+                let user = UserView {
+                    id: existing
+                        .map(|u| u.id.clone())
+                        .unwrap_or_else(|| new_user_id(&email, name)),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: UserStatus::Invited,
+                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
+                    two_factor: true,
+                    partner: Some(PartnerView {
+                        company: company.id,
+                        verified: false,
+                    }),
+                };
+                let mut writes = vec![Orchestrator::record(schema, &user)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Orchestrator::record(schema, d)?);
+                }
+                Ok((writes, Outcome { user, dismissed }))
+            },
+            schema,
+        )?;
+        tracing::info!(account, user = %outcome.user.id, email, dismissed = ?outcome.dismissed.as_ref().map(|d| &d.id), "partner invited");
+        Ok(outcome)
+    }
+
+    /// Invite an ordinary user by email into `account`.
+    pub fn invite_user(
+        &self,
+        account: &str,
+        actor: &str,
+        email: &str,
+        name: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(email)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let account_uid = parse_uid("account", "Account", account)?;
+        let account = id_of(&account_uid);
+        let decided = Decided::by(self.ask(&actor, "invite_user", &account_uid, None)?);
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            ("user.invite", &actor.to_string()),
+            &decided,
+            &mut |tx| {
+                let users = users_in(tx, &account)?;
+                if let Some(u) = users.iter().find(|u| u.email == email) {
+                    let (code, message) = if u.status == UserStatus::Dismissed {
+                        (ConflictCode::UserDismissed, format!("{email} is a dismissed user of account `{account}` ({}): hire them back with rehire", u.id))
+                    } else {
+                        (ConflictCode::AlreadyMember, format!("{email} is already a user of account `{account}` ({}, status {})", u.id, u.status))
+                    };
+                    return Err(OrchestratorError::Conflict { code, message });
+                }
+                let user = UserView {
+                    id: new_user_id(&email, name),
+                    email: email.clone(),
+                    account: account.clone(),
+                    status: UserStatus::Invited,
+                    is_admin: false,
+                    two_factor: false,
+                    partner: None,
+                };
+                let writes = vec![Orchestrator::record(schema, &user)?];
+                Ok((
+                    writes,
+                    Outcome {
+                        user,
+                        dismissed: None,
+                    },
+                ))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// The invitee accepts the invitation: active, and a partner is
+    /// verified against the registry now (refused if no longer certified).
+    pub fn accept(&self, user: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        // No policy question: the invitee accepts its own invitation.
+        let decided = Decided::default();
+        self.simple_write(
+            &uid,
+            ("user.accept", &uid.to_string()),
+            &decided,
+            |tx, u| {
+                if u.status != UserStatus::Invited {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::NotInvited,
+                        message: format!("{uid} has no open invitation (status {})", u.status),
+                    });
+                }
+                if let Some(p) = &mut u.partner {
+                    let company = tx
+                        .company_of_email(&u.email)?
+                        .filter(|c| c.certified && c.id == p.company)
+                        .ok_or_else(|| OrchestratorError::NotCertified {
+                            email: u.email.clone(),
+                        })?;
+                    p.company = company.id;
+                    p.verified = true;
+                }
+                u.status = UserStatus::Active;
+                Ok(())
+            },
+        )
+    }
+
+    /// Give partner access to an existing user (re-activating a dismissed one).
+    pub fn grant_partner_access(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let current = self.user_from_memory(&uid)?;
+        self.partner_access_write(
+            &uid,
+            &actor,
+            &current,
+            replace,
+            false,
+            "user.partner_access",
+        )
+    }
+
+    /// Shared by partner access and rehire: the seat checks and the write.
+    /// `asked` and `decided` are the policy answers: the registry company
+    /// asked about and the Allow decisions.
+    fn partner_seat_write(
+        &self,
+        uid: &EntityUid,
+        email: &str,
+        replace: Option<&str>,
+        (asked, decided): (Option<&RegistryCompany>, &Decided),
+        must_be_dismissed: bool,
+        (operation, actor): (&str, &str),
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            (operation, actor),
+            decided,
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                if must_be_dismissed && u.status != UserStatus::Dismissed {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::NotDismissed,
+                        message: format!("{uid} is not dismissed (status {})", u.status),
+                    });
+                }
+                if !must_be_dismissed && u.holds_partner_seat() {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::AlreadyPartner,
+                        message: format!("{uid} is already a partner user (status {})", u.status),
+                    });
+                }
+                let users = users_in(tx, &u.account)?;
+                let (company, dismissed) = self.seat_checks(
+                    tx,
+                    &users,
+                    &SeatRequest {
+                        account: &u.account,
+                        email,
+                        subject: Some(&u.id),
+                        replace,
+                        asked,
+                    },
+                )?;
+                if u.status == UserStatus::Dismissed {
+                    u.status = UserStatus::Active;
+                }
+                u.two_factor = true;
+                u.partner = Some(PartnerView {
+                    company: company.id,
+                    verified: u.status == UserStatus::Active,
+                });
+                let mut writes = vec![Orchestrator::record(schema, &u)?];
+                if let Some(d) = &dismissed {
+                    writes.push(Orchestrator::record(schema, d)?);
+                }
+                Ok((writes, Outcome { user: u, dismissed }))
+            },
+            schema,
+        )?;
+        Ok(outcome)
+    }
+
+    /// Dismiss a user (kept, never deleted); frees a partner seat.
+    pub fn dismiss(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let decided = Decided::by(self.ask(&actor, "dismiss_user", &uid, None)?);
+        self.simple_write(
+            &uid,
+            ("user.dismiss", &actor.to_string()),
+            &decided,
+            |_, u| {
+                if u.status == UserStatus::Dismissed {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::AlreadyDismissed,
+                        message: format!("user `{}` is already dismissed", u.id),
+                    });
+                }
+                u.status = UserStatus::Dismissed;
+                Ok(())
+            },
+        )
+    }
+
+    /// Hire a dismissed user back; a partner is re-verified against the
+    /// registry and re-counted (same checks as an invitation).
+    pub fn rehire(
+        &self,
+        user: &str,
+        actor: &str,
+        replace: Option<&str>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let decided = Decided::by(self.ask(&actor, "rehire_user", &uid, None)?);
+        let current = self.user_from_memory(&uid)?;
+        if current.partner.is_none() {
+            let rehire = ("user.rehire", actor.to_string());
+            return self.simple_write(&uid, (rehire.0, &rehire.1), &decided, |_, u| {
+                if u.status != UserStatus::Dismissed {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::NotDismissed,
+                        message: format!("user `{}` is not dismissed (status {})", u.id, u.status),
+                    });
+                }
+                u.status = UserStatus::Active;
+                Ok(())
+            });
+        }
+        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
+    }
+
+    /// Partner access for an existing user (also a partner's rehire): the
+    /// policy checks (`grant_partner_access`, and `dismiss_user` on the one
+    /// to replace), then the seat checks and the write.
+    fn partner_access_write(
+        &self,
+        uid: &EntityUid,
+        actor: &EntityUid,
+        current: &UserView,
+        replace: Option<&str>,
+        must_be_dismissed: bool,
+        operation: &str,
+    ) -> Result<Outcome, OrchestratorError> {
+        let email = normalize_email(&current.email)?;
+        let account_uid = parse_uid("account", "Account", &current.account)?;
+        let replace_uid = replace
+            .map(|r| parse_uid("replace", "User", r))
+            .transpose()?;
+        let (asked, by) =
+            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
+        let mut decided = Decided::by(by);
+        if let Some(r) = &replace_uid {
+            let id = self.ask(actor, "dismiss_user", r, None)?;
+            decided.others.push((r.to_string(), id));
+        }
+        let replace_id = replace_uid.as_ref().map(id_of);
+        self.partner_seat_write(
+            uid,
+            &email,
+            replace_id.as_deref(),
+            (asked.as_ref(), &decided),
+            must_be_dismissed,
+            (operation, &actor.to_string()),
+        )
+    }
+
+    /// Grant (`true`) or revoke administrator rights.
+    pub fn set_admin(
+        &self,
+        user: &str,
+        actor: &str,
+        admin: bool,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let action = if admin { "grant_admin" } else { "revoke_admin" };
+        let decided = Decided::by(self.ask(&actor, action, &uid, None)?);
+        self.simple_write(
+            &uid,
+            (
+                if admin {
+                    "user.grant_admin"
+                } else {
+                    "user.revoke_admin"
+                },
+                &actor.to_string(),
+            ),
+            &decided,
+            |_, u| {
+                u.is_admin = admin;
+                Ok(())
+            },
+        )
+    }
+
+    fn simple_write(
+        &self,
+        uid: &EntityUid,
+        (operation, actor): (&str, &str),
+        decided: &Decided,
+        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
+    ) -> Result<Outcome, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let schema = pack.schema.as_ref();
+        let outcome = self.commit(
+            (operation, actor),
+            decided,
+            &mut |tx| {
+                let mut u = user_in(tx, uid)?;
+                change(tx, &mut u)?;
+                let writes = vec![Orchestrator::record(schema, &u)?];
+                Ok((
+                    writes,
+                    Outcome {
+                        user: u,
+                        dismissed: None,
+                    },
+                ))
+            },
+            schema,
+        )?;
+        Ok(outcome)
     }
 
     /// Insert or replace registry companies (fields and email lists) and
@@ -1164,7 +1359,7 @@ impl Orchestrator {
         let mut entities = Vec::with_capacity(companies.len());
         for (i, mut c) in companies.into_iter().enumerate() {
             let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
-                code: "invalid_company",
+                code: InvalidCode::Company,
                 field,
                 message: format!("company #{i}: {message}"),
             };
@@ -1204,7 +1399,7 @@ impl Orchestrator {
             entities.push(entity);
             clean.push(c);
         }
-        let scope = current_scope();
+        let scope = &self.scope;
         let answer = match &scope.idempotency {
             Some(i) => Some(partnergate_core::store::Remembered {
                 fingerprint: i.fingerprint.clone(),
@@ -1222,36 +1417,33 @@ impl Orchestrator {
                 .zip(answer.as_ref())
                 .map(|(i, a)| (i.key.as_str(), a)),
         };
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.put_companies(&clean, &records, &guard)? {
-            partnergate_core::store::Guarded::Applied => {}
-            partnergate_core::store::Guarded::TimedOut => return Err(OrchestratorError::TimedOut),
-            partnergate_core::store::Guarded::Replayed(r) => {
-                return Err(match &scope.idempotency {
-                    Some(i) => i.replay(r),
-                    None => OrchestratorError::Replayed(r),
-                })
+        self.directory().commit_with(schema, || {
+            match self.store.put_companies(&clean, &records, &guard)? {
+                partnergate_core::store::Guarded::Applied => {}
+                partnergate_core::store::Guarded::TimedOut => {
+                    return Err(OrchestratorError::TimedOut)
+                }
+                partnergate_core::store::Guarded::Replayed(r) => {
+                    return Err(match &scope.idempotency {
+                        Some(i) => i.replay(r),
+                        None => OrchestratorError::Replayed(r),
+                    })
+                }
             }
-        }
-        if let Some(log) = self.authz.audit() {
-            for (c, e) in clean.iter().zip(&entities) {
-                log.log(crate::audit::ChangeEvent {
-                    decision_id: None,
-                    request_id: None,
-                    actor: "registry".into(),
-                    operation: "registry.put".into(),
-                    before: self.directory().get_json(&e.uid()).unwrap_or(Value::Null),
-                    after: serde_json::to_value(c).unwrap_or(Value::Null),
-                });
+            if let Some(log) = self.authz.audit() {
+                for (c, e) in clean.iter().zip(&entities) {
+                    let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
+                    let after = serde_json::to_value(c).unwrap_or(Value::Null);
+                    // No policy question: the registry is the operator's (bearer token).
+                    log.log(
+                        crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
+                            .request(scope.request_id.clone()),
+                    );
+                }
             }
-        }
-        self.directory().apply_committed(entities, &[]);
+            Ok::<_, OrchestratorError>((records.clone(), ()))
+        })?;
         Ok(clean)
-    }
-
-    /// The registry.
-    pub fn companies(&self) -> Result<Vec<RegistryCompany>, OrchestratorError> {
-        Ok(self.store.companies()?)
     }
 }
 
@@ -1262,21 +1454,25 @@ mod tests {
     use crate::reload::Evaluator;
     use partnergate_core::store::sqlite::SqliteStore;
     use std::path::Path;
+    use std::sync::Mutex;
 
-    /// The listings read only the users that point at the account (the
-    /// directory's index), never every user: another account's user that is
-    /// not even a readable user (no email) does not disturb them. Before the
-    /// index every user was read, and this listing failed on that one.
-    #[test]
-    fn listings_read_only_the_accounts_own_users() {
+    /// The shipped pack, a fresh SQLite store and a directory holding the
+    /// demo entities.
+    fn demo(
+        dir: &Path,
+    ) -> (
+        Arc<Evaluator>,
+        Arc<SqliteStore>,
+        Arc<Directory>,
+        Arc<QuotaRules>,
+    ) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let dir = tempfile::tempdir().unwrap();
         let source = PackSource::new(
             root.join("policies"),
             Some(root.join("schemas/partnergate.cedarschema")),
         );
         let evaluator = Arc::new(Evaluator::load(source).unwrap());
-        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir).unwrap());
         let directory = Arc::new(Directory::open(store.clone()).unwrap());
         let demo: Value = serde_json::from_str(
             &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
@@ -1285,6 +1481,169 @@ mod tests {
         directory
             .put_json(evaluator.current().schema.as_ref(), demo)
             .unwrap();
+        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
+        (evaluator, store, directory, rules)
+    }
+
+    /// The real SQLite store, except that the first transaction, once
+    /// committed, tells the test and waits for its go before it returns:
+    /// the window between an orchestrator's store commit and its memory update.
+    struct PauseAfterCommit {
+        inner: Arc<SqliteStore>,
+        armed: std::sync::atomic::AtomicBool,
+        committed: std::sync::mpsc::SyncSender<()>,
+        go: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl OrchestratorStore for PauseAfterCommit {
+        fn transact(
+            &self,
+            op: &mut store::TxOp<'_>,
+        ) -> Result<Vec<EntityRecord>, OrchestratorError> {
+            let out = self.inner.transact(op);
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.committed.send(()).unwrap();
+                self.go.lock().unwrap().recv().unwrap();
+            }
+            out
+        }
+        fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
+            self.inner.company_of_email(email)
+        }
+        fn put_companies(
+            &self,
+            companies: &[RegistryCompany],
+            records: &[EntityRecord],
+            guard: &partnergate_core::store::WriteGuard<'_>,
+        ) -> Result<partnergate_core::store::Guarded, StoreError> {
+            self.inner.put_companies(companies, records, guard)
+        }
+        fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError> {
+            self.inner.companies()
+        }
+    }
+
+    /// Bug (issue #13): an orchestrator write and a `PUT /v1/entities` on the
+    /// same entity took two different locks, so the PUT could commit and
+    /// reach memory between the orchestrator's commit and its memory update:
+    /// store order orchestrator-then-PUT, memory order PUT-then-orchestrator,
+    /// and memory differed from the store until a restart. Now both go
+    /// through the directory's one writer lock: the PUT waits.
+    #[test]
+    fn a_put_during_an_orchestrator_write_leaves_memory_equal_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evaluator, sqlite, directory, rules) = demo(dir.path());
+        let (committed_tx, committed) = std::sync::mpsc::sync_channel(1);
+        let (go, go_rx) = std::sync::mpsc::sync_channel(1);
+        let paused = Arc::new(PauseAfterCommit {
+            inner: sqlite.clone(),
+            armed: true.into(),
+            committed: committed_tx,
+            go: Mutex::new(go_rx),
+        });
+        let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), paused, rules);
+        let emma = engine::parse_uid("u", "User::\"emma\"").unwrap();
+        let put = json!({"uid": {"type": "User", "id": "emma"},
+            "parents": [{"type": "Account", "id": "acme"}],
+            "attrs": {"email": "emma.put@acme.example", "is_admin": false, "status": "active",
+                "two_factor": false,
+                "account": {"__entity": {"type": "Account", "id": "acme"}}}});
+        std::thread::scope(|s| {
+            let orchestrator = s.spawn(|| {
+                o.with(WriteScope::default())
+                    .set_admin("emma", "owner", true)
+                    .unwrap()
+            });
+            committed.recv().unwrap();
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let directory = &directory;
+            let writer = s.spawn(move || {
+                let out = directory.put(vec![Entity::from_json_value(put, None).unwrap()]);
+                done_tx.send(()).unwrap();
+                out
+            });
+            // The old code lets the PUT finish inside the window; the fixed
+            // code blocks it on the writer lock until the go.
+            let _ = done.recv_timeout(std::time::Duration::from_secs(1));
+            go.send(()).unwrap();
+            orchestrator.join().unwrap();
+            writer.join().unwrap().unwrap();
+        });
+        let fresh = Directory::open(sqlite).unwrap();
+        assert_eq!(
+            directory.get_json(&emma),
+            fresh.get_json(&emma),
+            "memory differs from the store"
+        );
+        assert_eq!(
+            fresh.get_json(&emma).unwrap()["attrs"]["email"],
+            json!("emma.put@acme.example"),
+            "the PUT came last"
+        );
+    }
+
+    /// The typed states keep the wire format: statuses, list statuses and
+    /// error codes serialise to the same strings as before; a status the
+    /// orchestrator does not know is kept as written.
+    #[test]
+    fn typed_states_keep_the_wire_strings() {
+        let stored = json!({"uid": {"type": "User", "id": "u"},
+            "parents": [{"type": "Account", "id": "acme"}],
+            "attrs": {"email": "u@acme.example", "is_admin": false, "status": "invited",
+                "two_factor": false, "account": {"__entity": {"type": "Account", "id": "acme"}}}});
+        let mut u = UserView::from_json(&stored).unwrap();
+        assert_eq!(u.status, UserStatus::Invited);
+        assert_eq!(u.to_entity_json(), stored);
+        assert_eq!(
+            serde_json::to_value(&u).unwrap()["status"],
+            json!("invited")
+        );
+        for (status, shown) in [
+            ("invited", "invited"),
+            ("active", "employee"),
+            ("dismissed", "dismissed"),
+            ("suspended", "employee"),
+        ] {
+            u.status = UserStatus::from(status.to_string());
+            assert_eq!(u.status.as_str(), status);
+            assert_eq!(u.to_entity_json()["attrs"]["status"], json!(status));
+            assert_eq!(serde_json::to_value(u.list_status()).unwrap(), json!(shown));
+        }
+        u.status = UserStatus::Active;
+        u.is_admin = true;
+        assert_eq!(format!("{:<14}|", u.list_status()), "administrator |");
+        u.partner = Some(PartnerView {
+            company: "goldco".into(),
+            verified: true,
+        });
+        assert_eq!(u.list_status().as_str(), "partner");
+        let codes: Vec<&str> = [
+            InvalidCode::Replace,
+            InvalidCode::Company,
+            InvalidCode::User,
+        ]
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+        assert_eq!(
+            codes,
+            ["invalid_replace", "invalid_company", "invalid_user"]
+        );
+        let e = OrchestratorError::Conflict {
+            code: ConflictCode::RegistryChanged,
+            message: String::new(),
+        };
+        assert_eq!(e.code(), "registry_changed");
+    }
+
+    /// The listings read only the users that point at the account (the
+    /// directory's index), never every user: another account's user that is
+    /// not even a readable user (no email) does not disturb them. Before the
+    /// index every user was read, and this listing failed on that one.
+    #[test]
+    fn listings_read_only_the_accounts_own_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evaluator, store, directory, rules) = demo(dir.path());
         // Written without a schema: a `User` the orchestrator cannot read.
         let ghost = json!({"uid": {"type": "User", "id": "ghost"},
             "parents": [{"type": "Account", "id": "other"}],
@@ -1292,7 +1651,6 @@ mod tests {
         directory
             .put(vec![Entity::from_json_value(ghost, None).unwrap()])
             .unwrap();
-        let rules = QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).unwrap();
         let o = Orchestrator::new(Authz::new(evaluator, directory.clone()), store, rules);
         let ids: Vec<String> = o
             .users("acme")

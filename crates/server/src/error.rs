@@ -14,6 +14,9 @@ pub struct AppError {
     pub code: &'static str,
     pub message: String,
     pub details: serde_json::Value,
+    /// Already logged where it was decided (a refusal under
+    /// `--audit-required`, with its decision id): answered without a warning.
+    pub logged: bool,
 }
 
 impl AppError {
@@ -23,6 +26,7 @@ impl AppError {
             code,
             message: message.into(),
             details: serde_json::Value::Null,
+            logged: false,
         }
     }
 
@@ -59,6 +63,13 @@ impl AppError {
             "audit_unavailable",
             format!("the decision is refused because its decision-log record could not be made durable (--audit-required): {why}"),
         )
+        .logged()
+    }
+
+    /// Mark as already logged where it was decided (see [`AppError::logged`]).
+    pub fn logged(mut self) -> Self {
+        self.logged = true;
+        self
     }
 }
 
@@ -93,7 +104,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         // A refusal under --audit-required is logged where it is decided
         // (with the decision id); the writer logs the log's state changes.
-        if self.status.is_server_error() && self.code != "audit_unavailable" {
+        if self.status.is_server_error() && !self.logged {
             tracing::warn!(code = self.code, message = %self.message, "request failed");
         } else {
             tracing::debug!(code = self.code, message = %self.message, "request refused");

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -13,12 +13,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::parse_body;
+use super::api::{parse_body, request_id};
 use super::error::AppError;
 use super::idempotency;
 use super::AppState;
 use partnergate_partners::store::RegistryCompany;
-use partnergate_partners::{Orchestrator, OrchestratorError, WriteScope};
+use partnergate_partners::{Call, InvalidCode, Orchestrator, OrchestratorError, WriteScope};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -46,9 +46,10 @@ impl From<OrchestratorError> for AppError {
             OrchestratorError::InvalidEmail { .. } | OrchestratorError::NotCertified { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            OrchestratorError::Invalid { code, .. } if *code == "invalid_replace" => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            OrchestratorError::Invalid {
+                code: InvalidCode::Replace,
+                ..
+            } => StatusCode::UNPROCESSABLE_ENTITY,
             OrchestratorError::Denied { .. } => StatusCode::FORBIDDEN,
             OrchestratorError::LimitReached { .. }
             | OrchestratorError::DifferentCompany { .. }
@@ -70,7 +71,13 @@ impl From<OrchestratorError> for AppError {
             // Answered by `write` with the first answer; never reaches here in practice.
             OrchestratorError::Replayed(_) => StatusCode::CONFLICT,
         };
-        AppError::new(status, e.code(), e.to_string()).with_details(e.details())
+        let logged = matches!(e, OrchestratorError::AuditUnavailable(_));
+        let error = AppError::new(status, e.code(), e.to_string()).with_details(e.details());
+        if logged {
+            error.logged()
+        } else {
+            error
+        }
     }
 }
 
@@ -112,34 +119,106 @@ async fn blocking<T: Send + 'static>(
         .map_err(AppError::from)
 }
 
-/// Run one orchestrator write off the async runtime, under the request's
-/// deadline (checked when its transaction begins: a write either answers
-/// its outcome or, having applied nothing, 408) and its `Idempotency-Key`
-/// (a retry of the same request gets the first answer without re-applying).
-async fn write(
-    state: &Arc<AppState>,
-    headers: &HeaderMap,
-    (route, body, status): (String, &Bytes, StatusCode),
-    f: impl FnOnce(&Orchestrator) -> Result<Value, OrchestratorError> + Send + 'static,
-) -> Result<Response, AppError> {
-    let key = idempotency::from_headers(headers, &route, body, status)?;
-    if let Some(i) = &key {
-        if let Some(replay) = idempotency::recalled(state, i).await? {
-            return Ok(replay);
-        }
+/// The refusals every partner and user write can answer (OpenAPI).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only described, never built
+pub(super) enum WriteRefusals {
+    #[response(status = 400, description = "invalid request")]
+    BadRequest,
+    #[response(status = 401, description = "no or wrong bearer token")]
+    Unauthorized,
+    #[response(status = 403, description = "denied by the policies")]
+    Denied,
+    #[response(status = 404, description = "no such account or user")]
+    NotFound,
+    #[response(status = 409, description = "seat limit, other company or conflict")]
+    Conflict,
+    #[response(
+        status = 422,
+        description = "invalid email, company not certified, invalid replace"
+    )]
+    Unprocessable,
+    #[response(status = 503, description = "the store is unavailable")]
+    Unavailable,
+}
+
+/// One orchestrator write request, as every write handler takes it: the
+/// route (method and path, part of the `Idempotency-Key` fingerprint), the
+/// headers (`Idempotency-Key`, `X-Request-ID`) and the raw body.
+pub(super) struct WriteRequest {
+    state: Arc<AppState>,
+    route: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl FromRequest<Arc<AppState>> for WriteRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let route = format!("{} {}", req.method(), req.uri().path());
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(WriteRequest {
+            state: state.clone(),
+            route,
+            headers,
+            body,
+        })
     }
-    let scope = WriteScope {
-        deadline: Some(std::time::Instant::now() + state.request_timeout),
-        idempotency: key,
-    };
-    let orch = state.orchestrator.clone();
-    let result = tokio::task::spawn_blocking(move || orch.scoped(scope, f))
-        .await
-        .map_err(|e| AppError::unavailable(e.to_string()))?;
-    match result {
-        Ok(v) => Ok((status, Json(v)).into_response()),
-        Err(OrchestratorError::Replayed(r)) => Ok(idempotency::replay(r)),
-        Err(e) => Err(AppError::from(e)),
+}
+
+/// What a write handler answers.
+type Answer = Result<Response, AppError>;
+
+/// A 400 when `replace` is given where it does not apply.
+fn no_replace(replace: &Option<String>, why: &str) -> Result<(), AppError> {
+    match replace {
+        Some(_) => Err(AppError::bad_request(format!("field `replace`: {why}"))),
+        None => Ok(()),
+    }
+}
+
+impl WriteRequest {
+    /// The JSON body.
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, AppError> {
+        parse_body(&self.state, &self.body)
+    }
+
+    /// Run the write off the async runtime, under the request's deadline
+    /// (checked when its transaction begins: a write either answers its
+    /// outcome or, having applied nothing, 408), its `Idempotency-Key` (a
+    /// retry of the same request gets the first answer without re-applying)
+    /// and its request id (carried by the operation's decision and change
+    /// records); a success answers `status`.
+    async fn run(
+        self,
+        status: StatusCode,
+        f: impl FnOnce(&Call<'_>) -> Result<Value, OrchestratorError> + Send + 'static,
+    ) -> Answer {
+        let state = &self.state;
+        let key = idempotency::from_headers(&self.headers, &self.route, &self.body, status)?;
+        if let Some(i) = &key {
+            if let Some(replay) = idempotency::recalled(state, i).await? {
+                return Ok(replay);
+            }
+        }
+        let scope = WriteScope {
+            deadline: Some(std::time::Instant::now() + state.request_timeout),
+            idempotency: key,
+            request_id: request_id(&self.headers),
+        };
+        let orch = state.orchestrator.clone();
+        let result = tokio::task::spawn_blocking(move || f(&orch.with(scope)))
+            .await
+            .map_err(|e| AppError::unavailable(e.to_string()))?;
+        match result {
+            Ok(v) => Ok((status, Json(v)).into_response()),
+            Err(OrchestratorError::Replayed(r)) => Ok(idempotency::replay(r)),
+            Err(e) => Err(AppError::from(e)),
+        }
     }
 }
 
@@ -148,58 +227,25 @@ fn outcome(o: partnergate_partners::Outcome) -> Value {
 }
 
 #[utoipa::path(post, path = "/v1/accounts/{id}/partners", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
-    responses((status = 201, description = "the invitation (a seat taken, or the replaced partner dismissed)"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn invite_partner(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let b: InviteBody = parse_body(&state, &body)?;
-    let route = format!("POST /v1/accounts/{account}/partners");
-    write(
-        &state,
-        &headers,
-        (route, &body, StatusCode::CREATED),
-        move |o| {
-            o.invite_partner(
-                &account,
-                &b.actor,
-                &b.email,
-                b.name.as_deref(),
-                b.replace.as_deref(),
-            )
+    responses((status = 201, description = "the invitation (a seat taken, or the replaced partner dismissed)"), WriteRefusals))]
+pub(super) async fn invite_partner(Path(account): Path<String>, w: WriteRequest) -> Answer {
+    let b: InviteBody = w.json()?;
+    w.run(StatusCode::CREATED, move |o| {
+        let (name, replace) = (b.name.as_deref(), b.replace.as_deref());
+        o.invite_partner(&account, &b.actor, &b.email, name, replace)
             .map(outcome)
-        },
-    )
+    })
     .await
 }
 
 #[utoipa::path(post, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = InviteBody,
-    responses((status = 201, description = "the invited user"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn invite_user(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let b: InviteBody = parse_body(&state, &body)?;
-    if b.replace.is_some() {
-        return Err(AppError::bad_request(
-            "field `replace`: only partner invitations replace someone",
-        ));
-    }
-    let route = format!("POST /v1/accounts/{account}/users");
-    write(
-        &state,
-        &headers,
-        (route, &body, StatusCode::CREATED),
-        move |o| {
-            o.invite_user(&account, &b.actor, &b.email, b.name.as_deref())
-                .map(outcome)
-        },
-    )
-    .await
+    responses((status = 201, description = "the invited user"), WriteRefusals))]
+pub(super) async fn invite_user(Path(account): Path<String>, w: WriteRequest) -> Answer {
+    let b: InviteBody = w.json()?;
+    no_replace(&b.replace, "only partner invitations replace someone")?;
+    let invite = move |o: &Call<'_>| o.invite_user(&account, &b.actor, &b.email, b.name.as_deref());
+    w.run(StatusCode::CREATED, move |o| invite(o).map(outcome))
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/users", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
@@ -240,122 +286,64 @@ pub(super) async fn seats(
 
 #[utoipa::path(post, path = "/v1/users/{id}/accept", tag = "orchestrator", params(("id" = String, Path, description = "the user id")),
     request_body(content = String, description = "no body needed (any body is only compared for Idempotency-Key)"),
-    responses((status = 200, description = "the user is active"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn accept(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let route = format!("POST /v1/users/{user}/accept");
-    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
-        o.accept(&user).map(outcome)
-    })
-    .await
+    responses((status = 200, description = "the user is active"), WriteRefusals))]
+pub(super) async fn accept(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    w.run(StatusCode::OK, move |o| o.accept(&user).map(outcome))
+        .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/partner-access", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "partner access granted"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn partner_access(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let b: ActorBody = parse_body(&state, &body)?;
-    let route = format!("POST /v1/users/{user}/partner-access");
-    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
-        o.grant_partner_access(&user, &b.actor, b.replace.as_deref())
-            .map(outcome)
-    })
-    .await
+    responses((status = 200, description = "partner access granted"), WriteRefusals))]
+pub(super) async fn partner_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    let grant = move |o: &Call<'_>| o.grant_partner_access(&user, &b.actor, b.replace.as_deref());
+    w.run(StatusCode::OK, move |o| grant(o).map(outcome)).await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/dismiss", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "the user is dismissed"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn dismiss(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let b: ActorBody = parse_body(&state, &body)?;
-    if b.replace.is_some() {
-        return Err(AppError::bad_request(
-            "field `replace`: not accepted when dismissing",
-        ));
-    }
-    let route = format!("POST /v1/users/{user}/dismiss");
-    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+    responses((status = 200, description = "the user is dismissed"), WriteRefusals))]
+pub(super) async fn dismiss(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when dismissing")?;
+    w.run(StatusCode::OK, move |o| {
         o.dismiss(&user, &b.actor).map(outcome)
     })
     .await
 }
 
 #[utoipa::path(post, path = "/v1/users/{id}/rehire", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "the user is rehired"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn rehire(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let b: ActorBody = parse_body(&state, &body)?;
-    let route = format!("POST /v1/users/{user}/rehire");
-    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
-        o.rehire(&user, &b.actor, b.replace.as_deref()).map(outcome)
-    })
-    .await
+    responses((status = 200, description = "the user is rehired"), WriteRefusals))]
+pub(super) async fn rehire(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    let rehire = move |o: &Call<'_>| o.rehire(&user, &b.actor, b.replace.as_deref());
+    w.run(StatusCode::OK, move |o| rehire(o).map(outcome)).await
 }
 
-async fn set_admin(
-    state: Arc<AppState>,
-    headers: HeaderMap,
-    user: String,
-    body: Bytes,
-    admin: bool,
-) -> Result<Response, AppError> {
-    let b: ActorBody = parse_body(&state, &body)?;
-    let method = if admin { "PUT" } else { "DELETE" };
-    let route = format!("{method} /v1/users/{user}/admin");
-    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+/// `PUT` (grant) and `DELETE` (revoke) of administrator rights.
+async fn set_admin(user: String, w: WriteRequest, admin: bool) -> Answer {
+    let b: ActorBody = w.json()?;
+    w.run(StatusCode::OK, move |o| {
         o.set_admin(&user, &b.actor, admin).map(outcome)
     })
     .await
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "administrator rights granted"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn grant_admin(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    set_admin(state, headers, user, body, true).await
+    responses((status = 200, description = "administrator rights granted"), WriteRefusals))]
+pub(super) async fn grant_admin(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    set_admin(user, w, true).await
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}/admin", tag = "orchestrator", params(("id" = String, Path, description = "the user id")), request_body = ActorBody,
-    responses((status = 200, description = "administrator rights revoked"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 403, description = "denied by the policies"), (status = 404, description = "no such account or user"), (status = 409, description = "seat limit, other company or conflict"), (status = 422, description = "invalid email, company not certified, invalid replace"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn revoke_admin(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    set_admin(state, headers, user, body, false).await
+    responses((status = 200, description = "administrator rights revoked"), WriteRefusals))]
+pub(super) async fn revoke_admin(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    set_admin(user, w, false).await
 }
 
 #[utoipa::path(put, path = "/v1/partner-companies/{id}", tag = "orchestrator", params(("id" = String, Path, description = "the company id")), request_body = CompanyBody,
     responses((status = 200, description = "the saved registry entry"), (status = 400, description = "invalid request"), (status = 401, description = "no or wrong bearer token"), (status = 503, description = "the store is unavailable")))]
-pub(super) async fn put_company(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let b: CompanyBody = parse_body(&state, &body)?;
-    let route = format!("PUT /v1/partner-companies/{id}");
+pub(super) async fn put_company(Path(id): Path<String>, w: WriteRequest) -> Answer {
+    let b: CompanyBody = w.json()?;
     let company = RegistryCompany {
         id,
         name: b.name,
@@ -363,7 +351,7 @@ pub(super) async fn put_company(
         certified: b.certified,
         emails: b.emails,
     };
-    write(&state, &headers, (route, &body, StatusCode::OK), move |o| {
+    w.run(StatusCode::OK, move |o| {
         o.put_companies(vec![company])
             .map(|mut saved| json!(saved.pop()))
     })
