@@ -805,19 +805,16 @@ fn replay(
         env: label.to_string(),
         message: format!("does not replay: {message}"),
     };
-    let p = engine::parse_uid("principal", &c.principal).map_err(|e| bad(e.to_string()))?;
-    let a = engine::parse_uid("action", &c.action).map_err(|e| bad(e.to_string()))?;
-    let r = engine::parse_uid("resource", &c.resource).map_err(|e| bad(e.to_string()))?;
-    let request = engine::build_request(Some(schema), p, a, r, Some(c.context.clone()))
-        .map_err(|e| bad(e.to_string()))?;
-    let entities =
-        engine::parse_entities(Some(schema), c.entities.clone()).map_err(|e| bad(e.to_string()))?;
-    Ok(engine::decide(
-        pack,
-        &request,
-        &entities,
-        Semantics::FailClosed,
-    ))
+    let question = engine::JsonQuestion {
+        principal: &c.principal,
+        action: &c.action,
+        resource: &c.resource,
+        context: Some(c.context.clone()),
+        entities: c.entities.clone(),
+    };
+    let question =
+        engine::Question::parse(Some(schema), question).map_err(|e| bad(e.to_string()))?;
+    Ok(question.decide(pack, Semantics::FailClosed))
 }
 
 /// Files written for one counterexample, and the command that replays it.

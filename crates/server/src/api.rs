@@ -117,16 +117,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 
 /// Turn a wire request into a typed query.
 pub fn to_query(r: IsAuthorizedRequest) -> Result<Query, AppError> {
-    Ok(Query {
-        principal: engine::uid_from_json("principal", &r.principal)?,
-        action: engine::uid_from_json("action", &r.action)?,
-        resource: engine::uid_from_json("resource", &r.resource)?,
-        context: r.context,
-        entities: r.entities,
-        principal_attrs: None,
-        resource_attrs: None,
-        request_id: None,
-    })
+    Ok(Query::new(
+        engine::uid_from_json("principal", &r.principal)?,
+        engine::uid_from_json("action", &r.action)?,
+        engine::uid_from_json("resource", &r.resource)?,
+    )
+    .with_context(r.context)
+    .with_entities(r.entities))
 }
 
 /// The caller's `X-Request-ID`, if any.
