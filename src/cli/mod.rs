@@ -390,7 +390,7 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 writeln!(err, "{w}")?;
             }
             let warnings = pack.warnings.len() + usize::from(no_schema.is_some());
-            let files = pack.files.len() - usize::from(pack.schema.is_some());
+            let files = pack.files.len() - usize::from(pack.schema_file.is_some());
             if a.json {
                 writeln!(
                     out,

@@ -47,12 +47,19 @@ pub enum Effect {
     Deny,
 }
 
-impl std::fmt::Display for Effect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Effect {
+    /// `Allow` or `Deny`, as the wire, the log and serde write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Effect::Allow => "Allow",
             Effect::Deny => "Deny",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -349,7 +349,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ProveError> {
 
 /// Prove every invariant in `invariants_dir` and never-errors for `pack`.
 /// The pack must have a schema; the invariant files are validated against
-/// the schema file the pack was loaded with (the last of `pack.files`).
+/// the schema file the pack was loaded with (`pack.schema_file`).
 ///
 /// Blocking: runs its own single-threaded runtime for the solver process;
 /// from async code call it in `spawn_blocking`, or use [`check_pack_async`].
@@ -428,7 +428,7 @@ pub async fn check_equivalent_async(
 
 /// The schema file a pack was loaded with.
 fn schema_file(pack: &PolicyPack) -> Result<PathBuf, ProveError> {
-    match (&pack.schema, pack.files.last()) {
+    match (&pack.schema, &pack.schema_file) {
         (Some(_), Some(f)) => Ok(f.clone()),
         _ => Err(ProveError::NoSchema),
     }

@@ -152,7 +152,7 @@ pub(super) async fn evaluation(
     query.request_id = super::api::request_id(&headers);
     let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
     super::api::require_durable(&state, &answer, "authzen").await?;
-    observe("authzen", &answer.decision.decision.to_string(), started);
+    observe("authzen", answer.decision.decision.as_str(), started);
     Ok(Json(to_response(answer)))
 }
 
@@ -171,7 +171,7 @@ pub(super) async fn evaluations(
         query.request_id = super::api::request_id(&headers);
         let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
         super::api::require_durable(&state, &answer, "authzen").await?;
-        observe("authzen", &answer.decision.decision.to_string(), started);
+        observe("authzen", answer.decision.decision.as_str(), started);
         return Ok(Json(
             serde_json::to_value(to_response(answer)).unwrap_or(Value::Null),
         ));
@@ -209,7 +209,7 @@ pub(super) async fn evaluations(
         });
         let (allowed, value) = match result {
             Ok(mut a) => {
-                count("authzen", &a.decision.decision.to_string());
+                count("authzen", a.decision.decision.as_str());
                 if let Some(d) = a.durable.take() {
                     answered.push(crate::authz::Answer {
                         durable: Some(d),
