@@ -377,6 +377,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_effect_parses_in_any_case_and_a_bad_one_is_named() {
+        for (s, e) in [
+            ("allow", Effect::Allow),
+            ("ALLOW", Effect::Allow),
+            ("Deny", Effect::Deny),
+        ] {
+            assert_eq!(s.parse::<Effect>(), Ok(e));
+            assert_eq!(e.as_str().parse::<Effect>(), Ok(e));
+        }
+        let err = "permit".parse::<Effect>().unwrap_err().to_string();
+        assert_eq!(err, "`permit` is neither \"allow\" nor \"deny\"");
+    }
+
+    #[test]
     fn parse_uid_gives_the_same_uid_the_second_time_and_still_rejects_bad_ones() {
         for s in [
             r#"User::"alice""#,

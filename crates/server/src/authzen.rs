@@ -252,3 +252,38 @@ pub(super) async fn configuration(State(state): State<Arc<AppState>>) -> Json<Va
         "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluations_semantic_is_typed_and_an_unknown_one_is_kept_for_the_400() {
+        let parse = |v: Value| -> Options { serde_json::from_value(v).unwrap() };
+        let sem = |v: Value| parse(json!({"evaluations_semantic": v})).evaluations_semantic;
+        assert_eq!(parse(json!({})).evaluations_semantic, None);
+        assert_eq!(sem(Value::Null), None);
+        assert_eq!(
+            sem(json!("execute_all")),
+            Some(EvaluationsSemantic::ExecuteAll)
+        );
+        assert_eq!(
+            sem(json!("deny_on_first_deny")),
+            Some(EvaluationsSemantic::DenyOnFirstDeny)
+        );
+        assert_eq!(
+            sem(json!("permit_on_first_permit")),
+            Some(EvaluationsSemantic::PermitOnFirstPermit)
+        );
+        assert_eq!(
+            sem(json!("whatever")),
+            Some(EvaluationsSemantic::Unknown("whatever".into()))
+        );
+        assert!(serde_json::from_value::<Options>(json!({"evaluations_semantic": 5})).is_err());
+        let deny_first = EvaluationsSemantic::DenyOnFirstDeny;
+        assert!(deny_first.stops_after(false) && !deny_first.stops_after(true));
+        let permit_first = EvaluationsSemantic::PermitOnFirstPermit;
+        assert!(permit_first.stops_after(true) && !permit_first.stops_after(false));
+        assert!(!EvaluationsSemantic::ExecuteAll.stops_after(false));
+    }
+}
