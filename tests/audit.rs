@@ -57,27 +57,19 @@ fn decision_with(
     r: &str,
     context: Option<Value>,
 ) -> DecisionEvent {
-    let schema = pack.schema.as_ref();
-    let principal = engine::parse_uid("principal", p).unwrap();
-    let action = engine::parse_uid("action", &format!("Action::\"{a}\"")).unwrap();
-    let resource = engine::parse_uid("resource", r).unwrap();
-    let request =
-        engine::build_request(schema, principal, action, resource, context.clone()).unwrap();
-    let entities = engine::parse_entities(schema, world()).unwrap();
-    let decision = engine::decide(pack, &request, &entities, Semantics::FailClosed);
-    DecisionEvent {
-        decision_id: audit::new_decision_id(),
-        request_id: Some(format!("req-{p}-{a}")),
-        principal: p.into(),
-        action: format!("Action::\"{a}\"").into(),
-        resource: r.into(),
-        context: context.unwrap_or(Value::Null),
-        entities: audit::EntitySlice::new(world()),
-        decision,
-        latency_us: 17,
-        shadow: None,
-        request_entities: Vec::new(),
-    }
+    let action = format!("Action::\"{a}\"");
+    let question = engine::JsonQuestion {
+        principal: p,
+        action: &action,
+        resource: r,
+        context: context.clone(),
+        entities: world(),
+    };
+    let decision = engine::decide_json(pack, question, Semantics::FailClosed).unwrap();
+    DecisionEvent::new(p, action, r, audit::EntitySlice::new(world()), decision)
+        .with_request_id(Some(format!("req-{p}-{a}")))
+        .with_context(context)
+        .with_latency_us(17)
 }
 
 /// Alice (an administrator) views account acme: an Allow, the common case.
@@ -1196,4 +1188,47 @@ fn queue_drops_are_stated_by_a_gap_record_that_verify_reports() {
     assert!(!text.contains("chain intact"), "{text}");
     let kinds: Vec<Value> = records(&path).iter().map(|r| r["kind"].clone()).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "gap").count() as u64, gaps);
+}
+
+/// A decision whose entity slice could not be serialised carries
+/// `entities_error` (and a null `entities`); replay must report it as
+/// skipped with "slice unavailable", never re-decide it over no entities.
+#[test]
+fn replay_reports_a_record_whose_slice_was_unavailable_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let pack = shipped_pack();
+    let mut m = serde_json::Map::new();
+    for (k, v) in [
+        ("ts", json!("2026-01-01T00:00:00.000000Z")),
+        ("kind", json!("decision")),
+        ("decision_id", json!("d1")),
+        ("request_id", Value::Null),
+        ("principal", json!("User::\"alice\"")),
+        ("action", json!("Action::\"view_account\"")),
+        ("resource", json!("Account::\"acme\"")),
+        ("context", Value::Null),
+        ("entities", Value::Null),
+        ("entities_hash", json!(hex::encode(Sha256::digest(b"null")))),
+        ("entities_error", json!("a value Cedar cannot write")),
+        ("decision", json!("Allow")),
+        ("reasons", json!([])),
+        ("errors", json!([])),
+        ("policy_version", json!(pack.version)),
+        ("latency_us", json!(1)),
+    ] {
+        m.insert(k.into(), v);
+    }
+    let (line, _) = audit::record::seal(m, 1, audit::record::GENESIS_HASH);
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let verified = chain::verify(&path).unwrap();
+    assert!(verified.ok(), "{verified:?}");
+    let report = replay::replay(&path, &pack, &replay::ReplayOptions::default()).unwrap();
+    assert_eq!(report.replayed, 0, "{report:?}");
+    assert_eq!(report.skipped, 1, "{report:?}");
+    let reason = &report.skipped_examples[0].reason;
+    assert!(
+        reason.contains("slice unavailable") && reason.contains("a value Cedar cannot write"),
+        "{reason}"
+    );
 }

@@ -80,7 +80,7 @@ pub struct QueryArgs {
     #[arg(long)]
     pub resource: Option<String>,
     /// Allow or Deny.
-    #[arg(long, value_parser = parse_effect)]
+    #[arg(long, value_parser = clap::value_parser!(Effect))]
     pub decision: Option<Effect>,
     /// decision, change, reload or repair.
     #[arg(long, value_parser = parse_kind)]
@@ -242,14 +242,6 @@ impl AuditLogArgs {
         };
         c.replica = self.replica.clone();
         Some(c)
-    }
-}
-
-fn parse_effect(s: &str) -> Result<Effect, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "allow" => Ok(Effect::Allow),
-        "deny" => Ok(Effect::Deny),
-        _ => Err(format!("`{s}`: expected Allow or Deny")),
     }
 }
 
@@ -550,29 +542,27 @@ pub fn sample_decision(i: u64, slices: &[Arc<EntitySlice>]) -> DecisionEvent {
         Some(s) => s.clone(),
         None => sample_slice(u),
     };
-    DecisionEvent {
-        decision_id: crate::audit::new_decision_id(),
-        request_id: Some(format!("req-{i}")),
-        principal: format!("User::\"{user}\"").into(),
-        action: "Action::\"invite_partner\"".into(),
-        resource: "Account::\"acme\"".into(),
-        context: json!({"invitee": {"company": {"__entity": {"type": "PartnerCompany", "id": "globex"}}, "status": "gold", "certified": true}}),
+    let decision = Decision {
+        decision: Effect::Allow,
+        reasons: vec![Reason {
+            id: "admin-administer-account".into(),
+            description: Some(
+                "An administrator has administrative rights on the own account".into(),
+            ),
+        }],
+        errors: vec![],
+        policy_version: "sha256:0000000000000000".into(),
+    };
+    DecisionEvent::new(
+        format!("User::\"{user}\""),
+        "Action::\"invite_partner\"",
+        "Account::\"acme\"",
         entities,
-        decision: Decision {
-            decision: Effect::Allow,
-            reasons: vec![Reason {
-                id: "admin-administer-account".into(),
-                description: Some(
-                    "An administrator has administrative rights on the own account".into(),
-                ),
-            }],
-            errors: vec![],
-            policy_version: "sha256:0000000000000000".into(),
-        },
-        latency_us: 42,
-        shadow: None,
-        request_entities: Vec::new(),
-    }
+        decision,
+    )
+    .with_request_id(Some(format!("req-{i}")))
+    .with_context(Some(json!({"invitee": {"company": {"__entity": {"type": "PartnerCompany", "id": "globex"}}, "status": "gold", "certified": true}})))
+    .with_latency_us(42)
 }
 
 fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
@@ -648,24 +638,17 @@ fn run_stress(a: &StressArgs, out: &mut dyn Write) -> CmdResult {
 /// Decide a sample event's request with `pack` (as a server would: parse
 /// the request and the entity slice, then evaluate).
 fn decide_sample(pack: &policies::PolicyPack, ev: &DecisionEvent) -> Decision {
-    let schema = pack.schema.as_ref();
-    let request = engine::parse_uid("principal", &ev.principal).and_then(|p| {
-        let a = engine::parse_uid("action", &ev.action)?;
-        let r = engine::parse_uid("resource", &ev.resource)?;
-        engine::build_request(schema, p, a, r, Some(ev.context.clone()))
-    });
-    match request.and_then(|r| {
-        Ok((
-            r,
-            engine::parse_entities(schema, ev.entities.json().clone())?,
-        ))
-    }) {
-        Ok((request, entities)) => engine::decide(pack, &request, &entities, Semantics::FailClosed),
-        Err(e) => Decision {
-            decision: Effect::Deny,
-            reasons: vec![],
-            errors: vec![e.to_string()],
-            policy_version: pack.version.clone(),
-        },
-    }
+    let question = engine::JsonQuestion {
+        principal: &ev.principal,
+        action: &ev.action,
+        resource: &ev.resource,
+        context: Some(ev.context.clone()),
+        entities: ev.entities.json().clone(),
+    };
+    engine::decide_json(pack, question, Semantics::FailClosed).unwrap_or_else(|e| Decision {
+        decision: Effect::Deny,
+        reasons: vec![],
+        errors: vec![e.to_string()],
+        policy_version: pack.version.clone(),
+    })
 }

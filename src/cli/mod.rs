@@ -390,7 +390,7 @@ fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, 
                 writeln!(err, "{w}")?;
             }
             let warnings = pack.warnings.len() + usize::from(no_schema.is_some());
-            let files = pack.files.len() - usize::from(pack.schema.is_some());
+            let files = pack.files.len() - usize::from(pack.schema_file.is_some());
             if a.json {
                 writeln!(
                     out,
@@ -452,29 +452,27 @@ fn authorize(a: &AuthorizeArgs, out: &mut dyn Write, err: &mut dyn Write) -> Res
     } else {
         format!("Action::\"{}\"", a.action)
     };
-    let schema = pack.schema.as_ref();
-    let request = engine::parse_uid("principal", &a.principal).and_then(|p| {
-        let act = engine::parse_uid("action", &action)?;
-        let r = engine::parse_uid("resource", &a.resource)?;
-        engine::build_request(schema, p, act, r, context.clone())
-    });
-    let request = match request {
-        Ok(r) => r,
+    let question = engine::JsonQuestion {
+        principal: &a.principal,
+        action: &action,
+        resource: &a.resource,
+        context: context.clone(),
+        entities: entities_json,
+    };
+    let question = match engine::Question::parse(pack.schema.as_ref(), question) {
+        Ok(q) => q,
+        Err(engine::QuestionError::Entities(e)) => {
+            writeln!(err, "error: {}: {e}", a.entities.display())?;
+            return Ok(EXIT_ERROR);
+        }
         Err(e) => {
             writeln!(err, "error: invalid request: {e}")?;
             return Ok(EXIT_ERROR);
         }
     };
-    let entities = match engine::parse_entities(schema, entities_json) {
-        Ok(e) => e,
-        Err(e) => {
-            writeln!(err, "error: {}: {e}", a.entities.display())?;
-            return Ok(EXIT_ERROR);
-        }
-    };
     let started = std::time::Instant::now();
-    let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
-    log_cli_decision(a, &request, context, &entities, &decision, started, err);
+    let decision = question.decide(&pack, Semantics::FailClosed);
+    log_cli_decision(a, &question, context, &decision, started, err);
     if a.json {
         writeln!(
             out,
@@ -646,9 +644,8 @@ fn audit_config(
 /// (e.g. a running sidecar holds it) is a warning, not a failure.
 fn log_cli_decision(
     a: &AuthorizeArgs,
-    request: &cedar_policy::Request,
+    question: &engine::Question,
     context: Option<serde_json::Value>,
-    entities: &cedar_policy::Entities,
     decision: &engine::Decision,
     started: std::time::Instant,
     err: &mut dyn Write,
@@ -658,33 +655,21 @@ fn log_cli_decision(
     };
     match crate::audit::AuditLog::open(config) {
         Ok((log, _)) => {
-            log.log(crate::audit::DecisionEvent {
-                decision_id: crate::audit::new_decision_id(),
-                request_id: None,
-                principal: request
-                    .principal()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default()
-                    .into(),
-                action: request
-                    .action()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default()
-                    .into(),
-                resource: request
-                    .resource()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default()
-                    .into(),
-                context: context.unwrap_or(serde_json::Value::Null),
-                entities: crate::audit::EntitySlice::new(
-                    entities.to_json_value().unwrap_or(serde_json::Value::Null),
-                ),
-                decision: decision.clone(),
-                latency_us: started.elapsed().as_micros() as u64,
-                shadow: None,
-                request_entities: Vec::new(),
-            });
+            let uid = |u: Option<&cedar_policy::EntityUid>| {
+                u.map(ToString::to_string).unwrap_or_default()
+            };
+            let r = &question.request;
+            log.log(
+                crate::audit::DecisionEvent::new(
+                    uid(r.principal()),
+                    uid(r.action()),
+                    uid(r.resource()),
+                    crate::authz::log_slice(&question.entities),
+                    decision.clone(),
+                )
+                .with_context(context)
+                .with_latency_us(started.elapsed().as_micros() as u64),
+            );
             log.shutdown();
         }
         Err(e) => {

@@ -135,12 +135,75 @@ pub struct DecisionEvent {
     pub request_entities: Vec<String>,
 }
 
+impl DecisionEvent {
+    /// A decision over `entities` with a new decision id, no request id, a
+    /// null context, no latency, no shadow and no request entities; the
+    /// `with_*` methods set the rest.
+    pub fn new(
+        principal: impl Into<Arc<str>>,
+        action: impl Into<Arc<str>>,
+        resource: impl Into<Arc<str>>,
+        entities: Arc<EntitySlice>,
+        decision: Decision,
+    ) -> Self {
+        DecisionEvent {
+            decision_id: new_decision_id(),
+            request_id: None,
+            principal: principal.into(),
+            action: action.into(),
+            resource: resource.into(),
+            context: Value::Null,
+            entities,
+            decision,
+            latency_us: 0,
+            shadow: None,
+            request_entities: Vec::new(),
+        }
+    }
+
+    /// The id returned to the caller (instead of a new one).
+    pub fn with_decision_id(mut self, id: impl Into<String>) -> Self {
+        self.decision_id = id.into();
+        self
+    }
+
+    pub fn with_request_id(mut self, id: Option<String>) -> Self {
+        self.request_id = id;
+        self
+    }
+
+    /// The request context (`None`: null).
+    pub fn with_context(mut self, context: Option<Value>) -> Self {
+        self.context = context.unwrap_or(Value::Null);
+        self
+    }
+
+    pub fn with_latency_us(mut self, us: u64) -> Self {
+        self.latency_us = us;
+        self
+    }
+
+    pub fn with_shadow(mut self, shadow: Option<Shadow>) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// The uids (sorted) of the entities that came from the request.
+    pub fn with_request_entities(mut self, uids: Vec<String>) -> Self {
+        self.request_entities = uids;
+        self
+    }
+}
+
 /// The entity slice of a decision (a Cedar entity JSON array), shared by
 /// every decision made over the same entities. The writer redacts,
 /// canonically encodes and hashes it at most once per redaction.
 #[derive(Debug)]
 pub struct EntitySlice {
     json: Value,
+    /// Why the decision's entities could not be turned into JSON (the slice
+    /// is then `null` and the record says so in `entities_error`).
+    error: Option<String>,
     encoded: OnceLock<(u64, Arc<EncodedSlice>)>,
 }
 
@@ -157,8 +220,25 @@ impl EntitySlice {
     pub fn new(json: Value) -> Arc<Self> {
         Arc::new(EntitySlice {
             json,
+            error: None,
             encoded: OnceLock::new(),
         })
+    }
+
+    /// The slice of a decision whose entities could not be serialised:
+    /// `null`, and `reason` in the record's `entities_error`, so that replay
+    /// reports the record as not replayable instead of deciding over nothing.
+    pub fn unavailable(reason: impl Into<String>) -> Arc<Self> {
+        Arc::new(EntitySlice {
+            json: Value::Null,
+            error: Some(reason.into()),
+            encoded: OnceLock::new(),
+        })
+    }
+
+    /// Why the slice is unavailable, if it is.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 
     /// The entities as given (not redacted).
@@ -198,7 +278,7 @@ impl EntitySlice {
 
 impl PartialEq for EntitySlice {
     fn eq(&self, other: &Self) -> bool {
-        self.json == other.json
+        self.json == other.json && self.error == other.error
     }
 }
 
@@ -353,6 +433,9 @@ pub struct Record {
     pub entities: Option<Value>,
     #[serde(default)]
     pub entities_hash: Option<String>,
+    /// Set when the decision's entities could not be logged (`entities` is null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities_error: Option<String>,
     #[serde(default)]
     pub decision: Option<Effect>,
     #[serde(default)]
@@ -679,13 +762,10 @@ pub fn encode_event<'e>(
                 SliceField::Reference(e) => e,
             };
             enc.str("entities_hash", &encoded.hash);
-            enc.str(
-                "decision",
-                match d.decision.decision {
-                    Effect::Allow => "Allow",
-                    Effect::Deny => "Deny",
-                },
-            );
+            if let Some(e) = d.entities.error() {
+                enc.str("entities_error", e);
+            }
+            enc.str("decision", d.decision.decision.as_str());
             enc.push_with("reasons", |o| write_reasons(o, &d.decision.reasons));
             enc.push_with("errors", |o| write_strs(o, &d.decision.errors));
             enc.str("policy_version", &d.decision.policy_version);
@@ -917,33 +997,31 @@ mod tests {
         let slice = EntitySlice::new(
             json!([{"uid": {"type": "User", "id": "a\"b"}, "attrs": {"z": 1, "email": "x@y"}, "parents": []}]),
         );
-        let event: Event = DecisionEvent {
-            decision_id: "d1".into(),
-            request_id: None,
-            principal: "User::\"a\\\"b\"".into(),
-            action: "Action::\"view\"".into(),
-            resource: "Account::\"acme\"".into(),
-            context: json!({"b": [1, {"y": null, "x": "\n"}], "a": true}),
-            entities: slice.clone(),
-            decision: Decision {
-                decision: Effect::Deny,
-                reasons: vec![
-                    Reason {
-                        id: "p1".into(),
-                        description: Some("why \"quoted\"".into()),
-                    },
-                    Reason {
-                        id: "p2".into(),
-                        description: None,
-                    },
-                ],
-                errors: vec!["an \"error\"".into()],
-                policy_version: "sha256:0".into(),
-            },
-            latency_us: 12,
-            shadow: None,
-            request_entities: Vec::new(),
-        }
+        let decision = Decision {
+            decision: Effect::Deny,
+            reasons: vec![
+                Reason {
+                    id: "p1".into(),
+                    description: Some("why \"quoted\"".into()),
+                },
+                Reason {
+                    id: "p2".into(),
+                    description: None,
+                },
+            ],
+            errors: vec!["an \"error\"".into()],
+            policy_version: "sha256:0".into(),
+        };
+        let event: Event = DecisionEvent::new(
+            "User::\"a\\\"b\"",
+            "Action::\"view\"",
+            "Account::\"acme\"",
+            slice.clone(),
+            decision,
+        )
+        .with_decision_id("d1")
+        .with_context(Some(json!({"b": [1, {"y": null, "x": "\n"}], "a": true})))
+        .with_latency_us(12)
         .into();
         let mut enc = RecordEncoder::default();
         let redaction = Redaction {
@@ -994,5 +1072,277 @@ mod tests {
         assert!(shadow_of(&d(Effect::Allow), &d(Effect::Allow)).is_none());
         let s = shadow_of(&d(Effect::Allow), &d(Effect::Deny)).unwrap();
         assert_eq!(s.decision, Effect::Deny);
+    }
+
+    /// Random events, the encoder's line against the same event built
+    /// through serde: equal JSON, and the hash is the canonical hash that
+    /// `verify` computes ([`compute_hash`], and SHA-256 of [`canonical`]).
+    mod encoder_property {
+        use super::*;
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        const CASES: usize = 3000;
+
+        fn string(rng: &mut StdRng) -> String {
+            const POOL: &[char] = &[
+                'a', 'Z', '0', ' ', ':', '"', '\\', '/', '\n', '\r', '\t', '\u{0}', '\u{1}',
+                '\u{1f}', '\u{7f}', '\u{80}', 'é', '✓', '\u{2028}', '\u{fffd}', '😀',
+            ];
+            let len = rng.random_range(0..24);
+            (0..len)
+                .map(|_| {
+                    if rng.random_bool(0.2) {
+                        // Any scalar value.
+                        loop {
+                            if let Some(c) = char::from_u32(rng.random_range(0..0x11_0000)) {
+                                break c;
+                            }
+                        }
+                    } else {
+                        POOL[rng.random_range(0..POOL.len())]
+                    }
+                })
+                .collect()
+        }
+
+        fn opt_string(rng: &mut StdRng) -> Option<String> {
+            rng.random_bool(0.5).then(|| string(rng))
+        }
+
+        fn value(rng: &mut StdRng, depth: u32) -> Value {
+            let pick = if depth == 0 {
+                rng.random_range(0..6)
+            } else {
+                rng.random_range(0..8)
+            };
+            match pick {
+                0 => Value::Null,
+                1 => Value::Bool(rng.random()),
+                2 => json!(rng.random::<i64>()),
+                3 => json!(rng.random::<u64>()),
+                4 => serde_json::Number::from_f64(rng.random::<f64>() * 1e6 - 5e5)
+                    .map_or(Value::Null, Value::Number),
+                5 => Value::String(string(rng)),
+                6 => Value::Array(
+                    (0..rng.random_range(0..4))
+                        .map(|_| value(rng, depth - 1))
+                        .collect(),
+                ),
+                _ => Value::Object(object(rng, depth - 1)),
+            }
+        }
+
+        fn object(rng: &mut StdRng, depth: u32) -> Map<String, Value> {
+            (0..rng.random_range(0..5))
+                .map(|_| (string(rng), value(rng, depth)))
+                .collect()
+        }
+
+        fn strings(rng: &mut StdRng) -> Vec<String> {
+            (0..rng.random_range(0..3)).map(|_| string(rng)).collect()
+        }
+
+        fn reasons(rng: &mut StdRng) -> Vec<Reason> {
+            (0..rng.random_range(0..3))
+                .map(|_| Reason {
+                    id: string(rng),
+                    description: opt_string(rng),
+                })
+                .collect()
+        }
+
+        fn effect(rng: &mut StdRng) -> Effect {
+            if rng.random() {
+                Effect::Allow
+            } else {
+                Effect::Deny
+            }
+        }
+
+        fn to_value<T: Serialize>(v: &T) -> Value {
+            serde_json::to_value(v).unwrap()
+        }
+
+        /// A random event, and the record (without seq, ts, chain and
+        /// replica) built from it through serde.
+        fn event(rng: &mut StdRng) -> (Event, Map<String, Value>, Option<Arc<EntitySlice>>) {
+            let mut m = Map::new();
+            match rng.random_range(0..3) {
+                0 => {
+                    let decision = Decision {
+                        decision: effect(rng),
+                        reasons: reasons(rng),
+                        errors: strings(rng),
+                        policy_version: string(rng),
+                    };
+                    let slice = if rng.random_bool(0.1) {
+                        EntitySlice::unavailable(string(rng))
+                    } else {
+                        EntitySlice::new(value(rng, 3))
+                    };
+                    let shadow = rng.random_bool(0.3).then(|| Shadow {
+                        decision: effect(rng),
+                        reasons: reasons(rng),
+                        errors: strings(rng),
+                        policy_version: string(rng),
+                    });
+                    let context = rng.random_bool(0.8).then(|| Value::Object(object(rng, 3)));
+                    let ev = DecisionEvent::new(
+                        string(rng),
+                        string(rng),
+                        string(rng),
+                        slice.clone(),
+                        decision.clone(),
+                    )
+                    .with_decision_id(string(rng))
+                    .with_request_id(opt_string(rng))
+                    .with_context(context)
+                    .with_latency_us(rng.random())
+                    .with_shadow(shadow.clone())
+                    .with_request_entities(strings(rng));
+                    m.insert("kind".into(), json!("decision"));
+                    m.insert("decision_id".into(), json!(ev.decision_id));
+                    m.insert("request_id".into(), json!(ev.request_id));
+                    m.insert("principal".into(), json!(&*ev.principal));
+                    m.insert("action".into(), json!(&*ev.action));
+                    m.insert("resource".into(), json!(&*ev.resource));
+                    m.insert("context".into(), ev.context.clone());
+                    let hash = hex::encode(Sha256::digest(canonical(slice.json()).as_bytes()));
+                    m.insert("entities_hash".into(), json!(hash));
+                    if let Some(e) = slice.error() {
+                        m.insert("entities_error".into(), json!(e));
+                    }
+                    m.insert("decision".into(), to_value(&decision.decision));
+                    m.insert("reasons".into(), to_value(&decision.reasons));
+                    m.insert("errors".into(), to_value(&decision.errors));
+                    m.insert("policy_version".into(), json!(decision.policy_version));
+                    m.insert("latency_us".into(), json!(ev.latency_us));
+                    if let Some(s) = &shadow {
+                        m.insert("shadow".into(), to_value(s));
+                    }
+                    if !ev.request_entities.is_empty() {
+                        m.insert("request_entities".into(), to_value(&ev.request_entities));
+                    }
+                    (ev.into(), m, Some(slice))
+                }
+                1 => {
+                    let ev = ChangeEvent {
+                        decision_id: opt_string(rng),
+                        request_id: opt_string(rng),
+                        actor: string(rng),
+                        operation: string(rng),
+                        before: value(rng, 3),
+                        after: value(rng, 3),
+                    };
+                    m.insert("kind".into(), json!("change"));
+                    m.insert("decision_id".into(), json!(ev.decision_id));
+                    m.insert("request_id".into(), json!(ev.request_id));
+                    m.insert("actor".into(), json!(ev.actor));
+                    m.insert("operation".into(), json!(ev.operation));
+                    m.insert("before".into(), ev.before.clone());
+                    m.insert("after".into(), ev.after.clone());
+                    (ev.into(), m, None)
+                }
+                _ => {
+                    let ev = ReloadEvent {
+                        request_id: opt_string(rng),
+                        files: strings(rng),
+                        version: opt_string(rng),
+                        error: opt_string(rng),
+                    };
+                    m.insert("kind".into(), json!("reload"));
+                    m.insert("decision_id".into(), Value::Null);
+                    m.insert("request_id".into(), json!(ev.request_id));
+                    m.insert("files".into(), to_value(&ev.files));
+                    m.insert("version".into(), json!(ev.version));
+                    m.insert("error".into(), json!(ev.error));
+                    (ev.into(), m, None)
+                }
+            }
+        }
+
+        #[test]
+        fn the_encoders_line_and_hash_are_the_serde_record_and_its_canonical_hash() {
+            let mut rng = StdRng::seed_from_u64(0x5eed_0013);
+            // One encoder for all cases, as the writer reuses it.
+            let mut enc = RecordEncoder::default();
+            for case in 0..CASES {
+                let (event, mut expected, slice) = event(&mut rng);
+                let seq = rng.random::<u64>() >> 1;
+                let ts = string(&mut rng);
+                let prev_hash = hex::encode(Sha256::digest(string(&mut rng).as_bytes()));
+                let replica = opt_string(&mut rng);
+                let encoded = slice.as_ref().map(|s| s.encoded(&Redaction::default(), 0));
+                let field = match (&encoded, rng.random_range(0..3)) {
+                    (Some(e), 0) => Some(SliceField::Reference(e)),
+                    (Some(e), 1) => Some(SliceField::Inline(e)),
+                    _ => None, // a decision: inline, unredacted
+                };
+                if let Some(s) = &slice {
+                    if !matches!(field, Some(SliceField::Reference(_))) {
+                        expected.insert("entities".into(), s.json().clone());
+                    }
+                }
+                expected.insert("seq".into(), json!(seq));
+                expected.insert("ts".into(), json!(ts));
+                if let Some(r) = &replica {
+                    expected.insert("replica".into(), json!(r));
+                }
+                expected.insert("prev_hash".into(), json!(prev_hash));
+                let link = Link {
+                    seq,
+                    prev_hash: &prev_hash,
+                };
+                let hash = encode_event(&mut enc, &event, &ts, replica.as_deref(), link, field)
+                    .to_string();
+                let mut parsed: Map<String, Value> = serde_json::from_slice(enc.line())
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "case {case}: not JSON ({e}): {:?}",
+                            String::from_utf8_lossy(enc.line())
+                        )
+                    });
+                assert_eq!(parsed.remove("hash"), Some(json!(hash)), "case {case}");
+                assert_eq!(parsed, expected, "case {case}: {event:?}");
+                assert_eq!(compute_hash(&expected), hash, "case {case}: {event:?}");
+                let canonical_hash = hex::encode(Sha256::digest(
+                    canonical(&Value::Object(expected)).as_bytes(),
+                ));
+                assert_eq!(canonical_hash, hash, "case {case}");
+            }
+        }
+    }
+
+    /// `verify` re-hashes what it parses: a float must read back as the
+    /// same f64, or its record is taken for an edited one.
+    #[test]
+    fn a_record_with_any_float_verifies() {
+        for f in [
+            371_057.878_890_132_76_f64,
+            0.1,
+            1e-300,
+            5e-324,
+            f64::MAX,
+            -2.5,
+        ] {
+            let ev: Event = ChangeEvent {
+                decision_id: None,
+                request_id: None,
+                actor: "a".into(),
+                operation: "o".into(),
+                before: Value::Null,
+                after: json!({"limit": f}),
+            }
+            .into();
+            let mut enc = RecordEncoder::default();
+            let link = Link {
+                seq: 1,
+                prev_hash: GENESIS_HASH,
+            };
+            let hash = encode_event(&mut enc, &ev, "t", None, link, None).to_string();
+            let parsed: Map<String, Value> = serde_json::from_slice(enc.line()).unwrap();
+            assert_eq!(compute_hash(&parsed), hash, "{f:e}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use super::chain::{FileSlices, LineReader, Location};
 use super::record::{Kind, Record};
 use super::AuditError;
-use crate::engine::{self, Decision, Effect, Reason, Semantics};
+use crate::engine::{self, Decision, Effect, JsonQuestion, QuestionError, Reason, Semantics};
 use crate::policies::PolicyPack;
 
 /// Replay options.
@@ -258,27 +258,34 @@ fn reevaluate(
         v.clone()
             .ok_or_else(|| format!("field `{name}` is missing"))
     };
-    let principal = engine::parse_uid("principal", &field("principal", &rec.principal)?)
-        .map_err(|e| e.to_string())?;
-    let action =
-        engine::parse_uid("action", &field("action", &rec.action)?).map_err(|e| e.to_string())?;
-    let resource = engine::parse_uid("resource", &field("resource", &rec.resource)?)
-        .map_err(|e| e.to_string())?;
-    let entities_json = entities.ok_or_else(|| match &rec.entities_hash {
+    let (principal, action, resource) = (
+        field("principal", &rec.principal)?,
+        field("action", &rec.action)?,
+        field("resource", &rec.resource)?,
+    );
+    if let Some(e) = &rec.entities_error {
+        return Err(format!(
+            "slice unavailable: the decision's entities could not be logged ({e})"
+        ));
+    }
+    let entities = entities.ok_or_else(|| match &rec.entities_hash {
         Some(h) => format!(
             "the entity slice {h} is not in this file (no earlier record carries it in `entities`)"
         ),
         None => "field `entities` is missing (the entity slice was not logged)".to_string(),
     })?;
-    let schema = pack.schema.as_ref();
-    let request = engine::build_request(schema, principal, action, resource, rec.context.clone())
-        .map_err(|e| format!("the request does not fit the candidate: {e}"))?;
-    let entities = engine::parse_entities(schema, entities_json)
-        .map_err(|e| format!("the entity slice does not fit the candidate: {e}"))?;
-    Ok(engine::decide(
-        pack,
-        &request,
-        &entities,
-        Semantics::FailClosed,
-    ))
+    let question = JsonQuestion {
+        principal: &principal,
+        action: &action,
+        resource: &resource,
+        context: rec.context.clone(),
+        entities,
+    };
+    engine::decide_json(pack, question, Semantics::FailClosed).map_err(|e| match e {
+        QuestionError::Uid(e) => e.to_string(),
+        QuestionError::Request(e) => format!("the request does not fit the candidate: {e}"),
+        QuestionError::Entities(e) => {
+            format!("the entity slice does not fit the candidate: {e}")
+        }
+    })
 }

@@ -56,18 +56,55 @@ pub struct Query {
 }
 
 impl Query {
-    /// A query from uids in Cedar syntax, without context or extra entities.
-    pub fn parse(principal: &str, action: &str, resource: &str) -> Result<Self, RequestError> {
-        Ok(Query {
-            principal: engine::parse_uid("principal", principal)?,
-            action: engine::parse_uid("action", action)?,
-            resource: engine::parse_uid("resource", resource)?,
+    /// A query without context, request entities, properties or request id;
+    /// the `with_*` methods set them.
+    pub fn new(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
+        Query {
+            principal,
+            action,
+            resource,
             context: None,
             entities: None,
             principal_attrs: None,
             resource_attrs: None,
             request_id: None,
-        })
+        }
+    }
+
+    /// A query from uids in Cedar syntax, without context or extra entities.
+    pub fn parse(principal: &str, action: &str, resource: &str) -> Result<Self, RequestError> {
+        Ok(Query::new(
+            engine::parse_uid("principal", principal)?,
+            engine::parse_uid("action", action)?,
+            engine::parse_uid("resource", resource)?,
+        ))
+    }
+
+    pub fn with_context(mut self, context: Option<serde_json::Value>) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Extra Cedar entity JSON for this request only.
+    pub fn with_entities(mut self, entities: Option<serde_json::Value>) -> Self {
+        self.entities = entities;
+        self
+    }
+
+    /// Attributes of the principal and of the resource for this request.
+    pub fn with_attrs(
+        mut self,
+        principal: Option<serde_json::Map<String, serde_json::Value>>,
+        resource: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        self.principal_attrs = principal;
+        self.resource_attrs = resource;
+        self
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
     }
 }
 
@@ -137,13 +174,7 @@ impl DecisionEntities {
 
     /// The entities as the decision log's slice (computed once).
     pub fn slice(&self) -> &Arc<EntitySlice> {
-        self.slice.get_or_init(|| {
-            EntitySlice::new(
-                self.entities
-                    .to_json_value()
-                    .unwrap_or(serde_json::Value::Null),
-            )
-        })
+        self.slice.get_or_init(|| log_slice(&self.entities))
     }
 
     /// The uids of the entities, sorted (for comparisons).
@@ -151,6 +182,27 @@ impl DecisionEntities {
         let mut v: Vec<String> = self.entities.iter().map(|e| e.uid().to_string()).collect();
         v.sort();
         v
+    }
+}
+
+/// The decision log's slice of `entities` (Cedar entity JSON). Entities
+/// that cannot be serialised are never logged as a silent `null`: the error
+/// is logged and counted, and the slice is marked unavailable
+/// (`entities_error` in the record; replay skips it).
+pub fn log_slice(entities: &Entities) -> Arc<EntitySlice> {
+    slice_from(entities.to_json_value())
+}
+
+/// [`log_slice`] given the result of serialising the entities.
+fn slice_from<E: std::fmt::Display>(json: Result<serde_json::Value, E>) -> Arc<EntitySlice> {
+    match json {
+        Ok(v) => EntitySlice::new(v),
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "a decision's entity slice could not be serialised for the decision log");
+            metrics::counter!("partnergate_audit_slice_errors_total").increment(1);
+            EntitySlice::unavailable(reason)
+        }
     }
 }
 
@@ -438,23 +490,21 @@ impl Authz {
         });
         if let Some(log) = &self.audit {
             let uids = answer.entities.uids_of(q);
-            let event = DecisionEvent {
-                decision_id: answer.decision_id.clone(),
-                request_id: q.request_id.clone(),
-                principal: uids.principal.clone(),
-                action: uids.action.clone(),
-                resource: uids.resource.clone(),
-                context: q.context.clone().unwrap_or(serde_json::Value::Null),
-                entities: answer.entities.slice().clone(),
-                decision: answer.decision.clone(),
-                latency_us: answer.latency_us,
-                shadow,
-                request_entities: {
-                    let mut v: Vec<String> = overlay.keys().map(|u| u.to_string()).collect();
-                    v.sort();
-                    v
-                },
-            };
+            let mut request_entities: Vec<String> = overlay.keys().map(|u| u.to_string()).collect();
+            request_entities.sort();
+            let event = DecisionEvent::new(
+                uids.principal.clone(),
+                uids.action.clone(),
+                uids.resource.clone(),
+                answer.entities.slice().clone(),
+                answer.decision.clone(),
+            )
+            .with_decision_id(answer.decision_id.clone())
+            .with_request_id(q.request_id.clone())
+            .with_context(q.context.clone())
+            .with_latency_us(answer.latency_us)
+            .with_shadow(shadow)
+            .with_request_entities(request_entities);
             if self.audit_required {
                 answer.durable = Some(log.log_durable(event));
             } else {
@@ -862,5 +912,52 @@ mod tests {
             "compared {compared}, allows {allows}"
         );
         assert!(smaller > 0, "the index must actually leave policies out");
+    }
+
+    #[test]
+    fn a_slice_that_fails_to_serialise_is_marked_unavailable_not_null() {
+        let failed = slice_from::<&str>(Err("an attribute Cedar cannot write"));
+        assert_eq!(failed.error(), Some("an attribute Cedar cannot write"));
+        assert_eq!(failed.json(), &serde_json::Value::Null);
+        let ok = slice_from::<&str>(Ok(serde_json::json!([])));
+        assert_eq!(ok.error(), None);
+        assert_eq!(ok.json(), &serde_json::json!([]));
+
+        // The record says so, and still verifies.
+        let decision = engine::Decision {
+            decision: engine::Effect::Deny,
+            reasons: vec![],
+            errors: vec![],
+            policy_version: "v".into(),
+        };
+        let event = DecisionEvent::new(
+            "User::\"a\"",
+            "Action::\"b\"",
+            "Account::\"c\"",
+            failed,
+            decision,
+        );
+        let mut enc = crate::audit::record::RecordEncoder::default();
+        let link = crate::audit::record::Link {
+            seq: 1,
+            prev_hash: crate::audit::record::GENESIS_HASH,
+        };
+        let hash = crate::audit::record::encode_event(
+            &mut enc,
+            &event.into(),
+            "2026-01-01T00:00:00Z",
+            None,
+            link,
+            None,
+        )
+        .to_string();
+        let rec: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(enc.line()).unwrap();
+        assert_eq!(
+            rec["entities_error"],
+            serde_json::json!("an attribute Cedar cannot write")
+        );
+        assert_eq!(rec["entities"], serde_json::Value::Null);
+        assert_eq!(crate::audit::record::compute_hash(&rec), hash);
     }
 }

@@ -47,12 +47,38 @@ pub enum Effect {
     Deny,
 }
 
-impl std::fmt::Display for Effect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Effect {
+    /// `Allow` or `Deny`, as the wire, the log and serde write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Effect::Allow => "Allow",
             Effect::Deny => "Deny",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that is neither `allow` nor `deny` (in any case).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("`{0}` is neither \"allow\" nor \"deny\"")]
+pub struct EffectParseError(pub String);
+
+/// `allow` or `deny`, in any case (suites, `audit query --decision`).
+impl FromStr for Effect {
+    type Err = EffectParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("allow") {
+            Ok(Effect::Allow)
+        } else if s.eq_ignore_ascii_case("deny") {
+            Ok(Effect::Deny)
+        } else {
+            Err(EffectParseError(s.to_string()))
+        }
     }
 }
 
@@ -208,6 +234,82 @@ pub fn parse_entities(
     Entities::from_json_value(json, schema).map_err(|e| RequestError::Entities(e.to_string()))
 }
 
+/// An authorization question as JSON and the command line carry it: uids in
+/// Cedar syntax, an optional context object and the Cedar entity JSON to
+/// decide over. [`Question::parse`] turns it into a checked request; every
+/// caller that decides from JSON (`authorize`, suites, counterexample
+/// replay, `audit replay`, `audit stress`) goes through it.
+#[derive(Debug, Clone)]
+pub struct JsonQuestion<'a> {
+    pub principal: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+    pub context: Option<serde_json::Value>,
+    pub entities: serde_json::Value,
+}
+
+/// Which part of a [`JsonQuestion`] is wrong (the inner error names the
+/// field): callers word the three differently.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum QuestionError {
+    /// A uid is not one (`field `principal`: ...`).
+    #[error(transparent)]
+    Uid(RequestError),
+    /// The request does not fit the schema (types, action, context).
+    #[error(transparent)]
+    Request(RequestError),
+    /// The entities do not parse or do not fit the schema.
+    #[error(transparent)]
+    Entities(RequestError),
+}
+
+impl QuestionError {
+    /// The error inside, whichever part it is about.
+    pub fn inner(&self) -> &RequestError {
+        match self {
+            QuestionError::Uid(e) | QuestionError::Request(e) | QuestionError::Entities(e) => e,
+        }
+    }
+}
+
+/// A [`JsonQuestion`] checked against a schema: the Cedar request and the
+/// entity set, ready to decide.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub request: Request,
+    pub entities: Entities,
+}
+
+impl Question {
+    /// Parse the uids, build the request ([`build_request`]) and parse the
+    /// entities ([`parse_entities`]), in that order, against `schema` (the
+    /// pack's, or another one: `--equivalent` replays a counterexample of
+    /// one pack against the other).
+    pub fn parse(schema: Option<&Schema>, q: JsonQuestion<'_>) -> Result<Self, QuestionError> {
+        let principal = parse_uid("principal", q.principal).map_err(QuestionError::Uid)?;
+        let action = parse_uid("action", q.action).map_err(QuestionError::Uid)?;
+        let resource = parse_uid("resource", q.resource).map_err(QuestionError::Uid)?;
+        let request = build_request(schema, principal, action, resource, q.context)
+            .map_err(QuestionError::Request)?;
+        let entities = parse_entities(schema, q.entities).map_err(QuestionError::Entities)?;
+        Ok(Question { request, entities })
+    }
+
+    /// Decide the question with `pack`.
+    pub fn decide(&self, pack: &PolicyPack, semantics: Semantics) -> Decision {
+        decide(pack, &self.request, &self.entities, semantics)
+    }
+}
+
+/// Decide a [`JsonQuestion`] with `pack`, checked against the pack's schema.
+pub fn decide_json(
+    pack: &PolicyPack,
+    q: JsonQuestion<'_>,
+    semantics: Semantics,
+) -> Result<Decision, QuestionError> {
+    Ok(Question::parse(pack.schema.as_ref(), q)?.decide(pack, semantics))
+}
+
 /// Evaluate `request` against `pack` over `entities`.
 pub fn decide(
     pack: &PolicyPack,
@@ -273,6 +375,20 @@ fn to_decision(pack: &PolicyPack, response: &Response, semantics: Semantics) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_effect_parses_in_any_case_and_a_bad_one_is_named() {
+        for (s, e) in [
+            ("allow", Effect::Allow),
+            ("ALLOW", Effect::Allow),
+            ("Deny", Effect::Deny),
+        ] {
+            assert_eq!(s.parse::<Effect>(), Ok(e));
+            assert_eq!(e.as_str().parse::<Effect>(), Ok(e));
+        }
+        let err = "permit".parse::<Effect>().unwrap_err().to_string();
+        assert_eq!(err, "`permit` is neither \"allow\" nor \"deny\"");
+    }
 
     #[test]
     fn parse_uid_gives_the_same_uid_the_second_time_and_still_rejects_bad_ones() {

@@ -42,6 +42,9 @@ pub struct PolicyPack {
     pub version: String,
     /// The files read, in load order (policy files, then the schema).
     pub files: Vec<PathBuf>,
+    /// The schema file the pack was loaded with, by its role (never look for
+    /// it by its position in `files`).
+    pub schema_file: Option<PathBuf>,
     /// Policies in load order.
     pub policies: Vec<PolicyInfo>,
     /// Validation warnings, rendered (only when a schema was given).
@@ -489,6 +492,7 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
         schema,
         version: format!("sha256:{}", &hex::encode(digest)[..16]),
         files: all_files,
+        schema_file: source.schema.clone(),
         policies,
         warnings,
         index,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{self, Decision, Effect, Semantics};
+use crate::engine::{self, Decision, Effect, JsonQuestion, QuestionError, Semantics};
 use crate::policies::PolicyPack;
 
 /// Why a suite could not be run at all.
@@ -203,22 +203,20 @@ fn run_case(pack: &PolicyPack, suite: &Suite, case: &Case) -> CaseResult {
         diff,
         actual,
     };
-    let schema = pack.schema.as_ref();
-    let request = (|| {
-        let p = engine::parse_uid("principal", &case.principal)?;
-        let a = engine::parse_uid("action", &case.action)?;
-        let r = engine::parse_uid("resource", &case.resource)?;
-        engine::build_request(schema, p, a, r, case.context.clone())
-    })();
-    let request = match request {
-        Ok(r) => r,
+    let question = JsonQuestion {
+        principal: &case.principal,
+        action: &case.action,
+        resource: &case.resource,
+        context: case.context.clone(),
+        entities: case.entities.clone(),
+    };
+    let actual = match engine::decide_json(pack, question, case.semantics) {
+        Ok(d) => d,
+        Err(QuestionError::Entities(e)) => {
+            return fail(vec![format!("invalid entities: {e}")], None)
+        }
         Err(e) => return fail(vec![format!("invalid request: {e}")], None),
     };
-    let entities = match engine::parse_entities(schema, case.entities.clone()) {
-        Ok(e) => e,
-        Err(e) => return fail(vec![format!("invalid entities: {e}")], None),
-    };
-    let actual = engine::decide(pack, &request, &entities, case.semantics);
     let mut diff = Vec::new();
     if actual.decision != case.expect {
         // Say which policies decided, so the author sees why at once.
@@ -298,7 +296,9 @@ impl CedarCase {
     fn into_case(self, index: usize) -> Result<Case, String> {
         let name = self.name.unwrap_or_else(|| format!("test {}", index + 1));
         Ok(Case {
-            expect: parse_effect(&self.decision)
+            expect: self
+                .decision
+                .parse::<Effect>()
                 .map_err(|m| format!("case `{name}`: field `decision`: {m}"))?,
             name,
             principal: self.request.principal,
@@ -310,14 +310,6 @@ impl CedarCase {
             num_errors: Some(self.num_errors),
             semantics: Semantics::Cedar,
         })
-    }
-}
-
-fn parse_effect(s: &str) -> Result<Effect, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "allow" => Ok(Effect::Allow),
-        "deny" => Ok(Effect::Deny),
-        other => Err(format!("`{other}` is neither \"allow\" nor \"deny\"")),
     }
 }
 
@@ -420,7 +412,10 @@ fn toml_cases(path: &Path, suite: TomlSuite) -> Result<Vec<Case>, SuiteError> {
             format!("Action::\"{}\"", c.action)
         };
         cases.push(Case {
-            expect: parse_effect(&c.decision).map_err(|m| at("decision", m))?,
+            expect: c
+                .decision
+                .parse::<Effect>()
+                .map_err(|m| at("decision", m.to_string()))?,
             name: c.name,
             principal: c.principal,
             action,

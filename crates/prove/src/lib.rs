@@ -349,7 +349,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ProveError> {
 
 /// Prove every invariant in `invariants_dir` and never-errors for `pack`.
 /// The pack must have a schema; the invariant files are validated against
-/// the schema file the pack was loaded with (the last of `pack.files`).
+/// the schema file the pack was loaded with (`pack.schema_file`).
 ///
 /// Blocking: runs its own single-threaded runtime for the solver process;
 /// from async code call it in `spawn_blocking`, or use [`check_pack_async`].
@@ -428,7 +428,7 @@ pub async fn check_equivalent_async(
 
 /// The schema file a pack was loaded with.
 fn schema_file(pack: &PolicyPack) -> Result<PathBuf, ProveError> {
-    match (&pack.schema, pack.files.last()) {
+    match (&pack.schema, &pack.schema_file) {
         (Some(_), Some(f)) => Ok(f.clone()),
         _ => Err(ProveError::NoSchema),
     }
@@ -805,19 +805,16 @@ fn replay(
         env: label.to_string(),
         message: format!("does not replay: {message}"),
     };
-    let p = engine::parse_uid("principal", &c.principal).map_err(|e| bad(e.to_string()))?;
-    let a = engine::parse_uid("action", &c.action).map_err(|e| bad(e.to_string()))?;
-    let r = engine::parse_uid("resource", &c.resource).map_err(|e| bad(e.to_string()))?;
-    let request = engine::build_request(Some(schema), p, a, r, Some(c.context.clone()))
-        .map_err(|e| bad(e.to_string()))?;
-    let entities =
-        engine::parse_entities(Some(schema), c.entities.clone()).map_err(|e| bad(e.to_string()))?;
-    Ok(engine::decide(
-        pack,
-        &request,
-        &entities,
-        Semantics::FailClosed,
-    ))
+    let question = engine::JsonQuestion {
+        principal: &c.principal,
+        action: &c.action,
+        resource: &c.resource,
+        context: Some(c.context.clone()),
+        entities: c.entities.clone(),
+    };
+    let question =
+        engine::Question::parse(Some(schema), question).map_err(|e| bad(e.to_string()))?;
+    Ok(question.decide(pack, Semantics::FailClosed))
 }
 
 /// Files written for one counterexample, and the command that replays it.

@@ -17,7 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::error::AppError;
 use super::AppState;
 use crate::authz::{Answer, Query};
-use crate::engine::{self, Reason};
+use crate::engine::{self, Effect, Reason};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -55,8 +55,8 @@ pub struct IsAuthorizedRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IsAuthorizedResponse {
     /// "Allow" or "Deny".
-    #[schema(example = "Allow")]
-    pub decision: String,
+    #[schema(value_type = String, example = "Allow")]
+    pub decision: Effect,
     /// The determining policies.
     #[schema(value_type = Vec<Object>)]
     pub reasons: Vec<Reason>,
@@ -68,7 +68,7 @@ pub struct IsAuthorizedResponse {
 impl From<Answer> for IsAuthorizedResponse {
     fn from(a: Answer) -> Self {
         IsAuthorizedResponse {
-            decision: a.decision.decision.to_string(),
+            decision: a.decision.decision,
             reasons: a.decision.reasons,
             errors: a.decision.errors,
             policy_version: a.decision.policy_version,
@@ -117,16 +117,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 
 /// Turn a wire request into a typed query.
 pub fn to_query(r: IsAuthorizedRequest) -> Result<Query, AppError> {
-    Ok(Query {
-        principal: engine::uid_from_json("principal", &r.principal)?,
-        action: engine::uid_from_json("action", &r.action)?,
-        resource: engine::uid_from_json("resource", &r.resource)?,
-        context: r.context,
-        entities: r.entities,
-        principal_attrs: None,
-        resource_attrs: None,
-        request_id: None,
-    })
+    Ok(Query::new(
+        engine::uid_from_json("principal", &r.principal)?,
+        engine::uid_from_json("action", &r.action)?,
+        engine::uid_from_json("resource", &r.resource)?,
+    )
+    .with_context(r.context)
+    .with_entities(r.entities))
 }
 
 /// The caller's `X-Request-ID`, if any.
@@ -246,11 +243,7 @@ async fn is_authorized(
                 observe("is_authorized", "refused", started);
                 return Err(e);
             }
-            observe(
-                "is_authorized",
-                &answer.decision.decision.to_string(),
-                started,
-            );
+            observe("is_authorized", answer.decision.decision.as_str(), started);
             Ok(Json(answer.into()))
         }
         Err(e) => {
@@ -300,7 +293,7 @@ async fn is_authorized_batch(
                 });
             match answer {
                 Ok(mut a) => {
-                    count("batch", &a.decision.decision.to_string());
+                    count("batch", a.decision.decision.as_str());
                     if let Some(d) = a.durable.take() {
                         answered.push(Answer {
                             durable: Some(d),

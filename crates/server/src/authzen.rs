@@ -75,7 +75,35 @@ struct EvaluationsRequest {
 
 #[derive(Debug, Default, Deserialize)]
 struct Options {
-    evaluations_semantic: Option<String>,
+    evaluations_semantic: Option<EvaluationsSemantic>,
+}
+
+/// AuthZEN 1.0 `options.evaluations_semantic`: when a batch stops.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EvaluationsSemantic {
+    /// Evaluate every item (the default).
+    #[default]
+    ExecuteAll,
+    /// Stop after the first Deny.
+    DenyOnFirstDeny,
+    /// Stop after the first Permit.
+    PermitOnFirstPermit,
+    /// Any other string: kept so that the batch form answers a 400 naming
+    /// it (the single form ignores `options`, as it always did).
+    #[serde(untagged)]
+    Unknown(String),
+}
+
+impl EvaluationsSemantic {
+    /// Whether the batch stops after an item that was (or not) allowed.
+    fn stops_after(&self, allowed: bool) -> bool {
+        match self {
+            EvaluationsSemantic::ExecuteAll | EvaluationsSemantic::Unknown(_) => false,
+            EvaluationsSemantic::DenyOnFirstDeny => !allowed,
+            EvaluationsSemantic::PermitOnFirstPermit => allowed,
+        }
+    }
 }
 
 fn to_query(r: EvaluationRequest, index: Option<usize>) -> Result<Query, AppError> {
@@ -90,19 +118,13 @@ fn to_query(r: EvaluationRequest, index: Option<usize>) -> Result<Query, AppErro
     let uid = |field: &str, s: &Subject| {
         engine::uid_from_json(&at(field), &json!({"type": s.kind, "id": s.id}))
     };
-    Ok(Query {
-        principal: uid("subject", &subject)?,
-        action: engine::uid_from_json(
-            &at("action"),
-            &json!({"type": "Action", "id": action.name}),
-        )?,
-        resource: uid("resource", &resource)?,
-        context: r.context,
-        entities: None,
-        principal_attrs: subject.properties,
-        resource_attrs: resource.properties,
-        request_id: None,
-    })
+    Ok(Query::new(
+        uid("subject", &subject)?,
+        engine::uid_from_json(&at("action"), &json!({"type": "Action", "id": action.name}))?,
+        uid("resource", &resource)?,
+    )
+    .with_context(r.context)
+    .with_attrs(subject.properties, resource.properties))
 }
 
 fn to_response(a: Answer) -> EvaluationResponse {
@@ -130,7 +152,7 @@ pub(super) async fn evaluation(
     query.request_id = super::api::request_id(&headers);
     let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
     super::api::require_durable(&state, &answer, "authzen").await?;
-    observe("authzen", &answer.decision.decision.to_string(), started);
+    observe("authzen", answer.decision.decision.as_str(), started);
     Ok(Json(to_response(answer)))
 }
 
@@ -149,7 +171,7 @@ pub(super) async fn evaluations(
         query.request_id = super::api::request_id(&headers);
         let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
         super::api::require_durable(&state, &answer, "authzen").await?;
-        observe("authzen", &answer.decision.decision.to_string(), started);
+        observe("authzen", answer.decision.decision.as_str(), started);
         return Ok(Json(
             serde_json::to_value(to_response(answer)).unwrap_or(Value::Null),
         ));
@@ -161,22 +183,12 @@ pub(super) async fn evaluations(
             state.max_batch
         )));
     }
-    #[derive(PartialEq)]
-    enum Semantic {
-        ExecuteAll,
-        DenyOnFirstDeny,
-        PermitOnFirstPermit,
+    let semantic = req.options.evaluations_semantic.unwrap_or_default();
+    if let EvaluationsSemantic::Unknown(other) = &semantic {
+        return Err(AppError::bad_request(format!(
+            "field `options.evaluations_semantic`: `{other}` is not one of execute_all, deny_on_first_deny, permit_on_first_permit"
+        )));
     }
-    let semantic = match req.options.evaluations_semantic.as_deref() {
-        None | Some("execute_all") => Semantic::ExecuteAll,
-        Some("deny_on_first_deny") => Semantic::DenyOnFirstDeny,
-        Some("permit_on_first_permit") => Semantic::PermitOnFirstPermit,
-        Some(other) => {
-            return Err(AppError::bad_request(format!(
-                "field `options.evaluations_semantic`: `{other}` is not one of execute_all, deny_on_first_deny, permit_on_first_permit"
-            )))
-        }
-    };
     let pack = state.authz.evaluator().current();
     let d = req.defaults;
     let mut out = Vec::with_capacity(items.len());
@@ -197,7 +209,7 @@ pub(super) async fn evaluations(
         });
         let (allowed, value) = match result {
             Ok(mut a) => {
-                count("authzen", &a.decision.decision.to_string());
+                count("authzen", a.decision.decision.as_str());
                 if let Some(d) = a.durable.take() {
                     answered.push(crate::authz::Answer {
                         durable: Some(d),
@@ -216,12 +228,7 @@ pub(super) async fn evaluations(
             }
         };
         out.push(value);
-        let stop = match semantic {
-            Semantic::ExecuteAll => false,
-            Semantic::DenyOnFirstDeny => !allowed,
-            Semantic::PermitOnFirstPermit => allowed,
-        };
-        if stop {
+        if semantic.stops_after(allowed) {
             break;
         }
     }
@@ -244,4 +251,39 @@ pub(super) async fn configuration(State(state): State<Arc<AppState>>) -> Json<Va
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
         "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluations_semantic_is_typed_and_an_unknown_one_is_kept_for_the_400() {
+        let parse = |v: Value| -> Options { serde_json::from_value(v).unwrap() };
+        let sem = |v: Value| parse(json!({"evaluations_semantic": v})).evaluations_semantic;
+        assert_eq!(parse(json!({})).evaluations_semantic, None);
+        assert_eq!(sem(Value::Null), None);
+        assert_eq!(
+            sem(json!("execute_all")),
+            Some(EvaluationsSemantic::ExecuteAll)
+        );
+        assert_eq!(
+            sem(json!("deny_on_first_deny")),
+            Some(EvaluationsSemantic::DenyOnFirstDeny)
+        );
+        assert_eq!(
+            sem(json!("permit_on_first_permit")),
+            Some(EvaluationsSemantic::PermitOnFirstPermit)
+        );
+        assert_eq!(
+            sem(json!("whatever")),
+            Some(EvaluationsSemantic::Unknown("whatever".into()))
+        );
+        assert!(serde_json::from_value::<Options>(json!({"evaluations_semantic": 5})).is_err());
+        let deny_first = EvaluationsSemantic::DenyOnFirstDeny;
+        assert!(deny_first.stops_after(false) && !deny_first.stops_after(true));
+        let permit_first = EvaluationsSemantic::PermitOnFirstPermit;
+        assert!(permit_first.stops_after(true) && !permit_first.stops_after(false));
+        assert!(!EvaluationsSemantic::ExecuteAll.stops_after(false));
+    }
 }
