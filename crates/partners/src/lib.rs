@@ -846,16 +846,13 @@ impl Call<'_> {
         resource: &EntityUid,
         context: Option<Value>,
     ) -> Result<String, OrchestratorError> {
-        let q = Query {
-            principal: actor.clone(),
-            action: engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
-            resource: resource.clone(),
-            context,
-            entities: None,
-            principal_attrs: None,
-            resource_attrs: None,
-            request_id: self.scope.request_id.clone(),
-        };
+        let q = Query::new(
+            actor.clone(),
+            engine::uid_from_json("action", &json!({"type": "Action", "id": action}))?,
+            resource.clone(),
+        )
+        .with_context(context)
+        .with_request_id(self.scope.request_id.clone());
         let answer = self.authz.is_authorized(&q)?;
         // Called off the async threads (spawn_blocking): blocking is fine.
         answer
