@@ -113,7 +113,7 @@ pub fn replay(
     pack: &PolicyPack,
     options: &ReplayOptions,
 ) -> Result<ReplayReport, AuditError> {
-    let mut reader = LineReader::open(path)?;
+    let mut decisions = Decisions::open(path, options.since)?;
     // Keyed by action and whether the old decision was Allow (the new one
     // is the other effect).
     let mut groups: BTreeMap<(String, bool), Acc> = BTreeMap::new();
@@ -126,33 +126,7 @@ pub fn replay(
         skipped: 0,
         skipped_examples: Vec::new(),
     };
-    let rfc = time::format_description::well_known::Rfc3339;
-    let mut slices: FileSlices<Value> = FileSlices::default();
-    while let Some(line) = reader.next_line()? {
-        if !line.terminated {
-            continue; // a torn last line: not a record
-        }
-        let mut rec: Record =
-            serde_json::from_str(&line.text).map_err(|e| AuditError::Malformed {
-                location: line.location.clone(),
-                message: format!("not a decision log record: {e}"),
-            })?;
-        if rec.kind != Some(Kind::Decision) {
-            continue;
-        }
-        slices.at(&line.location);
-        let entities = match (rec.entities.take(), &rec.entities_hash) {
-            (Some(v), Some(h)) => Some(slices.insert(h.clone(), v).clone()),
-            (Some(v), None) => Some(v),
-            (None, Some(h)) => slices.get(h).cloned(),
-            (None, None) => None,
-        };
-        if let Some(since) = options.since {
-            match OffsetDateTime::parse(&rec.ts, &rfc) {
-                Ok(ts) if ts >= since => {}
-                _ => continue,
-            }
-        }
+    while let Some((location, rec, entities)) = decisions.next()? {
         let new = match reevaluate(pack, &rec, entities) {
             Ok(d) => d,
             Err(reason) => {
@@ -160,7 +134,7 @@ pub fn replay(
                 if report.skipped_examples.len() < options.max_examples.max(5) {
                     report.skipped_examples.push(Skipped {
                         seq: rec.seq,
-                        location: line.location.clone(),
+                        location,
                         reason,
                     });
                 }
@@ -177,14 +151,89 @@ pub fn replay(
         }
         report.changed += 1;
         let action = rec.action.clone().unwrap_or_default();
-        let acc = groups.entry((action, old == Effect::Allow)).or_default();
-        acc.count += 1;
+        groups
+            .entry((action, old == Effect::Allow))
+            .or_default()
+            .add(pack, &rec, &new, location, options.max_examples);
+    }
+    report.groups = groups
+        .into_iter()
+        .map(|((action, was_allowed), acc)| acc.into_group(action, was_allowed))
+        .collect();
+    Ok(report)
+}
+
+/// The decision records of a log, in order, each with its entity slice
+/// (inline, or resolved by `entities_hash` within its file), from `since` on.
+struct Decisions {
+    reader: LineReader,
+    slices: FileSlices<Value>,
+    since: Option<OffsetDateTime>,
+}
+
+impl Decisions {
+    fn open(path: &Path, since: Option<OffsetDateTime>) -> Result<Self, AuditError> {
+        Ok(Decisions {
+            reader: LineReader::open(path)?,
+            slices: FileSlices::default(),
+            since,
+        })
+    }
+
+    /// The next decision record, where it stands and its slice if known.
+    /// Every decision's slice is remembered, also one before `since`, so
+    /// that a later decision naming it by hash finds it.
+    fn next(&mut self) -> Result<Option<(Location, Record, Option<Value>)>, AuditError> {
+        let rfc = time::format_description::well_known::Rfc3339;
+        while let Some(line) = self.reader.next_line()? {
+            if !line.terminated {
+                continue; // a torn last line: not a record
+            }
+            let mut rec: Record =
+                serde_json::from_str(&line.text).map_err(|e| AuditError::Malformed {
+                    location: line.location.clone(),
+                    message: format!("not a decision log record: {e}"),
+                })?;
+            if rec.kind != Some(Kind::Decision) {
+                continue;
+            }
+            self.slices.at(&line.location);
+            let entities = match (rec.entities.take(), &rec.entities_hash) {
+                (Some(v), Some(h)) => Some(self.slices.insert(h.clone(), v).clone()),
+                (Some(v), None) => Some(v),
+                (None, Some(h)) => self.slices.get(h).cloned(),
+                (None, None) => None,
+            };
+            if let Some(since) = self.since {
+                match OffsetDateTime::parse(&rec.ts, &rfc) {
+                    Ok(ts) if ts >= since => {}
+                    _ => continue,
+                }
+            }
+            return Ok(Some((line.location, rec, entities)));
+        }
+        Ok(None)
+    }
+}
+
+impl Acc {
+    /// Count a changed decision: the policies that are now or no longer
+    /// determining, and an example while there is room.
+    fn add(
+        &mut self,
+        pack: &PolicyPack,
+        rec: &Record,
+        new: &Decision,
+        location: Location,
+        max_examples: usize,
+    ) {
+        self.count += 1;
         let old_reasons: Vec<Reason> = rec.reasons.clone().unwrap_or_default();
         let old_ids: Vec<String> = old_reasons.iter().map(|r| r.id.clone()).collect();
         let new_ids: Vec<String> = new.reasons.iter().map(|r| r.id.clone()).collect();
         for r in &new.reasons {
             if !old_ids.contains(&r.id) {
-                acc.causes
+                self.causes
                     .entry((r.id.clone(), "now determining"))
                     .or_insert((r.description.clone(), 0))
                     .1 += 1;
@@ -196,16 +245,16 @@ pub fn replay(
                     .description(&r.id)
                     .map(str::to_string)
                     .or_else(|| r.description.clone());
-                acc.causes
+                self.causes
                     .entry((r.id.clone(), "no longer determining"))
                     .or_insert((description, 0))
                     .1 += 1;
             }
         }
-        if acc.examples.len() < options.max_examples {
-            acc.examples.push(Example {
+        if self.examples.len() < max_examples {
+            self.examples.push(Example {
                 seq: rec.seq,
-                location: line.location.clone(),
+                location,
                 ts: rec.ts.clone(),
                 decision_id: rec.decision_id.clone(),
                 principal: rec.principal.clone().unwrap_or_default(),
@@ -216,36 +265,35 @@ pub fn replay(
             });
         }
     }
-    report.groups = groups
-        .into_iter()
-        .map(|((action, was_allowed), acc)| {
-            let (from, to) = if was_allowed {
-                (Effect::Allow, Effect::Deny)
-            } else {
-                (Effect::Deny, Effect::Allow)
-            };
-            let mut causes: Vec<Cause> = acc
-                .causes
-                .into_iter()
-                .map(|((policy, role), (description, count))| Cause {
-                    policy,
-                    description,
-                    role,
-                    count,
-                })
-                .collect();
-            causes.sort_by(|a, b| b.count.cmp(&a.count).then(a.policy.cmp(&b.policy)));
-            ChangeGroup {
-                action,
-                from,
-                to,
-                count: acc.count,
-                causes,
-                examples: acc.examples,
-            }
-        })
-        .collect();
-    Ok(report)
+
+    /// The group of `action`'s decisions that went from Allow to Deny
+    /// (`was_allowed`) or back, causes by count.
+    fn into_group(self, action: String, was_allowed: bool) -> ChangeGroup {
+        let (from, to) = if was_allowed {
+            (Effect::Allow, Effect::Deny)
+        } else {
+            (Effect::Deny, Effect::Allow)
+        };
+        let mut causes: Vec<Cause> = self
+            .causes
+            .into_iter()
+            .map(|((policy, role), (description, count))| Cause {
+                policy,
+                description,
+                role,
+                count,
+            })
+            .collect();
+        causes.sort_by(|a, b| b.count.cmp(&a.count).then(a.policy.cmp(&b.policy)));
+        ChangeGroup {
+            action,
+            from,
+            to,
+            count: self.count,
+            causes,
+            examples: self.examples,
+        }
+    }
 }
 
 /// Decide a logged request again with `pack` over its logged `entities`.
