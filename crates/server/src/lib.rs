@@ -393,10 +393,12 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     };
     let wired = runtime.build()?;
     let (token, token_path) = load_or_create_token(config)?;
+    // The recorder first: the gauge below must reach it.
+    let metrics = metrics_handle();
     let pack = wired.authz.evaluator().current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
     let orchestrator = Arc::new(partnergate_partners::runtime::orchestrator(&wired, quotas));
-    let state = Arc::new(app_state(config, wired.authz, orchestrator, token));
+    let state = Arc::new(app_state(config, wired.authz, orchestrator, token, metrics));
     Ok(Sidecar {
         state,
         token_path,
@@ -428,6 +430,7 @@ fn app_state(
     authz: Authz,
     orchestrator: Arc<partnergate_partners::Orchestrator>,
     token: String,
+    metrics: PrometheusHandle,
 ) -> AppState {
     AppState {
         authz,
@@ -437,7 +440,7 @@ fn app_state(
         max_batch: config.max_batch,
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
-        metrics: metrics_handle(),
+        metrics,
         protect_metrics: config.protect_metrics,
         public_url: match &config.public_url {
             Some(url) => OnceLock::from(url.trim_end_matches('/').to_string()),
