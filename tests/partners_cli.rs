@@ -11,14 +11,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Workspace, BIN};
+use common::{user_entity, Workspace, BIN};
 use serde_json::{json, Value};
-
-fn user(id: &str, email: &str, admin: bool) -> Value {
-    json!({"uid": {"type": "User", "id": id}, "parents": [{"type": "Account", "id": "acme"}],
-        "attrs": {"email": email, "account": {"__entity": {"type": "Account", "id": "acme"}},
-                  "is_admin": admin, "status": "active", "two_factor": true}})
-}
 
 /// Run the binary with the workspace's data directory, policies and schema
 /// appended (no terminal: stdin is null).
@@ -64,7 +58,7 @@ fn seeded() -> Workspace {
     let ents = ws.path().join("entities.json");
     let entities = json!([
         {"uid": {"type": "Account", "id": "acme"}, "attrs": {"name": "Acme"}, "parents": []},
-        user("owner", "owner@acme.example", true),
+        user_entity("owner", "acme", "owner@acme.example", true),
     ]);
     std::fs::write(&ents, entities.to_string()).unwrap();
     let (code, out, err) = run(&ws, &["import", ents.to_str().unwrap()], &[]);

@@ -40,6 +40,13 @@ impl Workspace {
     }
 }
 
+/// A user of `account` in the shipped schema's shape (active, two-factor).
+pub fn user_entity(id: &str, account: &str, email: &str, admin: bool) -> serde_json::Value {
+    serde_json::json!({"uid": {"type": "User", "id": id}, "parents": [{"type": "Account", "id": account}],
+        "attrs": {"email": email, "account": {"__entity": {"type": "Account", "id": account}},
+                  "is_admin": admin, "status": "active", "two_factor": true}})
+}
+
 /// Copy a directory tree (files and subdirectories, e.g. `policies/invariants`).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

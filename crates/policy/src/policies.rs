@@ -514,31 +514,18 @@ fn validate_strictly(
 ) -> Result<Vec<Problem>, LoadError> {
     let result =
         Validator::new(schema.clone()).validate(&identified.policy_set, ValidationMode::Strict);
-    let locate = |id: &str| {
-        identified
-            .texts_by_id
-            .get(id)
-            .map(|(f, i)| (f, texts[*i].as_str()))
+    // A diagnostic of policy `id`, located in that policy's file.
+    let located = |diag: &dyn Diagnostic, id: String| match identified.texts_by_id.get(&id) {
+        Some((f, i)) => problems_from(diag, f, &texts[*i], Some(&id)),
+        None => problems_from_unlocated(diag, Some(&id)),
     };
     let errors: Vec<Problem> = result
         .validation_errors()
-        .flat_map(|e| {
-            let id = e.policy_id().to_string();
-            match locate(&id) {
-                Some((f, t)) => problems_from(e, f, t, Some(&id)),
-                None => problems_from_unlocated(e, Some(&id)),
-            }
-        })
+        .flat_map(|e| located(e, e.policy_id().to_string()))
         .collect();
     let warnings = result
         .validation_warnings()
-        .flat_map(|w| {
-            let id = w.policy_id().to_string();
-            match locate(&id) {
-                Some((f, t)) => problems_from(w, f, t, Some(&id)),
-                None => problems_from_unlocated(w, Some(&id)),
-            }
-        })
+        .flat_map(|w| located(w, w.policy_id().to_string()))
         .collect();
     if !errors.is_empty() {
         return Err(LoadError::Validation { problems: errors });
