@@ -16,7 +16,6 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{Authorizer, Entities, Entity, Request};
@@ -24,9 +23,8 @@ use criterion::Criterion;
 use partnergate::authz::{Authz, Query};
 use partnergate::directory::{self, Directory};
 use partnergate::engine;
-use partnergate::policies::PackSource;
-use partnergate::reload::Evaluator;
-use partnergate::store::sqlite::SqliteStore;
+use partnergate::policies::{PackSource, PolicyPack};
+use partnergate::runtime::Runtime;
 use serde_json::json;
 
 const SMALL: usize = 1_000;
@@ -35,21 +33,29 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn evaluator() -> Arc<Evaluator> {
+/// The shipped pack over SQLite under `dir`, wired by the [`Runtime`] (no
+/// decision log), its directory filled by [`fill`].
+fn authz(dir: &Path, users: usize) -> Authz {
     let r = root();
     let source = PackSource::new(
         r.join("policies"),
         Some(r.join("schemas/partnergate.cedarschema")),
     );
-    Arc::new(Evaluator::load(source).expect("the shipped pack loads"))
+    let wired = Runtime::new(source)
+        .sqlite_in(dir)
+        .build()
+        .expect("the shipped pack and the store open");
+    fill(
+        wired.authz.directory(),
+        users,
+        &wired.authz.evaluator().current(),
+    );
+    wired.authz
 }
 
 /// The demo entities plus `users` generated users (100 per account) and
-/// their accounts, put through `Directory::put` into SQLite under `dir`.
-fn directory(dir: &Path, users: usize, ev: &Evaluator) -> Arc<Directory> {
-    let store = Arc::new(SqliteStore::open_in(dir).expect("store opens"));
-    let directory = Arc::new(Directory::open(store).expect("directory opens"));
-    let pack = ev.current();
+/// their accounts, put through `Directory::put` into the directory's store.
+fn fill(directory: &Directory, users: usize, pack: &PolicyPack) {
     let schema = pack.schema.as_ref();
     let demo: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("demo/entities.json")).expect("demo entities"),
@@ -92,7 +98,6 @@ fn directory(dir: &Path, users: usize, ev: &Evaluator) -> Arc<Directory> {
         directory.len(),
         started.elapsed().as_secs_f64()
     );
-    directory
 }
 
 /// The question: may the account owner dismiss a member of the account?
@@ -161,14 +166,13 @@ fn main() {
         .and_then(|s| s.replace('_', "").parse().ok())
         .unwrap_or(1_000_000);
 
-    let ev = evaluator();
     let small_dir = tempfile::tempdir().expect("tempdir");
-    let small = Authz::new(ev.clone(), directory(small_dir.path(), SMALL, &ev));
+    let small = authz(small_dir.path(), SMALL);
     let q = query();
 
     // 1. PartnerGate vs Cedar directly — same answer first.
     let (request, entities) = direct_inputs(&small, &q);
-    let pack = ev.current();
+    let pack = small.evaluator().current();
     let authorizer = Authorizer::new();
     let direct = authorizer.is_authorized(&request, &pack.policy_set, &entities);
     let ours = small.is_authorized(&q).expect("decides");
@@ -232,7 +236,7 @@ fn main() {
 
     // 2. Directory size.
     let large_dir = tempfile::tempdir().expect("tempdir");
-    let big = Authz::new(ev.clone(), directory(large_dir.path(), large, &ev));
+    let big = authz(large_dir.path(), large);
     let big_answer = big.is_authorized(&q).expect("decides");
     assert_eq!(
         big_answer.decision.decision, ours.decision.decision,

@@ -5,17 +5,13 @@
 //! Run: `cargo run --release --example invite_bench [ACCOUNTS]`
 //! (default 1000 accounts: 3 accepted invitations + 1 refused fourth each).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use partnergate::authz::Authz;
-use partnergate::directory::Directory;
-use partnergate::orchestrator::rules::QuotaRules;
+use partnergate::orchestrator::runtime;
 use partnergate::orchestrator::store::RegistryCompany;
-use partnergate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
+use partnergate::orchestrator::{OrchestratorError, WriteScope};
 use partnergate::policies::PackSource;
-use partnergate::reload::Evaluator;
-use partnergate::store::sqlite::SqliteStore;
+use partnergate::runtime::Runtime;
 use serde_json::json;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,18 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(1000);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir()?;
-    let quotas = QuotaRules::load(root.join("policies/quotas.toml")).map_err(|p| p.to_string())?;
-    let evaluator = Evaluator::load_with_gates(
-        PackSource::new(
-            root.join("policies"),
-            Some(root.join("schemas/partnergate.cedarschema")),
-        ),
-        vec![quotas.gate()],
-    )
-    .map_err(|e| e.render())?;
-    let store = Arc::new(SqliteStore::open_in(dir.path())?);
-    let directory = Arc::new(Directory::open(store.clone())?);
-    let schema = evaluator.current().schema.clone();
+    let source = PackSource::new(
+        root.join("policies"),
+        Some(root.join("schemas/partnergate.cedarschema")),
+    );
+    let (runtime, quotas) = runtime::with_quotas(Runtime::new(source).sqlite_in(dir.path()))
+        .map_err(|p| p.to_string())?;
+    let wired = runtime.build()?;
+    let directory = wired.authz.directory().clone();
+    let schema = wired.authz.evaluator().current().schema.clone();
     let mut ents = Vec::new();
     for a in 0..accounts {
         ents.push(
@@ -50,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "is_admin": true, "status": "active", "two_factor": true}}));
     }
     directory.put_json(schema.as_ref(), serde_json::Value::Array(ents))?;
-    let orch = Orchestrator::new(Authz::new(Arc::new(evaluator), directory), store, quotas);
+    let orch = runtime::orchestrator(&wired, quotas);
     let orch = orch.with(WriteScope::default());
     orch.put_companies(vec![RegistryCompany {
         id: "goldco".into(),

@@ -15,14 +15,12 @@
 //! replaced: 93.9 us vs 1,286,245 us (13,697x, 20 rounds).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use partnergate::authz::Authz;
-use partnergate::directory::{self, Directory};
-use partnergate::orchestrator::{rules, Orchestrator};
+use partnergate::directory;
+use partnergate::orchestrator::{runtime, Orchestrator};
 use partnergate::policies::PackSource;
-use partnergate::reload::Evaluator;
+use partnergate::runtime::Runtime;
 use partnergate::store::sqlite::SqliteStore;
 use serde_json::{json, Value};
 
@@ -32,8 +30,9 @@ fn orchestrator(dir: &Path, others: usize) -> Orchestrator {
         root.join("policies"),
         Some(root.join("schemas/partnergate.cedarschema")),
     );
-    let evaluator = Arc::new(Evaluator::load(source).expect("policies"));
-    let store = Arc::new(SqliteStore::open_in(dir).expect("store"));
+    let schema = partnergate::policies::load(&source)
+        .expect("policies")
+        .schema;
     let demo: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("demo/entities.json")).expect("demo"),
     )
@@ -52,12 +51,14 @@ fn orchestrator(dir: &Path, others: usize) -> Orchestrator {
                 "account": {"__entity": {"type": "Account", "id": account}},
                 "is_admin": false, "status": "active", "two_factor": true}}));
     }
-    let pack = evaluator.current();
-    directory::import(store.as_ref(), pack.schema.as_ref(), Value::Array(all)).expect("import");
-    let directory = Arc::new(Directory::open(store.clone()).expect("directory"));
-    let quotas =
-        rules::QuotaRules::load(rules::quotas_path_for(&root.join("policies"))).expect("quotas");
-    Orchestrator::new(Authz::new(evaluator, directory), store, quotas)
+    // Bulk-load the store first (as `partnergate import` does), then wire.
+    let store = SqliteStore::open_in(dir).expect("store");
+    directory::import(&store, schema.as_ref(), Value::Array(all)).expect("import");
+    drop(store);
+    let (runtime, quotas) =
+        runtime::with_quotas(Runtime::new(source).sqlite_in(dir)).expect("quotas");
+    let wired = runtime.build().expect("policies and store");
+    runtime::orchestrator(&wired, quotas)
 }
 
 /// Microseconds of one `users` + `seats` call pair.

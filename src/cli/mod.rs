@@ -629,7 +629,7 @@ pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The decision log's configuration; the default path follows `--data-dir`.
-fn audit_config(
+pub(crate) fn audit_config(
     args: &crate::cli::audit::AuditLogArgs,
     data_dir: &Path,
 ) -> Option<crate::audit::AuditConfig> {

@@ -1,25 +1,25 @@
 //! The orchestrator's command-line adapter: `partnergate partners|users|
 //! seats|registry`. It opens the data directory's store itself and runs the
-//! same [`Orchestrator`] code as the sidecar (SQLite WAL lets it work beside
-//! a running server; the server's memory sees the change after a restart).
+//! same [`Orchestrator`] code as the sidecar, wired by the same
+//! [`Runtime`], decision log included (the `--audit-*` flags and defaults
+//! of `serve`: `DATA_DIR/decisions.jsonl`). SQLite WAL lets it work beside a
+//! running server (the server's memory sees the change after a restart);
+//! the log file is locked by its writer, so beside a server give the CLI
+//! its own `--audit-log` path.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use crate::authz::Authz;
+use crate::runtime::{Runtime, RuntimeError, Wired};
+
 use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
-use crate::directory::Directory;
-use crate::orchestrator::rules::{quotas_path_for, QuotaRules};
 use crate::orchestrator::store::RegistryCompany;
 use crate::orchestrator::{
     Call, ListedUser, Orchestrator, OrchestratorError, Outcome, UserView, WriteScope,
 };
 use crate::policies::PackSource;
-use crate::reload::Evaluator;
-use crate::store::sqlite::SqliteStore;
 
 /// Where the orchestrator's state and rules are.
 #[derive(Debug, Args, Clone)]
@@ -36,6 +36,12 @@ pub struct StateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Refuse an operation whose decision-log record cannot be made
+    /// durable (as `serve --audit-required`).
+    #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
+    pub audit_required: bool,
+    #[command(flatten)]
+    pub audit: crate::cli::audit::AuditLogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -171,25 +177,26 @@ pub enum OpenError {
     #[error("{0}")]
     Load(String),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Directory(#[from] crate::directory::DirectoryError),
+    Runtime(#[from] RuntimeError),
 }
 
-/// Open the orchestrator over a data directory (no file watching).
-pub fn open(state: &StateArgs) -> Result<Orchestrator, OpenError> {
-    let quotas_path = quotas_path_for(&state.policies);
-    let quotas = QuotaRules::load(quotas_path).map_err(|p| OpenError::Load(p.to_string()))?;
+/// Open the orchestrator over a data directory (no file watching), with
+/// the decision log the flags name; the [`Wired`] pieces are returned to
+/// shut the log down when the command is done.
+pub fn open(state: &StateArgs) -> Result<(Orchestrator, Wired), OpenError> {
     let source = PackSource::new(state.policies.clone(), Some(state.schema.clone()));
-    let evaluator = Evaluator::load_with_gates(source, vec![quotas.gate()])
-        .map_err(|e| OpenError::Load(e.render()))?;
-    let store = Arc::new(SqliteStore::open_in(&state.data_dir)?);
-    let directory = Arc::new(Directory::open(store.clone())?);
-    Ok(Orchestrator::new(
-        Authz::new(Arc::new(evaluator), directory),
-        store,
-        quotas,
-    ))
+    let runtime = Runtime::new(source)
+        .sqlite_in(state.data_dir.clone())
+        .audit(crate::cli::audit_config(&state.audit, &state.data_dir))
+        .audit_required(state.audit_required);
+    let (runtime, quotas) = crate::orchestrator::runtime::with_quotas(runtime)
+        .map_err(|p| OpenError::Load(p.to_string()))?;
+    let wired = runtime.build().map_err(|e| match e {
+        RuntimeError::Load(e) => OpenError::Load(e.render()),
+        e => OpenError::Runtime(e),
+    })?;
+    let orchestrator = crate::orchestrator::runtime::orchestrator(&wired, quotas);
+    Ok((orchestrator, wired))
 }
 
 fn io(e: std::io::Error) -> u8 {
@@ -411,14 +418,16 @@ fn with(
     err: &mut dyn Write,
     f: impl FnOnce(&Call<'_>, &mut dyn Write) -> Result<u8, u8>,
 ) -> u8 {
-    let orch = match open(state) {
+    let (orch, wired) = match open(state) {
         Ok(o) => o,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             return EXIT_ERROR;
         }
     };
-    f(&orch.with(WriteScope::default()), err).unwrap_or_else(|code| code)
+    let code = f(&orch.with(WriteScope::default()), err).unwrap_or_else(|code| code);
+    wired.shutdown_log();
+    code
 }
 
 fn interactive() -> bool {

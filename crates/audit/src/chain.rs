@@ -536,75 +536,102 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
             ),
         };
     }
-    // Look ahead for the true successor of p.
-    let mut successor: Option<Link> = None;
+    let successor = find_successor(reader, p_hash);
+    if r.seq <= p_seq {
+        inserted_copy(p, p_seq, r, successor.as_ref())
+    } else if r.seq == p_seq + 1 {
+        wrong_next(p, p_seq, r, successor.as_ref())
+    } else {
+        reordered_or_missing(p, p_seq, r, successor.as_ref())
+    }
+}
+
+/// Read ahead for the record chained to `p_hash` (the true successor).
+fn find_successor(reader: &mut LineReader, p_hash: &str) -> Option<Link> {
     while let Ok(Some(line)) = reader.next_line() {
         if let Ok((l, _)) = read_link(&line) {
             if l.prev_hash == p_hash {
-                successor = Some(l);
-                break;
+                return Some(l);
             }
         }
     }
-    let at = |l: &Link| format!("{}", l.location);
-    if r.seq <= p_seq {
-        let message = match p {
-            Some(p) if r.seq == p.seq => format!(
-                "seq {} appears twice ({} and {}): a record was inserted",
-                r.seq,
-                at(p),
-                at(r)
-            ),
-            _ => format!(
-                "a record with seq {} does not belong after seq {p_seq} (a copy or a forgery){}",
-                r.seq,
-                successor
-                    .as_ref()
-                    .map(|s| format!("; the chain continues at {}", at(s)))
-                    .unwrap_or_default()
-            ),
-        };
+    None
+}
+
+/// Where a record is, for a message.
+fn at(l: &Link) -> String {
+    format!("{}", l.location)
+}
+
+/// `r` repeats or goes back behind `p`'s seq: an inserted record.
+fn inserted_copy(p: Option<&Link>, p_seq: u64, r: &Link, successor: Option<&Link>) -> ChainBreak {
+    let message = match p {
+        Some(p) if r.seq == p.seq => format!(
+            "seq {} appears twice ({} and {}): a record was inserted",
+            r.seq,
+            at(p),
+            at(r)
+        ),
+        _ => format!(
+            "a record with seq {} does not belong after seq {p_seq} (a copy or a forgery){}",
+            r.seq,
+            successor
+                .map(|s| format!("; the chain continues at {}", at(s)))
+                .unwrap_or_default()
+        ),
+    };
+    ChainBreak {
+        kind: BreakKind::Inserted,
+        seq: Some(r.seq),
+        location: r.location.clone(),
+        message,
+    }
+}
+
+/// `r` has the next seq but another chain: inserted if the true successor
+/// comes later, else `p` (or the genesis link) was edited.
+fn wrong_next(p: Option<&Link>, p_seq: u64, r: &Link, successor: Option<&Link>) -> ChainBreak {
+    if let Some(s) = successor {
         return ChainBreak {
             kind: BreakKind::Inserted,
             seq: Some(r.seq),
             location: r.location.clone(),
-            message,
+            message: format!(
+                "this record does not follow seq {p_seq}; the record that does is at {} (seq {})",
+                at(s),
+                s.seq
+            ),
         };
     }
-    if r.seq == p_seq + 1 {
-        if let Some(s) = successor {
-            return ChainBreak {
-                kind: BreakKind::Inserted,
-                seq: Some(r.seq),
-                location: r.location.clone(),
-                message: format!(
-                    "this record does not follow seq {p_seq}; the record that does is at {} (seq {})",
-                    at(&s),
-                    s.seq
-                ),
-            };
-        }
-        return match p {
-            Some(p) => ChainBreak {
-                kind: BreakKind::Edited,
-                seq: Some(p.seq),
-                location: p.location.clone(),
-                message: format!(
-                    "the record was changed and re-hashed: the next record ({}) was chained to another hash",
-                    at(r)
-                ),
-            },
-            None => ChainBreak {
-                kind: BreakKind::Edited,
-                seq: Some(r.seq),
-                location: r.location.clone(),
-                message: "the first record does not start at the genesis hash".into(),
-            },
-        };
+    match p {
+        Some(p) => ChainBreak {
+            kind: BreakKind::Edited,
+            seq: Some(p.seq),
+            location: p.location.clone(),
+            message: format!(
+                "the record was changed and re-hashed: the next record ({}) was chained to another hash",
+                at(r)
+            ),
+        },
+        None => ChainBreak {
+            kind: BreakKind::Edited,
+            seq: Some(r.seq),
+            location: r.location.clone(),
+            message: "the first record does not start at the genesis hash".into(),
+        },
     }
-    // r.seq > p_seq + 1
-    match successor {
-        Some(s) => ChainBreak {
+}
+
+/// `r` skips ahead of `p`: reordered if the true successor comes later,
+/// else the records between are missing.
+fn reordered_or_missing(
+    p: Option<&Link>,
+    p_seq: u64,
+    r: &Link,
+    successor: Option<&Link>,
+) -> ChainBreak {
+    if let Some(s) = successor {
+        return ChainBreak {
             kind: BreakKind::Reordered,
             seq: Some(r.seq),
             location: r.location.clone(),
@@ -612,27 +639,25 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
                 "seq {} comes before seq {} (found later, at {})",
                 r.seq,
                 s.seq,
-                at(&s)
+                at(s)
             ),
-        },
-        None => {
-            let missing = if r.seq == p_seq + 2 {
-                format!("seq {} is missing", p_seq + 1)
-            } else {
-                format!("seq {}..={} are missing", p_seq + 1, r.seq - 1)
-            };
-            ChainBreak {
-                kind: BreakKind::Missing,
-                seq: Some(p_seq + 1),
-                location: r.location.clone(),
-                message: format!(
-                    "{missing} before this record (seq {}){}",
-                    r.seq,
-                    p.map(|p| format!("; previous record at {}", at(p)))
-                        .unwrap_or_default()
-                ),
-            }
-        }
+        };
+    }
+    let missing = if r.seq == p_seq + 2 {
+        format!("seq {} is missing", p_seq + 1)
+    } else {
+        format!("seq {}..={} are missing", p_seq + 1, r.seq - 1)
+    };
+    ChainBreak {
+        kind: BreakKind::Missing,
+        seq: Some(p_seq + 1),
+        location: r.location.clone(),
+        message: format!(
+            "{missing} before this record (seq {}){}",
+            r.seq,
+            p.map(|p| format!("; previous record at {}", at(p)))
+                .unwrap_or_default()
+        ),
     }
 }
 

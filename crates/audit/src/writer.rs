@@ -629,8 +629,60 @@ const MAX_SLICES_PER_FILE: usize = 100_000;
 static NEXT_REDACTION_KEY: AtomicU64 = AtomicU64::new(1);
 
 impl Writer {
+    /// Open the writer of `config`'s sink: for a file, take its lock, cut a
+    /// torn last line away (stating it in a repair record), and continue the
+    /// chain from the last record of the file or of its newest rotation.
     fn open(config: &AuditConfig, stats: Arc<Stats>) -> Result<(Writer, OpenInfo), AuditError> {
-        let mut writer = Writer {
+        let mut writer = Writer::new(config, stats);
+        let path = match &config.sink {
+            Sink::Stdout => {
+                return Ok((
+                    writer,
+                    OpenInfo {
+                        next_seq: 1,
+                        prev_hash: GENESIS_HASH.into(),
+                        repaired: None,
+                    },
+                ))
+            }
+            Sink::File(p) => p.clone(),
+        };
+        let lock = lock_log(&path)?;
+        let (repaired, size, mut last_line) = cut_torn_tail(&path)?;
+        if last_line.is_none() {
+            last_line = last_line_of_newest_rotation(&path)?;
+        }
+        if let Some((file, line)) = last_line {
+            let link = intact_last_link(file, &line)?;
+            writer.seq = link.seq;
+            writer.prev_hash = link.hash;
+        }
+        let file = private_append()
+            .open(&path)
+            .map_err(|e| AuditError::io(&path, e))?;
+        writer.out = Out::File {
+            path: path.clone(),
+            file,
+            size,
+            _lock: lock,
+        };
+        if let Some(info) = &repaired {
+            writer
+                .write_repair(info)
+                .map_err(|e| AuditError::io(&path, e))?;
+        }
+        let info = OpenInfo {
+            next_seq: writer.seq + 1,
+            prev_hash: writer.prev_hash.clone(),
+            repaired,
+        };
+        Ok((writer, info))
+    }
+
+    /// A writer to standard output at the chain's start (`open` points it
+    /// at the file and the chain's end).
+    fn new(config: &AuditConfig, stats: Arc<Stats>) -> Writer {
+        Writer {
             out: Out::Stdout(io::stdout()),
             sync: config.sync,
             max_bytes: config.max_file_bytes,
@@ -653,128 +705,20 @@ impl Writer {
             gap: None,
             failing: None,
             seen_dropped: 0,
-        };
-        let path = match &config.sink {
-            Sink::Stdout => {
-                return Ok((
-                    writer,
-                    OpenInfo {
-                        next_seq: 1,
-                        prev_hash: GENESIS_HASH.into(),
-                        repaired: None,
-                    },
-                ))
-            }
-            Sink::File(p) => p.clone(),
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
         }
-        let lock_path = {
-            let mut s = path.as_os_str().to_os_string();
-            s.push(".lock");
-            PathBuf::from(s)
-        };
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| AuditError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(AuditError::Locked(path)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io(&lock_path, e)),
-        }
+    }
 
-        // Cut a torn last line away.
-        let mut repaired = None;
-        let mut last_line = None;
-        let mut size = 0;
-        if path.exists() {
-            let t = chain::tail(&path).map_err(|e| AuditError::io(&path, e))?;
-            if !t.torn.is_empty() {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| AuditError::io(&path, e))?;
-                f.set_len(t.intact_len)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| AuditError::io(&path, e))?;
-                repaired = Some(RepairInfo {
-                    file: path.display().to_string(),
-                    offset: t.intact_len,
-                    cut_bytes: t.len - t.intact_len,
-                    cut_sha256: hex::encode(Sha256::digest(&t.torn)),
-                });
-            }
-            size = t.intact_len;
-            last_line = t.last_line.map(|l| (path.clone(), l));
-        }
-        if last_line.is_none() {
-            let nums = rotated_numbers(&path).map_err(|e| AuditError::io(&path, e))?;
-            // The smallest number is the newest rotated file.
-            if let Some(&n) = nums.first() {
-                let newest = rotated_path(&path, n);
-                let t = chain::tail(&newest).map_err(|e| AuditError::io(&newest, e))?;
-                last_line = t.last_line.map(|l| (newest, l));
-            }
-        }
-        if let Some((file, line)) = last_line {
-            let loc = Location {
-                file: file.clone(),
-                line: 0,
-            };
-            let (_, link) = parse_link(&line, &loc).map_err(|e| AuditError::Corrupt {
-                file: file.clone(),
-                message: format!(
-                    "the last record cannot be read ({}); run `partnergate audit verify`",
-                    match e {
-                        AuditError::Malformed { message, .. } => message,
-                        other => other.to_string(),
-                    }
-                ),
-            })?;
-            if !link.hash_ok {
-                return Err(AuditError::Corrupt {
-                    file,
-                    message: format!(
-                        "the last record (seq {}) does not match its hash; run `partnergate audit verify`",
-                        link.seq
-                    ),
-                });
-            }
-            writer.seq = link.seq;
-            writer.prev_hash = link.hash;
-        }
-        let file = private_append()
-            .open(&path)
-            .map_err(|e| AuditError::io(&path, e))?;
-        writer.out = Out::File {
-            path: path.clone(),
-            file,
-            size,
-            _lock: lock,
-        };
-        if let Some(info) = &repaired {
-            let ts = format_ts(OffsetDateTime::now_utc());
-            let b = repair_body(info, &ts, writer.replica.as_deref());
-            let (line, hash) = seal(b, writer.seq + 1, &writer.prev_hash);
-            let mut bytes = line.into_bytes();
-            bytes.push(b'\n');
-            writer
-                .write_bytes(&bytes)
-                .and_then(|()| writer.sync_now())
-                .map_err(|e| AuditError::io(&path, e))?;
-            writer.seq += 1;
-            writer.prev_hash = hash;
-        }
-        let info = OpenInfo {
-            next_seq: writer.seq + 1,
-            prev_hash: writer.prev_hash.clone(),
-            repaired,
-        };
-        Ok((writer, info))
+    /// Append the chained record stating a repair, and make it durable.
+    fn write_repair(&mut self, info: &RepairInfo) -> io::Result<()> {
+        let ts = format_ts(OffsetDateTime::now_utc());
+        let b = repair_body(info, &ts, self.replica.as_deref());
+        let (line, hash) = seal(b, self.seq + 1, &self.prev_hash);
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        self.write_bytes(&bytes).and_then(|()| self.sync_now())?;
+        self.seq += 1;
+        self.prev_hash = hash;
+        Ok(())
     }
 
     fn run(&mut self, rx: Receiver<Msg>, max_batch: usize, linger: Duration) {
@@ -1278,6 +1222,101 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The last line of a log file, with the file it was read from.
+type LastLine = Option<(PathBuf, String)>;
+
+/// Create the log's directory and take the exclusive lock `PATH.lock` (a
+/// second writer of the same file is refused).
+fn lock_log(path: &Path) -> Result<File, AuditError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+    }
+    let lock_path = {
+        let mut s = path.as_os_str().to_os_string();
+        s.push(".lock");
+        PathBuf::from(s)
+    };
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| AuditError::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Locked(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::io(&lock_path, e)),
+    }
+}
+
+/// Cut a torn last line away from `path` (if it exists): what was cut, the
+/// intact size and the last intact line.
+fn cut_torn_tail(path: &Path) -> Result<(Option<RepairInfo>, u64, LastLine), AuditError> {
+    if !path.exists() {
+        return Ok((None, 0, None));
+    }
+    let t = chain::tail(path).map_err(|e| AuditError::io(path, e))?;
+    let mut repaired = None;
+    if !t.torn.is_empty() {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| AuditError::io(path, e))?;
+        f.set_len(t.intact_len)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| AuditError::io(path, e))?;
+        repaired = Some(RepairInfo {
+            file: path.display().to_string(),
+            offset: t.intact_len,
+            cut_bytes: t.len - t.intact_len,
+            cut_sha256: hex::encode(Sha256::digest(&t.torn)),
+        });
+    }
+    let last_line = t.last_line.map(|l| (path.to_path_buf(), l));
+    Ok((repaired, t.intact_len, last_line))
+}
+
+/// The last line of the newest rotated file of `path`, if any.
+fn last_line_of_newest_rotation(path: &Path) -> Result<LastLine, AuditError> {
+    let nums = rotated_numbers(path).map_err(|e| AuditError::io(path, e))?;
+    // The smallest number is the newest rotated file.
+    let Some(&n) = nums.first() else {
+        return Ok(None);
+    };
+    let newest = rotated_path(path, n);
+    let t = chain::tail(&newest).map_err(|e| AuditError::io(&newest, e))?;
+    Ok(t.last_line.map(|l| (newest, l)))
+}
+
+/// The chain link of the last record the writer continues from: it must
+/// parse and match its hash, else the log is corrupt.
+fn intact_last_link(file: PathBuf, line: &str) -> Result<chain::Link, AuditError> {
+    let loc = Location {
+        file: file.clone(),
+        line: 0,
+    };
+    let (_, link) = parse_link(line, &loc).map_err(|e| AuditError::Corrupt {
+        file: file.clone(),
+        message: format!(
+            "the last record cannot be read ({}); run `partnergate audit verify`",
+            match e {
+                AuditError::Malformed { message, .. } => message,
+                other => other.to_string(),
+            }
+        ),
+    })?;
+    if !link.hash_ok {
+        return Err(AuditError::Corrupt {
+            file,
+            message: format!(
+                "the last record (seq {}) does not match its hash; run `partnergate audit verify`",
+                link.seq
+            ),
+        });
+    }
+    Ok(link)
 }
 
 /// The path of the log: the default when none is given.

@@ -1,6 +1,7 @@
 //! The core: entity stores ([`store`]: SQLite, PostgreSQL), the in-memory
-//! [`directory`] of entities, hot [`reload`] of the policy pack, and
-//! [`authz`], the decision path every adapter calls.
+//! [`directory`] of entities, hot [`reload`] of the policy pack,
+//! [`authz`], the decision path every adapter calls, and [`runtime`], the
+//! builder that wires a pack, a store and a decision log into it once.
 //!
 //! Depends on `partnergate-policy` and `partnergate-audit`. It must never
 //! know the partner pack's rules (the orchestrator), proofs, HTTP or the
@@ -9,6 +10,7 @@
 pub mod authz;
 pub mod directory;
 pub mod reload;
+pub mod runtime;
 pub mod store;
 
 use partnergate_audit as audit;

@@ -276,16 +276,7 @@ pub struct WatchHandle {
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
-type SharedDebouncer = Arc<
-    Mutex<
-        Option<
-            notify_debouncer_full::Debouncer<
-                notify::RecommendedWatcher,
-                notify_debouncer_full::RecommendedCache,
-            >,
-        >,
-    >,
->;
+type SharedDebouncer = Arc<Mutex<Option<Debouncer>>>;
 
 impl WatchHandle {
     /// Stop watching and wait for the reload thread to finish.
@@ -329,30 +320,106 @@ pub struct WatchError {
 /// placed on the parent directories too, so rename-saves, deletions and a
 /// re-created policies directory are all seen.
 pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHandle, WatchError> {
-    let source = evaluator.source().clone();
-    let policies_path = absolute(&source.policies);
-    // Extra directories (e.g. invariants) are watched themselves; extra
-    // files through their parent directory.
-    let (extra_dirs, mut files): (Vec<PathBuf>, Vec<PathBuf>) =
-        extra.iter().map(|p| absolute(p)).partition(|p| p.is_dir());
-    if let Some(s) = &source.schema {
-        files.push(absolute(s));
-    }
+    let watched = Watched::new(evaluator.source(), &extra);
     let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
+    let debouncer = start_debouncer(&watched, tx)?;
+    let shared: SharedDebouncer = Arc::new(Mutex::new(Some(debouncer)));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let policies_path = watched.policies.clone();
+    let reloader = Reloader {
+        evaluator,
+        watched,
+        rearm: shared.clone(),
+        stopping: stopping.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("partnergate-watch".into())
+        .stack_size(crate::prescan::POLICY_THREAD_STACK)
+        .spawn(move || reloader.run(&rx))
+        .map_err(|e| WatchError {
+            path: policies_path,
+            message: e.to_string(),
+        })?;
+    Ok(WatchHandle {
+        debouncer: shared,
+        thread: Some(thread),
+        stopping,
+    })
+}
+
+/// What a watcher looks at, as absolute paths.
+struct Watched {
+    /// The policy directory (or file).
+    policies: PathBuf,
+    /// Whether the policies were a directory when the watch started.
+    policies_is_dir: bool,
+    /// Single files: the schema and extra files (watched through their parents).
+    files: Vec<PathBuf>,
+    /// Extra directories (e.g. invariants), watched themselves.
+    extra_dirs: Vec<PathBuf>,
+}
+
+impl Watched {
+    /// The paths of `source` and the `extra` inputs.
+    fn new(source: &PackSource, extra: &[PathBuf]) -> Self {
+        let policies = absolute(&source.policies);
+        let (extra_dirs, mut files): (Vec<PathBuf>, Vec<PathBuf>) =
+            extra.iter().map(|p| absolute(p)).partition(|p| p.is_dir());
+        if let Some(s) = &source.schema {
+            files.push(absolute(s));
+        }
+        Watched {
+            policies_is_dir: policies.is_dir(),
+            policies,
+            files,
+            extra_dirs,
+        }
+    }
+
+    /// The directories to watch non-recursively: the files' parents, the
+    /// policies' parent and the extra directories.
+    fn directories(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        if let Some(parent) = self.policies.parent() {
+            dirs.push(parent.to_path_buf());
+        }
+        dirs.extend(self.extra_dirs.iter().cloned());
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether an event on `p` (absolute) concerns an input.
+    fn is_relevant(&self, p: &Path) -> bool {
+        p.starts_with(&self.policies)
+            || self.files.iter().any(|f| p == f)
+            || self.extra_dirs.iter().any(|d| p.starts_with(d))
+    }
+}
+
+type Debouncer = notify_debouncer_full::Debouncer<
+    notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+/// A debouncer sending to `tx`, watching every directory of `watched` (and
+/// the policy directory itself).
+fn start_debouncer(
+    watched: &Watched,
+    tx: std::sync::mpsc::Sender<DebounceEventResult>,
+) -> Result<Debouncer, WatchError> {
     let mut debouncer = new_debouncer(DEBOUNCE, None, tx).map_err(|e| WatchError {
-        path: policies_path.clone(),
+        path: watched.policies.clone(),
         message: e.to_string(),
     })?;
-    let mut dirs: Vec<PathBuf> = files
-        .iter()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect();
-    if let Some(parent) = policies_path.parent() {
-        dirs.push(parent.to_path_buf());
+    let mut dirs = watched.directories();
+    if watched.policies_is_dir {
+        dirs.push(watched.policies.clone());
     }
-    dirs.extend(extra_dirs.iter().cloned());
-    dirs.sort();
-    dirs.dedup();
     for d in &dirs {
         debouncer
             .watch(d, RecursiveMode::NonRecursive)
@@ -361,78 +428,69 @@ pub fn watch(evaluator: Arc<Evaluator>, extra: Vec<PathBuf>) -> Result<WatchHand
                 message: e.to_string(),
             })?;
     }
-    let policies_is_dir = policies_path.is_dir();
-    if policies_is_dir {
-        debouncer
-            .watch(&policies_path, RecursiveMode::NonRecursive)
-            .map_err(|e| WatchError {
-                path: policies_path.clone(),
-                message: e.to_string(),
-            })?;
-    }
-    let relevant = {
-        let policies_path = policies_path.clone();
-        move |p: &Path| {
-            p.starts_with(&policies_path)
-                || files.iter().any(|f| p == f)
-                || extra_dirs.iter().any(|d| p.starts_with(d))
-        }
-    };
-    let shared: SharedDebouncer = Arc::new(Mutex::new(Some(debouncer)));
-    let rearm = shared.clone();
-    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_seen = stopping.clone();
-    let policies_path_thread = policies_path.clone();
-    let thread = std::thread::Builder::new()
-        .name("partnergate-watch".into())
-        .stack_size(crate::prescan::POLICY_THREAD_STACK)
-        .spawn(move || {
-            let policies_path = policies_path_thread;
-            // Ends when the debouncer (the sender) is dropped: no spinning.
-            while let Ok(result) = rx.recv() {
-                // On shutdown, events still queued are dropped, not reloaded.
-                if stop_seen.load(std::sync::atomic::Ordering::Acquire) {
-                    break;
-                }
-                match result {
-                    Ok(events) => {
-                        let hit = events.iter().any(|ev| {
-                            changes_content(&ev.event.kind)
-                                && ev.event.paths.iter().any(|p| relevant(&absolute(p)))
-                        });
-                        if hit {
-                            // A deleted and re-created policies directory
-                            // needs a new watch (the parent's saw it return).
-                            if policies_is_dir && policies_path.is_dir() {
-                                if let Some(d) =
-                                    rearm.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-                                {
-                                    let _ = d.watch(&policies_path, RecursiveMode::NonRecursive);
-                                }
-                            }
-                            let _ = evaluator.reload_if_changed();
-                        }
+    Ok(debouncer)
+}
+
+/// The watcher thread's state: turns debounced events into reloads.
+struct Reloader {
+    evaluator: Arc<Evaluator>,
+    watched: Watched,
+    /// The debouncer, to re-watch a re-created policy directory.
+    rearm: SharedDebouncer,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Reloader {
+    /// Reload on every relevant event until the debouncer (the sender) is
+    /// dropped or the handle stops: no spinning.
+    fn run(&self, rx: &std::sync::mpsc::Receiver<DebounceEventResult>) {
+        while let Ok(result) = rx.recv() {
+            // On shutdown, events still queued are dropped, not reloaded.
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            match result {
+                Ok(events) => self.on_events(&events),
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!(error = %e, "file watcher error; still watching");
                     }
-                    Err(errors) => {
-                        for e in errors {
-                            tracing::warn!(error = %e, "file watcher error; still watching");
-                        }
-                        // An error may mean lost events: look at the content.
-                        let _ = evaluator.reload_if_changed();
-                    }
+                    // An error may mean lost events: look at the content.
+                    let _ = self.evaluator.reload_if_changed();
                 }
             }
-            tracing::debug!("policy watcher stopped");
-        })
-        .map_err(|e| WatchError {
-            path: policies_path.clone(),
-            message: e.to_string(),
-        })?;
-    Ok(WatchHandle {
-        debouncer: shared,
-        thread: Some(thread),
-        stopping,
-    })
+        }
+        tracing::debug!("policy watcher stopped");
+    }
+
+    /// Reload if some event can have changed an input's content.
+    fn on_events(&self, events: &[notify_debouncer_full::DebouncedEvent]) {
+        let hit = events.iter().any(|ev| {
+            changes_content(&ev.event.kind)
+                && ev
+                    .event
+                    .paths
+                    .iter()
+                    .any(|p| self.watched.is_relevant(&absolute(p)))
+        });
+        if !hit {
+            return;
+        }
+        // A deleted and re-created policies directory needs a new watch (the
+        // parent's saw it return).
+        let policies = &self.watched.policies;
+        if self.watched.policies_is_dir && policies.is_dir() {
+            if let Some(d) = self
+                .rearm
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                let _ = d.watch(policies, RecursiveMode::NonRecursive);
+            }
+        }
+        let _ = self.evaluator.reload_if_changed();
+    }
 }
 
 /// The content digest of every file a reload reads: the policy files, the

@@ -27,6 +27,7 @@
 
 pub mod postgres;
 pub mod rules;
+pub mod runtime;
 pub mod sqlite;
 pub mod store;
 

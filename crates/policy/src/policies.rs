@@ -353,13 +353,46 @@ pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// [`crate::prescan::POLICY_THREAD_STACK`] (the reload thread, the CLI and
 /// the sidecar's runtime are).
 pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
-    let limits = source.limits;
     let files = policy_files(&source.policies)?;
     let mut hasher = Sha256::new();
+    let texts = read_policy_texts(&files, &source.limits, &mut hasher)?;
+    let schema = read_pack_schema(source, &mut hasher)?;
+    let identified = identify_policies(&files, &texts)?;
+    let warnings = match &schema {
+        Some(schema) => validate_strictly(schema, &identified, &texts)?,
+        None => Vec::new(),
+    };
+    let mut all_files = files;
+    if let Some(s) = &source.schema {
+        all_files.push(s.clone());
+    }
+    let digest = hasher.finalize();
+    let actions = schema.as_ref().map(action_closure).unwrap_or_default();
+    Ok(PolicyPack {
+        extensions: Vec::new(),
+        actions,
+        policy_set: identified.policy_set,
+        schema,
+        version: format!("sha256:{}", &hex::encode(digest)[..16]),
+        files: all_files,
+        schema_file: source.schema.clone(),
+        policies: identified.policies,
+        warnings,
+        index: identified.index,
+    })
+}
+
+/// Read every policy file held against the limits (the policy count across
+/// files included), feeding names and texts to the version hash.
+fn read_policy_texts(
+    files: &[PathBuf],
+    limits: &PackLimits,
+    hasher: &mut Sha256,
+) -> Result<Vec<String>, LoadError> {
     let mut texts = Vec::with_capacity(files.len());
     let mut policy_count = 0usize;
-    for f in &files {
-        let (text, scan) = read_checked(f, &limits)?;
+    for f in files {
+        let (text, scan) = read_checked(f, limits)?;
         policy_count += scan.policies;
         if policy_count > limits.max_policies {
             let message = format!(
@@ -379,55 +412,52 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
         hasher.update([0]);
         texts.push(text);
     }
-    let schema = match &source.schema {
-        Some(path) => {
-            let (text, _) = read_checked(path, &limits)?;
-            hasher.update(b"schema\0");
-            hasher.update(text.as_bytes());
-            Some(parse_schema(path, &text)?)
-        }
-        None => None,
-    };
+    Ok(texts)
+}
 
-    let mut policy_set = PolicySet::new();
-    let mut policies: Vec<PolicyInfo> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut texts_by_id: HashMap<String, (PathBuf, usize)> = HashMap::new();
+/// Read and parse the source's schema, if any, held against the limits and
+/// fed to the version hash.
+fn read_pack_schema(source: &PackSource, hasher: &mut Sha256) -> Result<Option<Schema>, LoadError> {
+    let Some(path) = &source.schema else {
+        return Ok(None);
+    };
+    let (text, _) = read_checked(path, &source.limits)?;
+    hasher.update(b"schema\0");
+    hasher.update(text.as_bytes());
+    Ok(Some(parse_schema(path, &text)?))
+}
+
+/// The pack's policies under their `@id`s, and where each came from.
+struct Identified {
+    policy_set: PolicySet,
+    policies: Vec<PolicyInfo>,
+    index: HashMap<String, usize>,
+    /// Each id's file and the index of its text.
+    texts_by_id: HashMap<String, (PathBuf, usize)>,
+}
+
+/// Parse every file and re-identify each policy by `@id` (else Cedar's
+/// `policyN`, counted across files); a duplicate id names both files.
+fn identify_policies(files: &[PathBuf], texts: &[String]) -> Result<Identified, LoadError> {
+    let mut out = Identified {
+        policy_set: PolicySet::new(),
+        policies: Vec::new(),
+        index: HashMap::new(),
+        texts_by_id: HashMap::new(),
+    };
     let mut default_counter = 0usize;
-    for (file_idx, (file, text)) in files.iter().zip(&texts).enumerate() {
-        let parsed = PolicySet::from_str(text).map_err(|e| LoadError::Parse {
-            file: file.clone(),
-            problems: problems_from(&e, file, text, None),
-        })?;
-        // Cedar names the policies of one text policy0, policy1, ... in order.
-        let mut in_file: BTreeMap<usize, cedar_policy::Policy> = BTreeMap::new();
-        for p in parsed.policies() {
-            let n = AsRef::<str>::as_ref(p.id())
-                .strip_prefix("policy")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(usize::MAX);
-            in_file.insert(n, p.clone());
-        }
-        if parsed.templates().next().is_some() {
-            return Err(LoadError::Parse {
-                file: file.clone(),
-                problems: vec![plain_problem(
-                    file,
-                    "policy templates are not supported; write static policies",
-                )],
-            });
-        }
+    for (file_idx, (file, text)) in files.iter().zip(texts).enumerate() {
         let mut lines = LineFinder::new(text);
-        for policy in in_file.into_values() {
+        for policy in parse_policy_file(file, text)? {
             let id = match policy.annotation("id") {
                 Some(id) => id.to_string(),
                 None => format!("policy{default_counter}"),
             };
             default_counter += 1;
-            if let Some(&i) = index.get(&id) {
+            if let Some(&i) = out.index.get(&id) {
                 return Err(LoadError::DuplicateId {
                     id,
-                    first: policies[i].file.clone(),
+                    first: out.policies[i].file.clone(),
                     second: file.clone(),
                 });
             }
@@ -440,63 +470,71 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
                 line,
             };
             let renamed = policy.new_id(PolicyId::new(&id));
-            policy_set.add(renamed).map_err(|e| LoadError::Parse {
+            out.policy_set.add(renamed).map_err(|e| LoadError::Parse {
                 file: file.clone(),
                 problems: vec![plain_problem(file, &e.to_string())],
             })?;
-            index.insert(id.clone(), policies.len());
-            texts_by_id.insert(id, (file.clone(), file_idx));
-            policies.push(info);
+            out.index.insert(id.clone(), out.policies.len());
+            out.texts_by_id.insert(id, (file.clone(), file_idx));
+            out.policies.push(info);
         }
     }
+    Ok(out)
+}
 
-    let mut warnings = Vec::new();
-    if let Some(schema) = &schema {
-        let result = Validator::new(schema.clone()).validate(&policy_set, ValidationMode::Strict);
-        let locate = |id: &str| texts_by_id.get(id).map(|(f, i)| (f, texts[*i].as_str()));
-        let errors: Vec<Problem> = result
-            .validation_errors()
-            .flat_map(|e| {
-                let id = e.policy_id().to_string();
-                match locate(&id) {
-                    Some((f, t)) => problems_from(e, f, t, Some(&id)),
-                    None => problems_from_unlocated(e, Some(&id)),
-                }
-            })
-            .collect();
-        warnings = result
-            .validation_warnings()
-            .flat_map(|w| {
-                let id = w.policy_id().to_string();
-                match locate(&id) {
-                    Some((f, t)) => problems_from(w, f, t, Some(&id)),
-                    None => problems_from_unlocated(w, Some(&id)),
-                }
-            })
-            .collect();
-        if !errors.is_empty() {
-            return Err(LoadError::Validation { problems: errors });
-        }
+/// One file's static policies in text order (templates are refused).
+fn parse_policy_file(file: &Path, text: &str) -> Result<Vec<cedar_policy::Policy>, LoadError> {
+    let parsed = PolicySet::from_str(text).map_err(|e| LoadError::Parse {
+        file: file.to_path_buf(),
+        problems: problems_from(&e, file, text, None),
+    })?;
+    // Cedar names the policies of one text policy0, policy1, ... in order.
+    let mut in_file: BTreeMap<usize, cedar_policy::Policy> = BTreeMap::new();
+    for p in parsed.policies() {
+        let n = AsRef::<str>::as_ref(p.id())
+            .strip_prefix("policy")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(usize::MAX);
+        in_file.insert(n, p.clone());
     }
+    if parsed.templates().next().is_some() {
+        return Err(LoadError::Parse {
+            file: file.to_path_buf(),
+            problems: vec![plain_problem(
+                file,
+                "policy templates are not supported; write static policies",
+            )],
+        });
+    }
+    Ok(in_file.into_values().collect())
+}
 
-    let mut all_files = files;
-    if let Some(s) = &source.schema {
-        all_files.push(s.clone());
+/// Strict validation against the schema: the errors reject the pack; the
+/// warnings are returned. Each problem is located in its policy's file.
+fn validate_strictly(
+    schema: &Schema,
+    identified: &Identified,
+    texts: &[String],
+) -> Result<Vec<Problem>, LoadError> {
+    let result =
+        Validator::new(schema.clone()).validate(&identified.policy_set, ValidationMode::Strict);
+    // A diagnostic of policy `id`, located in that policy's file.
+    let located = |diag: &dyn Diagnostic, id: String| match identified.texts_by_id.get(&id) {
+        Some((f, i)) => problems_from(diag, f, &texts[*i], Some(&id)),
+        None => problems_from_unlocated(diag, Some(&id)),
+    };
+    let errors: Vec<Problem> = result
+        .validation_errors()
+        .flat_map(|e| located(e, e.policy_id().to_string()))
+        .collect();
+    let warnings = result
+        .validation_warnings()
+        .flat_map(|w| located(w, w.policy_id().to_string()))
+        .collect();
+    if !errors.is_empty() {
+        return Err(LoadError::Validation { problems: errors });
     }
-    let digest = hasher.finalize();
-    let actions = schema.as_ref().map(action_closure).unwrap_or_default();
-    Ok(PolicyPack {
-        extensions: Vec::new(),
-        actions,
-        policy_set,
-        schema,
-        version: format!("sha256:{}", &hex::encode(digest)[..16]),
-        files: all_files,
-        schema_file: source.schema.clone(),
-        policies,
-        warnings,
-        index,
-    })
+    Ok(warnings)
 }
 
 /// Read and parse a schema file on its own (`.json` is Cedar's JSON schema

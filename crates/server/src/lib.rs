@@ -35,9 +35,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use partnergate_audit as audit;
 use partnergate_core::authz::{self, Authz};
-use partnergate_core::directory::{self, Directory};
-use partnergate_core::reload::{self, Evaluator};
-use partnergate_core::store::{self, sqlite::SqliteStore};
+use partnergate_core::directory;
+use partnergate_core::reload;
+use partnergate_core::runtime::{Runtime, RuntimeError};
+use partnergate_core::store;
 use partnergate_policy::policies::{self, PackSource};
 use partnergate_policy::{engine, prescan};
 
@@ -89,13 +90,7 @@ pub struct ServeConfig {
     pub request_entities: crate::authz::RequestEntities,
 }
 
-/// A default replica id: host name and process id.
-pub fn default_replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}-{}", std::process::id())
-}
+pub use partnergate_core::runtime::default_replica_id;
 
 /// The one set of defaults of `partnergate serve`: [`ServeConfig::default`]
 /// and the binary's flags both read them, so they cannot drift.
@@ -187,6 +182,19 @@ pub enum ServeError {
     Audit(#[from] crate::audit::AuditError),
     #[error("--audit-required needs a decision log (not --audit-log off)")]
     AuditRequiredWithoutLog,
+}
+
+impl From<RuntimeError> for ServeError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Load(e) => ServeError::Load(e),
+            RuntimeError::Directory(e) => ServeError::Directory(e),
+            RuntimeError::Store(e) => ServeError::Store(e),
+            RuntimeError::Watch(e) => ServeError::Watch(e),
+            RuntimeError::Audit(e) => ServeError::Audit(e),
+            RuntimeError::AuditRequiredWithoutLog => ServeError::AuditRequiredWithoutLog,
+        }
+    }
 }
 
 /// Shared state of the handlers.
@@ -373,110 +381,58 @@ pub struct Sidecar {
 
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
+    let (runtime, quotas) = partnergate_partners::runtime::with_quotas(runtime(config))
+        .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
+    let runtime = if config.prove_on_reload {
+        runtime.gate(
+            partnergate_prove::reload_gate(config.invariants.clone()),
+            [config.invariants.clone()],
+        )
+    } else {
+        runtime
+    };
+    let wired = runtime.build()?;
+    let (token, token_path) = load_or_create_token(config)?;
+    // The recorder first: the gauge below must reach it.
+    let metrics = metrics_handle();
+    let pack = wired.authz.evaluator().current();
+    metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
+    let orchestrator = Arc::new(partnergate_partners::runtime::orchestrator(&wired, quotas));
+    let state = Arc::new(app_state(config, wired.authz, orchestrator, token, metrics));
+    Ok(Sidecar {
+        state,
+        token_path,
+        watch: wired.watch,
+        feed: wired.feed,
+        shadow_watch: wired.shadow_watch,
+    })
+}
+
+/// The runtime `config` asks for: the pack, the store, the decision log,
+/// the shadow set, watching and the change feed.
+fn runtime(config: &ServeConfig) -> Runtime {
     let source = PackSource::new(config.policies.clone(), Some(config.schema.clone()))
         .with_limits(config.limits);
-    let quotas_path = partnergate_partners::rules::quotas_path_for(&config.policies);
-    let quotas = partnergate_partners::rules::QuotaRules::load(quotas_path.clone())
-        .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
-    let mut gates = vec![quotas.gate()];
-    let mut watch_extra = vec![quotas_path];
-    if config.prove_on_reload {
-        gates.push(partnergate_prove::reload_gate(config.invariants.clone()));
-        watch_extra.push(config.invariants.clone());
-    }
-    let evaluator = Arc::new(Evaluator::load_with_inputs(
-        source,
-        gates,
-        watch_extra.clone(),
-    )?);
-    #[allow(clippy::type_complexity)]
-    let (store, orchestrator_store, pg_url): (
-        Arc<dyn crate::store::EntityBackend>,
-        Arc<dyn partnergate_partners::store::OrchestratorStore>,
-        Option<String>,
-    ) = match &config.store {
-        crate::store::StoreSpec::Sqlite => {
-            let s = Arc::new(SqliteStore::open_in(&config.data_dir)?);
-            (s.clone(), s, None)
-        }
-        crate::store::StoreSpec::Postgres(url) => {
-            let s = Arc::new(crate::store::postgres::PgStore::open(url, &config.replica)?);
-            (s.clone(), s, Some(url.clone()))
-        }
-    };
-    let directory = Arc::new(Directory::open(store)?);
-    let feed = match pg_url {
-        Some(url) => {
-            let d = directory.clone();
-            Some(crate::store::postgres::ChangeFeed::start(
-                &url,
-                directory.loaded_seq(),
-                move |changes| {
-                    metrics::counter!("partnergate_feed_changes_total")
-                        .increment(changes.len() as u64);
-                    d.apply_changes(changes)
-                },
-            )?)
-        }
-        None => None,
-    };
-    let (token, token_path) = load_or_create_token(config)?;
-    let watch = if config.watch {
-        Some(reload::watch(evaluator.clone(), watch_extra)?)
-    } else {
-        None
-    };
-    let metrics = metrics_handle();
-    let pack = evaluator.current();
-    metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
-    let mut authz =
-        Authz::new(evaluator.clone(), directory).with_request_entities(config.request_entities);
-    let mut shadow_watch = None;
-    if let Some(dir) = &config.shadow_policies {
-        let candidate = Arc::new(Evaluator::load(
-            PackSource::new(dir.clone(), Some(config.schema.clone())).with_limits(config.limits),
-        )?);
-        if config.watch {
-            shadow_watch = Some(reload::watch(candidate.clone(), Vec::new())?);
-        }
-        tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
-        authz = authz.with_shadow(candidate);
-    }
-    if config.audit_required && config.audit.is_none() {
-        return Err(ServeError::AuditRequiredWithoutLog);
-    }
-    if let Some(audit_config) = &config.audit {
-        let mut audit_config = audit_config.clone();
-        if audit_config.replica.is_none() {
-            audit_config.replica = Some(config.replica.clone());
-        }
-        let (log, info) = crate::audit::AuditLog::open(audit_config)?;
-        if let Some(repair) = &info.repaired {
-            tracing::warn!(?repair, "decision log: a torn last record was repaired");
-        }
-        let reload_log = log.clone();
-        evaluator.on_reload(Box::new(move |pack, error| {
-            reload_log.log(crate::audit::ReloadEvent {
-                request_id: None,
-                files: pack.files.iter().map(|f| f.display().to_string()).collect(),
-                version: Some(pack.version.clone()),
-                error: error.map(|e| {
-                    let problems: Vec<String> =
-                        e.problems().iter().map(|p| p.to_string()).collect();
-                    format!("{e}: {}", problems.join("; "))
-                }),
-            });
-        }));
-        authz = authz
-            .with_audit(log)
-            .with_audit_required(config.audit_required);
-    }
-    let orchestrator = Arc::new(partnergate_partners::Orchestrator::new(
-        authz.clone(),
-        orchestrator_store,
-        quotas,
-    ));
-    let state = Arc::new(AppState {
+    Runtime::new(source)
+        .store(config.store.clone(), config.data_dir.clone())
+        .replica(config.replica.clone())
+        .audit(config.audit.clone())
+        .audit_required(config.audit_required)
+        .request_entities(config.request_entities)
+        .shadow(config.shadow_policies.clone())
+        .watch(config.watch)
+        .follow_changes(true)
+}
+
+/// The handlers' state over the wired decision path.
+fn app_state(
+    config: &ServeConfig,
+    authz: Authz,
+    orchestrator: Arc<partnergate_partners::Orchestrator>,
+    token: String,
+    metrics: PrometheusHandle,
+) -> AppState {
+    AppState {
         authz,
         orchestrator,
         token,
@@ -490,14 +446,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
             Some(url) => OnceLock::from(url.trim_end_matches('/').to_string()),
             None => OnceLock::new(),
         },
-    });
-    Ok(Sidecar {
-        state,
-        token_path,
-        watch,
-        feed,
-        shadow_watch,
-    })
+    }
 }
 
 /// Run the sidecar until SIGTERM or Ctrl-C; SIGHUP forces a reload.

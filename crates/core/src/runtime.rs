@@ -1,0 +1,306 @@
+//! [`Runtime`]: the one place a policy pack, an entity store, the directory
+//! over it and the decision log are wired together into an [`Authz`].
+//!
+//! The sidecar, the orchestrator's command line, the benches and the
+//! examples all build their decision path here, so each gets the same
+//! gates, the same store opening, the same decision log (reloads logged
+//! too) and the same request-entity rules. It must never know the partner
+//! pack (the orchestrator builds itself over a [`Wired`]'s pieces), HTTP or
+//! the command line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::audit::{AuditConfig, AuditError, AuditLog, ReloadEvent};
+use crate::authz::{Authz, RequestEntities};
+use crate::directory::{Directory, DirectoryError};
+use crate::policies::{LoadError, PackSource};
+use crate::reload::{self, Evaluator, Gate, WatchError, WatchHandle};
+use crate::store::postgres::{ChangeFeed, PgStore};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{EntityBackend, StoreError, StoreSpec};
+
+/// A default replica id: host name and process id.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Why a runtime could not be wired.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot load the policies:\n{}", .0.render())]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("decision log: {0}")]
+    Audit(#[from] AuditError),
+    #[error("--audit-required needs a decision log (not --audit-log off)")]
+    AuditRequiredWithoutLog,
+}
+
+/// The opened entity store, by kind: the directory reads it as an
+/// [`EntityBackend`]; layers above (the orchestrator) use the same
+/// connection for their own tables.
+#[derive(Clone)]
+pub enum OpenStore {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl OpenStore {
+    /// The store as the directory's backend.
+    pub fn backend(&self) -> Arc<dyn EntityBackend> {
+        match self {
+            OpenStore::Sqlite(s) => s.clone(),
+            OpenStore::Postgres(s) => s.clone(),
+        }
+    }
+}
+
+/// The wired pieces: the decision path and what its owner keeps alive.
+pub struct Wired {
+    /// The decision path (evaluator, directory, decision log, shadow set).
+    pub authz: Authz,
+    /// The store the directory was loaded from.
+    pub store: OpenStore,
+    /// The policy watcher, when asked for ([`Runtime::watch`]).
+    pub watch: Option<WatchHandle>,
+    /// The shadow policies' watcher, when watching with a shadow set.
+    pub shadow_watch: Option<WatchHandle>,
+    /// The PostgreSQL change feed (other replicas' writes), when asked for
+    /// ([`Runtime::follow_changes`]) over PostgreSQL.
+    pub feed: Option<ChangeFeed>,
+}
+
+impl Wired {
+    /// Stop the decision log's writer after writing what is queued (a
+    /// short-lived command calls this before it exits).
+    pub fn shutdown_log(&self) {
+        if let Some(log) = self.authz.audit() {
+            log.shutdown();
+        }
+    }
+}
+
+/// A builder of the decision path: the pack (with its gates), the store,
+/// the decision log and the options; [`Runtime::build`] wires them once.
+pub struct Runtime {
+    source: PackSource,
+    gates: Vec<Gate>,
+    gate_inputs: Vec<PathBuf>,
+    store: StoreSpec,
+    data_dir: PathBuf,
+    replica: Option<String>,
+    audit: Option<AuditConfig>,
+    audit_required: bool,
+    request_entities: RequestEntities,
+    shadow: Option<PathBuf>,
+    watch: bool,
+    follow_changes: bool,
+}
+
+impl Runtime {
+    /// A runtime over `source` with SQLite in the `data` directory, no
+    /// decision log, no watcher and the default request-entity rules.
+    pub fn new(source: PackSource) -> Self {
+        Runtime {
+            source,
+            gates: Vec::new(),
+            gate_inputs: Vec::new(),
+            store: StoreSpec::Sqlite,
+            data_dir: PathBuf::from("data"),
+            replica: None,
+            audit: None,
+            audit_required: false,
+            request_entities: RequestEntities::default(),
+            shadow: None,
+            watch: false,
+            follow_changes: false,
+        }
+    }
+
+    /// The pack's files.
+    pub fn source(&self) -> &PackSource {
+        &self.source
+    }
+
+    /// A gate every pack must pass, and the files or directories it reads
+    /// (counted as reload inputs and watched).
+    pub fn gate(mut self, gate: Gate, inputs: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.gates.push(gate);
+        self.gate_inputs.extend(inputs);
+        self
+    }
+
+    /// The entity store (SQLite: `store.db` in `data_dir`).
+    pub fn store(mut self, spec: StoreSpec, data_dir: impl Into<PathBuf>) -> Self {
+        self.store = spec;
+        self.data_dir = data_dir.into();
+        self
+    }
+
+    /// SQLite's `store.db` in `data_dir`.
+    pub fn sqlite_in(self, data_dir: impl Into<PathBuf>) -> Self {
+        self.store(StoreSpec::Sqlite, data_dir)
+    }
+
+    /// This replica's name: in the PostgreSQL change feed and on every log
+    /// record that has no replica of its own ([`default_replica_id`] when
+    /// PostgreSQL needs one and none is given).
+    pub fn replica(mut self, replica: impl Into<String>) -> Self {
+        self.replica = Some(replica.into());
+        self
+    }
+
+    /// The decision log (None: off).
+    pub fn audit(mut self, config: Option<AuditConfig>) -> Self {
+        self.audit = config;
+        self
+    }
+
+    /// Refuse a decision whose log record cannot be made durable.
+    pub fn audit_required(mut self, required: bool) -> Self {
+        self.audit_required = required;
+        self
+    }
+
+    /// What request entities may do to stored facts.
+    pub fn request_entities(mut self, mode: RequestEntities) -> Self {
+        self.request_entities = mode;
+        self
+    }
+
+    /// A candidate policy directory evaluated beside the live one.
+    pub fn shadow(mut self, dir: Option<PathBuf>) -> Self {
+        self.shadow = dir;
+        self
+    }
+
+    /// Watch the policy files (and the shadow set's) and reload on change.
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Over PostgreSQL, follow other replicas' writes into the directory.
+    pub fn follow_changes(mut self, follow: bool) -> Self {
+        self.follow_changes = follow;
+        self
+    }
+
+    /// Load the pack, open the store, the directory and the decision log,
+    /// and wire them into an [`Authz`].
+    pub fn build(self) -> Result<Wired, RuntimeError> {
+        if self.audit_required && self.audit.is_none() {
+            return Err(RuntimeError::AuditRequiredWithoutLog);
+        }
+        let evaluator = Arc::new(Evaluator::load_with_inputs(
+            self.source.clone(),
+            self.gates,
+            self.gate_inputs.clone(),
+        )?);
+        let store = open_store(&self.store, &self.data_dir, self.replica.as_deref())?;
+        let directory = Arc::new(Directory::open(store.backend())?);
+        let feed = match (&self.store, self.follow_changes) {
+            (StoreSpec::Postgres(url), true) => Some(follow(url, &directory)?),
+            _ => None,
+        };
+        let watch = if self.watch {
+            Some(reload::watch(evaluator.clone(), self.gate_inputs)?)
+        } else {
+            None
+        };
+        let mut authz =
+            Authz::new(evaluator.clone(), directory).with_request_entities(self.request_entities);
+        let mut shadow_watch = None;
+        if let Some(dir) = &self.shadow {
+            let candidate = load_shadow(&self.source, dir)?;
+            if self.watch {
+                shadow_watch = Some(reload::watch(candidate.clone(), Vec::new())?);
+            }
+            authz = authz.with_shadow(candidate);
+        }
+        if let Some(mut config) = self.audit {
+            if config.replica.is_none() {
+                config.replica = self.replica.clone();
+            }
+            let log = open_log(config)?;
+            log_reloads(&evaluator, log.clone());
+            authz = authz
+                .with_audit(log)
+                .with_audit_required(self.audit_required);
+        }
+        Ok(Wired {
+            authz,
+            store,
+            watch,
+            shadow_watch,
+            feed,
+        })
+    }
+}
+
+/// Open the store a [`StoreSpec`] names.
+fn open_store(
+    spec: &StoreSpec,
+    data_dir: &Path,
+    replica: Option<&str>,
+) -> Result<OpenStore, StoreError> {
+    Ok(match spec {
+        StoreSpec::Sqlite => OpenStore::Sqlite(Arc::new(SqliteStore::open_in(data_dir)?)),
+        StoreSpec::Postgres(url) => {
+            let replica = replica.map_or_else(default_replica_id, str::to_string);
+            OpenStore::Postgres(Arc::new(PgStore::open(url, &replica)?))
+        }
+    })
+}
+
+/// Start the PostgreSQL change feed into `directory` from what it loaded.
+fn follow(url: &str, directory: &Arc<Directory>) -> Result<ChangeFeed, StoreError> {
+    let d = directory.clone();
+    ChangeFeed::start(url, directory.loaded_seq(), move |changes| {
+        metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
+        d.apply_changes(changes)
+    })
+}
+
+/// Load the shadow policies with the live pack's schema and limits.
+fn load_shadow(live: &PackSource, dir: &Path) -> Result<Arc<Evaluator>, LoadError> {
+    let candidate = Arc::new(Evaluator::load(
+        PackSource::new(dir.to_path_buf(), live.schema.clone()).with_limits(live.limits),
+    )?);
+    tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
+    Ok(candidate)
+}
+
+/// Open the decision log, warning when a torn last record was repaired.
+fn open_log(config: AuditConfig) -> Result<AuditLog, AuditError> {
+    let (log, info) = AuditLog::open(config)?;
+    if let Some(repair) = &info.repaired {
+        tracing::warn!(?repair, "decision log: a torn last record was repaired");
+    }
+    Ok(log)
+}
+
+/// Log every reload attempt of `evaluator` (its files, the version serving,
+/// the error if it failed).
+fn log_reloads(evaluator: &Evaluator, log: AuditLog) {
+    evaluator.on_reload(Box::new(move |pack, error| {
+        log.log(ReloadEvent {
+            request_id: None,
+            files: pack.files.iter().map(|f| f.display().to_string()).collect(),
+            version: Some(pack.version.clone()),
+            error: error.map(|e| {
+                let problems: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+                format!("{e}: {problems}", problems = problems.join("; "))
+            }),
+        });
+    }));
+}

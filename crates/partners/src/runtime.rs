@@ -1,0 +1,32 @@
+//! The orchestrator over a core [`Runtime`]: the quotas file beside the
+//! policies becomes a reload gate (and a watched input) of the runtime, and
+//! the orchestrator is built over the wired decision path and the same
+//! store connection. The one place the sidecar, the command line and the
+//! examples wire the orchestrator; it must never know HTTP or the command
+//! line.
+
+use std::sync::Arc;
+
+use partnergate_core::runtime::{OpenStore, Runtime, Wired};
+use partnergate_policy::policies::Problem;
+
+use crate::rules::{quotas_path_for, QuotaRules};
+use crate::store::OrchestratorStore;
+use crate::Orchestrator;
+
+/// Load the quotas beside `runtime`'s policies and make every pack pass
+/// (and carry) them: a bad `quotas.toml` rejects a reload.
+pub fn with_quotas(runtime: Runtime) -> Result<(Runtime, Arc<QuotaRules>), Box<Problem>> {
+    let path = quotas_path_for(&runtime.source().policies);
+    let quotas = QuotaRules::load(path.clone())?;
+    Ok((runtime.gate(quotas.gate(), [path]), quotas))
+}
+
+/// The orchestrator over `wired`'s decision path and store.
+pub fn orchestrator(wired: &Wired, quotas: Arc<QuotaRules>) -> Orchestrator {
+    let store: Arc<dyn OrchestratorStore> = match &wired.store {
+        OpenStore::Sqlite(s) => s.clone(),
+        OpenStore::Postgres(s) => s.clone(),
+    };
+    Orchestrator::new(wired.authz.clone(), store, quotas)
+}

@@ -1,0 +1,161 @@
+//! The orchestrator's command line writes the decision log like `serve`:
+//! the decision that allowed an operation and the change records it made,
+//! in a chain `partnergate audit verify` accepts (issue #13 §2: the CLI
+//! logged nothing).
+//!
+//! (That a change record names its decision id is the orchestrator's part
+//! of the same issue and is tested with the orchestrator.)
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::entities::{account, user};
+use common::{Workspace, BIN};
+use serde_json::{json, Value};
+
+/// Run the binary with the workspace's data directory, policies and schema
+/// appended (no terminal: stdin is null).
+fn run(ws: &Workspace, args: &[&str], extra: &[&str]) -> (i32, String, String) {
+    run_env(ws, args, extra, &[])
+}
+
+fn run_env(
+    ws: &Workspace,
+    args: &[&str],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let data = ws.data();
+    let policies = ws.policies();
+    let schema = ws.schema();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--schema")
+        .arg(&schema);
+    if args.first() != Some(&"import") {
+        cmd.arg("--policies").arg(&policies);
+    }
+    let o = cmd
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A workspace with account `acme` (its administrator `owner`) and the
+/// partner company `goldco` in the registry; the set-up commands log nothing.
+fn seeded() -> Workspace {
+    let ws = Workspace::new();
+    let ents = ws.path().join("entities.json");
+    let entities = json!([
+        account("acme", Some("Acme")),
+        user("owner", "acme").admin(true).json(),
+    ]);
+    std::fs::write(&ents, entities.to_string()).unwrap();
+    let (code, out, err) = run(&ws, &["import", ents.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reg = ws.path().join("registry.json");
+    let companies = json!([{"id": "goldco", "name": "GoldCo", "status": "gold",
+        "certified": true, "emails": ["ann@goldco.example"]}]);
+    std::fs::write(&reg, companies.to_string()).unwrap();
+    let (code, out, err) = run_env(
+        &ws,
+        &["registry", "import", reg.to_str().unwrap()],
+        &[],
+        &[("PARTNERGATE_AUDIT_LOG", "off")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    ws
+}
+
+fn records(log: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(log)
+        .unwrap_or_else(|e| panic!("no decision log at {}: {e}", log.display()));
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn invite(ws: &Workspace, extra: &[&str]) -> String {
+    let (code, out, err) = run(
+        ws,
+        &[
+            "partners",
+            "invite",
+            "--account",
+            "acme",
+            "--actor",
+            "owner",
+            "--email",
+            "ann@goldco.example",
+        ],
+        extra,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("status invited, company goldco"), "{out}");
+    out
+}
+
+/// The log holds the Allow decision of the invitation and its change
+/// records, and its chain verifies.
+fn assert_logged_invite(log: &Path) {
+    let recs = records(log);
+    let allow = recs
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["decision"] == "Allow")
+        .unwrap_or_else(|| panic!("no Allow decision in {recs:#?}"));
+    assert_eq!(allow["principal"], "User::\"owner\"", "{allow}");
+    let changes: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "change").collect();
+    assert!(!changes.is_empty(), "no change record in {recs:#?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["actor"] == "User::\"owner\"" && c["operation"] == "partner.invite"),
+        "{changes:#?}"
+    );
+    let o = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(log)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn partners_invite_writes_the_decision_and_its_changes_to_the_given_log() {
+    let ws = seeded();
+    let log = ws.path().join("cli-decisions.jsonl");
+    invite(&ws, &["--audit-log", log.to_str().unwrap()]);
+    assert_logged_invite(&log);
+}
+
+#[test]
+fn partners_invite_logs_to_the_data_directory_by_default_like_serve() {
+    let ws = seeded();
+    let log = ws.data().join("decisions.jsonl");
+    assert!(!log.exists(), "the set-up logged nothing");
+    invite(&ws, &[]);
+    assert_logged_invite(&log);
+}
+
+#[test]
+fn partners_invite_with_the_log_off_writes_none() {
+    let ws = seeded();
+    invite(&ws, &["--audit-log", "off"]);
+    assert!(!ws.data().join("decisions.jsonl").exists());
+}
