@@ -8,7 +8,7 @@
 //! its own `--audit-log` path.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -327,90 +327,98 @@ pub fn run_seats(a: SeatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 /// Run `partnergate registry ...`.
 pub fn run_registry(a: RegistryArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match a.command {
-        RegistryCommand::Import { state, file } => {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = writeln!(err, "error: {}: {e}", file.display());
-                    return EXIT_ERROR;
-                }
-            };
-            let value: serde_json::Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = writeln!(
-                        err,
-                        "error: {}:{}:{}: {e} (nothing was imported)",
-                        file.display(),
-                        e.line(),
-                        e.column()
-                    );
-                    return EXIT_ERROR;
-                }
-            };
-            let value = match value {
-                serde_json::Value::Object(mut m) if m.contains_key("companies") => {
-                    m.remove("companies").unwrap_or_default()
-                }
-                v => v,
-            };
-            let companies: Vec<RegistryCompany> = match serde_json::from_value(value) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = writeln!(
-                        err,
-                        "error: {}: {e}; expected [{{\"id\", \"name\", \"status\", \"certified\", \"emails\"}}] (nothing was imported)",
-                        file.display()
-                    );
-                    return EXIT_ERROR;
-                }
-            };
-            with(&state, err, |o, err| match o.put_companies(companies) {
-                Ok(saved) => {
-                    let emails: usize = saved.iter().map(|c| c.emails.len()).sum();
+        RegistryCommand::Import { state, file } => match read_registry_file(&file) {
+            Ok(companies) => import_registry(&state, &file, companies, out, err),
+            Err(message) => {
+                let _ = writeln!(err, "error: {message}");
+                EXIT_ERROR
+            }
+        },
+        RegistryCommand::List { state } => list_registry(&state, out, err),
+    }
+}
+
+/// The companies of a registry file (`[..]` or `{"companies": [..]}`); the
+/// error names the file, and where the JSON is malformed, the line and column.
+fn read_registry_file(file: &Path) -> Result<Vec<RegistryCompany>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: {e} (nothing was imported)",
+            file.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let value = match value {
+        serde_json::Value::Object(mut m) if m.contains_key("companies") => {
+            m.remove("companies").unwrap_or_default()
+        }
+        v => v,
+    };
+    serde_json::from_value(value).map_err(|e| {
+        format!(
+            "{}: {e}; expected [{{\"id\", \"name\", \"status\", \"certified\", \"emails\"}}] (nothing was imported)",
+            file.display()
+        )
+    })
+}
+
+/// Save `companies` (read from `file`) into the registry in one write.
+fn import_registry(
+    state: &StateArgs,
+    file: &Path,
+    companies: Vec<RegistryCompany>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    with(state, err, |o, err| match o.put_companies(companies) {
+        Ok(saved) => {
+            let emails: usize = saved.iter().map(|c| c.emails.len()).sum();
+            writeln!(
+                out,
+                "imported {} partner companies ({emails} emails) from {}",
+                saved.len(),
+                file.display()
+            )
+            .map_err(io)?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "error: {}: {e} (nothing was imported)", file.display()).map_err(io)?;
+            Ok(EXIT_ERROR)
+        }
+    })
+}
+
+/// Print the registry: JSON, or a tab-separated line per company.
+fn list_registry(state: &StateArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    with(state, err, |o, err| match o.companies() {
+        Ok(cs) => {
+            if state.json {
+                writeln!(out, "{}", serde_json::json!(cs)).map_err(io)?;
+            } else {
+                for c in cs {
+                    let certified = if c.certified {
+                        "certified"
+                    } else {
+                        "not certified"
+                    };
                     writeln!(
                         out,
-                        "imported {} partner companies ({emails} emails) from {}",
-                        saved.len(),
-                        file.display()
+                        "{}\t{}\t{}\t{certified}\t{}",
+                        c.id,
+                        c.name,
+                        c.status,
+                        c.emails.join(",")
                     )
                     .map_err(io)?;
-                    Ok(EXIT_OK)
                 }
-                Err(e) => {
-                    writeln!(err, "error: {}: {e} (nothing was imported)", file.display())
-                        .map_err(io)?;
-                    Ok(EXIT_ERROR)
-                }
-            })
-        }
-        RegistryCommand::List { state } => with(&state, err, |o, err| match o.companies() {
-            Ok(cs) => {
-                if state.json {
-                    writeln!(out, "{}", serde_json::json!(cs)).map_err(io)?;
-                } else {
-                    for c in cs {
-                        writeln!(
-                            out,
-                            "{}\t{}\t{}\t{}\t{}",
-                            c.id,
-                            c.name,
-                            c.status,
-                            if c.certified {
-                                "certified"
-                            } else {
-                                "not certified"
-                            },
-                            c.emails.join(",")
-                        )
-                        .map_err(io)?;
-                    }
-                }
-                Ok(EXIT_OK)
             }
-            Err(e) => refusal(e, err),
-        }),
-    }
+            Ok(EXIT_OK)
+        }
+        Err(e) => refusal(e, err),
+    })
 }
 
 fn with(
