@@ -159,3 +159,38 @@ fn partners_invite_with_the_log_off_writes_none() {
     invite(&ws, &["--audit-log", "off"]);
     assert!(!ws.data().join("decisions.jsonl").exists());
 }
+
+#[test]
+fn partners_invite_beside_a_logging_sidecar_is_refused_with_a_hint_and_writes_nothing() {
+    let ws = seeded();
+    // The sidecar holds the data directory's decision log.
+    let server = common::Server::start(&ws, &[]);
+    let args = [
+        "partners",
+        "invite",
+        "--account",
+        "acme",
+        "--actor",
+        "owner",
+        "--email",
+        "ann@goldco.example",
+    ];
+    let (code, out, err) = run(&ws, &args, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("a running sidecar?") && err.contains("--audit-log PATH"),
+        "{err}"
+    );
+    let (code, listed, err) = run(
+        &ws,
+        &["users", "list", "--account", "acme"],
+        &["--audit-log", "off"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!listed.contains("ann@goldco.example"), "{listed}");
+    // The hint works: a log of its own.
+    let log = ws.path().join("cli-decisions.jsonl");
+    invite(&ws, &["--audit-log", log.to_str().unwrap()]);
+    assert_logged_invite(&log);
+    drop(server);
+}

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use crate::audit::AuditError;
 use crate::runtime::{Runtime, RuntimeError, Wired};
 
 use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
@@ -176,6 +177,10 @@ pub enum RegistryCommand {
 pub enum OpenError {
     #[error("{0}")]
     Load(String),
+    /// The decision log is locked by its writer, typically a sidecar on
+    /// the same data directory: the command must not write unlogged.
+    #[error("decision log {}: another process (a running sidecar?) is writing it; give this command a log of its own with --audit-log PATH, or send the request to the sidecar's HTTP API", .0.display())]
+    LogInUse(PathBuf),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -193,6 +198,7 @@ pub fn open(state: &StateArgs) -> Result<(Orchestrator, Wired), OpenError> {
         .map_err(|p| OpenError::Load(p.to_string()))?;
     let wired = runtime.build().map_err(|e| match e {
         RuntimeError::Load(e) => OpenError::Load(e.render()),
+        RuntimeError::Audit(AuditError::Locked(path)) => OpenError::LogInUse(path),
         e => OpenError::Runtime(e),
     })?;
     let orchestrator = crate::orchestrator::runtime::orchestrator(&wired, quotas);
