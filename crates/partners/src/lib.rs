@@ -560,6 +560,20 @@ impl Idempotency {
             OrchestratorError::IdempotencyKeyReused
         }
     }
+
+    /// The answer to remember under this key: the success status and
+    /// `result` (the operation's result) as the JSON body.
+    fn answer(
+        &self,
+        result: &impl Serialize,
+    ) -> Result<partnergate_core::store::Remembered, OrchestratorError> {
+        Ok(partnergate_core::store::Remembered {
+            fingerprint: self.fingerprint.clone(),
+            status: self.status,
+            body: serde_json::to_string(result)
+                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?,
+        })
+    }
 }
 
 /// An operation inside [`Orchestrator::commit`]'s transaction: the records
@@ -713,6 +727,56 @@ fn user_in(tx: &mut dyn AccountTx, uid: &EntityUid) -> Result<UserView, Orchestr
         .entity(&uid.to_string())?
         .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
     UserView::from_record(&r)
+}
+
+/// Registry company `c`, number `i` of a `put_companies` request, checked
+/// and normalised (trimmed id; non-empty name; trimmed, lower-case status;
+/// its emails normalised, sorted, without duplicates), with its
+/// `PartnerCompany` entity validated against `schema` and as a record.
+fn clean_company(
+    schema: Option<&cedar_policy::Schema>,
+    i: usize,
+    mut c: RegistryCompany,
+) -> Result<(RegistryCompany, EntityRecord, Entity), OrchestratorError> {
+    let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
+        code: InvalidCode::Company,
+        field,
+        message: format!("company #{i}: {message}"),
+    };
+    c.id = c.id.trim().to_string();
+    if c.id.is_empty() {
+        return Err(invalid("id", "must not be empty".into()));
+    }
+    if c.name.trim().is_empty() {
+        return Err(invalid("name", format!("`{}`: must not be empty", c.id)));
+    }
+    c.status = c.status.trim().to_lowercase();
+    if c.status.is_empty() {
+        return Err(invalid("status", format!("`{}`: must not be empty", c.id)));
+    }
+    let mut emails = Vec::with_capacity(c.emails.len());
+    for e in &c.emails {
+        emails.push(normalize_email(e).map_err(|_| {
+            invalid(
+                "emails",
+                format!("`{}`: `{e}` is not a well-formed email address", c.id),
+            )
+        })?);
+    }
+    emails.sort();
+    emails.dedup();
+    c.emails = emails;
+    let json = json!({"uid": {"type": "PartnerCompany", "id": c.id},
+        "attrs": {"name": c.name, "status": c.status, "certified": c.certified},
+        "parents": []});
+    let entity = Entity::from_json_value(json.clone(), schema)
+        .map_err(|e| invalid("company", format!("`{}`: {e}", c.id)))?;
+    let record = EntityRecord {
+        uid: entity.uid().to_string(),
+        entity_type: "PartnerCompany".into(),
+        json: json.to_string(),
+    };
+    Ok((c, record, entity))
 }
 
 /// What the partner checks of one operation need.
@@ -1024,14 +1088,7 @@ impl Call<'_> {
             }
             let (records, o) = op(tx)?;
             if let Some(i) = &scope.idempotency {
-                let body = serde_json::to_string(&o)
-                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-                let answer = partnergate_core::store::Remembered {
-                    fingerprint: i.fingerprint.clone(),
-                    status: i.status,
-                    body,
-                };
-                tx.remember(&i.key, &answer)?;
+                tx.remember(&i.key, &i.answer(&o)?)?;
             }
             outcome = Some(o);
             Ok(records)
@@ -1455,58 +1512,18 @@ impl Call<'_> {
         let mut clean = Vec::with_capacity(companies.len());
         let mut records = Vec::with_capacity(companies.len());
         let mut entities = Vec::with_capacity(companies.len());
-        for (i, mut c) in companies.into_iter().enumerate() {
-            let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
-                code: InvalidCode::Company,
-                field,
-                message: format!("company #{i}: {message}"),
-            };
-            c.id = c.id.trim().to_string();
-            if c.id.is_empty() {
-                return Err(invalid("id", "must not be empty".into()));
-            }
-            if c.name.trim().is_empty() {
-                return Err(invalid("name", format!("`{}`: must not be empty", c.id)));
-            }
-            c.status = c.status.trim().to_lowercase();
-            if c.status.is_empty() {
-                return Err(invalid("status", format!("`{}`: must not be empty", c.id)));
-            }
-            let mut emails = Vec::with_capacity(c.emails.len());
-            for e in &c.emails {
-                emails.push(normalize_email(e).map_err(|_| {
-                    invalid(
-                        "emails",
-                        format!("`{}`: `{e}` is not a well-formed email address", c.id),
-                    )
-                })?);
-            }
-            emails.sort();
-            emails.dedup();
-            c.emails = emails;
-            let json = json!({"uid": {"type": "PartnerCompany", "id": c.id},
-                "attrs": {"name": c.name, "status": c.status, "certified": c.certified},
-                "parents": []});
-            let entity = Entity::from_json_value(json.clone(), schema)
-                .map_err(|e| invalid("company", format!("`{}`: {e}", c.id)))?;
-            records.push(EntityRecord {
-                uid: entity.uid().to_string(),
-                entity_type: "PartnerCompany".into(),
-                json: json.to_string(),
-            });
+        for (i, c) in companies.into_iter().enumerate() {
+            let (c, record, entity) = clean_company(schema, i, c)?;
+            records.push(record);
             entities.push(entity);
             clean.push(c);
         }
         let scope = &self.scope;
-        let answer = match &scope.idempotency {
-            Some(i) => Some(partnergate_core::store::Remembered {
-                fingerprint: i.fingerprint.clone(),
-                status: i.status,
-                body: serde_json::to_string(&clean.last())
-                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?,
-            }),
-            None => None,
-        };
+        let answer = scope
+            .idempotency
+            .as_ref()
+            .map(|i| i.answer(&clean.last()))
+            .transpose()?;
         let guard = partnergate_core::store::WriteGuard {
             deadline: scope.deadline,
             idempotency: scope
@@ -1528,20 +1545,28 @@ impl Call<'_> {
                     })
                 }
             }
-            if let Some(log) = self.authz.audit() {
-                for (c, e) in clean.iter().zip(&entities) {
-                    let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
-                    let after = serde_json::to_value(c).unwrap_or(Value::Null);
-                    // No policy question: the registry is the operator's (bearer token).
-                    log.log(
-                        crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
-                            .request(scope.request_id.clone()),
-                    );
-                }
-            }
+            self.log_registry_changes(&clean, &entities);
             Ok::<_, OrchestratorError>((records.clone(), ()))
         })?;
         Ok(clean)
+    }
+
+    /// Inside the registry write's commit, before memory is updated: one
+    /// change record per company, from its entity in memory to the company
+    /// as written, with the scope's request id.
+    fn log_registry_changes(&self, clean: &[RegistryCompany], entities: &[Entity]) {
+        let Some(log) = self.authz.audit() else {
+            return;
+        };
+        for (c, e) in clean.iter().zip(entities) {
+            let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
+            let after = serde_json::to_value(c).unwrap_or(Value::Null);
+            // No policy question: the registry is the operator's (bearer token).
+            log.log(
+                crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
+                    .request(self.scope.request_id.clone()),
+            );
+        }
     }
 }
 
