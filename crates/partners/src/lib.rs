@@ -25,6 +25,8 @@
 //! Depends on `partnergate-core`, `partnergate-audit` and
 //! `partnergate-policy`; it must never know HTTP or the command line.
 
+#![warn(missing_docs)]
+
 pub mod postgres;
 pub mod rules;
 pub mod runtime;
@@ -53,9 +55,13 @@ use store::{AccountTx, OrchestratorStore, RegistryCompany};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum UserStatus {
+    /// Invited, the invitation not yet accepted; a partner holds a seat.
     Invited,
+    /// Accepted the invitation (or rehired): a working member of the account.
     Active,
+    /// Dismissed: kept, never deleted; holds no seat and can be rehired.
     Dismissed,
+    /// Any other stored string, kept exactly as written.
     Other(String),
 }
 
@@ -101,10 +107,15 @@ impl std::fmt::Display for UserStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListStatus {
+    /// Not a partner, neither dismissed nor invited, with administrator rights.
     Administrator,
+    /// Not a partner, neither dismissed nor invited, without administrator rights.
     Employee,
+    /// A partner user who is neither dismissed nor invited (whatever its admin rights).
     Partner,
+    /// A dismissed user (partner or not).
     Dismissed,
+    /// A user whose invitation is still open (partner or not).
     Invited,
 }
 
@@ -151,6 +162,7 @@ pub enum InvalidCode {
 }
 
 impl InvalidCode {
+    /// The wire `code`: `invalid_replace`, `invalid_company` or `invalid_user`.
     pub fn as_str(self) -> &'static str {
         match self {
             InvalidCode::Replace => "invalid_replace",
@@ -164,16 +176,25 @@ impl InvalidCode {
 /// ([`ConflictCode::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConflictCode {
+    /// The email is already a user of the account who is not dismissed.
     AlreadyMember,
+    /// The email is a dismissed user of the account: rehire, not invite.
     UserDismissed,
+    /// `accept` of a user without an open invitation.
     NotInvited,
+    /// `rehire` of a user who is not dismissed.
     NotDismissed,
+    /// Partner access for a user who already holds a partner seat.
     AlreadyPartner,
+    /// `dismiss` of a user who is already dismissed.
     AlreadyDismissed,
+    /// The email's registry entry changed between the policy question and
+    /// the transaction; the request may be retried.
     RegistryChanged,
 }
 
 impl ConflictCode {
+    /// The wire `code`, the variant's name in snake case (`already_member`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             ConflictCode::AlreadyMember => "already_member",
@@ -190,48 +211,97 @@ impl ConflictCode {
 /// Why an orchestrator operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
+    /// An email that [`normalize_email`] rejects; nothing was asked or written.
     #[error("`{email}` is not a well-formed email address")]
-    InvalidEmail { email: String },
+    InvalidEmail {
+        /// The email as the caller gave it (not normalised).
+        email: String,
+    },
+    /// The policies did not allow the operation (step 2); nothing was written.
     #[error("the policies do not allow {actor} to {action} {resource}")]
     Denied {
+        /// The acting user's uid, in Cedar syntax.
         actor: String,
+        /// The action's id (`invite_partner`, `dismiss_user`, ...).
         action: String,
+        /// The resource's uid, in Cedar syntax.
         resource: String,
+        /// The determining forbid policies (empty for a deny by default or a
+        /// fail-closed deny, whose cause is in `errors`).
         reasons: Vec<Reason>,
+        /// The decision's errors (evaluation errors, an unknown principal).
         errors: Vec<String>,
     },
+    /// Every partner seat of the account is taken and `replace` did not
+    /// free one.
     #[error("the maximum number of partners is reached ({limit} active): dismiss one of them and invite the new one")]
-    LimitReached { limit: u32, active: Vec<UserView> },
+    LimitReached {
+        /// The serving `max_active_partners`.
+        limit: u32,
+        /// The seat holders, so the caller can pick one to `replace`.
+        active: Vec<UserView>,
+    },
+    /// The email's certified company is not the company of the account's
+    /// active partners (`one_company_per_account`).
     #[error("{email} belongs to partner company `{company}`, but the account's active partners belong to `{active_company}`: all partners of an account come from one company")]
     DifferentCompany {
+        /// The normalised email of the would-be partner.
         email: String,
+        /// The registry company that certifies `email`.
         company: String,
+        /// The company of an active partner of the account.
         active_company: String,
     },
+    /// No certified registry company lists the email (at the seat checks, or
+    /// at `accept` when the company is no longer certified or not the same).
     #[error("there is no certified partner with this email: {email}")]
-    NotCertified { email: String },
+    NotCertified {
+        /// The normalised email.
+        email: String,
+    },
+    /// A user or account that does not exist; the message names its uid.
     #[error("{0}")]
     NotFound(String),
+    /// The operation does not fit the user's current state (see
+    /// [`ConflictCode`]); nothing was written.
     #[error("{message}")]
-    Conflict { code: ConflictCode, message: String },
-    #[error("field `{field}`: {message}")]
-    Invalid {
-        code: InvalidCode,
-        field: &'static str,
+    Conflict {
+        /// What the conflict is about.
+        code: ConflictCode,
+        /// A sentence for the caller, naming the user and the way out.
         message: String,
     },
+    /// An input field that the rules or the schema reject.
+    #[error("field `{field}`: {message}")]
+    Invalid {
+        /// Which rule rejected it.
+        code: InvalidCode,
+        /// The request field at fault (`replace`, `id`, `emails`, `user`, ...).
+        field: &'static str,
+        /// Why, naming the value.
+        message: String,
+    },
+    /// A uid or the policy question is malformed (see [`RequestError`]).
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The store failed to read or write; a transaction that fails is
+    /// rolled back.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Stored data the orchestrator cannot read (a user entity without its
+    /// uid, account, email or status), or an answer it cannot encode.
     #[error("stored user is unreadable: {0}")]
     Corrupt(String),
     /// `--audit-required`: the authorizing decision's record could not be
     /// made durable, so the operation is refused.
     #[error("the operation is refused because its decision-log record could not be made durable (--audit-required): {0}")]
     AuditUnavailable(String),
+    /// The [`WriteScope`] deadline had passed when the transaction began;
+    /// nothing was applied.
     #[error("the write did not start before the request timeout; nothing was applied")]
     TimedOut,
+    /// The `Idempotency-Key` is remembered with another request's
+    /// fingerprint; nothing was applied.
     #[error("header `Idempotency-Key`: this key was used for a different request (method, route or body); use a new key")]
     IdempotencyKeyReused,
     /// The `Idempotency-Key` was remembered: nothing applied; the first answer.
@@ -300,19 +370,30 @@ impl OrchestratorError {
 /// A user as the orchestrator reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserView {
+    /// The `User` entity's id (without the type).
     pub id: String,
+    /// The email, lower case (as [`normalize_email`] made it when written).
     pub email: String,
+    /// The id of the `Account` the user belongs to (also its parent).
     pub account: String,
+    /// Where the user is in the invite / accept / dismiss life cycle.
     pub status: UserStatus,
+    /// Holds administrator rights in the account.
     pub is_admin: bool,
+    /// Two-factor authentication is on (the orchestrator sets it for every partner).
     pub two_factor: bool,
+    /// The partner membership; `None` for an ordinary user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partner: Option<PartnerView>,
 }
 
+/// A user's partner membership: the `partner` attribute of the entity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartnerView {
+    /// The id of the `PartnerCompany` (registry company) the user is from.
     pub company: String,
+    /// Checked against the registry when the user became active (`accept`,
+    /// or partner access to an active user); false while invited.
     pub verified: bool,
 }
 
@@ -402,6 +483,7 @@ impl UserView {
 /// One line of the employees list.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListedUser {
+    /// The user (its fields inline in the JSON line).
     #[serde(flatten)]
     pub user: UserView,
     /// "administrator", "employee", "partner", "dismissed" or "invited".
@@ -414,6 +496,7 @@ pub struct ListedUser {
 /// Seat counts of an account. Partners count as neither paid users nor administrators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Seats {
+    /// The account's id (without the type).
     pub account: String,
     /// Users who are not partners and not dismissed (invitations included).
     pub paid_users: usize,
@@ -421,6 +504,7 @@ pub struct Seats {
     pub administrators: usize,
     /// Partner users holding a seat (invited or active).
     pub partners: usize,
+    /// The serving `max_active_partners`: most partner seats per account.
     pub partner_limit: u32,
 }
 
@@ -428,7 +512,9 @@ pub struct Seats {
 /// dismissed to free a seat, if any.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// The user as written (after the change).
     pub user: UserView,
+    /// The partner dismissed by `replace` in the same transaction, as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dismissed: Option<UserView>,
 }
@@ -442,8 +528,12 @@ pub struct Outcome {
 /// operation's decision and change records carry.
 #[derive(Debug, Clone, Default)]
 pub struct WriteScope {
+    /// Past this instant when the transaction begins, nothing is applied
+    /// ([`OrchestratorError::TimedOut`]); `None`: no deadline.
     pub deadline: Option<std::time::Instant>,
+    /// The request's `Idempotency-Key`, if it sent one.
     pub idempotency: Option<Idempotency>,
+    /// The request id the decision and change records carry.
     pub request_id: Option<String>,
 }
 
@@ -451,8 +541,12 @@ pub struct WriteScope {
 /// a success answers (the body is the operation's JSON result).
 #[derive(Debug, Clone)]
 pub struct Idempotency {
+    /// The key as the client sent it (trimmed; checked by the adapter).
     pub key: String,
+    /// A digest of the request (method, route, body): the same key with
+    /// another fingerprint is [`OrchestratorError::IdempotencyKeyReused`].
     pub fingerprint: String,
+    /// The HTTP status a success answers, stored with the body.
     pub status: u16,
 }
 
@@ -465,6 +559,20 @@ impl Idempotency {
         } else {
             OrchestratorError::IdempotencyKeyReused
         }
+    }
+
+    /// The answer to remember under this key: the success status and
+    /// `result` (the operation's result) as the JSON body.
+    fn answer(
+        &self,
+        result: &impl Serialize,
+    ) -> Result<partnergate_core::store::Remembered, OrchestratorError> {
+        Ok(partnergate_core::store::Remembered {
+            fingerprint: self.fingerprint.clone(),
+            status: self.status,
+            body: serde_json::to_string(result)
+                .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?,
+        })
     }
 }
 
@@ -621,6 +729,56 @@ fn user_in(tx: &mut dyn AccountTx, uid: &EntityUid) -> Result<UserView, Orchestr
     UserView::from_record(&r)
 }
 
+/// Registry company `c`, number `i` of a `put_companies` request, checked
+/// and normalised (trimmed id; non-empty name; trimmed, lower-case status;
+/// its emails normalised, sorted, without duplicates), with its
+/// `PartnerCompany` entity validated against `schema` and as a record.
+fn clean_company(
+    schema: Option<&cedar_policy::Schema>,
+    i: usize,
+    mut c: RegistryCompany,
+) -> Result<(RegistryCompany, EntityRecord, Entity), OrchestratorError> {
+    let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
+        code: InvalidCode::Company,
+        field,
+        message: format!("company #{i}: {message}"),
+    };
+    c.id = c.id.trim().to_string();
+    if c.id.is_empty() {
+        return Err(invalid("id", "must not be empty".into()));
+    }
+    if c.name.trim().is_empty() {
+        return Err(invalid("name", format!("`{}`: must not be empty", c.id)));
+    }
+    c.status = c.status.trim().to_lowercase();
+    if c.status.is_empty() {
+        return Err(invalid("status", format!("`{}`: must not be empty", c.id)));
+    }
+    let mut emails = Vec::with_capacity(c.emails.len());
+    for e in &c.emails {
+        emails.push(normalize_email(e).map_err(|_| {
+            invalid(
+                "emails",
+                format!("`{}`: `{e}` is not a well-formed email address", c.id),
+            )
+        })?);
+    }
+    emails.sort();
+    emails.dedup();
+    c.emails = emails;
+    let json = json!({"uid": {"type": "PartnerCompany", "id": c.id},
+        "attrs": {"name": c.name, "status": c.status, "certified": c.certified},
+        "parents": []});
+    let entity = Entity::from_json_value(json.clone(), schema)
+        .map_err(|e| invalid("company", format!("`{}`: {e}", c.id)))?;
+    let record = EntityRecord {
+        uid: entity.uid().to_string(),
+        entity_type: "PartnerCompany".into(),
+        json: json.to_string(),
+    };
+    Ok((c, record, entity))
+}
+
 /// What the partner checks of one operation need.
 struct SeatRequest<'a> {
     account: &'a str,
@@ -633,6 +791,10 @@ struct SeatRequest<'a> {
 }
 
 impl Orchestrator {
+    /// The orchestrator over `authz` (its evaluator, directory and decision
+    /// log) and `store` (the orchestrator's tables, in the directory's
+    /// database); binds `rules` to the evaluator, so the quotas are the
+    /// serving pack's.
     pub fn new(authz: Authz, store: Arc<dyn OrchestratorStore>, rules: Arc<QuotaRules>) -> Self {
         rules.bind(authz.evaluator());
         Orchestrator {
@@ -648,10 +810,12 @@ impl Orchestrator {
         Call { orch: self, scope }
     }
 
+    /// The quota rules the seat checks read.
     pub fn rules(&self) -> &Arc<QuotaRules> {
         &self.rules
     }
 
+    /// The decision path the operations ask first.
     pub fn authz(&self) -> &Authz {
         &self.authz
     }
@@ -924,14 +1088,7 @@ impl Call<'_> {
             }
             let (records, o) = op(tx)?;
             if let Some(i) = &scope.idempotency {
-                let body = serde_json::to_string(&o)
-                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
-                let answer = partnergate_core::store::Remembered {
-                    fingerprint: i.fingerprint.clone(),
-                    status: i.status,
-                    body,
-                };
-                tx.remember(&i.key, &answer)?;
+                tx.remember(&i.key, &i.answer(&o)?)?;
             }
             outcome = Some(o);
             Ok(records)
@@ -1355,58 +1512,18 @@ impl Call<'_> {
         let mut clean = Vec::with_capacity(companies.len());
         let mut records = Vec::with_capacity(companies.len());
         let mut entities = Vec::with_capacity(companies.len());
-        for (i, mut c) in companies.into_iter().enumerate() {
-            let invalid = |field: &'static str, message: String| OrchestratorError::Invalid {
-                code: InvalidCode::Company,
-                field,
-                message: format!("company #{i}: {message}"),
-            };
-            c.id = c.id.trim().to_string();
-            if c.id.is_empty() {
-                return Err(invalid("id", "must not be empty".into()));
-            }
-            if c.name.trim().is_empty() {
-                return Err(invalid("name", format!("`{}`: must not be empty", c.id)));
-            }
-            c.status = c.status.trim().to_lowercase();
-            if c.status.is_empty() {
-                return Err(invalid("status", format!("`{}`: must not be empty", c.id)));
-            }
-            let mut emails = Vec::with_capacity(c.emails.len());
-            for e in &c.emails {
-                emails.push(normalize_email(e).map_err(|_| {
-                    invalid(
-                        "emails",
-                        format!("`{}`: `{e}` is not a well-formed email address", c.id),
-                    )
-                })?);
-            }
-            emails.sort();
-            emails.dedup();
-            c.emails = emails;
-            let json = json!({"uid": {"type": "PartnerCompany", "id": c.id},
-                "attrs": {"name": c.name, "status": c.status, "certified": c.certified},
-                "parents": []});
-            let entity = Entity::from_json_value(json.clone(), schema)
-                .map_err(|e| invalid("company", format!("`{}`: {e}", c.id)))?;
-            records.push(EntityRecord {
-                uid: entity.uid().to_string(),
-                entity_type: "PartnerCompany".into(),
-                json: json.to_string(),
-            });
+        for (i, c) in companies.into_iter().enumerate() {
+            let (c, record, entity) = clean_company(schema, i, c)?;
+            records.push(record);
             entities.push(entity);
             clean.push(c);
         }
         let scope = &self.scope;
-        let answer = match &scope.idempotency {
-            Some(i) => Some(partnergate_core::store::Remembered {
-                fingerprint: i.fingerprint.clone(),
-                status: i.status,
-                body: serde_json::to_string(&clean.last())
-                    .map_err(|e| OrchestratorError::Corrupt(e.to_string()))?,
-            }),
-            None => None,
-        };
+        let answer = scope
+            .idempotency
+            .as_ref()
+            .map(|i| i.answer(&clean.last()))
+            .transpose()?;
         let guard = partnergate_core::store::WriteGuard {
             deadline: scope.deadline,
             idempotency: scope
@@ -1428,20 +1545,28 @@ impl Call<'_> {
                     })
                 }
             }
-            if let Some(log) = self.authz.audit() {
-                for (c, e) in clean.iter().zip(&entities) {
-                    let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
-                    let after = serde_json::to_value(c).unwrap_or(Value::Null);
-                    // No policy question: the registry is the operator's (bearer token).
-                    log.log(
-                        crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
-                            .request(scope.request_id.clone()),
-                    );
-                }
-            }
+            self.log_registry_changes(&clean, &entities);
             Ok::<_, OrchestratorError>((records.clone(), ()))
         })?;
         Ok(clean)
+    }
+
+    /// Inside the registry write's commit, before memory is updated: one
+    /// change record per company, from its entity in memory to the company
+    /// as written, with the scope's request id.
+    fn log_registry_changes(&self, clean: &[RegistryCompany], entities: &[Entity]) {
+        let Some(log) = self.authz.audit() else {
+            return;
+        };
+        for (c, e) in clean.iter().zip(entities) {
+            let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
+            let after = serde_json::to_value(c).unwrap_or(Value::Null);
+            // No policy question: the registry is the operator's (bearer token).
+            log.log(
+                crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
+                    .request(self.scope.request_id.clone()),
+            );
+        }
     }
 }
 

@@ -165,6 +165,8 @@ impl QuotaRules {
         let _ = self.evaluator.set(Arc::downgrade(evaluator));
     }
 
+    /// The quotas file the gate re-reads on every reload; empty for
+    /// [`QuotaRules::fixed`] rules.
     pub fn path(&self) -> &Path {
         &self.path
     }

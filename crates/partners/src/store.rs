@@ -15,10 +15,17 @@ use super::OrchestratorError;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryCompany {
+    /// The `PartnerCompany` entity's id (trimmed, non-empty).
     pub id: String,
+    /// The company's display name (non-empty).
     pub name: String,
+    /// The partnership level, lower case (e.g. `gold`): the policies read it
+    /// as `context.invitee.status`.
     pub status: String,
+    /// Only the people of a certified company can become partners.
     pub certified: bool,
+    /// The company's people's emails: lower case, sorted, without duplicates
+    /// when stored; left empty when looked up by email (`company_of_email`).
     #[serde(default)]
     pub emails: Vec<String>,
 }

@@ -19,6 +19,8 @@ use super::AppState;
 use crate::authz::{Answer, Query};
 use crate::engine::{self, Effect, Reason};
 
+/// The PartnerGate routes: decisions, entities, policies, health,
+/// readiness, metrics and the OpenAPI document.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/is_authorized", post(is_authorized))
@@ -37,10 +39,13 @@ pub fn routes() -> Router<Arc<AppState>> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IsAuthorizedRequest {
+    /// Who asks: the principal's uid.
     #[schema(value_type = Object, example = json!("User::\"alice\""))]
     pub principal: Value,
+    /// What is asked: the action's uid (`Action::"<id>"`).
     #[schema(value_type = Object, example = json!("Action::\"view_account\""))]
     pub action: Value,
+    /// On what: the resource's uid.
     #[schema(value_type = Object, example = json!("Account::\"acme\""))]
     pub resource: Value,
     /// The Cedar context (a JSON object).
@@ -60,8 +65,12 @@ pub struct IsAuthorizedResponse {
     /// The determining policies.
     #[schema(value_type = Vec<Object>)]
     pub reasons: Vec<Reason>,
+    /// The decision's errors (evaluation errors, an unknown principal); any
+    /// error makes the decision a Deny.
     pub errors: Vec<String>,
+    /// The content-hash version of the policy set that decided.
     pub policy_version: String,
+    /// The decision's id, as recorded in the decision log.
     pub decision_id: String,
 }
 
@@ -77,6 +86,8 @@ impl From<Answer> for IsAuthorizedResponse {
     }
 }
 
+/// Several authorization questions in one call (at most `--max-batch`),
+/// decided over one policy-set snapshot.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
@@ -85,6 +96,7 @@ pub struct BatchRequest {
     pub requests: Vec<Value>,
 }
 
+/// The answers of a [`BatchRequest`].
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResponse {
     /// One result per request, in request order. An invalid item is a Deny
@@ -515,6 +527,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         super::orchestrator::CompanyBody
     ))
 )]
+/// The OpenAPI document of every endpoint (served at `/openapi.json`).
 pub struct ApiDoc;
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -23,6 +23,8 @@ use super::AppState;
 use crate::authz::{Answer, Query};
 use crate::engine;
 
+/// The AuthZEN routes: one evaluation, a batch of evaluations, and the
+/// PDP metadata.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/access/v1/evaluation", post(evaluation))
@@ -30,18 +32,25 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/.well-known/authzen-configuration", get(configuration))
 }
 
+/// An AuthZEN subject or resource: one Cedar entity.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct Subject {
+    /// The Cedar entity type (`User`, `Account`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The entity id.
     pub id: String,
+    /// Attributes of the entity for this request, over the stored ones.
     #[schema(value_type = Option<Object>)]
     pub properties: Option<Map<String, Value>>,
 }
 
+/// An AuthZEN action: `Action::"<name>"`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct Action {
+    /// The action's id.
     pub name: String,
+    /// Accepted and ignored (Cedar actions carry no request attributes).
     #[schema(value_type = Option<Object>)]
     pub properties: Option<Map<String, Value>>,
 }
@@ -49,16 +58,24 @@ pub struct Action {
 /// One AuthZEN evaluation (every field may come from the batch defaults).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct EvaluationRequest {
+    /// Who asks (required once merged with the defaults).
     pub subject: Option<Subject>,
+    /// What is asked (required once merged with the defaults).
     pub action: Option<Action>,
+    /// On what (required once merged with the defaults).
     pub resource: Option<Subject>,
+    /// The Cedar context (a JSON object).
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
 }
 
+/// One AuthZEN decision.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EvaluationResponse {
+    /// True for Allow, false for Deny.
     pub decision: bool,
+    /// `decision_id`, `policy_version`, `reasons` and `errors` (or the
+    /// `error` and `message` of an invalid batch item).
     #[schema(value_type = Option<Object>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,

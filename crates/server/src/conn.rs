@@ -36,8 +36,12 @@ pub const RESERVED_FDS: u64 = 256;
 /// The connection limits of `serve`.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
+    /// Close a connection whose request headers are not complete this long
+    /// after accept (or after the first byte of its next request).
     pub header_timeout: Duration,
+    /// Close a keep-alive connection idle this long between requests.
     pub idle_timeout: Duration,
+    /// Most open connections; accepting pauses at the cap.
     pub max_connections: usize,
 }
 

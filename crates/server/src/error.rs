@@ -10,9 +10,13 @@ use serde_json::json;
 /// An HTTP-facing error.
 #[derive(Debug)]
 pub struct AppError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// The stable machine-readable code, the body's `error`.
     pub code: &'static str,
+    /// A sentence for a person: what is wrong and how to fix it.
     pub message: String,
+    /// Machine-readable specifics (a field, a limit); `null` when none.
     pub details: serde_json::Value,
     /// Already logged where it was decided (a refusal under
     /// `--audit-required`, with its decision id): answered without a warning.
@@ -20,6 +24,7 @@ pub struct AppError {
 }
 
 impl AppError {
+    /// An error with no details, not yet logged.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         AppError {
             status,
@@ -30,15 +35,18 @@ impl AppError {
         }
     }
 
+    /// A 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// The same error with `details` in its body.
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
     }
 
+    /// A 401: the bearer token is missing or wrong.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -47,10 +55,13 @@ impl AppError {
         )
     }
 
+    /// A 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A 503 `unavailable`: the store (or a worker thread) failed; the
+    /// request may be retried.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

@@ -64,6 +64,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The 413 of a body over `limit` bytes (`--max-body-bytes`), with the
+/// limit in its details.
 pub fn body_too_large(limit: usize) -> AppError {
     AppError::new(
         StatusCode::PAYLOAD_TOO_LARGE,

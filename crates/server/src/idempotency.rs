@@ -16,6 +16,7 @@ use super::AppState;
 use crate::store::Remembered;
 use partnergate_partners::{Idempotency, OrchestratorError};
 
+/// The header's name (lower case, as `HeaderMap` looks it up).
 pub const HEADER: &str = "idempotency-key";
 
 /// Longest accepted key.

@@ -14,6 +14,8 @@
 //! - `conn`: the accept loop: header and idle timeouts, the connection cap.
 //! - `orchestrator`: partner invitations, users, seats and the partner registry.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod authzen;
 pub mod conn;
@@ -45,19 +47,33 @@ use partnergate_policy::{engine, prescan};
 /// Everything `partnergate serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The policy directory (or one policy file); `quotas.toml` is beside
+    /// the policies.
     pub policies: PathBuf,
+    /// The Cedar schema file the pack is validated against.
     pub schema: PathBuf,
+    /// Where the SQLite store (`store.db`) and the generated token live.
     pub data_dir: PathBuf,
+    /// The address to listen on (port 0: any free port, printed at start).
     pub bind: SocketAddr,
     /// File holding the bearer token for writes; generated in the data
     /// directory when absent.
     pub token_file: Option<PathBuf>,
     /// Also require the token on query endpoints.
     pub protect_queries: bool,
+    /// Most items in one batch call (`/v1/is_authorized/batch`, AuthZEN
+    /// `evaluations`); more is a 400.
     pub max_batch: usize,
+    /// Largest request body in bytes; a larger one is a 413 (on its
+    /// `Content-Length` before any byte is read, else at the limit).
     pub max_body_bytes: usize,
+    /// How long a decision or a read may take, and a write's body reading
+    /// (408 past it; a write whose transaction began answers its outcome).
     pub request_timeout: Duration,
+    /// After SIGTERM or Ctrl-C, how long requests in flight may finish
+    /// before the remaining connections are closed.
     pub shutdown_grace: Duration,
+    /// Reload when the policies, the schema or the gates' inputs change.
     pub watch: bool,
     /// Reject a reload that breaks an invariant (needs cvc5).
     pub prove_on_reload: bool,
@@ -158,28 +174,47 @@ impl Default for ServeConfig {
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The pack (policies, schema, `quotas.toml`, or the invariants under
+    /// `--prove-on-reload`) did not load; nothing is served.
     #[error("cannot load the policies:\n{}", .0.render())]
     Load(#[from] crate::policies::LoadError),
+    /// No schema to serve with. [`build`] does not return it (a missing
+    /// schema file is a [`ServeError::Load`]); kept for callers' matches.
     #[error("the schema is required to serve (--schema)")]
     NoSchema,
+    /// The stored entities could not be loaded into the directory.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
+    /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The policy watcher could not start.
     #[error(transparent)]
     Watch(#[from] crate::reload::WatchError),
+    /// The token file could not be read or created, or is empty.
     #[error("token file {path}: {message}")]
-    Token { path: PathBuf, message: String },
+    Token {
+        /// The token file (`--token-file`, else `token` in the data directory).
+        path: PathBuf,
+        /// What went wrong with it.
+        message: String,
+    },
+    /// The listening socket could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
+        /// The address asked for (`--bind`).
         addr: SocketAddr,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// An I/O error of the running server (or its start-up task failed).
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// The decision log could not be opened.
     #[error("decision log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// `--audit-required` was given without a decision log.
     #[error("--audit-required needs a decision log (not --audit-log off)")]
     AuditRequiredWithoutLog,
 }
@@ -199,12 +234,19 @@ impl From<RuntimeError> for ServeError {
 
 /// Shared state of the handlers.
 pub struct AppState {
+    /// The decision path: evaluator, directory, decision log.
     pub authz: Authz,
+    /// The bearer token, compared in constant time by [`http::require_token`].
     pub token: String,
+    /// Also require the token on query endpoints ([`ServeConfig::protect_queries`]).
     pub protect_queries: bool,
+    /// [`ServeConfig::max_batch`].
     pub max_batch: usize,
+    /// [`ServeConfig::max_body_bytes`].
     pub max_body_bytes: usize,
+    /// [`ServeConfig::request_timeout`]; also the deadline of every write.
     pub request_timeout: Duration,
+    /// The Prometheus recorder that `/metrics` renders.
     pub metrics: PrometheusHandle,
     /// The partner orchestrator (shares the evaluator, directory and store).
     pub orchestrator: Arc<partnergate_partners::Orchestrator>,
@@ -370,8 +412,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// A started sidecar's parts, for embedding and tests.
 pub struct Sidecar {
+    /// The handlers' state, for [`app`].
     pub state: Arc<AppState>,
+    /// The token file read or generated at start.
     pub token_path: PathBuf,
+    /// The policy watcher, if watching (dropping it stops it).
     pub watch: Option<reload::WatchHandle>,
     /// The PostgreSQL change feed (other replicas' writes), if shared.
     pub feed: Option<crate::store::postgres::ChangeFeed>,

@@ -20,6 +20,8 @@ use super::AppState;
 use partnergate_partners::store::RegistryCompany;
 use partnergate_partners::{Call, InvalidCode, Orchestrator, OrchestratorError, WriteScope};
 
+/// The partner routes: invitations, users, seats, partner access,
+/// dismiss/rehire, admin rights and the partner registry.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
