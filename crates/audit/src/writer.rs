@@ -57,6 +57,7 @@ pub enum OnFull {
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
+    /// A file, rotated to `PATH.N` by size, locked and repaired at open.
     File(PathBuf),
     /// Standard output (no rotation, no repair; the chain starts at seq 1).
     Stdout,
@@ -68,8 +69,11 @@ pub const DEFAULT_PATH: &str = "data/decisions.jsonl";
 /// How to open the log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    /// Where the records go.
     pub sink: Sink,
+    /// When the writer fsyncs.
     pub sync: SyncMode,
+    /// What logging does when the queue is full.
     pub on_full: OnFull,
     /// Queue capacity in events.
     pub queue_capacity: usize,
@@ -81,12 +85,16 @@ pub struct AuditConfig {
     /// most a record waits in the queue when the writer keeps up. A flush or
     /// a stop does not wait for it.
     pub linger: Duration,
+    /// The context keys and entity attributes masked before encoding.
     pub redaction: Redaction,
     /// Written as `replica` on every record, when set.
     pub replica: Option<String>,
 }
 
 impl AuditConfig {
+    /// A file log at `path` with the defaults: batch fsync, blocking when
+    /// full, 8192 queued events, batches of 1024, rotation at 256 MiB, the
+    /// default linger, no redaction and no replica.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         AuditConfig {
             sink: Sink::File(path.into()),
@@ -101,6 +109,7 @@ impl AuditConfig {
         }
     }
 
+    /// A log on standard output, with [`AuditConfig::file`]'s other defaults.
     pub fn stdout() -> Self {
         AuditConfig {
             sink: Sink::Stdout,
@@ -173,6 +182,7 @@ impl Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditState {
+    /// Records are being written.
     Ok,
     /// Writes fail (e.g. the disk is full): records are being lost, and are
     /// counted; a gap record states them when writing resumes.
@@ -182,11 +192,13 @@ pub enum AuditState {
 /// The log's state and counters, for `/readyz`, `GET /v1/policies` and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditStatus {
+    /// Whether writes currently succeed.
     pub state: AuditState,
     /// When the log started failing (RFC 3339), while it is.
     pub since: Option<String>,
     /// The last write error, while failing.
     pub error: Option<String>,
+    /// Records written since the log was opened.
     pub written: u64,
     /// Records accepted but not written (write failures).
     pub lost: u64,
@@ -196,6 +208,7 @@ pub struct AuditStatus {
     pub unrecorded: u64,
     /// Gap records written.
     pub gaps: u64,
+    /// Failed writes, fsyncs and rotations since the log was opened.
     pub write_errors: u64,
 }
 
