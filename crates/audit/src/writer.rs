@@ -734,63 +734,23 @@ impl Writer {
         Ok(())
     }
 
+    /// The writer thread's loop: take a batch, write it, sync and release
+    /// its waiters, linger; after a stop, write what raced with it.
     fn run(&mut self, rx: Receiver<Msg>, max_batch: usize, linger: Duration) {
         let mut pending = Pending::default();
         let mut acks: Vec<SyncSender<()>> = Vec::new();
         let mut stop = false;
         while !stop {
             self.try_resume(false);
-            let first = match rx.try_recv() {
-                Ok(m) => m,
-                Err(_) => {
-                    // Idle: make what was written durable before waiting.
-                    self.sync_deferred();
-                    match self.next_idle(&rx) {
-                        Some(m) => m,
-                        None => break,
-                    }
-                }
+            let Some(batch) = self.next_batch(&rx, max_batch) else {
+                break;
             };
-            let mut batch = vec![first];
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            let n = batch.len();
+            let was_full = batch.len() >= max_batch;
+            let commit_each = self.sync == SyncMode::Always;
             for msg in batch {
-                match msg {
-                    Msg::Event(ts, event) => {
-                        self.append(&mut pending, ts, event, None);
-                        if self.sync == SyncMode::Always {
-                            self.commit(&mut pending);
-                        }
-                    }
-                    Msg::Durable(d) => {
-                        let (ts, event, ticket) = *d;
-                        self.append(&mut pending, ts, event, Some(ticket));
-                        if self.sync == SyncMode::Always {
-                            self.commit(&mut pending);
-                        }
-                    }
-                    Msg::Flush(ack) => acks.push(ack),
-                    Msg::Shutdown => stop = true,
-                }
+                stop |= self.take(msg, &mut pending, &mut acks, commit_each);
             }
-            let was_full = n >= max_batch;
-            self.commit(&mut pending);
-            // Waiters for durability are released by this batch's fsync.
-            if !acks.is_empty()
-                || stop
-                || !self.unsynced_tickets.is_empty()
-                || self.last_sync.elapsed() >= SYNC_INTERVAL
-            {
-                self.sync_deferred();
-            }
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
-            }
+            self.end_batch(&mut pending, &mut acks, stop);
             // Linger: let a partial batch grow for a moment rather than being
             // woken once per record (each wake-up is a syscall on the
             // decision path). A flush or a stop wakes it early. Not with
@@ -799,18 +759,85 @@ impl Writer {
                 std::thread::park_timeout(linger);
             }
         }
+        self.finish(&rx, pending, acks);
+    }
+
+    /// The next batch: the queued messages, at most `max_batch`. When none
+    /// is queued, first make what was written durable, then wait (`None`:
+    /// the queue is closed).
+    fn next_batch(&mut self, rx: &Receiver<Msg>, max_batch: usize) -> Option<Vec<Msg>> {
+        let first = match rx.try_recv() {
+            Ok(m) => m,
+            Err(_) => {
+                // Idle: make what was written durable before waiting.
+                self.sync_deferred();
+                self.next_idle(rx)?
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Take one message: an event is appended to `pending` (and committed at
+    /// once with `commit_each`), a flush waiter is kept in `acks` for the
+    /// batch's end. Returns true for a shutdown.
+    fn take(
+        &mut self,
+        msg: Msg,
+        pending: &mut Pending,
+        acks: &mut Vec<SyncSender<()>>,
+        commit_each: bool,
+    ) -> bool {
+        match msg {
+            Msg::Event(ts, event) => self.append(pending, ts, event, None),
+            Msg::Durable(d) => {
+                let (ts, event, ticket) = *d;
+                self.append(pending, ts, event, Some(ticket));
+            }
+            Msg::Flush(ack) => {
+                acks.push(ack);
+                return false;
+            }
+            Msg::Shutdown => return true,
+        }
+        if commit_each {
+            self.commit(pending);
+        }
+        false
+    }
+
+    /// End a batch: write what is pending, fsync when a flush, a stop, a
+    /// durable waiter or the sync interval asks for it, and release the
+    /// flush waiters.
+    fn end_batch(&mut self, pending: &mut Pending, acks: &mut Vec<SyncSender<()>>, stop: bool) {
+        self.commit(pending);
+        // Waiters for durability are released by this batch's fsync.
+        if !acks.is_empty()
+            || stop
+            || !self.unsynced_tickets.is_empty()
+            || self.last_sync.elapsed() >= SYNC_INTERVAL
+        {
+            self.sync_deferred();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+
+    /// After the loop: write the events that raced with shutdown, make
+    /// everything durable, state the drops that raced with the stop if the
+    /// log can, and release the last flush waiters.
+    fn finish(&mut self, rx: &Receiver<Msg>, mut pending: Pending, mut acks: Vec<SyncSender<()>>) {
         // Events that raced with shutdown: write them too.
         self.try_resume(true);
         while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Event(ts, event) => self.append(&mut pending, ts, event, None),
-                Msg::Durable(d) => {
-                    let (ts, event, t) = *d;
-                    self.append(&mut pending, ts, event, Some(t))
-                }
-                Msg::Flush(ack) => acks.push(ack),
-                Msg::Shutdown => {}
-            }
+            self.take(msg, &mut pending, &mut acks, false);
         }
         self.commit(&mut pending);
         self.unsynced = true;
