@@ -57,7 +57,9 @@ impl<T> FileSlices<T> {
 /// A line of the log: file and 1-based line number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
+    /// The log file (the active file or a rotated `PATH.N`).
     pub file: PathBuf,
+    /// The 1-based line number in `file`.
     pub line: u64,
 }
 
@@ -130,8 +132,11 @@ pub struct LineReader {
 /// One line read: where, its text (without the newline), and whether it was
 /// terminated by a newline (a last line without one is torn).
 pub struct Line {
+    /// Where the line is.
     pub location: Location,
+    /// The line's text, without the newline (invalid UTF-8 replaced).
     pub text: String,
+    /// False for a last line with no newline: a torn write.
     pub terminated: bool,
 }
 
@@ -148,6 +153,8 @@ impl LineReader {
         Ok(Self::from_files(files))
     }
 
+    /// Read the given files in order (as [`chain_files`] lists them); a
+    /// file that cannot be opened is an error when it is reached.
     pub fn from_files(files: Vec<PathBuf>) -> Self {
         LineReader {
             files: files.into_iter(),
@@ -205,8 +212,11 @@ impl LineReader {
 /// to and including the last newline), and its last complete line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tail {
+    /// The file's length in bytes.
     pub len: u64,
+    /// Bytes up to and including the last newline (0 if there is none).
     pub intact_len: u64,
+    /// The last newline-terminated line, without its newline.
     pub last_line: Option<String>,
     /// The bytes after the last newline: a torn (partly written) line.
     pub torn: Vec<u8>,
@@ -262,11 +272,17 @@ pub fn tail(path: &Path) -> io::Result<Tail> {
 /// The chain fields of one parsed line.
 #[derive(Debug, Clone)]
 pub struct Link {
+    /// The record's sequence number, 1 more than its predecessor's.
     pub seq: u64,
+    /// The predecessor's `hash` (hex SHA-256; [`GENESIS_HASH`] for the
+    /// first record).
     pub prev_hash: String,
+    /// The hash the record states for itself (hex SHA-256 of its canonical
+    /// encoding without `hash`).
     pub hash: String,
     /// Whether `hash` matches the content.
     pub hash_ok: bool,
+    /// Where the record is.
     pub location: Location,
 }
 
@@ -326,10 +342,13 @@ pub enum BreakKind {
 /// The first break found in a chain.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChainBreak {
+    /// What kind of break it is.
     pub kind: BreakKind,
     /// The seq of the record concerned, when known.
     pub seq: Option<u64>,
+    /// The line at which the break was found.
     pub location: Location,
+    /// The details (expected and found seq or hash, parse error).
     pub message: String,
 }
 
@@ -354,8 +373,11 @@ impl std::fmt::Display for ChainBreak {
 /// tampering, but the log is not complete.
 #[derive(Debug, Clone, Serialize)]
 pub struct GapFound {
+    /// The gap record's own seq.
     pub seq: u64,
+    /// Where the gap record is.
     pub location: Location,
+    /// What the gap record states (counts, period, error).
     #[serde(flatten)]
     pub info: GapInfo,
 }
@@ -378,12 +400,18 @@ impl std::fmt::Display for GapFound {
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The chain files read, oldest first.
     pub files: Vec<PathBuf>,
     /// Records checked (up to the break, if any).
     pub records: u64,
+    /// The seq of the first record checked (none for an empty log).
     pub first_seq: Option<u64>,
+    /// The seq of the last intact record checked.
     pub last_seq: Option<u64>,
+    /// The hash of the last record checked: the head of the chain (up to
+    /// the break, if any).
     pub last_hash: Option<String>,
+    /// The first break, if the chain is not intact.
     pub problem: Option<ChainBreak>,
     /// The gap records of the chain (up to the break, if any).
     pub gaps: Vec<GapFound>,

@@ -14,6 +14,8 @@
 //! it must never know the entity stores, reloads, the partner rules, HTTP
 //! or the command line.
 
+#![warn(missing_docs)]
+
 pub mod chain;
 pub mod query;
 pub mod record;
@@ -38,23 +40,42 @@ pub use writer::{
 /// Errors of the decision log. Each names the file (and line) concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// Reading, writing, syncing, locking or renaming a log file failed.
     #[error("{}: {source}", .path.display())]
     Io {
+        /// The file concerned.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the writer lock (`PATH.lock`) of the log.
     #[error("{}: the log is open for writing by another process (lock held on {}.lock)", .0.display(), .0.display())]
     Locked(PathBuf),
+    /// At open, the record the writer would continue the chain from is
+    /// unreadable or does not match its hash; nothing is appended.
     #[error("{}: {message}", .file.display())]
-    Corrupt { file: PathBuf, message: String },
+    Corrupt {
+        /// The file holding that last record.
+        file: PathBuf,
+        /// What is wrong, and that `partnergate audit verify` locates it.
+        message: String,
+    },
+    /// A line is not a valid record (not JSON, missing or mistyped field).
     #[error("{location}: {message}")]
-    Malformed { location: Location, message: String },
+    Malformed {
+        /// The file and line.
+        location: Location,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The writer thread could not be spawned.
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(std::io::Error),
 }
 
 impl AuditError {
+    /// An [`AuditError::Io`] on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         AuditError::Io {
             path: path.to_path_buf(),

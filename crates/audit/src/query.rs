@@ -18,31 +18,46 @@ use crate::engine::Effect;
 /// The fields of a record that query filters and tables use.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Head {
+    /// The record's sequence number in the chain.
     pub seq: u64,
+    /// The record's time, RFC 3339 UTC as written (empty if absent).
     #[serde(default)]
     pub ts: String,
+    /// Decision, change, reload, gap or repair (none if absent or unknown).
     #[serde(default)]
     pub kind: Option<Kind>,
+    /// A decision's id (or the decision a change was made under).
     #[serde(default)]
     pub decision_id: Option<String>,
+    /// A decision's slice name: hex SHA-256 of its canonical entities.
     #[serde(default)]
     pub entities_hash: Option<String>,
+    /// A decision's principal uid in Cedar syntax.
     #[serde(default)]
     pub principal: Option<String>,
+    /// A decision's action uid in Cedar syntax.
     #[serde(default)]
     pub action: Option<String>,
+    /// A decision's resource uid in Cedar syntax.
     #[serde(default)]
     pub resource: Option<String>,
+    /// A decision's effect.
     #[serde(default)]
     pub decision: Option<Effect>,
+    /// The pack version a decision was made under.
     #[serde(default)]
     pub policy_version: Option<String>,
+    /// Who made a change.
     #[serde(default)]
     pub actor: Option<String>,
+    /// What a change did, e.g. `user.dismiss`.
     #[serde(default)]
     pub operation: Option<String>,
+    /// The pack version live after a reload (after a failed one: the one
+    /// still live).
     #[serde(default)]
     pub version: Option<String>,
+    /// Why a reload failed.
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -72,8 +87,11 @@ pub struct Filter {
     pub principal: Option<String>,
     /// Matches `action` (or a change's `operation`): `Action::"x"` or `x`.
     pub action: Option<String>,
+    /// Matches `resource`: the full uid or just the id.
     pub resource: Option<String>,
+    /// Matches a decision's effect.
     pub decision: Option<Effect>,
+    /// Matches the record's kind.
     pub kind: Option<Kind>,
     /// Matches `decision_id` exactly.
     pub decision_id: Option<String>,
@@ -98,11 +116,13 @@ fn uid_matches(filter: &str, value: Option<&str>) -> bool {
 }
 
 impl Filter {
-    /// Whether the filter selects nothing by time (so ts need not be parsed).
+    /// Whether the filter selects by time (else ts need not be parsed).
     fn timed(&self) -> bool {
         self.since.is_some() || self.until.is_some()
     }
 
+    /// Whether the record with head `h` is selected: every set criterion
+    /// matches (a record whose `ts` does not parse fails a time bound).
     pub fn matches(&self, h: &Head) -> bool {
         if let Some(k) = self.kind {
             if h.kind != Some(k) {
@@ -157,7 +177,9 @@ impl Filter {
 /// Counts of a query run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueryStats {
+    /// Records read (torn line excluded).
     pub scanned: u64,
+    /// Records the filter selected.
     pub matched: u64,
     /// A torn last line (a crash mid-write) that was skipped.
     pub torn: Option<Location>,

@@ -47,6 +47,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The record's `kind` value: `decision`, `change`, `reload`, `repair`
+    /// or `gap`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Decision => "decision",
@@ -113,11 +115,14 @@ pub fn new_decision_id() -> String {
 pub struct DecisionEvent {
     /// The id returned to the caller ([`new_decision_id`]).
     pub decision_id: String,
+    /// The caller's request id (`X-Request-ID`), if any.
     pub request_id: Option<String>,
     /// Entity uids in Cedar syntax, e.g. `User::"alice"` (shared: the
     /// sidecar formats a question's uids once, not per decision).
     pub principal: Arc<str>,
+    /// The action uid in Cedar syntax.
     pub action: Arc<str>,
+    /// The resource uid in Cedar syntax.
     pub resource: Arc<str>,
     /// The request context (a JSON object, or null).
     pub context: Value,
@@ -125,7 +130,9 @@ pub struct DecisionEvent {
     /// can re-evaluate it. Share one [`EntitySlice`] between the decisions
     /// that used the same entities: it is encoded once.
     pub entities: Arc<EntitySlice>,
+    /// The decision given: effect, determining policies, errors, version.
     pub decision: Decision,
+    /// Time taken to decide, in microseconds.
     pub latency_us: u64,
     /// Disagreement of the shadow policy set, if any ([`shadow_of`]).
     pub shadow: Option<Shadow>,
@@ -167,6 +174,7 @@ impl DecisionEvent {
         self
     }
 
+    /// The caller's request id (`X-Request-ID`).
     pub fn with_request_id(mut self, id: Option<String>) -> Self {
         self.request_id = id;
         self
@@ -178,11 +186,13 @@ impl DecisionEvent {
         self
     }
 
+    /// The time taken to decide, in microseconds.
     pub fn with_latency_us(mut self, us: u64) -> Self {
         self.latency_us = us;
         self
     }
 
+    /// The shadow set's disagreement, if any ([`shadow_of`]).
     pub fn with_shadow(mut self, shadow: Option<Shadow>) -> Self {
         self.shadow = shadow;
         self
@@ -217,6 +227,7 @@ pub struct EncodedSlice {
 }
 
 impl EntitySlice {
+    /// The slice of a Cedar entity JSON array.
     pub fn new(json: Value) -> Arc<Self> {
         Arc::new(EntitySlice {
             json,
@@ -287,6 +298,7 @@ impl PartialEq for EntitySlice {
 pub struct ChangeEvent {
     /// The decision that authorized the change, if there was one.
     pub decision_id: Option<String>,
+    /// The request (`X-Request-ID`) that made the change, if known.
     pub request_id: Option<String>,
     /// Who made the change (an entity uid or an operator name).
     pub actor: String,
@@ -294,6 +306,7 @@ pub struct ChangeEvent {
     pub operation: String,
     /// The state before (null when created) and after (null when deleted).
     pub before: Value,
+    /// The state after (null when deleted).
     pub after: Value,
 }
 
@@ -333,6 +346,7 @@ impl ChangeEvent {
 /// A policy reload, successful (`error` None) or not.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReloadEvent {
+    /// The request that triggered the reload, if any.
     pub request_id: Option<String>,
     /// The files read.
     pub files: Vec<String>,
@@ -345,12 +359,16 @@ pub struct ReloadEvent {
 /// Something to append to the log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// An authorization decision.
     Decision(Box<DecisionEvent>),
+    /// A change to the directory or registry, or an orchestrator operation.
     Change(ChangeEvent),
+    /// A policy reload.
     Reload(ReloadEvent),
 }
 
 impl Event {
+    /// The `kind` of the record this event becomes.
     pub fn kind(&self) -> Kind {
         match self {
             Event::Decision(_) => Kind::Decision,
@@ -403,6 +421,7 @@ pub struct GapInfo {
     pub refused: u64,
     /// The timestamps of the first and last record not logged.
     pub from: String,
+    /// See `from` (RFC 3339 UTC, like every `ts`).
     pub until: String,
     /// The write error, when there was one.
     pub error: Option<String>,
@@ -412,63 +431,97 @@ pub struct GapInfo {
 /// chain fields, so that query and replay accept every kind.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct Record {
+    /// The sequence number: the previous record's plus one.
     pub seq: u64,
+    /// When the record was written, RFC 3339 UTC.
     pub ts: String,
+    /// What the record is about (none if unknown to this version).
     pub kind: Option<Kind>,
+    /// A decision's id, or the decision that authorized a change.
     #[serde(default)]
     pub decision_id: Option<String>,
+    /// The request (`X-Request-ID`) that led to the record.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The writer's replica name, when configured
+    /// ([`AuditConfig::replica`](crate::AuditConfig::replica)).
     #[serde(default)]
     pub replica: Option<String>,
+    /// A decision's principal uid in Cedar syntax.
     #[serde(default)]
     pub principal: Option<String>,
+    /// A decision's action uid in Cedar syntax.
     #[serde(default)]
     pub action: Option<String>,
+    /// A decision's resource uid in Cedar syntax.
     #[serde(default)]
     pub resource: Option<String>,
+    /// A decision's request context (redacted).
     #[serde(default)]
     pub context: Option<Value>,
+    /// A decision's entity slice (redacted Cedar entity JSON), when this
+    /// record carries it inline; later records of the file name it by
+    /// `entities_hash` only.
     #[serde(default)]
     pub entities: Option<Value>,
+    /// Hex SHA-256 of the canonical slice: the name of the decision's slice
+    /// within its file.
     #[serde(default)]
     pub entities_hash: Option<String>,
     /// Set when the decision's entities could not be logged (`entities` is null).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entities_error: Option<String>,
+    /// A decision's effect.
     #[serde(default)]
     pub decision: Option<Effect>,
+    /// A decision's determining policies (`@id` and `@description`).
     #[serde(default)]
     pub reasons: Option<Vec<Reason>>,
+    /// A decision's evaluation errors.
     #[serde(default)]
     pub errors: Option<Vec<String>>,
+    /// The pack version a decision was made under.
     #[serde(default)]
     pub policy_version: Option<String>,
+    /// Time taken to decide, in microseconds.
     #[serde(default)]
     pub latency_us: Option<u64>,
+    /// The shadow set's disagreement with the decision, if any.
     #[serde(default)]
     pub shadow: Option<Shadow>,
+    /// The uids of the slice's entities that came from the request.
     #[serde(default)]
     pub request_entities: Option<Vec<String>>,
+    /// Who made a change.
     #[serde(default)]
     pub actor: Option<String>,
+    /// What a change did, e.g. `user.dismiss`.
     #[serde(default)]
     pub operation: Option<String>,
+    /// A change's state before (null when created).
     #[serde(default)]
     pub before: Option<Value>,
+    /// A change's state after (null when deleted).
     #[serde(default)]
     pub after: Option<Value>,
+    /// The files a reload read.
     #[serde(default)]
     pub files: Option<Vec<String>>,
+    /// The pack version live after a reload.
     #[serde(default)]
     pub version: Option<String>,
+    /// Why a reload failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// What a `repair` record states was cut.
     #[serde(default)]
     pub repair: Option<RepairInfo>,
+    /// What a `gap` record states was not logged.
     #[serde(default)]
     pub gap: Option<GapInfo>,
+    /// The previous record's `hash` (the genesis hash for the first).
     pub prev_hash: String,
+    /// Hex SHA-256 of the canonical encoding of the record without `hash`.
     pub hash: String,
 }
 
@@ -719,7 +772,9 @@ pub enum SliceField<'a> {
 /// Where a record goes in the chain.
 #[derive(Debug, Clone, Copy)]
 pub struct Link<'a> {
+    /// The record's sequence number.
     pub seq: u64,
+    /// The hash of the record before it.
     pub prev_hash: &'a str,
 }
 

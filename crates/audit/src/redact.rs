@@ -20,6 +20,7 @@ pub struct Redaction {
 }
 
 impl Redaction {
+    /// True when no key is configured: [`Redaction::apply`] changes nothing.
     pub fn is_empty(&self) -> bool {
         self.context_keys.is_empty() && self.entity_attrs.is_empty()
     }

@@ -44,21 +44,32 @@ impl Default for ReplayOptions {
 /// One changed decision.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Example {
+    /// The logged record's seq.
     pub seq: u64,
+    /// Where the record is.
     pub location: Location,
+    /// When the decision was logged (RFC 3339 UTC).
     pub ts: String,
+    /// The logged decision's id.
     pub decision_id: Option<String>,
+    /// The principal uid in Cedar syntax.
     pub principal: String,
+    /// The resource uid in Cedar syntax.
     pub resource: String,
+    /// The ids of the policies that determined the logged decision.
     pub old_reasons: Vec<String>,
+    /// The ids of the candidate's determining policies.
     pub new_reasons: Vec<String>,
+    /// The candidate's evaluation errors on this input.
     pub new_errors: Vec<String>,
 }
 
 /// A policy that caused changes in a group.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Cause {
+    /// The policy's id.
     pub policy: String,
+    /// The policy's `@description` (the candidate's, else the logged one).
     pub description: Option<String>,
     /// `now determining` (a reason of the new decision that was not one
     /// before) or `no longer determining` (an old reason that vanished).
@@ -70,33 +81,48 @@ pub struct Cause {
 /// The changes of one action in one direction.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ChangeGroup {
+    /// The action uid in Cedar syntax (empty if the record had none).
     pub action: String,
+    /// The logged effect.
     pub from: Effect,
+    /// The candidate's effect (the other one).
     pub to: Effect,
+    /// How many decisions of this action changed this way.
     pub count: u64,
+    /// The policies involved, with how many changes each.
     pub causes: Vec<Cause>,
+    /// The first changed decisions, at most [`ReplayOptions::max_examples`].
     pub examples: Vec<Example>,
 }
 
 /// A logged decision that could not be replayed.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Skipped {
+    /// The record's seq.
     pub seq: u64,
+    /// Where the record is.
     pub location: Location,
+    /// Why it could not be replayed: a field or its entity slice is missing,
+    /// or the request or slice does not fit the candidate's schema.
     pub reason: String,
 }
 
 /// The outcome of a replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
+    /// The content-hash version of the candidate pack.
     pub candidate_version: String,
     /// Decisions re-evaluated.
     pub replayed: u64,
+    /// Re-evaluated decisions whose effect stays the same.
     pub unchanged: u64,
+    /// Re-evaluated decisions whose effect flips.
     pub changed: u64,
+    /// The changed decisions by action and direction, ordered by action.
     pub groups: Vec<ChangeGroup>,
     /// How many decisions could not be replayed, and the first few.
     pub skipped: u64,
+    /// The first skipped decisions (at least 5 are kept).
     pub skipped_examples: Vec<Skipped>,
 }
 

@@ -57,6 +57,7 @@ pub enum OnFull {
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
+    /// A file, rotated to `PATH.N` by size, locked and repaired at open.
     File(PathBuf),
     /// Standard output (no rotation, no repair; the chain starts at seq 1).
     Stdout,
@@ -68,8 +69,11 @@ pub const DEFAULT_PATH: &str = "data/decisions.jsonl";
 /// How to open the log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    /// Where the records go.
     pub sink: Sink,
+    /// When the writer fsyncs.
     pub sync: SyncMode,
+    /// What logging does when the queue is full.
     pub on_full: OnFull,
     /// Queue capacity in events.
     pub queue_capacity: usize,
@@ -81,12 +85,16 @@ pub struct AuditConfig {
     /// most a record waits in the queue when the writer keeps up. A flush or
     /// a stop does not wait for it.
     pub linger: Duration,
+    /// The context keys and entity attributes masked before encoding.
     pub redaction: Redaction,
     /// Written as `replica` on every record, when set.
     pub replica: Option<String>,
 }
 
 impl AuditConfig {
+    /// A file log at `path` with the defaults: batch fsync, blocking when
+    /// full, 8192 queued events, batches of 1024, rotation at 256 MiB, the
+    /// default linger, no redaction and no replica.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         AuditConfig {
             sink: Sink::File(path.into()),
@@ -101,6 +109,7 @@ impl AuditConfig {
         }
     }
 
+    /// A log on standard output, with [`AuditConfig::file`]'s other defaults.
     pub fn stdout() -> Self {
         AuditConfig {
             sink: Sink::Stdout,
@@ -173,6 +182,7 @@ impl Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditState {
+    /// Records are being written.
     Ok,
     /// Writes fail (e.g. the disk is full): records are being lost, and are
     /// counted; a gap record states them when writing resumes.
@@ -182,11 +192,13 @@ pub enum AuditState {
 /// The log's state and counters, for `/readyz`, `GET /v1/policies` and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditStatus {
+    /// Whether writes currently succeed.
     pub state: AuditState,
     /// When the log started failing (RFC 3339), while it is.
     pub since: Option<String>,
     /// The last write error, while failing.
     pub error: Option<String>,
+    /// Records written since the log was opened.
     pub written: u64,
     /// Records accepted but not written (write failures).
     pub lost: u64,
@@ -196,6 +208,7 @@ pub struct AuditStatus {
     pub unrecorded: u64,
     /// Gap records written.
     pub gaps: u64,
+    /// Failed writes, fsyncs and rotations since the log was opened.
     pub write_errors: u64,
 }
 
@@ -721,63 +734,23 @@ impl Writer {
         Ok(())
     }
 
+    /// The writer thread's loop: take a batch, write it, sync and release
+    /// its waiters, linger; after a stop, write what raced with it.
     fn run(&mut self, rx: Receiver<Msg>, max_batch: usize, linger: Duration) {
         let mut pending = Pending::default();
         let mut acks: Vec<SyncSender<()>> = Vec::new();
         let mut stop = false;
         while !stop {
             self.try_resume(false);
-            let first = match rx.try_recv() {
-                Ok(m) => m,
-                Err(_) => {
-                    // Idle: make what was written durable before waiting.
-                    self.sync_deferred();
-                    match self.next_idle(&rx) {
-                        Some(m) => m,
-                        None => break,
-                    }
-                }
+            let Some(batch) = self.next_batch(&rx, max_batch) else {
+                break;
             };
-            let mut batch = vec![first];
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            let n = batch.len();
+            let was_full = batch.len() >= max_batch;
+            let commit_each = self.sync == SyncMode::Always;
             for msg in batch {
-                match msg {
-                    Msg::Event(ts, event) => {
-                        self.append(&mut pending, ts, event, None);
-                        if self.sync == SyncMode::Always {
-                            self.commit(&mut pending);
-                        }
-                    }
-                    Msg::Durable(d) => {
-                        let (ts, event, ticket) = *d;
-                        self.append(&mut pending, ts, event, Some(ticket));
-                        if self.sync == SyncMode::Always {
-                            self.commit(&mut pending);
-                        }
-                    }
-                    Msg::Flush(ack) => acks.push(ack),
-                    Msg::Shutdown => stop = true,
-                }
+                stop |= self.take(msg, &mut pending, &mut acks, commit_each);
             }
-            let was_full = n >= max_batch;
-            self.commit(&mut pending);
-            // Waiters for durability are released by this batch's fsync.
-            if !acks.is_empty()
-                || stop
-                || !self.unsynced_tickets.is_empty()
-                || self.last_sync.elapsed() >= SYNC_INTERVAL
-            {
-                self.sync_deferred();
-            }
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
-            }
+            self.end_batch(&mut pending, &mut acks, stop);
             // Linger: let a partial batch grow for a moment rather than being
             // woken once per record (each wake-up is a syscall on the
             // decision path). A flush or a stop wakes it early. Not with
@@ -786,18 +759,85 @@ impl Writer {
                 std::thread::park_timeout(linger);
             }
         }
+        self.finish(&rx, pending, acks);
+    }
+
+    /// The next batch: the queued messages, at most `max_batch`. When none
+    /// is queued, first make what was written durable, then wait (`None`:
+    /// the queue is closed).
+    fn next_batch(&mut self, rx: &Receiver<Msg>, max_batch: usize) -> Option<Vec<Msg>> {
+        let first = match rx.try_recv() {
+            Ok(m) => m,
+            Err(_) => {
+                // Idle: make what was written durable before waiting.
+                self.sync_deferred();
+                self.next_idle(rx)?
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Take one message: an event is appended to `pending` (and committed at
+    /// once with `commit_each`), a flush waiter is kept in `acks` for the
+    /// batch's end. Returns true for a shutdown.
+    fn take(
+        &mut self,
+        msg: Msg,
+        pending: &mut Pending,
+        acks: &mut Vec<SyncSender<()>>,
+        commit_each: bool,
+    ) -> bool {
+        match msg {
+            Msg::Event(ts, event) => self.append(pending, ts, event, None),
+            Msg::Durable(d) => {
+                let (ts, event, ticket) = *d;
+                self.append(pending, ts, event, Some(ticket));
+            }
+            Msg::Flush(ack) => {
+                acks.push(ack);
+                return false;
+            }
+            Msg::Shutdown => return true,
+        }
+        if commit_each {
+            self.commit(pending);
+        }
+        false
+    }
+
+    /// End a batch: write what is pending, fsync when a flush, a stop, a
+    /// durable waiter or the sync interval asks for it, and release the
+    /// flush waiters.
+    fn end_batch(&mut self, pending: &mut Pending, acks: &mut Vec<SyncSender<()>>, stop: bool) {
+        self.commit(pending);
+        // Waiters for durability are released by this batch's fsync.
+        if !acks.is_empty()
+            || stop
+            || !self.unsynced_tickets.is_empty()
+            || self.last_sync.elapsed() >= SYNC_INTERVAL
+        {
+            self.sync_deferred();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+
+    /// After the loop: write the events that raced with shutdown, make
+    /// everything durable, state the drops that raced with the stop if the
+    /// log can, and release the last flush waiters.
+    fn finish(&mut self, rx: &Receiver<Msg>, mut pending: Pending, mut acks: Vec<SyncSender<()>>) {
         // Events that raced with shutdown: write them too.
         self.try_resume(true);
         while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Event(ts, event) => self.append(&mut pending, ts, event, None),
-                Msg::Durable(d) => {
-                    let (ts, event, t) = *d;
-                    self.append(&mut pending, ts, event, Some(t))
-                }
-                Msg::Flush(ack) => acks.push(ack),
-                Msg::Shutdown => {}
-            }
+            self.take(msg, &mut pending, &mut acks, false);
         }
         self.commit(&mut pending);
         self.unsynced = true;

@@ -24,6 +24,8 @@
 //! [`Gate`](partnergate_core::reload::Gate) type); it must never know the
 //! partner rules, HTTP or the command line.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,6 +59,8 @@ pub enum InvariantKind {
 }
 
 impl InvariantKind {
+    /// The name used in `@kind` annotations and reports (`ceiling`,
+    /// `floor`, `never-errors`, `equivalent`).
     pub fn as_str(self) -> &'static str {
         match self {
             InvariantKind::Ceiling => "ceiling",
@@ -78,10 +82,14 @@ impl std::fmt::Display for InvariantKind {
 pub struct Invariant {
     /// The file stem, e.g. `partner-never-grants-admin`.
     pub id: String,
+    /// What the invariant bounds (`ceiling` or `floor`; every policy of the
+    /// file carries the same `@kind`).
     pub kind: InvariantKind,
     /// The `@description` of the file's first policy.
     pub description: Option<String>,
+    /// The invariant file it was read from.
     pub file: PathBuf,
+    /// The file's policies, re-identified by `@id` like a pack.
     pub policy_set: PolicySet,
 }
 
@@ -89,49 +97,85 @@ pub struct Invariant {
 /// which is a result in the [`ProofReport`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ProveError {
+    /// The cvc5 executable does not exist.
     #[error("the SMT solver cvc5 was not found (looked for `{program}`{}): {INSTALL_HINT}",
         if *.from_env { " as given by $CVC5" } else { " on PATH" })]
-    SolverMissing { program: String, from_env: bool },
+    SolverMissing {
+        /// The program looked for: `$CVC5`'s value, else `cvc5`.
+        program: String,
+        /// Whether `program` came from the `CVC5` environment variable.
+        from_env: bool,
+    },
+    /// The solver exists but could not be started (or symcc refused it).
     #[error("cannot start the SMT solver `{program}`: {source}")]
     SolverStart {
+        /// The program that was started.
         program: String,
+        /// Why starting it failed.
         #[source]
         source: std::io::Error,
     },
+    /// The pack has no schema; symbolic checking is defined per schema
+    /// request environment.
     #[error("proving needs a schema: give --schema")]
     NoSchema,
+    /// The invariants directory (given or `policies/invariants`) is absent.
     #[error(
         "no invariants directory {0}: put invariants (*.cedar) there or give --invariants DIR"
     )]
     NoInvariantsDir(PathBuf),
+    /// An invariant file does not load (parse, validation or limits).
     #[error("invariant {}: {}", .file.display(), .source)]
     InvariantLoad {
+        /// The invariant file.
         file: PathBuf,
+        /// The load error, with its location in `file`.
         #[source]
         source: Box<LoadError>,
     },
+    /// A policy of an invariant file has a missing, unknown or inconsistent
+    /// `@kind` annotation.
     #[error("{}:{line}: policy `{policy}`: {message}", .file.display())]
     InvariantKindAnnotation {
+        /// The invariant file.
         file: PathBuf,
+        /// The 1-based line the policy starts on.
         line: usize,
+        /// The policy's id (`@id`, else `policyN`).
         policy: String,
+        /// What is wrong with the annotation.
         message: String,
     },
+    /// Reading an invariant file or writing a counterexample file failed.
     #[error("cannot read {}: {source}", .path.display())]
     Io {
+        /// The file concerned.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// symcc failed while compiling policies or running a query.
     #[error("{what} for {env}: {source}")]
     Symcc {
+        /// The step that failed, e.g. `compiling the policies`.
         what: String,
+        /// The request environment (`principal × action × resource`).
         env: String,
+        /// symcc's error.
         #[source]
         source: Box<cedar_policy_symcc::err::Error>,
     },
+    /// The solver's model could not be turned into a replayable request and
+    /// entity store, or the replay could not be parsed.
     #[error("counterexample for {env}: {message}")]
-    Counterexample { env: String, message: String },
+    Counterexample {
+        /// The request environment (`principal × action × resource`).
+        env: String,
+        /// What is missing or invalid.
+        message: String,
+    },
+    /// The tokio runtime that drives the solver could not be built.
     #[error("cannot start the async runtime for the solver: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -155,8 +199,11 @@ impl ProveError {
 /// One request environment: principal type × action × resource type.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EnvLabel {
+    /// The principal entity type, e.g. `User`.
     pub principal: String,
+    /// The action uid in Cedar syntax, e.g. `Action::"view"`.
     pub action: String,
+    /// The resource entity type.
     pub resource: String,
 }
 
@@ -185,7 +232,9 @@ impl std::fmt::Display for EnvLabel {
 pub struct Counterexample {
     /// Entity uids in Cedar syntax, e.g. `User::"a"`.
     pub principal: String,
+    /// The action uid in Cedar syntax.
     pub action: String,
+    /// The resource uid in Cedar syntax.
     pub resource: String,
     /// The context record (Cedar JSON).
     pub context: serde_json::Value,
@@ -210,22 +259,30 @@ pub struct Counterexample {
 /// One violated request environment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Violation {
+    /// The request environment in which the invariant fails.
     pub environment: EnvLabel,
     /// For never-errors: the policy that can error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// A concrete input that shows the failure, from the solver's model.
     pub counterexample: Counterexample,
 }
 
 /// The outcome of one invariant over every request environment.
 #[derive(Debug, Clone, Serialize)]
 pub struct InvariantResult {
+    /// The invariant's id (file stem; `never-errors`, `equivalent` for the
+    /// built-in checks).
     pub id: String,
+    /// What was checked.
     pub kind: InvariantKind,
+    /// The invariant's `@description`, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The invariant file; none for the built-in checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// True when no environment violates it (`violations` is empty).
     pub holds: bool,
     /// Request environments checked.
     pub environments: usize,
@@ -233,14 +290,18 @@ pub struct InvariantResult {
     pub queries: usize,
     /// Wall time for this invariant (compiling it and every solver query).
     pub millis: f64,
+    /// One entry per violated request environment.
     pub violations: Vec<Violation>,
 }
 
 /// The result of proving a pack.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProofReport {
+    /// The content-hash version of the production pack proven.
     pub policy_version: String,
+    /// Every request environment of the schema, in the order checked.
     pub environments: Vec<EnvLabel>,
+    /// One result per invariant (built-in checks included), in order.
     pub results: Vec<InvariantResult>,
     /// Compiling the production policies for every environment.
     pub compile_millis: f64,
@@ -820,10 +881,15 @@ fn replay(
 /// Files written for one counterexample, and the command that replays it.
 #[derive(Debug, Clone, Serialize)]
 pub struct WrittenCounterexample {
+    /// The id of the violated invariant.
     pub invariant: String,
+    /// The request environment of the violation.
     pub environment: EnvLabel,
+    /// `<stem>.request.json`: the request, the offending and replayed decisions.
     pub request: PathBuf,
+    /// `<stem>.context.json`: the context record.
     pub context: PathBuf,
+    /// `<stem>.entities.json`: the Cedar JSON entity store.
     pub entities: PathBuf,
     /// `partnergate authorize ...` replaying it against the production pack.
     pub command: String,
