@@ -178,10 +178,6 @@ pub enum ServeError {
     /// `--prove-on-reload`) did not load; nothing is served.
     #[error("cannot load the policies:\n{}", .0.render())]
     Load(#[from] crate::policies::LoadError),
-    /// No schema to serve with. [`build`] does not return it (a missing
-    /// schema file is a [`ServeError::Load`]); kept for callers' matches.
-    #[error("the schema is required to serve (--schema)")]
-    NoSchema,
     /// The stored entities could not be loaded into the directory.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
