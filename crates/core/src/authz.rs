@@ -41,9 +41,13 @@ use crate::reload::Evaluator;
 /// One authorization question.
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// Who asks; unknown to the directory (and not invented by the request) means Deny.
     pub principal: EntityUid,
+    /// What they want to do.
     pub action: EntityUid,
+    /// What they want to do it to.
     pub resource: EntityUid,
+    /// The Cedar context record; `None` or JSON `null` is the empty record.
     pub context: Option<serde_json::Value>,
     /// Extra Cedar entity JSON (an array), over the stored entities, for this request only.
     pub entities: Option<serde_json::Value>,
@@ -80,6 +84,7 @@ impl Query {
         ))
     }
 
+    /// The Cedar context record for this request.
     pub fn with_context(mut self, context: Option<serde_json::Value>) -> Self {
         self.context = context;
         self
@@ -102,6 +107,7 @@ impl Query {
         self
     }
 
+    /// The caller's request id, written to the decision log.
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
         self.request_id = request_id;
         self
@@ -111,11 +117,14 @@ impl Query {
 /// A decision with what an auditor needs to replay it.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The fail-closed decision, with its reasons, errors and policy version.
     pub decision: Decision,
+    /// A fresh UUIDv7 naming this decision in the log and on the wire.
     pub decision_id: String,
     /// The entities the decision used (the slice plus the action's
     /// entities), for the decision log and replay.
     pub entities: Arc<DecisionEntities>,
+    /// Microseconds spent deciding (request, entities, Cedar); shadow evaluation and logging are not included.
     pub latency_us: u64,
     /// With `--audit-required`: the log's acknowledgement that the decision's
     /// record is durable; the answer must not be given before it succeeds.
@@ -139,6 +148,7 @@ impl Answer {
 /// log then encodes and hashes it once too ([`EntitySlice`]).
 #[derive(Debug)]
 pub struct DecisionEntities {
+    /// The entities Cedar decided over: the directory's slice (plus request entities) and the action's entities.
     pub entities: Entities,
     slice: std::sync::OnceLock<Arc<EntitySlice>>,
     uids: std::sync::OnceLock<QuestionUids>,
@@ -147,12 +157,16 @@ pub struct DecisionEntities {
 /// A question's uids as the decision log writes them.
 #[derive(Debug)]
 pub struct QuestionUids {
+    /// The principal in Cedar syntax (`User::"alice"`).
     pub principal: Arc<str>,
+    /// The action in Cedar syntax.
     pub action: Arc<str>,
+    /// The resource in Cedar syntax.
     pub resource: Arc<str>,
 }
 
 impl DecisionEntities {
+    /// Wrap an entity set; its log slice and uids are computed on first use.
     pub fn new(entities: Entities) -> Self {
         DecisionEntities {
             entities,
@@ -306,6 +320,9 @@ fn policies_for_action(pack: &PolicyPack, action: &EntityUid) -> Option<PolicySe
 }
 
 impl Authz {
+    /// An authorizer over the live pack of `evaluator` and the entities of
+    /// `directory`: no decision log, no shadow, request entities
+    /// [`RequestEntities::Add`].
     pub fn new(evaluator: Arc<Evaluator>, directory: Arc<Directory>) -> Self {
         Authz {
             evaluator,
@@ -346,6 +363,7 @@ impl Authz {
         self
     }
 
+    /// The decision log decisions and changes go to, if any.
     pub fn audit(&self) -> Option<&AuditLog> {
         self.audit.as_ref()
     }
@@ -355,6 +373,7 @@ impl Authz {
         self.audit_required
     }
 
+    /// The candidate evaluated beside every decision, if any.
     pub fn shadow(&self) -> Option<&Arc<Evaluator>> {
         self.shadow.as_ref()
     }
@@ -411,10 +430,12 @@ impl Authz {
         Ok(written)
     }
 
+    /// The evaluator holding the live pack.
     pub fn evaluator(&self) -> &Arc<Evaluator> {
         &self.evaluator
     }
 
+    /// The entity directory decisions read.
     pub fn directory(&self) -> &Arc<Directory> {
         &self.directory
     }
@@ -429,44 +450,16 @@ impl Authz {
     /// snapshot for all its items; shadow mode passes the candidate).
     pub fn is_authorized_with(&self, pack: &PolicyPack, q: &Query) -> Result<Answer, RequestError> {
         let started = Instant::now();
-        let schema = pack.schema.as_ref();
         let request = engine::build_request(
-            schema,
+            pack.schema.as_ref(),
             q.principal.clone(),
             q.action.clone(),
             q.resource.clone(),
             q.context.clone(),
         )?;
-        let overlay = self.overlay(schema, q)?;
-        let indexed = self.action_policies(pack, &q.action);
-        let policy_set = indexed.policies.as_ref().unwrap_or(&pack.policy_set);
-        let entities = if overlay.is_empty() {
-            self.cached_entities(pack, q)?
-        } else {
-            let slice = self.directory.slice(&[&q.principal, &q.resource], &overlay);
-            let entities = directory::entities_for(slice, pack.action_entities(&q.action))
-                .map_err(RequestError::Entities)?;
-            Arc::new(DecisionEntities::new(entities))
-        };
-        // Request data never makes a principal known (unless `override`).
-        let invented = !overlay.is_empty()
-            && self.request_entities != RequestEntities::Override
-            && !self.directory.contains(&q.principal);
-        let decision = if invented {
-            engine::unknown_principal(
-                pack,
-                &q.principal,
-                "not in the entity store (entities sent with the request do not make a principal known)",
-            )
-        } else {
-            engine::decide_with(
-                policy_set,
-                pack,
-                &request,
-                &entities.entities,
-                Semantics::FailClosed,
-            )
-        };
+        let overlay = self.overlay(pack.schema.as_ref(), q)?;
+        let entities = self.decision_entities(pack, q, &overlay)?;
+        let decision = self.decide_over(pack, q, &request, &overlay, &entities);
         let mut answer = Answer {
             decision,
             decision_id: uuid::Uuid::now_v7().to_string(),
@@ -474,44 +467,114 @@ impl Authz {
             latency_us: started.elapsed().as_micros() as u64,
             durable: None,
         };
-        let shadow = self.shadow.as_ref().and_then(|candidate| {
-            let candidate = candidate.current();
-            let theirs = engine::decide(
-                &candidate,
-                &request,
-                &answer.entities.entities,
-                Semantics::FailClosed,
-            );
-            let disagreement = shadow_of(&answer.decision, &theirs);
-            if disagreement.is_some() {
-                metrics::counter!("partnergate_shadow_disagreements_total").increment(1);
-            }
-            disagreement
-        });
-        if let Some(log) = &self.audit {
-            let uids = answer.entities.uids_of(q);
-            let mut request_entities: Vec<String> = overlay.keys().map(|u| u.to_string()).collect();
-            request_entities.sort();
-            let event = DecisionEvent::new(
-                uids.principal.clone(),
-                uids.action.clone(),
-                uids.resource.clone(),
-                answer.entities.slice().clone(),
-                answer.decision.clone(),
-            )
-            .with_decision_id(answer.decision_id.clone())
-            .with_request_id(q.request_id.clone())
-            .with_context(q.context.clone())
-            .with_latency_us(answer.latency_us)
-            .with_shadow(shadow)
-            .with_request_entities(request_entities);
-            if self.audit_required {
-                answer.durable = Some(log.log_durable(event));
-            } else {
-                log.log(event);
-            }
-        }
+        let shadow = self.shadow_disagreement(&request, &answer);
+        self.log_decision(q, &overlay, shadow, &mut answer);
         Ok(answer)
+    }
+
+    /// The entities of a decision: the cached set when the request brings
+    /// none, else the directory's slice under the request's `overlay`.
+    fn decision_entities(
+        &self,
+        pack: &PolicyPack,
+        q: &Query,
+        overlay: &HashMap<EntityUid, Entity>,
+    ) -> Result<Arc<DecisionEntities>, RequestError> {
+        if overlay.is_empty() {
+            return self.cached_entities(pack, q);
+        }
+        let slice = self.directory.slice(&[&q.principal, &q.resource], overlay);
+        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+            .map_err(RequestError::Entities)?;
+        Ok(Arc::new(DecisionEntities::new(entities)))
+    }
+
+    /// The fail-closed decision over `entities`, with the policies that can
+    /// apply to the action; a principal only the request describes is unknown.
+    fn decide_over(
+        &self,
+        pack: &PolicyPack,
+        q: &Query,
+        request: &cedar_policy::Request,
+        overlay: &HashMap<EntityUid, Entity>,
+        entities: &DecisionEntities,
+    ) -> Decision {
+        let indexed = self.action_policies(pack, &q.action);
+        let policy_set = indexed.policies.as_ref().unwrap_or(&pack.policy_set);
+        // Request data never makes a principal known (unless `override`).
+        let invented = !overlay.is_empty()
+            && self.request_entities != RequestEntities::Override
+            && !self.directory.contains(&q.principal);
+        if invented {
+            return engine::unknown_principal(
+                pack,
+                &q.principal,
+                "not in the entity store (entities sent with the request do not make a principal known)",
+            );
+        }
+        engine::decide_with(
+            policy_set,
+            pack,
+            request,
+            &entities.entities,
+            Semantics::FailClosed,
+        )
+    }
+
+    /// The shadow candidate's disagreement with `answer` (counted), if there
+    /// is a candidate and it decides otherwise.
+    fn shadow_disagreement(
+        &self,
+        request: &cedar_policy::Request,
+        answer: &Answer,
+    ) -> Option<crate::audit::Shadow> {
+        let candidate = self.shadow.as_ref()?.current();
+        let theirs = engine::decide(
+            &candidate,
+            request,
+            &answer.entities.entities,
+            Semantics::FailClosed,
+        );
+        let disagreement = shadow_of(&answer.decision, &theirs);
+        if disagreement.is_some() {
+            metrics::counter!("partnergate_shadow_disagreements_total").increment(1);
+        }
+        disagreement
+    }
+
+    /// Write the decision's record to the log, if there is one; with
+    /// `audit_required`, the answer then carries the durability acknowledgement.
+    fn log_decision(
+        &self,
+        q: &Query,
+        overlay: &HashMap<EntityUid, Entity>,
+        shadow: Option<crate::audit::Shadow>,
+        answer: &mut Answer,
+    ) {
+        let Some(log) = &self.audit else {
+            return;
+        };
+        let uids = answer.entities.uids_of(q);
+        let mut request_entities: Vec<String> = overlay.keys().map(|u| u.to_string()).collect();
+        request_entities.sort();
+        let event = DecisionEvent::new(
+            uids.principal.clone(),
+            uids.action.clone(),
+            uids.resource.clone(),
+            answer.entities.slice().clone(),
+            answer.decision.clone(),
+        )
+        .with_decision_id(answer.decision_id.clone())
+        .with_request_id(q.request_id.clone())
+        .with_context(q.context.clone())
+        .with_latency_us(answer.latency_us)
+        .with_shadow(shadow)
+        .with_request_entities(request_entities);
+        if self.audit_required {
+            answer.durable = Some(log.log_durable(event));
+        } else {
+            log.log(event);
+        }
     }
 
     /// The policies of `pack` that can apply to `action` (built once per

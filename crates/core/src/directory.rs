@@ -27,20 +27,34 @@ pub const MAX_SLICE: usize = 10_000;
 /// Why a directory operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
+    /// The entities given are not a JSON array (a 400).
     #[error("entities: expected a JSON array of Cedar entities")]
     NotAnArray,
+    /// One entity of a write is not valid Cedar entity JSON, does not fit the schema, or repeats a uid (a 400).
     #[error("entity #{index}{}: {message}", .uid.as_ref().map(|u| format!(" ({u})")).unwrap_or_default())]
     Invalid {
+        /// 0-based position of the entity in the array written.
         index: usize,
+        /// Its uid, when one could be read.
         uid: Option<String>,
+        /// What is wrong (Cedar's message, or PartnerGate's).
         message: String,
     },
+    /// A write names an action entity (its uid); actions are the schema's (a 400).
     #[error("entity {0} is an action: actions come from the schema")]
     Action(String),
+    /// The entity store failed (its [`StoreError`]).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored entity does not parse back (the store's contents, not the caller, are at fault).
     #[error("stored entity {uid} is unreadable: {message}")]
-    Corrupt { uid: String, message: String },
+    Corrupt {
+        /// The stored entity's uid.
+        uid: String,
+        /// Why it does not parse.
+        message: String,
+    },
+    /// The request's deadline had passed when the write's transaction began; nothing was written.
     #[error("the write did not start before the request timeout; nothing was written")]
     TimedOut,
 }
@@ -62,6 +76,7 @@ pub type IdempotentAnswer<'a> = (&'a str, &'a str, &'a dyn Fn(&[EntityUid]) -> (
 /// What a guarded write did ([`Directory::put_guarded`]).
 #[derive(Debug)]
 pub enum Written {
+    /// The write was committed: the uids written, in the order given.
     Applied(Vec<EntityUid>),
     /// The `Idempotency-Key` was remembered: nothing written; its first answer.
     Replayed(crate::store::Remembered),
@@ -236,6 +251,7 @@ impl Directory {
         self.entities.len()
     }
 
+    /// Whether the directory holds no entity.
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()
     }

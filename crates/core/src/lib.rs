@@ -7,6 +7,8 @@
 //! know the partner pack's rules (the orchestrator), proofs, HTTP or the
 //! command line.
 
+#![warn(missing_docs)]
+
 pub mod authz;
 pub mod directory;
 pub mod reload;

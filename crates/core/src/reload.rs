@@ -37,8 +37,11 @@ pub type Listener = Box<dyn Fn(&PolicyPack, Option<&LoadError>) + Send + Sync>;
 /// A reload that failed and was not applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadFailure {
+    /// When the reload was attempted (RFC 3339).
     pub at: String,
+    /// The load error, as one line.
     pub message: String,
+    /// The located problems behind it ([`LoadError::problems`]).
     pub problems: Vec<Problem>,
 }
 
@@ -47,8 +50,11 @@ pub struct ReloadFailure {
 pub struct ReloadStatus {
     /// When the serving pack was loaded (RFC 3339).
     pub loaded_at: String,
+    /// The same instant in seconds since the Unix epoch (for the metrics).
     pub loaded_at_unix: f64,
+    /// Packs loaded since start, the first load included.
     pub successes: u64,
+    /// Reload attempts that failed since start (the previous pack kept serving).
     pub failures: u64,
     /// The last failed reload, until a good one succeeds.
     pub last_error: Option<ReloadFailure>,
@@ -144,10 +150,12 @@ impl Evaluator {
         self.current.load_full()
     }
 
+    /// The reload counters and the last failure (a snapshot).
     pub fn status(&self) -> Arc<ReloadStatus> {
         self.status.load_full()
     }
 
+    /// Where the pack is loaded from (policies, schema, limits).
     pub fn source(&self) -> &PackSource {
         &self.source
     }
@@ -311,7 +319,9 @@ impl Drop for WatchHandle {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path}: {message}")]
 pub struct WatchError {
+    /// The file or directory that could not be watched.
     pub path: PathBuf,
+    /// The watcher's error.
     pub message: String,
 }
 

@@ -31,16 +31,22 @@ pub fn default_replica_id() -> String {
 /// Why a runtime could not be wired.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The first load of the pack or of the shadow policies failed (or a gate refused it).
     #[error("cannot load the policies:\n{}", .0.render())]
     Load(#[from] LoadError),
+    /// The directory could not read the store's entities into memory.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// The entity store could not be opened or migrated, or its change feed could not start.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The policy watcher could not start.
     #[error(transparent)]
     Watch(#[from] WatchError),
+    /// The decision log could not be opened (or repaired).
     #[error("decision log: {0}")]
     Audit(#[from] AuditError),
+    /// `--audit-required` was asked without a decision log to wait on.
     #[error("--audit-required needs a decision log (not --audit-log off)")]
     AuditRequiredWithoutLog,
 }
@@ -50,7 +56,9 @@ pub enum RuntimeError {
 /// connection for their own tables.
 #[derive(Clone)]
 pub enum OpenStore {
+    /// A SQLite database file.
     Sqlite(Arc<SqliteStore>),
+    /// A PostgreSQL database (one connection, reopened after a loss).
     Postgres(Arc<PgStore>),
 }
 

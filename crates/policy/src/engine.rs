@@ -23,15 +23,24 @@ use crate::policies::PolicyPack;
 /// the CLI). Each message names the field and the problem.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum RequestError {
+    /// One field of the request is wrong.
     #[error("field `{field}`: {message}")]
-    Field { field: String, message: String },
+    Field {
+        /// The request field at fault: `principal`, `action`, `resource` or `context`.
+        field: String,
+        /// What is wrong with it, for a human.
+        message: String,
+    },
+    /// The entity JSON does not parse or does not fit the schema (Cedar's message).
     #[error("entities: {0}")]
     Entities(String),
+    /// Cedar rejected the assembled request against the schema (Cedar's message).
     #[error("request does not fit the schema: {0}")]
     Schema(String),
 }
 
 impl RequestError {
+    /// A [`RequestError::Field`] naming `field`.
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         RequestError::Field {
             field: field.to_string(),
@@ -43,7 +52,9 @@ impl RequestError {
 /// Allow or Deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 pub enum Effect {
+    /// The request is permitted.
     Allow,
+    /// The request is refused: no permit applied, a forbid did, or fail-closed semantics turned it down.
     Deny,
 }
 
@@ -85,7 +96,9 @@ impl FromStr for Effect {
 /// A determining policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
+    /// The policy's id: its `@id` annotation, else Cedar's `policyN`.
     pub id: String,
+    /// The policy's `@description` annotation, if it has one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub description: Option<String>,
 }
@@ -93,13 +106,18 @@ pub struct Reason {
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
+    /// Allow or Deny, after the [`Semantics`] asked for.
     pub decision: Effect,
+    /// The determining policies, sorted by id; empty when fail-closed semantics turned an Allow into a Deny.
     pub reasons: Vec<Reason>,
+    /// Evaluation errors (Cedar's messages) and the cause of a fail-closed Deny.
     pub errors: Vec<String>,
+    /// The version (content hash) of the pack that decided.
     pub policy_version: String,
 }
 
 impl Decision {
+    /// Whether the decision is [`Effect::Allow`].
     pub fn is_allowed(&self) -> bool {
         self.decision == Effect::Allow
     }
@@ -241,10 +259,15 @@ pub fn parse_entities(
 /// replay, `audit replay`, `audit stress`) goes through it.
 #[derive(Debug, Clone)]
 pub struct JsonQuestion<'a> {
+    /// The principal's uid in Cedar syntax (`User::"alice"`).
     pub principal: &'a str,
+    /// The action's uid in Cedar syntax (`Action::"read"`).
     pub action: &'a str,
+    /// The resource's uid in Cedar syntax.
     pub resource: &'a str,
+    /// The context record; `None` or JSON `null` is the empty record.
     pub context: Option<serde_json::Value>,
+    /// The Cedar entity JSON (an array of `{uid, attrs, parents}`) to decide over.
     pub entities: serde_json::Value,
 }
 
@@ -276,7 +299,9 @@ impl QuestionError {
 /// entity set, ready to decide.
 #[derive(Debug, Clone)]
 pub struct Question {
+    /// The Cedar request, checked against the schema when there is one.
     pub request: Request,
+    /// The entity set, checked against the schema when there is one.
     pub entities: Entities,
 }
 

@@ -6,6 +6,8 @@
 //! The lowest layer: it must never know the entity stores, the decision
 //! log, reloads, the partner rules, HTTP or the command line.
 
+#![warn(missing_docs)]
+
 pub mod engine;
 pub mod policies;
 pub mod prescan;

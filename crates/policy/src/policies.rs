@@ -36,7 +36,9 @@ pub struct PolicyInfo {
 /// A parsed, strictly validated set of policies with its schema.
 #[derive(Debug, Clone)]
 pub struct PolicyPack {
+    /// Every policy of the pack, under its `@id` (else `policyN`).
     pub policy_set: PolicySet,
+    /// The schema the policies were validated against; `None` when the pack has none (nothing was validated).
     pub schema: Option<Schema>,
     /// Content hash of the policy files and the schema, `sha256:` + 16 hex digits.
     pub version: String,
@@ -112,10 +114,15 @@ fn action_closure(schema: &Schema) -> HashMap<EntityUid, Vec<Entity>> {
 /// line, column and a caret) and structured for machines.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Problem {
+    /// The file the problem is in, when it is about one.
     pub file: Option<PathBuf>,
+    /// 1-based line in `file`, when the problem has a location.
     pub line: Option<usize>,
+    /// 1-based column in `file`, when the problem has a location.
     pub column: Option<usize>,
+    /// The policy the problem is about, when it is about one.
     pub policy_id: Option<String>,
+    /// The problem alone, without location (Cedar's or PartnerGate's message).
     pub message: String,
     /// The miette rendering: message, location and a caret under the source.
     #[serde(skip)]
@@ -141,38 +148,62 @@ impl fmt::Display for Problem {
 /// Why a pack could not be loaded. Every variant names the file concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A policy file, the schema or the policy directory could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or directory that could not be read.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The policy path holds no `.cedar` file.
     #[error("no .cedar policy files in {0}")]
     NoPolicies(PathBuf),
+    /// A policy file does not parse as Cedar.
     #[error("{} parse error(s) in {}", .problems.len(), .file.display())]
     Parse {
+        /// The policy file that does not parse.
         file: PathBuf,
+        /// Each parse error, located in `file`.
         problems: Vec<Problem>,
     },
+    /// Two policies carry the same id (`@id`, or a clash with a default `policyN`).
     #[error("the policy id `{id}` is used twice: in {} and in {}", .first.display(), .second.display())]
     DuplicateId {
+        /// The id used twice.
         id: String,
+        /// The file of its first use, in load order.
         first: PathBuf,
+        /// The file of its second use.
         second: PathBuf,
     },
+    /// The schema does not parse or is not a valid Cedar schema.
     #[error("schema {}: {}", .file.display(), .problem.message)]
     Schema {
+        /// The schema file.
         file: PathBuf,
+        /// What is wrong with it, located where Cedar says.
         problem: Box<Problem>,
     },
+    /// The policies parse but fail strict validation against the schema.
     #[error("strict validation failed with {} error(s)", .problems.len())]
-    Validation { problems: Vec<Problem> },
+    Validation {
+        /// Each validation error, located in its policy file.
+        problems: Vec<Problem>,
+    },
+    /// A reload gate refused the otherwise valid pack; the pack serving stays.
     #[error("rejected by a reload gate with {} problem(s) (e.g. a violated invariant)", .problems.len())]
-    Rejected { problems: Vec<Problem> },
+    Rejected {
+        /// The gate's reasons.
+        problems: Vec<Problem>,
+    },
     /// A file over a limit of [`PackLimits`], refused before parsing.
     #[error("{} was refused before parsing: it is over a limit of the pack", .file.display())]
     Limit {
+        /// The file refused.
         file: PathBuf,
+        /// The limit it is over, and by how much.
         problem: Box<Problem>,
     },
 }
@@ -264,7 +295,10 @@ pub enum SchemaSearch {
     /// Exactly one schema file.
     Found(PathBuf),
     /// No schema file in any of these directories.
-    NotFound { looked_in: Vec<PathBuf> },
+    NotFound {
+        /// The directories searched, in search order.
+        looked_in: Vec<PathBuf>,
+    },
     /// Several schema files in the first directory that has any.
     Ambiguous(Vec<PathBuf>),
 }

@@ -72,6 +72,7 @@ pub struct Scan {
 /// Scan `text` (the contents of `file`) and refuse it when an expression
 /// nests deeper than `max_nesting`, naming the line and column where the
 /// limit was crossed.
+#[allow(clippy::too_many_lines)] // one byte scanner loop: its states (comment, string, bracket, operator, word) share the cursor and the depth, and read best side by side
 pub fn scan(file: &Path, text: &str, max_nesting: usize) -> Result<Scan, Box<Problem>> {
     let bytes = text.as_bytes();
     // The operator count of each open bracket level (index 0: top level).
@@ -227,10 +228,17 @@ pub fn read_limited(path: &Path, max_bytes: u64) -> Result<String, ReadError> {
 /// Why [`read_limited`] refused a file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The file could not be opened or read, or is not UTF-8 text (`InvalidData`).
     #[error("{0}")]
     Io(std::io::Error),
+    /// The file is larger than the limit; it was not read whole.
     #[error("the file has {bytes} bytes; the limit is {limit} bytes (--max-policy-file-bytes)")]
-    TooLarge { bytes: u64, limit: u64 },
+    TooLarge {
+        /// The file's size in bytes (from its metadata, or what was read past the limit).
+        bytes: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
 }
 
 /// Run `f` on a new thread with [`POLICY_THREAD_STACK`] and wait for it.

@@ -21,14 +21,24 @@ use crate::policies::PolicyPack;
 /// Why a suite could not be run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum SuiteError {
+    /// A suite file, a fixture or a suite directory could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or directory that could not be read.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A suite or fixture file is not in its format (bad JSON/TOML, unknown field, bad value).
     #[error("{path}: {message}")]
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The suite file at fault.
+        path: PathBuf,
+        /// What is wrong, with line/column or the case and field where known.
+        message: String,
+    },
+    /// A directory given holds no `*.json` or `*.toml` suite.
     #[error("no test suites (*.json, *.toml) under {0}")]
     Empty(PathBuf),
 }
@@ -36,50 +46,69 @@ pub enum SuiteError {
 /// One case, whatever format it came from.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// The case's name (a Cedar case without one is `test N`, 1-based).
     pub name: String,
+    /// The principal's uid in Cedar syntax.
     pub principal: String,
+    /// The action's uid in Cedar syntax.
     pub action: String,
+    /// The resource's uid in Cedar syntax.
     pub resource: String,
+    /// The context record, if the case gives one.
     pub context: Option<serde_json::Value>,
+    /// The Cedar entity JSON the case is decided over.
     pub entities: serde_json::Value,
+    /// The expected decision.
     pub expect: Effect,
     /// Expected reasons: each must be among the actual ones.
     pub reasons: Option<Vec<String>>,
+    /// The expected number of evaluation errors; `None`: not checked.
     pub num_errors: Option<usize>,
+    /// Cedar's semantics for Cedar `run-tests` cases, fail-closed for TOML ones.
     pub semantics: Semantics,
 }
 
 /// A suite file's cases.
 #[derive(Debug, Clone)]
 pub struct Suite {
+    /// The suite file.
     pub path: PathBuf,
+    /// Its cases, in file order.
     pub cases: Vec<Case>,
 }
 
 /// The result of one case.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
+    /// The suite file the case is in.
     pub suite: PathBuf,
+    /// The case's name.
     pub name: String,
+    /// Whether the decision, the reasons and the error count all matched.
     pub passed: bool,
     /// Human-readable differences, empty when passed.
     pub diff: Vec<String>,
+    /// The decision made; `None` when the request or its entities were invalid.
     pub actual: Option<Decision>,
 }
 
 /// The results of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// One result per case, suites and cases in the order run.
     pub results: Vec<CaseResult>,
     /// Policy ids that were never a determining reason in any case.
     pub uncovered: Vec<String>,
+    /// How many policies the pack has (the denominator of coverage).
     pub total_policies: usize,
 }
 
 impl Report {
+    /// How many cases passed.
     pub fn passed(&self) -> usize {
         self.results.iter().filter(|r| r.passed).count()
     }
+    /// How many cases failed.
     pub fn failed(&self) -> usize {
         self.results.len() - self.passed()
     }

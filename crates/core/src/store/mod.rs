@@ -14,18 +14,29 @@ use std::path::PathBuf;
 /// Cedar entity JSON (`{"uid": .., "attrs": .., "parents": ..}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityRecord {
+    /// The uid in Cedar syntax, the record's key.
     pub uid: String,
+    /// The uid's entity type name (`User`, `Ns::Account`), an indexed column of its own.
     pub entity_type: String,
+    /// The Cedar entity JSON, as text.
     pub json: String,
 }
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store could not be opened, created or migrated at start.
     #[error("cannot open the store at {path}: {message}")]
-    Open { path: PathBuf, message: String },
+    Open {
+        /// The database file, or the PostgreSQL URL with its password redacted.
+        path: PathBuf,
+        /// The database's error.
+        message: String,
+    },
+    /// A statement failed, or the store was asked what it cannot do (the database's message).
     #[error("store: {0}")]
     Backend(String),
+    /// The store cannot be reached right now (connection lost or refused); a later call may succeed.
     #[error("store is unavailable: {0}")]
     Unavailable(String),
 }
@@ -40,8 +51,11 @@ impl From<rusqlite::Error> for StoreError {
 /// entity's new JSON, or `None` when it was deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The change's position in the feed (increasing in commit order).
     pub seq: i64,
+    /// The entity's uid in Cedar syntax.
     pub uid: String,
+    /// Its Cedar entity JSON after the change; `None`: deleted.
     pub json: Option<String>,
 }
 
@@ -54,8 +68,11 @@ pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 /// body hashed) and the HTTP status and JSON body that were answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remembered {
+    /// The first request's fingerprint (its method, route and body, hashed).
     pub fingerprint: String,
+    /// The HTTP status answered.
     pub status: u16,
+    /// The JSON body answered.
     pub body: String,
 }
 
@@ -64,6 +81,7 @@ pub struct Remembered {
 /// deadline after which nothing is written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteGuard<'a> {
+    /// Past this instant, when the transaction begins, nothing is written ([`Guarded::TimedOut`]).
     pub deadline: Option<std::time::Instant>,
     /// The key and the answer to remember with the write.
     pub idempotency: Option<(&'a str, &'a Remembered)>,

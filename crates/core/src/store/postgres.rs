@@ -138,6 +138,7 @@ impl PgStore {
         }
     }
 
+    /// The connection URL as given, password included (log [`redact`] of it).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -186,6 +187,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Append `changes` (uid, new JSON or `None` for a delete) to
+/// `entity_changes` as `replica`'s and `NOTIFY` the feed, inside a write
+/// transaction holding [`WRITE_LOCK`] (so sequence order is commit order).
 pub fn write_changes(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
@@ -198,7 +202,6 @@ pub fn write_changes(
     tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
 }
 
-/// The remembered answer of `key`, if younger than the TTL.
 /// Begin a write transaction under the shared write lock, as a guarded
 /// write does: `Err(stop)` (the transaction rolled back, nothing written)
 /// when the `Idempotency-Key` is remembered or the deadline has passed.
@@ -219,6 +222,7 @@ pub fn begin_guarded<'c>(
     })
 }
 
+/// The remembered answer of `key`, if younger than the TTL.
 pub fn recall_in(
     c: &mut impl postgres::GenericClient,
     key: &str,

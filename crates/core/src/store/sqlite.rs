@@ -101,6 +101,8 @@ impl SqliteStore {
         })
     }
 
+    /// The one connection, locked for the caller (layers above run their own
+    /// statements on it); a `Backend` error if a holder panicked.
     pub fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn
             .lock()
