@@ -199,10 +199,10 @@ fn main() {
 
     let mut g = c.benchmark_group("in_process");
     g.bench_function("cedar_authorizer_direct", |b| {
-        b.iter(|| black_box(authorizer.is_authorized(&request, &pack.policy_set, &entities)))
+        b.iter(|| black_box(authorizer.is_authorized(&request, &pack.policy_set, &entities)));
     });
     g.bench_function("partnergate_is_authorized", |b| {
-        b.iter(|| black_box(small.is_authorized(black_box(&q))))
+        b.iter(|| black_box(small.is_authorized(black_box(&q))));
     });
     // Without PartnerGate's entity-set cache (a new Authz each time): the
     // cost of a question not asked since the last directory write.
@@ -210,7 +210,7 @@ fn main() {
         b.iter(|| {
             let cold = Authz::new(small.evaluator().clone(), small.directory().clone());
             black_box(cold.is_authorized(black_box(&q)))
-        })
+        });
     });
     // What a direct Cedar caller pays per question when it builds the
     // request (schema-checked) and the entities from the same slice itself.
@@ -230,7 +230,7 @@ fn main() {
             let entities = directory::entities_for(slice.clone(), pack.action_entities(&q.action))
                 .expect("entities build");
             black_box(authorizer.is_authorized(&request, &pack.policy_set, &entities))
-        })
+        });
     });
     g.finish();
 
@@ -244,10 +244,10 @@ fn main() {
     );
     let mut g = c.benchmark_group("directory_size");
     g.bench_function(format!("users_{SMALL}"), |b| {
-        b.iter(|| black_box(small.is_authorized(black_box(&q))))
+        b.iter(|| black_box(small.is_authorized(black_box(&q))));
     });
     g.bench_function(format!("users_{large}"), |b| {
-        b.iter(|| black_box(big.is_authorized(black_box(&q))))
+        b.iter(|| black_box(big.is_authorized(black_box(&q))));
     });
     g.finish();
 

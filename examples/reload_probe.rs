@@ -41,18 +41,15 @@ impl Client {
 
     /// One decision; returns its policy version (None on any failure).
     fn version(&mut self) -> Option<String> {
-        let resp = match self
+        let Ok(resp) = self
             .http
             .post(&self.url)
             .header("content-type", "application/json")
             .body(BODY)
             .send()
-        {
-            Ok(r) => r,
-            Err(_) => {
-                self.errors += 1;
-                return None;
-            }
+        else {
+            self.errors += 1;
+            return None;
         };
         if !resp.status().is_success() {
             self.non_2xx += 1;

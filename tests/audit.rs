@@ -1121,7 +1121,7 @@ fn opening_a_log_whose_last_complete_record_was_edited_fails_and_names_the_file(
     let path = dir.path().join("d.jsonl");
     write_decisions(&path, 3);
     rewrite(&path, |l| {
-        l[2] = l[2].replace("\"latency_us\":17", "\"latency_us\":18")
+        l[2] = l[2].replace("\"latency_us\":17", "\"latency_us\":18");
     });
     let err = AuditLog::open(AuditConfig::file(&path)).unwrap_err();
     let msg = err.to_string();

@@ -70,8 +70,7 @@ impl Pack {
             .unwrap_or_else(|| panic!("no policy {id} in {file}"));
         let end = text[start..]
             .find("};")
-            .map(|e| start + e + 2)
-            .unwrap_or_else(|| panic!("policy {id} has no end"));
+            .map_or_else(|| panic!("policy {id} has no end"), |e| start + e + 2);
         let policy = &text[start..end];
         assert!(
             policy.contains(from),
@@ -547,7 +546,7 @@ fn an_invariant_without_a_kind_is_an_error_naming_the_file() {
     let pack = Pack::copy();
     let file = pack.policies().join("invariants/no-kind.cedar");
     std::fs::write(&file, "@id(\"x\")\npermit (principal, action, resource);\n").unwrap();
-    let (out, _) = {
+    let (out, ()) = {
         let out = Command::new(BIN)
             .args(["prove", "--policies"])
             .arg(pack.policies())

@@ -416,7 +416,7 @@ fn every_bad_edit_keeps_the_last_good_version_and_the_next_good_edit_recovers() 
     let restore_guards: Undo = {
         let good = good.clone();
         Box::new(move |ws: &Workspace| {
-            std::fs::write(ws.policies().join("40-guards.cedar"), &good).unwrap()
+            std::fs::write(ws.policies().join("40-guards.cedar"), &good).unwrap();
         })
     };
     let cases: Vec<(&str, &str, Edit, Undo)> = vec![
@@ -430,7 +430,7 @@ fn every_bad_edit_keeps_the_last_good_version_and_the_next_good_edit_recovers() 
                         ws.policies().join("40-guards.cedar"),
                         good.replacen("forbid (", "forbidd (", 1),
                     )
-                    .unwrap()
+                    .unwrap();
                 })
             },
             restore_guards,
@@ -449,13 +449,13 @@ fn every_bad_edit_keeps_the_last_good_version_and_the_next_good_edit_recovers() 
                             1,
                         ),
                     )
-                    .unwrap()
+                    .unwrap();
                 })
             },
             {
                 let good = good.clone();
                 Box::new(move |ws: &Workspace| {
-                    std::fs::write(ws.policies().join("40-guards.cedar"), &good).unwrap()
+                    std::fs::write(ws.policies().join("40-guards.cedar"), &good).unwrap();
                 })
             },
         ),
@@ -465,10 +465,10 @@ fn every_bad_edit_keeps_the_last_good_version_and_the_next_good_edit_recovers() 
             Box::new(|ws: &Workspace| {
                 let members =
                     std::fs::read_to_string(ws.policies().join("10-members.cedar")).unwrap();
-                std::fs::write(ws.policies().join("50-copy.cedar"), members).unwrap()
+                std::fs::write(ws.policies().join("50-copy.cedar"), members).unwrap();
             }),
             Box::new(|ws: &Workspace| {
-                std::fs::remove_file(ws.policies().join("50-copy.cedar")).unwrap()
+                std::fs::remove_file(ws.policies().join("50-copy.cedar")).unwrap();
             }),
         ),
         (
@@ -478,11 +478,11 @@ fn every_bad_edit_keeps_the_last_good_version_and_the_next_good_edit_recovers() 
                 let good = good.clone();
                 Box::new(move |ws: &Workspace| {
                     std::fs::write(ws.policies().join("50-half.cedar"), &good[..good.len() / 2])
-                        .unwrap()
+                        .unwrap();
                 })
             },
             Box::new(|ws: &Workspace| {
-                std::fs::remove_file(ws.policies().join("50-half.cedar")).unwrap()
+                std::fs::remove_file(ws.policies().join("50-half.cedar")).unwrap();
             }),
         ),
         (
@@ -498,10 +498,10 @@ fn every_bad_edit_keeps_the_last_good_version_and_the_next_good_edit_recovers() 
             "deleted directory",
             "policies",
             Box::new(|ws: &Workspace| {
-                std::fs::rename(ws.policies(), ws.path().join("policies.bak")).unwrap()
+                std::fs::rename(ws.policies(), ws.path().join("policies.bak")).unwrap();
             }),
             Box::new(|ws: &Workspace| {
-                std::fs::rename(ws.path().join("policies.bak"), ws.policies()).unwrap()
+                std::fs::rename(ws.path().join("policies.bak"), ws.policies()).unwrap();
             }),
         ),
     ];

@@ -240,7 +240,7 @@ impl AuditLogArgs {
             context_keys: self.redact_context.clone(),
             entity_attrs: self.redact_attr.clone(),
         };
-        c.replica = self.replica.clone();
+        c.replica.clone_from(&self.replica);
         Some(c)
     }
 }

@@ -233,13 +233,12 @@ pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -
                     Err(OrchestratorError::LimitReached { limit, active })
                         if replace.is_none() && interactive() =>
                     {
-                        match choose(limit, &active, err) {
-                            Some(id) => replace = Some(id),
-                            None => {
-                                writeln!(err, "cancelled: nobody was dismissed or invited")
-                                    .map_err(io)?;
-                                return Ok(EXIT_ERROR);
-                            }
+                        if let Some(id) = choose(limit, &active, err) {
+                            replace = Some(id);
+                        } else {
+                            writeln!(err, "cancelled: nobody was dismissed or invited")
+                                .map_err(io)?;
+                            return Ok(EXIT_ERROR);
                         }
                     }
                     r => return outcome(r, state.json, out, err),

@@ -50,8 +50,8 @@ pub fn run_prove(a: &ProveArgs, out: &mut dyn Write, err: &mut dyn Write) -> std
             return Ok(EXIT_ERROR);
         }
     };
-    let outcome = match &a.equivalent {
-        Some(dir) => match policies::load(&PackSource::new(dir.clone(), source.schema.clone())) {
+    let outcome = if let Some(dir) = &a.equivalent {
+        match policies::load(&PackSource::new(dir.clone(), source.schema.clone())) {
             Ok(other) => check_equivalent(&pack, &other),
             Err(e) => {
                 write!(err, "{}", e.render())?;
@@ -62,14 +62,13 @@ pub fn run_prove(a: &ProveArgs, out: &mut dyn Write, err: &mut dyn Write) -> std
                 )?;
                 return Ok(EXIT_ERROR);
             }
-        },
-        None => {
-            let dir = a
-                .invariants
-                .clone()
-                .unwrap_or_else(|| default_invariants_dir(&source.policies));
-            check_pack(&pack, &dir)
         }
+    } else {
+        let dir = a
+            .invariants
+            .clone()
+            .unwrap_or_else(|| default_invariants_dir(&source.policies));
+        check_pack(&pack, &dir)
     };
     let report = match outcome {
         Ok(r) => r,
@@ -117,8 +116,7 @@ pub fn run_prove(a: &ProveArgs, out: &mut dyn Write, err: &mut dyn Write) -> std
 fn default_counterexample_dir() -> PathBuf {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_millis());
     std::env::temp_dir().join(format!(
         "partnergate-counterexamples-{stamp}-{}",
         std::process::id()

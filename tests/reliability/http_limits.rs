@@ -49,8 +49,7 @@ fn parse_response(raw: &[u8]) -> (u16, String, Value) {
     {
         // One chunk is enough for our small JSON bodies.
         body.split_once("\r\n")
-            .map(|(_, rest)| rest.split("\r\n").next().unwrap_or(""))
-            .unwrap_or("")
+            .map_or("", |(_, rest)| rest.split("\r\n").next().unwrap_or(""))
     } else {
         body
     };
@@ -227,7 +226,7 @@ fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
         .unwrap();
         match c.read(&mut buf) {
             Ok(0) => return true,
-            Ok(_) => continue, // a response (the keep-alive ones); read on
+            Ok(_) => {} // a response (the keep-alive ones); read on
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
@@ -286,7 +285,7 @@ fn two_thousand_idle_connections_while_a_normal_request_still_answers_within_one
     // After the header and idle timeouts the server has closed every one.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut open = 0;
-    for c in socks.iter_mut() {
+    for c in &mut socks {
         if !closed_within(c, deadline.saturating_duration_since(Instant::now())) {
             open += 1;
         }

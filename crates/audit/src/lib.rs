@@ -14,7 +14,7 @@
 //! it must never know the entity stores, reloads, the partner rules, HTTP
 //! or the command line.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod chain;
 pub mod query;

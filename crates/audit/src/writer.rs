@@ -391,7 +391,7 @@ impl AuditLog {
             OnFull::Block => inner.tx.send(msg).is_ok(),
             OnFull::Drop => match inner.tx.try_send(msg) {
                 Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             },
         };
         if !sent {
@@ -766,13 +766,12 @@ impl Writer {
     /// is queued, first make what was written durable, then wait (`None`:
     /// the queue is closed).
     fn next_batch(&mut self, rx: &Receiver<Msg>, max_batch: usize) -> Option<Vec<Msg>> {
-        let first = match rx.try_recv() {
-            Ok(m) => m,
-            Err(_) => {
-                // Idle: make what was written durable before waiting.
-                self.sync_deferred();
-                self.next_idle(rx)?
-            }
+        let first = if let Ok(m) = rx.try_recv() {
+            m
+        } else {
+            // Idle: make what was written durable before waiting.
+            self.sync_deferred();
+            self.next_idle(rx)?
         };
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -1000,7 +999,7 @@ impl Writer {
         g.write_failed += pending.n;
         g.refused += pending.tickets.len() as u64;
         if g.error.is_none() {
-            g.error = error.clone();
+            g.error.clone_from(&error);
         }
         self.stats.lost.fetch_add(pending.n, Ordering::Relaxed);
         self.stats
@@ -1041,24 +1040,21 @@ impl Writer {
     /// A write or fsync failed: become (or stay) failing, and retry later.
     /// Logged once per state change, not per failure.
     fn enter_failing(&mut self, e: &io::Error) {
-        match &mut self.failing {
-            Some(f) => {
-                f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
-                f.next_try = Instant::now() + f.backoff;
-                tracing::debug!(error = %e, "audit log: still failing");
+        if let Some(f) = &mut self.failing {
+            f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
+            f.next_try = Instant::now() + f.backoff;
+            tracing::debug!(error = %e, "audit log: still failing");
+        } else {
+            tracing::error!(error = %e, path = %self.describe(),
+                "audit log: writing failed; records are being lost (counted, and stated by a gap record when writing resumes)");
+            self.failing = Some(Failing {
+                next_try: Instant::now() + FIRST_BACKOFF,
+                backoff: FIRST_BACKOFF,
+            });
+            if let Ok(mut h) = self.stats.health.lock() {
+                *h = Some((format_ts(OffsetDateTime::now_utc()), e.to_string()));
             }
-            None => {
-                tracing::error!(error = %e, path = %self.describe(),
-                    "audit log: writing failed; records are being lost (counted, and stated by a gap record when writing resumes)");
-                self.failing = Some(Failing {
-                    next_try: Instant::now() + FIRST_BACKOFF,
-                    backoff: FIRST_BACKOFF,
-                });
-                if let Ok(mut h) = self.stats.health.lock() {
-                    *h = Some((format_ts(OffsetDateTime::now_utc()), e.to_string()));
-                }
-                self.stats.failing.store(true, Ordering::Relaxed);
-            }
+            self.stats.failing.store(true, Ordering::Relaxed);
         }
     }
 

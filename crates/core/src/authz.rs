@@ -720,9 +720,7 @@ impl Authz {
             .into_iter()
             .flatten()
         {
-            let known = EntityUid::from_json(p.clone())
-                .map(|p| stored_parents.contains(&p))
-                .unwrap_or(false);
+            let known = EntityUid::from_json(p.clone()).is_ok_and(|p| stored_parents.contains(&p));
             if !known {
                 return Err(RequestError::field(
                     &format!("entities[{index}].parents"),

@@ -7,7 +7,7 @@
 //! know the partner pack's rules (the orchestrator), proofs, HTTP or the
 //! command line.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod authz;
 pub mod directory;

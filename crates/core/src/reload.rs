@@ -575,8 +575,7 @@ fn absolute(p: &Path) -> PathBuf {
 
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.

@@ -23,8 +23,7 @@ use crate::store::{EntityBackend, StoreError, StoreSpec};
 /// A default replica id: host name and process id.
 pub fn default_replica_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
+        .map_or_else(|_| "host".into(), |h| h.trim().to_string());
     format!("{host}-{}", std::process::id())
 }
 
@@ -237,7 +236,7 @@ impl Runtime {
         }
         if let Some(mut config) = self.audit {
             if config.replica.is_none() {
-                config.replica = self.replica.clone();
+                config.replica.clone_from(&self.replica);
             }
             let log = open_log(config)?;
             log_reloads(&evaluator, log.clone());
@@ -275,7 +274,7 @@ fn follow(url: &str, directory: &Arc<Directory>) -> Result<ChangeFeed, StoreErro
     let d = directory.clone();
     ChangeFeed::start(url, directory.loaded_seq(), move |changes| {
         metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
-        d.apply_changes(changes)
+        d.apply_changes(changes);
     })
 }
 

@@ -25,7 +25,7 @@
 //! Depends on `partnergate-core`, `partnergate-audit` and
 //! `partnergate-policy`; it must never know HTTP or the command line.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod postgres;
 pub mod rules;
@@ -866,12 +866,10 @@ impl Orchestrator {
         if quotas.one_company_per_account {
             if let (Some(c), Some(other)) = (
                 &registry,
-                active.iter().filter_map(|u| u.partner.as_ref()).find(|p| {
-                    registry
-                        .as_ref()
-                        .map(|c| c.id != p.company)
-                        .unwrap_or(false)
-                }),
+                active
+                    .iter()
+                    .filter_map(|u| u.partner.as_ref())
+                    .find(|p| registry.as_ref().is_some_and(|c| c.id != p.company)),
             ) {
                 return Err(OrchestratorError::DifferentCompany {
                     email: req.email.to_string(),
@@ -890,8 +888,7 @@ impl Orchestrator {
         // answer was about another company, so refuse rather than guess.
         let same = req
             .asked
-            .map(|a| a.id == company.id && a.status == company.status)
-            .unwrap_or(false);
+            .is_some_and(|a| a.id == company.id && a.status == company.status);
         if !same {
             return Err(OrchestratorError::Conflict {
                 code: ConflictCode::RegistryChanged,
@@ -1167,13 +1164,11 @@ impl Call<'_> {
                     },
                 )?;
                 let user = UserView {
-                    id: existing
-                        .map(|u| u.id.clone())
-                        .unwrap_or_else(|| new_user_id(&email, name)),
+                    id: existing.map_or_else(|| new_user_id(&email, name), |u| u.id.clone()),
                     email: email.clone(),
                     account: account.clone(),
                     status: UserStatus::Invited,
-                    is_admin: existing.map(|u| u.is_admin).unwrap_or(false),
+                    is_admin: existing.is_some_and(|u| u.is_admin),
                     two_factor: true,
                     partner: Some(PartnerView {
                         company: company.id,

@@ -160,7 +160,7 @@ impl OrchestratorStore for PgStore {
         let mut out: Vec<RegistryCompany> = Vec::new();
         for r in &rows {
             let id: String = r.get(0);
-            if out.last().map(|c| c.id != id).unwrap_or(true) {
+            if out.last().is_none_or(|c| c.id != id) {
                 out.push(company(r));
             }
             if let (Some(e), Some(c)) = (r.get::<_, Option<String>>(4), out.last_mut()) {

@@ -78,8 +78,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Quotas, Box<Problem>> {
         let (line, column) = e
             .span()
             .map(|s| line_col(text, s.start))
-            .map(|(l, c)| (Some(l), Some(c)))
-            .unwrap_or((None, None));
+            .map_or((None, None), |(l, c)| (Some(l), Some(c)));
         problem(line, column, e.message().trim().to_string())
     })?;
     if q.max_active_partners > MAX_LIMIT {
@@ -118,12 +117,7 @@ pub fn load(path: &Path) -> Result<Quotas, Box<Problem>> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
 

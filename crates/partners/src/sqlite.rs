@@ -122,7 +122,7 @@ impl OrchestratorStore for SqliteStore {
                  ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status,
                    certified = excluded.certified,
                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
-                params![c.id, c.name, c.status, c.certified as i64],
+                params![c.id, c.name, c.status, i64::from(c.certified)],
             )?;
             tx.execute(
                 "DELETE FROM partner_emails WHERE company_id = ?1",
@@ -162,7 +162,7 @@ impl OrchestratorStore for SqliteStore {
         })?;
         for row in rows {
             let (id, name, status, certified, email) = row?;
-            if out.last().map(|c| c.id != id).unwrap_or(true) {
+            if out.last().is_none_or(|c| c.id != id) {
                 out.push(RegistryCompany {
                     id,
                     name,

@@ -6,7 +6,7 @@
 //! The lowest layer: it must never know the entity stores, the decision
 //! log, reloads, the partner rules, HTTP or the command line.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod engine;
 pub mod policies;

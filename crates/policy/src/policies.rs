@@ -440,7 +440,10 @@ fn read_policy_texts(
                 problem: Box::new(plain_problem(f, &message)),
             });
         }
-        hasher.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b""));
+        hasher.update(
+            f.file_name()
+                .map_or(&b""[..], std::ffi::OsStr::as_encoded_bytes),
+        );
         hasher.update([0]);
         hasher.update(text.as_bytes());
         hasher.update([0]);

@@ -135,11 +135,7 @@ pub fn scan(file: &Path, text: &str, max_nesting: usize) -> Result<Scan, Box<Pro
                 // Two-character operators count once.
                 if matches!(
                     (b, bytes.get(i + 1)),
-                    (b'&', Some(b'&'))
-                        | (b'|', Some(b'|'))
-                        | (b'=', Some(b'='))
-                        | (b'<', Some(b'='))
-                        | (b'>', Some(b'='))
+                    (b'&', Some(b'&')) | (b'|', Some(b'|')) | (b'=' | b'<' | b'>', Some(b'='))
                 ) {
                     i += 1;
                 }

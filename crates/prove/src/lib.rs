@@ -24,7 +24,7 @@
 //! [`Gate`](partnergate_core::reload::Gate) type); it must never know the
 //! partner rules, HTTP or the command line.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -842,7 +842,7 @@ impl Renamer {
                     m.insert("id".into(), Value::String(new));
                     return Value::Object(m);
                 }
-                for (_, inner) in m.iter_mut() {
+                for (_, inner) in &mut m {
                     let taken = std::mem::take(inner);
                     *inner = self.rewrite_value(taken);
                 }

@@ -261,8 +261,7 @@ pub(super) async fn configuration(State(state): State<Arc<AppState>>) -> Json<Va
     let base = state
         .public_url
         .get()
-        .map(String::as_str)
-        .unwrap_or("http://127.0.0.1:8380");
+        .map_or("http://127.0.0.1:8380", String::as_str);
     Json(json!({
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),

@@ -125,7 +125,7 @@ pub async fn run(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
         };
         full_logged = full_logged && slots.available_permits() == 0;
         let (stream, peer) = tokio::select! {
@@ -138,7 +138,7 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
@@ -217,15 +217,15 @@ impl Activity {
             return Ok(now + limits.header_timeout.min(limits.idle_timeout));
         }
         let pending = self.pending_since.load(Ordering::Acquire);
-        let (at, why) = if pending != NONE {
-            (
-                self.at(pending) + limits.header_timeout,
-                "no complete request headers within the header timeout",
-            )
-        } else {
+        let (at, why) = if pending == NONE {
             (
                 self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
                 "idle longer than the idle timeout",
+            )
+        } else {
+            (
+                self.at(pending) + limits.header_timeout,
+                "no complete request headers within the header timeout",
             )
         };
         if now >= at {
@@ -351,8 +351,8 @@ async fn serve_connection(
                     draining = true;
                 }
             }
-            _ = activity.wake.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            () = activity.wake.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {}
         }
     }
 }

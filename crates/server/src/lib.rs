@@ -14,7 +14,7 @@
 //! - `conn`: the accept loop: header and idle timeouts, the connection cap.
 //! - `orchestrator`: partner invitations, users, seats and the partner registry.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod api;
 pub mod authzen;
@@ -581,7 +581,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

@@ -115,8 +115,7 @@ impl WriteGuard<'_> {
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A durable home for entities. Implementations are `Send + Sync`; each
@@ -182,7 +181,7 @@ impl StoreSpec {
     /// `None`/`""`/`sqlite` → SQLite; `postgres://…`/`postgresql://…` → PostgreSQL.
     pub fn parse(s: Option<&str>) -> Result<Self, StoreError> {
         match s.map(str::trim) {
-            None | Some("") | Some("sqlite") => Ok(StoreSpec::Sqlite),
+            None | Some("" | "sqlite") => Ok(StoreSpec::Sqlite),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Ok(StoreSpec::Postgres(url.to_string()))
             }

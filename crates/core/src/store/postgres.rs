@@ -256,7 +256,7 @@ pub fn remember_in(
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
            status = EXCLUDED.status, body = EXCLUDED.body, created_at = EXCLUDED.created_at",
-        &[&key, &r.fingerprint, &(r.status as i32), &r.body, &now],
+        &[&key, &r.fingerprint, &i32::from(r.status), &r.body, &now],
     )?;
     Ok(())
 }
@@ -494,7 +494,7 @@ fn feed_loop(
                 match read_changes(&mut client, last.load(Ordering::Acquire), 1000) {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
-                        let end = batch.last().map(|c| c.seq).unwrap_or(0);
+                        let end = batch.last().map_or(0, |c| c.seq);
                         apply(batch);
                         last.store(end, Ordering::Release);
                     }

@@ -160,7 +160,13 @@ pub fn remember_in(
          ON CONFLICT(key) DO UPDATE SET fingerprint = excluded.fingerprint,
            status = excluded.status, body = excluded.body, created_at = excluded.created_at",
     )?
-    .execute(params![key, r.fingerprint, r.status as i64, r.body, now])?;
+    .execute(params![
+        key,
+        r.fingerprint,
+        i64::from(r.status),
+        r.body,
+        now
+    ])?;
     Ok(())
 }
 
