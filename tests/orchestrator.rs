@@ -6,13 +6,12 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use common::entities::{account, user};
-use common::{Server, Workspace, BIN};
+use common::{Server, Workspace};
 use serde_json::{json, Value};
 
 /// Accounts `acme` (owner admin, emma employee) and `extra` accounts with an admin each.
@@ -763,52 +762,21 @@ impl CliWs {
         let regf = ws.path().join("registry.json");
         std::fs::write(&regf, Value::Array(reg).to_string()).unwrap();
         let me = CliWs { ws };
-        let (code, out, e) = me.run(&["import", ents.to_str().unwrap()], false);
+        let (code, out, e) = me.run(&["import", ents.to_str().unwrap()]);
         assert_eq!(code, 0, "{out}{e}");
-        let (code, out, e) = me.run(&["registry", "import", regf.to_str().unwrap()], true);
+        let (code, out, e) = me.run(&["registry", "import", regf.to_str().unwrap()]);
         assert_eq!(code, 0, "{out}{e}");
         assert!(out.contains("imported 4 partner companies"), "{out}");
         me
     }
 
-    fn state_args(&self, pack: bool) -> Vec<String> {
-        let mut v = vec![
-            "--data-dir".to_string(),
-            self.ws.data().display().to_string(),
-        ];
-        if pack {
-            v.extend([
-                "--policies".to_string(),
-                self.ws.policies().display().to_string(),
-                "--schema".to_string(),
-                self.ws.schema().display().to_string(),
-            ]);
-        } else {
-            v.extend([
-                "--schema".to_string(),
-                self.ws.schema().display().to_string(),
-            ]);
-        }
-        v
-    }
-
-    /// Run with the state args appended (no terminal: stdin is null).
-    fn run(&self, args: &[&str], pack: bool) -> (i32, String, String) {
-        let o = Command::new(BIN)
-            .args(args)
-            .args(self.state_args(pack))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+    /// Run with the workspace's state args appended (no terminal).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.ws.cli(args, &[], &[])
     }
 
     fn users(&self) -> Vec<Value> {
-        let (code, out, e) = self.run(&["users", "list", "--account", "acme", "--json"], true);
+        let (code, out, e) = self.run(&["users", "list", "--account", "acme", "--json"]);
         assert_eq!(code, 0, "{e}");
         serde_json::from_str::<Value>(&out)
             .unwrap()
@@ -843,7 +811,7 @@ fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
             email,
         ];
         a.extend_from_slice(extra);
-        c.run(&a, true)
+        c.run(&a)
     };
     for e in ["ann", "bob", "cat"] {
         let (code, out, err) = invite(&format!("{e}@goldco.example"), &[]);
@@ -867,45 +835,36 @@ fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("different_partner_company"), "{err}");
-    let (code, _, err) = c.run(
-        &[
-            "partners",
-            "invite",
-            "--account",
-            "acme",
-            "--actor",
-            "emma",
-            "--email",
-            "g1@goldco.example",
-        ],
-        true,
-    );
+    let (code, _, err) = c.run(&[
+        "partners",
+        "invite",
+        "--account",
+        "acme",
+        "--actor",
+        "emma",
+        "--email",
+        "g1@goldco.example",
+    ]);
     assert_eq!(code, 2, "a policy deny exits 2: {err}");
     assert!(err.contains("policy_denied"), "{err}");
     // Seats, dismiss, rehire.
-    let (code, out, _) = c.run(&["seats", "--account", "acme"], true);
+    let (code, out, _) = c.run(&["seats", "--account", "acme"]);
     assert_eq!(code, 0);
     assert_eq!(
         out.trim(),
         "account acme: paid users 2, administrators 1, partners 3 (limit 3)"
     );
     let cat = c.id_of("cat@goldco.example");
-    let (code, out, err) = c.run(
-        &["users", "dismiss", "--user", &cat, "--actor", "owner"],
-        true,
-    );
+    let (code, out, err) = c.run(&["users", "dismiss", "--user", &cat, "--actor", "owner"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("status dismissed"), "{out}");
-    let (code, out, err) = c.run(
-        &["users", "rehire", "--user", &ann, "--actor", "owner"],
-        true,
-    );
+    let (code, out, err) = c.run(&["users", "rehire", "--user", &ann, "--actor", "owner"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&format!("{ann} <ann@goldco.example> (status active")),
         "{out}"
     );
-    let (code, out, _) = c.run(&["users", "list", "--account", "acme"], true);
+    let (code, out, _) = c.run(&["users", "list", "--account", "acme"]);
     assert_eq!(code, 0);
     assert!(
         out.lines()
@@ -920,7 +879,7 @@ fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
     // A bad registry file: named error, nothing imported.
     let bad = c.ws.path().join("bad.json");
     std::fs::write(&bad, r#"[{"id": "x", "name": "X", "status": "gold", "certified": true, "emails": ["not-an-email"]}]"#).unwrap();
-    let (code, _, err) = c.run(&["registry", "import", bad.to_str().unwrap()], true);
+    let (code, _, err) = c.run(&["registry", "import", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
         err.contains("bad.json")
@@ -928,7 +887,7 @@ fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
             && err.contains("nothing was imported"),
         "{err}"
     );
-    let (_, out, _) = c.run(&["registry", "list", "--json"], true);
+    let (_, out, _) = c.run(&["registry", "list", "--json"]);
     assert!(!out.contains("\"x\""), "{out}");
 }
 
@@ -937,37 +896,35 @@ fn cli_asks_which_partner_to_dismiss_in_a_terminal() {
     use expectrl::{Eof, Expect};
     let c = CliWs::new();
     for e in ["ann", "bob", "cat"] {
-        let (code, _, err) = c.run(
-            &[
-                "partners",
-                "invite",
-                "--account",
-                "acme",
-                "--actor",
-                "owner",
-                "--email",
-                &format!("{e}@goldco.example"),
-            ],
-            true,
-        );
+        let (code, _, err) = c.run(&[
+            "partners",
+            "invite",
+            "--account",
+            "acme",
+            "--actor",
+            "owner",
+            "--email",
+            &format!("{e}@goldco.example"),
+        ]);
         assert_eq!(code, 0, "{err}");
     }
     let before: Vec<String> = ["ann", "bob", "cat"]
         .iter()
         .map(|e| c.id_of(&format!("{e}@goldco.example")))
         .collect();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "partners",
-        "invite",
-        "--account",
-        "acme",
-        "--actor",
-        "owner",
-        "--email",
-        "dan@goldco.example",
-    ])
-    .args(c.state_args(true));
+    let cmd = c.ws.command(
+        &[
+            "partners",
+            "invite",
+            "--account",
+            "acme",
+            "--actor",
+            "owner",
+            "--email",
+            "dan@goldco.example",
+        ],
+        &[],
+    );
     let mut p = expectrl::Session::spawn(cmd).unwrap();
     p.set_expect_timeout(Some(Duration::from_secs(30)));
     p.expect("Which partner should be dismissed?").unwrap();
@@ -991,18 +948,19 @@ fn cli_asks_which_partner_to_dismiss_in_a_terminal() {
         .iter()
         .any(|u| u["email"] == "dan@goldco.example" && u["status"] == "invited"));
     // Cancelling dismisses nobody and invites nobody.
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "partners",
-        "invite",
-        "--account",
-        "acme",
-        "--actor",
-        "owner",
-        "--email",
-        "g5@goldco.example",
-    ])
-    .args(c.state_args(true));
+    let cmd = c.ws.command(
+        &[
+            "partners",
+            "invite",
+            "--account",
+            "acme",
+            "--actor",
+            "owner",
+            "--email",
+            "g5@goldco.example",
+        ],
+        &[],
+    );
     let mut p = expectrl::Session::spawn(cmd).unwrap();
     p.set_expect_timeout(Some(Duration::from_secs(30)));
     p.expect("Which partner should be dismissed?").unwrap();

@@ -9,48 +9,28 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::entities::{account, user};
 use common::{Workspace, BIN};
 use serde_json::{json, Value};
 
-/// Run the binary with the workspace's data directory, policies and schema
-/// appended (no terminal: stdin is null).
+/// Run the binary over the workspace (no terminal: stdin is null).
 fn run(ws: &Workspace, args: &[&str], extra: &[&str]) -> (i32, String, String) {
-    run_env(ws, args, extra, &[])
+    ws.cli(args, extra, &[])
 }
 
-fn run_env(
-    ws: &Workspace,
-    args: &[&str],
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> (i32, String, String) {
-    let data = ws.data();
-    let policies = ws.policies();
-    let schema = ws.schema();
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--schema")
-        .arg(&schema);
-    if args.first() != Some(&"import") {
-        cmd.arg("--policies").arg(&policies);
-    }
-    let o = cmd
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+/// The invitation of ann@goldco.example into `acme` by its owner.
+const INVITE_ANN: [&str; 8] = [
+    "partners",
+    "invite",
+    "--account",
+    "acme",
+    "--actor",
+    "owner",
+    "--email",
+    "ann@goldco.example",
+];
 
 /// A workspace with account `acme` (its administrator `owner`) and the
 /// partner company `goldco` in the registry; the set-up commands log nothing.
@@ -68,8 +48,7 @@ fn seeded() -> Workspace {
     let companies = json!([{"id": "goldco", "name": "GoldCo", "status": "gold",
         "certified": true, "emails": ["ann@goldco.example"]}]);
     std::fs::write(&reg, companies.to_string()).unwrap();
-    let (code, out, err) = run_env(
-        &ws,
+    let (code, out, err) = ws.cli(
         &["registry", "import", reg.to_str().unwrap()],
         &[],
         &[("PARTNERGATE_AUDIT_LOG", "off")],
@@ -87,20 +66,7 @@ fn records(log: &Path) -> Vec<Value> {
 }
 
 fn invite(ws: &Workspace, extra: &[&str]) -> String {
-    let (code, out, err) = run(
-        ws,
-        &[
-            "partners",
-            "invite",
-            "--account",
-            "acme",
-            "--actor",
-            "owner",
-            "--email",
-            "ann@goldco.example",
-        ],
-        extra,
-    );
+    let (code, out, err) = run(ws, &INVITE_ANN, extra);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("status invited, company goldco"), "{out}");
     out
@@ -165,17 +131,7 @@ fn partners_invite_beside_a_logging_sidecar_is_refused_with_a_hint_and_writes_no
     let ws = seeded();
     // The sidecar holds the data directory's decision log.
     let server = common::Server::start(&ws, &[]);
-    let args = [
-        "partners",
-        "invite",
-        "--account",
-        "acme",
-        "--actor",
-        "owner",
-        "--email",
-        "ann@goldco.example",
-    ];
-    let (code, out, err) = run(&ws, &args, &[]);
+    let (code, out, err) = run(&ws, &INVITE_ANN, &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("a running sidecar?") && err.contains("--audit-log PATH"),

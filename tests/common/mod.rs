@@ -40,6 +40,42 @@ impl Workspace {
     pub fn data(&self) -> PathBuf {
         self.path().join("data")
     }
+    /// The binary over this workspace: `args`, then `--data-dir`,
+    /// `--schema` and (but for `import`, which takes none) `--policies`,
+    /// then `extra`.
+    pub fn command(&self, args: &[&str], extra: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--schema")
+            .arg(self.schema());
+        if args.first() != Some(&"import") {
+            cmd.arg("--policies").arg(self.policies());
+        }
+        cmd.args(extra);
+        cmd
+    }
+    /// Run [`Workspace::command`] with `env` set and no terminal (stdin is
+    /// null). Returns the exit code, stdout and stderr.
+    pub fn cli(
+        &self,
+        args: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (i32, String, String) {
+        let o = self
+            .command(args, extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
 }
 
 /// Copy a directory tree (files and subdirectories, e.g. `policies/invariants`).
