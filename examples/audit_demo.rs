@@ -88,19 +88,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let start = std::time::Instant::now();
         let decision = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
-        log.log(DecisionEvent {
-            decision_id: audit::new_decision_id(),
-            request_id: Some(format!("req-{p}-{a}")),
-            principal: format!("User::\"{p}\"").into(),
-            action: format!("Action::\"{a}\"").into(),
-            resource: r.into(),
-            context: ctx.unwrap_or(Value::Null),
-            entities: slice.clone(),
-            decision,
-            latency_us: start.elapsed().as_micros() as u64,
-            shadow: None,
-            request_entities: Vec::new(),
-        });
+        log.log(
+            DecisionEvent::new(
+                format!("User::\"{p}\""),
+                format!("Action::\"{a}\""),
+                r,
+                slice.clone(),
+                decision,
+            )
+            .with_request_id(Some(format!("req-{p}-{a}")))
+            .with_context(ctx)
+            .with_latency_us(start.elapsed().as_micros() as u64),
+        );
     }
     log.log(
         ChangeEvent::new(
