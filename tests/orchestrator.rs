@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use common::entities::{account, user};
-use common::{Server, Workspace};
+use common::{invite_args, Server, Workspace};
 use serde_json::{json, Value};
 
 /// Accounts `acme` (owner admin, emma employee) and `extra` accounts with an admin each.
@@ -800,16 +800,7 @@ impl CliWs {
 fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
     let c = CliWs::new();
     let invite = |email: &str, extra: &[&str]| {
-        let mut a = vec![
-            "partners",
-            "invite",
-            "--account",
-            "acme",
-            "--actor",
-            "owner",
-            "--email",
-            email,
-        ];
+        let mut a = invite_args("owner", email).to_vec();
         a.extend_from_slice(extra);
         c.run(&a)
     };
@@ -835,16 +826,7 @@ fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("different_partner_company"), "{err}");
-    let (code, _, err) = c.run(&[
-        "partners",
-        "invite",
-        "--account",
-        "acme",
-        "--actor",
-        "emma",
-        "--email",
-        "g1@goldco.example",
-    ]);
+    let (code, _, err) = c.run(&invite_args("emma", "g1@goldco.example"));
     assert_eq!(code, 2, "a policy deny exits 2: {err}");
     assert!(err.contains("policy_denied"), "{err}");
     // Seats, dismiss, rehire.
@@ -896,35 +878,15 @@ fn cli_asks_which_partner_to_dismiss_in_a_terminal() {
     use expectrl::{Eof, Expect};
     let c = CliWs::new();
     for e in ["ann", "bob", "cat"] {
-        let (code, _, err) = c.run(&[
-            "partners",
-            "invite",
-            "--account",
-            "acme",
-            "--actor",
-            "owner",
-            "--email",
-            &format!("{e}@goldco.example"),
-        ]);
+        let (code, _, err) = c.run(&invite_args("owner", &format!("{e}@goldco.example")));
         assert_eq!(code, 0, "{err}");
     }
     let before: Vec<String> = ["ann", "bob", "cat"]
         .iter()
         .map(|e| c.id_of(&format!("{e}@goldco.example")))
         .collect();
-    let cmd = c.ws.command(
-        &[
-            "partners",
-            "invite",
-            "--account",
-            "acme",
-            "--actor",
-            "owner",
-            "--email",
-            "dan@goldco.example",
-        ],
-        &[],
-    );
+    let cmd =
+        c.ws.command(&invite_args("owner", "dan@goldco.example"), &[]);
     let mut p = expectrl::Session::spawn(cmd).unwrap();
     p.set_expect_timeout(Some(Duration::from_secs(30)));
     p.expect("Which partner should be dismissed?").unwrap();
@@ -948,19 +910,8 @@ fn cli_asks_which_partner_to_dismiss_in_a_terminal() {
         .iter()
         .any(|u| u["email"] == "dan@goldco.example" && u["status"] == "invited"));
     // Cancelling dismisses nobody and invites nobody.
-    let cmd = c.ws.command(
-        &[
-            "partners",
-            "invite",
-            "--account",
-            "acme",
-            "--actor",
-            "owner",
-            "--email",
-            "g5@goldco.example",
-        ],
-        &[],
-    );
+    let cmd =
+        c.ws.command(&invite_args("owner", "g5@goldco.example"), &[]);
     let mut p = expectrl::Session::spawn(cmd).unwrap();
     p.set_expect_timeout(Some(Duration::from_secs(30)));
     p.expect("Which partner should be dismissed?").unwrap();

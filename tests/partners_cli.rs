@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::entities::{account, user};
-use common::{Workspace, BIN};
+use common::{invite_args, Workspace, BIN};
 use serde_json::{json, Value};
 
 /// Run the binary over the workspace (no terminal: stdin is null).
@@ -21,16 +21,7 @@ fn run(ws: &Workspace, args: &[&str], extra: &[&str]) -> (i32, String, String) {
 }
 
 /// The invitation of ann@goldco.example into `acme` by its owner.
-const INVITE_ANN: [&str; 8] = [
-    "partners",
-    "invite",
-    "--account",
-    "acme",
-    "--actor",
-    "owner",
-    "--email",
-    "ann@goldco.example",
-];
+const INVITE_ANN: [&str; 8] = invite_args("owner", "ann@goldco.example");
 
 /// A workspace with account `acme` (its administrator `owner`) and the
 /// partner company `goldco` in the registry; the set-up commands log nothing.

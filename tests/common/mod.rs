@@ -78,6 +78,21 @@ impl Workspace {
     }
 }
 
+/// The arguments of `partnergate partners invite` into account `acme`:
+/// `actor` invites `email` (the state flags are [`Workspace::command`]'s).
+pub const fn invite_args<'a>(actor: &'a str, email: &'a str) -> [&'a str; 8] {
+    [
+        "partners",
+        "invite",
+        "--account",
+        "acme",
+        "--actor",
+        actor,
+        "--email",
+        email,
+    ]
+}
+
 /// Copy a directory tree (files and subdirectories, e.g. `policies/invariants`).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
