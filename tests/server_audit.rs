@@ -305,3 +305,56 @@ fn cli_authorize_decisions_are_logged() {
         "one chain across runs"
     );
 }
+
+/// The decision cache over HTTP: a repeated question is served from it
+/// (counted in `/metrics`) with the same answer and its own decision id, and
+/// both decisions are in the log, each under its id; a write to an entity
+/// the decision read is answered afresh at once.
+#[test]
+fn a_cached_decision_has_its_own_id_and_record_and_a_write_is_seen_at_once() {
+    let ws = Workspace::new();
+    let s = Server::start(&ws, &[]);
+    let log = ws.data().join("decisions.jsonl");
+    s.load_demo();
+    let first = s.ask(PAT, "view_account", ACME);
+    let second = s.ask(PAT, "view_account", ACME);
+    assert_eq!(first["decision"], "Allow", "{first}");
+    assert_ne!(first["decision_id"], second["decision_id"]);
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("decision_id");
+        v
+    };
+    assert_eq!(strip(first.clone()), strip(second.clone()));
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("partnergate_decision_cache_hits_total "))
+        .unwrap_or_else(|| panic!("no cache hits counter in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(hits >= 1.0, "{metrics}");
+    let ids = [first["decision_id"].clone(), second["decision_id"].clone()];
+    let recs = wait_log(&log, "both decisions", |r| {
+        ids.iter()
+            .all(|id| r.iter().any(|x| x["decision_id"] == *id))
+    });
+    for id in &ids {
+        let rec = recs.iter().find(|x| x["decision_id"] == *id).unwrap();
+        assert_eq!(rec["decision"], "Allow");
+        assert_eq!(rec["principal"], PAT);
+    }
+    // The company pat's partner record references loses its certification:
+    // the next answer is a fresh one.
+    let (status, _) = s.put_entities(&json!([{"uid": {"type": "PartnerCompany", "id": "goldco"},
+        "attrs": {"name": "GoldCo", "status": "gold", "certified": false}, "parents": []}]));
+    assert_eq!(status, 200);
+    let after = s.ask(PAT, "view_account", ACME);
+    assert_eq!(after["decision"], "Deny", "{after}");
+}

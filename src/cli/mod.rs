@@ -147,6 +147,12 @@ pub struct ServeArgs {
     /// `deny` (refuse them).
     #[arg(long, env = "PARTNERGATE_REQUEST_ENTITIES", default_value = "add")]
     pub request_entities: crate::authz::RequestEntities,
+    /// How many decisions the exact decision cache keeps: a repeated question
+    /// is answered from it while the pack version and every entity the
+    /// decision read are unchanged (each hit is still logged); 0 turns it off.
+    #[arg(long, env = "PARTNERGATE_DECISION_CACHE", value_name = "ENTRIES",
+        default_value_t = crate::server::defaults::DECISION_CACHE)]
+    pub decision_cache: usize,
     #[command(flatten)]
     pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
@@ -721,6 +727,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         protect_metrics: a.protect_metrics,
         public_url: a.public_url,
         request_entities: a.request_entities,
+        decision_cache: a.decision_cache,
     })
 }
 

@@ -33,7 +33,8 @@ use cedar_policy::{ActionConstraint, Entities, Entity, EntityUid, PolicySet};
 use dashmap::DashMap;
 
 use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent, EntitySlice};
-use crate::directory::{self, Directory, DirectoryError};
+use crate::cache::{self, Cached, DecisionCache};
+use crate::directory::{self, Dependency, Directory, DirectoryError};
 use crate::engine::{self, Decision, RequestError, Semantics};
 use crate::policies::PolicyPack;
 use crate::reload::Evaluator;
@@ -129,6 +130,10 @@ pub struct Answer {
     /// With `--audit-required`: the log's acknowledgement that the decision's
     /// record is durable; the answer must not be given before it succeeds.
     pub durable: Option<crate::audit::Durable>,
+    /// Where an adapter keeps its encoding of `decision` (everything but the
+    /// decision id), shared with the decision cache: an answer served from
+    /// the cache finds it made. Fill it only with a function of `decision`.
+    pub encoded: Arc<std::sync::OnceLock<Box<str>>>,
 }
 
 impl Answer {
@@ -152,6 +157,12 @@ pub struct DecisionEntities {
     pub entities: Entities,
     slice: std::sync::OnceLock<Arc<EntitySlice>>,
     uids: std::sync::OnceLock<QuestionUids>,
+    /// Every uid the directory's walk looked up, with its version; empty
+    /// when the set was not read from the directory alone.
+    deps: Box<[Dependency]>,
+    /// Whether `deps` covers everything the set was built from (a stored
+    /// slice that the walk did not cut short): only then may it be reused.
+    complete: bool,
 }
 
 /// A question's uids as the decision log writes them.
@@ -167,12 +178,31 @@ pub struct QuestionUids {
 
 impl DecisionEntities {
     /// Wrap an entity set; its log slice and uids are computed on first use.
+    /// It records no dependencies, so it is never reused for another decision.
     pub fn new(entities: Entities) -> Self {
+        Self::versioned(entities, Box::new([]), false)
+    }
+
+    /// Wrap an entity set built from a directory slice whose walk read
+    /// `deps` (see [`Directory::slice_versioned`]).
+    pub fn versioned(entities: Entities, deps: Box<[Dependency]>, complete: bool) -> Self {
         DecisionEntities {
             entities,
             slice: std::sync::OnceLock::new(),
             uids: std::sync::OnceLock::new(),
+            deps,
+            complete,
         }
+    }
+
+    /// The uids the set was read from, with their versions.
+    pub fn deps(&self) -> &[Dependency] {
+        &self.deps
+    }
+
+    /// Whether [`DecisionEntities::deps`] covers the whole set (it may be reused).
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// The uids of `q`, formatted once: an entity set is built for one
@@ -254,14 +284,16 @@ impl std::str::FromStr for RequestEntities {
 pub const ENTITY_CACHE_MAX: usize = 10_000;
 
 /// The entity set of one question without request entities, as built for a
-/// directory generation and a policy version.
+/// policy version (its dependencies say when the directory changed under it).
 struct CachedEntities {
-    generation: u64,
     version: String,
     entities: Arc<DecisionEntities>,
 }
 
 type CacheKey = (EntityUid, EntityUid, EntityUid);
+
+/// A request's own entities (`entities`, AuthZEN `properties`), by uid.
+type Overlay = HashMap<EntityUid, Entity>;
 
 /// The in-process authorizer: live policies plus the entity directory, and
 /// optionally a decision log and a shadow (candidate) policy set.
@@ -269,8 +301,10 @@ type CacheKey = (EntityUid, EntityUid, EntityUid);
 /// Building Cedar's `Entities` for a slice (hierarchy closure included) is
 /// the largest cost of a decision after Cedar's own evaluation, so the set
 /// built for a question without request entities is kept and reused while
-/// the directory's generation and the pack's version are unchanged: the
-/// answer is the one a fresh build gives (`tests` below check it).
+/// every entity it was read from is unchanged and the pack's version is the
+/// same; and with [`Authz::with_decision_cache`], the decision itself is kept
+/// under the same rule ([`crate::cache`]). Either way the answer is the one
+/// a fresh evaluation gives (`tests` below check it).
 #[derive(Clone)]
 pub struct Authz {
     evaluator: Arc<Evaluator>,
@@ -283,6 +317,7 @@ pub struct Authz {
     /// Per action and pack version, the policies whose scope can match it.
     index: Arc<DashMap<EntityUid, Arc<ActionPolicies>>>,
     request_entities: RequestEntities,
+    decisions: Option<Arc<DecisionCache>>,
 }
 
 /// The policies of one pack version that can apply to one action.
@@ -333,7 +368,21 @@ impl Authz {
             cache: Arc::new(DashMap::new()),
             index: Arc::new(DashMap::new()),
             request_entities: RequestEntities::default(),
+            decisions: None,
         }
+    }
+
+    /// Keep up to about `entries` decisions and answer a repeated question
+    /// from them while nothing it depended on changed ([`crate::cache`]);
+    /// 0 keeps none (every decision is evaluated).
+    pub fn with_decision_cache(mut self, entries: usize) -> Self {
+        self.decisions = (entries > 0).then(|| Arc::new(DecisionCache::new(entries)));
+        self
+    }
+
+    /// The decision cache, if there is one (for its hit and miss counts).
+    pub fn decision_cache(&self) -> Option<&Arc<DecisionCache>> {
+        self.decisions.as_ref()
     }
 
     /// What request data may do to the stored facts (default [`RequestEntities::Add`]).
@@ -450,6 +499,41 @@ impl Authz {
     /// snapshot for all its items; shadow mode passes the candidate).
     pub fn is_authorized_with(&self, pack: &PolicyPack, q: &Query) -> Result<Answer, RequestError> {
         let started = Instant::now();
+        let key = self.decisions.as_ref().and_then(|_| cache::Key::of(q));
+        let kept = match (&self.decisions, &key) {
+            (Some(c), Some(k)) => c.get(k, &pack.version, &self.directory),
+            _ => None,
+        };
+        let (kept, overlay) = if let Some(hit) = kept {
+            (hit, Overlay::new())
+        } else {
+            let (fresh, overlay) = self.evaluate(pack, q)?;
+            if let (Some(c), Some(k)) = (&self.decisions, key) {
+                c.insert(k, fresh.clone());
+            }
+            (fresh, overlay)
+        };
+        let mut answer = Answer {
+            decision: kept.decision.clone(),
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            entities: kept.entities.clone(),
+            latency_us: started.elapsed().as_micros() as u64,
+            durable: None,
+            encoded: kept.encoded.clone(),
+        };
+        let shadow = self.shadow_disagreement(pack, q, &answer);
+        self.log_decision(q, &overlay, shadow, &mut answer);
+        Ok(answer)
+    }
+
+    /// Evaluate `q` with Cedar (no decision cache): the fail-closed
+    /// decision over its entities, as the cache would keep it, and the
+    /// request's own entities.
+    fn evaluate(
+        &self,
+        pack: &PolicyPack,
+        q: &Query,
+    ) -> Result<(Arc<Cached>, Overlay), RequestError> {
         let request = engine::build_request(
             pack.schema.as_ref(),
             q.principal.clone(),
@@ -460,16 +544,13 @@ impl Authz {
         let overlay = self.overlay(pack.schema.as_ref(), q)?;
         let entities = self.decision_entities(pack, q, &overlay)?;
         let decision = self.decide_over(pack, q, &request, &overlay, &entities);
-        let mut answer = Answer {
+        let fresh = Cached {
+            version: pack.version.clone(),
             decision,
-            decision_id: uuid::Uuid::now_v7().to_string(),
             entities,
-            latency_us: started.elapsed().as_micros() as u64,
-            durable: None,
+            encoded: Arc::new(std::sync::OnceLock::new()),
         };
-        let shadow = self.shadow_disagreement(&request, &answer);
-        self.log_decision(q, &overlay, shadow, &mut answer);
-        Ok(answer)
+        Ok((Arc::new(fresh), overlay))
     }
 
     /// The entities of a decision: the cached set when the request brings
@@ -523,15 +604,26 @@ impl Authz {
 
     /// The shadow candidate's disagreement with `answer` (counted), if there
     /// is a candidate and it decides otherwise.
+    /// The request is built again (checked against `pack`'s schema, as the
+    /// decision's was), so a decision served from the cache is compared too.
     fn shadow_disagreement(
         &self,
-        request: &cedar_policy::Request,
+        pack: &PolicyPack,
+        q: &Query,
         answer: &Answer,
     ) -> Option<crate::audit::Shadow> {
         let candidate = self.shadow.as_ref()?.current();
+        let request = engine::build_request(
+            pack.schema.as_ref(),
+            q.principal.clone(),
+            q.action.clone(),
+            q.resource.clone(),
+            q.context.clone(),
+        )
+        .ok()?;
         let theirs = engine::decide(
             &candidate,
-            request,
+            &request,
             &answer.entities.entities,
             Semantics::FailClosed,
         );
@@ -597,30 +689,31 @@ impl Authz {
     }
 
     /// The entity set for a question without request entities: from the
-    /// cache when it was built for the current directory generation and this
-    /// pack's version, else built now (and kept).
+    /// cache when it was built for this pack's version and every entity it
+    /// was read from is unchanged, else built now (and kept).
     fn cached_entities(
         &self,
         pack: &PolicyPack,
         q: &Query,
     ) -> Result<Arc<DecisionEntities>, RequestError> {
-        // Read the generation before slicing: a write racing with the build
-        // bumps it afterwards, so the entry is never taken as newer than it is.
-        let generation = self.directory.generation();
         let key = (q.principal.clone(), q.action.clone(), q.resource.clone());
         if let Some(hit) = self.cache.get(&key) {
-            if hit.generation == generation && hit.version == pack.version {
+            if hit.version == pack.version && self.directory.is_current(hit.entities.deps()) {
                 return Ok(hit.entities.clone());
             }
         }
-        let slice = self
-            .directory
-            .slice(&[&q.principal, &q.resource], &HashMap::new());
-        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+        let slice = self.directory.slice_versioned(&[&q.principal, &q.resource]);
+        let entities = directory::entities_for(slice.entities, pack.action_entities(&q.action))
             .map_err(RequestError::Entities)?;
-        let entities = Arc::new(DecisionEntities::new(entities));
+        let entities = Arc::new(DecisionEntities::versioned(
+            entities,
+            slice.deps.into_boxed_slice(),
+            slice.complete,
+        ));
+        if !slice.complete {
+            return Ok(entities);
+        }
         let built = Arc::new(CachedEntities {
-            generation,
             version: pack.version.clone(),
             entities: entities.clone(),
         });
@@ -973,6 +1066,292 @@ mod tests {
             "compared {compared}, allows {allows}"
         );
         assert!(smaller > 0, "the index must actually leave policies out");
+    }
+
+    /// A small seeded generator (xorshift), so a failing interleaving can be replayed.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    fn user(id: &str, admin: bool, status: &str, partner: Option<bool>) -> serde_json::Value {
+        let mut attrs = serde_json::json!({"email": format!("{id}@acme.example"),
+            "account": {"__entity": {"type": "Account", "id": "acme"}},
+            "is_admin": admin, "status": status, "two_factor": true});
+        if let Some(verified) = partner {
+            attrs["partner"] = serde_json::json!({"verified": verified,
+                "company": {"__entity": {"type": "PartnerCompany", "id": "goldco"}}});
+        }
+        serde_json::json!({"uid": {"type": "User", "id": id},
+            "parents": [{"type": "Account", "id": "acme"}], "attrs": attrs})
+    }
+
+    fn company(status: &str, certified: bool) -> serde_json::Value {
+        serde_json::json!({"uid": {"type": "PartnerCompany", "id": "goldco"},
+            "attrs": {"name": "GoldCo", "status": status, "certified": certified}, "parents": []})
+    }
+
+    /// Every question over the demo's users and resources, for every action
+    /// of the schema (with an invitee context for the partner actions).
+    fn all_questions(authz: &Authz) -> Vec<Query> {
+        let pack = authz.evaluator.current();
+        let schema = pack.schema.as_ref().unwrap();
+        let invitee = serde_json::json!({"invitee": {
+            "company": {"__entity": {"type": "PartnerCompany", "id": "goldco"}},
+            "status": "gold", "certified": true}});
+        let mut out = Vec::new();
+        for action in schema.actions() {
+            for p in ["owner", "emma", "pat", "nobody"] {
+                for r in [
+                    r#"Account::"acme""#,
+                    r#"User::"owner""#,
+                    r#"User::"emma""#,
+                    r#"User::"pat""#,
+                    r#"User::"nobody""#,
+                ] {
+                    let mut q =
+                        Query::parse(&format!("User::\"{p}\""), &action.to_string(), r).unwrap();
+                    if action.id().unescaped().contains("partner") {
+                        q.context = Some(invitee.clone());
+                    }
+                    let checked = engine::build_request(
+                        Some(schema),
+                        q.principal.clone(),
+                        q.action.clone(),
+                        q.resource.clone(),
+                        q.context.clone(),
+                    );
+                    if checked.is_ok() {
+                        out.push(q);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The answer of a fresh evaluation: a new slice walk and Cedar over
+    /// the whole policy set, no cache of any kind.
+    fn fresh_decision(authz: &Authz, q: &Query) -> Decision {
+        let pack = authz.evaluator.current();
+        let request = engine::build_request(
+            pack.schema.as_ref(),
+            q.principal.clone(),
+            q.action.clone(),
+            q.resource.clone(),
+            q.context.clone(),
+        )
+        .unwrap();
+        let slice = authz
+            .directory
+            .slice(&[&q.principal, &q.resource], &HashMap::new());
+        let entities = directory::entities_for(slice, pack.action_entities(&q.action)).unwrap();
+        engine::decide_with(
+            &pack.policy_set,
+            &pack,
+            &request,
+            &entities,
+            Semantics::FailClosed,
+        )
+    }
+
+    /// Random writes (to principals, resources, the ancestor account, the
+    /// referenced company, entities no question reads; creations and
+    /// deletions) interleaved with random questions: with the decision cache
+    /// on, every answer — decision, reasons, errors — is a fresh evaluation's.
+    #[test]
+    fn the_decision_cache_answers_like_a_fresh_evaluation_under_random_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path()).with_decision_cache(10_000);
+        let schema = authz.evaluator.current().schema.clone();
+        let questions = all_questions(&authz);
+        let writes = [
+            user("owner", true, "active", None),
+            user("owner", true, "dismissed", None),
+            user("emma", false, "active", None),
+            user("emma", true, "active", None),
+            user("pat", false, "active", Some(true)),
+            user("pat", false, "active", Some(false)),
+            user("pat", true, "active", Some(true)),
+            user("nobody", false, "active", None),
+            company("gold", true),
+            company("gold", false),
+            company("silver", true),
+            serde_json::json!({"uid": {"type": "Account", "id": "acme"}, "attrs": {"name": "Acme"}, "parents": []}),
+            serde_json::json!({"uid": {"type": "Account", "id": "elsewhere"}, "attrs": {"name": "E"}, "parents": []}),
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut allows, mut denies) = (0, 0);
+        for _ in 0..400 {
+            match rng.below(10) {
+                0..=5 => {
+                    let w = writes[rng.below(writes.len())].clone();
+                    authz
+                        .directory
+                        .put_json(schema.as_ref(), serde_json::json!([w]))
+                        .unwrap();
+                }
+                6 => {
+                    let id = ["emma", "nobody", "pat"][rng.below(3)];
+                    let uid = engine::parse_uid("u", &format!("User::\"{id}\"")).unwrap();
+                    authz.directory.delete(&[uid]).unwrap();
+                }
+                _ => {}
+            }
+            for _ in 0..12 {
+                let q = &questions[rng.below(questions.len())];
+                let ours = authz.is_authorized(q).unwrap().decision;
+                assert_eq!(ours, fresh_decision(&authz, q), "{q:?}");
+                if ours.is_allowed() {
+                    allows += 1;
+                } else {
+                    denies += 1;
+                }
+            }
+        }
+        let cache = authz.decision_cache().unwrap();
+        assert!(
+            allows > 100 && denies > 100,
+            "{allows} allows, {denies} denies"
+        );
+        assert!(
+            cache.hits() > 500 && cache.misses() > 500,
+            "both paths taken: {cache:?}"
+        );
+    }
+
+    /// A write to one entity — a principal, the account every user is in
+    /// (an ancestor), or the partner company a partner's record references —
+    /// makes exactly the kept decisions whose slice read it miss; every
+    /// other one is still served from the cache.
+    #[test]
+    fn a_write_deep_in_a_slice_invalidates_exactly_the_decisions_that_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path()).with_decision_cache(10_000);
+        let schema = authz.evaluator.current().schema.clone();
+        let questions = all_questions(&authz);
+        let cache = authz.decision_cache().unwrap().clone();
+        for (target, write) in [
+            (r#"PartnerCompany::"goldco""#, company("gold", true)),
+            (
+                r#"Account::"acme""#,
+                serde_json::json!({"uid": {"type": "Account", "id": "acme"}, "attrs": {"name": "Acme"}, "parents": []}),
+            ),
+            (r#"User::"emma""#, user("emma", false, "active", None)),
+        ] {
+            // Fill the cache, and note which decisions read the target.
+            let read: Vec<bool> = questions
+                .iter()
+                .map(|q| {
+                    let a = authz.is_authorized(q).unwrap();
+                    a.entities
+                        .deps()
+                        .iter()
+                        .any(|(u, _)| u.to_string() == target)
+                })
+                .collect();
+            authz
+                .directory
+                .put_json(schema.as_ref(), serde_json::json!([write]))
+                .unwrap();
+            let (mut missed, mut kept) = (0, 0);
+            for (q, read) in questions.iter().zip(read) {
+                let hits = cache.hits();
+                let ours = authz.is_authorized(q).unwrap().decision;
+                let hit = cache.hits() > hits;
+                assert_eq!(hit, !read, "{target}: {q:?} read it: {read}, served: {hit}");
+                assert_eq!(ours, fresh_decision(&authz, q));
+                if hit {
+                    kept += 1;
+                } else {
+                    missed += 1;
+                }
+            }
+            assert!(
+                missed > 0 && kept > 0,
+                "{target}: {missed} missed, {kept} kept"
+            );
+        }
+    }
+
+    /// A question that brings request entities or properties is never
+    /// answered from the cache nor kept in it.
+    #[test]
+    fn questions_with_request_entities_bypass_the_decision_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path()).with_decision_cache(100);
+        let cache = authz.decision_cache().unwrap().clone();
+        let q = Query::parse(QUESTIONS[2].0, QUESTIONS[2].1, QUESTIONS[2].2).unwrap();
+        authz.is_authorized(&q).unwrap();
+        assert!(authz.is_authorized(&q).unwrap().decision.is_allowed());
+        assert_eq!((cache.hits(), cache.len()), (1, 1));
+        let extra = serde_json::json!([{"uid": {"type": "Account", "id": "other"},
+            "attrs": {"name": "Other"}, "parents": []}]);
+        let with = q.clone().with_entities(Some(extra));
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("nickname".into(), serde_json::json!("p"));
+        let with_props = q.clone().with_attrs(Some(attrs), None);
+        for q in [&with, &with_props] {
+            let _ = authz.is_authorized(q);
+        }
+        assert_eq!((cache.hits(), cache.misses(), cache.len()), (1, 1, 1));
+        // An empty entity array is no request data: cached as usual.
+        authz
+            .is_authorized(&q.clone().with_entities(Some(serde_json::json!([]))))
+            .unwrap();
+        assert_eq!(cache.hits(), 2);
+    }
+
+    /// A reload that changes the pack serves the new pack's answer, not the
+    /// one kept under the old version.
+    #[test]
+    fn a_reload_is_never_answered_from_the_old_packs_decisions() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        for f in std::fs::read_dir(root.join("policies")).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "cedar") {
+                std::fs::copy(&f, policies.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let source = PackSource::new(
+            &policies,
+            Some(root.join("schemas/partnergate.cedarschema")),
+        );
+        let evaluator = Arc::new(Evaluator::load(source).unwrap());
+        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+        let directory = Arc::new(Directory::open(store).unwrap());
+        let demo: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
+        )
+        .unwrap();
+        directory
+            .put_json(evaluator.current().schema.as_ref(), demo)
+            .unwrap();
+        let authz = Authz::new(evaluator.clone(), directory).with_decision_cache(100);
+        let q = Query::parse(QUESTIONS[2].0, QUESTIONS[2].1, QUESTIONS[2].2).unwrap();
+        let before = authz.is_authorized(&q).unwrap();
+        assert!(authz.is_authorized(&q).unwrap().decision.is_allowed());
+        std::fs::write(
+            policies.join("99-deny.cedar"),
+            "@id(\"deny-all\")\nforbid (principal, action, resource);\n",
+        )
+        .unwrap();
+        evaluator.reload().unwrap();
+        let after = authz.is_authorized(&q).unwrap();
+        assert!(!after.decision.is_allowed(), "{:?}", after.decision);
+        assert_ne!(
+            after.decision.policy_version,
+            before.decision.policy_version
+        );
+        assert_eq!(after.decision, fresh_decision(&authz, &q));
     }
 
     #[test]

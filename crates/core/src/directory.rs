@@ -83,11 +83,34 @@ pub enum Written {
 }
 
 /// An entity with the uids it points at (parents and attribute references),
-/// computed once at write time.
+/// computed once at write time, and the stamp of the write that put it in memory.
 #[derive(Debug)]
 struct Stored {
     entity: Entity,
     refs: Vec<EntityUid>,
+    /// Unique to this write of this entity (see [`Directory::version_of`]);
+    /// 0 until [`Directory::insert`] stamps it.
+    version: u64,
+}
+
+/// The version [`Directory::version_of`] gives a uid the directory does not hold.
+pub const ABSENT: u64 = 0;
+
+/// A uid a decision read and the version it had then ([`Directory::version_of`]).
+pub type Dependency = (EntityUid, u64);
+
+/// The entities one decision needs ([`Directory::slice_versioned`]) and what
+/// they were read from: every uid the walk looked up, held or not, with its
+/// version. While [`Directory::is_current`] holds for `deps`, a new walk
+/// would gather exactly the same entities.
+#[derive(Debug)]
+pub struct VersionedSlice {
+    /// The entities gathered (roots, ancestors, attribute references).
+    pub entities: Vec<Entity>,
+    /// Every uid looked up, with its version ([`ABSENT`] if not held).
+    pub deps: Vec<Dependency>,
+    /// False when the walk stopped at [`MAX_SLICE`] (do not cache it).
+    pub complete: bool,
 }
 
 /// In-memory entities over a durable backend.
@@ -106,6 +129,8 @@ pub struct Directory {
     loaded_seq: i64,
     /// Bumped after every change to the in-memory entities (see [`Directory::generation`]).
     generation: AtomicU64,
+    /// The last version stamp given to a write ([`Directory::version_of`]).
+    stamps: AtomicU64,
     /// Committed entities that could not be put into memory ([`Directory::dropped`]).
     dropped: AtomicU64,
 }
@@ -121,6 +146,7 @@ impl Directory {
             writer: Mutex::new(()),
             loaded_seq,
             generation: AtomicU64::new(0),
+            stamps: AtomicU64::new(ABSENT),
             dropped: AtomicU64::new(0),
         };
         for r in records {
@@ -143,8 +169,10 @@ impl Directory {
         Ok(directory)
     }
 
-    /// Insert or replace one entity in memory, keeping `referrers` in step.
-    fn insert(&self, s: Stored) {
+    /// Insert or replace one entity in memory, keeping `referrers` in step;
+    /// the entity gets a fresh version stamp.
+    fn insert(&self, mut s: Stored) {
+        s.version = self.stamps.fetch_add(1, Ordering::AcqRel) + 1;
         let uid = s.entity.uid();
         let mut referrers = self.referrers.lock().unwrap_or_else(|p| p.into_inner());
         let new_refs = s.refs.clone();
@@ -267,6 +295,21 @@ impl Directory {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The version of `uid` in memory: a stamp unique to the write that put
+    /// its current state there (no two writes, of any entities, share one),
+    /// or [`ABSENT`] when it is not held. Equal versions at two times mean
+    /// the same state: an entity written and then deleted is absent again,
+    /// and one written twice has a new stamp even if the content is the same.
+    pub fn version_of(&self, uid: &EntityUid) -> u64 {
+        self.entities.get(uid).map_or(ABSENT, |s| s.version)
+    }
+
+    /// Whether every dependency still has the version it was read with:
+    /// then a slice walked now would be the one that recorded `deps`.
+    pub fn is_current(&self, deps: &[Dependency]) -> bool {
+        deps.iter().all(|(uid, v)| self.version_of(uid) == *v)
+    }
+
     /// The backend, for readiness checks.
     pub fn backend(&self) -> &Arc<dyn EntityBackend> {
         &self.backend
@@ -369,7 +412,11 @@ impl Directory {
             let (record, json) = to_record(index, &entity)?;
             records.push(record);
             let refs = refs_of(&json);
-            prepared.push(Stored { entity, refs });
+            prepared.push(Stored {
+                entity,
+                refs,
+                version: ABSENT,
+            });
         }
         let uids: Vec<EntityUid> = prepared.iter().map(|s| s.entity.uid()).collect();
         let remembered = idempotency.map(|(key, fingerprint, answer)| {
@@ -443,6 +490,44 @@ impl Directory {
         }
         out
     }
+
+    /// The slice of the stored entities for `roots` (no request entities)
+    /// with the version of every uid the walk looked up, so that a result
+    /// computed from it can be kept until one of them changes
+    /// ([`Directory::is_current`]). Each entity is read with its version in
+    /// one lookup, so a write racing with the walk shows as a version that
+    /// is already stale, never as a newer one.
+    pub fn slice_versioned(&self, roots: &[&EntityUid]) -> VersionedSlice {
+        let mut entities = Vec::with_capacity(8);
+        let mut deps: Vec<Dependency> = Vec::with_capacity(8);
+        let mut seen: HashSet<EntityUid> = HashSet::with_capacity(8);
+        let mut queue: Vec<EntityUid> = roots.iter().map(|u| (*u).clone()).collect();
+        let mut complete = true;
+        while let Some(uid) = queue.pop() {
+            if entities.len() >= MAX_SLICE {
+                complete = false;
+                break;
+            }
+            if !seen.insert(uid.clone()) {
+                continue;
+            }
+            // Clone the Arc out so no map lock is held while walking on.
+            let held = self.entities.get(&uid).map(|s| Arc::clone(&s));
+            match held {
+                Some(s) => {
+                    deps.push((uid, s.version));
+                    entities.push(s.entity.clone());
+                    queue.extend(s.refs.iter().cloned());
+                }
+                None => deps.push((uid, ABSENT)),
+            }
+        }
+        VersionedSlice {
+            entities,
+            deps,
+            complete,
+        }
+    }
 }
 
 /// Forget that `uid` points at `refs`.
@@ -464,7 +549,11 @@ fn unlink(
 fn stored(entity: Entity) -> Result<Stored, String> {
     let json = entity.to_json_value().map_err(|e| e.to_string())?;
     let refs = refs_of(&json);
-    Ok(Stored { entity, refs })
+    Ok(Stored {
+        entity,
+        refs,
+        version: ABSENT,
+    })
 }
 
 /// The uids an entity's JSON points at: its parents and every `__entity`

@@ -10,6 +10,7 @@
 #![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod authz;
+pub mod cache;
 pub mod directory;
 pub mod reload;
 pub mod runtime;

@@ -108,6 +108,7 @@ pub struct Runtime {
     audit: Option<AuditConfig>,
     audit_required: bool,
     request_entities: RequestEntities,
+    decision_cache: usize,
     shadow: Option<PathBuf>,
     watch: bool,
     follow_changes: bool,
@@ -115,7 +116,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime over `source` with SQLite in the `data` directory, no
-    /// decision log, no watcher and the default request-entity rules.
+    /// decision log, no watcher, the default request-entity rules and the
+    /// default decision cache.
     pub fn new(source: PackSource) -> Self {
         Runtime {
             source,
@@ -127,6 +129,7 @@ impl Runtime {
             audit: None,
             audit_required: false,
             request_entities: RequestEntities::default(),
+            decision_cache: crate::cache::DEFAULT_ENTRIES,
             shadow: None,
             watch: false,
             follow_changes: false,
@@ -184,6 +187,13 @@ impl Runtime {
         self
     }
 
+    /// How many decisions the exact decision cache keeps (default
+    /// [`crate::cache::DEFAULT_ENTRIES`]; 0 turns it off).
+    pub fn decision_cache(mut self, entries: usize) -> Self {
+        self.decision_cache = entries;
+        self
+    }
+
     /// A candidate policy directory evaluated beside the live one.
     pub fn shadow(mut self, dir: Option<PathBuf>) -> Self {
         self.shadow = dir;
@@ -224,8 +234,9 @@ impl Runtime {
         } else {
             None
         };
-        let mut authz =
-            Authz::new(evaluator.clone(), directory).with_request_entities(self.request_entities);
+        let mut authz = Authz::new(evaluator.clone(), directory)
+            .with_request_entities(self.request_entities)
+            .with_decision_cache(self.decision_cache);
         let mut shadow_watch = None;
         if let Some(dir) = &self.shadow {
             let candidate = load_shadow(&self.source, dir)?;

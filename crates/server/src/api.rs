@@ -1,6 +1,7 @@
 //! PartnerGate's own endpoints: decisions (`/v1/is_authorized`, batch),
 //! entities, policies, health, readiness, metrics and the OpenAPI document.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,27 @@ pub struct IsAuthorizedResponse {
     pub decision_id: String,
 }
 
+/// The JSON body of `answer` as [`IsAuthorizedResponse`] writes it. All
+/// but the decision id is a function of the decision, so it is encoded once
+/// and kept in the answer's slot, which the decision cache shares: a
+/// decision served from the cache is not encoded again.
+pub fn response_body(answer: &Answer) -> String {
+    let head = answer.encoded.get_or_init(|| {
+        let d = &answer.decision;
+        let v = json!({"decision": d.decision, "reasons": d.reasons, "errors": d.errors,
+            "policy_version": d.policy_version});
+        let mut text = v.to_string();
+        text.pop(); // the closing brace: the decision id follows
+        text.into_boxed_str()
+    });
+    let mut body = String::with_capacity(head.len() + 64);
+    body.push_str(head);
+    body.push_str(",\"decision_id\":");
+    body.push_str(&Value::String(answer.decision_id.clone()).to_string());
+    body.push('}');
+    body
+}
+
 impl From<Answer> for IsAuthorizedResponse {
     fn from(a: Answer) -> Self {
         IsAuthorizedResponse {
@@ -102,7 +124,15 @@ pub struct BatchResponse {
     /// One result per request, in request order. An invalid item is a Deny
     /// with `error` set.
     #[schema(value_type = Vec<Object>)]
-    pub results: Vec<Value>,
+    pub results: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// A JSON text this module encoded, as a raw value to embed.
+fn raw(json: String) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(json).unwrap_or_else(|_| {
+        // Unreachable: the text was encoded by serde_json just before.
+        serde_json::value::to_raw_value(&Value::Null).unwrap_or_default()
+    })
 }
 
 /// Parse a JSON body (already read under the size limit; too large is a
@@ -147,19 +177,64 @@ pub fn request_id(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Count one decision (or one refused request: `invalid`).
-pub fn count(endpoint: &'static str, decision: &str) {
-    metrics::counter!("partnergate_decisions_total", "endpoint" => endpoint, "decision" => decision.to_string())
-        .increment(1);
+pub fn count(endpoint: &'static str, decision: &'static str) {
+    handles().counter(endpoint, decision).increment(1);
 }
 
 /// Record how long one call took (a batch counts once).
 pub fn observe_latency(endpoint: &'static str, started: Instant) {
-    metrics::histogram!("partnergate_decision_duration_seconds", "endpoint" => endpoint)
+    handles()
+        .histogram(endpoint)
         .record(started.elapsed().as_secs_f64());
 }
 
+/// The decision metrics' handles, registered once per label set: the
+/// `metrics` macros look a labelled series up (and allocate its labels) on
+/// every call, about a microsecond on the decision path.
+#[derive(Default)]
+struct Handles {
+    counters: std::sync::RwLock<HashMap<(&'static str, &'static str), metrics::Counter>>,
+    histograms: std::sync::RwLock<HashMap<&'static str, metrics::Histogram>>,
+}
+
+fn handles() -> &'static Handles {
+    static HANDLES: std::sync::OnceLock<Handles> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(Handles::default)
+}
+
+impl Handles {
+    fn counter(&self, endpoint: &'static str, decision: &'static str) -> metrics::Counter {
+        let key = (endpoint, decision);
+        if let Some(c) = self.counters.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return c;
+        }
+        let c = metrics::counter!("partnergate_decisions_total", "endpoint" => endpoint, "decision" => decision);
+        if let Ok(mut m) = self.counters.write() {
+            m.insert(key, c.clone());
+        }
+        c
+    }
+
+    fn histogram(&self, endpoint: &'static str) -> metrics::Histogram {
+        if let Some(h) = self
+            .histograms
+            .read()
+            .ok()
+            .and_then(|m| m.get(endpoint).cloned())
+        {
+            return h;
+        }
+        let h =
+            metrics::histogram!("partnergate_decision_duration_seconds", "endpoint" => endpoint);
+        if let Ok(mut m) = self.histograms.write() {
+            m.insert(endpoint, h.clone());
+        }
+        h
+    }
+}
+
 /// Count one decision and record its call's latency.
-pub fn observe(endpoint: &'static str, decision: &str, started: Instant) {
+pub fn observe(endpoint: &'static str, decision: &'static str, started: Instant) {
     count(endpoint, decision);
     observe_latency(endpoint, started);
 }
@@ -241,7 +316,7 @@ async fn is_authorized(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<IsAuthorizedResponse>, AppError> {
+) -> Result<Response, AppError> {
     let started = Instant::now();
     let result = parse_body::<IsAuthorizedRequest>(&state, &body)
         .and_then(to_query)
@@ -256,7 +331,11 @@ async fn is_authorized(
                 return Err(e);
             }
             observe("is_authorized", answer.decision.decision.as_str(), started);
-            Ok(Json(answer.into()))
+            Ok((
+                [(header::CONTENT_TYPE, "application/json")],
+                response_body(&answer),
+            )
+                .into_response())
         }
         Err(e) => {
             observe("is_authorized", "invalid", started);
@@ -312,13 +391,16 @@ async fn is_authorized_batch(
                             ..a.clone()
                         });
                     }
-                    serde_json::to_value(IsAuthorizedResponse::from(a)).unwrap_or(Value::Null)
+                    raw(response_body(&a))
                 }
                 Err(e) => {
                     count("batch", "invalid");
                     tracing::info!(index = i, error = %e.message, "batch item refused (deny)");
-                    json!({"decision": "Deny", "reasons": [], "errors": [e.message],
+                    raw(
+                        json!({"decision": "Deny", "reasons": [], "errors": [e.message],
                         "error": e.code, "policy_version": pack.version})
+                        .to_string(),
+                    )
                 }
             }
         })
@@ -464,6 +546,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let pack = state.authz.evaluator().current();
     metrics::gauge!("partnergate_entities").set(state.authz.directory().len() as f64);
+    if let Some(c) = state.authz.decision_cache() {
+        metrics::counter!("partnergate_decision_cache_hits_total").absolute(c.hits());
+        metrics::counter!("partnergate_decision_cache_misses_total").absolute(c.misses());
+        metrics::gauge!("partnergate_decision_cache_entries").set(c.len() as f64);
+    }
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
     if let Some(log) = state.authz.audit() {
         let s = log.status();

@@ -104,6 +104,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// What request entities and properties may do to stored facts.
     pub request_entities: crate::authz::RequestEntities,
+    /// How many decisions the exact decision cache keeps (0: off).
+    pub decision_cache: usize,
 }
 
 pub use partnergate_core::runtime::default_replica_id;
@@ -135,6 +137,8 @@ pub mod defaults {
     pub const IDLE_TIMEOUT_MS: u64 = 60_000;
     /// `--max-connections`
     pub const MAX_CONNECTIONS: usize = 10_000;
+    /// `--decision-cache`
+    pub const DECISION_CACHE: usize = partnergate_core::cache::DEFAULT_ENTRIES;
 }
 
 impl Default for ServeConfig {
@@ -167,6 +171,7 @@ impl Default for ServeConfig {
             protect_metrics: false,
             public_url: None,
             request_entities: crate::authz::RequestEntities::default(),
+            decision_cache: defaults::DECISION_CACHE,
         }
     }
 }
@@ -460,6 +465,7 @@ fn runtime(config: &ServeConfig) -> Runtime {
         .audit(config.audit.clone())
         .audit_required(config.audit_required)
         .request_entities(config.request_entities)
+        .decision_cache(config.decision_cache)
         .shadow(config.shadow_policies.clone())
         .watch(config.watch)
         .follow_changes(true)
