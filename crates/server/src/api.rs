@@ -115,7 +115,7 @@ impl From<Answer> for IsAuthorizedResponse {
 pub struct BatchRequest {
     /// Each item is one `IsAuthorizedRequest` object.
     #[schema(value_type = Vec<IsAuthorizedRequest>)]
-    pub requests: Vec<Value>,
+    pub requests: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// The answers of a [`BatchRequest`].
@@ -372,7 +372,7 @@ async fn is_authorized_batch(
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let answer = serde_json::from_value::<IsAuthorizedRequest>(item)
+            let answer = serde_json::from_str::<IsAuthorizedRequest>(item.get())
                 .map_err(|e| AppError::bad_request(format!("requests[{i}]: {e}")))
                 .and_then(to_query)
                 .and_then(|mut q| {
