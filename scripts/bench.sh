@@ -272,7 +272,8 @@ lat_small=$(timeout 120 "$EX/reload_probe" latency http://127.0.0.1:18392 2000 |
 reloads_flat small 18392 "$before"
 stop "$PG_PID"
 row "scale: import $USERS users (partnergate import)" "${import_s} s" "well under 60 s" "$(verdict "$import_s" '<=' 60)"
-row "scale: start-up with $USERS users until /readyz; RSS $((big_rss / 1024)) MiB" "${startup_s} s" "-" "-"
+row "scale: start-up with $USERS users until /readyz" "${startup_s} s" "<= 10 s" "$(verdict "$startup_s" '<=' 10)"
+row "memory: RSS when ready with $USERS users" "$((big_rss / 1024)) MiB" "<= 1536 MiB" "$(verdict $((big_rss / 1024)) '<=' 1536)"
 r=$(ratio "$(field p50_us "$lat_big")" "$(field p50_us "$lat_small")")
 row "scale: HTTP decision p50, $USERS users / demo (5 entities) ($(field p50_us "$lat_big") vs $(field p50_us "$lat_small") us)" "${r}x" "<= 1.2x" "$(verdict "$r" '<=' 1.2)"
 fi
