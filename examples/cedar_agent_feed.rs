@@ -35,7 +35,7 @@ const QUESTION: &str = r#"{"principal":"User::\"owner\"","action":"Action::\"vie
 /// Policies in Cedar 4 syntax rewritten into text Cedar 2.4 parses and
 /// decides alike for schema-valid requests.
 mod translate {
-    use cedar_policy::{EntityTypeName, Policy, PolicyId, Schema};
+    use cedar_policy::{EntityTypeName, Policy, Schema};
     use serde_json::{json, Value};
 
     /// Why a policy cannot be sent to Cedar 2.4.
@@ -156,7 +156,7 @@ mod translate {
             }
             conds.extend(extra);
         }
-        let id = PolicyId::new(policy.id().to_string());
+        let id = policy.id().clone();
         let back = Policy::from_json(Some(id), est).map_err(|e| Untranslatable(e.to_string()))?;
         Ok(back.to_string())
     }

@@ -49,26 +49,35 @@ struct Naive {
     authorizer: Authorizer,
 }
 
-fn bad(msg: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": "bad_request", "message": msg.to_string()}).to_string(),
-    )
-        .into_response()
+/// A refused request: its message, answered as a 400.
+struct Bad(String);
+
+impl IntoResponse for Bad {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"error": "bad_request", "message": self.0}).to_string(),
+        )
+            .into_response()
+    }
 }
 
-fn poisoned<T>(_: T) -> Response {
+fn bad(msg: impl std::fmt::Display) -> Bad {
+    Bad(msg.to_string())
+}
+
+fn poisoned<T>(_: T) -> Bad {
     bad("the entity set is poisoned")
 }
 
-fn uid(field: &str, s: &str) -> Result<EntityUid, Response> {
+fn uid(field: &str, s: &str) -> Result<EntityUid, Bad> {
     EntityUid::from_str(s).map_err(|e| bad(format!("field `{field}`: {e}")))
 }
 
-fn decide(state: &Naive, body: &[u8]) -> Result<Value, Response> {
+fn decide(state: &Naive, body: &[u8]) -> Result<Value, Bad> {
     let mut q: Value = serde_json::from_slice(body).map_err(bad)?;
-    let field = |q: &Value, f: &str| -> Result<EntityUid, Response> {
+    let field = |q: &Value, f: &str| -> Result<EntityUid, Bad> {
         let s = q.get(f).and_then(Value::as_str);
         uid(
             f,
@@ -116,16 +125,16 @@ fn decide(state: &Naive, body: &[u8]) -> Result<Value, Response> {
 async fn is_authorized(State(state): State<Arc<Naive>>, body: Bytes) -> Response {
     match decide(&state, &body) {
         Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
-fn upsert(state: &Naive, body: &[u8]) -> Result<usize, Response> {
+fn upsert(state: &Naive, body: &[u8]) -> Result<usize, Bad> {
     let v: Value = serde_json::from_slice(body).map_err(bad)?;
     let new = Entities::from_json_value(v, Some(&state.schema)).map_err(bad)?;
     let count = new.iter().count();
     let _one_writer = state.writer.lock().map_err(|_| bad("a writer panicked"))?;
-    let current = Entities::clone(&state.entities.read().map_err(poisoned)?.as_ref());
+    let current = Entities::clone(state.entities.read().map_err(poisoned)?.as_ref());
     let next = current
         .upsert_entities(new.iter().cloned(), Some(&state.schema))
         .map_err(bad)?;
@@ -140,7 +149,7 @@ async fn put_entities(State(state): State<Arc<Naive>>, body: Bytes) -> Response 
             json!({ "upserted": n }).to_string(),
         )
             .into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 

@@ -21,7 +21,8 @@
 //!   consecutive decisions as one `POST /v1/is_authorized/batch`, the writes
 //!   in between kept in order;
 //! - `reads.txt`: `stream.txt` without its writes;
-//! and prints one `WORKLOAD key=value ...` line with the counts.
+//!
+//! It also prints one `WORKLOAD key=value ...` line with the counts.
 //!
 //! The questions: a user drawn by Zipf (exponent S, default 1.0) over all
 //! users (ranked in a seeded shuffled order), an action by Zipf over the
