@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cedar_policy::{ActionConstraint, Entities, Entity, EntityUid, PolicySet};
+use cedar_policy::{Entities, Entity, EntityUid};
 use dashmap::DashMap;
 
 use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent, EntitySlice};
@@ -314,44 +314,8 @@ pub struct Authz {
     audit_required: bool,
     shadow: Option<Arc<Evaluator>>,
     cache: Arc<DashMap<CacheKey, Arc<CachedEntities>>>,
-    /// Per action and pack version, the policies whose scope can match it.
-    index: Arc<DashMap<EntityUid, Arc<ActionPolicies>>>,
     request_entities: RequestEntities,
     decisions: Option<Arc<DecisionCache>>,
-}
-
-/// The policies of one pack version that can apply to one action.
-struct ActionPolicies {
-    version: String,
-    /// `None`: evaluate the whole set (no schema, or templates in the pack).
-    policies: Option<PolicySet>,
-}
-
-/// The policies of `pack` whose action scope can match `action`: Cedar
-/// checks the scope before the condition, so a policy outside this subset
-/// can neither decide nor raise an error for a request with this action, and
-/// evaluating only the subset gives the same answer, reasons and errors
-/// included. `None` when that cannot be known (no schema to give the
-/// action's groups, or templates in the pack).
-fn policies_for_action(pack: &PolicyPack, action: &EntityUid) -> Option<PolicySet> {
-    let groups = pack.action_entities(action);
-    if groups.is_empty() || pack.policy_set.templates().next().is_some() {
-        return None;
-    }
-    // The action itself and every group it is in.
-    let within: Vec<EntityUid> = groups.iter().map(Entity::uid).collect();
-    let keep = pack
-        .policy_set
-        .policies()
-        .filter(|p| match p.action_constraint() {
-            ActionConstraint::Any => true,
-            ActionConstraint::Eq(a) => &a == action,
-            ActionConstraint::In(list) => list.iter().any(|a| within.contains(a)),
-            #[allow(unreachable_patterns)]
-            _ => true,
-        })
-        .cloned();
-    PolicySet::from_policies(keep).ok()
 }
 
 impl Authz {
@@ -366,7 +330,6 @@ impl Authz {
             audit_required: false,
             shadow: None,
             cache: Arc::new(DashMap::new()),
-            index: Arc::new(DashMap::new()),
             request_entities: RequestEntities::default(),
             decisions: None,
         }
@@ -580,8 +543,6 @@ impl Authz {
         overlay: &HashMap<EntityUid, Entity>,
         entities: &DecisionEntities,
     ) -> Decision {
-        let indexed = self.action_policies(pack, &q.action);
-        let policy_set = indexed.policies.as_ref().unwrap_or(&pack.policy_set);
         // Request data never makes a principal known (unless `override`).
         let invented = !overlay.is_empty()
             && self.request_entities != RequestEntities::Override
@@ -593,13 +554,7 @@ impl Authz {
                 "not in the entity store (entities sent with the request do not make a principal known)",
             );
         }
-        engine::decide_with(
-            policy_set,
-            pack,
-            request,
-            &entities.entities,
-            Semantics::FailClosed,
-        )
+        engine::decide(pack, request, &entities.entities, Semantics::FailClosed)
     }
 
     /// The shadow candidate's disagreement with `answer` (counted), if there
@@ -667,25 +622,6 @@ impl Authz {
         } else {
             log.log(event);
         }
-    }
-
-    /// The policies of `pack` that can apply to `action` (built once per
-    /// pack version and action).
-    fn action_policies(&self, pack: &PolicyPack, action: &EntityUid) -> Arc<ActionPolicies> {
-        if let Some(hit) = self.index.get(action) {
-            if hit.version == pack.version {
-                return hit.clone();
-            }
-        }
-        let built = Arc::new(ActionPolicies {
-            version: pack.version.clone(),
-            policies: policies_for_action(pack, action),
-        });
-        if self.index.len() >= ENTITY_CACHE_MAX {
-            self.index.clear();
-        }
-        self.index.insert(action.clone(), built.clone());
-        built
     }
 
     /// The entity set for a question without request entities: from the
@@ -1003,7 +939,7 @@ mod tests {
         assert!(gone.decision.errors[0].contains("unknown principal"));
     }
 
-    /// The action index evaluates a subset of the policies: for every action
+    /// The policy index evaluates a subset of the policies: for every action
     /// of the schema and every principal/resource pair of the demo entities,
     /// the answer — decision, reasons and errors — is the one the whole set gives.
     #[test]
@@ -1018,12 +954,6 @@ mod tests {
             "status": "gold", "certified": true}});
         let (mut compared, mut allows, mut smaller) = (0, 0, 0);
         for action in schema.actions() {
-            let subset = policies_for_action(&pack, action);
-            if let Some(s) = &subset {
-                if s.policies().count() < pack.policy_set.policies().count() {
-                    smaller += 1;
-                }
-            }
             for p in users {
                 for r in [
                     "Account::\"acme\"",
@@ -1053,7 +983,17 @@ mod tests {
                         .slice(&[&q.principal, &q.resource], &HashMap::new());
                     let entities =
                         directory::entities_for(slice, pack.action_entities(&q.action)).unwrap();
-                    let whole = engine::decide(&pack, &request, &entities, Semantics::FailClosed);
+                    let whole = engine::decide_with(
+                        &pack.policy_set,
+                        &pack,
+                        &request,
+                        &entities,
+                        Semantics::FailClosed,
+                    );
+                    let subset = pack.policy_index().candidates(&request, &entities);
+                    if subset.policies().count() < pack.policy_set.policies().count() {
+                        smaller += 1;
+                    }
                     let ours = authz.is_authorized(&q).unwrap().decision;
                     assert_eq!(ours, whole, "{p} {action} {r}");
                     compared += 1;

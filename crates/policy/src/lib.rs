@@ -1,6 +1,7 @@
 //! The policy pack and one decision: [`prescan`] bounds what a pack may
 //! contain before Cedar parses it, [`policies`] loads and validates a pack,
-//! [`engine`] makes one fail-closed decision, [`suite`] runs policy test
+//! [`engine`] makes one fail-closed decision (over the candidates
+//! [`index`] selects), [`suite`] runs policy test
 //! suites.
 //!
 //! The lowest layer: it must never know the entity stores, the decision
@@ -9,6 +10,7 @@
 #![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod engine;
+pub mod index;
 pub mod policies;
 pub mod prescan;
 pub mod suite;

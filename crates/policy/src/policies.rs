@@ -59,6 +59,8 @@ pub struct PolicyPack {
     /// quotas): part of this snapshot, so they serve with these policies
     /// and are replaced only with them.
     extensions: Vec<Extension>,
+    /// The index of `policy_set`, built with it (so per pack version).
+    policy_index: std::sync::Arc<crate::index::PolicyIndex>,
 }
 
 /// A value a reload gate adds to the pack it accepted (any type; looked up
@@ -88,6 +90,11 @@ impl PolicyPack {
     /// The description of a policy, if it has one.
     pub fn description(&self, id: &str) -> Option<&str> {
         self.policy(id).and_then(|p| p.description.as_deref())
+    }
+
+    /// The index of [`PolicyPack::policy_set`], built when the pack loaded.
+    pub fn policy_index(&self) -> &crate::index::PolicyIndex {
+        &self.policy_index
     }
 
     /// The action entity and its ancestors, from the schema (empty without one).
@@ -402,7 +409,9 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
     }
     let digest = hasher.finalize();
     let actions = schema.as_ref().map(action_closure).unwrap_or_default();
+    let policy_index = std::sync::Arc::new(crate::index::PolicyIndex::new(&identified.policy_set));
     Ok(PolicyPack {
+        policy_index,
         extensions: Vec::new(),
         actions,
         policy_set: identified.policy_set,
