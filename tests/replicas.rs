@@ -164,13 +164,7 @@ fn without_the_database_decisions_continue_writes_get_503_and_it_recovers() {
         ready["detail"].as_str().unwrap().contains("from memory"),
         "{ready}"
     );
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics();
     assert!(metrics.contains("partnergate_store_up 0"), "{metrics}");
 
     // Meanwhile another replica changes emma; after the database returns, the

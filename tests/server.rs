@@ -301,13 +301,7 @@ fn entities_persist_across_restart_and_health_endpoints_answer() {
     let s = Server::start(&ws, &[]);
     assert_eq!(s.ask(PAT, "dismiss_user", EMMA)["decision"], "Allow");
     assert_eq!(s.get("/healthz").0, 200);
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics();
     assert!(metrics.contains("partnergate_decisions_total"), "{metrics}");
     assert!(metrics.contains("partnergate_policy_info"), "{metrics}");
     assert!(

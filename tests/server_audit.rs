@@ -214,13 +214,7 @@ fn shadow_mode_logs_exactly_the_disagreements() {
     assert_eq!(shadows[0]["decision"], "Allow");
     assert_eq!(shadows[0]["shadow"]["decision"], "Deny");
     assert_eq!(shadows[1]["shadow"]["decision"], "Allow");
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics();
     assert!(
         metrics.contains("partnergate_shadow_disagreements_total 2"),
         "{metrics}"
@@ -325,13 +319,7 @@ fn a_cached_decision_has_its_own_id_and_record_and_a_write_is_seen_at_once() {
         v
     };
     assert_eq!(strip(first.clone()), strip(second.clone()));
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics();
     let hits: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("partnergate_decision_cache_hits_total "))

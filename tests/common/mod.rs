@@ -187,6 +187,16 @@ impl Server {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     pub fn put_entities(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
         self.put("/v1/entities", body)
     }

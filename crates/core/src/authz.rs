@@ -839,10 +839,14 @@ mod tests {
 
     fn setup(dir: &Path) -> Authz {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let source = PackSource::new(
-            root.join("policies"),
-            Some(root.join("schemas/partnergate.cedarschema")),
-        );
+        setup_with(dir, &root.join("policies"))
+    }
+
+    /// An authorizer over the policies in `policies`, the shipped schema and
+    /// the demo entities stored in `dir`.
+    fn setup_with(dir: &Path, policies: &Path) -> Authz {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let source = PackSource::new(policies, Some(root.join("schemas/partnergate.cedarschema")));
         let evaluator = Arc::new(Evaluator::load(source).unwrap());
         let store = Arc::new(SqliteStore::open_in(dir).unwrap());
         let directory = Arc::new(Directory::open(store).unwrap());
@@ -1261,21 +1265,8 @@ mod tests {
                 std::fs::copy(&f, policies.join(f.file_name().unwrap())).unwrap();
             }
         }
-        let source = PackSource::new(
-            &policies,
-            Some(root.join("schemas/partnergate.cedarschema")),
-        );
-        let evaluator = Arc::new(Evaluator::load(source).unwrap());
-        let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
-        let directory = Arc::new(Directory::open(store).unwrap());
-        let demo: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join("demo/entities.json")).unwrap(),
-        )
-        .unwrap();
-        directory
-            .put_json(evaluator.current().schema.as_ref(), demo)
-            .unwrap();
-        let authz = Authz::new(evaluator.clone(), directory).with_decision_cache(100);
+        let authz = setup_with(dir.path(), &policies).with_decision_cache(100);
+        let evaluator = authz.evaluator().clone();
         let q = Query::parse(QUESTIONS[2].0, QUESTIONS[2].1, QUESTIONS[2].2).unwrap();
         let before = authz.is_authorized(&q).unwrap();
         assert!(authz.is_authorized(&q).unwrap().decision.is_allowed());
