@@ -127,8 +127,6 @@ pub struct Directory {
     writer: Mutex<()>,
     /// The store's change-feed position the loaded entities reflect.
     loaded_seq: i64,
-    /// Bumped after every change to the in-memory entities (see [`Directory::generation`]).
-    generation: AtomicU64,
     /// The last version stamp given to a write ([`Directory::version_of`]).
     stamps: AtomicU64,
     /// Committed entities that could not be put into memory ([`Directory::dropped`]).
@@ -145,7 +143,6 @@ impl Directory {
             backend,
             writer: Mutex::new(()),
             loaded_seq,
-            generation: AtomicU64::new(0),
             stamps: AtomicU64::new(ABSENT),
             dropped: AtomicU64::new(0),
         };
@@ -225,7 +222,6 @@ impl Directory {
                 Some(json) => self.apply_json(&c.uid, &json, None),
             }
         }
-        self.bump();
     }
 
     /// The one write path for writers that run their own store transaction
@@ -244,7 +240,6 @@ impl Directory {
         for r in &records {
             self.apply_json(&r.uid, &r.json, schema);
         }
-        self.bump();
         Ok(out)
     }
 
@@ -282,17 +277,6 @@ impl Directory {
     /// Whether the directory holds no entity.
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()
-    }
-
-    /// A counter that changes after every write to the in-memory entities.
-    /// A slice built after reading generation `g` is current for as long as
-    /// the generation is still `g` (writers bump it after updating memory).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The version of `uid` in memory: a stamp unique to the write that put
@@ -444,7 +428,6 @@ impl Directory {
         for s in prepared {
             self.insert(s);
         }
-        self.bump();
         Ok(Written::Applied(uids))
     }
 
@@ -456,7 +439,6 @@ impl Directory {
         for u in uids {
             self.remove(u);
         }
-        self.bump();
         Ok(n)
     }
 
@@ -724,7 +706,6 @@ mod tests {
         let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
         let directory = Directory::open(store).unwrap();
         let good = r#"{"uid":{"type":"User","id":"a"},"attrs":{},"parents":[]}"#;
-        let generation = directory.generation();
         let out = directory.commit_with(None, || {
             Ok::<_, DirectoryError>((
                 vec![
@@ -737,7 +718,8 @@ mod tests {
         assert_eq!(out.unwrap(), 7);
         assert_eq!(directory.dropped(), 1);
         assert_eq!(directory.len(), 1);
-        assert!(directory.generation() > generation);
+        let a = uid_from_key(r#"User::"a""#).unwrap();
+        assert_ne!(directory.version_of(&a), ABSENT);
         // A failing write applies nothing.
         let failed: Result<(), _> = directory.commit_with(None, || Err(DirectoryError::TimedOut));
         assert!(matches!(failed, Err(DirectoryError::TimedOut)));
