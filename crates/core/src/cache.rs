@@ -27,7 +27,10 @@ use crate::directory::Directory;
 use crate::engine::Decision;
 
 /// How many decisions the sidecar keeps by default (`serve --decision-cache`).
-pub const DEFAULT_ENTRIES: usize = 100_000;
+/// An entry holds its decision's Cedar entity set, about 10 KB on the shipped
+/// pack (measured: 64,024 entries added 624 MiB of RSS over a 100,000-user
+/// directory), so the default stays near 100 MB.
+pub const DEFAULT_ENTRIES: usize = 10_000;
 
 /// A question as the cache tells questions apart: the uids and the context
 /// exactly as given (two spellings of one context are two entries, both exact).
