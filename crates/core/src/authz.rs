@@ -108,6 +108,21 @@ impl Query {
         self
     }
 
+    /// The Cedar request of this query, checked against `schema`
+    /// ([`engine::build_request`]).
+    pub fn request(
+        &self,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<cedar_policy::Request, RequestError> {
+        engine::build_request(
+            schema,
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            self.context.clone(),
+        )
+    }
+
     /// The caller's request id, written to the decision log.
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
         self.request_id = request_id;
@@ -497,13 +512,7 @@ impl Authz {
         pack: &PolicyPack,
         q: &Query,
     ) -> Result<(Arc<Cached>, Overlay), RequestError> {
-        let request = engine::build_request(
-            pack.schema.as_ref(),
-            q.principal.clone(),
-            q.action.clone(),
-            q.resource.clone(),
-            q.context.clone(),
-        )?;
+        let request = q.request(pack.schema.as_ref())?;
         let overlay = self.overlay(pack.schema.as_ref(), q)?;
         let entities = self.decision_entities(pack, q, &overlay)?;
         let decision = self.decide_over(pack, q, &request, &overlay, &entities);
@@ -568,14 +577,7 @@ impl Authz {
         answer: &Answer,
     ) -> Option<crate::audit::Shadow> {
         let candidate = self.shadow.as_ref()?.current();
-        let request = engine::build_request(
-            pack.schema.as_ref(),
-            q.principal.clone(),
-            q.action.clone(),
-            q.resource.clone(),
-            q.context.clone(),
-        )
-        .ok()?;
+        let request = q.request(pack.schema.as_ref()).ok()?;
         let theirs = engine::decide(
             &candidate,
             &request,
@@ -1083,14 +1085,7 @@ mod tests {
     /// the whole policy set, no cache of any kind.
     fn fresh_decision(authz: &Authz, q: &Query) -> Decision {
         let pack = authz.evaluator.current();
-        let request = engine::build_request(
-            pack.schema.as_ref(),
-            q.principal.clone(),
-            q.action.clone(),
-            q.resource.clone(),
-            q.context.clone(),
-        )
-        .unwrap();
+        let request = q.request(pack.schema.as_ref()).unwrap();
         let slice = authz
             .directory
             .slice(&[&q.principal, &q.resource], &HashMap::new());
