@@ -21,8 +21,9 @@ RANK = {
     "partnergate-core": 3,
     "partnergate-prove": 4,
     "partnergate-partners": 5,
-    "partnergate-server": 6,
-    "partnergate": 7,
+    "partnergate-gateway": 6,
+    "partnergate-server": 7,
+    "partnergate": 8,
 }
 BINARY = "partnergate"
 CLI_ONLY = {"clap", "dialoguer"}

@@ -1,0 +1,235 @@
+//! Gateway mode's mapping (issue #15): an HTTP request seen by a proxy
+//! (Envoy's ext_authz, nginx `auth_request`, Traefik ForwardAuth, Caddy
+//! `forward_auth`) becomes one authorization [`Query`] under the routes file.
+//!
+//! Owns the routes file ([`routes`]), path templates ([`template`]), the
+//! caller's identity ([`identity`]) and [`map`], the one function the
+//! adapters call. It must never know an HTTP framework or a wire protocol
+//! (the adapters in `partnergate-server` read the proxy's request into a
+//! [`GatewayRequest`]), nor decide anything: the query goes through
+//! `partnergate_core::authz` like every other decision.
+
+pub mod identity;
+pub mod routes;
+pub mod template;
+
+use std::collections::BTreeMap;
+
+use partnergate_core::authz::Query;
+
+pub use identity::{Identity, IdentityError, Source};
+pub use routes::{parse, Route, Routes, ROUTES_FILE};
+
+/// What an adapter saw of the proxied request.
+pub struct GatewayRequest<'a> {
+    /// The original method (`GET`, `POST`, ...).
+    pub method: &'a str,
+    /// The original host, without port, if known.
+    pub host: Option<&'a str>,
+    /// The original path and query (`/api/users/pat?x=1`).
+    pub uri: &'a str,
+    /// A header of the original request, by lower-case name.
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+}
+
+/// The question a matched request asks.
+#[derive(Debug)]
+pub struct Mapped {
+    /// The authorization query.
+    pub query: Query,
+    /// The matched route's template (for the log and the metrics).
+    pub route: String,
+    /// Decided and logged, but always allowed.
+    pub dry_run: bool,
+    /// How the principal was established.
+    pub source: Source,
+}
+
+/// The outcome of mapping a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A route matched: decide this question.
+    Decide(Box<Mapped>),
+    /// No route matched, and the path is listed as public: allow, no decision.
+    Public(String),
+}
+
+/// Why a request gets no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No route matches and the path is not public: deny.
+    #[error("no route matches {method} {path}")]
+    NoRoute {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+    /// A missing or invalid identity: 401.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The route's resource or action cannot be built from this request
+    /// (e.g. a parameter that makes no valid uid): deny.
+    #[error("route {route}: {reason}")]
+    BadRequest {
+        /// The matched route.
+        route: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Map `req` under `routes`: the first route whose method, host and path
+/// match decides; else a public path is allowed; else [`Refusal::NoRoute`].
+pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal> {
+    let (path, query) = req.uri.split_once('?').unwrap_or((req.uri, ""));
+    let method = req.method.to_ascii_uppercase();
+    let host = req.host.map(str::to_ascii_lowercase);
+    let found = routes.routes.iter().find_map(|r| {
+        let method_ok = r.methods.is_empty() || r.methods.contains(&method);
+        let host_ok = r.host.is_none() || r.host == host;
+        if !(method_ok && host_ok) {
+            return None;
+        }
+        r.template.matches(path).map(|bound| (r, bound))
+    });
+    let Some((route, bound)) = found else {
+        if let Some(p) = routes.public.iter().find(|t| t.matches(path).is_some()) {
+            return Ok(Outcome::Public(p.as_str().to_string()));
+        }
+        return Err(Refusal::NoRoute {
+            method,
+            path: path.to_string(),
+        });
+    };
+    let identity = identify(routes, req)?;
+    let bad = |reason: String| Refusal::BadRequest {
+        route: route.template.as_str().to_string(),
+        reason,
+    };
+    let principal = format!(
+        "{}::{}",
+        routes.principal_type,
+        serde_json::to_string(&identity.id).map_err(|e| bad(e.to_string()))?
+    )
+    .parse()
+    .map_err(|e: cedar_policy::ParseErrors| bad(format!("principal: {e}")))?;
+    let action = routes::action_uid(route.action.as_deref().unwrap_or(&method)).map_err(&bad)?;
+    let resource_text = match &route.resource {
+        Some(t) => routes::fill(t, &|n| bound.get(n).cloned()).map_err(&bad)?,
+        None => format!(
+            "Route::{}",
+            serde_json::to_string(route.template.as_str()).map_err(|e| bad(e.to_string()))?
+        ),
+    };
+    let resource = resource_text
+        .parse()
+        .map_err(|e: cedar_policy::ParseErrors| bad(format!("resource: {e}")))?;
+    let context = context(route, &bound, query, req, &identity);
+    let query = Query::new(principal, action, resource).with_context(Some(context));
+    Ok(Outcome::Decide(Box::new(Mapped {
+        query,
+        route: route.template.as_str().to_string(),
+        dry_run: route.dry_run,
+        source: identity.source,
+    })))
+}
+
+fn identify(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Identity, IdentityError> {
+    match &routes.identity {
+        routes::IdentitySource::Jwt(v) => {
+            v.verify(identity::bearer((req.header)("authorization"))?)
+        }
+        routes::IdentitySource::Header(name) => match (req.header)(name) {
+            Some(id) if !id.trim().is_empty() => Ok(Identity {
+                id: id.trim().to_string(),
+                claims: BTreeMap::new(),
+                source: Source::Header,
+            }),
+            _ => Err(IdentityError::Missing(format!("no `{name}` header"))),
+        },
+    }
+}
+
+/// The context record: the route's members (strings; a member the request
+/// lacks is left out, so a schema that requires it refuses the request) and
+/// the copied claims.
+fn context(
+    route: &Route,
+    bound: &BTreeMap<String, String>,
+    query: &str,
+    req: &GatewayRequest<'_>,
+    identity: &Identity,
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, value) in &identity.claims {
+        out.insert(name.clone(), value.clone());
+    }
+    for (name, source) in &route.context {
+        let value = match source {
+            routes::ValueSource::Path(p) => bound.get(p).cloned(),
+            routes::ValueSource::Query(q) => query_param(query, q),
+            routes::ValueSource::Header(h) => (req.header)(h).map(str::to_string),
+        };
+        if let Some(v) = value {
+            out.insert(name.clone(), serde_json::Value::String(v));
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+/// The first value of query parameter `name` (`+` and percent escapes decoded).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| {
+            let v = v.replace('+', " ");
+            template::decode(&v).unwrap_or(v)
+        })
+    })
+}
+
+/// Where the routes file of a policies path is: inside the directory, or
+/// beside a single policy file.
+pub fn routes_path_for(policies: &std::path::Path) -> std::path::PathBuf {
+    if policies.is_file() {
+        policies
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("."))
+            .join(ROUTES_FILE)
+    } else {
+        policies.join(ROUTES_FILE)
+    }
+}
+
+/// Read and validate the routes file at `path` against `schema`; `Ok(None)`
+/// when there is none (gateway mode off).
+pub fn load(
+    path: &std::path::Path,
+    schema: Option<&cedar_policy::Schema>,
+) -> Result<Option<Routes>, Box<partnergate_policy::policies::Problem>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text, schema).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Box::new(partnergate_policy::policies::Problem {
+            file: Some(path.to_path_buf()),
+            line: None,
+            column: None,
+            policy_id: None,
+            message: format!("cannot read: {e}"),
+            rendered: format!("{}: cannot read: {e}", path.display()),
+        })),
+    }
+}
+
+/// A reload gate: every pack reload re-reads the routes file (and its key)
+/// and validates it against the new pack's schema; a bad file rejects the
+/// reload (the last good policies *and* routes keep serving), a good one
+/// becomes part of the new pack ([`Routes`] as its extension), so routes
+/// and policies change together or not at all.
+pub fn gate(path: std::path::PathBuf) -> partnergate_core::reload::Gate {
+    Box::new(move |pack| {
+        let routes = load(&path, pack.schema.as_ref()).map_err(|p| vec![*p])?;
+        Ok(routes.map(|r| std::sync::Arc::new(r) as partnergate_policy::policies::Extension))
+    })
+}

@@ -1,0 +1,355 @@
+//! The routes file (`policies/routes.toml`): how an HTTP request becomes a
+//! Cedar question. Owns the format, its parsing and its validation against
+//! the pack's schema (errors name the file, line, column and field), and
+//! the lookup of the route a request takes. Knows no HTTP framework: a
+//! request is its method, host, path and a header lookup.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{EntityUid, Schema};
+use partnergate_policy::policies::Problem;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::identity::{JwtConfig, JwtVerifier};
+use crate::template::Template;
+
+/// The file name looked for beside the policies.
+pub const ROUTES_FILE: &str = "routes.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    identity: RawIdentity,
+    #[serde(default)]
+    unmatched: RawUnmatched,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    source: Spanned<String>,
+    principal_type: Spanned<String>,
+    header: Option<String>,
+    algorithm: Option<String>,
+    key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    issuers: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    claim: Option<String>,
+    #[serde(default)]
+    copy_claims: Vec<String>,
+    #[serde(default)]
+    leeway_seconds: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnmatched {
+    #[serde(default)]
+    public: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default)]
+    methods: Vec<String>,
+    path: Spanned<String>,
+    host: Option<String>,
+    action: Option<Spanned<String>>,
+    resource: Option<Spanned<String>>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    context: BTreeMap<String, Spanned<String>>,
+}
+
+/// Where a context member's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueSource {
+    /// A path parameter of the route's template.
+    Path(String),
+    /// A query parameter (the first one of that name).
+    Query(String),
+    /// A request header (case-insensitive name).
+    Header(String),
+}
+
+/// How a request's principal is established.
+#[derive(Debug)]
+pub enum IdentitySource {
+    /// A JWT bearer token, verified here.
+    Jwt(Box<JwtVerifier>),
+    /// A header a trusted authenticator in front sets (lower-case name).
+    Header(String),
+}
+
+/// One route.
+#[derive(Debug)]
+pub struct Route {
+    /// Accepted methods (upper case); empty = any.
+    pub methods: Vec<String>,
+    /// The path template.
+    pub template: Template,
+    /// The host it applies to, if only one.
+    pub host: Option<String>,
+    /// The action's id (`Action::"<this>"`); `None` = the HTTP method.
+    pub action: Option<String>,
+    /// The resource uid template (`User::"{id}"`); `None` = `Route::"<template>"`.
+    pub resource: Option<String>,
+    /// Decided and logged, always allowed.
+    pub dry_run: bool,
+    /// Context members and where each comes from.
+    pub context: BTreeMap<String, ValueSource>,
+}
+
+/// A parsed and validated routes file.
+#[derive(Debug)]
+pub struct Routes {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The principal's entity type.
+    pub principal_type: String,
+    /// How the principal is established.
+    pub identity: IdentitySource,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+    /// Paths allowed without a decision when no route matches.
+    pub public: Vec<Template>,
+}
+
+/// A problem at a byte offset of the file.
+struct At<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl At<'_> {
+    fn problem(&self, offset: Option<usize>, message: String) -> Box<Problem> {
+        let (line, column) = offset
+            .map(|o| partnergate_policy::policies::line_col(self.text, o))
+            .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        let location = match (line, column) {
+            (Some(l), Some(c)) => format!(":{l}:{c}"),
+            _ => String::new(),
+        };
+        Box::new(Problem {
+            file: Some(self.file.to_path_buf()),
+            line,
+            column,
+            policy_id: None,
+            rendered: format!("{}{location}: {message}", self.file.display()),
+            message,
+        })
+    }
+}
+
+/// Parse and validate routes text. `file` names the source in problems and
+/// is where a relative `key_file` is resolved; `schema`, when the pack has
+/// one, checks actions and entity types.
+pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes, Box<Problem>> {
+    let at = At { file, text };
+    let raw: RawFile = toml::from_str(text)
+        .map_err(|e| at.problem(e.span().map(|s| s.start), e.message().trim().to_string()))?;
+    let types: Option<Vec<String>> =
+        schema.map(|s| s.entity_types().map(ToString::to_string).collect());
+    let known_type = |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
+    let principal_type = raw.identity.principal_type.get_ref().clone();
+    if !known_type(&principal_type) {
+        return Err(at.problem(
+            Some(raw.identity.principal_type.span().start),
+            format!(
+                "field `principal_type`: `{principal_type}` is not an entity type of the schema"
+            ),
+        ));
+    }
+    let identity = identity(&at, raw.identity)?;
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for r in raw.routes {
+        routes.push(route(&at, r, schema, &known_type)?);
+    }
+    let mut public = Vec::new();
+    for p in raw.unmatched.public {
+        public.push(Template::parse(p.get_ref()).map_err(|e| {
+            at.problem(
+                Some(p.span().start),
+                format!("field `unmatched.public`: {e}"),
+            )
+        })?);
+    }
+    Ok(Routes {
+        file: file.to_path_buf(),
+        principal_type,
+        identity,
+        routes,
+        public,
+    })
+}
+
+fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem>> {
+    let offset = Some(raw.source.span().start);
+    match raw.source.get_ref().as_str() {
+        "header" => {
+            let header = raw.header.ok_or_else(|| {
+                at.problem(
+                    offset,
+                    "field `identity.header`: required when source = \"header\"".into(),
+                )
+            })?;
+            Ok(IdentitySource::Header(header.to_ascii_lowercase()))
+        }
+        "jwt" => {
+            let key_file = raw.key_file.ok_or_else(|| {
+                at.problem(
+                    offset,
+                    "field `identity.key_file`: required when source = \"jwt\"".into(),
+                )
+            })?;
+            let dir = at.file.parent().unwrap_or_else(|| Path::new("."));
+            let path = dir.join(key_file.get_ref());
+            let key = std::fs::read(&path).map_err(|e| {
+                at.problem(
+                    Some(key_file.span().start),
+                    format!(
+                        "field `identity.key_file`: cannot read {}: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
+            let config = JwtConfig {
+                algorithm: raw.algorithm.unwrap_or_else(|| "RS256".into()),
+                key,
+                issuers: raw.issuers,
+                audiences: raw.audiences,
+                claim: raw.claim.unwrap_or_else(|| "sub".into()),
+                copy: raw.copy_claims,
+                leeway: raw.leeway_seconds,
+            };
+            let verifier = JwtVerifier::new(&config, &path).map_err(|e| {
+                at.problem(
+                    Some(key_file.span().start),
+                    format!("field `identity`: {e}"),
+                )
+            })?;
+            Ok(IdentitySource::Jwt(Box::new(verifier)))
+        }
+        other => Err(at.problem(
+            offset,
+            format!("field `identity.source`: `{other}` is not `jwt` or `header`"),
+        )),
+    }
+}
+
+fn route(
+    at: &At<'_>,
+    r: RawRoute,
+    schema: Option<&Schema>,
+    known_type: &dyn Fn(&str) -> bool,
+) -> Result<Route, Box<Problem>> {
+    let path_at = Some(r.path.span().start);
+    let template = Template::parse(r.path.get_ref())
+        .map_err(|e| at.problem(path_at, format!("field `path`: {e}")))?;
+    let methods: Vec<String> = r.methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+    if let Some(action) = &r.action {
+        let uid = action_uid(action.get_ref())
+            .map_err(|e| at.problem(Some(action.span().start), format!("field `action`: {e}")))?;
+        if let Some(s) = schema {
+            if !s.actions().any(|a| a == &uid) {
+                return Err(at.problem(
+                    Some(action.span().start),
+                    format!(
+                        "field `action`: `{}` is not an action of the schema",
+                        action.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(resource) = &r.resource {
+        let offset = Some(resource.span().start);
+        let filled = fill(resource.get_ref(), &|name| {
+            template.binds(name).then(|| "x".to_string())
+        })
+        .map_err(|e| at.problem(offset, format!("field `resource`: {e}")))?;
+        let uid: EntityUid = filled
+            .parse()
+            .map_err(|e| at.problem(offset, format!("field `resource`: not an entity uid: {e}")))?;
+        let ty = uid.type_name().to_string();
+        if !known_type(&ty) {
+            return Err(at.problem(
+                offset,
+                format!("field `resource`: `{ty}` is not an entity type of the schema"),
+            ));
+        }
+    }
+    let mut context = BTreeMap::new();
+    for (name, source) in r.context {
+        let offset = Some(source.span().start);
+        let parsed = value_source(source.get_ref())
+            .map_err(|e| at.problem(offset, format!("field `context.{name}`: {e}")))?;
+        if let ValueSource::Path(p) = &parsed {
+            if !template.binds(p) {
+                return Err(at.problem(
+                    offset,
+                    format!("field `context.{name}`: the path template has no parameter `{p}`"),
+                ));
+            }
+        }
+        context.insert(name, parsed);
+    }
+    Ok(Route {
+        methods,
+        template,
+        host: r.host.map(|h| h.to_ascii_lowercase()),
+        action: r.action.map(Spanned::into_inner),
+        resource: r.resource.map(Spanned::into_inner),
+        dry_run: r.dry_run,
+        context,
+    })
+}
+
+fn value_source(text: &str) -> Result<ValueSource, String> {
+    match text.split_once(':') {
+        Some(("path", n)) if !n.is_empty() => Ok(ValueSource::Path(n.to_string())),
+        Some(("query", n)) if !n.is_empty() => Ok(ValueSource::Query(n.to_string())),
+        Some(("header", n)) if !n.is_empty() => Ok(ValueSource::Header(n.to_ascii_lowercase())),
+        _ => Err(format!(
+            "`{text}` is not `path:<name>`, `query:<name>` or `header:<name>`"
+        )),
+    }
+}
+
+/// The uid of action `name` (`Action::"<name>"`).
+pub fn action_uid(name: &str) -> Result<EntityUid, String> {
+    let quoted = serde_json::to_string(name).map_err(|e| e.to_string())?;
+    format!("Action::{quoted}")
+        .parse()
+        .map_err(|e: cedar_policy::ParseErrors| e.to_string())
+}
+
+/// `text` with every `{name}` replaced by `value(name)`, the value escaped
+/// for a Cedar string literal (so a path parameter can never change the uid's
+/// type or close its quotes).
+pub fn fill(text: &str, value: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("`{text}`: a `{{` without its `}}`"))?;
+        let name = &rest[open + 1..open + close];
+        let v =
+            value(name).ok_or_else(|| format!("`{{{name}}}` is not a parameter of the path"))?;
+        let escaped = serde_json::to_string(&v).map_err(|e| e.to_string())?;
+        out.push_str(&escaped[1..escaped.len() - 1]);
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
