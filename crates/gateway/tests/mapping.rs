@@ -453,3 +453,9 @@ fn the_shipped_routes_file_is_valid_on_the_shipped_schema() {
         .expect("policies/routes.toml is shipped");
     assert!(routes.routes.len() >= 5);
 }
+
+#[test]
+fn an_unknown_field_names_the_accepted_ones() {
+    let e = problem("[[route]]\npath = \"/a\"\nverb = \"GET\"\n");
+    assert!(e.contains("expected one of `methods`, `path`"), "{e}");
+}
