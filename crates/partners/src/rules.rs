@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policies::Problem;
+use crate::policies::{line_col, Problem};
 use crate::reload::Gate;
 
 /// The file name looked for beside the policies.
@@ -112,13 +112,6 @@ pub fn load(path: &Path) -> Result<Quotas, Box<Problem>> {
             rendered: format!("{}: cannot read: {e}", path.display()),
         })),
     }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// The live quotas: those of the serving policy pack, where the [`gate`]
