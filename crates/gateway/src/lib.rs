@@ -9,6 +9,7 @@
 //! [`GatewayRequest`]), nor decide anything: the query goes through
 //! `partnergate_core::authz` like every other decision.
 
+pub mod check;
 pub mod identity;
 pub mod routes;
 pub mod template;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 
 use partnergate_core::authz::Query;
 
+pub use check::{check, Reply, Verdict, Via};
 pub use identity::{Identity, IdentityError, Source};
 pub use routes::{parse, Route, Routes, ROUTES_FILE};
 

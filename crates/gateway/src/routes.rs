@@ -24,6 +24,8 @@ struct RawFile {
     identity: RawIdentity,
     #[serde(default)]
     unmatched: RawUnmatched,
+    #[serde(default)]
+    response: RawResponse,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -52,6 +54,14 @@ struct RawIdentity {
 struct RawUnmatched {
     #[serde(default)]
     public: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    decision_id_header: Option<Spanned<String>>,
+    policy_version_header: Option<Spanned<String>>,
+    principal_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +118,28 @@ pub struct Route {
     pub context: BTreeMap<String, ValueSource>,
 }
 
+/// The headers a gateway answer carries (the `[response]` table): on an
+/// allowed request they go upstream, on a denied one to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// The decision's id (default `x-partnergate-decision-id`).
+    pub decision_id: String,
+    /// The deciding pack's version (default `x-partnergate-policy-version`).
+    pub policy_version: String,
+    /// The principal's id, sent upstream on an allowed request (off unless named).
+    pub principal: Option<String>,
+}
+
+impl Default for ResponseHeaders {
+    fn default() -> Self {
+        ResponseHeaders {
+            decision_id: "x-partnergate-decision-id".into(),
+            policy_version: "x-partnergate-policy-version".into(),
+            principal: None,
+        }
+    }
+}
+
 /// A parsed and validated routes file.
 #[derive(Debug)]
 pub struct Routes {
@@ -121,6 +153,8 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// Paths allowed without a decision when no route matches.
     pub public: Vec<Template>,
+    /// The names of the headers an answer carries.
+    pub response: ResponseHeaders,
 }
 
 /// A problem at a byte offset of the file.
@@ -182,13 +216,45 @@ pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes,
             )
         })?);
     }
+    let response = response_headers(&at, raw.response)?;
     Ok(Routes {
         file: file.to_path_buf(),
         principal_type,
         identity,
         routes,
         public,
+        response,
     })
+}
+
+/// The `[response]` table: header names, lower-cased, each a valid HTTP
+/// field name.
+fn response_headers(at: &At<'_>, raw: RawResponse) -> Result<ResponseHeaders, Box<Problem>> {
+    let name = |field: &str, v: Spanned<String>| -> Result<String, Box<Problem>> {
+        let text = v.get_ref().to_ascii_lowercase();
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if text.is_empty() || !text.chars().all(token) {
+            return Err(at.problem(
+                Some(v.span().start),
+                format!(
+                    "field `response.{field}`: `{}` is not an HTTP header name",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Ok(text)
+    };
+    let mut out = ResponseHeaders::default();
+    if let Some(v) = raw.decision_id_header {
+        out.decision_id = name("decision_id_header", v)?;
+    }
+    if let Some(v) = raw.policy_version_header {
+        out.policy_version = name("policy_version_header", v)?;
+    }
+    if let Some(v) = raw.principal_header {
+        out.principal = Some(name("principal_header", v)?);
+    }
+    Ok(out)
 }
 
 fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem>> {
