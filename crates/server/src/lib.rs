@@ -607,7 +607,14 @@ async fn spawn_ext_authz(
             })?;
     let bound = listener.describe();
     tracing::info!(addr = %bound, "ext_authz gRPC listening");
-    println!("partnergate ext_authz gRPC listening on {bound}");
+    // Second machine-readable line; a closed stdout is no reason to stop.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
+            "partnergate ext_authz gRPC listening on {bound}"
+        );
+    }
     let state = state.clone();
     let task = tokio::spawn(async move {
         let stop = async move {
