@@ -12,7 +12,7 @@ use partnergate_policy::policies::Problem;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::identity::{JwtConfig, JwtVerifier};
+use crate::identity::{JwtConfig, JwtVerifier, KeyFormat};
 use crate::template::Template;
 
 /// The file name looked for beside the policies.
@@ -38,6 +38,7 @@ struct RawIdentity {
     header: Option<String>,
     algorithm: Option<String>,
     key_file: Option<Spanned<String>>,
+    jwks_file: Option<Spanned<String>>,
     #[serde(default)]
     issuers: Vec<String>,
     #[serde(default)]
@@ -270,19 +271,29 @@ fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem
             Ok(IdentitySource::Header(header.to_ascii_lowercase()))
         }
         "jwt" => {
-            let key_file = raw.key_file.ok_or_else(|| {
-                at.problem(
-                    offset,
-                    "field `identity.key_file`: required when source = \"jwt\"".into(),
-                )
-            })?;
+            let (key_file, format, field) = match (raw.key_file, raw.jwks_file) {
+                (Some(k), None) => (k, KeyFormat::Pem, "key_file"),
+                (None, Some(j)) => (j, KeyFormat::Jwks, "jwks_file"),
+                (Some(_), Some(j)) => {
+                    return Err(at.problem(
+                        Some(j.span().start),
+                        "field `identity.jwks_file`: give `key_file` or `jwks_file`, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(at.problem(
+                        offset,
+                        "field `identity.key_file`: `key_file` or `jwks_file` is required when source = \"jwt\"".into(),
+                    ))
+                }
+            };
             let dir = at.file.parent().unwrap_or_else(|| Path::new("."));
             let path = dir.join(key_file.get_ref());
             let key = std::fs::read(&path).map_err(|e| {
                 at.problem(
                     Some(key_file.span().start),
                     format!(
-                        "field `identity.key_file`: cannot read {}: {e}",
+                        "field `identity.{field}`: cannot read {}: {e}",
                         path.display()
                     ),
                 )
@@ -290,6 +301,7 @@ fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem
             let config = JwtConfig {
                 algorithm: raw.algorithm.unwrap_or_else(|| "RS256".into()),
                 key,
+                format,
                 issuers: raw.issuers,
                 audiences: raw.audiences,
                 claim: raw.claim.unwrap_or_else(|| "sub".into()),

@@ -22,7 +22,12 @@ const HS_SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
 /// A routes file in a fresh directory (keys copied beside it).
 fn routes_with(identity: &str, routes: &str) -> Result<Routes, String> {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["rsa-public.pem", "ec-public.pem", "ed-public.pem"] {
+    for f in [
+        "rsa-public.pem",
+        "ec-public.pem",
+        "ed-public.pem",
+        "rsa.jwks.json",
+    ] {
         std::fs::copy(keys().join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(dir.path().join("hs.secret"), HS_SECRET).unwrap();
@@ -315,6 +320,49 @@ fn a_valid_token_of_each_algorithm_names_the_principal_and_copies_claims() {
         );
         assert_eq!(m.source.as_str(), "jwt");
     }
+}
+
+#[test]
+fn a_jwks_file_picks_the_key_by_kid() {
+    let identity = jwt_identity("RS256", "rsa-public.pem").replace(
+        "key_file = \"rsa-public.pem\"",
+        "jwks_file = \"rsa.jwks.json\"",
+    );
+    let routes = routes_with(&identity, ROUTES).unwrap();
+    let key = std::fs::read(keys().join("rsa-private.pem")).unwrap();
+    let sign_kid = |kid: Option<&str>| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_string);
+        encode(
+            &header,
+            &good_claims(),
+            &EncodingKey::from_rsa_pem(&key).unwrap(),
+        )
+        .unwrap()
+    };
+    let m = decided(with_token(&routes, &sign_kid(Some("portal-2026"))));
+    assert_eq!(m.query.principal.to_string(), r#"User::"pat""#);
+    // One key in the set: a token without `kid` uses it.
+    decided(with_token(&routes, &sign_kid(None)));
+    assert!(bad_token(&routes, &sign_kid(Some("other"))).contains("no key `other`"));
+    // The set's key is RS256: an ES256 token is refused, whatever its kid.
+    let mut es = Header::new(Algorithm::ES256);
+    es.kid = Some("portal-2026".into());
+    let ec = std::fs::read(keys().join("ec-private.pem")).unwrap();
+    let t = encode(&es, &good_claims(), &EncodingKey::from_ec_pem(&ec).unwrap()).unwrap();
+    assert!(bad_token(&routes, &t).contains("InvalidAlgorithm"));
+    // key_file and jwks_file together, or a set without a key for the algorithm.
+    let both = format!(
+        "{}jwks_file = \"rsa.jwks.json\"\n",
+        jwt_identity("RS256", "rsa-public.pem")
+    );
+    assert!(routes_with(&both, ROUTES)
+        .unwrap_err()
+        .contains("give `key_file` or `jwks_file`, not both"));
+    let es_set = identity.replace("\"RS256\"", "\"ES256\"");
+    assert!(routes_with(&es_set, ROUTES)
+        .unwrap_err()
+        .contains("no signing key for ES256 in the key set"));
 }
 
 #[test]
