@@ -671,12 +671,20 @@ impl Proxy {
                 );
                 if kind == Kind::EnvoyGrpc {
                     let grpc = server.grpc.clone().unwrap();
-                    let grpc_port = grpc.rsplit(':').next().unwrap();
-                    text = subst(
-                        &text,
-                        "port_value: 9191",
-                        &format!("port_value: {grpc_port}"),
-                    );
+                    text = if let Some(path) = grpc.strip_prefix("unix:") {
+                        subst(
+                            &text,
+                            "socket_address: { address: 127.0.0.1, port_value: 9191 }",
+                            &format!("pipe: {{ path: \"{path}\" }}"),
+                        )
+                    } else {
+                        let grpc_port = grpc.rsplit(':').next().unwrap();
+                        subst(
+                            &text,
+                            "port_value: 9191",
+                            &format!("port_value: {grpc_port}"),
+                        )
+                    };
                 } else {
                     text = subst(
                         &text,
@@ -970,6 +978,41 @@ fn through_a_real_envoy_over_grpc() {
     if let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") {
         through(Kind::EnvoyGrpc, &bin);
     }
+}
+
+#[test]
+fn through_a_real_envoy_over_grpc_on_a_unix_socket() {
+    let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") else {
+        return;
+    };
+    let ws = workspace();
+    let sock = ws.path().join("ext-authz.sock");
+    // A stale socket file from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let arg = format!("unix:{}", sock.display());
+    let server = Server::start(&ws, &["--ext-authz-grpc", &arg]);
+    assert_eq!(server.grpc.as_deref(), Some(arg.as_str()));
+    server.load_demo();
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(Kind::EnvoyGrpc, &bin, &server, &upstream);
+    let client = reqwest::blocking::Client::new();
+    let pat = bearer(&token("pat"));
+    let auth = [("authorization", pat.as_str())];
+    let ok = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/emma/dismiss"),
+        &auth,
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let denied = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/owner/dismiss"),
+        &auth,
+    );
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.json()["reasons"][0]["id"], "partner-no-touch-admins");
 }
 
 #[test]
