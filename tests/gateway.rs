@@ -227,6 +227,21 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
         .as_str()
         .unwrap()
         .contains("X-Original-URI"));
+    // `audit replay` re-decides gateway decisions like any other.
+    let replay = Command::new(common::BIN)
+        .args(["audit", "replay"])
+        .arg(ws.data().join("decisions.jsonl"))
+        .arg("--policies")
+        .arg(ws.policies())
+        .arg("--schema")
+        .arg(ws.schema())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        text.contains("replayed 2 decision(s)") && text.contains("0 would change, 2 unchanged"),
+        "{text}"
+    );
     // The metrics count per route and result.
     let metrics = server.metrics();
     for want in [
