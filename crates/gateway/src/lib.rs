@@ -96,7 +96,11 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
         r.template.matches(path).map(|bound| (r, bound))
     });
     let Some((route, bound)) = found else {
-        if let Some(p) = routes.public.iter().find(|t| t.matches(path).is_some()) {
+        let public = host
+            .as_deref()
+            .and_then(|h| routes.host_public.iter().find(|(name, _)| name == h))
+            .map_or(&routes.public, |(_, list)| list);
+        if let Some(p) = public.iter().find(|t| t.matches(path).is_some()) {
             return Ok(Outcome::Public(p.as_str().to_string()));
         }
         return Err(Refusal::NoRoute {

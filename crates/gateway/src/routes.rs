@@ -55,6 +55,16 @@ struct RawIdentity {
 struct RawUnmatched {
     #[serde(default)]
     public: Vec<Spanned<String>>,
+    #[serde(default)]
+    host: Vec<RawHostUnmatched>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostUnmatched {
+    host: String,
+    #[serde(default)]
+    public: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +164,9 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// Paths allowed without a decision when no route matches.
     pub public: Vec<Template>,
+    /// Per host (lower case), the paths allowed without a decision when no
+    /// route matches, instead of [`Routes::public`] (empty: deny them all).
+    pub host_public: Vec<(String, Vec<Template>)>,
     /// The names of the headers an answer carries.
     pub response: ResponseHeaders,
 }
@@ -208,14 +221,23 @@ pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes,
     for r in raw.routes {
         routes.push(route(&at, r, schema, &known_type)?);
     }
-    let mut public = Vec::new();
-    for p in raw.unmatched.public {
-        public.push(Template::parse(p.get_ref()).map_err(|e| {
-            at.problem(
-                Some(p.span().start),
-                format!("field `unmatched.public`: {e}"),
-            )
-        })?);
+    let templates = |list: Vec<Spanned<String>>,
+                     field: &str|
+     -> Result<Vec<Template>, Box<Problem>> {
+        list.into_iter()
+            .map(|p| {
+                Template::parse(p.get_ref())
+                    .map_err(|e| at.problem(Some(p.span().start), format!("field `{field}`: {e}")))
+            })
+            .collect()
+    };
+    let public = templates(raw.unmatched.public, "unmatched.public")?;
+    let mut host_public = Vec::new();
+    for h in raw.unmatched.host {
+        host_public.push((
+            h.host.to_ascii_lowercase(),
+            templates(h.public, "unmatched.host.public")?,
+        ));
     }
     let response = response_headers(&at, raw.response)?;
     Ok(Routes {
@@ -224,6 +246,7 @@ pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes,
         identity,
         routes,
         public,
+        host_public,
         response,
     })
 }

@@ -205,6 +205,43 @@ fn public_paths_are_allowed_only_when_no_route_matches_and_others_are_refused() 
 }
 
 #[test]
+fn unmatched_paths_can_be_public_per_host() {
+    let per_host = ROUTES.replace(
+        "[unmatched]\npublic = [\"/healthz\", \"/static/{*path}\"]\n",
+        "[unmatched]\npublic = [\"/healthz\", \"/static/{*path}\"]\n\
+         [[unmatched.host]]\nhost = \"Admin.Portal.Example\"\npublic = []\n\
+         [[unmatched.host]]\nhost = \"docs.portal.example\"\npublic = [\"/{*page}\"]\n",
+    );
+    assert_ne!(per_host, ROUTES);
+    let routes = routes_with(HEADER_ID, &per_host).unwrap();
+    // The admin host lists nothing: even /healthz is denied there.
+    assert!(matches!(
+        run(
+            &routes,
+            req("GET", Some("admin.portal.example"), "/healthz", &[])
+        ),
+        Err(Refusal::NoRoute { .. })
+    ));
+    // The docs host is public everywhere no route matches.
+    assert!(matches!(
+        run(&routes, req("GET", Some("docs.portal.example"), "/guide/intro", &[])),
+        Ok(Outcome::Public(p)) if p == "/{*page}"
+    ));
+    // Other hosts keep the global list.
+    assert!(matches!(
+        run(&routes, req("GET", Some("portal.example"), "/healthz", &[])),
+        Ok(Outcome::Public(_))
+    ));
+    assert!(matches!(
+        run(
+            &routes,
+            req("GET", Some("portal.example"), "/guide/intro", &[])
+        ),
+        Err(Refusal::NoRoute { .. })
+    ));
+}
+
+#[test]
 fn a_missing_trusted_header_is_no_identity() {
     let routes = routes_with(HEADER_ID, ROUTES).unwrap();
     let r = run(&routes, req("POST", None, "/api/users/emma/dismiss", &[]));
