@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use crate::identity::{JwtConfig, JwtVerifier, KeyFormat};
 use crate::template::Template;
+use crate::types::{ContextTypes, Kind};
 
 /// The file name looked for beside the policies.
 pub const ROUTES_FILE: &str = "routes.toml";
@@ -127,6 +128,8 @@ pub struct Route {
     pub dry_run: bool,
     /// Context members and where each comes from.
     pub context: BTreeMap<String, ValueSource>,
+    /// The kind the schema declares for a context member (absent: a string).
+    pub context_kinds: BTreeMap<String, Kind>,
 }
 
 /// The headers a gateway answer carries (the `[response]` table): on an
@@ -201,12 +204,28 @@ impl At<'_> {
 /// is where a relative `key_file` is resolved; `schema`, when the pack has
 /// one, checks actions and entity types.
 pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes, Box<Problem>> {
+    parse_typed(file, text, schema, None)
+}
+
+/// [`parse`], with the context types of the schema's actions (`types`): a
+/// context member the route's action does not declare is refused, and each
+/// declared `Long` or `Bool` member is converted from the request's text.
+pub fn parse_typed(
+    file: &Path,
+    text: &str,
+    schema: Option<&Schema>,
+    types: Option<&ContextTypes>,
+) -> Result<Routes, Box<Problem>> {
     let at = At { file, text };
     let raw: RawFile = toml::from_str(text)
         .map_err(|e| at.problem(e.span().map(|s| s.start), e.message().trim().to_string()))?;
-    let types: Option<Vec<String>> =
+    let entity_types: Option<Vec<String>> =
         schema.map(|s| s.entity_types().map(ToString::to_string).collect());
-    let known_type = |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
+    let known_type = |t: &str| {
+        entity_types
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|x| x == t))
+    };
     let principal_type = raw.identity.principal_type.get_ref().clone();
     if !known_type(&principal_type) {
         return Err(at.problem(
@@ -219,7 +238,7 @@ pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes,
     let identity = identity(&at, raw.identity)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for r in raw.routes {
-        routes.push(route(&at, r, schema, &known_type)?);
+        routes.push(route(&at, r, schema, types, &known_type)?);
     }
     let templates = |list: Vec<Spanned<String>>,
                      field: &str|
@@ -350,6 +369,7 @@ fn route(
     at: &At<'_>,
     r: RawRoute,
     schema: Option<&Schema>,
+    types: Option<&ContextTypes>,
     known_type: &dyn Fn(&str) -> bool,
 ) -> Result<Route, Box<Problem>> {
     let path_at = Some(r.path.span().start);
@@ -388,8 +408,37 @@ fn route(
             ));
         }
     }
+    let declared = match (types, &r.action) {
+        (Some(t), Some(a)) => t.of(a.get_ref()).flatten(),
+        _ => None,
+    };
+    let (context, context_kinds) =
+        context_members(at, r.context, &template, declared, r.action.as_ref())?;
+    Ok(Route {
+        methods,
+        template,
+        host: r.host.map(|h| h.to_ascii_lowercase()),
+        action: r.action.map(Spanned::into_inner),
+        resource: r.resource.map(Spanned::into_inner),
+        dry_run: r.dry_run,
+        context,
+        context_kinds,
+    })
+}
+
+/// A route's context members: where each comes from, and the kind the
+/// action's context declares for it (`declared`, when the schema says).
+#[allow(clippy::type_complexity)]
+fn context_members(
+    at: &At<'_>,
+    raw: BTreeMap<String, Spanned<String>>,
+    template: &Template,
+    declared: Option<&BTreeMap<String, Kind>>,
+    action: Option<&Spanned<String>>,
+) -> Result<(BTreeMap<String, ValueSource>, BTreeMap<String, Kind>), Box<Problem>> {
     let mut context = BTreeMap::new();
-    for (name, source) in r.context {
+    let mut kinds = BTreeMap::new();
+    for (name, source) in raw {
         let offset = Some(source.span().start);
         let parsed = value_source(source.get_ref())
             .map_err(|e| at.problem(offset, format!("field `context.{name}`: {e}")))?;
@@ -401,17 +450,21 @@ fn route(
                 ));
             }
         }
+        if let (Some(d), Some(a)) = (declared, action) {
+            let Some(kind) = d.get(&name) else {
+                return Err(at.problem(
+                    offset,
+                    format!(
+                        "field `context.{name}`: the context of action `{}` has no attribute `{name}`",
+                        a.get_ref()
+                    ),
+                ));
+            };
+            kinds.insert(name.clone(), *kind);
+        }
         context.insert(name, parsed);
     }
-    Ok(Route {
-        methods,
-        template,
-        host: r.host.map(|h| h.to_ascii_lowercase()),
-        action: r.action.map(Spanned::into_inner),
-        resource: r.resource.map(Spanned::into_inner),
-        dry_run: r.dry_run,
-        context,
-    })
+    Ok((context, kinds))
 }
 
 fn value_source(text: &str) -> Result<ValueSource, String> {

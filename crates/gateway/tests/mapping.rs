@@ -507,7 +507,7 @@ fn the_gate_makes_the_routes_part_of_the_pack_and_refuses_a_bad_file() {
     let source = partnergate_policy::policies::PackSource::new(&policies, Some(schema));
     let pack = partnergate_policy::policies::load(&source).unwrap();
     let path = partnergate_gateway::routes_path_for(&policies);
-    let gate = partnergate_gateway::gate(path.clone());
+    let gate = partnergate_gateway::gate(path.clone(), None);
     assert!(
         gate(&pack).unwrap().is_none(),
         "no routes file: gateway off"
@@ -533,7 +533,7 @@ fn the_gate_makes_the_routes_part_of_the_pack_and_refuses_a_bad_file() {
 #[test]
 fn the_shipped_routes_file_is_valid_on_the_shipped_schema() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/routes.toml");
-    let routes = partnergate_gateway::load(&path, Some(&schema()))
+    let routes = partnergate_gateway::load(&path, Some(&schema()), None)
         .unwrap_or_else(|p| panic!("{p}"))
         .expect("policies/routes.toml is shipped");
     assert!(routes.routes.len() >= 5);
@@ -543,4 +543,99 @@ fn the_shipped_routes_file_is_valid_on_the_shipped_schema() {
 fn an_unknown_field_names_the_accepted_ones() {
     let e = problem("[[route]]\npath = \"/a\"\nverb = \"GET\"\n");
     assert!(e.contains("expected one of `methods`, `path`"), "{e}");
+}
+
+const TYPED_SCHEMA: &str = r#"
+entity User;
+entity Report;
+type Window = { days: Long };
+action export appliesTo { principal: User, resource: Report, context: { limit: Long, draft: Bool, format: String } };
+action archive appliesTo { principal: User, resource: Report, context: Window };
+"#;
+
+/// `routes` over [`TYPED_SCHEMA`], with the context types read from its file.
+fn typed_routes(routes: &str) -> Result<Routes, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("typed.cedarschema");
+    std::fs::write(&schema_file, TYPED_SCHEMA).unwrap();
+    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(TYPED_SCHEMA).unwrap();
+    let schema = cedar_policy::Schema::from_schema_fragments([fragment]).unwrap();
+    let types = partnergate_gateway::types::ContextTypes::from_file(&schema_file).unwrap();
+    let file = dir.path().join("routes.toml");
+    let text = format!("{HEADER_ID}\n{routes}");
+    partnergate_gateway::parse_typed(&file, &text, Some(&schema), Some(&types))
+        .map_err(|p| p.to_string())
+}
+
+#[test]
+fn context_members_get_the_types_the_schema_declares() {
+    let routes = typed_routes(
+        r#"
+[[route]]
+path = "/reports/{id}/export"
+action = "export"
+resource = 'Report::"{id}"'
+context = { limit = "query:limit", draft = "query:draft", format = "header:x-format" }
+
+[[route]]
+path = "/reports/{id}/archive/{days}"
+action = "archive"
+resource = 'Report::"{id}"'
+context = { days = "path:days" }
+"#,
+    )
+    .unwrap();
+    let headers = [("x-user", "pat"), ("x-format", "csv")];
+    let m = decided(run(
+        &routes,
+        req(
+            "GET",
+            None,
+            "/reports/r1/export?limit=10&draft=true",
+            &headers,
+        ),
+    ));
+    assert_eq!(
+        m.query.context,
+        Some(json!({"limit": 10, "draft": true, "format": "csv"}))
+    );
+    // Through a common type too.
+    let m = decided(run(
+        &routes,
+        req("POST", None, "/reports/r1/archive/30", &headers),
+    ));
+    assert_eq!(m.query.context, Some(json!({"days": 30})));
+    // A value that is not of the declared type: no question, a refusal.
+    for (uri, why) in [
+        (
+            "/reports/r1/export?limit=ten&draft=true",
+            "`ten` is not a Long",
+        ),
+        (
+            "/reports/r1/export?limit=1&draft=yes",
+            "`yes` is not a Bool",
+        ),
+    ] {
+        match run(&routes, req("GET", None, uri, &headers)) {
+            Err(Refusal::BadRequest { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("{uri}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A member the action's context does not declare is refused at load.
+    let err = typed_routes(
+        r#"
+[[route]]
+path = "/reports/{id}/export"
+action = "export"
+resource = 'Report::"{id}"'
+context = { lmit = "query:limit" }
+"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "field `context.lmit`: the context of action `export` has no attribute `lmit`"
+        ),
+        "{err}"
+    );
 }

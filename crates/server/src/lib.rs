@@ -450,7 +450,8 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     // Gateway mode: the routes file beside the policies reloads with them
     // (absent: the gateway endpoints deny, saying so).
     let routes = partnergate_gateway::routes_path_for(&config.policies);
-    let runtime = runtime.gate(partnergate_gateway::gate(routes.clone()), [routes]);
+    let gate = partnergate_gateway::gate(routes.clone(), Some(config.schema.clone()));
+    let runtime = runtime.gate(gate, [routes]);
     let runtime = if config.prove_on_reload {
         runtime.gate(
             partnergate_prove::reload_gate(config.invariants.clone()),
