@@ -71,7 +71,7 @@ text = open(sys.argv[1]).read()
 start = text.index("          - name: envoy.filters.http.ext_authz")
 end = text.index("          - name: envoy.filters.http.router")
 plain = (text[:start] + text[end:]).replace(f"port_value: {sys.argv[3]}", f"port_value: {sys.argv[4]}")
-assert "ext_authz" not in plain
+assert "envoy.filters.http.ext_authz" not in plain
 open(sys.argv[2], "w").write(plain)
 EOF
 "$ENVOY" -c "$OUT/envoy-authz.yaml" --concurrency 1 --base-id 11 --log-level error >"$OUT/envoy-authz.log" 2>&1 &
@@ -108,8 +108,8 @@ def us(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[u]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = us(re.search(r"50%\s+(\S+)", t).group(1))
-p99 = us(re.search(r"99%\s+(\S+)", t).group(1))
+p50 = us(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
+p99 = us(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 print(f"{rps:.0f} {p50:.0f} {p99:.0f}")
 EOF
 }
