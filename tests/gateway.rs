@@ -220,6 +220,16 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
     let from_header: Value =
         serde_json::from_str(denied.header("x-partnergate-deny-body").unwrap()).unwrap();
     assert_eq!(from_header, body);
+    // A large upload's Content-Length, copied by the proxy, is not refused:
+    // the check never reads a body (Envoy's HTTP mode forwards the header).
+    let big = server
+        .client
+        .post(server.url("/v1/gateway/envoy/api/users/emma/dismiss"))
+        .header("authorization", &pat)
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 200);
     // A proxy that does not say what it forwards is misconfigured: 400.
     let bad = send(&server.client, "GET", &url, &[("authorization", &pat)]);
     assert_eq!(bad.status, 400, "{bad:?}");
@@ -239,13 +249,13 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
         .unwrap();
     let text = String::from_utf8_lossy(&replay.stdout);
     assert!(
-        text.contains("replayed 2 decision(s)") && text.contains("0 would change, 2 unchanged"),
+        text.contains("replayed 3 decision(s)") && text.contains("0 would change, 3 unchanged"),
         "{text}"
     );
     // The metrics count per route and result.
     let metrics = server.metrics();
     for want in [
-        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 1"#,
+        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 2"#,
         r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="deny"} 1"#,
     ] {
         assert!(metrics.contains(want), "missing {want} in\n{metrics}");

@@ -95,7 +95,10 @@ pub async fn guard(
     if needs_token(&state, req.method(), req.uri().path()) {
         require_token(&state, req.headers())?;
     }
-    if content_length(req.headers()).is_some_and(|n| n > state.max_body_bytes as u64) {
+    // A gateway check never reads a body: the `Content-Length` a proxy copies
+    // from the client's request (Envoy's HTTP mode does) is not ours to refuse.
+    let gateway = super::gateway::is_gateway_path(req.uri().path());
+    if !gateway && content_length(req.headers()).is_some_and(|n| n > state.max_body_bytes as u64) {
         return Err(body_too_large(state.max_body_bytes));
     }
     Ok(next.run(req).await)
