@@ -67,6 +67,22 @@ fn workspace() -> Workspace {
     ws
 }
 
+/// A sidecar over [`workspace`] with the demo directory loaded.
+fn serve_demo(extra: &[&str]) -> (Workspace, Server) {
+    let ws = workspace();
+    let server = Server::start(&ws, extra);
+    server.load_demo();
+    (ws, server)
+}
+
+/// Every line of `wants` is in the sidecar's metrics.
+fn assert_metrics(server: &Server, wants: &[&str]) {
+    let metrics = server.metrics();
+    for want in wants {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,9 +178,7 @@ fn record_of(ws: &Workspace, id: &str) -> Value {
 
 #[test]
 fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_request() {
-    let ws = workspace();
-    let server = Server::start(&ws, &[]);
-    server.load_demo();
+    let (ws, server) = serve_demo(&[]);
     let url = server.url("/v1/gateway/check");
     let pat = bearer(&token("pat"));
     // nginx: X-Original-*; an allowed request gets the decision headers.
@@ -222,8 +236,8 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
     assert_eq!(from_header, body);
     // A large upload's Content-Length, copied by the proxy, is not refused:
     // the check never reads a body (Envoy's HTTP mode forwards the header).
-    let big = server
-        .client
+    // (Its own client: the unread body ends that connection after the answer.)
+    let big = reqwest::blocking::Client::new()
         .post(server.url("/v1/gateway/envoy/api/users/emma/dismiss"))
         .header("authorization", &pat)
         .body(vec![b'x'; 2 * 1024 * 1024])
@@ -253,20 +267,18 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
         "{text}"
     );
     // The metrics count per route and result.
-    let metrics = server.metrics();
-    for want in [
-        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 2"#,
-        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="deny"} 1"#,
-    ] {
-        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
-    }
+    assert_metrics(
+        &server,
+        &[
+            r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 2"#,
+            r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="deny"} 1"#,
+        ],
+    );
 }
 
 #[test]
 fn every_identity_failure_is_a_401_with_a_challenge_and_no_decision() {
-    let ws = workspace();
-    let server = Server::start(&ws, &[]);
-    server.load_demo();
+    let (ws, server) = serve_demo(&[]);
     let url = server.url("/v1/gateway/envoy/api/users/emma/dismiss");
     let cases = [
         ("missing", None),
@@ -313,9 +325,7 @@ fn every_identity_failure_is_a_401_with_a_challenge_and_no_decision() {
 
 #[test]
 fn unmatched_public_and_dry_run_routes() {
-    let ws = workspace();
-    let server = Server::start(&ws, &[]);
-    server.load_demo();
+    let (ws, server) = serve_demo(&[]);
     let envoy = |path: &str| server.url(&format!("/v1/gateway/envoy{path}"));
     let pat = bearer(&token("pat"));
     let auth = [("authorization", pat.as_str())];
@@ -349,21 +359,19 @@ fn unmatched_public_and_dry_run_routes() {
     assert_eq!(sneaky.status, 403);
     let rec = record_of(&ws, sneaky.header("x-partnergate-decision-id").unwrap());
     assert_eq!(rec["resource"], "User::\"x\\\"::Account\"");
-    let metrics = server.metrics();
-    for want in [
-        r#"partnergate_gateway_requests_total{via="http",route="",result="no_route"} 1"#,
-        r#"partnergate_gateway_requests_total{via="http",route="/static/{*path}",result="public"} 1"#,
-        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/notes",result="dry_run_deny"} 1"#,
-    ] {
-        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
-    }
+    assert_metrics(
+        &server,
+        &[
+            r#"partnergate_gateway_requests_total{via="http",route="",result="no_route"} 1"#,
+            r#"partnergate_gateway_requests_total{via="http",route="/static/{*path}",result="public"} 1"#,
+            r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/notes",result="dry_run_deny"} 1"#,
+        ],
+    );
 }
 
 #[test]
 fn a_bad_routes_edit_keeps_the_last_good_routes_and_says_where() {
-    let ws = workspace();
-    let server = Server::start(&ws, &[]);
-    server.load_demo();
+    let (ws, server) = serve_demo(&[]);
     let url = server.url("/v1/gateway/envoy/api/users/emma/dismiss");
     let pat = bearer(&token("pat"));
     let auth = [("authorization", pat.as_str())];
@@ -409,9 +417,7 @@ fn grpc_check_decides_like_is_authorized() {
     use envoy_types::pb::envoy::service::auth::v3::{
         attribute_context, check_response, AttributeContext, CheckRequest,
     };
-    let ws = workspace();
-    let server = Server::start(&ws, &["--ext-authz-grpc", "127.0.0.1:0"]);
-    server.load_demo();
+    let (ws, server) = serve_demo(&["--ext-authz-grpc", "127.0.0.1:0"]);
     let addr = format!("http://{}", server.grpc.clone().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let check = |method: &str, path: &str, auth: Option<String>| {
