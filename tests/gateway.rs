@@ -496,6 +496,31 @@ fn grpc_check_decides_like_is_authorized() {
         }
         other => panic!("expected a 401: {other:?}"),
     }
+    // A CheckRequest over --max-body-bytes (1 MiB) is refused, not read.
+    let mut huge = std::collections::HashMap::new();
+    huge.insert("x-filler".to_string(), "x".repeat(2 * 1024 * 1024));
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    path: "/api/accounts/acme".into(),
+                    headers: huge,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let err = rt.block_on(async {
+        let mut client = AuthorizationClient::connect(addr.clone())
+            .await
+            .unwrap()
+            .max_encoding_message_size(4 * 1024 * 1024);
+        client.check(req).await.unwrap_err()
+    });
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
     // A request without its HTTP attributes is refused outright.
     let err = rt.block_on(async {
         let mut client = AuthorizationClient::connect(addr.clone()).await.unwrap();

@@ -7,7 +7,7 @@
 //! their wire format; this module must never know one.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use partnergate_audit::Gateway;
 use partnergate_core::authz::{Answer, Authz};
@@ -82,7 +82,7 @@ impl Verdict {
 #[derive(Debug)]
 pub struct Reply {
     /// What became of the request.
-    pub outcome: Verdict,
+    pub verdict: Verdict,
     /// 200 when it passes; else 401 or 403.
     pub status: u16,
     /// Headers to add to the request sent upstream (when it passes).
@@ -110,7 +110,7 @@ pub fn check(authz: &Authz, req: &GatewayRequest<'_>, via: Via) -> Reply {
         ),
         Some(routes) => check_with(authz, &pack, &routes, req, via),
     };
-    count(via, reply.route.as_deref(), reply.outcome);
+    count(via, reply.route.as_deref(), reply.verdict);
     reply
 }
 
@@ -125,7 +125,7 @@ fn check_with(
         Ok(Outcome::Decide(m)) => m,
         Ok(Outcome::Public(template)) => {
             return Reply {
-                outcome: Verdict::Public,
+                verdict: Verdict::Public,
                 status: 200,
                 upstream: Vec::new(),
                 client: Vec::new(),
@@ -193,7 +193,7 @@ fn check_with(
             Verdict::DryRunDeny
         };
         return Reply {
-            outcome,
+            verdict: outcome,
             status: 200,
             upstream,
             client: Vec::new(),
@@ -207,7 +207,7 @@ fn check_with(
         "policy_version": d.policy_version, "reasons": d.reasons, "errors": d.errors})
     .to_string();
     Reply {
-        outcome: Verdict::Deny,
+        verdict: Verdict::Deny,
         status: 403,
         upstream: Vec::new(),
         client: ids,
@@ -218,10 +218,10 @@ fn check_with(
 }
 
 /// A 403 without a decision: the reason goes in the body's `errors`.
-fn refuse(outcome: Verdict, route: Option<String>, reason: String) -> Reply {
+fn refuse(verdict: Verdict, route: Option<String>, reason: String) -> Reply {
     let body = json!({"decision": "Deny", "reasons": [], "errors": [reason]}).to_string();
     Reply {
-        outcome,
+        verdict,
         status: 403,
         upstream: Vec::new(),
         client: Vec::new(),
@@ -244,7 +244,7 @@ fn unauthenticated(routes: &Routes, e: &IdentityError) -> Reply {
     };
     let body = json!({"error": "unauthorized", "message": e.to_string()}).to_string();
     Reply {
-        outcome: Verdict::Unauthenticated,
+        verdict: Verdict::Unauthenticated,
         status: 401,
         upstream: Vec::new(),
         client: vec![("www-authenticate".into(), ascii(&challenge))],
@@ -294,9 +294,4 @@ fn count(via: Via, route: Option<&str>, outcome: Verdict) {
     if let Ok(mut m) = counters.write() {
         m.insert(key, c);
     }
-}
-
-/// The routes the serving pack carries, if gateway mode is on.
-pub fn routes_of(authz: &Authz) -> Option<Arc<Routes>> {
-    authz.evaluator().current().extension::<Routes>()
 }

@@ -185,7 +185,7 @@ async fn http_reply(
             serde_json::json!({"error": "audit_unavailable", "message": why}).to_string(),
         );
     }
-    let passes = reply.outcome.passes();
+    let passes = reply.verdict.passes();
     let (mut headers, body) = if passes {
         (reply.upstream, String::new())
     } else {
@@ -308,7 +308,7 @@ impl Authorization for ExtAuthz {
                 &[],
                 serde_json::json!({"error": "audit_unavailable", "message": why}).to_string(),
             ),
-            Ok(()) if reply.outcome.passes() => allowed(&reply.upstream),
+            Ok(()) if reply.verdict.passes() => allowed(&reply.upstream),
             Ok(()) => denied(
                 reply.status,
                 &reply.client,
@@ -423,8 +423,20 @@ impl GrpcListener {
         state: Arc<AppState>,
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let service = AuthorizationServer::new(ExtAuthz { state });
-        let server = tonic::transport::Server::builder().add_service(service);
+        // The sidecar's limits hold here too: a request's size (a larger
+        // CheckRequest is refused by tonic), its time, and dead peers
+        // (HTTP/2 pings) do not keep a connection forever.
+        let limit = state.max_body_bytes;
+        let timeout = state.request_timeout;
+        let service = AuthorizationServer::new(ExtAuthz { state })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let server = tonic::transport::Server::builder()
+            .timeout(timeout)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .max_concurrent_streams(Some(1024))
+            .add_service(service);
         match self {
             GrpcListener::Tcp(l) => {
                 let incoming =
