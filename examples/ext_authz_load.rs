@@ -1,6 +1,8 @@
-//! Closed-loop load on one PartnerGate question, asked two ways, for
+//! Closed-loop load on one PartnerGate question, asked three ways, for
 //! `scripts/gateway_bench.sh`: Envoy's gRPC `Authorization/Check`
-//! (`grpc ADDR`) or PartnerGate's own `POST /v1/is_authorized` (`http BASE`).
+//! (`grpc ADDR`), PartnerGate's own `POST /v1/is_authorized` (`http BASE`),
+//! or the HTTP forward-auth endpoint as Envoy's HTTP mode asks it
+//! (`forward BASE`).
 //! CONNECTIONS tasks each ask, wait for the answer, check it is the expected
 //! Allow, and ask again, for SECONDS; prints `<mode> <answers/s> <p50 µs>
 //! <p99 µs>`. Any other answer stops the run with exit 1: a benchmark of
@@ -62,6 +64,17 @@ async fn ask_loop(mode: Arc<Mode>, stop: Arc<AtomicBool>) -> Result<Vec<u32>, St
                     return Err(format!("not an allow: {resp:?}"));
                 }
             }
+            Mode::Forward(client, url) => {
+                let resp = client
+                    .post(url)
+                    .header("x-portal-user", "pat")
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.status() != reqwest::StatusCode::OK {
+                    return Err(format!("not an allow: {}", resp.status()));
+                }
+            }
             Mode::Http(client, url) => {
                 let text = client
                     .post(url)
@@ -85,13 +98,14 @@ async fn ask_loop(mode: Arc<Mode>, stop: Arc<AtomicBool>) -> Result<Vec<u32>, St
 enum Mode {
     Grpc(AuthorizationClient<tonic::transport::Channel>),
     Http(reqwest::Client, String),
+    Forward(reqwest::Client, String),
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(kind), Some(target)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: ext_authz_load grpc|http ADDR|BASE [CONNECTIONS] [SECONDS]");
+        eprintln!("usage: ext_authz_load grpc|http|forward ADDR|BASE [CONNECTIONS] [SECONDS]");
         std::process::exit(2);
     };
     let conns: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
@@ -111,8 +125,18 @@ async fn main() {
                 .unwrap_or_default(),
             format!("{}/v1/is_authorized", target.trim_end_matches('/')),
         ),
+        "forward" => Mode::Forward(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(conns)
+                .build()
+                .unwrap_or_default(),
+            format!(
+                "{}/v1/gateway/envoy/api/users/emma/dismiss",
+                target.trim_end_matches('/')
+            ),
+        ),
         other => {
-            eprintln!("unknown mode {other}: grpc or http");
+            eprintln!("unknown mode {other}: grpc, http or forward");
             std::process::exit(2);
         }
     };

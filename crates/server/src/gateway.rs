@@ -277,18 +277,21 @@ impl Authorization for ExtAuthz {
             ));
         };
         // Envoy sends `headers` (lower-case names), or `header_map` with
-        // `encode_raw_headers`.
-        let mut headers = http.headers.clone();
-        if let Some(map) = &http.header_map {
-            for h in &map.headers {
-                let value = if h.raw_value.is_empty() {
-                    h.value.clone()
-                } else {
-                    String::from_utf8_lossy(&h.raw_value).into_owned()
-                };
-                headers.entry(h.key.to_ascii_lowercase()).or_insert(value);
-            }
-        }
+        // `encode_raw_headers` (then copied once into a map).
+        let raw: Option<std::collections::HashMap<String, String>> =
+            http.header_map.as_ref().map(|map| {
+                let mut all = http.headers.clone();
+                for h in &map.headers {
+                    let value = if h.raw_value.is_empty() {
+                        h.value.clone()
+                    } else {
+                        String::from_utf8_lossy(&h.raw_value).into_owned()
+                    };
+                    all.entry(h.key.to_ascii_lowercase()).or_insert(value);
+                }
+                all
+            });
+        let headers = raw.as_ref().unwrap_or(&http.headers);
         let lookup = |name: &str| headers.get(name).map(String::as_str);
         let host = Some(strip_port(&http.host)).filter(|h| !h.is_empty());
         let reply = partnergate_gateway::check(
