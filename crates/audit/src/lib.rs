@@ -30,7 +30,7 @@ use partnergate_policy::{engine, policies};
 pub use chain::{verify, BreakKind, ChainBreak, Location, VerifyReport};
 pub use record::{
     new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, GapInfo, Kind,
-    Record, ReloadEvent, Shadow,
+    Record, ReloadEvent, SearchEvent, Shadow,
 };
 pub use redact::Redaction;
 pub use writer::{

@@ -44,6 +44,9 @@ pub enum Kind {
     /// Written by the log itself when writing resumes: records that were
     /// not logged (write failures, queue drops), how many and when.
     Gap,
+    /// One page of a search (subject, resource or action search): the
+    /// query, the policy version, the number of results and the time taken.
+    Search,
 }
 
 impl Kind {
@@ -56,6 +59,7 @@ impl Kind {
             Kind::Reload => "reload",
             Kind::Repair => "repair",
             Kind::Gap => "gap",
+            Kind::Search => "search",
         }
     }
 }
@@ -69,8 +73,9 @@ impl std::str::FromStr for Kind {
             "reload" => Ok(Kind::Reload),
             "repair" => Ok(Kind::Repair),
             "gap" => Ok(Kind::Gap),
+            "search" => Ok(Kind::Search),
             other => Err(format!(
-                "unknown kind `{other}` (expected decision, change, reload, repair or gap)"
+                "unknown kind `{other}` (expected decision, change, reload, repair, gap or search)"
             )),
         }
     }
@@ -356,6 +361,36 @@ pub struct ReloadEvent {
     pub error: Option<String>,
 }
 
+/// One page of a search: one record, however many candidates it
+/// evaluated (not one record per candidate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchEvent {
+    /// The search page's id.
+    pub decision_id: String,
+    /// The request (`X-Request-ID`) that asked.
+    pub request_id: Option<String>,
+    /// `subject`, `resource` or `action`.
+    pub search: String,
+    /// The principal's uid, or the searched type (subject search).
+    pub principal: String,
+    /// The action's uid, or `*` (action search).
+    pub action: String,
+    /// The resource's uid, or the searched type (resource search).
+    pub resource: String,
+    /// The request context.
+    pub context: Value,
+    /// How many results the page returned.
+    pub results: u64,
+    /// The number of results of the whole search, when known (last page).
+    pub total: Option<u64>,
+    /// How many candidates were confirmed with a full decision.
+    pub evaluated: u64,
+    /// The pack version that decided.
+    pub policy_version: String,
+    /// Time taken, in microseconds.
+    pub latency_us: u64,
+}
+
 /// Something to append to the log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -365,6 +400,8 @@ pub enum Event {
     Change(ChangeEvent),
     /// A policy reload.
     Reload(ReloadEvent),
+    /// One page of a search.
+    Search(Box<SearchEvent>),
 }
 
 impl Event {
@@ -374,6 +411,7 @@ impl Event {
             Event::Decision(_) => Kind::Decision,
             Event::Change(_) => Kind::Change,
             Event::Reload(_) => Kind::Reload,
+            Event::Search(_) => Kind::Search,
         }
     }
 }
@@ -386,6 +424,11 @@ impl From<DecisionEvent> for Event {
 impl From<ChangeEvent> for Event {
     fn from(e: ChangeEvent) -> Self {
         Event::Change(e)
+    }
+}
+impl From<SearchEvent> for Event {
+    fn from(e: SearchEvent) -> Self {
+        Event::Search(Box::new(e))
     }
 }
 impl From<ReloadEvent> for Event {
@@ -519,6 +562,18 @@ pub struct Record {
     /// What a `gap` record states was not logged.
     #[serde(default)]
     pub gap: Option<GapInfo>,
+    /// A `search` record's kind of search: `subject`, `resource` or `action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// A `search` record's number of results on its page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<u64>,
+    /// A `search` record's number of results of the whole search (last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// A `search` record's number of candidates evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated: Option<u64>,
     /// The previous record's `hash` (the genesis hash for the first).
     pub prev_hash: String,
     /// Hex SHA-256 of the canonical encoding of the record without `hash`.
@@ -845,6 +900,23 @@ pub fn encode_event<'e>(
             enc.push_with("files", |o| write_strs(o, &r.files));
             enc.opt_str("version", r.version.as_deref());
             enc.opt_str("error", r.error.as_deref());
+        }
+        Event::Search(q) => {
+            enc.str("decision_id", &q.decision_id);
+            enc.opt_str("request_id", q.request_id.as_deref());
+            enc.str("search", &q.search);
+            enc.str("principal", &q.principal);
+            enc.str("action", &q.action);
+            enc.str("resource", &q.resource);
+            enc.value("context", &q.context);
+            enc.u64("results", q.results);
+            match q.total {
+                Some(t) => enc.u64("total", t),
+                None => enc.value("total", &Value::Null),
+            }
+            enc.u64("evaluated", q.evaluated);
+            enc.str("policy_version", &q.policy_version);
+            enc.u64("latency_us", q.latency_us);
         }
     }
     if let Some(r) = replica {
