@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod partners;
 pub mod prove;
+pub mod search;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub enum Command {
     Seats(crate::cli::partners::SeatsArgs),
     /// The partner registry: import, list.
     Registry(crate::cli::partners::RegistryArgs),
+    /// Who may, to which, what: subject, resource and action search over the store.
+    Search(crate::cli::search::SearchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +156,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_DECISION_CACHE", value_name = "ENTRIES",
         default_value_t = crate::server::defaults::DECISION_CACHE)]
     pub decision_cache: usize,
+    /// Search page size when a request gives none (`page.limit`).
+    #[arg(long, env = "PARTNERGATE_SEARCH_DEFAULT_LIMIT", default_value_t = partnergate_search::DEFAULT_LIMIT)]
+    pub search_default_limit: usize,
+    /// Largest search page a request may ask for (more is a 400).
+    #[arg(long, env = "PARTNERGATE_SEARCH_MAX_LIMIT", default_value_t = partnergate_search::MAX_LIMIT)]
+    pub search_max_limit: usize,
     #[command(flatten)]
     pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
@@ -336,6 +345,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Users(a) => Ok(crate::cli::partners::run_users(a, out, err)),
         Command::Seats(a) => Ok(crate::cli::partners::run_seats(a, out, err)),
         Command::Registry(a) => Ok(crate::cli::partners::run_registry(a, out, err)),
+        Command::Search(a) => Ok(crate::cli::search::run_search(a, out, err)),
     };
     match result {
         Ok(code) => code,
@@ -699,6 +709,12 @@ pub fn init_logging() {
 
 /// The sidecar's configuration from its flags (the error names the flag).
 pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> {
+    if a.search_default_limit == 0 || a.search_default_limit > a.search_max_limit {
+        return Err(format!(
+            "--search-default-limit {}: must be between 1 and --search-max-limit ({})",
+            a.search_default_limit, a.search_max_limit
+        ));
+    }
     Ok(crate::server::ServeConfig {
         policies: a.policies,
         schema: a.schema,
@@ -728,6 +744,10 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         public_url: a.public_url,
         request_entities: a.request_entities,
         decision_cache: a.decision_cache,
+        search_limits: partnergate_search::Limits {
+            default: a.search_default_limit,
+            max: a.search_max_limit,
+        },
     })
 }
 

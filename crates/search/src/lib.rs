@@ -187,6 +187,9 @@ pub struct PageRequest {
     pub limit: Option<usize>,
     /// The previous page's `next_token` (`None` or empty: the first page).
     pub token: Option<String>,
+    /// Stop with [`SearchError::TimedOut`] past this instant (checked
+    /// between candidates).
+    pub deadline: Option<Instant>,
 }
 
 /// The default and the largest page size.
@@ -247,6 +250,9 @@ pub enum SearchError {
     /// `limit` is 0 or over the maximum.
     #[error("field `limit`: {0}")]
     Limit(String),
+    /// The deadline passed before the page was complete.
+    #[error("the search did not finish before the request timeout")]
+    TimedOut,
 }
 
 impl SearchError {
@@ -258,6 +264,7 @@ impl SearchError {
             SearchError::Request(RequestError::Schema(_)) => None,
             SearchError::Token(t) => Some(t.field),
             SearchError::Limit(_) => Some("limit"),
+            SearchError::TimedOut => None,
         }
     }
 }
@@ -318,7 +325,7 @@ impl Searcher {
         };
         let candidates = run.candidates(&req.target)?;
         let after = cursor.as_ref().map(|c| c.after.as_str());
-        let (results, more, evaluated) = run.confirm(&candidates, after, limit);
+        let (results, more, evaluated) = run.confirm(&candidates, after, limit, page.deadline)?;
         let returned = cursor.map_or(0, |c| c.returned);
         let (next_token, total) = match (more, results.last()) {
             (true, Some((last, _))) => {
@@ -372,6 +379,10 @@ impl Searcher {
 
 /// The sort key of a result: its entity id (an action's name).
 type Key = String;
+
+/// A page's results (key, uid), whether more exist after them, and how many
+/// candidates were evaluated.
+type Confirmed = (Vec<(Key, EntityUid)>, bool, usize);
 
 /// One page's work over one pack snapshot.
 struct Run<'a> {
@@ -528,7 +539,8 @@ impl Run<'_> {
         candidates: &Sorted,
         after: Option<&str>,
         limit: usize,
-    ) -> (Vec<(Key, EntityUid)>, bool, usize) {
+        deadline: Option<Instant>,
+    ) -> Result<Confirmed, SearchError> {
         let start = match after {
             Some(a) => candidates
                 .items
@@ -538,6 +550,9 @@ impl Run<'_> {
         let mut out = Vec::with_capacity(limit.min(candidates.items.len()));
         let mut evaluated = 0;
         for (key, uid, q) in &candidates.items[start..] {
+            if evaluated % 64 == 63 && deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(SearchError::TimedOut);
+            }
             evaluated += 1;
             let allowed = self
                 .authz
@@ -547,11 +562,11 @@ impl Run<'_> {
                 continue;
             }
             if out.len() == limit {
-                return (out, true, evaluated);
+                return Ok((out, true, evaluated));
             }
             out.push((key.clone(), uid.clone()));
         }
-        (out, false, evaluated)
+        Ok((out, false, evaluated))
     }
 }
 

@@ -85,7 +85,14 @@ impl World {
         for _ in 0..10_000 {
             let page = self
                 .searcher
-                .search(req, &PageRequest { limit, token })
+                .search(
+                    req,
+                    &PageRequest {
+                        limit,
+                        token,
+                        deadline: None,
+                    },
+                )
                 .unwrap_or_else(|e| panic!("{req:?}: {e}"));
             if let Some(l) = limit {
                 assert!(page.results.len() <= l);
@@ -493,6 +500,7 @@ fn resource_search_on_the_shipped_pack_evaluates_only_the_accounts_users() {
             &PageRequest {
                 limit: Some(100),
                 token: None,
+                deadline: None,
             },
         )
         .unwrap();

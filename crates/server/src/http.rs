@@ -51,6 +51,7 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         | "/v1/is_authorized/batch"
         | "/access/v1/evaluation"
         | "/access/v1/evaluations" => state.protect_queries,
+        _ if crate::search::is_search_path(path) => state.protect_queries,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,
         // Every other method is a write (or unknown): fail closed.
         _ => true,
