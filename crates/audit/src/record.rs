@@ -1297,7 +1297,7 @@ mod tests {
         #[allow(clippy::too_many_lines)]
         fn event(rng: &mut StdRng) -> (Event, Map<String, Value>, Option<Arc<EntitySlice>>) {
             let mut m = Map::new();
-            match rng.random_range(0..3) {
+            match rng.random_range(0..4) {
                 0 => {
                     let decision = Decision {
                         decision: effect(rng),
@@ -1371,6 +1371,36 @@ mod tests {
                     m.insert("operation".into(), json!(ev.operation));
                     m.insert("before".into(), ev.before.clone());
                     m.insert("after".into(), ev.after.clone());
+                    (ev.into(), m, None)
+                }
+                3 => {
+                    let ev = SearchEvent {
+                        decision_id: string(rng),
+                        request_id: opt_string(rng),
+                        search: string(rng),
+                        principal: string(rng),
+                        action: string(rng),
+                        resource: string(rng),
+                        context: Value::Object(object(rng, 3)),
+                        results: rng.random(),
+                        total: rng.random_bool(0.5).then(|| rng.random()),
+                        evaluated: rng.random(),
+                        policy_version: string(rng),
+                        latency_us: rng.random(),
+                    };
+                    m.insert("kind".into(), json!("search"));
+                    m.insert("decision_id".into(), json!(ev.decision_id));
+                    m.insert("request_id".into(), json!(ev.request_id));
+                    m.insert("search".into(), json!(ev.search));
+                    m.insert("principal".into(), json!(ev.principal));
+                    m.insert("action".into(), json!(ev.action));
+                    m.insert("resource".into(), json!(ev.resource));
+                    m.insert("context".into(), ev.context.clone());
+                    m.insert("results".into(), json!(ev.results));
+                    m.insert("total".into(), json!(ev.total));
+                    m.insert("evaluated".into(), json!(ev.evaluated));
+                    m.insert("policy_version".into(), json!(ev.policy_version));
+                    m.insert("latency_us".into(), json!(ev.latency_us));
                     (ev.into(), m, None)
                 }
                 _ => {

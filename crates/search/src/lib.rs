@@ -201,7 +201,11 @@ pub struct Limits {
     pub max: usize,
 }
 
-/// `search --default-limit` / `serve --search-default-limit`.
+/// The longest a page waits for its record to be durable under
+/// `--audit-required` (as a decision does).
+pub const AUDIT_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `serve --search-default-limit`.
 pub const DEFAULT_LIMIT: usize = 50;
 /// `--search-max-limit`.
 pub const MAX_LIMIT: usize = 1000;
@@ -253,6 +257,10 @@ pub enum SearchError {
     /// The deadline passed before the page was complete.
     #[error("the search did not finish before the request timeout")]
     TimedOut,
+    /// Under `--audit-required`, the page's decision-log record could not
+    /// be made durable: the page is refused.
+    #[error("the search is refused because its decision-log record could not be made durable (--audit-required): {0}")]
+    AuditUnavailable(String),
 }
 
 impl SearchError {
@@ -264,7 +272,7 @@ impl SearchError {
             SearchError::Request(RequestError::Schema(_)) => None,
             SearchError::Token(t) => Some(t.field),
             SearchError::Limit(_) => Some("limit"),
-            SearchError::TimedOut => None,
+            SearchError::TimedOut | SearchError::AuditUnavailable(_) => None,
         }
     }
 }
@@ -299,6 +307,7 @@ impl Searcher {
         page: &PageRequest,
     ) -> Result<SearchPage, SearchError> {
         let started = Instant::now();
+        let deadline = page.deadline;
         let pack = self.authz.evaluator().current();
         let limit = page.limit.unwrap_or(self.limits.default);
         if limit == 0 || limit > self.limits.max {
@@ -347,18 +356,26 @@ impl Searcher {
             evaluated,
             latency_us: started.elapsed().as_micros() as u64,
         };
-        self.log(req, &page, &context);
+        self.log(req, &page, &context, deadline)?;
         Ok(page)
     }
 
     /// One decision-log record for the page: the query, the policy
-    /// version, the number of results and the time taken.
-    fn log(&self, req: &SearchRequest, page: &SearchPage, context: &Option<Value>) {
+    /// version, the number of results and the time taken. Under
+    /// `--audit-required` the page is answered only once the record is
+    /// durable ([`SearchError::AuditUnavailable`] otherwise).
+    fn log(
+        &self,
+        req: &SearchRequest,
+        page: &SearchPage,
+        context: &Option<Value>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SearchError> {
         let Some(log) = self.authz.audit() else {
-            return;
+            return Ok(());
         };
         let (principal, action, resource) = req.sides();
-        log.log(SearchEvent {
+        let event = SearchEvent {
             decision_id: page.search_id.clone(),
             request_id: req.request_id.clone(),
             search: req.kind().as_str().to_string(),
@@ -373,7 +390,18 @@ impl Searcher {
             evaluated: page.evaluated as u64,
             policy_version: page.policy_version.clone(),
             latency_us: page.latency_us,
+        };
+        if !self.authz.audit_required() {
+            log.log(event);
+            return Ok(());
+        }
+        let limit = deadline.map_or(AUDIT_ACK_TIMEOUT, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(AUDIT_ACK_TIMEOUT)
         });
+        log.log_durable(event)
+            .wait_blocking(limit)
+            .map_err(SearchError::AuditUnavailable)
     }
 }
 

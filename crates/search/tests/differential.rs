@@ -361,6 +361,15 @@ fn pagination_with_every_limit_returns_the_same_set() {
     for limit in 1..=all_viewers.len() + 1 {
         assert_eq!(w.all(&viewers, Some(limit)), all_viewers, "limit {limit}");
     }
+    // And action searches: the actions the busiest principal may do to itself.
+    let actions = SearchRequest::new(Target::Actions {
+        principal: full[0].clone(),
+        resource: full[0].clone(),
+    });
+    let all_actions = w.all(&actions, None);
+    for limit in 1..=all_actions.len() + 1 {
+        assert_eq!(w.all(&actions, Some(limit)), all_actions, "limit {limit}");
+    }
 }
 
 // ---------------------------------------------------------------- generic pack

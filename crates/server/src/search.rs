@@ -176,6 +176,7 @@ fn search_error(
         }
         SearchError::Token(t) => field_error(&rename(t.field), &t.message),
         SearchError::Limit(m) => field_error(&rename("limit"), &m),
+        SearchError::AuditUnavailable(why) => AppError::audit_unavailable(why),
         SearchError::Request(other) => AppError::from(other),
     }
 }
