@@ -5,7 +5,7 @@
 # one run (examples/search_bench.rs): time to the first page, to the whole
 # result, the loop, and the 1M / 100k ratio for a fixed result size.
 # Usage: scripts/search_bench.sh [SIZES] [ROUNDS] [BRUTE_ROUNDS]
-#   e.g. scripts/search_bench.sh 100000,1000000 31 3   (the defaults; ~5 min, ~5 GiB)
+#   e.g. scripts/search_bench.sh 100000,1000000 31 2   (the defaults; ~8 min, ~6 GiB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --quiet --release --example search_bench -- "${1:-100000,1000000}" "${2:-31}" "${3:-3}"
+exec cargo run --quiet --release --example search_bench -- "${1:-100000,1000000}" "${2:-31}" "${3:-2}"

@@ -181,14 +181,28 @@ fn the_three_portal_questions_over_http_equal_the_evaluations() {
         assert_eq!(url, s.url(&format!("/access/v1/search/{kind}")));
     }
 
-    // One decision-log record per search, not one per candidate.
+    // The OpenAPI document lists both search routes.
+    let (_, doc) = s.get("/openapi.json");
+    for path in ["/access/v1/search/{kind}", "/v1/search/{kind}"] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+
+    // One decision-log record per search, not one per candidate (the
+    // writer thread appends within its linger time: wait for the sixth).
+    let searches = || -> Vec<Value> {
+        std::fs::read_to_string(ws.data().join("decisions.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["kind"] == "search")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while searches().len() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     drop(s);
-    let log = std::fs::read_to_string(ws.data().join("decisions.jsonl")).unwrap();
-    let searches: Vec<Value> = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == "search")
-        .collect();
+    let searches = searches();
     assert_eq!(searches.len(), 6, "{searches:?}");
     let first = &searches[0];
     assert_eq!(first["search"], "resource");

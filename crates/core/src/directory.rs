@@ -198,7 +198,8 @@ impl Directory {
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default();
         drop(referrers);
-        out.sort_by_key(|u| u.to_string());
+        // Each uid formatted once (a key per comparison costs n log n formats).
+        out.sort_by_cached_key(|u| u.to_string());
         out
     }
 

@@ -198,7 +198,10 @@ async fn run(
         .unwrap_or(Err(SearchError::TimedOut))
 }
 
-async fn authzen_search(
+#[utoipa::path(post, path = "/access/v1/search/{kind}", request_body = Object,
+    params(("kind" = String, Path, description = "subject, resource or action")),
+    responses((status = 200, description = "{page: {next_token, count, total?}, context: {search_id, policy_version}, results}"), (status = 400, description = "invalid request or page token (details.field names the field)"), (status = 401, description = "no token (with --protect-queries)"), (status = 404, description = "unknown kind of search"), (status = 408, description = "over --request-timeout-ms")))]
+pub(super) async fn authzen_search(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
     headers: HeaderMap,
@@ -295,7 +298,10 @@ fn own_field(kind: SearchKind, field: &str) -> String {
     }
 }
 
-async fn own_search(
+#[utoipa::path(post, path = "/v1/search/{kind}", request_body = Object,
+    params(("kind" = String, Path, description = "subject, resource or action")),
+    responses((status = 200, description = "{results: [uid], next_token, count, total, policy_version, search_id}"), (status = 400, description = "invalid request or page token (details.field names the field)"), (status = 401, description = "no token (with --protect-queries)"), (status = 404, description = "unknown kind of search"), (status = 408, description = "over --request-timeout-ms")))]
+pub(super) async fn own_search(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
     headers: HeaderMap,
