@@ -450,3 +450,95 @@ fn a_search_during_a_stream_of_entity_writes_completes() {
     let writes = writer.join().unwrap();
     assert!(writes > 0);
 }
+
+#[test]
+fn the_cli_searches_the_data_directorys_store_and_pages_with_tokens() {
+    let ws = Workspace::new();
+    let demo = common::repo().join("demo/entities.json");
+    let (code, _, err) = ws.cli(&["import"], &[demo.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = ws.cli(
+        &["search", "resource"],
+        &[
+            "--principal",
+            "User::\"pat\"",
+            "--action",
+            "dismiss_user",
+            "--type",
+            "User",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["User::\"emma\"", "User::\"pat\""], "{out}");
+    assert!(
+        lines[2].starts_with("(2 in all; policy version sha256:"),
+        "{out}"
+    );
+    // One page of one, then its token continues it.
+    let args = [
+        "--type",
+        "User",
+        "--action",
+        "configure_account",
+        "--resource",
+        "Account::\"acme\"",
+    ];
+    let (code, out, err) = ws.cli(
+        &["search", "subject"],
+        &[&args[..], &["--limit", "1", "--json"]].concat(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["results"], json!(["User::\"owner\""]));
+    let token = page["next_token"].as_str().unwrap().to_string();
+    assert!(!token.is_empty());
+    let (code, out, err) = ws.cli(
+        &["search", "subject"],
+        &[
+            &args[..],
+            &["--limit", "1", "--json", "--next-token", &token],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (page["results"].clone(), page["total"].clone()),
+        (json!(["User::\"pat\""]), json!(2))
+    );
+    // The token with another limit is refused, naming the field; exit 1.
+    let (code, _, err) = ws.cli(
+        &["search", "subject"],
+        &[&args[..], &["--limit", "2", "--next-token", &token]].concat(),
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("field `limit`"), "{err}");
+    // Action search, every page.
+    let (code, out, err) = ws.cli(
+        &["search", "action"],
+        &[
+            "--principal",
+            "User::\"pat\"",
+            "--resource",
+            "User::\"emma\"",
+            "--limit",
+            "1",
+            "--all",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().take(3).collect::<Vec<_>>(),
+        [
+            "Action::\"dismiss_user\"",
+            "Action::\"edit_profile\"",
+            "Action::\"rehire_user\""
+        ]
+    );
+}
