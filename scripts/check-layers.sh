@@ -23,6 +23,7 @@ RANK = {
     "partnergate-prove": 4,
     "partnergate-partners": 5,
     "partnergate-gateway": 6,
+    "partnergate-search": 6,
     "partnergate-server": 7,
     "partnergate": 8,
 }

@@ -11,6 +11,7 @@ pub use partnergate_core::{authz, directory, reload, runtime, store};
 pub use partnergate_partners as orchestrator;
 pub use partnergate_policy::{engine, policies, prescan, suite};
 pub use partnergate_prove as prove;
+pub use partnergate_search as search;
 pub use partnergate_server as server;
 
 /// The decision log (`partnergate-audit`), plus the `partnergate audit`

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod partners;
 pub mod prove;
+pub mod search;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub enum Command {
     Seats(crate::cli::partners::SeatsArgs),
     /// The partner registry: import, list.
     Registry(crate::cli::partners::RegistryArgs),
+    /// Who may, to which, what: subject, resource and action search over the store.
+    Search(crate::cli::search::SearchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +165,12 @@ pub struct ServeArgs {
         value_name = "ADDR|unix:PATH"
     )]
     pub ext_authz_grpc: Option<partnergate_server::gateway::GrpcListen>,
+    /// Search page size when a request gives none (`page.limit`).
+    #[arg(long, env = "PARTNERGATE_SEARCH_DEFAULT_LIMIT", default_value_t = partnergate_search::DEFAULT_LIMIT)]
+    pub search_default_limit: usize,
+    /// Largest search page a request may ask for (more is a 400).
+    #[arg(long, env = "PARTNERGATE_SEARCH_MAX_LIMIT", default_value_t = partnergate_search::MAX_LIMIT)]
+    pub search_max_limit: usize,
     #[command(flatten)]
     pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
@@ -345,6 +354,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Users(a) => Ok(crate::cli::partners::run_users(a, out, err)),
         Command::Seats(a) => Ok(crate::cli::partners::run_seats(a, out, err)),
         Command::Registry(a) => Ok(crate::cli::partners::run_registry(a, out, err)),
+        Command::Search(a) => Ok(crate::cli::search::run_search(a, out, err)),
     };
     match result {
         Ok(code) => code,
@@ -708,6 +718,12 @@ pub fn init_logging() {
 
 /// The sidecar's configuration from its flags (the error names the flag).
 pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> {
+    if a.search_default_limit == 0 || a.search_default_limit > a.search_max_limit {
+        return Err(format!(
+            "--search-default-limit {}: must be between 1 and --search-max-limit ({})",
+            a.search_default_limit, a.search_max_limit
+        ));
+    }
     Ok(crate::server::ServeConfig {
         policies: a.policies,
         schema: a.schema,
@@ -738,6 +754,10 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         request_entities: a.request_entities,
         decision_cache: a.decision_cache,
         ext_authz_grpc: a.ext_authz_grpc,
+        search_limits: partnergate_search::Limits {
+            default: a.search_default_limit,
+            max: a.search_max_limit,
+        },
     })
 }
 

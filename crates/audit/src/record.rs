@@ -44,6 +44,9 @@ pub enum Kind {
     /// Written by the log itself when writing resumes: records that were
     /// not logged (write failures, queue drops), how many and when.
     Gap,
+    /// One page of a search (subject, resource or action search): the
+    /// query, the policy version, the number of results and the time taken.
+    Search,
 }
 
 impl Kind {
@@ -56,6 +59,7 @@ impl Kind {
             Kind::Reload => "reload",
             Kind::Repair => "repair",
             Kind::Gap => "gap",
+            Kind::Search => "search",
         }
     }
 }
@@ -69,8 +73,9 @@ impl std::str::FromStr for Kind {
             "reload" => Ok(Kind::Reload),
             "repair" => Ok(Kind::Repair),
             "gap" => Ok(Kind::Gap),
+            "search" => Ok(Kind::Search),
             other => Err(format!(
-                "unknown kind `{other}` (expected decision, change, reload, repair or gap)"
+                "unknown kind `{other}` (expected decision, change, reload, repair, gap or search)"
             )),
         }
     }
@@ -385,6 +390,36 @@ pub struct ReloadEvent {
     pub error: Option<String>,
 }
 
+/// One page of a search: one record, however many candidates it
+/// evaluated (not one record per candidate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchEvent {
+    /// The search page's id.
+    pub decision_id: String,
+    /// The request (`X-Request-ID`) that asked.
+    pub request_id: Option<String>,
+    /// `subject`, `resource` or `action`.
+    pub search: String,
+    /// The principal's uid, or the searched type (subject search).
+    pub principal: String,
+    /// The action's uid, or `*` (action search).
+    pub action: String,
+    /// The resource's uid, or the searched type (resource search).
+    pub resource: String,
+    /// The request context.
+    pub context: Value,
+    /// How many results the page returned.
+    pub results: u64,
+    /// The number of results of the whole search, when known (last page).
+    pub total: Option<u64>,
+    /// How many candidates were confirmed with a full decision.
+    pub evaluated: u64,
+    /// The pack version that decided.
+    pub policy_version: String,
+    /// Time taken, in microseconds.
+    pub latency_us: u64,
+}
+
 /// Something to append to the log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -394,6 +429,8 @@ pub enum Event {
     Change(ChangeEvent),
     /// A policy reload.
     Reload(ReloadEvent),
+    /// One page of a search.
+    Search(Box<SearchEvent>),
 }
 
 impl Event {
@@ -403,6 +440,7 @@ impl Event {
             Event::Decision(_) => Kind::Decision,
             Event::Change(_) => Kind::Change,
             Event::Reload(_) => Kind::Reload,
+            Event::Search(_) => Kind::Search,
         }
     }
 }
@@ -415,6 +453,11 @@ impl From<DecisionEvent> for Event {
 impl From<ChangeEvent> for Event {
     fn from(e: ChangeEvent) -> Self {
         Event::Change(e)
+    }
+}
+impl From<SearchEvent> for Event {
+    fn from(e: SearchEvent) -> Self {
+        Event::Search(Box::new(e))
     }
 }
 impl From<ReloadEvent> for Event {
@@ -551,6 +594,18 @@ pub struct Record {
     /// What a `gap` record states was not logged.
     #[serde(default)]
     pub gap: Option<GapInfo>,
+    /// A `search` record's kind of search: `subject`, `resource` or `action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// A `search` record's number of results on its page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<u64>,
+    /// A `search` record's number of results of the whole search (last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// A `search` record's number of candidates evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated: Option<u64>,
     /// The previous record's `hash` (the genesis hash for the first).
     pub prev_hash: String,
     /// Hex SHA-256 of the canonical encoding of the record without `hash`.
@@ -810,6 +865,48 @@ pub struct Link<'a> {
     pub prev_hash: &'a str,
 }
 
+/// The members of a decision record, after `seq`, `ts` and `kind`.
+fn encode_decision(enc: &mut RecordEncoder, d: &DecisionEvent, slice: Option<SliceField<'_>>) {
+    enc.str("decision_id", &d.decision_id);
+    enc.opt_str("request_id", d.request_id.as_deref());
+    enc.str("principal", &d.principal);
+    enc.str("action", &d.action);
+    enc.str("resource", &d.resource);
+    enc.value("context", &d.context);
+    let own;
+    let slice = if let Some(s) = slice {
+        s
+    } else {
+        own = d.entities.encoded(&Redaction::default(), 0);
+        SliceField::Inline(&own)
+    };
+    let encoded = match slice {
+        SliceField::Inline(e) => {
+            enc.push_with("entities", |o| o.extend_from_slice(&e.canonical));
+            e
+        }
+        SliceField::Reference(e) => e,
+    };
+    enc.str("entities_hash", &encoded.hash);
+    if let Some(e) = d.entities.error() {
+        enc.str("entities_error", e);
+    }
+    enc.str("decision", d.decision.decision.as_str());
+    enc.push_with("reasons", |o| write_reasons(o, &d.decision.reasons));
+    enc.push_with("errors", |o| write_strs(o, &d.decision.errors));
+    enc.str("policy_version", &d.decision.policy_version);
+    enc.u64("latency_us", d.latency_us);
+    if let Some(s) = &d.shadow {
+        enc.value("shadow", &json(s));
+    }
+    if !d.request_entities.is_empty() {
+        enc.push_with("request_entities", |o| write_strs(o, &d.request_entities));
+    }
+    if let Some(g) = &d.gateway {
+        enc.value("gateway", &json(g));
+    }
+}
+
 /// Encode an event (context already redacted) as the record at `link`,
 /// fields in the documented order; the line is then in
 /// [`RecordEncoder::line`]. `slice` is how a decision carries its entities
@@ -826,46 +923,7 @@ pub fn encode_event<'e>(
     enc.str("ts", ts);
     enc.str("kind", event.kind().as_str());
     match event {
-        Event::Decision(d) => {
-            enc.str("decision_id", &d.decision_id);
-            enc.opt_str("request_id", d.request_id.as_deref());
-            enc.str("principal", &d.principal);
-            enc.str("action", &d.action);
-            enc.str("resource", &d.resource);
-            enc.value("context", &d.context);
-            let own;
-            let slice = if let Some(s) = slice {
-                s
-            } else {
-                own = d.entities.encoded(&Redaction::default(), 0);
-                SliceField::Inline(&own)
-            };
-            let encoded = match slice {
-                SliceField::Inline(e) => {
-                    enc.push_with("entities", |o| o.extend_from_slice(&e.canonical));
-                    e
-                }
-                SliceField::Reference(e) => e,
-            };
-            enc.str("entities_hash", &encoded.hash);
-            if let Some(e) = d.entities.error() {
-                enc.str("entities_error", e);
-            }
-            enc.str("decision", d.decision.decision.as_str());
-            enc.push_with("reasons", |o| write_reasons(o, &d.decision.reasons));
-            enc.push_with("errors", |o| write_strs(o, &d.decision.errors));
-            enc.str("policy_version", &d.decision.policy_version);
-            enc.u64("latency_us", d.latency_us);
-            if let Some(s) = &d.shadow {
-                enc.value("shadow", &json(s));
-            }
-            if !d.request_entities.is_empty() {
-                enc.push_with("request_entities", |o| write_strs(o, &d.request_entities));
-            }
-            if let Some(g) = &d.gateway {
-                enc.value("gateway", &json(g));
-            }
-        }
+        Event::Decision(d) => encode_decision(enc, d, slice),
         Event::Change(c) => {
             enc.opt_str("decision_id", c.decision_id.as_deref());
             enc.opt_str("request_id", c.request_id.as_deref());
@@ -880,6 +938,23 @@ pub fn encode_event<'e>(
             enc.push_with("files", |o| write_strs(o, &r.files));
             enc.opt_str("version", r.version.as_deref());
             enc.opt_str("error", r.error.as_deref());
+        }
+        Event::Search(q) => {
+            enc.str("decision_id", &q.decision_id);
+            enc.opt_str("request_id", q.request_id.as_deref());
+            enc.str("search", &q.search);
+            enc.str("principal", &q.principal);
+            enc.str("action", &q.action);
+            enc.str("resource", &q.resource);
+            enc.value("context", &q.context);
+            enc.u64("results", q.results);
+            match q.total {
+                Some(t) => enc.u64("total", t),
+                None => enc.value("total", &Value::Null),
+            }
+            enc.u64("evaluated", q.evaluated);
+            enc.str("policy_version", &q.policy_version);
+            enc.u64("latency_us", q.latency_us);
         }
     }
     if let Some(r) = replica {
@@ -1260,7 +1335,7 @@ mod tests {
         #[allow(clippy::too_many_lines)]
         fn event(rng: &mut StdRng) -> (Event, Map<String, Value>, Option<Arc<EntitySlice>>) {
             let mut m = Map::new();
-            match rng.random_range(0..3) {
+            match rng.random_range(0..4) {
                 0 => {
                     let decision = Decision {
                         decision: effect(rng),
@@ -1345,6 +1420,36 @@ mod tests {
                     m.insert("operation".into(), json!(ev.operation));
                     m.insert("before".into(), ev.before.clone());
                     m.insert("after".into(), ev.after.clone());
+                    (ev.into(), m, None)
+                }
+                3 => {
+                    let ev = SearchEvent {
+                        decision_id: string(rng),
+                        request_id: opt_string(rng),
+                        search: string(rng),
+                        principal: string(rng),
+                        action: string(rng),
+                        resource: string(rng),
+                        context: Value::Object(object(rng, 3)),
+                        results: rng.random(),
+                        total: rng.random_bool(0.5).then(|| rng.random()),
+                        evaluated: rng.random(),
+                        policy_version: string(rng),
+                        latency_us: rng.random(),
+                    };
+                    m.insert("kind".into(), json!("search"));
+                    m.insert("decision_id".into(), json!(ev.decision_id));
+                    m.insert("request_id".into(), json!(ev.request_id));
+                    m.insert("search".into(), json!(ev.search));
+                    m.insert("principal".into(), json!(ev.principal));
+                    m.insert("action".into(), json!(ev.action));
+                    m.insert("resource".into(), json!(ev.resource));
+                    m.insert("context".into(), ev.context.clone());
+                    m.insert("results".into(), json!(ev.results));
+                    m.insert("total".into(), json!(ev.total));
+                    m.insert("evaluated".into(), json!(ev.evaluated));
+                    m.insert("policy_version".into(), json!(ev.policy_version));
+                    m.insert("latency_us".into(), json!(ev.latency_us));
                     (ev.into(), m, None)
                 }
                 _ => {

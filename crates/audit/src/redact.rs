@@ -41,6 +41,9 @@ impl Redaction {
                     mask_keys(v, &self.context_keys);
                 }
             }
+            Event::Search(q) => {
+                mask_keys(&mut q.context, &self.context_keys);
+            }
             Event::Reload(_) => {}
         }
     }

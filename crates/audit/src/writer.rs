@@ -871,7 +871,7 @@ impl Writer {
         let ts = std::str::from_utf8(&ts_buf).unwrap_or_default();
         let slice = match &event {
             Event::Decision(d) => Some(d.entities.encoded(&self.redaction, self.redaction_key)),
-            Event::Change(_) | Event::Reload(_) => None,
+            Event::Change(_) | Event::Reload(_) | Event::Search(_) => None,
         };
         self.encode(&event, ts, slice.as_deref());
         let len = self.enc.line().len() as u64 + 1;

@@ -514,6 +514,21 @@ impl Authz {
         Ok(answer)
     }
 
+    /// The decision [`Authz::is_authorized_with`] gives `q` (the same
+    /// request validation, request-data rules, entity slice and fail-closed
+    /// semantics), without the decision cache, the entity-set cache, the
+    /// shadow set or the decision log: for callers that decide many
+    /// questions as one operation and log that operation once (search).
+    pub fn decide_unlogged(&self, pack: &PolicyPack, q: &Query) -> Result<Decision, RequestError> {
+        let request = q.request(pack.schema.as_ref())?;
+        let overlay = self.overlay(pack.schema.as_ref(), q)?;
+        let slice = self.directory.slice(&[&q.principal, &q.resource], &overlay);
+        let entities = directory::entities_for(slice, pack.action_entities(&q.action))
+            .map_err(RequestError::Entities)?;
+        let entities = DecisionEntities::new(entities);
+        Ok(self.decide_over(pack, q, &request, &overlay, &entities))
+    }
+
     /// Evaluate `q` with Cedar (no decision cache): the fail-closed
     /// decision over its entities, as the cache would keep it, and the
     /// request's own entities.

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, Schema};
 use dashmap::DashMap;
 
 use crate::store::{Change, EntityBackend, EntityRecord, StoreError};
@@ -198,8 +198,19 @@ impl Directory {
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default();
         drop(referrers);
-        out.sort_by_key(|u| u.to_string());
+        // Each uid formatted once (a key per comparison costs n log n formats).
+        out.sort_by_cached_key(|u| u.to_string());
         out
+    }
+
+    /// The uids of every stored entity of type `ty`: a scan of the whole
+    /// directory (for searches whose candidates no index narrows).
+    pub fn uids_of_type(&self, ty: &EntityTypeName) -> Vec<EntityUid> {
+        self.entities
+            .iter()
+            .filter(|e| e.key().type_name() == ty)
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     /// The change-feed position of the initial load (where a feed starts).

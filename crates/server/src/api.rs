@@ -600,7 +600,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         super::orchestrator::grant_admin,
         super::orchestrator::revoke_admin,
         super::orchestrator::list_companies,
-        super::orchestrator::put_company
+        super::orchestrator::put_company,
+        super::search::authzen_search,
+        super::search::own_search
     ),
     components(schemas(
         IsAuthorizedRequest,

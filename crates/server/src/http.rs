@@ -54,6 +54,7 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         // Gateway mode: the `Authorization` header is the end user's (for the
         // routes file), never the sidecar's token; any method is a question.
         _ if super::gateway::is_gateway_path(path) => false,
+        _ if crate::search::is_search_path(path) => state.protect_queries,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,
         // Every other method is a write (or unknown): fail closed.
         _ => true,

@@ -15,6 +15,7 @@
 //! - `orchestrator`: partner invitations, users, seats and the partner registry.
 //! - `gateway`: gateway mode's front doors: Envoy's gRPC ext_authz and the
 //!   HTTP forward-auth endpoints (nginx, Traefik, Caddy, Envoy's HTTP mode).
+//! - `search`: subject, resource and action search (AuthZEN and own API).
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod http;
 pub mod idempotency;
 pub mod orchestrator;
+pub mod search;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,6 +113,8 @@ pub struct ServeConfig {
     pub decision_cache: usize,
     /// Where Envoy's gRPC ext_authz service listens (None: not served).
     pub ext_authz_grpc: Option<gateway::GrpcListen>,
+    /// Search page sizes: the default and the largest a request may ask.
+    pub search_limits: partnergate_search::Limits,
 }
 
 pub use partnergate_core::runtime::default_replica_id;
@@ -178,6 +182,7 @@ impl Default for ServeConfig {
             request_entities: crate::authz::RequestEntities::default(),
             decision_cache: defaults::DECISION_CACHE,
             ext_authz_grpc: None,
+            search_limits: partnergate_search::Limits::default(),
         }
     }
 }
@@ -233,6 +238,9 @@ pub enum ServeError {
     /// `--audit-required` was given without a decision log.
     #[error("--audit-required needs a decision log (not --audit-log off)")]
     AuditRequiredWithoutLog,
+    /// The page-token key (`DATA_DIR/search.key`) could not be read or created.
+    #[error(transparent)]
+    SearchKey(#[from] partnergate_search::KeyError),
 }
 
 impl From<RuntimeError> for ServeError {
@@ -270,6 +278,8 @@ pub struct AppState {
     pub protect_metrics: bool,
     /// The AuthZEN base URL: `--public-url`, else set to the bound address.
     pub public_url: OnceLock<String>,
+    /// Subject, resource and action search over the same decision path.
+    pub search: partnergate_search::Searcher,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -301,6 +311,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(authzen::routes())
         .merge(orchestrator::routes())
         .merge(gateway::routes())
+        .merge(search::routes())
         .with_state(state.clone())
         // The `Bytes` extractor stops reading at the limit (a 413); a write's
         // body is read (within the limit) by `request_timeout`; both only
@@ -330,7 +341,8 @@ fn is_write(req: &axum::extract::Request) -> bool {
     let path = req.uri().path();
     let decision = path.starts_with("/v1/is_authorized")
         || path.starts_with("/access/v1/")
-        || gateway::is_gateway_path(path);
+        || gateway::is_gateway_path(path)
+        || search::is_search_path(path);
     matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE) && !decision
 }
 
@@ -467,7 +479,10 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let pack = wired.authz.evaluator().current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
     let orchestrator = Arc::new(partnergate_partners::runtime::orchestrator(&wired, quotas));
-    let state = Arc::new(app_state(config, wired.authz, orchestrator, token, metrics));
+    let key = partnergate_search::TokenKey::load_or_create(&config.data_dir)?;
+    let search = partnergate_search::Searcher::new(wired.authz.clone(), key, config.search_limits);
+    let state = app_state(config, wired.authz, orchestrator, token, metrics, search);
+    let state = Arc::new(state);
     Ok(Sidecar {
         state,
         token_path,
@@ -501,6 +516,7 @@ fn app_state(
     orchestrator: Arc<partnergate_partners::Orchestrator>,
     token: String,
     metrics: PrometheusHandle,
+    search: partnergate_search::Searcher,
 ) -> AppState {
     AppState {
         authz,
@@ -516,6 +532,7 @@ fn app_state(
             Some(url) => OnceLock::from(url.trim_end_matches('/').to_string()),
             None => OnceLock::new(),
         },
+        search,
     }
 }
 
