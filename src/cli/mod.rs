@@ -153,6 +153,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_DECISION_CACHE", value_name = "ENTRIES",
         default_value_t = crate::server::defaults::DECISION_CACHE)]
     pub decision_cache: usize,
+    /// How often, in milliseconds, ended partner access is marked (seat
+    /// freed, a change record by `system`); seat checks count an ended
+    /// access as free before that anyway.
+    #[arg(long, env = "PARTNERGATE_PARTNER_SWEEP_MS", value_name = "MS",
+        default_value_t = crate::server::defaults::PARTNER_SWEEP_MS)]
+    pub partner_sweep_ms: u64,
     #[command(flatten)]
     pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
@@ -728,6 +734,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         public_url: a.public_url,
         request_entities: a.request_entities,
         decision_cache: a.decision_cache,
+        partner_sweep: std::time::Duration::from_millis(a.partner_sweep_ms),
     })
 }
 

@@ -106,6 +106,8 @@ pub struct ServeConfig {
     pub request_entities: crate::authz::RequestEntities,
     /// How many decisions the exact decision cache keeps (0: off).
     pub decision_cache: usize,
+    /// How often ended partner access is swept (marked, its seat freed).
+    pub partner_sweep: Duration,
 }
 
 pub use partnergate_core::runtime::default_replica_id;
@@ -139,6 +141,8 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 10_000;
     /// `--decision-cache`
     pub const DECISION_CACHE: usize = partnergate_core::cache::DEFAULT_ENTRIES;
+    /// `--partner-sweep-ms`
+    pub const PARTNER_SWEEP_MS: u64 = 30_000;
 }
 
 impl Default for ServeConfig {
@@ -172,6 +176,7 @@ impl Default for ServeConfig {
             public_url: None,
             request_entities: crate::authz::RequestEntities::default(),
             decision_cache: defaults::DECISION_CACHE,
+            partner_sweep: Duration::from_millis(defaults::PARTNER_SWEEP_MS),
         }
     }
 }
@@ -423,6 +428,8 @@ pub struct Sidecar {
     pub feed: Option<crate::store::postgres::ChangeFeed>,
     /// The watcher of the shadow policies, if any.
     pub shadow_watch: Option<reload::WatchHandle>,
+    /// The sweep of ended partner access (dropping it stops it).
+    pub sweeper: Option<partnergate_partners::sweep::Sweeper>,
 }
 
 /// Load policies, open the store and build the state (no socket yet).
@@ -444,6 +451,8 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let pack = wired.authz.evaluator().current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
     let orchestrator = Arc::new(partnergate_partners::runtime::orchestrator(&wired, quotas));
+    let sweeper =
+        partnergate_partners::sweep::Sweeper::spawn(orchestrator.clone(), config.partner_sweep)?;
     let state = Arc::new(app_state(config, wired.authz, orchestrator, token, metrics));
     Ok(Sidecar {
         state,
@@ -451,6 +460,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         watch: wired.watch,
         feed: wired.feed,
         shadow_watch: wired.shadow_watch,
+        sweeper: Some(sweeper),
     })
 }
 
@@ -546,6 +556,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
     }
+    drop(sidecar.sweeper);
     drop(sidecar.watch);
     drop(sidecar.shadow_watch);
     drop(sidecar.feed);
