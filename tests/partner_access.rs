@@ -439,6 +439,61 @@ fn a_scoped_time_bound_partner_acts_within_its_scopes_until_its_end() {
     assert!(report.replayed >= 6, "{report:?}");
     assert_eq!(report.changed, 0, "{report:?}");
     assert_eq!(report.skipped, 0, "{report:?}");
+
+    // What did ann do? Her three questions, with reasons and `now`; the
+    // owner's decisions and changes are not hers.
+    use partnergate::orchestrator::activity::{partner_activity, ActivityQuery};
+    let log = dir.path().join("decisions.jsonl");
+    let q = ActivityQuery {
+        account: "acme".into(),
+        partner: Some(ann.clone()),
+        ..Default::default()
+    };
+    let r = partner_activity(&log, &q).unwrap();
+    assert!(r.chain.verified, "{:?}", r.chain);
+    let seen: Vec<(String, String)> = r
+        .items
+        .iter()
+        .map(|i| (i.action.clone(), i.outcome.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("configure_account".to_string(), "Allow".to_string()),
+            ("invite_user".into(), "Deny".into()),
+            ("invite_user".into(), "Deny".into()),
+            ("configure_account".into(), "Deny".into()),
+        ],
+        "{r:?}"
+    );
+    assert_eq!(r.items[3].reasons, vec!["partner-access-ended".to_string()]);
+    assert_eq!(r.items[3].now, format_ms(T));
+    // Every partner of the account: bob's invitation was the owner's act,
+    // so only ann's decisions; nothing before ann was invited is hers.
+    let all = partner_activity(
+        &log,
+        &ActivityQuery {
+            partner: None,
+            ..q.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(all.items.len(), 4, "{all:?}");
+    let none = partner_activity(
+        &log,
+        &ActivityQuery {
+            since: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+            ..q.clone()
+        },
+    )
+    .unwrap();
+    assert!(none.items.is_empty());
+    // An edited record: the report says the chain did not verify.
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, text.replacen("\"Deny\"", "\"Allow\"", 1)).unwrap();
+    let tampered = partner_activity(&log, &q).unwrap();
+    assert!(!tampered.chain.verified);
+    assert!(tampered.chain.problem.is_some());
 }
 
 /// A POST with the bearer token.
@@ -529,6 +584,48 @@ fn the_http_endpoints_and_the_sweep_in_real_time() {
     );
     assert_eq!(s, 400, "{b}");
     assert!(b.to_string().contains("context.now"), "{b}");
+    // ann accepts and asks; the owner reads what she did (token only).
+    let (s, b) = post(&server, &format!("/v1/users/{ann}/accept"), &json!({}));
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = post(
+        &server,
+        "/v1/is_authorized",
+        &json!({"principal": format!("User::\"{ann}\""), "action": "Action::\"manage_billing\"",
+                "resource": "Account::\"acme\""}),
+    );
+    assert_eq!((s, b["decision"].as_str()), (200, Some("Deny")), "{b}");
+    let path = format!("/v1/accounts/acme/partner-activity?partner={ann}");
+    assert_eq!(server.get(&path).0, 401, "the activity needs the token");
+    // The log is written by its own thread: poll until the record is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let r = server
+            .client
+            .get(server.url(&path))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let report: Value = r.json().unwrap();
+        let found = report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["action"] == "manage_billing" && i["outcome"] == "Deny");
+        if found {
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(report["chain"]["verified"].is_boolean(), "{report}");
+    let bad = server
+        .client
+        .get(server.url("/v1/accounts/acme/partner-activity?since=yesterday"))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
     let (s, b) = post(
         &server,
         &format!("/v1/users/{ann}/partner-access/end"),

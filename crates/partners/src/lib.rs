@@ -28,6 +28,7 @@
 #![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod access;
+pub mod activity;
 pub mod postgres;
 pub mod rules;
 pub mod runtime;
@@ -1075,9 +1076,12 @@ impl Orchestrator {
     /// The employees list, by status precedence (administrator/employee,
     /// partner, dismissed, invited), then email.
     pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
+        let users = self.account_users(account)?;
+        // The clock is read after the users: the state is never newer than
+        // the instant it is judged at (an earlier reading could count an
+        // access that ended before a newer partner took its seat).
         let now = self.now();
-        let mut list: Vec<ListedUser> = self
-            .account_users(account)?
+        let mut list: Vec<ListedUser> = users
             .into_iter()
             .map(|u| ListedUser {
                 list_status: u.list_status(now),
@@ -1093,8 +1097,8 @@ impl Orchestrator {
 
     /// Seat counts: partners are neither paid users nor administrators.
     pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
-        let now = self.now();
         let users = self.account_users(account)?;
+        let now = self.now(); // after the read, as in `users`
         let holding: Vec<&UserView> = users
             .iter()
             .filter(|u| u.status != UserStatus::Dismissed)

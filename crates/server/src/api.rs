@@ -599,6 +599,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         super::orchestrator::rehire,
         super::orchestrator::renew_access,
         super::orchestrator::end_access,
+        super::orchestrator::partner_activity,
         super::orchestrator::grant_admin,
         super::orchestrator::revoke_admin,
         super::orchestrator::list_companies,

@@ -51,6 +51,8 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         | "/v1/is_authorized/batch"
         | "/access/v1/evaluation"
         | "/access/v1/evaluations" => state.protect_queries,
+        // What a customer's partners did: decisions and changes, always behind the token.
+        _ if path.ends_with("/partner-activity") => true,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,
         // Every other method is a write (or unknown): fail closed.
         _ => true,

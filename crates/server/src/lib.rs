@@ -260,6 +260,9 @@ pub struct AppState {
     pub protect_metrics: bool,
     /// The AuthZEN base URL: `--public-url`, else set to the bound address.
     pub public_url: OnceLock<String>,
+    /// The decision log file, if decisions are logged to one (the partner
+    /// activity report reads it).
+    pub audit_path: Option<PathBuf>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -502,6 +505,10 @@ fn app_state(
         public_url: match &config.public_url {
             Some(url) => OnceLock::from(url.trim_end_matches('/').to_string()),
             None => OnceLock::new(),
+        },
+        audit_path: match config.audit.as_ref().map(|a| &a.sink) {
+            Some(crate::audit::Sink::File(path)) => Some(path.clone()),
+            _ => None,
         },
     }
 }

@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/users/{id}/rehire", post(rehire))
         .route("/v1/users/{id}/partner-access/renew", post(renew_access))
         .route("/v1/users/{id}/partner-access/end", post(end_access))
+        .route("/v1/accounts/{id}/partner-activity", get(partner_activity))
         .route(
             "/v1/users/{id}/admin",
             put(grant_admin).delete(revoke_admin),
@@ -437,6 +438,51 @@ pub(super) async fn end_access(Path(user): Path<String>, w: WriteRequest) -> Ans
         o.end_access(&user, &b.actor).map(outcome)
     })
     .await
+}
+
+/// The query of `GET /v1/accounts/{id}/partner-activity`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ActivityParams {
+    /// One partner (`pat` or `User::"pat"`); default: every partner.
+    partner: Option<String>,
+    /// Records at or after this time (RFC 3339, or a date YYYY-MM-DD).
+    since: Option<String>,
+    /// Records before this time.
+    until: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/partner-activity", tag = "orchestrator", params(("id" = String, Path, description = "the account id"), ActivityParams),
+    responses((status = 200, description = "every decision and change of the account's partners in the range, with the reasons and the chain check"), (status = 400, description = "a bad time bound"), (status = 401, description = "no or wrong bearer token"), (status = 404, description = "decisions are not logged to a file"), (status = 503, description = "the log cannot be read")))]
+pub(super) async fn partner_activity(
+    State(state): State<Arc<AppState>>,
+    Path(account): Path<String>,
+    axum::extract::Query(p): axum::extract::Query<ActivityParams>,
+) -> Result<Json<Value>, AppError> {
+    use partnergate_partners::activity;
+    let bound = |field: &str, v: Option<String>| {
+        v.map(|s| crate::audit::query::parse_time(&s))
+            .transpose()
+            .map_err(|m| AppError::bad_request(format!("query `{field}`: {m}")))
+    };
+    let q = activity::ActivityQuery {
+        account,
+        partner: p.partner,
+        since: bound("since", p.since)?,
+        until: bound("until", p.until)?,
+    };
+    let Some(path) = state.audit_path.clone() else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this sidecar does not log decisions to a file (--audit-log): there is no activity to report",
+        ));
+    };
+    let report = tokio::task::spawn_blocking(move || activity::partner_activity(&path, &q))
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))?
+        .map_err(|e| AppError::unavailable(e.to_string()))?;
+    Ok(Json(json!(report)))
 }
 
 #[utoipa::path(put, path = "/v1/partner-companies/{id}", tag = "orchestrator", params(("id" = String, Path, description = "the company id")), request_body = CompanyBody,
