@@ -661,3 +661,134 @@ fn the_http_endpoints_and_the_sweep_in_real_time() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The command line: a time-bound, scoped invitation, the employees list
+/// with the end and the scopes, an unknown scope (exit 1, named), a renewal
+/// and one past the maximum, an early end, the sweep, and the activity
+/// report over the CLI's own decision log.
+#[test]
+fn the_cli_gives_renews_ends_and_reports_partner_access() {
+    let ws = Workspace::new();
+    let ents = ws.path().join("entities.json");
+    std::fs::write(
+        &ents,
+        json!([
+            account("acme", Some("Acme")),
+            user("owner", "acme").admin(true).json()
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = ws.cli(&["import", ents.to_str().unwrap()], &[], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reg = ws.path().join("registry.json");
+    std::fs::write(
+        &reg,
+        json!([{"id": "goldco", "name": "GoldCo", "status": "gold", "certified": true,
+                "emails": ["ann@goldco.example", "bob@goldco.example"]}])
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = ws.cli(&["registry", "import", reg.to_str().unwrap()], &[], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let invite = |email: &str, extra: &[&str]| {
+        let mut args = vec![
+            "partners",
+            "invite",
+            "--account",
+            "acme",
+            "--actor",
+            "owner",
+        ];
+        args.extend(["--email", email]);
+        args.extend(extra);
+        ws.cli(&args, &[], &[])
+    };
+    let (code, _, err) = invite("ann@goldco.example", &["--scopes", "users,payroll"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown_scope") && err.contains("`payroll`"),
+        "{err}"
+    );
+    let (code, out, err) = invite(
+        "ann@goldco.example",
+        &["--duration", "90d", "--scopes", "settings,users"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(", ends ") && out.contains("scopes settings,users"),
+        "{out}"
+    );
+    let ann = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, _) = ws.cli(&["users", "list", "--account", "acme"], &[], &[]);
+    assert_eq!(code, 0);
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.contains("ENDS") && header.contains("SCOPES"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&ann) && l.ends_with("settings,users")),
+        "{out}"
+    );
+    let renew = |extra: &[&str]| {
+        let mut args = vec!["partners", "renew", "--user", &ann, "--actor", "owner"];
+        args.extend(extra);
+        ws.cli(&args, &[], &[])
+    };
+    let (code, _, err) = renew(&["--duration", "800d"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("access_too_long") && err.contains("730 days"),
+        "{err}"
+    );
+    let (code, out, err) = renew(&["--expires-at", "2026-12-31T00:00:00Z", "--duration", "3d"]);
+    assert_ne!(code, 0, "both an end and a duration: {out}");
+    assert!(
+        err.contains("--duration") || err.contains("--expires-at"),
+        "{err}"
+    );
+    let (code, out, err) = renew(&["--duration", "180d"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(", ends "), "{out}");
+    let (code, out, err) = ws.cli(
+        &["partners", "end", "--user", &ann, "--actor", "owner"],
+        &[],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("status dismissed"), "{out}");
+    let (code, out, err) = ws.cli(&["partners", "sweep"], &[], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("0 partner access(es) ended"),
+        "an ended-early access is already marked: {out}"
+    );
+    let log = ws.data().join("decisions.jsonl");
+    // `audit` takes no --data-dir: run the binary directly.
+    let o = std::process::Command::new(common::BIN)
+        .args([
+            "audit",
+            "partner-activity",
+            log.to_str().unwrap(),
+            "--account",
+            "acme",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["chain"]["verified"], true, "{report}");
+    assert_eq!(
+        report["items"],
+        json!([]),
+        "the owner acted, no partner: {report}"
+    );
+}

@@ -253,13 +253,13 @@ pub fn render_table(r: &ActivityReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<24} {:<8} {:<24} {:<22} {:<26} {:<8} REASONS",
+        "{:<6} {:<27} {:<8} {:<20} {:<22} {:<24} {:<8} REASONS",
         "SEQ", "TIME", "KIND", "PARTNER", "ACTION", "RESOURCE", "OUTCOME"
     );
     for i in &r.items {
         let _ = writeln!(
             out,
-            "{:<6} {:<24} {:<8} {:<24} {:<22} {:<26} {:<8} {}",
+            "{:<6} {:<27} {:<8} {:<20} {:<22} {:<24} {:<8} {}",
             i.seq,
             i.ts,
             i.kind,
