@@ -166,11 +166,21 @@ pub struct UnreadableDatetime(pub String);
 pub fn datetimes_in(v: &serde_json::Value, out: &mut Vec<i64>) -> Result<(), UnreadableDatetime> {
     match v {
         serde_json::Value::Object(map) => {
-            if map.get("fn").and_then(|f| f.as_str()) == Some("datetime") {
-                let arg = map.get("arg").and_then(|a| a.as_str());
-                let ms = arg.and_then(parse_cedar_ms);
-                out.push(ms.ok_or_else(|| UnreadableDatetime(arg.unwrap_or("").to_string()))?);
-                return Ok(());
+            match map.get("fn").and_then(|f| f.as_str()) {
+                Some("datetime") => {
+                    let arg = map.get("arg").and_then(|a| a.as_str());
+                    let ms = arg.and_then(parse_cedar_ms);
+                    out.push(ms.ok_or_else(|| UnreadableDatetime(arg.unwrap_or("").to_string()))?);
+                    return Ok(());
+                }
+                // A datetime written as arithmetic (`offset(datetime(..), duration(..))`,
+                // as a solver writes one): not read here, so assume the worst.
+                Some("offset" | "duration" | "toDate" | "toTime") => {
+                    return Err(UnreadableDatetime(
+                        serde_json::Value::Object(map.clone()).to_string(),
+                    ));
+                }
+                _ => {}
             }
             map.values().try_for_each(|x| datetimes_in(x, out))
         }
@@ -246,5 +256,12 @@ mod tests {
         );
         let bad = serde_json::json!({"__extn": {"fn": "datetime", "arg": "soon"}});
         assert!(datetimes_in(&bad, &mut Vec::new()).is_err());
+        let arithmetic = serde_json::json!({"__extn": {"fn": "offset", "args": [
+            {"__extn": {"fn": "datetime", "arg": "1970-01-01"}},
+            {"__extn": {"fn": "duration", "arg": "-1ms"}}]}});
+        assert!(
+            datetimes_in(&arithmetic, &mut Vec::new()).is_err(),
+            "an offset is not read as its first argument"
+        );
     }
 }
