@@ -47,6 +47,35 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> (Orchestrator, Wired) {
     (orch, wired)
 }
 
+/// The orchestrator over the shipped pack and the PostgreSQL store at
+/// `url` (a replica named `replica`), logging to `dir`, reading `clock`.
+fn open_pg(
+    url: &str,
+    dir: &Path,
+    replica: &str,
+    clock: &Arc<ManualClock>,
+) -> (Orchestrator, Wired) {
+    let root = common::repo();
+    let source = PackSource::new(
+        root.join("policies"),
+        Some(root.join("schemas/partnergate.cedarschema")),
+    );
+    let runtime = Runtime::new(source)
+        .store(
+            partnergate::store::StoreSpec::Postgres(url.to_string()),
+            dir,
+        )
+        .replica(replica)
+        .audit(Some(partnergate::audit::AuditConfig::file(
+            dir.join(format!("{replica}.jsonl")),
+        )))
+        .clock(clock.clone());
+    let (runtime, quotas) = partnergate::orchestrator::runtime::with_quotas(runtime).unwrap();
+    let wired = runtime.build().unwrap();
+    let orch = partnergate::orchestrator::runtime::orchestrator(&wired, quotas);
+    (orch, wired)
+}
+
 /// Account acme (owner admin, emma employee), a Gold registry company with
 /// 70 emails and another Gold company.
 fn seed(o: &Orchestrator) {
@@ -162,6 +191,9 @@ fn an_ended_access_frees_its_seat_without_the_sweep_and_the_sweep_marks_it_once(
     ));
     // The sweep marks ann once.
     let call = o.with(WriteScope::default());
+    // (An invitation whose access ended is not accepted any more.)
+    let late = call.accept(&ann).unwrap_err();
+    assert_eq!(late.code(), "access_ended", "{late}");
     let ended = call.end_expired().unwrap();
     assert_eq!(ended.iter().map(|u| &u.id).collect::<Vec<_>>(), vec![&ann]);
     assert_eq!(ended[0].status, UserStatus::Dismissed);
@@ -791,4 +823,62 @@ fn the_cli_gives_renews_ends_and_reports_partner_access() {
         json!([]),
         "the owner acted, no partner: {report}"
     );
+}
+
+/// The same storm on PostgreSQL, from two replicas of the orchestrator
+/// (two stores over one database, 32 invitations each) while the clock
+/// crosses two partners' end: the shared write lock keeps the account at
+/// three seats, and exactly the two freed seats are taken.
+#[test]
+fn concurrent_invitations_around_an_expiry_on_postgres_from_two_replicas() {
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(T - DAY));
+    let (a, wired_a) = open_pg(&pg.url, dir.path(), "a", &clock);
+    seed(&a);
+    invite(&a, "ann@goldco.example", &access(Some("1d"), None)).unwrap();
+    invite(&a, "bob@goldco.example", &access(Some("1d"), None)).unwrap();
+    invite(&a, "cat@goldco.example", &access(None, None)).unwrap();
+    let (b, wired_b) = open_pg(&pg.url, dir.path(), "b", &clock);
+    clock.set(T - 2);
+    let replicas = [Arc::new(a), Arc::new(b)];
+    let done = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(65));
+    let mut threads = Vec::new();
+    for i in 0..64 {
+        let o = replicas[i % 2].clone();
+        let (done, ok, barrier) = (done.clone(), ok.clone(), barrier.clone());
+        threads.push(std::thread::spawn(move || {
+            barrier.wait();
+            match invite(&o, &format!("g{i}@goldco.example"), &access(None, None)) {
+                Ok(_) => {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(OrchestratorError::LimitReached { .. }) => {}
+                Err(e) => panic!("g{i}: {e}"),
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    barrier.wait();
+    while done.load(Ordering::SeqCst) < 16 {
+        std::thread::yield_now();
+    }
+    clock.set(T);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(ok.load(Ordering::SeqCst), 2, "exactly the two freed seats");
+    wired_a.shutdown_log();
+    wired_b.shutdown_log();
+    drop(replicas);
+    // A fresh replica reads the store: three seats held at the clock.
+    let (c, wired_c) = open_pg(&pg.url, dir.path(), "c", &clock);
+    assert_eq!(c.seats("acme").unwrap().partners, 3);
+    let ended = c.with(WriteScope::default()).end_expired().unwrap();
+    assert_eq!(ended.len(), 2, "ann and bob are marked once");
+    wired_c.shutdown_log();
 }

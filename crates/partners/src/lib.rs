@@ -1375,6 +1375,7 @@ impl Call<'_> {
         let uid = parse_uid("user", "User", user)?;
         // No policy question: the invitee accepts its own invitation.
         let decided = Decided::default();
+        let now = self.now();
         self.simple_write(
             &uid,
             ("user.accept", &uid.to_string()),
@@ -1384,6 +1385,14 @@ impl Call<'_> {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::NotInvited,
                         message: format!("{uid} has no open invitation (status {})", u.status),
+                    });
+                }
+                if u.access_ended(now) {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::AccessEnded,
+                        message: format!(
+                            "the partner access of {uid} ended before it was accepted: ask for a new invitation"
+                        ),
                     });
                 }
                 if let Some(p) = &mut u.partner {
