@@ -882,3 +882,60 @@ fn concurrent_invitations_around_an_expiry_on_postgres_from_two_replicas() {
     assert_eq!(ended.len(), 2, "ann and bob are marked once");
     wired_c.shutdown_log();
 }
+
+/// The upgrade: a partner stored before scopes existed (no `scopes`, which
+/// the policies read as nothing) gets quotas.toml's default set once, with
+/// a change record by `system`; a partner given `[]` keeps nothing.
+#[test]
+fn partners_stored_without_scopes_get_the_default_set_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(T));
+    let (o, wired) = open(dir.path(), &clock);
+    seed(&o);
+    let mut legacy = user("old", "acme").partner("goldco", true).json();
+    legacy["attrs"]["partner"]
+        .as_object_mut()
+        .unwrap()
+        .remove("scopes");
+    let mut none = user("none", "acme").partner("goldco", true).json();
+    none["attrs"]["partner"]["scopes"] = json!([]);
+    o.authz()
+        .put_entities("test", None, json!([legacy, none]))
+        .unwrap();
+    let configure = |who: &str| {
+        let q = Query::parse(
+            &format!("User::\"{who}\""),
+            r#"Action::"configure_account""#,
+            r#"Account::"acme""#,
+        )
+        .unwrap();
+        o.authz().is_authorized(&q).unwrap().decision.is_allowed()
+    };
+    assert!(!configure("old"), "no scopes: nothing");
+    let call = o.with(WriteScope::default());
+    let changed = call.default_missing_scopes().unwrap();
+    assert_eq!(
+        changed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        vec!["old"]
+    );
+    assert_eq!(
+        changed[0].partner.as_ref().unwrap().scopes.as_deref(),
+        Some(
+            &[
+                "integrations".to_string(),
+                "settings".into(),
+                "users".into()
+            ][..]
+        )
+    );
+    assert!(configure("old"));
+    assert!(!configure("none"), "an empty set stays empty");
+    assert!(call.default_missing_scopes().unwrap().is_empty(), "once");
+    wired.shutdown_log();
+    let records: Vec<Value> = log_records(dir.path())
+        .into_iter()
+        .filter(|r| r["operation"] == "partner.scopes_default")
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["actor"], "system");
+}

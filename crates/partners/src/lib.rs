@@ -1727,9 +1727,59 @@ impl Call<'_> {
         Ok(ended)
     }
 
-    /// Partner users (found through their companies' referrers, not every
-    /// user) whose access has ended at `now` and who are not dismissed.
-    fn ended_candidates(&self, now: i64) -> Result<Vec<EntityUid>, OrchestratorError> {
+    /// The upgrade of partners stored before scopes existed (no `scopes`
+    /// attribute, which the policies read as nothing): each gets the
+    /// default set (`default_partner_scopes`, else every scope of the
+    /// schema), one transaction each, with a change record
+    /// `partner.scopes_default` by `system`. Run once at start by the
+    /// [`sweep::Sweeper`]; a partner given `[]` is left alone. Returns the
+    /// partners it changed.
+    pub fn default_missing_scopes(&self) -> Result<Vec<UserView>, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let scopes = access::resolve_scopes(
+            &AccessRequest::default(),
+            &self.rules.current(),
+            pack.schema.as_ref(),
+        )?;
+        let mut changed = Vec::new();
+        for uid in
+            self.partners_where(|u| u.partner.as_ref().is_some_and(|p| p.scopes.is_none()))?
+        {
+            let outcome = self.commit(
+                ("partner.scopes_default", "system"),
+                &Decided::default(),
+                &mut |tx| {
+                    let mut u = user_in(tx, &uid)?;
+                    let due = u.partner.as_ref().is_some_and(|p| p.scopes.is_none());
+                    if let (true, Some(p)) = (due, u.partner.as_mut()) {
+                        p.scopes = Some(scopes.clone());
+                    }
+                    let writes = if due {
+                        vec![Orchestrator::record(pack.schema.as_ref(), &u)?]
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((
+                        writes,
+                        Outcome {
+                            user: u,
+                            dismissed: None,
+                        },
+                    ))
+                },
+                pack.schema.as_ref(),
+            )?;
+            changed.push(outcome.user);
+        }
+        Ok(changed)
+    }
+
+    /// Partner users (through their companies' referrers, not every user)
+    /// for which `keep` holds, as the directory has them now.
+    fn partners_where(
+        &self,
+        keep: impl Fn(&UserView) -> bool,
+    ) -> Result<Vec<EntityUid>, OrchestratorError> {
         let mut out = Vec::new();
         for c in self.store.companies()? {
             let company =
@@ -1738,14 +1788,17 @@ impl Call<'_> {
                 let Some(json) = self.directory().get_json(&uid) else {
                     continue;
                 };
-                let due = UserView::from_json(&json)
-                    .is_ok_and(|u| u.access_ended(now) && u.status != UserStatus::Dismissed);
-                if due && !out.contains(&uid) {
+                if UserView::from_json(&json).is_ok_and(|u| keep(&u)) && !out.contains(&uid) {
                     out.push(uid);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Partner users whose access has ended at `now` and who are not dismissed.
+    fn ended_candidates(&self, now: i64) -> Result<Vec<EntityUid>, OrchestratorError> {
+        self.partners_where(|u| u.access_ended(now) && u.status != UserStatus::Dismissed)
     }
 
     /// Grant (`true`) or revoke administrator rights.

@@ -29,24 +29,42 @@ impl Sweeper {
         let every = every.max(Duration::from_millis(10));
         let thread = std::thread::Builder::new()
             .name("partner-sweep".into())
-            .spawn(move || loop {
-                match orchestrator.with(WriteScope::default()).end_expired() {
-                    Ok(ended) => {
-                        if !ended.is_empty() {
-                            tracing::info!(ended = ended.len(), "partner sweep: access ended");
-                        }
+            .spawn(move || {
+                // Once, at start: partners stored before scopes existed get
+                // the default set (else they could administer nothing).
+                match orchestrator.with(WriteScope::default()).default_missing_scopes() {
+                    Ok(changed) if !changed.is_empty() => {
+                        tracing::info!(partners = changed.len(), "partners stored without scopes got the default scopes");
                     }
-                    Err(e) => tracing::warn!(error = %e, "partner sweep failed; retrying at the next interval"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "giving partners stored without scopes the default scopes failed"),
                 }
-                match stopped.recv_timeout(every) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-                }
+                sweep_until_stopped(&orchestrator, every, &stopped);
             })?;
         Ok(Sweeper {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+/// The sweep loop: now, then every `every`, until the [`Sweeper`] is dropped.
+fn sweep_until_stopped(orchestrator: &Orchestrator, every: Duration, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match orchestrator.with(WriteScope::default()).end_expired() {
+            Ok(ended) => {
+                if !ended.is_empty() {
+                    tracing::info!(ended = ended.len(), "partner sweep: access ended");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "partner sweep failed; retrying at the next interval");
+            }
+        }
+        match stopped.recv_timeout(every) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
