@@ -6,7 +6,8 @@
 # - a library crate depends on clap or dialoguer (only the binary parses
 #   the command line);
 # - a crate other than partnergate-server depends on an HTTP crate (axum,
-#   tower, tower-http, hyper, hyper-util, utoipa, metrics-exporter-prometheus).
+#   tower, tower-http, hyper, hyper-util, utoipa, metrics-exporter-prometheus,
+#   tonic, envoy-types).
 # The two crate rules apply to normal and build dependencies; the binary's
 # dev-dependencies (tests, benches, examples) may use anything.
 set -euo pipefail
@@ -28,7 +29,7 @@ RANK = {
 BINARY = "partnergate"
 CLI_ONLY = {"clap", "dialoguer"}
 HTTP = {"axum", "tower", "tower-http", "hyper", "hyper-util", "utoipa",
-        "metrics-exporter-prometheus"}
+        "metrics-exporter-prometheus", "tonic", "envoy-types"}
 HTTP_OWNER = "partnergate-server"
 
 meta = json.load(sys.stdin)

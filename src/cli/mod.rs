@@ -153,6 +153,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_DECISION_CACHE", value_name = "ENTRIES",
         default_value_t = crate::server::defaults::DECISION_CACHE)]
     pub decision_cache: usize,
+    /// Serve Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization`)
+    /// on this address (`127.0.0.1:9191`) or Unix socket (`unix:PATH`), under
+    /// the routes file beside the policies (docs/gateway.md).
+    #[arg(
+        long,
+        env = "PARTNERGATE_EXT_AUTHZ_GRPC",
+        value_name = "ADDR|unix:PATH"
+    )]
+    pub ext_authz_grpc: Option<partnergate_server::gateway::GrpcListen>,
     /// How often, in milliseconds, ended partner access is marked (seat
     /// freed, a change record by `system`); seat checks count an ended
     /// access as free before that anyway.
@@ -734,6 +743,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         public_url: a.public_url,
         request_entities: a.request_entities,
         decision_cache: a.decision_cache,
+        ext_authz_grpc: a.ext_authz_grpc,
         partner_sweep: std::time::Duration::from_millis(a.partner_sweep_ms),
     })
 }

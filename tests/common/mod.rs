@@ -111,6 +111,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// The ext_authz gRPC address (`--ext-authz-grpc` given), e.g. `127.0.0.1:40123`.
+    pub grpc: Option<String>,
     pub token: String,
     pub client: reqwest::blocking::Client,
 }
@@ -136,13 +138,22 @@ impl Server {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        reader.read_line(&mut line).unwrap();
         let base = line
             .trim()
             .strip_prefix("partnergate listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
+        let grpc = extra.contains(&"--ext-authz-grpc").then(|| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("partnergate ext_authz gRPC listening on ")
+                .unwrap_or_else(|| panic!("unexpected second line: {line:?}"))
+                .to_string()
+        });
         let token = std::fs::read_to_string(ws.data().join("token"))
             .unwrap_or_default()
             .trim()
@@ -150,6 +161,7 @@ impl Server {
         Server {
             child,
             base,
+            grpc,
             token,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))

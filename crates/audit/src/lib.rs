@@ -29,8 +29,8 @@ use partnergate_policy::{engine, policies};
 
 pub use chain::{verify, BreakKind, ChainBreak, Location, VerifyReport};
 pub use record::{
-    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, GapInfo, Kind,
-    Record, ReloadEvent, Shadow,
+    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, GapInfo, Gateway,
+    Kind, Record, ReloadEvent, Shadow,
 };
 pub use redact::Redaction;
 pub use writer::{

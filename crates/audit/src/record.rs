@@ -104,6 +104,26 @@ pub fn shadow_of(live: &Decision, candidate: &Decision) -> Option<Shadow> {
     })
 }
 
+/// Where a gateway decision came from (issue #15): the proxied HTTP request
+/// and the route that mapped it. A decision record carries it as `gateway`
+/// only when a proxy asked (Envoy's ext_authz, a forward-auth endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gateway {
+    /// The proxied request's method.
+    pub method: String,
+    /// The proxied request's path (without the query).
+    pub path: String,
+    /// The matched route's path template.
+    pub route: String,
+    /// How the principal was established: `jwt` or `header`.
+    pub source: String,
+    /// The front door: `grpc` (Envoy's ext_authz) or `http` (forward auth).
+    pub via: String,
+    /// A dry-run route: the decision was logged, the request allowed whatever it said.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
 /// A new decision id (UUID v7: time-ordered), to return to the caller and
 /// to log in `decision_id`.
 pub fn new_decision_id() -> String {
@@ -140,6 +160,8 @@ pub struct DecisionEvent {
     /// (`entities`, AuthZEN `properties`) rather than from the store; the
     /// record carries `request_entities` only when there are some.
     pub request_entities: Vec<String>,
+    /// The proxied HTTP request of a gateway decision, if a proxy asked.
+    pub gateway: Option<Gateway>,
 }
 
 impl DecisionEvent {
@@ -165,6 +187,7 @@ impl DecisionEvent {
             latency_us: 0,
             shadow: None,
             request_entities: Vec::new(),
+            gateway: None,
         }
     }
 
@@ -201,6 +224,12 @@ impl DecisionEvent {
     /// The uids (sorted) of the entities that came from the request.
     pub fn with_request_entities(mut self, uids: Vec<String>) -> Self {
         self.request_entities = uids;
+        self
+    }
+
+    /// The proxied request of a gateway decision.
+    pub fn with_gateway(mut self, gateway: Option<Gateway>) -> Self {
+        self.gateway = gateway;
         self
     }
 }
@@ -492,6 +521,9 @@ pub struct Record {
     /// The uids of the slice's entities that came from the request.
     #[serde(default)]
     pub request_entities: Option<Vec<String>>,
+    /// A gateway decision's proxied request (method, path, route, source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Gateway>,
     /// Who made a change.
     #[serde(default)]
     pub actor: Option<String>,
@@ -829,6 +861,9 @@ pub fn encode_event<'e>(
             }
             if !d.request_entities.is_empty() {
                 enc.push_with("request_entities", |o| write_strs(o, &d.request_entities));
+            }
+            if let Some(g) = &d.gateway {
+                enc.value("gateway", &json(g));
             }
         }
         Event::Change(c) => {
@@ -1257,7 +1292,15 @@ mod tests {
                     .with_context(context)
                     .with_latency_us(rng.random())
                     .with_shadow(shadow.clone())
-                    .with_request_entities(strings(rng));
+                    .with_request_entities(strings(rng))
+                    .with_gateway(rng.random_bool(0.3).then(|| Gateway {
+                        method: string(rng),
+                        path: string(rng),
+                        route: string(rng),
+                        source: string(rng),
+                        via: string(rng),
+                        dry_run: rng.random_bool(0.5),
+                    }));
                     m.insert("kind".into(), json!("decision"));
                     m.insert("decision_id".into(), json!(ev.decision_id));
                     m.insert("request_id".into(), json!(ev.request_id));
@@ -1280,6 +1323,9 @@ mod tests {
                     }
                     if !ev.request_entities.is_empty() {
                         m.insert("request_entities".into(), to_value(&ev.request_entities));
+                    }
+                    if let Some(g) = &ev.gateway {
+                        m.insert("gateway".into(), to_value(g));
                     }
                     (ev.into(), m, Some(slice))
                 }

@@ -59,6 +59,9 @@ pub struct Query {
     pub resource_attrs: Option<serde_json::Map<String, serde_json::Value>>,
     /// The caller's request id (`X-Request-ID`), for the decision log.
     pub request_id: Option<String>,
+    /// The proxied HTTP request of a gateway decision, for the decision log
+    /// (not part of the question: the cache and Cedar never see it).
+    pub gateway: Option<crate::audit::Gateway>,
 }
 
 impl Query {
@@ -74,6 +77,7 @@ impl Query {
             principal_attrs: None,
             resource_attrs: None,
             request_id: None,
+            gateway: None,
         }
     }
 
@@ -127,6 +131,12 @@ impl Query {
     /// The caller's request id, written to the decision log.
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
         self.request_id = request_id;
+        self
+    }
+
+    /// The proxied request a gateway decision answers, written to the log.
+    pub fn with_gateway(mut self, gateway: Option<crate::audit::Gateway>) -> Self {
+        self.gateway = gateway;
         self
     }
 }
@@ -663,7 +673,8 @@ impl Authz {
         .with_context(q.context.clone())
         .with_latency_us(answer.latency_us)
         .with_shadow(shadow)
-        .with_request_entities(request_entities);
+        .with_request_entities(request_entities)
+        .with_gateway(q.gateway.clone());
         if self.audit_required {
             answer.durable = Some(log.log_durable(event));
         } else {

@@ -22,7 +22,7 @@ pub enum IdentityError {
 
 /// Key material and checks for JWT bearer tokens.
 pub struct JwtVerifier {
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
     claim: String,
     copy: Vec<String>,
@@ -37,13 +37,31 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
+/// The verification keys: one (a PEM key or a secret), or a JWKS's by `kid`.
+enum Keys {
+    One(DecodingKey),
+    ByKid(Vec<(Option<String>, DecodingKey)>),
+}
+
+/// Where the key material came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `key_file`: a PEM public key, or the HS256 secret's bytes.
+    Pem,
+    /// `jwks_file`: a JSON Web Key Set (RFC 7517); a token picks its key by `kid`.
+    Jwks,
+}
+
 /// What a verifier is built from (the `[identity]` table of the routes file).
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
     /// The one accepted algorithm: `HS256`, `RS256`, `ES256` or `EdDSA`.
     pub algorithm: String,
-    /// HS256: the shared secret's bytes; else the public key in PEM.
+    /// HS256: the shared secret's bytes; else the public key in PEM; or a
+    /// JWKS document (see `format`).
     pub key: Vec<u8>,
+    /// How `key` is written.
+    pub format: KeyFormat,
     /// Accepted issuers (`iss`), none = not checked.
     pub issuers: Vec<String>,
     /// Accepted audiences (`aud`), none = not checked.
@@ -70,20 +88,11 @@ impl JwtVerifier {
                 ))
             }
         };
-        let key = match algorithm {
-            Algorithm::HS256 if config.key.len() < 32 => {
-                return Err(format!(
-                    "{}: an HS256 secret has at least 32 bytes, this one {}",
-                    source.display(),
-                    config.key.len()
-                ))
-            }
-            Algorithm::HS256 => Ok(DecodingKey::from_secret(&config.key)),
-            Algorithm::RS256 => DecodingKey::from_rsa_pem(&config.key),
-            Algorithm::ES256 => DecodingKey::from_ec_pem(&config.key),
-            _ => DecodingKey::from_ed_pem(&config.key),
-        }
-        .map_err(|e| format!("{}: not a {} key: {e}", source.display(), config.algorithm))?;
+        let keys = if config.format == KeyFormat::Jwks {
+            Keys::ByKid(jwks_keys(config, source)?)
+        } else {
+            Keys::One(pem_key(config, algorithm, source)?)
+        };
         // One algorithm, fixed by the configuration, never by the token's
         // header: `alg: none` and algorithm confusion (an HS256 token signed
         // with an RSA public key) are refused by `decode`.
@@ -102,18 +111,99 @@ impl JwtVerifier {
             validation.set_audience(&config.audiences);
         }
         Ok(JwtVerifier {
-            key,
+            keys,
             validation,
             claim: config.claim.clone(),
             copy: config.copy.clone(),
         })
     }
 
+    /// The key that verifies `token`: the one key, or the JWKS key named by
+    /// the token's `kid` (a set with a single key serves a token without one).
+    fn key_for(&self, token: &str) -> Result<&DecodingKey, IdentityError> {
+        let keys = match &self.keys {
+            Keys::One(k) => return Ok(k),
+            Keys::ByKid(keys) => keys,
+        };
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| IdentityError::BadToken(e.to_string()))?;
+        match header.kid {
+            Some(kid) => keys
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(kid.as_str()))
+                .map(|(_, key)| key)
+                .ok_or_else(|| IdentityError::BadToken(format!("no key `{kid}` in the key set"))),
+            None if keys.len() == 1 => Ok(&keys[0].1),
+            None => Err(IdentityError::BadToken(
+                "the token names no key (`kid`) and the key set has several".into(),
+            )),
+        }
+    }
+}
+
+/// The key of a PEM file (or an HS256 secret) for `algorithm`.
+fn pem_key(config: &JwtConfig, algorithm: Algorithm, source: &Path) -> Result<DecodingKey, String> {
+    match algorithm {
+        Algorithm::HS256 if config.key.len() < 32 => {
+            return Err(format!(
+                "{}: an HS256 secret has at least 32 bytes, this one {}",
+                source.display(),
+                config.key.len()
+            ))
+        }
+        Algorithm::HS256 => Ok(DecodingKey::from_secret(&config.key)),
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(&config.key),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(&config.key),
+        _ => DecodingKey::from_ed_pem(&config.key),
+    }
+    .map_err(|e| format!("{}: not a {} key: {e}", source.display(), config.algorithm))
+}
+
+/// The signing keys of a JWKS document usable with `algorithm`: keys whose
+/// `use` is not `sig` or whose `alg` is another algorithm are left out; none
+/// left is an error.
+fn jwks_keys(
+    config: &JwtConfig,
+    source: &Path,
+) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&config.key)
+        .map_err(|e| format!("{}: not a JSON Web Key Set: {e}", source.display()))?;
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let common = &jwk.common;
+        if common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+        {
+            continue;
+        }
+        if common
+            .key_algorithm
+            .is_some_and(|a| a.to_string() != config.algorithm)
+        {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| format!("{}: key {i}: {e}", source.display()))?;
+        keys.push((common.key_id.clone(), key));
+    }
+    if keys.is_empty() {
+        return Err(format!(
+            "{}: no signing key for {} in the key set",
+            source.display(),
+            config.algorithm
+        ));
+    }
+    Ok(keys)
+}
+
+impl JwtVerifier {
     /// The principal id and the copied claims of a verified `token`.
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
-            &self.key,
+            self.key_for(token)?,
             &self.validation,
         )
         .map_err(|e| IdentityError::BadToken(e.to_string()))?;

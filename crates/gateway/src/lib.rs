@@ -9,16 +9,19 @@
 //! [`GatewayRequest`]), nor decide anything: the query goes through
 //! `partnergate_core::authz` like every other decision.
 
+pub mod check;
 pub mod identity;
 pub mod routes;
 pub mod template;
+pub mod types;
 
 use std::collections::BTreeMap;
 
 use partnergate_core::authz::Query;
 
+pub use check::{check, Reply, Verdict, Via};
 pub use identity::{Identity, IdentityError, Source};
-pub use routes::{parse, Route, Routes, ROUTES_FILE};
+pub use routes::{parse, parse_typed, Route, Routes, ROUTES_FILE};
 
 /// What an adapter saw of the proxied request.
 pub struct GatewayRequest<'a> {
@@ -94,7 +97,11 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
         r.template.matches(path).map(|bound| (r, bound))
     });
     let Some((route, bound)) = found else {
-        if let Some(p) = routes.public.iter().find(|t| t.matches(path).is_some()) {
+        let public = host
+            .as_deref()
+            .and_then(|h| routes.host_public.iter().find(|(name, _)| name == h))
+            .map_or(&routes.public, |(_, list)| list);
+        if let Some(p) = public.iter().find(|t| t.matches(path).is_some()) {
             return Ok(Outcome::Public(p.as_str().to_string()));
         }
         return Err(Refusal::NoRoute {
@@ -125,7 +132,7 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
     let resource = resource_text
         .parse()
         .map_err(|e: cedar_policy::ParseErrors| bad(format!("resource: {e}")))?;
-    let context = context(route, &bound, query, req, &identity);
+    let context = context(route, &bound, query, req, &identity).map_err(&bad)?;
     let query = Query::new(principal, action, resource).with_context(Some(context));
     Ok(Outcome::Decide(Box::new(Mapped {
         query,
@@ -151,16 +158,16 @@ fn identify(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Identity, Ident
     }
 }
 
-/// The context record: the route's members (strings; a member the request
-/// lacks is left out, so a schema that requires it refuses the request) and
-/// the copied claims.
+/// The context record: the route's members (each converted to the kind the
+/// schema declares; a member the request lacks is left out, so a schema that
+/// requires it refuses the request) and the copied claims.
 fn context(
     route: &Route,
     bound: &BTreeMap<String, String>,
     query: &str,
     req: &GatewayRequest<'_>,
     identity: &Identity,
-) -> serde_json::Value {
+) -> Result<serde_json::Value, String> {
     let mut out = serde_json::Map::new();
     for (name, value) in &identity.claims {
         out.insert(name.clone(), value.clone());
@@ -172,10 +179,18 @@ fn context(
             routes::ValueSource::Header(h) => (req.header)(h).map(str::to_string),
         };
         if let Some(v) = value {
-            out.insert(name.clone(), serde_json::Value::String(v));
+            let kind = route
+                .context_kinds
+                .get(name)
+                .copied()
+                .unwrap_or(types::Kind::String);
+            let typed = kind
+                .convert(&v)
+                .map_err(|e| format!("context member `{name}`: {e}"))?;
+            out.insert(name.clone(), typed);
         }
     }
-    serde_json::Value::Object(out)
+    Ok(serde_json::Value::Object(out))
 }
 
 /// The first value of query parameter `name` (`+` and percent escapes decoded).
@@ -207,9 +222,10 @@ pub fn routes_path_for(policies: &std::path::Path) -> std::path::PathBuf {
 pub fn load(
     path: &std::path::Path,
     schema: Option<&cedar_policy::Schema>,
+    types: Option<&types::ContextTypes>,
 ) -> Result<Option<Routes>, Box<partnergate_policy::policies::Problem>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text, schema).map(Some),
+        Ok(text) => routes::parse_typed(path, &text, schema, types).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Box::new(partnergate_policy::policies::Problem {
             file: Some(path.to_path_buf()),
@@ -227,9 +243,18 @@ pub fn load(
 /// reload (the last good policies *and* routes keep serving), a good one
 /// becomes part of the new pack ([`Routes`] as its extension), so routes
 /// and policies change together or not at all.
-pub fn gate(path: std::path::PathBuf) -> partnergate_core::reload::Gate {
+///
+/// `schema_file`, the pack's schema, gives the context members their types
+/// (read again at every reload, like the pack's).
+pub fn gate(
+    path: std::path::PathBuf,
+    schema_file: Option<std::path::PathBuf>,
+) -> partnergate_core::reload::Gate {
     Box::new(move |pack| {
-        let routes = load(&path, pack.schema.as_ref()).map_err(|p| vec![*p])?;
+        let types = schema_file
+            .as_deref()
+            .and_then(types::ContextTypes::from_file);
+        let routes = load(&path, pack.schema.as_ref(), types.as_ref()).map_err(|p| vec![*p])?;
         Ok(routes.map(|r| std::sync::Arc::new(r) as partnergate_policy::policies::Extension))
     })
 }

@@ -12,8 +12,9 @@ use partnergate_policy::policies::Problem;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::identity::{JwtConfig, JwtVerifier};
+use crate::identity::{JwtConfig, JwtVerifier, KeyFormat};
 use crate::template::Template;
+use crate::types::{ContextTypes, Kind};
 
 /// The file name looked for beside the policies.
 pub const ROUTES_FILE: &str = "routes.toml";
@@ -24,6 +25,8 @@ struct RawFile {
     identity: RawIdentity,
     #[serde(default)]
     unmatched: RawUnmatched,
+    #[serde(default)]
+    response: RawResponse,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -36,6 +39,7 @@ struct RawIdentity {
     header: Option<String>,
     algorithm: Option<String>,
     key_file: Option<Spanned<String>>,
+    jwks_file: Option<Spanned<String>>,
     #[serde(default)]
     issuers: Vec<String>,
     #[serde(default)]
@@ -52,6 +56,24 @@ struct RawIdentity {
 struct RawUnmatched {
     #[serde(default)]
     public: Vec<Spanned<String>>,
+    #[serde(default)]
+    host: Vec<RawHostUnmatched>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostUnmatched {
+    host: String,
+    #[serde(default)]
+    public: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    decision_id_header: Option<Spanned<String>>,
+    policy_version_header: Option<Spanned<String>>,
+    principal_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +128,30 @@ pub struct Route {
     pub dry_run: bool,
     /// Context members and where each comes from.
     pub context: BTreeMap<String, ValueSource>,
+    /// The kind the schema declares for a context member (absent: a string).
+    pub context_kinds: BTreeMap<String, Kind>,
+}
+
+/// The headers a gateway answer carries (the `[response]` table): on an
+/// allowed request they go upstream, on a denied one to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// The decision's id (default `x-partnergate-decision-id`).
+    pub decision_id: String,
+    /// The deciding pack's version (default `x-partnergate-policy-version`).
+    pub policy_version: String,
+    /// The principal's id, sent upstream on an allowed request (off unless named).
+    pub principal: Option<String>,
+}
+
+impl Default for ResponseHeaders {
+    fn default() -> Self {
+        ResponseHeaders {
+            decision_id: "x-partnergate-decision-id".into(),
+            policy_version: "x-partnergate-policy-version".into(),
+            principal: None,
+        }
+    }
 }
 
 /// A parsed and validated routes file.
@@ -121,6 +167,11 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// Paths allowed without a decision when no route matches.
     pub public: Vec<Template>,
+    /// Per host (lower case), the paths allowed without a decision when no
+    /// route matches, instead of [`Routes::public`] (empty: deny them all).
+    pub host_public: Vec<(String, Vec<Template>)>,
+    /// The names of the headers an answer carries.
+    pub response: ResponseHeaders,
 }
 
 /// A problem at a byte offset of the file.
@@ -153,12 +204,28 @@ impl At<'_> {
 /// is where a relative `key_file` is resolved; `schema`, when the pack has
 /// one, checks actions and entity types.
 pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes, Box<Problem>> {
+    parse_typed(file, text, schema, None)
+}
+
+/// [`parse`], with the context types of the schema's actions (`types`): a
+/// context member the route's action does not declare is refused, and each
+/// declared `Long` or `Bool` member is converted from the request's text.
+pub fn parse_typed(
+    file: &Path,
+    text: &str,
+    schema: Option<&Schema>,
+    types: Option<&ContextTypes>,
+) -> Result<Routes, Box<Problem>> {
     let at = At { file, text };
     let raw: RawFile = toml::from_str(text)
         .map_err(|e| at.problem(e.span().map(|s| s.start), e.message().trim().to_string()))?;
-    let types: Option<Vec<String>> =
+    let entity_types: Option<Vec<String>> =
         schema.map(|s| s.entity_types().map(ToString::to_string).collect());
-    let known_type = |t: &str| types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t));
+    let known_type = |t: &str| {
+        entity_types
+            .as_ref()
+            .is_none_or(|ts| ts.iter().any(|x| x == t))
+    };
     let principal_type = raw.identity.principal_type.get_ref().clone();
     if !known_type(&principal_type) {
         return Err(at.problem(
@@ -171,24 +238,66 @@ pub fn parse(file: &Path, text: &str, schema: Option<&Schema>) -> Result<Routes,
     let identity = identity(&at, raw.identity)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for r in raw.routes {
-        routes.push(route(&at, r, schema, &known_type)?);
+        routes.push(route(&at, r, schema, types, &known_type)?);
     }
-    let mut public = Vec::new();
-    for p in raw.unmatched.public {
-        public.push(Template::parse(p.get_ref()).map_err(|e| {
-            at.problem(
-                Some(p.span().start),
-                format!("field `unmatched.public`: {e}"),
-            )
-        })?);
+    let templates = |list: Vec<Spanned<String>>,
+                     field: &str|
+     -> Result<Vec<Template>, Box<Problem>> {
+        list.into_iter()
+            .map(|p| {
+                Template::parse(p.get_ref())
+                    .map_err(|e| at.problem(Some(p.span().start), format!("field `{field}`: {e}")))
+            })
+            .collect()
+    };
+    let public = templates(raw.unmatched.public, "unmatched.public")?;
+    let mut host_public = Vec::new();
+    for h in raw.unmatched.host {
+        host_public.push((
+            h.host.to_ascii_lowercase(),
+            templates(h.public, "unmatched.host.public")?,
+        ));
     }
+    let response = response_headers(&at, raw.response)?;
     Ok(Routes {
         file: file.to_path_buf(),
         principal_type,
         identity,
         routes,
         public,
+        host_public,
+        response,
     })
+}
+
+/// The `[response]` table: header names, lower-cased, each a valid HTTP
+/// field name.
+fn response_headers(at: &At<'_>, raw: RawResponse) -> Result<ResponseHeaders, Box<Problem>> {
+    let name = |field: &str, v: Spanned<String>| -> Result<String, Box<Problem>> {
+        let text = v.get_ref().to_ascii_lowercase();
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if text.is_empty() || !text.chars().all(token) {
+            return Err(at.problem(
+                Some(v.span().start),
+                format!(
+                    "field `response.{field}`: `{}` is not an HTTP header name",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Ok(text)
+    };
+    let mut out = ResponseHeaders::default();
+    if let Some(v) = raw.decision_id_header {
+        out.decision_id = name("decision_id_header", v)?;
+    }
+    if let Some(v) = raw.policy_version_header {
+        out.policy_version = name("policy_version_header", v)?;
+    }
+    if let Some(v) = raw.principal_header {
+        out.principal = Some(name("principal_header", v)?);
+    }
+    Ok(out)
 }
 
 fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem>> {
@@ -204,19 +313,29 @@ fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem
             Ok(IdentitySource::Header(header.to_ascii_lowercase()))
         }
         "jwt" => {
-            let key_file = raw.key_file.ok_or_else(|| {
-                at.problem(
-                    offset,
-                    "field `identity.key_file`: required when source = \"jwt\"".into(),
-                )
-            })?;
+            let (key_file, format, field) = match (raw.key_file, raw.jwks_file) {
+                (Some(k), None) => (k, KeyFormat::Pem, "key_file"),
+                (None, Some(j)) => (j, KeyFormat::Jwks, "jwks_file"),
+                (Some(_), Some(j)) => {
+                    return Err(at.problem(
+                        Some(j.span().start),
+                        "field `identity.jwks_file`: give `key_file` or `jwks_file`, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(at.problem(
+                        offset,
+                        "field `identity.key_file`: `key_file` or `jwks_file` is required when source = \"jwt\"".into(),
+                    ))
+                }
+            };
             let dir = at.file.parent().unwrap_or_else(|| Path::new("."));
             let path = dir.join(key_file.get_ref());
             let key = std::fs::read(&path).map_err(|e| {
                 at.problem(
                     Some(key_file.span().start),
                     format!(
-                        "field `identity.key_file`: cannot read {}: {e}",
+                        "field `identity.{field}`: cannot read {}: {e}",
                         path.display()
                     ),
                 )
@@ -224,6 +343,7 @@ fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem
             let config = JwtConfig {
                 algorithm: raw.algorithm.unwrap_or_else(|| "RS256".into()),
                 key,
+                format,
                 issuers: raw.issuers,
                 audiences: raw.audiences,
                 claim: raw.claim.unwrap_or_else(|| "sub".into()),
@@ -249,6 +369,7 @@ fn route(
     at: &At<'_>,
     r: RawRoute,
     schema: Option<&Schema>,
+    types: Option<&ContextTypes>,
     known_type: &dyn Fn(&str) -> bool,
 ) -> Result<Route, Box<Problem>> {
     let path_at = Some(r.path.span().start);
@@ -287,8 +408,37 @@ fn route(
             ));
         }
     }
+    let declared = match (types, &r.action) {
+        (Some(t), Some(a)) => t.of(a.get_ref()).flatten(),
+        _ => None,
+    };
+    let (context, context_kinds) =
+        context_members(at, r.context, &template, declared, r.action.as_ref())?;
+    Ok(Route {
+        methods,
+        template,
+        host: r.host.map(|h| h.to_ascii_lowercase()),
+        action: r.action.map(Spanned::into_inner),
+        resource: r.resource.map(Spanned::into_inner),
+        dry_run: r.dry_run,
+        context,
+        context_kinds,
+    })
+}
+
+/// A route's context members: where each comes from, and the kind the
+/// action's context declares for it (`declared`, when the schema says).
+#[allow(clippy::type_complexity)]
+fn context_members(
+    at: &At<'_>,
+    raw: BTreeMap<String, Spanned<String>>,
+    template: &Template,
+    declared: Option<&BTreeMap<String, Kind>>,
+    action: Option<&Spanned<String>>,
+) -> Result<(BTreeMap<String, ValueSource>, BTreeMap<String, Kind>), Box<Problem>> {
     let mut context = BTreeMap::new();
-    for (name, source) in r.context {
+    let mut kinds = BTreeMap::new();
+    for (name, source) in raw {
         let offset = Some(source.span().start);
         let parsed = value_source(source.get_ref())
             .map_err(|e| at.problem(offset, format!("field `context.{name}`: {e}")))?;
@@ -300,17 +450,21 @@ fn route(
                 ));
             }
         }
+        if let (Some(d), Some(a)) = (declared, action) {
+            let Some(kind) = d.get(&name) else {
+                return Err(at.problem(
+                    offset,
+                    format!(
+                        "field `context.{name}`: the context of action `{}` has no attribute `{name}`",
+                        a.get_ref()
+                    ),
+                ));
+            };
+            kinds.insert(name.clone(), *kind);
+        }
         context.insert(name, parsed);
     }
-    Ok(Route {
-        methods,
-        template,
-        host: r.host.map(|h| h.to_ascii_lowercase()),
-        action: r.action.map(Spanned::into_inner),
-        resource: r.resource.map(Spanned::into_inner),
-        dry_run: r.dry_run,
-        context,
-    })
+    Ok((context, kinds))
 }
 
 fn value_source(text: &str) -> Result<ValueSource, String> {

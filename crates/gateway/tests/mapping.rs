@@ -22,7 +22,12 @@ const HS_SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
 /// A routes file in a fresh directory (keys copied beside it).
 fn routes_with(identity: &str, routes: &str) -> Result<Routes, String> {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["rsa-public.pem", "ec-public.pem", "ed-public.pem"] {
+    for f in [
+        "rsa-public.pem",
+        "ec-public.pem",
+        "ed-public.pem",
+        "rsa.jwks.json",
+    ] {
         std::fs::copy(keys().join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(dir.path().join("hs.secret"), HS_SECRET).unwrap();
@@ -200,6 +205,43 @@ fn public_paths_are_allowed_only_when_no_route_matches_and_others_are_refused() 
 }
 
 #[test]
+fn unmatched_paths_can_be_public_per_host() {
+    let per_host = ROUTES.replace(
+        "[unmatched]\npublic = [\"/healthz\", \"/static/{*path}\"]\n",
+        "[unmatched]\npublic = [\"/healthz\", \"/static/{*path}\"]\n\
+         [[unmatched.host]]\nhost = \"Admin.Portal.Example\"\npublic = []\n\
+         [[unmatched.host]]\nhost = \"docs.portal.example\"\npublic = [\"/{*page}\"]\n",
+    );
+    assert_ne!(per_host, ROUTES);
+    let routes = routes_with(HEADER_ID, &per_host).unwrap();
+    // The admin host lists nothing: even /healthz is denied there.
+    assert!(matches!(
+        run(
+            &routes,
+            req("GET", Some("admin.portal.example"), "/healthz", &[])
+        ),
+        Err(Refusal::NoRoute { .. })
+    ));
+    // The docs host is public everywhere no route matches.
+    assert!(matches!(
+        run(&routes, req("GET", Some("docs.portal.example"), "/guide/intro", &[])),
+        Ok(Outcome::Public(p)) if p == "/{*page}"
+    ));
+    // Other hosts keep the global list.
+    assert!(matches!(
+        run(&routes, req("GET", Some("portal.example"), "/healthz", &[])),
+        Ok(Outcome::Public(_))
+    ));
+    assert!(matches!(
+        run(
+            &routes,
+            req("GET", Some("portal.example"), "/guide/intro", &[])
+        ),
+        Err(Refusal::NoRoute { .. })
+    ));
+}
+
+#[test]
 fn a_missing_trusted_header_is_no_identity() {
     let routes = routes_with(HEADER_ID, ROUTES).unwrap();
     let r = run(&routes, req("POST", None, "/api/users/emma/dismiss", &[]));
@@ -318,6 +360,49 @@ fn a_valid_token_of_each_algorithm_names_the_principal_and_copies_claims() {
 }
 
 #[test]
+fn a_jwks_file_picks_the_key_by_kid() {
+    let identity = jwt_identity("RS256", "rsa-public.pem").replace(
+        "key_file = \"rsa-public.pem\"",
+        "jwks_file = \"rsa.jwks.json\"",
+    );
+    let routes = routes_with(&identity, ROUTES).unwrap();
+    let key = std::fs::read(keys().join("rsa-private.pem")).unwrap();
+    let sign_kid = |kid: Option<&str>| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_string);
+        encode(
+            &header,
+            &good_claims(),
+            &EncodingKey::from_rsa_pem(&key).unwrap(),
+        )
+        .unwrap()
+    };
+    let m = decided(with_token(&routes, &sign_kid(Some("portal-2026"))));
+    assert_eq!(m.query.principal.to_string(), r#"User::"pat""#);
+    // One key in the set: a token without `kid` uses it.
+    decided(with_token(&routes, &sign_kid(None)));
+    assert!(bad_token(&routes, &sign_kid(Some("other"))).contains("no key `other`"));
+    // The set's key is RS256: an ES256 token is refused, whatever its kid.
+    let mut es = Header::new(Algorithm::ES256);
+    es.kid = Some("portal-2026".into());
+    let ec = std::fs::read(keys().join("ec-private.pem")).unwrap();
+    let t = encode(&es, &good_claims(), &EncodingKey::from_ec_pem(&ec).unwrap()).unwrap();
+    assert!(bad_token(&routes, &t).contains("InvalidAlgorithm"));
+    // key_file and jwks_file together, or a set without a key for the algorithm.
+    let both = format!(
+        "{}jwks_file = \"rsa.jwks.json\"\n",
+        jwt_identity("RS256", "rsa-public.pem")
+    );
+    assert!(routes_with(&both, ROUTES)
+        .unwrap_err()
+        .contains("give `key_file` or `jwks_file`, not both"));
+    let es_set = identity.replace("\"RS256\"", "\"ES256\"");
+    assert!(routes_with(&es_set, ROUTES)
+        .unwrap_err()
+        .contains("no signing key for ES256 in the key set"));
+}
+
+#[test]
 fn every_bad_token_is_refused_with_its_reason() {
     let routes = routes_with(&jwt_identity("RS256", "rsa-public.pem"), ROUTES).unwrap();
     let mut c = good_claims();
@@ -422,7 +507,7 @@ fn the_gate_makes_the_routes_part_of_the_pack_and_refuses_a_bad_file() {
     let source = partnergate_policy::policies::PackSource::new(&policies, Some(schema));
     let pack = partnergate_policy::policies::load(&source).unwrap();
     let path = partnergate_gateway::routes_path_for(&policies);
-    let gate = partnergate_gateway::gate(path.clone());
+    let gate = partnergate_gateway::gate(path.clone(), None);
     assert!(
         gate(&pack).unwrap().is_none(),
         "no routes file: gateway off"
@@ -448,7 +533,7 @@ fn the_gate_makes_the_routes_part_of_the_pack_and_refuses_a_bad_file() {
 #[test]
 fn the_shipped_routes_file_is_valid_on_the_shipped_schema() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/routes.toml");
-    let routes = partnergate_gateway::load(&path, Some(&schema()))
+    let routes = partnergate_gateway::load(&path, Some(&schema()), None)
         .unwrap_or_else(|p| panic!("{p}"))
         .expect("policies/routes.toml is shipped");
     assert!(routes.routes.len() >= 5);
@@ -458,4 +543,99 @@ fn the_shipped_routes_file_is_valid_on_the_shipped_schema() {
 fn an_unknown_field_names_the_accepted_ones() {
     let e = problem("[[route]]\npath = \"/a\"\nverb = \"GET\"\n");
     assert!(e.contains("expected one of `methods`, `path`"), "{e}");
+}
+
+const TYPED_SCHEMA: &str = r#"
+entity User;
+entity Report;
+type Window = { days: Long };
+action export appliesTo { principal: User, resource: Report, context: { limit: Long, draft: Bool, format: String } };
+action archive appliesTo { principal: User, resource: Report, context: Window };
+"#;
+
+/// `routes` over [`TYPED_SCHEMA`], with the context types read from its file.
+fn typed_routes(routes: &str) -> Result<Routes, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("typed.cedarschema");
+    std::fs::write(&schema_file, TYPED_SCHEMA).unwrap();
+    let (fragment, _) = cedar_policy::SchemaFragment::from_cedarschema_str(TYPED_SCHEMA).unwrap();
+    let schema = cedar_policy::Schema::from_schema_fragments([fragment]).unwrap();
+    let types = partnergate_gateway::types::ContextTypes::from_file(&schema_file).unwrap();
+    let file = dir.path().join("routes.toml");
+    let text = format!("{HEADER_ID}\n{routes}");
+    partnergate_gateway::parse_typed(&file, &text, Some(&schema), Some(&types))
+        .map_err(|p| p.to_string())
+}
+
+#[test]
+fn context_members_get_the_types_the_schema_declares() {
+    let routes = typed_routes(
+        r#"
+[[route]]
+path = "/reports/{id}/export"
+action = "export"
+resource = 'Report::"{id}"'
+context = { limit = "query:limit", draft = "query:draft", format = "header:x-format" }
+
+[[route]]
+path = "/reports/{id}/archive/{days}"
+action = "archive"
+resource = 'Report::"{id}"'
+context = { days = "path:days" }
+"#,
+    )
+    .unwrap();
+    let headers = [("x-user", "pat"), ("x-format", "csv")];
+    let m = decided(run(
+        &routes,
+        req(
+            "GET",
+            None,
+            "/reports/r1/export?limit=10&draft=true",
+            &headers,
+        ),
+    ));
+    assert_eq!(
+        m.query.context,
+        Some(json!({"limit": 10, "draft": true, "format": "csv"}))
+    );
+    // Through a common type too.
+    let m = decided(run(
+        &routes,
+        req("POST", None, "/reports/r1/archive/30", &headers),
+    ));
+    assert_eq!(m.query.context, Some(json!({"days": 30})));
+    // A value that is not of the declared type: no question, a refusal.
+    for (uri, why) in [
+        (
+            "/reports/r1/export?limit=ten&draft=true",
+            "`ten` is not a Long",
+        ),
+        (
+            "/reports/r1/export?limit=1&draft=yes",
+            "`yes` is not a Bool",
+        ),
+    ] {
+        match run(&routes, req("GET", None, uri, &headers)) {
+            Err(Refusal::BadRequest { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("{uri}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A member the action's context does not declare is refused at load.
+    let err = typed_routes(
+        r#"
+[[route]]
+path = "/reports/{id}/export"
+action = "export"
+resource = 'Report::"{id}"'
+context = { lmit = "query:limit" }
+"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "field `context.lmit`: the context of action `export` has no attribute `lmit`"
+        ),
+        "{err}"
+    );
 }

@@ -51,6 +51,9 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         | "/v1/is_authorized/batch"
         | "/access/v1/evaluation"
         | "/access/v1/evaluations" => state.protect_queries,
+        // Gateway mode: the `Authorization` header is the end user's (for the
+        // routes file), never the sidecar's token; any method is a question.
+        _ if super::gateway::is_gateway_path(path) => false,
         // What a customer's partners did: decisions and changes, always behind the token.
         _ if path.ends_with("/partner-activity") => true,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,

@@ -13,6 +13,8 @@
 //! - `http`: token/size/URI guards before the body, JSON bodies for every error.
 //! - `conn`: the accept loop: header and idle timeouts, the connection cap.
 //! - `orchestrator`: partner invitations, users, seats and the partner registry.
+//! - `gateway`: gateway mode's front doors: Envoy's gRPC ext_authz and the
+//!   HTTP forward-auth endpoints (nginx, Traefik, Caddy, Envoy's HTTP mode).
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
@@ -20,6 +22,7 @@ pub mod api;
 pub mod authzen;
 pub mod conn;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod idempotency;
 pub mod orchestrator;
@@ -106,6 +109,8 @@ pub struct ServeConfig {
     pub request_entities: crate::authz::RequestEntities,
     /// How many decisions the exact decision cache keeps (0: off).
     pub decision_cache: usize,
+    /// Where Envoy's gRPC ext_authz service listens (None: not served).
+    pub ext_authz_grpc: Option<gateway::GrpcListen>,
     /// How often ended partner access is swept (marked, its seat freed).
     pub partner_sweep: Duration,
 }
@@ -176,6 +181,7 @@ impl Default for ServeConfig {
             public_url: None,
             request_entities: crate::authz::RequestEntities::default(),
             decision_cache: defaults::DECISION_CACHE,
+            ext_authz_grpc: None,
             partner_sweep: Duration::from_millis(defaults::PARTNER_SWEEP_MS),
         }
     }
@@ -210,6 +216,15 @@ pub enum ServeError {
     Bind {
         /// The address asked for (`--bind`).
         addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC ext_authz listener could not be bound.
+    #[error("cannot bind the ext_authz gRPC listener {addr}: {source}")]
+    BindGrpc {
+        /// The address asked for (`--ext-authz-grpc`).
+        addr: String,
         /// The operating system's error.
         #[source]
         source: std::io::Error,
@@ -293,6 +308,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     api::routes()
         .merge(authzen::routes())
         .merge(orchestrator::routes())
+        .merge(gateway::routes())
         .with_state(state.clone())
         // The `Bytes` extractor stops reading at the limit (a 413); a write's
         // body is read (within the limit) by `request_timeout`; both only
@@ -320,7 +336,9 @@ pub fn app(state: Arc<AppState>) -> Router {
 fn is_write(req: &axum::extract::Request) -> bool {
     use axum::http::Method;
     let path = req.uri().path();
-    let decision = path.starts_with("/v1/is_authorized") || path.starts_with("/access/v1/");
+    let decision = path.starts_with("/v1/is_authorized")
+        || path.starts_with("/access/v1/")
+        || gateway::is_gateway_path(path);
     matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE) && !decision
 }
 
@@ -439,6 +457,11 @@ pub struct Sidecar {
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let (runtime, quotas) = partnergate_partners::runtime::with_quotas(runtime(config))
         .map_err(|p| crate::policies::LoadError::Validation { problems: vec![*p] })?;
+    // Gateway mode: the routes file beside the policies reloads with them
+    // (absent: the gateway endpoints deny, saying so).
+    let routes = partnergate_gateway::routes_path_for(&config.policies);
+    let gate = partnergate_gateway::gate(routes.clone(), Some(config.schema.clone()));
+    let runtime = runtime.gate(gate, [routes]);
     let runtime = if config.prove_on_reload {
         runtime.gate(
             partnergate_prove::reload_gate(config.invariants.clone()),
@@ -545,6 +568,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
 
     spawn_sighup_reload(sidecar.state.clone());
+    let (grpc_stop, grpc) = spawn_ext_authz(&config, &sidecar.state).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = app(sidecar.state.clone());
     let server = tokio::spawn(async move {
@@ -557,6 +581,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
     let _ = stop_tx.send(());
+    let _ = grpc_stop.send(());
+    if let Some(g) = grpc {
+        let _ = tokio::time::timeout(config.shutdown_grace, g).await;
+    }
     match tokio::time::timeout(config.shutdown_grace, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
         Ok(Ok(Err(e))) => return Err(ServeError::Io(e)),
@@ -571,6 +599,51 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         log.shutdown();
     }
     Ok(())
+}
+
+/// Bind and start Envoy's gRPC ext_authz listener, if asked; it stops when
+/// the returned sender fires (or is dropped).
+async fn spawn_ext_authz(
+    config: &ServeConfig,
+    state: &Arc<AppState>,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    ServeError,
+> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let Some(at) = &config.ext_authz_grpc else {
+        return Ok((tx, None));
+    };
+    let listener =
+        gateway::GrpcListener::bind(at)
+            .await
+            .map_err(|source| ServeError::BindGrpc {
+                addr: at.to_string(),
+                source,
+            })?;
+    let bound = listener.describe();
+    tracing::info!(addr = %bound, "ext_authz gRPC listening");
+    // Second machine-readable line; a closed stdout is no reason to stop.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
+            "partnergate ext_authz gRPC listening on {bound}"
+        );
+    }
+    let state = state.clone();
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.await;
+        };
+        if let Err(e) = listener.serve(state, stop).await {
+            tracing::error!(error = %e, "ext_authz gRPC server failed");
+        }
+    });
+    Ok((tx, Some(task)))
 }
 
 fn spawn_sighup_reload(state: Arc<AppState>) {

@@ -1,0 +1,1052 @@
+//! Gateway mode (issue #15) end to end: a real `partnergate serve` with the
+//! shipped policies and a routes file that verifies JWTs, asked
+//! - directly, as nginx/Traefik/Caddy and Envoy's HTTP mode ask it, and over
+//!   Envoy's gRPC ext_authz with a tonic client;
+//! - through a real Envoy (gRPC and HTTP modes, `examples/gateway/envoy*.yaml`)
+//!   and a real nginx (`examples/gateway/nginx.conf`) in front of a small
+//!   upstream that echoes what it received.
+//!
+//! The proxies come from `PARTNERGATE_ENVOY` / `PARTNERGATE_NGINX` (else
+//! `envoy` / `nginx` on the PATH or in /usr/sbin); without one, its tests
+//! print `skipped: ...` and pass, unless `PARTNERGATE_TEST_GATEWAY_REQUIRED=1`
+//! (CI), which makes that a failure.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Server, Workspace};
+use serde_json::{json, Value};
+
+const SECRET: &str = "gateway-test-secret-0123456789abcdef-not-for-production";
+
+/// The shipped routes with a JWT identity (HS256 over [`SECRET`]), the
+/// principal sent upstream, and a dry-run route.
+fn routes_text() -> String {
+    let shipped = std::fs::read_to_string(common::repo().join("policies/routes.toml")).unwrap();
+    let start = shipped.find("\n[identity]").unwrap() + 1;
+    let end = shipped.find("\n[unmatched]").unwrap() + 1;
+    let identity = r#"[identity]
+source = "jwt"
+principal_type = "User"
+algorithm = "HS256"
+key_file = "gateway.secret"
+issuers = ["https://id.test"]
+audiences = ["portal"]
+
+[response]
+principal_header = "x-portal-principal"
+
+"#;
+    format!(
+        "{}{identity}{}\n{}",
+        &shipped[..start],
+        &shipped[end..],
+        r#"
+[[route]]
+methods = ["POST"]
+path = "/api/users/{id}/notes"
+action = "edit_profile"
+resource = 'User::"{id}"'
+dry_run = true
+"#
+    )
+}
+
+/// A workspace whose policies carry [`routes_text`] and the key.
+fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    std::fs::write(ws.policies().join("routes.toml"), routes_text()).unwrap();
+    std::fs::write(ws.policies().join("gateway.secret"), SECRET).unwrap();
+    ws
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token for `sub`, valid for a minute, signed with `secret`.
+fn token_with(sub: &str, exp: u64, secret: &str) -> String {
+    let claims = json!({"sub": sub, "iss": "https://id.test", "aud": "portal", "exp": exp});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn token(sub: &str) -> String {
+    token_with(sub, now() + 60, SECRET)
+}
+
+/// An unsigned token (`alg: none`) that names `sub`.
+fn alg_none(sub: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let claims = json!({"sub": sub, "iss": "https://id.test", "aud": "portal", "exp": now() + 60});
+    format!("{header}.{}.", b64.encode(claims.to_string()))
+}
+
+/// What a response looked like to the client.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Seen {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn send(
+    client: &reqwest::blocking::Client,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Seen {
+    let mut req = client.request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().unwrap();
+    Seen {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.text().unwrap_or_default(),
+    }
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// The decision-log records written so far.
+fn records(ws: &Workspace) -> Vec<Value> {
+    let text = std::fs::read_to_string(ws.data().join("decisions.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The record of decision `id`, once the writer thread has written it.
+fn record_of(ws: &Workspace, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(r) = records(ws).into_iter().find(|r| r["decision_id"] == id) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no record of decision {id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The forward-auth endpoints and gRPC, without a proxy.
+
+#[test]
+fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_request() {
+    let ws = workspace();
+    let server = Server::start(&ws, &[]);
+    server.load_demo();
+    let url = server.url("/v1/gateway/check");
+    let pat = bearer(&token("pat"));
+    // nginx: X-Original-*; an allowed request gets the decision headers.
+    let ok = send(
+        &server.client,
+        "GET",
+        &url,
+        &[
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/api/users/emma/dismiss?reason=left"),
+            ("authorization", &pat),
+        ],
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let id = ok.header("x-partnergate-decision-id").unwrap().to_string();
+    assert_eq!(ok.header("x-portal-principal"), Some("pat"));
+    assert_eq!(
+        ok.header("x-partnergate-policy-version"),
+        Some(server.version().as_str())
+    );
+    let rec = record_of(&ws, &id);
+    assert_eq!(rec["decision"], "Allow");
+    assert_eq!(rec["principal"], "User::\"pat\"");
+    assert_eq!(rec["action"], "Action::\"dismiss_user\"");
+    assert_eq!(rec["resource"], "User::\"emma\"");
+    assert_eq!(
+        rec["gateway"],
+        json!({"method": "POST", "path": "/api/users/emma/dismiss",
+            "route": "/api/users/{id}/dismiss", "source": "jwt", "via": "http"})
+    );
+    // Traefik / Caddy: X-Forwarded-*; a deny is a 403 with the reasons.
+    let denied = send(
+        &server.client,
+        "GET",
+        &url,
+        &[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/api/users/owner/dismiss"),
+            ("x-forwarded-host", "portal.test"),
+            ("authorization", &pat),
+        ],
+    );
+    assert_eq!(denied.status, 403, "{denied:?}");
+    let body = denied.json();
+    assert_eq!(body["decision"], "Deny");
+    assert_eq!(body["reasons"][0]["id"], "partner-no-touch-admins");
+    assert!(body["reasons"][0]["description"].is_string());
+    assert_eq!(
+        body["decision_id"].as_str(),
+        denied.header("x-partnergate-decision-id")
+    );
+    // nginx reads the body from a header: the same JSON.
+    let from_header: Value =
+        serde_json::from_str(denied.header("x-partnergate-deny-body").unwrap()).unwrap();
+    assert_eq!(from_header, body);
+    // A proxy that does not say what it forwards is misconfigured: 400.
+    let bad = send(&server.client, "GET", &url, &[("authorization", &pat)]);
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("X-Original-URI"));
+    // `audit replay` re-decides gateway decisions like any other.
+    let replay = Command::new(common::BIN)
+        .args(["audit", "replay"])
+        .arg(ws.data().join("decisions.jsonl"))
+        .arg("--policies")
+        .arg(ws.policies())
+        .arg("--schema")
+        .arg(ws.schema())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        text.contains("replayed 2 decision(s)") && text.contains("0 would change, 2 unchanged"),
+        "{text}"
+    );
+    // The metrics count per route and result.
+    let metrics = server.metrics();
+    for want in [
+        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 1"#,
+        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="deny"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+#[test]
+fn every_identity_failure_is_a_401_with_a_challenge_and_no_decision() {
+    let ws = workspace();
+    let server = Server::start(&ws, &[]);
+    server.load_demo();
+    let url = server.url("/v1/gateway/envoy/api/users/emma/dismiss");
+    let cases = [
+        ("missing", None),
+        ("expired", Some(token_with("pat", now() - 120, SECRET))),
+        (
+            "badly signed",
+            Some(token_with(
+                "pat",
+                now() + 60,
+                "another-secret-0123456789abcdef-0123456789",
+            )),
+        ),
+        ("alg none", Some(alg_none("pat"))),
+        ("not a JWT", Some("pat".to_string())),
+    ];
+    let before = records(&ws).len();
+    for (what, t) in cases {
+        let auth = t.map(|t| bearer(&t));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let seen = send(&server.client, "POST", &url, &headers);
+        assert_eq!(seen.status, 401, "{what}: {seen:?}");
+        let challenge = seen.header("www-authenticate").unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"partnergate\""),
+            "{what}: {challenge}"
+        );
+        if what != "missing" {
+            assert!(
+                challenge.contains("error=\"invalid_token\""),
+                "{what}: {challenge}"
+            );
+        }
+        assert!(seen.header("x-partnergate-decision-id").is_none());
+    }
+    // No decision was made (nor logged) for any of them.
+    std::thread::sleep(Duration::from_millis(200));
+    let decisions = records(&ws)[before..]
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .count();
+    assert_eq!(decisions, 0);
+}
+
+#[test]
+fn unmatched_public_and_dry_run_routes() {
+    let ws = workspace();
+    let server = Server::start(&ws, &[]);
+    server.load_demo();
+    let envoy = |path: &str| server.url(&format!("/v1/gateway/envoy{path}"));
+    let pat = bearer(&token("pat"));
+    let auth = [("authorization", pat.as_str())];
+    let none = send(&server.client, "GET", &envoy("/api/nothing"), &auth);
+    assert_eq!(none.status, 403);
+    assert_eq!(
+        none.json()["errors"][0],
+        "no route matches GET /api/nothing"
+    );
+    let public = send(&server.client, "GET", &envoy("/static/app.js"), &[]);
+    assert_eq!(public.status, 200, "{public:?}");
+    // Dry run: pat may not edit the owner's profile, but the route only logs.
+    let dry = send(
+        &server.client,
+        "POST",
+        &envoy("/api/users/owner/notes"),
+        &auth,
+    );
+    assert_eq!(dry.status, 200, "{dry:?}");
+    assert_eq!(dry.header("x-partnergate-dry-run"), Some("deny"));
+    let rec = record_of(&ws, dry.header("x-partnergate-decision-id").unwrap());
+    assert_eq!(rec["decision"], "Deny");
+    assert_eq!(rec["gateway"]["dry_run"], true);
+    // A parameter that tries to change the resource's type stays an id.
+    let sneaky = send(
+        &server.client,
+        "POST",
+        &envoy("/api/users/x%22%3A%3AAccount/dismiss"),
+        &auth,
+    );
+    assert_eq!(sneaky.status, 403);
+    let rec = record_of(&ws, sneaky.header("x-partnergate-decision-id").unwrap());
+    assert_eq!(rec["resource"], "User::\"x\\\"::Account\"");
+    let metrics = server.metrics();
+    for want in [
+        r#"partnergate_gateway_requests_total{via="http",route="",result="no_route"} 1"#,
+        r#"partnergate_gateway_requests_total{via="http",route="/static/{*path}",result="public"} 1"#,
+        r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/notes",result="dry_run_deny"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+#[test]
+fn a_bad_routes_edit_keeps_the_last_good_routes_and_says_where() {
+    let ws = workspace();
+    let server = Server::start(&ws, &[]);
+    server.load_demo();
+    let url = server.url("/v1/gateway/envoy/api/users/emma/dismiss");
+    let pat = bearer(&token("pat"));
+    let auth = [("authorization", pat.as_str())];
+    assert_eq!(send(&server.client, "POST", &url, &auth).status, 200);
+    let routes = ws.policies().join("routes.toml");
+    let good = std::fs::read_to_string(&routes).unwrap();
+    let bad = good.replacen("action = \"dismiss_user\"", "action = \"fly\"", 1);
+    std::fs::write(&routes, &bad).unwrap();
+    let body = server.wait_policies(Duration::from_secs(5), "the routes error", |b| {
+        b["last_error"]["problems"][0]["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("routes.toml"))
+    });
+    let problem = &body["last_error"]["problems"][0];
+    let line = bad
+        .lines()
+        .position(|l| l.contains("\"fly\""))
+        .map(|i| i as u64 + 1);
+    assert_eq!(problem["line"].as_u64(), line, "{problem}");
+    assert_eq!(problem["column"], 10);
+    assert!(problem["message"]
+        .as_str()
+        .unwrap()
+        .contains("`fly` is not an action of the schema"));
+    // The last good routes still decide.
+    assert_eq!(send(&server.client, "POST", &url, &auth).status, 200);
+    // Without a routes file, gateway mode is off: every check is denied.
+    std::fs::remove_file(&routes).unwrap();
+    server.wait_policies(Duration::from_secs(5), "the reload without routes", |b| {
+        b["last_error"].is_null()
+    });
+    let off = send(&server.client, "POST", &url, &auth);
+    assert_eq!(off.status, 403, "{off:?}");
+    assert!(off.json()["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("gateway mode is off"));
+}
+
+#[test]
+fn grpc_check_decides_like_is_authorized() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{
+        attribute_context, check_response, AttributeContext, CheckRequest,
+    };
+    let ws = workspace();
+    let server = Server::start(&ws, &["--ext-authz-grpc", "127.0.0.1:0"]);
+    server.load_demo();
+    let addr = format!("http://{}", server.grpc.clone().unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = |method: &str, path: &str, auth: Option<String>| {
+        let mut headers = std::collections::HashMap::new();
+        if let Some(a) = auth {
+            headers.insert("authorization".to_string(), a);
+        }
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: method.into(),
+                        path: path.into(),
+                        host: "portal.test".into(),
+                        headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        rt.block_on(async {
+            let mut client = AuthorizationClient::connect(addr.clone()).await.unwrap();
+            client.check(req).await.unwrap().into_inner()
+        })
+    };
+    let header_of = |headers: &[envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+                     name: &str| {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == name)
+            .map(|h| h.value.clone())
+    };
+    let pat = Some(bearer(&token("pat")));
+    for (resource, want) in [("emma", "Allow"), ("owner", "Deny")] {
+        let direct = server.ask(
+            "User::\"pat\"",
+            "dismiss_user",
+            &format!("User::\"{resource}\""),
+        );
+        assert_eq!(direct["decision"], want);
+        let resp = check(
+            "POST",
+            &format!("/api/users/{resource}/dismiss"),
+            pat.clone(),
+        );
+        let code = resp.status.as_ref().map_or(-1, |s| s.code);
+        match resp.http_response {
+            Some(check_response::HttpResponse::OkResponse(ok)) => {
+                assert_eq!(want, "Allow");
+                assert_eq!(code, 0);
+                let id = header_of(&ok.headers, "x-partnergate-decision-id").unwrap();
+                assert_eq!(record_of(&ws, &id)["gateway"]["via"], "grpc");
+                assert_eq!(
+                    header_of(&ok.headers, "x-portal-principal").as_deref(),
+                    Some("pat")
+                );
+            }
+            Some(check_response::HttpResponse::DeniedResponse(d)) => {
+                assert_eq!(want, "Deny");
+                assert_eq!(code, 7, "PERMISSION_DENIED");
+                assert_eq!(d.status.unwrap().code, 403);
+                let body: Value = serde_json::from_str(&d.body).unwrap();
+                assert_eq!(body["reasons"], direct["reasons"]);
+            }
+            other => panic!("no http_response: {other:?}"),
+        }
+    }
+    let resp = check("POST", "/api/users/emma/dismiss", None);
+    match resp.http_response {
+        Some(check_response::HttpResponse::DeniedResponse(d)) => {
+            assert_eq!(d.status.unwrap().code, 401);
+            assert!(header_of(&d.headers, "www-authenticate").is_some());
+        }
+        other => panic!("expected a 401: {other:?}"),
+    }
+    // A request without its HTTP attributes is refused outright.
+    let err = rt.block_on(async {
+        let mut client = AuthorizationClient::connect(addr.clone()).await.unwrap();
+        client.check(CheckRequest::default()).await.unwrap_err()
+    });
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// Real proxies.
+
+/// The portal behind the proxy: answers 200 with a JSON echo of the
+/// request line and headers, and counts the requests it received.
+struct Upstream {
+    port: u16,
+    received: Arc<AtomicUsize>,
+    last: Arc<Mutex<Value>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let last = Arc::new(Mutex::new(Value::Null));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, l, s) = (received.clone(), last.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (r, l) = (r.clone(), l.clone());
+                        std::thread::spawn(move || serve_echo(stream, &r, &l));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Upstream {
+            port,
+            received,
+            last,
+            stop,
+        }
+    }
+    fn count(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+    fn last(&self) -> Value {
+        self.last.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// HTTP/1.1 keep-alive echo: one request after another on `stream`.
+fn serve_echo(stream: TcpStream, received: &AtomicUsize, last: &Mutex<Value>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut headers = serde_json::Map::new();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                if k == "content-length" {
+                    length = v.parse().unwrap_or(0);
+                }
+                headers.insert(k, Value::String(v));
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let echo = json!({"method": method, "path": path, "headers": headers});
+        *last.lock().unwrap() = echo.clone();
+        received.fetch_add(1, Ordering::SeqCst);
+        let text = echo.to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A proxy binary: the environment variable, else the PATH, else /usr/sbin.
+fn find_tool(var: &str, name: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(var) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn tool_or_skip(var: &str, name: &str) -> Option<PathBuf> {
+    let found = find_tool(var, name);
+    if found.is_none() {
+        assert!(
+            std::env::var("PARTNERGATE_TEST_GATEWAY_REQUIRED").as_deref() != Ok("1"),
+            "{name} is required (PARTNERGATE_TEST_GATEWAY_REQUIRED=1) but neither {var} nor the PATH has it"
+        );
+        eprintln!("skipped: {name} not installed (set {var})");
+    }
+    found
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    EnvoyGrpc,
+    EnvoyHttp,
+    Nginx,
+}
+
+/// A running proxy over a copy of its example configuration; killed on drop.
+struct Proxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILL
+    /// would orphan them, holding the test's stderr open).
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Replace `from` (which must occur) by `to` in `text`.
+fn subst(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the example lost `{from}`");
+    text.replace(from, to)
+}
+
+impl Proxy {
+    fn start(kind: Kind, bin: &Path, server: &Server, upstream: &Upstream) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let http_port = server.base.rsplit(':').next().unwrap().to_string();
+        let examples = common::repo().join("examples/gateway");
+        let mut cmd = match kind {
+            Kind::EnvoyGrpc | Kind::EnvoyHttp => {
+                let file = if kind == Kind::EnvoyGrpc {
+                    "envoy.yaml"
+                } else {
+                    "envoy-http.yaml"
+                };
+                let mut text = std::fs::read_to_string(examples.join(file)).unwrap();
+                text = subst(&text, "port_value: 10000", &format!("port_value: {port}"));
+                text = subst(
+                    &text,
+                    "port_value: 8081",
+                    &format!("port_value: {}", upstream.port),
+                );
+                if kind == Kind::EnvoyGrpc {
+                    let grpc = server.grpc.clone().unwrap();
+                    text = if let Some(path) = grpc.strip_prefix("unix:") {
+                        subst(
+                            &text,
+                            "socket_address: { address: 127.0.0.1, port_value: 9191 }",
+                            &format!("pipe: {{ path: \"{path}\" }}"),
+                        )
+                    } else {
+                        let grpc_port = grpc.rsplit(':').next().unwrap();
+                        subst(
+                            &text,
+                            "port_value: 9191",
+                            &format!("port_value: {grpc_port}"),
+                        )
+                    };
+                } else {
+                    text = subst(
+                        &text,
+                        "port_value: 8380",
+                        &format!("port_value: {http_port}"),
+                    );
+                    text = subst(&text, "127.0.0.1:8380", &format!("127.0.0.1:{http_port}"));
+                }
+                let conf = dir.path().join("envoy.yaml");
+                std::fs::write(&conf, text).unwrap();
+                let mut c = Command::new(bin);
+                c.arg("-c")
+                    .arg(&conf)
+                    .args(["--log-level", "error", "--concurrency", "1"])
+                    .arg("--base-id")
+                    .arg(port.to_string());
+                c
+            }
+            Kind::Nginx => {
+                let mut text = std::fs::read_to_string(examples.join("nginx.conf")).unwrap();
+                text = subst(&text, "127.0.0.1:8082", &format!("127.0.0.1:{port}"));
+                text = subst(
+                    &text,
+                    "127.0.0.1:8081",
+                    &format!("127.0.0.1:{}", upstream.port),
+                );
+                text = subst(&text, "127.0.0.1:8380", &format!("127.0.0.1:{http_port}"));
+                let conf = dir.path().join("nginx.conf");
+                std::fs::write(&conf, text).unwrap();
+                let mut c = Command::new(bin);
+                c.arg("-p").arg(dir.path()).arg("-c").arg(&conf).args([
+                    "-e",
+                    "stderr",
+                    "-g",
+                    "daemon off;",
+                ]);
+                c
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let proxy = Proxy {
+            child,
+            port,
+            _dir: dir,
+        };
+        // Ready when it answers an HTTP request (Envoy takes a second or two).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probe = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        while probe.get(proxy.url("/static/ready")).send().is_err() {
+            assert!(Instant::now() < deadline, "{kind:?} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Everything the issue asks of each proxy, in one run: allowed and denied
+/// requests, each token failure, header injection, the deny body, an
+/// unmatched route, a dry-run route, a routes edit served within a second
+/// with no failed request, and PartnerGate stopped.
+fn through(kind: Kind, bin: &Path) {
+    // One proxy scenario at a time: each times a reload against a one-second
+    // goal, which three at once on two cores (each with its proxy, server
+    // and client threads) would measure the machine instead.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ws = workspace();
+    let extra: &[&str] = if kind == Kind::EnvoyGrpc {
+        &["--ext-authz-grpc", "127.0.0.1:0"]
+    } else {
+        &[]
+    };
+    let mut server = Server::start(&ws, extra);
+    server.load_demo();
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(kind, bin, &server, &upstream);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let pat = bearer(&token("pat"));
+
+    // Allowed: the upstream sees the decision, never the client's forgery.
+    let before = upstream.count();
+    let ok = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/emma/dismiss"),
+        &[
+            ("authorization", &pat),
+            ("x-partnergate-decision-id", "forged"),
+        ],
+    );
+    assert_eq!(ok.status, 200, "{kind:?}: {ok:?}");
+    assert_eq!(upstream.count(), before + 1);
+    let seen = upstream.last();
+    let id = seen["headers"]["x-partnergate-decision-id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{kind:?}: no decision id upstream: {seen}"))
+        .to_string();
+    assert_ne!(id, "forged");
+    assert_eq!(seen["path"], "/api/users/emma/dismiss");
+    let rec = record_of(&ws, &id);
+    assert_eq!(rec["decision"], "Allow");
+    assert_eq!(rec["gateway"]["route"], "/api/users/{id}/dismiss");
+
+    // Denied: the client sees PartnerGate's JSON; the upstream sees nothing.
+    let before = upstream.count();
+    let denied = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/owner/dismiss"),
+        &[("authorization", &pat)],
+    );
+    assert_eq!(denied.status, 403, "{kind:?}: {denied:?}");
+    let body = denied.json();
+    assert_eq!(body["decision"], "Deny", "{kind:?}: {denied:?}");
+    assert_eq!(body["reasons"][0]["id"], "partner-no-touch-admins");
+    assert_eq!(
+        record_of(&ws, body["decision_id"].as_str().unwrap())["decision"],
+        "Deny"
+    );
+    assert_eq!(upstream.count(), before);
+
+    // Tokens: missing, expired, badly signed, alg none: 401, never upstream.
+    let other = "another-secret-0123456789abcdef-0123456789";
+    for (what, auth) in [
+        ("missing", None),
+        (
+            "expired",
+            Some(bearer(&token_with("pat", now() - 120, SECRET))),
+        ),
+        (
+            "badly signed",
+            Some(bearer(&token_with("pat", now() + 60, other))),
+        ),
+        ("alg none", Some(bearer(&alg_none("pat")))),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let seen = send(
+            &client,
+            "POST",
+            &proxy.url("/api/users/emma/dismiss"),
+            &headers,
+        );
+        assert_eq!(seen.status, 401, "{kind:?} {what}: {seen:?}");
+        assert!(
+            seen.header("www-authenticate")
+                .is_some_and(|c| c.starts_with("Bearer")),
+            "{kind:?} {what}: {seen:?}"
+        );
+    }
+    assert_eq!(upstream.count(), before);
+
+    // An unmatched route is denied; a public path passes without a decision.
+    let none = send(
+        &client,
+        "GET",
+        &proxy.url("/api/nothing"),
+        &[("authorization", &pat)],
+    );
+    assert_eq!(none.status, 403, "{kind:?}: {none:?}");
+    assert_eq!(upstream.count(), before);
+    let public = send(&client, "GET", &proxy.url("/healthz"), &[]);
+    assert_eq!(public.status, 200, "{kind:?}: {public:?}");
+    assert_eq!(upstream.count(), before + 1);
+
+    // Dry run: denied by the policies, logged as such, passed anyway.
+    let dry = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/owner/notes"),
+        &[("authorization", &pat)],
+    );
+    assert_eq!(dry.status, 200, "{kind:?}: {dry:?}");
+    let id = upstream.last()["headers"]["x-partnergate-decision-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rec = record_of(&ws, &id);
+    assert_eq!(
+        (
+            rec["decision"].as_str(),
+            rec["gateway"]["dry_run"].as_bool()
+        ),
+        (Some("Deny"), Some(true))
+    );
+
+    routes_edit_is_served_without_a_failed_request(kind, &ws, &proxy, &pat);
+
+    // PartnerGate stopped: the proxy refuses, it never passes the request.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let before = upstream.count();
+    let down = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/emma/dismiss"),
+        &[("authorization", &pat)],
+    );
+    assert!(
+        down.status == 403 || down.status >= 500,
+        "{kind:?} passed or answered {} with PartnerGate down",
+        down.status
+    );
+    assert_eq!(upstream.count(), before);
+}
+
+/// A new route added to routes.toml while a client keeps asking an allowed
+/// question: the route is served within a second, and no request fails.
+fn routes_edit_is_served_without_a_failed_request(
+    kind: Kind,
+    ws: &Workspace,
+    proxy: &Proxy,
+    pat: &str,
+) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let new_path = proxy.url("/api/accounts/acme/overview");
+    assert_eq!(
+        send(&client, "GET", &new_path, &[("authorization", pat)]).status,
+        403
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let loader = {
+        let (stop, failures, asked) = (stop.clone(), failures.clone(), asked.clone());
+        let (url, pat, client) = (
+            proxy.url("/api/users/emma/dismiss"),
+            pat.to_string(),
+            client.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let s = send(&client, "POST", &url, &[("authorization", &pat)]);
+                asked.fetch_add(1, Ordering::Relaxed);
+                if s.status != 200 {
+                    failures.lock().unwrap().push(s.status);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let routes = ws.policies().join("routes.toml");
+    let mut text = std::fs::read_to_string(&routes).unwrap();
+    text.push_str(
+        "\n[[route]]\nmethods = [\"GET\"]\npath = \"/api/accounts/{account}/overview\"\naction = \"view_account\"\nresource = 'Account::\"{account}\"'\n",
+    );
+    let tmp = routes.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    let edited = Instant::now();
+    std::fs::rename(&tmp, &routes).unwrap();
+    let served = loop {
+        let s = send(&client, "GET", &new_path, &[("authorization", pat)]);
+        if s.status == 200 {
+            break edited.elapsed();
+        }
+        assert!(
+            edited.elapsed() < Duration::from_secs(5),
+            "{kind:?}: the new route was never served"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    assert!(
+        served < Duration::from_secs(1),
+        "{kind:?}: the new route took {served:?}"
+    );
+    assert!(asked.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        *failures.lock().unwrap(),
+        Vec::<u16>::new(),
+        "{kind:?}: failed requests during the edit"
+    );
+}
+
+#[test]
+fn through_a_real_envoy_over_grpc() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") {
+        through(Kind::EnvoyGrpc, &bin);
+    }
+}
+
+#[test]
+fn through_a_real_envoy_over_grpc_on_a_unix_socket() {
+    let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") else {
+        return;
+    };
+    let ws = workspace();
+    let sock = ws.path().join("ext-authz.sock");
+    // A stale socket file from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let arg = format!("unix:{}", sock.display());
+    let server = Server::start(&ws, &["--ext-authz-grpc", &arg]);
+    assert_eq!(server.grpc.as_deref(), Some(arg.as_str()));
+    server.load_demo();
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(Kind::EnvoyGrpc, &bin, &server, &upstream);
+    let client = reqwest::blocking::Client::new();
+    let pat = bearer(&token("pat"));
+    let auth = [("authorization", pat.as_str())];
+    let ok = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/emma/dismiss"),
+        &auth,
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let denied = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/owner/dismiss"),
+        &auth,
+    );
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.json()["reasons"][0]["id"], "partner-no-touch-admins");
+}
+
+#[test]
+fn through_a_real_envoy_over_http() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") {
+        through(Kind::EnvoyHttp, &bin);
+    }
+}
+
+#[test]
+fn through_a_real_nginx() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_NGINX", "nginx") {
+        through(Kind::Nginx, &bin);
+    }
+}
