@@ -22,7 +22,8 @@ fn user(id: &str, admin: bool, partner: Option<&str>) -> Value {
     let mut attrs = json!({"email": format!("{id}@acme.example"), "account": eref("Account", "acme"),
         "is_admin": admin, "status": "active", "two_factor": true});
     if let Some(c) = partner {
-        attrs["partner"] = json!({"company": eref("PartnerCompany", c), "verified": true});
+        attrs["partner"] = json!({"company": eref("PartnerCompany", c), "verified": true,
+            "scopes": ["users", "settings", "integrations", "billing"]});
     }
     json!({"uid": {"type": "User", "id": id}, "attrs": attrs, "parents": [{"type": "Account", "id": "acme"}]})
 }

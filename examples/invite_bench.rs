@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &format!("admin{a}"),
                 &format!("p{i}@goldco.example"),
                 None,
-                None,
+                (None, &Default::default()),
             )?;
         }
     }
@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &format!("admin{a}"),
             "p3@goldco.example",
             None,
-            None,
+            (None, &Default::default()),
         ) {
             Err(OrchestratorError::LimitReached { .. }) => {}
             other => return Err(format!("a{a}: expected the limit, got {other:?}").into()),

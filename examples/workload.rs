@@ -143,7 +143,8 @@ fn user_json(i: usize, u: &User) -> Value {
         obj.insert(
             "partner".into(),
             json!({"company": {"__entity": {"type": "PartnerCompany", "id": format!("c{c}")}},
-                   "verified": verified}),
+                   "verified": verified,
+                   "scopes": ["users", "settings", "integrations", "billing"]}),
         );
     }
     json!({"uid": {"type": "User", "id": format!("u{i}")},

@@ -7,7 +7,7 @@
 //! paths (`partnergate::policies`, `partnergate::server`, ...), so that the
 //! tests, benches and examples name one crate.
 
-pub use partnergate_core::{authz, directory, reload, runtime, store};
+pub use partnergate_core::{authz, clock, directory, reload, runtime, store};
 pub use partnergate_partners as orchestrator;
 pub use partnergate_policy::{engine, policies, prescan, suite};
 pub use partnergate_prove as prove;

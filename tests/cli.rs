@@ -548,7 +548,7 @@ fn authorize_prints_decision_reasons_and_descriptions() {
         ],
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.starts_with("ALLOW\nreasons:\n  partner-administer-account: A verified partner has administrative rights on the account that invited them\n"), "{out:?}");
+    assert!(out.stdout.starts_with("ALLOW\nreasons:\n  partner-administer-account: A verified partner has administrative rights on the account that invited them, within the scopes the customer gave\n"), "{out:?}");
     assert!(out.stdout.contains("policy version: sha256:"), "{out:?}");
 
     let out = run(

@@ -174,7 +174,9 @@ fn rule_table_over_http() {
     assert_eq!(ann["user"]["email"], "ann@goldco.example");
     assert_eq!(
         ann["user"]["partner"],
-        json!({"company": "goldco", "verified": false})
+        json!({"company": "goldco", "verified": false,
+               "scopes": ["integrations", "settings", "users"]}),
+        "no scopes asked: quotas.toml's default_partner_scopes"
     );
     let ann = id(&ann);
     let (st, bob) = s.invite("acme", "owner", "bob@goldco.example", None);
@@ -850,7 +852,7 @@ fn cli_invite_limit_swap_dismiss_rehire_without_a_terminal() {
     assert_eq!(code, 0);
     assert!(
         out.lines()
-            .any(|l| l.contains(&ann) && l.contains("partner") && l.ends_with("Partner")),
+            .any(|l| l.contains(&ann) && l.contains("partner") && l.contains(" Partner ")),
         "{out}"
     );
     assert!(

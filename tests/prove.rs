@@ -209,7 +209,7 @@ fn the_shipped_pack_proves() {
     assert!(kinds.iter().filter(|k| **k == "floor").count() >= 2);
     for r in results {
         assert!(r["millis"].as_f64().is_some(), "time per invariant: {r}");
-        assert_eq!(r["environments"], 12, "every request environment: {r}");
+        assert_eq!(r["environments"], 16, "every request environment: {r}");
     }
     assert!(!pack.cex_dir().exists(), "nothing written when all hold");
 
@@ -228,6 +228,41 @@ fn the_shipped_pack_proves() {
         "{text}"
     );
     assert!(text.contains(" ms"), "{text}");
+}
+
+/// Issue #17: a partner permit that ignores the scopes is caught by
+/// `partner-acts-within-scopes` (and the counterexample replays to the Allow).
+#[test]
+fn a_permit_that_ignores_scopes_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "30-partners.cedar",
+        "partner-administer-account",
+        "(action in Action::\"scope:users\" &&\n   principal.partner.scopes.contains(\"users\")) ||",
+        "action in Action::\"scope:users\" ||",
+    );
+    assert_caught(&pack, "partner-acts-within-scopes");
+}
+
+/// Issue #17: without the forbid on the end, a partner's permit ignores the
+/// end date: `partner-never-acts-after-end` catches it, and the
+/// counterexample (its `context.now` included) replays to the Allow.
+#[test]
+fn a_permit_that_ignores_the_end_date_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "30-partners.cedar",
+        "partner-access-ended",
+        "unless { context has now && context.now < principal.partner.expires_at }",
+        "unless { principal.partner.verified }",
+    );
+    assert_caught(&pack, "partner-never-acts-after-end");
 }
 
 #[test]
@@ -364,7 +399,9 @@ fn weakened_inactive_user_guard_is_caught() {
 #[test]
 fn a_blanket_permit_is_caught() {
     // Every other ceiling is backed by a forbid of the pack, so a permit of
-    // everything passed them all; the members' ceiling catches it.
+    // everything passed them all; the members' ceiling catches it, and so
+    // does the partners' scope ceiling (issue #17: the scopes live in the
+    // partner permits, not in a forbid).
     if !cvc5_installed() {
         return;
     }
@@ -374,7 +411,13 @@ fn a_blanket_permit_is_caught() {
         "@id(\"blanket\")\npermit (principal, action, resource);\n",
     )
     .unwrap();
-    assert_caught(&pack, "members-only-view-and-edit-themselves");
+    assert_caught_by(
+        &pack,
+        &[
+            "members-only-view-and-edit-themselves",
+            "partner-acts-within-scopes",
+        ],
+    );
 }
 
 #[test]
@@ -498,7 +541,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 17);
+    assert_eq!(policies.len(), 21);
     policies.reverse();
     let text = policies
         .join("\n\n")

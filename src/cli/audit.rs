@@ -49,10 +49,36 @@ pub enum AuditCommand {
     /// Re-evaluate every logged decision with candidate policies and report
     /// what would change (exit 2 with --fail-on-change if anything would).
     Replay(ReplayArgs),
+    /// What did my partner do: every decision and change of an account's
+    /// partners (or one of them) in a time range, with the reasons, and
+    /// whether the chain verified (a table, or JSON with --json).
+    PartnerActivity(PartnerActivityArgs),
     /// Write synthetic decision records as fast as possible (testing and
     /// throughput measurement).
     #[command(hide = true)]
     Stress(StressArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PartnerActivityArgs {
+    /// The log (its rotated siblings PATH.1, PATH.2, ... are included)
+    #[arg(default_value = DEFAULT_PATH)]
+    pub path: PathBuf,
+    /// The account whose partners' activity to report.
+    #[arg(long)]
+    pub account: String,
+    /// One partner: 'User::"pat"' or just pat (default: every partner).
+    #[arg(long)]
+    pub partner: Option<String>,
+    /// Records at or after this time (RFC 3339, or a date YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Records before this time (RFC 3339, or a date YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<time::OffsetDateTime>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +281,7 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         AuditCommand::Verify(a) => run_verify(a, out),
         AuditCommand::Query(a) => run_query(a, out, err),
         AuditCommand::Replay(a) => run_replay(a, out, err),
+        AuditCommand::PartnerActivity(a) => run_partner_activity(a, out),
         AuditCommand::Stress(a) => run_stress(a, out),
     };
     match result {
@@ -274,6 +301,25 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
 }
 
 type CmdResult = Result<u8, Box<dyn std::error::Error>>;
+
+/// `audit partner-activity`: exit 0, or 3 when the chain did not verify
+/// (as `audit verify` exits on a break).
+fn run_partner_activity(a: &PartnerActivityArgs, out: &mut dyn Write) -> CmdResult {
+    use crate::orchestrator::activity;
+    let q = activity::ActivityQuery {
+        account: a.account.clone(),
+        partner: a.partner.clone(),
+        since: a.since,
+        until: a.until,
+    };
+    let report = activity::partner_activity(&a.path, &q)?;
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", activity::render_table(&report))?;
+    }
+    Ok(if report.chain.verified { EXIT_OK } else { 3 })
+}
 
 fn run_verify(a: &VerifyArgs, out: &mut dyn Write) -> CmdResult {
     let report = chain::verify(&a.path)?;

@@ -171,6 +171,12 @@ pub struct ServeArgs {
     /// Largest search page a request may ask for (more is a 400).
     #[arg(long, env = "PARTNERGATE_SEARCH_MAX_LIMIT", default_value_t = partnergate_search::MAX_LIMIT)]
     pub search_max_limit: usize,
+    /// How often, in milliseconds, ended partner access is marked (seat
+    /// freed, a change record by `system`); seat checks count an ended
+    /// access as free before that anyway.
+    #[arg(long, env = "PARTNERGATE_PARTNER_SWEEP_MS", value_name = "MS",
+        default_value_t = crate::server::defaults::PARTNER_SWEEP_MS)]
+    pub partner_sweep_ms: u64,
     #[command(flatten)]
     pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
@@ -758,6 +764,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
             default: a.search_default_limit,
             max: a.search_max_limit,
         },
+        partner_sweep: std::time::Duration::from_millis(a.partner_sweep_ms),
     })
 }
 

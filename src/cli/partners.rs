@@ -16,6 +16,7 @@ use crate::audit::AuditError;
 use crate::runtime::{Runtime, RuntimeError, Wired};
 
 use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
+use crate::orchestrator::access::AccessRequest;
 use crate::orchestrator::store::RegistryCompany;
 use crate::orchestrator::{
     Call, ListedUser, Orchestrator, OrchestratorError, Outcome, UserView, WriteScope,
@@ -45,6 +46,31 @@ pub struct StateArgs {
     pub audit: crate::cli::audit::AuditLogArgs,
 }
 
+/// The partner access asked for: an end and the scopes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AccessArgs {
+    /// The end of the access, RFC 3339 (e.g. 2027-06-30T00:00:00Z).
+    #[arg(long, conflicts_with = "duration")]
+    pub expires_at: Option<String>,
+    /// The length of the access from now: 90d, 36h, 45m, 30s.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// What the partner may administer, comma-separated (e.g.
+    /// users,settings); default: `default_partner_scopes` of quotas.toml.
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl AccessArgs {
+    fn request(&self) -> AccessRequest {
+        AccessRequest {
+            expires_at: self.expires_at.clone(),
+            duration: self.duration.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PartnersArgs {
     #[command(subcommand)]
@@ -71,6 +97,8 @@ pub enum PartnersCommand {
         /// The active partner to dismiss in the same transaction.
         #[arg(long)]
         replace: Option<String>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Give partner access to an existing user.
     Grant {
@@ -82,6 +110,43 @@ pub enum PartnersCommand {
         actor: String,
         #[arg(long)]
         replace: Option<String>,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// Give a partner a new end (within quotas.toml's `max_access_days`).
+    Renew {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+        /// The new end, RFC 3339.
+        #[arg(
+            long,
+            conflicts_with = "duration",
+            required_unless_present = "duration"
+        )]
+        expires_at: Option<String>,
+        /// The new length from now: 90d, 36h, ...
+        #[arg(long)]
+        duration: Option<String>,
+    },
+    /// End a partner's access now (the partner is dismissed; rehire works).
+    End {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Mark every partner access that has ended (as the sidecar's sweep
+    /// does): each is dismissed, its seat freed, with a change record by
+    /// `system`.
+    Sweep {
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 
@@ -139,6 +204,9 @@ pub enum UsersCommand {
         actor: String,
         #[arg(long)]
         replace: Option<String>,
+        /// A partner's rehire: the new access (end, scopes).
+        #[command(flatten)]
+        access: AccessArgs,
     },
 }
 
@@ -220,15 +288,17 @@ pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -
             email,
             name,
             replace,
+            access,
         } => with(&state, err, |o, err| {
             let mut replace = replace;
+            let access = access.request();
             loop {
                 match o.invite_partner(
                     &account,
                     &actor,
                     &email,
                     name.as_deref(),
-                    replace.as_deref(),
+                    (replace.as_deref(), &access),
                 ) {
                     Err(OrchestratorError::LimitReached { limit, active })
                         if replace.is_none() && interactive() =>
@@ -250,13 +320,45 @@ pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -
             user,
             actor,
             replace,
+            access,
         } => with(&state, err, |o, err| {
             outcome(
-                o.grant_partner_access(&user, &actor, replace.as_deref()),
+                o.grant_partner_access(&user, &actor, (replace.as_deref(), &access.request())),
                 state.json,
                 out,
                 err,
             )
+        }),
+        PartnersCommand::Renew {
+            state,
+            user,
+            actor,
+            expires_at,
+            duration,
+        } => with(&state, err, |o, err| {
+            let req = AccessRequest {
+                expires_at,
+                duration,
+                scopes: None,
+            };
+            outcome(o.renew(&user, &actor, &req), state.json, out, err)
+        }),
+        PartnersCommand::End { state, user, actor } => with(&state, err, |o, err| {
+            outcome(o.end_access(&user, &actor), state.json, out, err)
+        }),
+        PartnersCommand::Sweep { state } => with(&state, err, |o, err| match o.end_expired() {
+            Ok(ended) => {
+                if state.json {
+                    writeln!(out, "{}", serde_json::json!({"ended": ended})).map_err(io)?;
+                } else {
+                    for u in &ended {
+                        writeln!(out, "ended {}", describe(u)).map_err(io)?;
+                    }
+                    writeln!(out, "{} partner access(es) ended", ended.len()).map_err(io)?;
+                }
+                Ok(EXIT_OK)
+            }
+            Err(e) => refusal(e, err),
         }),
     }
 }
@@ -298,9 +400,10 @@ pub fn run_users(a: UsersArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             user,
             actor,
             replace,
+            access,
         } => with(&state, err, |o, err| {
             outcome(
-                o.rehire(&user, &actor, replace.as_deref()),
+                o.rehire(&user, &actor, (replace.as_deref(), &access.request())),
                 state.json,
                 out,
                 err,
@@ -451,7 +554,16 @@ fn describe(u: &UserView) -> String {
     let company = u
         .partner
         .as_ref()
-        .map(|p| format!(", company {}", p.company))
+        .map(|p| {
+            let mut s = format!(", company {}", p.company);
+            if let Some(end) = &p.expires_at {
+                s.push_str(&format!(", ends {end}"));
+            }
+            if let Some(scopes) = &p.scopes {
+                s.push_str(&format!(", scopes {}", scopes.join(",")));
+            }
+            s
+        })
         .unwrap_or_default();
     format!("{} <{}> (status {}{company})", u.id, u.email, u.status)
 }
@@ -531,15 +643,24 @@ fn print_users(users: &[ListedUser], json: bool, out: &mut dyn Write) -> std::io
     if json {
         return writeln!(out, "{}", serde_json::json!(users));
     }
-    writeln!(out, "{:<22} {:<28} {:<14} MARK", "ID", "EMAIL", "STATUS")?;
+    writeln!(
+        out,
+        "{:<22} {:<28} {:<14} {:<8} {:<25} SCOPES",
+        "ID", "EMAIL", "STATUS", "MARK", "ENDS"
+    )?;
     for u in users {
+        let p = u.user.partner.as_ref();
         writeln!(
             out,
-            "{:<22} {:<28} {:<14} {}",
+            "{:<22} {:<28} {:<14} {:<8} {:<25} {}",
             u.user.id,
             u.user.email,
             u.list_status,
-            u.mark.unwrap_or("")
+            u.mark.unwrap_or(""),
+            p.and_then(|p| p.expires_at.as_deref()).unwrap_or(""),
+            p.and_then(|p| p.scopes.as_ref())
+                .map(|s| s.join(","))
+                .unwrap_or_default()
         )?;
     }
     Ok(())

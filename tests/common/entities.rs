@@ -70,8 +70,8 @@ impl User {
             "two_factor": self.two_factor,
         });
         if let Some((company, verified)) = &self.partner {
-            attrs["partner"] =
-                json!({"company": eref("PartnerCompany", company), "verified": verified});
+            attrs["partner"] = json!({"company": eref("PartnerCompany", company), "verified": verified,
+                    "scopes": ["users", "settings", "integrations", "billing"]});
         }
         json!({"uid": {"type": "User", "id": self.id}, "attrs": attrs,
             "parents": [{"type": "Account", "id": self.account}]})

@@ -34,9 +34,10 @@ use dashmap::DashMap;
 
 use crate::audit::{shadow_of, AuditLog, ChangeEvent, DecisionEvent, EntitySlice};
 use crate::cache::{self, Cached, DecisionCache};
+use crate::clock::{Clock, SystemClock};
 use crate::directory::{self, Dependency, Directory, DirectoryError};
 use crate::engine::{self, Decision, RequestError, Semantics};
-use crate::policies::PolicyPack;
+use crate::policies::{PolicyPack, CLOCK_ATTRIBUTE};
 use crate::reload::Evaluator;
 
 /// One authorization question.
@@ -341,6 +342,7 @@ pub struct Authz {
     cache: Arc<DashMap<CacheKey, Arc<CachedEntities>>>,
     request_entities: RequestEntities,
     decisions: Option<Arc<DecisionCache>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Authz {
@@ -357,7 +359,20 @@ impl Authz {
             cache: Arc::new(DashMap::new()),
             request_entities: RequestEntities::default(),
             decisions: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Read the current time from `clock` (default: the system clock): it
+    /// is `context.now` of every action that declares it.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock decisions read (the orchestrator counts seats by it too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Keep up to about `entries` decisions and answer a repeated question
@@ -485,17 +500,42 @@ impl Authz {
 
     /// Decide one query against a given pack (the batch endpoint uses one
     /// snapshot for all its items; shadow mode passes the candidate).
+    ///
+    /// The current time is the sidecar's: a context that sets
+    /// [`CLOCK_ATTRIBUTE`] is refused (`context.now`), and an action whose
+    /// context declares it gets this [`Authz`]'s clock reading, which the
+    /// decision log records with the context.
     pub fn is_authorized_with(&self, pack: &PolicyPack, q: &Query) -> Result<Answer, RequestError> {
         let started = Instant::now();
+        if q.context
+            .as_ref()
+            .and_then(|c| c.get(CLOCK_ATTRIBUTE))
+            .is_some()
+        {
+            return Err(RequestError::field(
+                &format!("context.{CLOCK_ATTRIBUTE}"),
+                "the current time is supplied by PartnerGate, never by the request: remove the field",
+            ));
+        }
+        let now = pack.takes_clock(&q.action).then(|| self.clock.now_ms());
         let key = self.decisions.as_ref().and_then(|_| cache::Key::of(q));
         let kept = match (&self.decisions, &key) {
-            (Some(c), Some(k)) => c.get(k, &pack.version, &self.directory),
+            (Some(c), Some(k)) => c.get(k, &pack.version, &self.directory, now),
             _ => None,
+        };
+        let caller_context = q.context.as_ref();
+        let clocked;
+        let q = match now {
+            Some(n) => {
+                clocked = with_now(q, n)?;
+                &clocked
+            }
+            None => q,
         };
         let (kept, overlay) = if let Some(hit) = kept {
             (hit, Overlay::new())
         } else {
-            let (fresh, overlay) = self.evaluate(pack, q)?;
+            let (fresh, overlay) = self.evaluate(pack, q, now.map(|n| (n, caller_context)))?;
             if let (Some(c), Some(k)) = (&self.decisions, key) {
                 c.insert(k, fresh.clone());
             }
@@ -532,20 +572,25 @@ impl Authz {
     /// Evaluate `q` with Cedar (no decision cache): the fail-closed
     /// decision over its entities, as the cache would keep it, and the
     /// request's own entities.
+    /// `clock` is the clock reading of a clocked question and the caller's
+    /// context (without it), for the interval the decision holds over.
     fn evaluate(
         &self,
         pack: &PolicyPack,
         q: &Query,
+        clock: Option<(i64, Option<&serde_json::Value>)>,
     ) -> Result<(Arc<Cached>, Overlay), RequestError> {
         let request = q.request(pack.schema.as_ref())?;
         let overlay = self.overlay(pack.schema.as_ref(), q)?;
         let entities = self.decision_entities(pack, q, &overlay)?;
         let decision = self.decide_over(pack, q, &request, &overlay, &entities);
+        let clock = clock.map(|(now, context)| (now, holds_until(pack, now, &entities, context)));
         let fresh = Cached {
             version: pack.version.clone(),
             decision,
             entities,
             encoded: Arc::new(std::sync::OnceLock::new()),
+            clock,
         };
         Ok((Arc::new(fresh), overlay))
     }
@@ -818,6 +863,55 @@ impl Authz {
     }
 }
 
+/// `q` with `context.now` set to the datetime `now` (ms since the epoch).
+/// A context that is not an object is left for the schema check to refuse.
+fn with_now(q: &Query, now: i64) -> Result<Query, RequestError> {
+    let value = crate::clock::datetime_json(now).ok_or_else(|| {
+        RequestError::field(
+            &format!("context.{CLOCK_ATTRIBUTE}"),
+            format!("the clock reads {now} ms, outside the years 0000-9999"),
+        )
+    })?;
+    let mut clocked = q.clone();
+    match &mut clocked.context {
+        None | Some(serde_json::Value::Null) => {
+            clocked.context = Some(serde_json::json!({ CLOCK_ATTRIBUTE: value }));
+        }
+        Some(serde_json::Value::Object(map)) => {
+            map.insert(CLOCK_ATTRIBUTE.to_string(), value);
+        }
+        Some(_) => {}
+    }
+    Ok(clocked)
+}
+
+/// The end of the interval from `now` over which a clocked decision over
+/// `entities` and the caller's `context` holds (see [`crate::cache`]): the
+/// first datetime value of either at or after `now` (`None`: none, it holds
+/// from now on). When the pack may compute with times, or a datetime
+/// cannot be read, the interval is empty (`Some(now)`): never served again.
+fn holds_until(
+    pack: &PolicyPack,
+    now: i64,
+    entities: &DecisionEntities,
+    context: Option<&serde_json::Value>,
+) -> Option<i64> {
+    if !pack.time_compared_only() {
+        return Some(now);
+    }
+    let mut found = Vec::new();
+    let read = entities
+        .entities
+        .to_json_value()
+        .map_err(|e| crate::clock::UnreadableDatetime(e.to_string()))
+        .and_then(|json| crate::clock::datetimes_in(&json, &mut found))
+        .and_then(|()| context.map_or(Ok(()), |c| crate::clock::datetimes_in(c, &mut found)));
+    if read.is_err() {
+        return Some(now);
+    }
+    found.into_iter().filter(|t| *t >= now).min()
+}
+
 /// The 400 of `--request-entities deny`.
 fn refused(field: &str) -> RequestError {
     RequestError::field(
@@ -1057,6 +1151,7 @@ mod tests {
             "is_admin": admin, "status": status, "two_factor": true});
         if let Some(verified) = partner {
             attrs["partner"] = serde_json::json!({"verified": verified,
+                "scopes": ["users", "settings", "integrations", "billing"],
                 "company": {"__entity": {"type": "PartnerCompany", "id": "goldco"}}});
         }
         serde_json::json!({"uid": {"type": "User", "id": id},
@@ -1351,5 +1446,190 @@ mod tests {
         );
         assert_eq!(rec["entities"], serde_json::Value::Null);
         assert_eq!(crate::audit::record::compute_hash(&rec), hash);
+    }
+
+    fn timed_pat(end: Option<i64>) -> serde_json::Value {
+        let mut pat = user("pat", false, "active", Some(true));
+        if let Some(end) = end {
+            pat["attrs"]["partner"]["expires_at"] = crate::clock::datetime_json(end).unwrap();
+        }
+        pat
+    }
+
+    /// A request never picks "now": a context that sets it is refused
+    /// naming the field, whatever the action, and nothing is decided.
+    #[test]
+    fn a_caller_supplied_now_is_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        for action in ["view_account", "configure_account"] {
+            let q = Query::parse(
+                r#"User::"pat""#,
+                &format!("Action::\"{action}\""),
+                r#"Account::"acme""#,
+            )
+            .unwrap()
+            .with_context(Some(
+                serde_json::json!({"now": {"__extn": {"fn": "datetime", "arg": "2000-01-01"}}}),
+            ));
+            match authz.is_authorized(&q) {
+                Err(RequestError::Field { field, .. }) => assert_eq!(field, "context.now"),
+                other => panic!("{action}: expected a refusal of context.now, got {other:?}"),
+            }
+        }
+    }
+
+    /// The decision path supplies `context.now` from its clock: a partner
+    /// with an end is allowed before it and denied at it, and the answer's
+    /// decision is taken at the clock's reading.
+    #[test]
+    fn the_sidecar_clock_decides_at_and_around_a_partners_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::at(1_798_761_600_000 - 1));
+        let authz = setup(dir.path()).with_clock(clock.clone());
+        let end = 1_798_761_600_000; // 2027-01-01T00:00:00Z
+        let schema = authz.evaluator.current().schema.clone();
+        authz
+            .directory
+            .put_json(schema.as_ref(), serde_json::json!([timed_pat(Some(end))]))
+            .unwrap();
+        let q = Query::parse(
+            r#"User::"pat""#,
+            r#"Action::"configure_account""#,
+            r#"Account::"acme""#,
+        )
+        .unwrap();
+        assert!(
+            authz.is_authorized(&q).unwrap().decision.is_allowed(),
+            "1 ms before the end"
+        );
+        clock.set(end);
+        let at_end = authz.is_authorized(&q).unwrap();
+        assert!(!at_end.decision.is_allowed(), "at the end");
+        assert!(
+            at_end
+                .decision
+                .reasons
+                .iter()
+                .any(|r| r.id == "partner-access-ended"),
+            "{:?}",
+            at_end.decision.reasons
+        );
+    }
+
+    /// Random clock moves around a partner's end (before, at, just after,
+    /// far after, and back) and random writes of the end, with the
+    /// decision cache on: every answer is a fresh evaluation's at the same
+    /// instant — a kept Allow never outlives the end it was compared with —
+    /// and questions do hit the cache between the breakpoints.
+    #[test]
+    fn a_cached_decision_never_outlives_a_partners_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = 1_798_761_600_000;
+        let clock = Arc::new(crate::clock::ManualClock::at(end - 10));
+        let authz = setup(dir.path())
+            .with_decision_cache(1_000)
+            .with_clock(clock.clone());
+        let schema = authz.evaluator.current().schema.clone();
+        let pack = authz.evaluator.current();
+        let questions = all_questions(&authz);
+        let ends = [Some(end), Some(end + 5), Some(end - 1_000), None];
+        let times = [
+            end - 10,
+            end - 1,
+            end,
+            end + 1,
+            end + 4,
+            end + 5,
+            end + 6,
+            end + 86_400_000,
+        ];
+        let mut rng = Rng(0x51f1_5eed);
+        let (mut allows, mut denies) = (0, 0);
+        for _ in 0..600 {
+            match rng.below(8) {
+                0 => {
+                    let w = timed_pat(ends[rng.below(ends.len())]);
+                    authz
+                        .directory
+                        .put_json(schema.as_ref(), serde_json::json!([w]))
+                        .unwrap();
+                }
+                1..=3 => clock.set(times[rng.below(times.len())]),
+                _ => {}
+            }
+            let q = &questions[rng.below(questions.len())];
+            let answer = authz.is_authorized(q).unwrap();
+            let clocked = if pack.takes_clock(&q.action) {
+                with_now(q, clock.now_ms()).unwrap()
+            } else {
+                q.clone()
+            };
+            let fresh = fresh_decision(&authz, &clocked);
+            assert_eq!(
+                answer.decision.decision,
+                fresh.decision,
+                "{q:?} at {}",
+                clock.now_ms()
+            );
+            assert_eq!(
+                answer.decision.reasons,
+                fresh.reasons,
+                "{q:?} at {}",
+                clock.now_ms()
+            );
+            if answer.decision.is_allowed() {
+                allows += 1;
+            } else {
+                denies += 1;
+            }
+        }
+        let cache = authz.decision_cache().unwrap();
+        assert!(
+            allows > 20 && denies > 20,
+            "{allows} allows, {denies} denies"
+        );
+        assert!(
+            cache.hits() > 50,
+            "the cache served clocked questions: {cache:?}"
+        );
+    }
+
+    /// The interval a clocked decision holds over ends at the partner's
+    /// end as Cedar writes it back (so the datetime is read, not skipped).
+    #[test]
+    fn a_clocked_decision_holds_until_the_partners_end_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = 1_798_761_600_000;
+        let authz = setup(dir.path());
+        let schema = authz.evaluator.current().schema.clone();
+        authz
+            .directory
+            .put_json(schema.as_ref(), serde_json::json!([timed_pat(Some(end))]))
+            .unwrap();
+        let pack = authz.evaluator.current();
+        let q = Query::parse(
+            r#"User::"pat""#,
+            r#"Action::"configure_account""#,
+            r#"Account::"acme""#,
+        )
+        .unwrap();
+        let entities = authz.cached_entities(&pack, &q).unwrap();
+        assert_eq!(holds_until(&pack, end - 10, &entities, None), Some(end));
+        assert_eq!(
+            holds_until(&pack, end, &entities, None),
+            Some(end),
+            "empty at the end itself"
+        );
+        assert_eq!(
+            holds_until(&pack, end + 1, &entities, None),
+            None,
+            "after it: no later breakpoint"
+        );
+        let later = serde_json::json!({"x": "2027-01-01T00:00:00.500Z"});
+        assert_eq!(
+            holds_until(&pack, end + 1, &entities, Some(&later)),
+            Some(end + 500)
+        );
     }
 }

@@ -14,6 +14,16 @@
 //! it miss; writes elsewhere leave them alone (no global generation).
 //! Questions that carry request entities or properties are never cached.
 //!
+//! Time: an action that takes the clock (`context.now`, supplied by the
+//! decision path) is keyed without it, and its entry holds only over an
+//! interval of time (`Cached::clock`): from the instant it was decided to
+//! the first datetime value of its entities or of the caller's context at
+//! or after that instant (a partner's end, say). When the pack compares
+//! times only (`PolicyPack::time_compared_only`), no comparison can change
+//! its outcome inside that interval, so the kept decision is the one a
+//! fresh evaluation gives; otherwise a clocked decision is not kept. A
+//! cached Allow therefore never outlives the end it was compared with.
+//!
 //! Owns [`DecisionCache`] and its key. It never knows HTTP, the decision log
 //! or what a policy says.
 
@@ -88,6 +98,22 @@ pub struct Cached {
     /// An adapter's encoding of `decision` (e.g. the HTTP body without the
     /// decision id), made once and shared by every answer served from here.
     pub encoded: Arc<OnceLock<Box<str>>>,
+    /// For a clocked question: the instants (ms since the epoch) over which
+    /// the decision holds, `[from, until)` (`until` `None`: no later
+    /// datetime); `None` for a question that does not take the clock.
+    pub clock: Option<(i64, Option<i64>)>,
+}
+
+impl Cached {
+    /// Whether the decision holds at `now` (the clock reading of the
+    /// question being answered; `None` when it takes no clock).
+    fn holds_at(&self, now: Option<i64>) -> bool {
+        match (self.clock, now) {
+            (None, None) => true,
+            (Some((from, until)), Some(n)) => from <= n && until.is_none_or(|u| n < u),
+            _ => false,
+        }
+    }
 }
 
 /// A bounded, concurrent map from questions to kept decisions (S3-FIFO
@@ -118,14 +144,20 @@ impl DecisionCache {
         }
     }
 
-    /// The decision kept for `key`, if it was decided under `version` and
-    /// every entity it depended on is unchanged in `directory`. Counts a hit
-    /// or a miss.
-    pub fn get(&self, key: &Key, version: &str, directory: &Directory) -> Option<Arc<Cached>> {
-        let found = self
-            .entries
-            .get(key)
-            .filter(|c| c.version == version && directory.is_current(c.entities.deps()));
+    /// The decision kept for `key`, if it was decided under `version`,
+    /// every entity it depended on is unchanged in `directory`, and it holds
+    /// at `now` (the question's clock reading, if it takes one). Counts a
+    /// hit or a miss.
+    pub fn get(
+        &self,
+        key: &Key,
+        version: &str,
+        directory: &Directory,
+        now: Option<i64>,
+    ) -> Option<Arc<Cached>> {
+        let found = self.entries.get(key).filter(|c| {
+            c.version == version && c.holds_at(now) && directory.is_current(c.entities.deps())
+        });
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -138,7 +170,10 @@ impl DecisionCache {
     /// Keep `cached` for `key` (replacing what was there) if its entities
     /// can be checked for changes (a complete slice).
     pub fn insert(&self, key: Key, cached: Arc<Cached>) {
-        if cached.entities.is_complete() {
+        let empty_interval = cached
+            .clock
+            .is_some_and(|(from, until)| until.is_some_and(|u| u <= from));
+        if cached.entities.is_complete() && !empty_interval {
             self.entries.insert(key, cached);
         }
     }

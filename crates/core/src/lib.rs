@@ -11,6 +11,7 @@
 
 pub mod authz;
 pub mod cache;
+pub mod clock;
 pub mod directory;
 pub mod reload;
 pub mod runtime;

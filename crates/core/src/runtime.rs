@@ -112,6 +112,7 @@ pub struct Runtime {
     shadow: Option<PathBuf>,
     watch: bool,
     follow_changes: bool,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Runtime {
@@ -133,7 +134,14 @@ impl Runtime {
             shadow: None,
             watch: false,
             follow_changes: false,
+            clock: Arc::new(crate::clock::SystemClock),
         }
+    }
+
+    /// The clock decisions read `context.now` from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The pack's files.
@@ -236,7 +244,8 @@ impl Runtime {
         };
         let mut authz = Authz::new(evaluator.clone(), directory)
             .with_request_entities(self.request_entities)
-            .with_decision_cache(self.decision_cache);
+            .with_decision_cache(self.decision_cache)
+            .with_clock(self.clock);
         let mut shadow_watch = None;
         if let Some(dir) = &self.shadow {
             let candidate = load_shadow(&self.source, dir)?;

@@ -27,11 +27,14 @@
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
+pub mod access;
+pub mod activity;
 pub mod postgres;
 pub mod rules;
 pub mod runtime;
 pub mod sqlite;
 pub mod store;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -39,6 +42,7 @@ use cedar_policy::{Entity, EntityUid};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use access::{Access, AccessRequest};
 use partnergate_audit as audit;
 use partnergate_core::authz::{Authz, Query};
 use partnergate_core::directory::{self, Directory};
@@ -159,6 +163,13 @@ pub enum InvalidCode {
     Company,
     /// The user would not validate against the schema.
     User,
+    /// An access end or scope list that cannot be given (malformed, in the
+    /// past, both an end and a duration, required and missing, empty).
+    Access,
+    /// An end further than `max_access_days` from now.
+    AccessTooLong,
+    /// A scope the schema does not declare.
+    UnknownScope,
 }
 
 impl InvalidCode {
@@ -168,6 +179,9 @@ impl InvalidCode {
             InvalidCode::Replace => "invalid_replace",
             InvalidCode::Company => "invalid_company",
             InvalidCode::User => "invalid_user",
+            InvalidCode::Access => "invalid_access",
+            InvalidCode::AccessTooLong => "access_too_long",
+            InvalidCode::UnknownScope => "unknown_scope",
         }
     }
 }
@@ -191,6 +205,11 @@ pub enum ConflictCode {
     /// The email's registry entry changed between the policy question and
     /// the transaction; the request may be retried.
     RegistryChanged,
+    /// A renewal of a partner whose access has ended or who is dismissed
+    /// (rehire them instead).
+    AccessEnded,
+    /// A renewal or an end of a user who is not a partner.
+    NotPartner,
 }
 
 impl ConflictCode {
@@ -204,6 +223,8 @@ impl ConflictCode {
             ConflictCode::AlreadyPartner => "already_partner",
             ConflictCode::AlreadyDismissed => "already_dismissed",
             ConflictCode::RegistryChanged => "registry_changed",
+            ConflictCode::AccessEnded => "access_ended",
+            ConflictCode::NotPartner => "not_a_partner",
         }
     }
 }
@@ -395,6 +416,28 @@ pub struct PartnerView {
     /// Checked against the registry when the user became active (`accept`,
     /// or partner access to an active user); false while invited.
     pub verified: bool,
+    /// The end of the access (RFC 3339, UTC, milliseconds); none: no end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// What the partner may administer (scope names of the schema); none:
+    /// stored before scopes existed, which the policies read as nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl PartnerView {
+    /// The end in milliseconds since the epoch, if any (an unreadable end
+    /// reads as the epoch: ended, never a longer access).
+    pub fn ends_at(&self) -> Option<i64> {
+        self.expires_at
+            .as_deref()
+            .map(|s| partnergate_core::clock::parse_cedar_ms(s).unwrap_or(0))
+    }
+
+    /// Whether the access has ended at `now` (its end is not after `now`).
+    pub fn ended_at(&self, now: i64) -> bool {
+        self.ends_at().is_some_and(|end| end <= now)
+    }
 }
 
 impl UserView {
@@ -415,6 +458,17 @@ impl UserView {
                 .unwrap_or_default()
                 .to_string(),
             verified: p.get("verified").and_then(Value::as_bool).unwrap_or(false),
+            expires_at: p
+                .get("expires_at")
+                .and_then(|e| e.pointer("/__extn/arg").or_else(|| e.get("arg")))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            scopes: p.get("scopes").and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            }),
         });
         Ok(UserView {
             id: id.to_string(),
@@ -437,9 +491,17 @@ impl UserView {
         Self::from_json(&json)
     }
 
-    /// Holds a partner seat: a partner user who is not dismissed.
-    pub fn holds_partner_seat(&self) -> bool {
-        self.partner.is_some() && self.status != UserStatus::Dismissed
+    /// Holds a partner seat at `now`: a partner user who is not dismissed
+    /// and whose access has not ended (an ended access frees its seat even
+    /// before the sweep marks it).
+    pub fn holds_partner_seat(&self, now: i64) -> bool {
+        self.partner.as_ref().is_some_and(|p| !p.ended_at(now))
+            && self.status != UserStatus::Dismissed
+    }
+
+    /// Whether this is a partner whose access has ended at `now`.
+    pub fn access_ended(&self, now: i64) -> bool {
+        self.partner.as_ref().is_some_and(|p| p.ended_at(now))
     }
 
     /// The Cedar entity JSON of this user.
@@ -452,21 +514,28 @@ impl UserView {
             "two_factor": self.two_factor,
         });
         if let (Some(p), Some(map)) = (&self.partner, attrs.as_object_mut()) {
-            map.insert(
-                "partner".into(),
-                json!({"company": {"__entity": {"type": "PartnerCompany", "id": p.company}},
-                       "verified": p.verified}),
-            );
+            let mut partner = json!({"company": {"__entity": {"type": "PartnerCompany", "id": p.company}},
+                       "verified": p.verified});
+            if let Some(record) = partner.as_object_mut() {
+                if let Some(end) = p.ends_at().and_then(partnergate_core::clock::datetime_json) {
+                    record.insert("expires_at".into(), end);
+                }
+                if let Some(scopes) = &p.scopes {
+                    record.insert("scopes".into(), json!(scopes));
+                }
+            }
+            map.insert("partner".into(), partner);
         }
         json!({"uid": {"type": "User", "id": self.id},
                "parents": [{"type": "Account", "id": self.account}],
                "attrs": attrs})
     }
 
-    /// The status shown in the employees list, by precedence: dismissed and
-    /// invited win over the role; a partner shows "partner" over its admin rights.
-    pub fn list_status(&self) -> ListStatus {
-        if self.status == UserStatus::Dismissed {
+    /// The status shown in the employees list at `now`, by precedence:
+    /// dismissed (an ended partner access too) and invited win over the
+    /// role; a partner shows "partner" over its admin rights.
+    pub fn list_status(&self, now: i64) -> ListStatus {
+        if self.status == UserStatus::Dismissed || self.access_ended(now) {
             ListStatus::Dismissed
         } else if self.status == UserStatus::Invited {
             ListStatus::Invited
@@ -706,6 +775,43 @@ fn new_user_id(email: &str, name: Option<&str>) -> String {
     )
 }
 
+fn not_partner(uid: &EntityUid) -> OrchestratorError {
+    OrchestratorError::Conflict {
+        code: ConflictCode::NotPartner,
+        message: format!("{uid} is not a partner user"),
+    }
+}
+
+/// End `u`'s partner access at `now`: dismissed, its end no later than now.
+fn end_now(uid: &EntityUid, u: &mut UserView, now: i64) -> Result<(), OrchestratorError> {
+    if u.status == UserStatus::Dismissed {
+        return Err(OrchestratorError::Conflict {
+            code: ConflictCode::AlreadyDismissed,
+            message: format!("user `{}` is already dismissed", u.id),
+        });
+    }
+    let Some(p) = u.partner.as_mut() else {
+        return Err(not_partner(uid));
+    };
+    if p.ends_at().is_none_or(|end| end > now) {
+        p.expires_at = partnergate_core::clock::format_ms(now);
+    }
+    u.status = UserStatus::Dismissed;
+    Ok(())
+}
+
+/// A partner record of `company` with the access given.
+fn partner_view(company: String, verified: bool, access: &Access) -> PartnerView {
+    PartnerView {
+        company,
+        verified,
+        expires_at: access
+            .expires_at
+            .and_then(partnergate_core::clock::format_ms),
+        scopes: Some(access.scopes.clone()),
+    }
+}
+
 fn invitee_context(c: &RegistryCompany) -> Value {
     json!({"invitee": {
         "company": {"__entity": {"type": "PartnerCompany", "id": c.id}},
@@ -824,6 +930,18 @@ impl Orchestrator {
         self.authz.directory()
     }
 
+    /// The current time, from the clock decisions read (ms since the epoch).
+    pub fn now(&self) -> i64 {
+        self.authz.clock().now_ms()
+    }
+
+    /// The access `req` asks for, checked now against the serving quotas
+    /// and the schema's scopes.
+    fn access(&self, req: &AccessRequest) -> Result<Access, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        access::resolve(req, self.now(), &self.rules.current(), pack.schema.as_ref())
+    }
+
     /// The counting rules, inside the transaction, in the documented order:
     /// seat free or `replace` given (409), same company (409), certified
     /// partner email (422). Returns the company and the dismissed partner.
@@ -834,9 +952,10 @@ impl Orchestrator {
         req: &SeatRequest<'_>,
     ) -> Result<(RegistryCompany, Option<UserView>), OrchestratorError> {
         let quotas = self.rules.current();
+        let now = self.now();
         let mut active: Vec<&UserView> = users
             .iter()
-            .filter(|u| u.holds_partner_seat() && Some(u.id.as_str()) != req.subject)
+            .filter(|u| u.holds_partner_seat(now) && Some(u.id.as_str()) != req.subject)
             .collect();
         let mut dismissed = None;
         if let Some(r) = req.replace {
@@ -957,11 +1076,15 @@ impl Orchestrator {
     /// The employees list, by status precedence (administrator/employee,
     /// partner, dismissed, invited), then email.
     pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
-        let mut list: Vec<ListedUser> = self
-            .account_users(account)?
+        let users = self.account_users(account)?;
+        // The clock is read after the users: the state is never newer than
+        // the instant it is judged at (an earlier reading could count an
+        // access that ended before a newer partner took its seat).
+        let now = self.now();
+        let mut list: Vec<ListedUser> = users
             .into_iter()
             .map(|u| ListedUser {
-                list_status: u.list_status(),
+                list_status: u.list_status(now),
                 mark: u.partner.as_ref().map(|_| "Partner"),
                 user: u,
             })
@@ -975,6 +1098,7 @@ impl Orchestrator {
     /// Seat counts: partners are neither paid users nor administrators.
     pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
         let users = self.account_users(account)?;
+        let now = self.now(); // after the read, as in `users`
         let holding: Vec<&UserView> = users
             .iter()
             .filter(|u| u.status != UserStatus::Dismissed)
@@ -986,7 +1110,7 @@ impl Orchestrator {
                 .iter()
                 .filter(|u| u.partner.is_none() && u.is_admin)
                 .count(),
-            partners: holding.iter().filter(|u| u.partner.is_some()).count(),
+            partners: users.iter().filter(|u| u.holds_partner_seat(now)).count(),
             partner_limit: self.rules.current().max_active_partners,
         })
     }
@@ -1045,11 +1169,15 @@ impl Call<'_> {
         action: &str,
         resource: &EntityUid,
         account: &EntityUid,
-        email: &str,
+        (email, access): (&str, &Access),
     ) -> Result<(Option<RegistryCompany>, String), OrchestratorError> {
         let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
         let decided = match &certified {
-            Some(c) => self.ask(actor, action, resource, Some(invitee_context(c)))?,
+            Some(c) => {
+                let mut context = invitee_context(c);
+                context["access"] = access.context();
+                self.ask(actor, action, resource, Some(context))?
+            }
             None => self.ask(actor, "invite_user", account, None)?,
         };
         Ok((certified, decided))
@@ -1118,7 +1246,7 @@ impl Call<'_> {
         actor: &str,
         email: &str,
         name: Option<&str>,
-        replace: Option<&str>,
+        (replace, access): (Option<&str>, &AccessRequest),
     ) -> Result<Outcome, OrchestratorError> {
         let email = normalize_email(email)?;
         let actor = parse_uid("actor", "User", actor)?;
@@ -1127,8 +1255,14 @@ impl Call<'_> {
         let replace_uid = replace
             .map(|r| parse_uid("replace", "User", r))
             .transpose()?;
-        let (asked, by) =
-            self.ask_partner_access(&actor, "invite_partner", &account_uid, &account_uid, &email)?;
+        let access = self.access(access)?;
+        let (asked, by) = self.ask_partner_access(
+            &actor,
+            "invite_partner",
+            &account_uid,
+            &account_uid,
+            (&email, &access),
+        )?;
         let mut decided = Decided::by(by);
         if let Some(r) = &replace_uid {
             let id = self.ask(&actor, "dismiss_user", r, None)?;
@@ -1170,10 +1304,7 @@ impl Call<'_> {
                     status: UserStatus::Invited,
                     is_admin: existing.is_some_and(|u| u.is_admin),
                     two_factor: true,
-                    partner: Some(PartnerView {
-                        company: company.id,
-                        verified: false,
-                    }),
+                    partner: Some(partner_view(company.id, false, &access)),
                 };
                 let mut writes = vec![Orchestrator::record(schema, &user)?];
                 if let Some(d) = &dismissed {
@@ -1244,6 +1375,7 @@ impl Call<'_> {
         let uid = parse_uid("user", "User", user)?;
         // No policy question: the invitee accepts its own invitation.
         let decided = Decided::default();
+        let now = self.now();
         self.simple_write(
             &uid,
             ("user.accept", &uid.to_string()),
@@ -1253,6 +1385,14 @@ impl Call<'_> {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::NotInvited,
                         message: format!("{uid} has no open invitation (status {})", u.status),
+                    });
+                }
+                if u.access_ended(now) {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::AccessEnded,
+                        message: format!(
+                            "the partner access of {uid} ended before it was accepted: ask for a new invitation"
+                        ),
                     });
                 }
                 if let Some(p) = &mut u.partner {
@@ -1276,15 +1416,16 @@ impl Call<'_> {
         &self,
         user: &str,
         actor: &str,
-        replace: Option<&str>,
+        (replace, access): (Option<&str>, &AccessRequest),
     ) -> Result<Outcome, OrchestratorError> {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
+        let access = self.access(access)?;
         let current = self.user_from_memory(&uid)?;
         self.partner_access_write(
             &uid,
             &actor,
-            &current,
+            (&current, &access),
             replace,
             false,
             "user.partner_access",
@@ -1298,11 +1439,12 @@ impl Call<'_> {
         &self,
         uid: &EntityUid,
         email: &str,
-        replace: Option<&str>,
+        (replace, access): (Option<&str>, &Access),
         (asked, decided): (Option<&RegistryCompany>, &Decided),
         must_be_dismissed: bool,
         (operation, actor): (&str, &str),
     ) -> Result<Outcome, OrchestratorError> {
+        let now = self.now();
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
         let outcome = self.commit(
@@ -1310,13 +1452,15 @@ impl Call<'_> {
             decided,
             &mut |tx| {
                 let mut u = user_in(tx, uid)?;
-                if must_be_dismissed && u.status != UserStatus::Dismissed {
+                // An ended access is hired back like a dismissal (the sweep
+                // may not have marked it yet).
+                if must_be_dismissed && u.status != UserStatus::Dismissed && !u.access_ended(now) {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::NotDismissed,
                         message: format!("{uid} is not dismissed (status {})", u.status),
                     });
                 }
-                if !must_be_dismissed && u.holds_partner_seat() {
+                if !must_be_dismissed && u.holds_partner_seat(now) {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::AlreadyPartner,
                         message: format!("{uid} is already a partner user (status {})", u.status),
@@ -1338,10 +1482,11 @@ impl Call<'_> {
                     u.status = UserStatus::Active;
                 }
                 u.two_factor = true;
-                u.partner = Some(PartnerView {
-                    company: company.id,
-                    verified: u.status == UserStatus::Active,
-                });
+                u.partner = Some(partner_view(
+                    company.id,
+                    u.status == UserStatus::Active,
+                    access,
+                ));
                 let mut writes = vec![Orchestrator::record(schema, &u)?];
                 if let Some(d) = &dismissed {
                     writes.push(Orchestrator::record(schema, d)?);
@@ -1381,13 +1526,26 @@ impl Call<'_> {
         &self,
         user: &str,
         actor: &str,
-        replace: Option<&str>,
+        (replace, access): (Option<&str>, &AccessRequest),
     ) -> Result<Outcome, OrchestratorError> {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
-        let decided = Decided::by(self.ask(&actor, "rehire_user", &uid, None)?);
         let current = self.user_from_memory(&uid)?;
-        if current.partner.is_none() {
+        if current.partner.is_none() && !access.is_empty() {
+            return Err(OrchestratorError::Invalid {
+                code: InvalidCode::Access,
+                field: "scopes",
+                message: format!(
+                    "{uid} is not a partner: only a partner's rehire takes an end or scopes"
+                ),
+            });
+        }
+        let access = match current.partner {
+            Some(_) => Some(self.access(access)?),
+            None => None,
+        };
+        let decided = Decided::by(self.ask(&actor, "rehire_user", &uid, None)?);
+        let Some(access) = access else {
             let rehire = ("user.rehire", actor.to_string());
             return self.simple_write(&uid, (rehire.0, &rehire.1), &decided, |_, u| {
                 if u.status != UserStatus::Dismissed {
@@ -1399,8 +1557,15 @@ impl Call<'_> {
                 u.status = UserStatus::Active;
                 Ok(())
             });
-        }
-        self.partner_access_write(&uid, &actor, &current, replace, true, "user.rehire")
+        };
+        self.partner_access_write(
+            &uid,
+            &actor,
+            (&current, &access),
+            replace,
+            true,
+            "user.rehire",
+        )
     }
 
     /// Partner access for an existing user (also a partner's rehire): the
@@ -1410,7 +1575,7 @@ impl Call<'_> {
         &self,
         uid: &EntityUid,
         actor: &EntityUid,
-        current: &UserView,
+        (current, access): (&UserView, &Access),
         replace: Option<&str>,
         must_be_dismissed: bool,
         operation: &str,
@@ -1420,8 +1585,13 @@ impl Call<'_> {
         let replace_uid = replace
             .map(|r| parse_uid("replace", "User", r))
             .transpose()?;
-        let (asked, by) =
-            self.ask_partner_access(actor, "grant_partner_access", uid, &account_uid, &email)?;
+        let (asked, by) = self.ask_partner_access(
+            actor,
+            "grant_partner_access",
+            uid,
+            &account_uid,
+            (&email, access),
+        )?;
         let mut decided = Decided::by(by);
         if let Some(r) = &replace_uid {
             let id = self.ask(actor, "dismiss_user", r, None)?;
@@ -1431,11 +1601,204 @@ impl Call<'_> {
         self.partner_seat_write(
             uid,
             &email,
-            replace_id.as_deref(),
+            (replace_id.as_deref(), access),
             (asked.as_ref(), &decided),
             must_be_dismissed,
             (operation, &actor.to_string()),
         )
+    }
+
+    /// Renew a partner's access: a new end (required, within
+    /// `max_access_days` from now; the scopes stay), asked as
+    /// `renew_partner_access` with the partner's scopes and the new end.
+    /// An access that has ended (or a dismissed partner) is not renewed:
+    /// [`ConflictCode::AccessEnded`], hire them back instead.
+    pub fn renew(
+        &self,
+        user: &str,
+        actor: &str,
+        req: &AccessRequest,
+    ) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        if req.scopes.is_some() {
+            return Err(OrchestratorError::Invalid {
+                code: InvalidCode::Access,
+                field: "scopes",
+                message:
+                    "a renewal changes the end only: give partner access again to change the scopes"
+                        .into(),
+            });
+        }
+        let end = access::resolve_end(req, self.now(), &self.rules.current(), true)?;
+        let current = self.user_from_memory(&uid)?;
+        let scopes = current
+            .partner
+            .as_ref()
+            .and_then(|p| p.scopes.clone())
+            .unwrap_or_default();
+        let granted = Access {
+            expires_at: end,
+            scopes,
+        };
+        let context = json!({"access": granted.context()});
+        let decided = Decided::by(self.ask(&actor, "renew_partner_access", &uid, Some(context))?);
+        let now = self.now();
+        self.simple_write(
+            &uid,
+            ("partner.renew", &actor.to_string()),
+            &decided,
+            |_, u| {
+                let ended = u.access_ended(now) || u.status == UserStatus::Dismissed;
+                let Some(p) = u.partner.as_mut() else {
+                    return Err(not_partner(&uid));
+                };
+                if ended {
+                    return Err(OrchestratorError::Conflict {
+                        code: ConflictCode::AccessEnded,
+                        message: format!(
+                            "the partner access of {uid} has ended ({}): hire them back (rehire) with a new end",
+                            p.expires_at.as_deref().unwrap_or("dismissed")
+                        ),
+                    });
+                }
+                p.expires_at = end.and_then(partnergate_core::clock::format_ms);
+                Ok(())
+            },
+        )
+    }
+
+    /// End a partner's access now (`end_partner_access`): the partner is
+    /// dismissed and its end set to now if later; the seat is free, and a
+    /// rehire gives access again.
+    pub fn end_access(&self, user: &str, actor: &str) -> Result<Outcome, OrchestratorError> {
+        let uid = parse_uid("user", "User", user)?;
+        let actor = parse_uid("actor", "User", actor)?;
+        let decided = Decided::by(self.ask(&actor, "end_partner_access", &uid, None)?);
+        let now = self.now();
+        self.simple_write(
+            &uid,
+            ("partner.end", &actor.to_string()),
+            &decided,
+            |_, u| end_now(&uid, u, now),
+        )
+    }
+
+    /// The sweep: mark every partner whose access has ended by now and who
+    /// is not dismissed as dismissed, one transaction each (re-read from
+    /// the store: a renewal or rehire that came first wins; a partner
+    /// already marked is left alone, so a sweep never repeats an end).
+    /// Each end is a change record `partner.access_ended` by `system`.
+    /// Returns the partners it ended.
+    pub fn end_expired(&self) -> Result<Vec<UserView>, OrchestratorError> {
+        let now = self.now();
+        let mut ended = Vec::new();
+        for uid in self.ended_candidates(now)? {
+            let outcome = self.commit(
+                ("partner.access_ended", "system"),
+                &Decided::default(),
+                &mut |tx| {
+                    let mut u = user_in(tx, &uid)?;
+                    let due = u.access_ended(now) && u.status != UserStatus::Dismissed;
+                    if due {
+                        u.status = UserStatus::Dismissed;
+                    }
+                    let pack = self.authz.evaluator().current();
+                    let writes = if due {
+                        vec![Orchestrator::record(pack.schema.as_ref(), &u)?]
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((
+                        writes,
+                        Outcome {
+                            user: u,
+                            dismissed: None,
+                        },
+                    ))
+                },
+                self.authz.evaluator().current().schema.as_ref(),
+            )?;
+            if outcome.user.status == UserStatus::Dismissed {
+                tracing::info!(user = %outcome.user.id, account = %outcome.user.account, "partner access ended; seat freed");
+                ended.push(outcome.user);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The upgrade of partners stored before scopes existed (no `scopes`
+    /// attribute, which the policies read as nothing): each gets the
+    /// default set (`default_partner_scopes`, else every scope of the
+    /// schema), one transaction each, with a change record
+    /// `partner.scopes_default` by `system`. Run once at start by the
+    /// [`sweep::Sweeper`]; a partner given `[]` is left alone. Returns the
+    /// partners it changed.
+    pub fn default_missing_scopes(&self) -> Result<Vec<UserView>, OrchestratorError> {
+        let pack = self.authz.evaluator().current();
+        let scopes = access::resolve_scopes(
+            &AccessRequest::default(),
+            &self.rules.current(),
+            pack.schema.as_ref(),
+        )?;
+        let mut changed = Vec::new();
+        for uid in
+            self.partners_where(|u| u.partner.as_ref().is_some_and(|p| p.scopes.is_none()))?
+        {
+            let outcome = self.commit(
+                ("partner.scopes_default", "system"),
+                &Decided::default(),
+                &mut |tx| {
+                    let mut u = user_in(tx, &uid)?;
+                    let due = u.partner.as_ref().is_some_and(|p| p.scopes.is_none());
+                    if let (true, Some(p)) = (due, u.partner.as_mut()) {
+                        p.scopes = Some(scopes.clone());
+                    }
+                    let writes = if due {
+                        vec![Orchestrator::record(pack.schema.as_ref(), &u)?]
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((
+                        writes,
+                        Outcome {
+                            user: u,
+                            dismissed: None,
+                        },
+                    ))
+                },
+                pack.schema.as_ref(),
+            )?;
+            changed.push(outcome.user);
+        }
+        Ok(changed)
+    }
+
+    /// Partner users (through their companies' referrers, not every user)
+    /// for which `keep` holds, as the directory has them now.
+    fn partners_where(
+        &self,
+        keep: impl Fn(&UserView) -> bool,
+    ) -> Result<Vec<EntityUid>, OrchestratorError> {
+        let mut out = Vec::new();
+        for c in self.store.companies()? {
+            let company =
+                engine::uid_from_json("company", &json!({"type": "PartnerCompany", "id": c.id}))?;
+            for uid in self.directory().referrers(&company) {
+                let Some(json) = self.directory().get_json(&uid) else {
+                    continue;
+                };
+                if UserView::from_json(&json).is_ok_and(|u| keep(&u)) && !out.contains(&uid) {
+                    out.push(uid);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Partner users whose access has ended at `now` and who are not dismissed.
+    fn ended_candidates(&self, now: i64) -> Result<Vec<EntityUid>, OrchestratorError> {
+        self.partners_where(|u| u.access_ended(now) && u.status != UserStatus::Dismissed)
     }
 
     /// Grant (`true`) or revoke administrator rights.
@@ -1725,16 +2088,21 @@ mod tests {
             u.status = UserStatus::from(status.to_string());
             assert_eq!(u.status.as_str(), status);
             assert_eq!(u.to_entity_json()["attrs"]["status"], json!(status));
-            assert_eq!(serde_json::to_value(u.list_status()).unwrap(), json!(shown));
+            assert_eq!(
+                serde_json::to_value(u.list_status(0)).unwrap(),
+                json!(shown)
+            );
         }
         u.status = UserStatus::Active;
         u.is_admin = true;
-        assert_eq!(format!("{:<14}|", u.list_status()), "administrator |");
+        assert_eq!(format!("{:<14}|", u.list_status(0)), "administrator |");
         u.partner = Some(PartnerView {
             company: "goldco".into(),
             verified: true,
+            expires_at: None,
+            scopes: None,
         });
-        assert_eq!(u.list_status().as_str(), "partner");
+        assert_eq!(u.list_status(0).as_str(), "partner");
         let codes: Vec<&str> = [
             InvalidCode::Replace,
             InvalidCode::Company,

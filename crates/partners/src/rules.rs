@@ -27,6 +27,26 @@ pub struct Quotas {
     /// All active partner users of an account belong to one partner company.
     #[serde(default = "default_true")]
     pub one_company_per_account: bool,
+    /// The longest partner access, in days from the moment it is given or
+    /// renewed (an end later than this is refused).
+    #[serde(default = "default_max_access_days")]
+    pub max_access_days: u32,
+    /// Every invitation, grant and partner rehire must carry an end.
+    #[serde(default)]
+    pub require_access_end: bool,
+    /// The scopes a partner gets when the customer names none; absent:
+    /// every scope the schema declares (the rights of a partner before
+    /// scopes existed). Each must be a scope of the schema (checked with
+    /// the pack on every reload).
+    #[serde(default)]
+    pub default_partner_scopes: Option<Vec<String>>,
+}
+
+/// Longest accepted `max_access_days` (100 years: a guard against typos).
+pub const MAX_ACCESS_DAYS: u32 = 36_500;
+
+fn default_max_access_days() -> u32 {
+    730
 }
 
 fn default_max() -> u32 {
@@ -41,6 +61,9 @@ impl Default for Quotas {
         Quotas {
             max_active_partners: default_max(),
             one_company_per_account: true,
+            max_access_days: default_max_access_days(),
+            require_access_end: false,
+            default_partner_scopes: None,
         }
     }
 }
@@ -81,13 +104,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Quotas, Box<Problem>> {
             .map_or((None, None), |(l, c)| (Some(l), Some(c)));
         problem(line, column, e.message().trim().to_string())
     })?;
+    let line_of = |key: &str| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with(key))
+            .map(|i| i + 1)
+    };
     if q.max_active_partners > MAX_LIMIT {
-        let line = text
-            .lines()
-            .position(|l| l.trim_start().starts_with("max_active_partners"))
-            .map(|i| i + 1);
         return Err(problem(
-            line,
+            line_of("max_active_partners"),
             Some(1),
             format!(
                 "field `max_active_partners`: {} is more than the largest accepted limit {MAX_LIMIT}",
@@ -95,7 +119,53 @@ pub fn parse(file: &Path, text: &str) -> Result<Quotas, Box<Problem>> {
             ),
         ));
     }
+    if q.max_access_days == 0 || q.max_access_days > MAX_ACCESS_DAYS {
+        return Err(problem(
+            line_of("max_access_days"),
+            Some(1),
+            format!(
+                "field `max_access_days`: {} is not between 1 and {MAX_ACCESS_DAYS}",
+                q.max_access_days
+            ),
+        ));
+    }
     Ok(q)
+}
+
+/// `default_partner_scopes` names only scopes the pack's schema declares.
+pub fn check_default_scopes(
+    path: &Path,
+    q: &Quotas,
+    schema: Option<&cedar_policy::Schema>,
+) -> Result<(), Box<Problem>> {
+    let Some(scopes) = &q.default_partner_scopes else {
+        return Ok(());
+    };
+    let known = crate::access::known_scopes(schema);
+    let Some(unknown) = scopes.iter().find(|s| !known.contains(s)) else {
+        return Ok(());
+    };
+    let line = std::fs::read_to_string(path).ok().and_then(|t| {
+        t.lines()
+            .position(|l| l.trim_start().starts_with("default_partner_scopes"))
+            .map(|i| i + 1)
+    });
+    let message = format!(
+        "field `default_partner_scopes`: unknown scope `{unknown}`: the schema declares {}",
+        known.join(", ")
+    );
+    Err(Box::new(Problem {
+        file: Some(path.to_path_buf()),
+        line,
+        column: Some(1),
+        policy_id: None,
+        rendered: format!(
+            "{}{}: {message}",
+            path.display(),
+            line.map(|l| format!(":{l}")).unwrap_or_default()
+        ),
+        message,
+    }))
 }
 
 /// Read the quotas file; a missing file means the defaults (3, one company).
@@ -173,11 +243,12 @@ impl QuotaRules {
     /// of the new pack, and serves when (and only if) the pack does.
     pub fn gate(self: &Arc<Self>) -> Gate {
         let path = self.path.clone();
-        Box::new(move |_pack| {
+        Box::new(move |pack| {
             if path.as_os_str().is_empty() {
                 return Ok(None);
             }
             let q = load(&path).map_err(|p| vec![*p])?;
+            check_default_scopes(&path, &q, pack.schema.as_ref()).map_err(|p| vec![*p])?;
             Ok(Some(Arc::new(q) as crate::policies::Extension))
         })
     }

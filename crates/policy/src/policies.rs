@@ -61,6 +61,24 @@ pub struct PolicyPack {
     extensions: Vec<Extension>,
     /// The index of `policy_set`, built with it (so per pack version).
     policy_index: std::sync::Arc<crate::index::PolicyIndex>,
+    /// The clock: the actions whose context declares [`CLOCK_ATTRIBUTE`]
+    /// and whether the policies use the time only in comparisons.
+    clock: Clock,
+}
+
+/// The reserved context attribute that carries the current time (a Cedar
+/// `datetime`). The decision path supplies it to every action whose
+/// context declares it; a caller never does.
+pub const CLOCK_ATTRIBUTE: &str = "now";
+
+/// What a pack says about time: which actions take the clock, and whether
+/// a decision can depend on the time only by comparing it (no datetime or
+/// duration literals, no arithmetic in any policy), so that a decision
+/// holds until the next datetime value of its entities or context.
+#[derive(Debug, Clone, Default)]
+struct Clock {
+    actions: std::collections::HashSet<EntityUid>,
+    compared_only: bool,
 }
 
 /// A value a reload gate adds to the pack it accepted (any type; looked up
@@ -95,6 +113,21 @@ impl PolicyPack {
     /// The index of [`PolicyPack::policy_set`], built when the pack loaded.
     pub fn policy_index(&self) -> &crate::index::PolicyIndex {
         &self.policy_index
+    }
+
+    /// Whether the action's context declares the clock ([`CLOCK_ATTRIBUTE`]).
+    pub fn takes_clock(&self, action: &EntityUid) -> bool {
+        self.clock.actions.contains(action)
+    }
+
+    /// Whether the policies use datetimes only in comparisons: no
+    /// `datetime(..)`/`duration(..)` literal and no datetime arithmetic
+    /// (`offset`, `durationSince`, `toDate`, `toTime`, ...) in any policy
+    /// text. Then a decision taken at time `t` is the same at every later
+    /// time before the first datetime value of its entities and context
+    /// that is `>= t`; otherwise a clocked decision holds only at `t`.
+    pub fn time_compared_only(&self) -> bool {
+        self.clock.compared_only
     }
 
     /// The action entity and its ancestors, from the schema (empty without one).
@@ -397,7 +430,7 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
     let files = policy_files(&source.policies)?;
     let mut hasher = Sha256::new();
     let texts = read_policy_texts(&files, &source.limits, &mut hasher)?;
-    let schema = read_pack_schema(source, &mut hasher)?;
+    let (schema, clock_actions) = read_pack_schema(source, &mut hasher)?;
     let identified = identify_policies(&files, &texts)?;
     let warnings = match &schema {
         Some(schema) => validate_strictly(schema, &identified, &texts)?,
@@ -410,7 +443,12 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
     let digest = hasher.finalize();
     let actions = schema.as_ref().map(action_closure).unwrap_or_default();
     let policy_index = std::sync::Arc::new(crate::index::PolicyIndex::new(&identified.policy_set));
+    let clock = Clock {
+        actions: clock_actions,
+        compared_only: !texts.iter().any(|t| uses_time_arithmetic(t)),
+    };
     Ok(PolicyPack {
+        clock,
         policy_index,
         extensions: Vec::new(),
         actions,
@@ -463,14 +501,93 @@ fn read_policy_texts(
 
 /// Read and parse the source's schema, if any, held against the limits and
 /// fed to the version hash.
-fn read_pack_schema(source: &PackSource, hasher: &mut Sha256) -> Result<Option<Schema>, LoadError> {
+fn read_pack_schema(
+    source: &PackSource,
+    hasher: &mut Sha256,
+) -> Result<(Option<Schema>, std::collections::HashSet<EntityUid>), LoadError> {
     let Some(path) = &source.schema else {
-        return Ok(None);
+        return Ok((None, Default::default()));
     };
     let (text, _) = read_checked(path, &source.limits)?;
     hasher.update(b"schema\0");
     hasher.update(text.as_bytes());
-    Ok(Some(parse_schema(path, &text)?))
+    let schema = parse_schema(path, &text)?;
+    Ok((Some(schema), clock_actions(path, &text)))
+}
+
+/// The actions whose context record declares [`CLOCK_ATTRIBUTE`] (directly
+/// or through a common type), read from the schema's JSON form. A schema
+/// that parsed as a [`Schema`] parses as a fragment too; if it did not,
+/// no action takes the clock (and the policies' `context has now` is false).
+fn clock_actions(path: &Path, text: &str) -> std::collections::HashSet<EntityUid> {
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let json = if is_json {
+        serde_json::from_str(text).ok()
+    } else {
+        cedar_policy::SchemaFragment::from_cedarschema_str(text)
+            .ok()
+            .and_then(|(f, _)| f.to_json_value().ok())
+    };
+    let mut out = std::collections::HashSet::new();
+    let Some(serde_json::Value::Object(namespaces)) = json else {
+        return out;
+    };
+    for (ns, body) in &namespaces {
+        let common = body.get("commonTypes");
+        let Some(actions) = body.get("actions").and_then(|a| a.as_object()) else {
+            continue;
+        };
+        for (name, action) in actions {
+            let Some(mut ctx) = action.pointer("/appliesTo/context") else {
+                continue;
+            };
+            // A reference to a common type: `{"type": "T"}` or
+            // `{"type": "EntityOrCommon", "name": "T"}`.
+            let named = ctx
+                .get("name")
+                .or_else(|| ctx.get("type").filter(|t| *t != "Record"))
+                .and_then(|n| n.as_str());
+            if let Some(t) = named.and_then(|n| common.and_then(|c| c.get(n))) {
+                ctx = t;
+            }
+            if ctx
+                .pointer(&format!("/attributes/{CLOCK_ATTRIBUTE}"))
+                .is_none()
+            {
+                continue;
+            }
+            let ty = if ns.is_empty() {
+                "Action".to_string()
+            } else {
+                format!("{ns}::Action")
+            };
+            let uid = serde_json::json!({"type": ty, "id": name});
+            if let Ok(uid) = EntityUid::from_json(uid) {
+                out.insert(uid);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a policy text may compute with times (see
+/// [`PolicyPack::time_compared_only`]); conservative: a comment that names
+/// one of these functions counts too.
+fn uses_time_arithmetic(text: &str) -> bool {
+    const CALLS: [&str; 11] = [
+        "datetime(",
+        "duration(",
+        "offset(",
+        "durationSince(",
+        "toDate(",
+        "toTime(",
+        "toDays(",
+        "toHours(",
+        "toMinutes(",
+        "toSeconds(",
+        "toMilliseconds(",
+    ];
+    CALLS.iter().any(|c| text.contains(c))
 }
 
 /// The pack's policies under their `@id`s, and where each came from.

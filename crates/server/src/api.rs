@@ -597,6 +597,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         super::orchestrator::partner_access,
         super::orchestrator::dismiss,
         super::orchestrator::rehire,
+        super::orchestrator::renew_access,
+        super::orchestrator::end_access,
+        super::orchestrator::partner_activity,
         super::orchestrator::grant_admin,
         super::orchestrator::revoke_admin,
         super::orchestrator::list_companies,
@@ -613,6 +616,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         super::authzen::EvaluationResponse,
         super::orchestrator::InviteBody,
         super::orchestrator::ActorBody,
+        super::orchestrator::RenewBody,
         super::orchestrator::CompanyBody
     ))
 )]

@@ -55,6 +55,8 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         // routes file), never the sidecar's token; any method is a question.
         _ if super::gateway::is_gateway_path(path) => false,
         _ if crate::search::is_search_path(path) => state.protect_queries,
+        // What a customer's partners did: decisions and changes, always behind the token.
+        _ if path.ends_with("/partner-activity") => true,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,
         // Every other method is a write (or unknown): fail closed.
         _ => true,

@@ -115,6 +115,8 @@ pub struct ServeConfig {
     pub ext_authz_grpc: Option<gateway::GrpcListen>,
     /// Search page sizes: the default and the largest a request may ask.
     pub search_limits: partnergate_search::Limits,
+    /// How often ended partner access is swept (marked, its seat freed).
+    pub partner_sweep: Duration,
 }
 
 pub use partnergate_core::runtime::default_replica_id;
@@ -148,6 +150,8 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 10_000;
     /// `--decision-cache`
     pub const DECISION_CACHE: usize = partnergate_core::cache::DEFAULT_ENTRIES;
+    /// `--partner-sweep-ms`
+    pub const PARTNER_SWEEP_MS: u64 = 30_000;
 }
 
 impl Default for ServeConfig {
@@ -183,6 +187,7 @@ impl Default for ServeConfig {
             decision_cache: defaults::DECISION_CACHE,
             ext_authz_grpc: None,
             search_limits: partnergate_search::Limits::default(),
+            partner_sweep: Duration::from_millis(defaults::PARTNER_SWEEP_MS),
         }
     }
 }
@@ -280,6 +285,9 @@ pub struct AppState {
     pub public_url: OnceLock<String>,
     /// Subject, resource and action search over the same decision path.
     pub search: partnergate_search::Searcher,
+    /// The decision log file, if decisions are logged to one (the partner
+    /// activity report reads it).
+    pub audit_path: Option<PathBuf>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -453,6 +461,8 @@ pub struct Sidecar {
     pub feed: Option<crate::store::postgres::ChangeFeed>,
     /// The watcher of the shadow policies, if any.
     pub shadow_watch: Option<reload::WatchHandle>,
+    /// The sweep of ended partner access (dropping it stops it).
+    pub sweeper: Option<partnergate_partners::sweep::Sweeper>,
 }
 
 /// Load policies, open the store and build the state (no socket yet).
@@ -481,6 +491,8 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let orchestrator = Arc::new(partnergate_partners::runtime::orchestrator(&wired, quotas));
     let key = partnergate_search::TokenKey::load_or_create(&config.data_dir)?;
     let search = partnergate_search::Searcher::new(wired.authz.clone(), key, config.search_limits);
+    let sweeper =
+        partnergate_partners::sweep::Sweeper::spawn(orchestrator.clone(), config.partner_sweep)?;
     let state = app_state(config, wired.authz, orchestrator, token, metrics, search);
     let state = Arc::new(state);
     Ok(Sidecar {
@@ -489,6 +501,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         watch: wired.watch,
         feed: wired.feed,
         shadow_watch: wired.shadow_watch,
+        sweeper: Some(sweeper),
     })
 }
 
@@ -533,6 +546,10 @@ fn app_state(
             None => OnceLock::new(),
         },
         search,
+        audit_path: match config.audit.as_ref().map(|a| &a.sink) {
+            Some(crate::audit::Sink::File(path)) => Some(path.clone()),
+            _ => None,
+        },
     }
 }
 
@@ -591,6 +608,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
     }
+    drop(sidecar.sweeper);
     drop(sidecar.watch);
     drop(sidecar.shadow_watch);
     drop(sidecar.feed);

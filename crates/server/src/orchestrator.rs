@@ -17,6 +17,7 @@ use super::api::{parse_body, request_id};
 use super::error::AppError;
 use super::idempotency;
 use super::AppState;
+use partnergate_partners::access::AccessRequest;
 use partnergate_partners::store::RegistryCompany;
 use partnergate_partners::{Call, InvalidCode, Orchestrator, OrchestratorError, WriteScope};
 
@@ -34,6 +35,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/users/{id}/partner-access", post(partner_access))
         .route("/v1/users/{id}/dismiss", post(dismiss))
         .route("/v1/users/{id}/rehire", post(rehire))
+        .route("/v1/users/{id}/partner-access/renew", post(renew_access))
+        .route("/v1/users/{id}/partner-access/end", post(end_access))
+        .route("/v1/accounts/{id}/partner-activity", get(partner_activity))
         .route(
             "/v1/users/{id}/admin",
             put(grant_admin).delete(revoke_admin),
@@ -49,7 +53,11 @@ impl From<OrchestratorError> for AppError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             OrchestratorError::Invalid {
-                code: InvalidCode::Replace,
+                code:
+                    InvalidCode::Replace
+                    | InvalidCode::Access
+                    | InvalidCode::AccessTooLong
+                    | InvalidCode::UnknownScope,
                 ..
             } => StatusCode::UNPROCESSABLE_ENTITY,
             OrchestratorError::Denied { .. } => StatusCode::FORBIDDEN,
@@ -90,6 +98,22 @@ pub(super) struct InviteBody {
     email: String,
     name: Option<String>,
     replace: Option<String>,
+    /// The end of the partner access (RFC 3339); not with `duration`.
+    expires_at: Option<String>,
+    /// The access's length from now (`90d`, `36h`, `45m`, `30s`).
+    duration: Option<String>,
+    /// What the partner may administer (scope names of the schema).
+    scopes: Option<Vec<String>>,
+}
+
+impl InviteBody {
+    fn access(&self) -> AccessRequest {
+        AccessRequest {
+            expires_at: self.expires_at.clone(),
+            duration: self.duration.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -97,6 +121,42 @@ pub(super) struct InviteBody {
 pub(super) struct ActorBody {
     actor: String,
     replace: Option<String>,
+    /// Partner access and a partner's rehire: the end (RFC 3339).
+    expires_at: Option<String>,
+    /// Partner access and a partner's rehire: the length from now.
+    duration: Option<String>,
+    /// Partner access and a partner's rehire: the scopes.
+    scopes: Option<Vec<String>>,
+}
+
+impl ActorBody {
+    fn access(&self) -> AccessRequest {
+        AccessRequest {
+            expires_at: self.expires_at.clone(),
+            duration: self.duration.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+
+    /// A 400 when access fields are given where they do not apply.
+    fn no_access(&self, why: &str) -> Result<(), AppError> {
+        match self.access() {
+            a if a.is_empty() => Ok(()),
+            _ => Err(AppError::bad_request(format!(
+                "fields `expires_at`, `duration`, `scopes`: {why}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RenewBody {
+    actor: String,
+    /// The new end (RFC 3339); not with `duration`.
+    expires_at: Option<String>,
+    /// The new length from now (`90d`, ...).
+    duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -234,7 +294,7 @@ pub(super) async fn invite_partner(Path(account): Path<String>, w: WriteRequest)
     let b: InviteBody = w.json()?;
     w.run(StatusCode::CREATED, move |o| {
         let (name, replace) = (b.name.as_deref(), b.replace.as_deref());
-        o.invite_partner(&account, &b.actor, &b.email, name, replace)
+        o.invite_partner(&account, &b.actor, &b.email, name, (replace, &b.access()))
             .map(outcome)
     })
     .await
@@ -245,6 +305,11 @@ pub(super) async fn invite_partner(Path(account): Path<String>, w: WriteRequest)
 pub(super) async fn invite_user(Path(account): Path<String>, w: WriteRequest) -> Answer {
     let b: InviteBody = w.json()?;
     no_replace(&b.replace, "only partner invitations replace someone")?;
+    if !b.access().is_empty() {
+        return Err(AppError::bad_request(
+            "fields `expires_at`, `duration`, `scopes`: only partner invitations take them",
+        ));
+    }
     let invite = move |o: &Call<'_>| o.invite_user(&account, &b.actor, &b.email, b.name.as_deref());
     w.run(StatusCode::CREATED, move |o| invite(o).map(outcome))
         .await
@@ -268,10 +333,10 @@ pub(super) async fn list_partners(
     Path(account): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let a = account.clone();
-    let users = blocking(&state, move |o| o.users(&a)).await?;
+    let (users, now) = blocking(&state, move |o| Ok((o.users(&a)?, o.now()))).await?;
     let partners: Vec<_> = users
         .into_iter()
-        .filter(|u| u.user.holds_partner_seat())
+        .filter(|u| u.user.holds_partner_seat(now))
         .collect();
     Ok(Json(json!({"account": account, "partners": partners})))
 }
@@ -298,7 +363,9 @@ pub(super) async fn accept(Path(user): Path<String>, w: WriteRequest) -> Answer 
     responses((status = 200, description = "partner access granted"), WriteRefusals))]
 pub(super) async fn partner_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
     let b: ActorBody = w.json()?;
-    let grant = move |o: &Call<'_>| o.grant_partner_access(&user, &b.actor, b.replace.as_deref());
+    let grant = move |o: &Call<'_>| {
+        o.grant_partner_access(&user, &b.actor, (b.replace.as_deref(), &b.access()))
+    };
     w.run(StatusCode::OK, move |o| grant(o).map(outcome)).await
 }
 
@@ -307,6 +374,7 @@ pub(super) async fn partner_access(Path(user): Path<String>, w: WriteRequest) ->
 pub(super) async fn dismiss(Path(user): Path<String>, w: WriteRequest) -> Answer {
     let b: ActorBody = w.json()?;
     no_replace(&b.replace, "not accepted when dismissing")?;
+    b.no_access("not accepted when dismissing")?;
     w.run(StatusCode::OK, move |o| {
         o.dismiss(&user, &b.actor).map(outcome)
     })
@@ -317,13 +385,15 @@ pub(super) async fn dismiss(Path(user): Path<String>, w: WriteRequest) -> Answer
     responses((status = 200, description = "the user is rehired"), WriteRefusals))]
 pub(super) async fn rehire(Path(user): Path<String>, w: WriteRequest) -> Answer {
     let b: ActorBody = w.json()?;
-    let rehire = move |o: &Call<'_>| o.rehire(&user, &b.actor, b.replace.as_deref());
+    let rehire = move |o: &Call<'_>| o.rehire(&user, &b.actor, (b.replace.as_deref(), &b.access()));
     w.run(StatusCode::OK, move |o| rehire(o).map(outcome)).await
 }
 
 /// `PUT` (grant) and `DELETE` (revoke) of administrator rights.
 async fn set_admin(user: String, w: WriteRequest, admin: bool) -> Answer {
     let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted for admin rights")?;
+    b.no_access("not accepted for admin rights")?;
     w.run(StatusCode::OK, move |o| {
         o.set_admin(&user, &b.actor, admin).map(outcome)
     })
@@ -340,6 +410,79 @@ pub(super) async fn grant_admin(Path(user): Path<String>, w: WriteRequest) -> An
     responses((status = 200, description = "administrator rights revoked"), WriteRefusals))]
 pub(super) async fn revoke_admin(Path(user): Path<String>, w: WriteRequest) -> Answer {
     set_admin(user, w, false).await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/partner-access/renew", tag = "orchestrator", params(("id" = String, Path, description = "the partner's user id")), request_body = RenewBody,
+    responses((status = 200, description = "the partner with its new end"), WriteRefusals))]
+pub(super) async fn renew_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: RenewBody = w.json()?;
+    let req = AccessRequest {
+        expires_at: b.expires_at,
+        duration: b.duration,
+        scopes: None,
+    };
+    let actor = b.actor;
+    w.run(StatusCode::OK, move |o| {
+        o.renew(&user, &actor, &req).map(outcome)
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/partner-access/end", tag = "orchestrator", params(("id" = String, Path, description = "the partner's user id")), request_body = ActorBody,
+    responses((status = 200, description = "the access ended: the partner is dismissed, the seat free"), WriteRefusals))]
+pub(super) async fn end_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when ending an access")?;
+    b.no_access("not accepted when ending an access")?;
+    w.run(StatusCode::OK, move |o| {
+        o.end_access(&user, &b.actor).map(outcome)
+    })
+    .await
+}
+
+/// The query of `GET /v1/accounts/{id}/partner-activity`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ActivityParams {
+    /// One partner (`pat` or `User::"pat"`); default: every partner.
+    partner: Option<String>,
+    /// Records at or after this time (RFC 3339, or a date YYYY-MM-DD).
+    since: Option<String>,
+    /// Records before this time.
+    until: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/partner-activity", tag = "orchestrator", params(("id" = String, Path, description = "the account id"), ActivityParams),
+    responses((status = 200, description = "every decision and change of the account's partners in the range, with the reasons and the chain check"), (status = 400, description = "a bad time bound"), (status = 401, description = "no or wrong bearer token"), (status = 404, description = "decisions are not logged to a file"), (status = 503, description = "the log cannot be read")))]
+pub(super) async fn partner_activity(
+    State(state): State<Arc<AppState>>,
+    Path(account): Path<String>,
+    axum::extract::Query(p): axum::extract::Query<ActivityParams>,
+) -> Result<Json<Value>, AppError> {
+    use partnergate_partners::activity;
+    let bound = |field: &str, v: Option<String>| {
+        v.map(|s| crate::audit::query::parse_time(&s))
+            .transpose()
+            .map_err(|m| AppError::bad_request(format!("query `{field}`: {m}")))
+    };
+    let q = activity::ActivityQuery {
+        account,
+        partner: p.partner,
+        since: bound("since", p.since)?,
+        until: bound("until", p.until)?,
+    };
+    let Some(path) = state.audit_path.clone() else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this sidecar does not log decisions to a file (--audit-log): there is no activity to report",
+        ));
+    };
+    let report = tokio::task::spawn_blocking(move || activity::partner_activity(&path, &q))
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))?
+        .map_err(|e| AppError::unavailable(e.to_string()))?;
+    Ok(Json(json!(report)))
 }
 
 #[utoipa::path(put, path = "/v1/partner-companies/{id}", tag = "orchestrator", params(("id" = String, Path, description = "the company id")), request_body = CompanyBody,

@@ -1,0 +1,78 @@
+//! The sweep of ended partner access: a background thread that runs
+//! [`crate::Call::end_expired`] at start and then at a fixed interval, so an
+//! access is marked ended (its seat freed in the store, a change record by
+//! `system`) at most one interval after its end. Seat checks never wait for
+//! it: they count an ended access as free already. A restart loses nothing
+//! (the first sweep runs at start over what the store holds) and repeats
+//! nothing (each end re-reads the partner in its own transaction).
+//!
+//! Owns [`Sweeper`]; it never knows HTTP or the command line.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::{Orchestrator, WriteScope};
+
+/// The running sweep; dropping it stops the thread (and waits for it).
+#[derive(Debug)]
+pub struct Sweeper {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sweeper {
+    /// Sweep `orchestrator` now and then every `every` (at least 10 ms).
+    pub fn spawn(orchestrator: Arc<Orchestrator>, every: Duration) -> std::io::Result<Sweeper> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let every = every.max(Duration::from_millis(10));
+        let thread = std::thread::Builder::new()
+            .name("partner-sweep".into())
+            .spawn(move || {
+                // Once, at start: partners stored before scopes existed get
+                // the default set (else they could administer nothing).
+                match orchestrator.with(WriteScope::default()).default_missing_scopes() {
+                    Ok(changed) if !changed.is_empty() => {
+                        tracing::info!(partners = changed.len(), "partners stored without scopes got the default scopes");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "giving partners stored without scopes the default scopes failed"),
+                }
+                sweep_until_stopped(&orchestrator, every, &stopped);
+            })?;
+        Ok(Sweeper {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The sweep loop: now, then every `every`, until the [`Sweeper`] is dropped.
+fn sweep_until_stopped(orchestrator: &Orchestrator, every: Duration, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match orchestrator.with(WriteScope::default()).end_expired() {
+            Ok(ended) => {
+                if !ended.is_empty() {
+                    tracing::info!(ended = ended.len(), "partner sweep: access ended");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "partner sweep failed; retrying at the next interval");
+            }
+        }
+        match stopped.recv_timeout(every) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
