@@ -119,7 +119,15 @@ fn the_three_portal_questions_over_http_equal_the_evaluations() {
     );
     assert_eq!(status, 200, "{body}");
     let actions = ids(&body["results"], "name");
-    assert_eq!(actions, ["dismiss_user", "edit_profile", "rehire_user"]);
+    assert_eq!(
+        actions,
+        [
+            "dismiss_user",
+            "edit_profile",
+            "end_partner_access",
+            "rehire_user"
+        ]
+    );
     let all = [
         "dismiss_user",
         "rehire_user",
@@ -127,6 +135,7 @@ fn the_three_portal_questions_over_http_equal_the_evaluations() {
         "grant_admin",
         "revoke_admin",
         "disable_two_factor",
+        "end_partner_access",
     ];
     let expected: BTreeSet<&str> = all
         .into_iter()
@@ -154,6 +163,17 @@ fn the_three_portal_questions_over_http_equal_the_evaluations() {
         ])
     );
     assert_eq!(body["total"], 5);
+    // The time is the sidecar's, as for an evaluation: a caller's is refused.
+    let (status, body) = s.post(
+        "/access/v1/search/resource",
+        &json!({"subject": {"type": "User", "id": "pat"}, "action": {"name": "dismiss_user"},
+                "resource": {"type": "User"}, "context": {"now": "2020-01-01T00:00:00Z"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("context.now"),
+        "{body}"
+    );
     let (status, body) = s.post(
         "/v1/search/subject",
         &json!({"principal_type": "User", "action": "Action::\"configure_account\"", "resource": {"type": "Account", "id": "acme"}}),
@@ -170,6 +190,7 @@ fn the_three_portal_questions_over_http_equal_the_evaluations() {
         json!([
             "Action::\"dismiss_user\"",
             "Action::\"edit_profile\"",
+            "Action::\"end_partner_access\"",
             "Action::\"rehire_user\""
         ])
     );
@@ -538,7 +559,7 @@ fn the_cli_searches_the_data_directorys_store_and_pages_with_tokens() {
         [
             "Action::\"dismiss_user\"",
             "Action::\"edit_profile\"",
-            "Action::\"rehire_user\""
+            "Action::\"end_partner_access\""
         ]
     );
 }

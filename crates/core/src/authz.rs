@@ -507,16 +507,7 @@ impl Authz {
     /// decision log records with the context.
     pub fn is_authorized_with(&self, pack: &PolicyPack, q: &Query) -> Result<Answer, RequestError> {
         let started = Instant::now();
-        if q.context
-            .as_ref()
-            .and_then(|c| c.get(CLOCK_ATTRIBUTE))
-            .is_some()
-        {
-            return Err(RequestError::field(
-                &format!("context.{CLOCK_ATTRIBUTE}"),
-                "the current time is supplied by PartnerGate, never by the request: remove the field",
-            ));
-        }
+        refuse_callers_clock(q.context.as_ref())?;
         let now = pack.takes_clock(&q.action).then(|| self.clock.now_ms());
         let key = self.decisions.as_ref().and_then(|_| cache::Key::of(q));
         let kept = match (&self.decisions, &key) {
@@ -865,7 +856,20 @@ impl Authz {
 
 /// `q` with `context.now` set to the datetime `now` (ms since the epoch).
 /// A context that is not an object is left for the schema check to refuse.
-fn with_now(q: &Query, now: i64) -> Result<Query, RequestError> {
+/// A caller's context may not set the time: a 400 naming `context.now`.
+pub fn refuse_callers_clock(context: Option<&serde_json::Value>) -> Result<(), RequestError> {
+    if context.and_then(|c| c.get(CLOCK_ATTRIBUTE)).is_some() {
+        return Err(RequestError::field(
+            &format!("context.{CLOCK_ATTRIBUTE}"),
+            "the current time is supplied by PartnerGate, never by the request: remove the field",
+        ));
+    }
+    Ok(())
+}
+
+/// `q` with the clock reading `now` (ms since the epoch) as `context.now`
+/// (the search confirms its candidates with the time the evaluation uses).
+pub fn with_now(q: &Query, now: i64) -> Result<Query, RequestError> {
     let value = crate::clock::datetime_json(now).ok_or_else(|| {
         RequestError::field(
             &format!("context.{CLOCK_ATTRIBUTE}"),

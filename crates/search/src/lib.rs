@@ -321,6 +321,9 @@ impl Searcher {
             Some(v @ Value::Object(_)) => Some(v.clone()),
             Some(_) => return Err(RequestError::field("context", "must be a JSON object").into()),
         };
+        // The time is the sidecar's, as for an evaluation: one reading per page.
+        partnergate_core::authz::refuse_callers_clock(context.as_ref())?;
+        let now = self.authz.clock().now_ms();
         let (p, a, r) = req.sides();
         let binding = token::Binding::new(req.kind().as_str(), &p, &a, &r, context.as_ref(), limit);
         let cursor = match page.token.as_deref() {
@@ -331,6 +334,7 @@ impl Searcher {
             authz: &self.authz,
             pack: &pack,
             context: &context,
+            now,
         };
         let candidates = run.candidates(&req.target)?;
         let after = cursor.as_ref().map(|c| c.after.as_str());
@@ -417,6 +421,8 @@ struct Run<'a> {
     authz: &'a Authz,
     pack: &'a PolicyPack,
     context: &'a Option<Value>,
+    /// The clock reading (ms) every clocked question of the page gets.
+    now: i64,
 }
 
 /// The candidates of a search, sorted by key, each with the question that
@@ -481,9 +487,16 @@ impl Run<'_> {
         self.pack.schema.as_ref()
     }
 
+    /// The question of one candidate, with `context.now` when the action
+    /// takes the clock (as `Authz::is_authorized` adds it; a reading outside
+    /// Cedar's datetime range leaves it out, and the policies then deny).
     fn query(&self, principal: &EntityUid, action: &EntityUid, resource: &EntityUid) -> Query {
-        Query::new(principal.clone(), action.clone(), resource.clone())
-            .with_context(self.context.clone())
+        let q = Query::new(principal.clone(), action.clone(), resource.clone())
+            .with_context(self.context.clone());
+        if !self.pack.takes_clock(action) {
+            return q;
+        }
+        partnergate_core::authz::with_now(&q, self.now).unwrap_or(q)
     }
 
     /// The stored entities of `ty` the narrowing leaves (unsorted).

@@ -485,7 +485,8 @@ fn resource_search_on_the_shipped_pack_evaluates_only_the_accounts_users() {
     };
     entities.push(json!({"uid": {"type": "User", "id": "pat"}, "parents": [{"type": "Account", "id": "acme"}],
         "attrs": {"email": "e", "account": eref("Account", "acme"), "is_admin": false, "status": "active", "two_factor": true,
-                  "partner": {"company": eref("PartnerCompany", "goldco"), "verified": true}}}));
+                  "partner": {"company": eref("PartnerCompany", "goldco"), "verified": true,
+                              "scopes": ["users", "settings", "integrations"]}}}));
     for i in 0..20 {
         entities.push(user(&format!("a{i:02}"), "acme", i == 0));
     }
