@@ -15,6 +15,7 @@ pub mod clock;
 pub mod directory;
 pub mod reload;
 pub mod runtime;
+pub mod secret;
 pub mod store;
 
 use partnergate_audit as audit;

@@ -10,7 +10,6 @@
 //! signed with another key (another server), is refused as a whole. This
 //! module knows nothing about candidates, decisions or the wire.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -81,7 +80,7 @@ impl TokenKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = TokenKey::random();
-                write_private(&path, &hex::encode(key.0)).map_err(|e| err(e.to_string()))?;
+                partnergate_core::secret::create_private(&path, &hex::encode(key.0)).map_err(|e| err(e.to_string()))?;
                 Ok(key)
             }
             Err(e) => Err(err(e.to_string())),
@@ -95,21 +94,6 @@ impl TokenKey {
         mac.update(payload);
         mac
     }
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
 }
 
 /// What a token is bound to: the search's kind, a hash of each request

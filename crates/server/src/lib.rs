@@ -30,7 +30,7 @@ pub mod orchestrator;
 pub mod search;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -429,24 +429,8 @@ pub fn load_or_create_token(config: &ServeConfig) -> Result<(String, PathBuf), S
     }
     let bytes: [u8; 32] = rand::random();
     let token = hex::encode(bytes);
-    write_private(&path, &token).map_err(|e| err(e.to_string()))?;
+    partnergate_core::secret::create_private(&path, &token).map_err(|e| err(e.to_string()))?;
     Ok((token, path))
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
 }
 
 /// A started sidecar's parts, for embedding and tests.
