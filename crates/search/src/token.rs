@@ -80,7 +80,8 @@ impl TokenKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = TokenKey::random();
-                partnergate_core::secret::create_private(&path, &hex::encode(key.0)).map_err(|e| err(e.to_string()))?;
+                partnergate_core::secret::create_private(&path, &hex::encode(key.0))
+                    .map_err(|e| err(e.to_string()))?;
                 Ok(key)
             }
             Err(e) => Err(err(e.to_string())),
