@@ -123,6 +123,12 @@ pub struct QueryArgs {
     /// The decision with this id (as returned to the caller).
     #[arg(long)]
     pub decision_id: Option<String>,
+    /// Decisions this policy determined (its id among the reasons).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Records of the request with this id (its `X-Request-ID`).
+    #[arg(long)]
+    pub request_id: Option<String>,
     /// Print the matching records as JSON Lines (as written).
     #[arg(long)]
     pub json: bool,
@@ -450,6 +456,8 @@ fn run_query(a: &QueryArgs, out: &mut dyn Write, err: &mut dyn Write) -> CmdResu
         since: a.since,
         until: a.until,
         policy_version: a.policy_version.clone(),
+        policy: a.policy.clone(),
+        request_id: a.request_id.clone(),
     };
     if !a.json {
         writeln!(

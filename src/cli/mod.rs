@@ -177,6 +177,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_PARTNER_SWEEP_MS", value_name = "MS",
         default_value_t = crate::server::defaults::PARTNER_SWEEP_MS)]
     pub partner_sweep_ms: u64,
+    /// Do not serve the web console at /console.
+    #[arg(long, env = "PARTNERGATE_NO_CONSOLE")]
+    pub no_console: bool,
+    /// The policy test suites the console runs (files or directories).
+    #[arg(long, env = "PARTNERGATE_TESTS", default_value = partnergate_server::defaults::TESTS)]
+    pub tests: PathBuf,
     #[command(flatten)]
     pub audit: crate::cli::audit::AuditLogArgs,
     #[command(flatten)]
@@ -765,6 +771,8 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
             max: a.search_max_limit,
         },
         partner_sweep: std::time::Duration::from_millis(a.partner_sweep_ms),
+        console: !a.no_console,
+        tests: a.tests,
     })
 }
 

@@ -6,7 +6,7 @@
 //!
 //! Submodules: [`record`] (the format, canonical encoding, hashing, shadow),
 //! [`redact`], [`writer`] ([`AuditLog`]), [`chain`] (files, verify),
-//! [`query`] and [`replay`]. The `partnergate audit` commands live in the
+//! [`query`], [`newest`] (newest-first pages) and [`replay`]. The `partnergate audit` commands live in the
 //! binary (`src/cli/audit.rs`).
 //! The record format is documented field by field in docs/audit.md.
 //!
@@ -17,6 +17,7 @@
 #![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod chain;
+pub mod newest;
 pub mod query;
 pub mod record;
 pub mod redact;
@@ -72,6 +73,10 @@ pub enum AuditError {
     /// The writer thread could not be spawned.
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(std::io::Error),
+    /// A page cursor names no record of the log (rotated away, or not one
+    /// this log gave).
+    #[error("{0}")]
+    Cursor(String),
 }
 
 impl AuditError {

@@ -60,6 +60,19 @@ pub struct Head {
     /// Why a reload failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// The caller's request id (`X-Request-ID`) of a decision or change.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// A decision's determining policies (only their ids are read).
+    #[serde(default)]
+    pub reasons: Vec<ReasonId>,
+}
+
+/// A determining policy of a decision, by id.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ReasonId {
+    /// The policy id.
+    pub id: String,
 }
 
 /// Parse a time bound: RFC 3339 (`2026-11-29T07:00:00Z`) or a date
@@ -101,6 +114,10 @@ pub struct Filter {
     pub until: Option<OffsetDateTime>,
     /// Matches `policy_version` (or a reload's `version`); a prefix is enough.
     pub policy_version: Option<String>,
+    /// Matches a decision whose determining policies include this id.
+    pub policy: Option<String>,
+    /// Matches `request_id` exactly.
+    pub request_id: Option<String>,
 }
 
 fn uid_matches(filter: &str, value: Option<&str>) -> bool {
@@ -116,6 +133,33 @@ fn uid_matches(filter: &str, value: Option<&str>) -> bool {
 }
 
 impl Filter {
+    /// Texts that every selected record's line must contain as written
+    /// (a cheap test before decoding it): the exact-match ids, and the id
+    /// part of a principal or resource filter. A text that JSON would
+    /// escape is not listed (the line holds its escaped form).
+    pub fn needles(&self) -> Vec<&str> {
+        let plain =
+            |s: &&str| !s.is_empty() && !s.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        fn id_part(s: &str) -> Option<&str> {
+            match s.strip_suffix('"').and_then(|v| v.rsplit_once("::\"")) {
+                Some((_, id)) => Some(id),
+                None if !s.contains("::") => Some(s),
+                None => None,
+            }
+        }
+        [
+            self.decision_id.as_deref(),
+            self.request_id.as_deref(),
+            self.policy.as_deref(),
+            self.principal.as_deref().and_then(id_part),
+            self.resource.as_deref().and_then(id_part),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(plain)
+        .collect()
+    }
+
     /// Whether the filter selects by time (else ts need not be parsed).
     fn timed(&self) -> bool {
         self.since.is_some() || self.until.is_some()
@@ -151,6 +195,16 @@ impl Filter {
         }
         if let Some(d) = self.decision {
             if h.decision != Some(d) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.policy {
+            if !h.reasons.iter().any(|r| &r.id == p) {
+                return false;
+            }
+        }
+        if let Some(id) = &self.request_id {
+            if h.request_id.as_deref() != Some(id.as_str()) {
                 return false;
             }
         }

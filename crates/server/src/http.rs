@@ -55,6 +55,15 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         // routes file), never the sidecar's token; any method is a question.
         _ if super::gateway::is_gateway_path(path) => false,
         _ if crate::search::is_search_path(path) => state.protect_queries,
+        // The console's page shells and assets hold no data; its decision
+        // (Try) is a query; its fragments are reads (below); running tests
+        // or proofs is a POST (a write: the token).
+        _ if crate::console::is_shell(path)
+            && (method == Method::GET || method == Method::HEAD) =>
+        {
+            false
+        }
+        _ if crate::console::is_query(path) => state.protect_queries,
         // What a customer's partners did: decisions and changes, always behind the token.
         _ if path.ends_with("/partner-activity") => true,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,

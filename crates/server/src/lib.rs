@@ -16,12 +16,15 @@
 //! - `gateway`: gateway mode's front doors: Envoy's gRPC ext_authz and the
 //!   HTTP forward-auth endpoints (nginx, Traefik, Caddy, Envoy's HTTP mode).
 //! - `search`: subject, resource and action search (AuthZEN and own API).
+//! - `console`: the web console at `/console` (server-rendered pages over the
+//!   same library calls as the API).
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
 pub mod api;
 pub mod authzen;
 pub mod conn;
+pub mod console;
 pub mod error;
 pub mod gateway;
 pub mod http;
@@ -117,6 +120,10 @@ pub struct ServeConfig {
     pub search_limits: partnergate_search::Limits,
     /// How often ended partner access is swept (marked, its seat freed).
     pub partner_sweep: Duration,
+    /// Serve the web console at `/console`.
+    pub console: bool,
+    /// The policy test suites the console runs.
+    pub tests: PathBuf,
 }
 
 pub use partnergate_core::runtime::default_replica_id;
@@ -152,6 +159,8 @@ pub mod defaults {
     pub const DECISION_CACHE: usize = partnergate_core::cache::DEFAULT_ENTRIES;
     /// `--partner-sweep-ms`
     pub const PARTNER_SWEEP_MS: u64 = 30_000;
+    /// `--tests`
+    pub const TESTS: &str = "tests/policies";
 }
 
 impl Default for ServeConfig {
@@ -188,6 +197,8 @@ impl Default for ServeConfig {
             ext_authz_grpc: None,
             search_limits: partnergate_search::Limits::default(),
             partner_sweep: Duration::from_millis(defaults::PARTNER_SWEEP_MS),
+            console: true,
+            tests: defaults::TESTS.into(),
         }
     }
 }
@@ -288,6 +299,8 @@ pub struct AppState {
     /// The decision log file, if decisions are logged to one (the partner
     /// activity report reads it).
     pub audit_path: Option<PathBuf>,
+    /// The web console's inputs, when it is served (`--no-console`: None).
+    pub console: Option<console::Settings>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -315,7 +328,13 @@ pub fn app(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.request_timeout;
     let max_body = state.max_body_bytes;
+    let console = state.console.is_some();
     api::routes()
+        .merge(if console {
+            console::routes()
+        } else {
+            Router::new()
+        })
         .merge(authzen::routes())
         .merge(orchestrator::routes())
         .merge(gateway::routes())
@@ -350,7 +369,8 @@ fn is_write(req: &axum::extract::Request) -> bool {
     let decision = path.starts_with("/v1/is_authorized")
         || path.starts_with("/access/v1/")
         || gateway::is_gateway_path(path)
-        || search::is_search_path(path);
+        || search::is_search_path(path)
+        || console::is_query(path);
     matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE) && !decision
 }
 
@@ -534,6 +554,7 @@ fn app_state(
             Some(crate::audit::Sink::File(path)) => Some(path.clone()),
             _ => None,
         },
+        console: config.console.then(|| console::Settings::of(config)),
     }
 }
 
