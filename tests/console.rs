@@ -653,3 +653,65 @@ fn console_routes_follow_the_token_rules() {
         .status();
     assert_eq!(status, 404);
 }
+
+/// The text of the first `<pre ... id="ID"...>` or `<pre class="CLASS">`
+/// element of `html`, unescaped.
+fn pre_text(html: &str, marker: &str) -> String {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {html}"));
+    let open_end = start + html[start..].find('>').unwrap() + 1;
+    let close = open_end + html[open_end..].find("</pre>").unwrap();
+    html[open_end..close]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Try's test case, saved with its slice as the fixture, is a suite case
+/// that `partnergate test` runs and passes.
+#[test]
+fn a_try_becomes_a_passing_suite_case() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &[]);
+    server.load_demo();
+    for (p, a, r) in [
+        ("User::\"emma\"", "view_account", "Account::\"acme\""),
+        ("User::\"pat\"", "grant_admin", "User::\"emma\""),
+        ("User::\"pat\"", "dismiss_user", "User::\"owner\""),
+    ] {
+        let html = server
+            .client
+            .post(server.url("/console/f/try"))
+            .json(&json!({"principal": p, "action": a, "resource": r}))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let case = pre_text(&html, "id=\"test-case\"");
+        let slice = pre_text(&html, "<pre class=\"json\"");
+        let dir = ws.path().join(format!("suite-{a}"));
+        std::fs::create_dir_all(dir.join("fixtures")).unwrap();
+        std::fs::write(dir.join("fixtures/try.json"), slice).unwrap();
+        std::fs::write(dir.join("try.toml"), &case).unwrap();
+        let out = Command::new(BIN)
+            .arg("test")
+            .arg("--policies")
+            .arg(ws.policies())
+            .arg("--schema")
+            .arg(ws.schema())
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{case}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+}

@@ -894,7 +894,7 @@ mod tests {
                         c.protect_metrics,
                         &c.public_url
                     ),
-                    c.request_entities,
+                    (c.request_entities, c.console, &c.tests),
                 )
             )
         };
