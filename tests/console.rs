@@ -566,6 +566,7 @@ async fn decisions_match_audit_query(c: &Client, server: &Server, ws: &Workspace
     assert!(verified.starts_with("Chain intact"), "{verified}");
     let errs = errors(c).await;
     assert!(errs.is_empty(), "{errs:?}");
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     screenshot(c, "decision").await;
 }
 

@@ -73,6 +73,24 @@ function bind(root) {
       load(el, el.dataset.src);
     });
   });
+  root.querySelectorAll("button[data-copy]:not([data-bound])").forEach((button) => {
+    button.setAttribute("data-bound", "1");
+    button.addEventListener("click", async () => {
+      const text = document.getElementById(button.dataset.copy).textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+        button.textContent = "Copied";
+      } catch (e) {
+        // No clipboard (an insecure origin): select the text to copy by hand.
+        const range = document.createRange();
+        range.selectNodeContents(document.getElementById(button.dataset.copy));
+        const sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+        button.textContent = "Selected: press Ctrl+C";
+      }
+    });
+  });
   root.querySelectorAll("form.run:not([data-bound])").forEach((form) => {
     form.setAttribute("data-bound", "1");
     form.addEventListener("submit", async (ev) => {

@@ -188,7 +188,7 @@ fn result(answer: &partnergate_core::authz::Answer, slice: &Value, case: &str) -
             }
             h2 { "Entities the decision saw" }
             (json_block(slice))
-            h2 { "As a test case" }
+            h2 { "As a test case " button.copy #copy-case type="button" data-copy="test-case" { "Copy" } }
             p.note { "Save the entities above as fixtures/try.json beside the suite, and this case into a suite under tests/policies/." }
             pre #test-case.toml { (case) }
         }
