@@ -154,6 +154,20 @@ async fn open(c: &Client, server: &Server, path: &str, ready: &str) {
     assert!(errs.is_empty(), "{path}: browser errors: {errs:?}");
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn no_errors(c: &Client) {
+    let errs = errors(c).await;
+    assert!(errs.is_empty(), "browser errors: {errs:?}");
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -244,12 +258,7 @@ fn the_console_in_a_real_browser() {
 /// Tests and proofs: refused without the token, run with it.
 async fn tests_and_token(c: &Client, server: &Server) {
     open(c, server, "/console/tests", "#run-tests").await;
-    c.find(Locator::Css("#run-tests"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#run-tests").await;
     let refused = wait_text(c, "#tests-result .error", Duration::from_secs(10), |t| {
         !t.is_empty()
     })
@@ -272,24 +281,14 @@ async fn tests_and_token(c: &Client, server: &Server) {
         .send_keys(&server.token)
         .await
         .unwrap();
-    c.find(Locator::Css("#token-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#token-form button").await;
     assert!(!c
         .current_url()
         .await
         .unwrap()
         .as_str()
         .contains(&server.token));
-    c.find(Locator::Css("#run-tests"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#run-tests").await;
     let summary = wait_text(c, "#tests-summary", Duration::from_secs(60), |t| {
         t.contains("passed")
     })
@@ -302,12 +301,7 @@ async fn tests_and_token(c: &Client, server: &Server) {
         .len();
     assert!(cases > 20, "only {cases} passing cases shown");
     if partnergate_prove_available() {
-        c.find(Locator::Css("#run-proofs"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, "#run-proofs").await;
         let proofs = wait_text(c, "#proofs-summary", Duration::from_secs(300), |t| {
             t.contains("invariants")
         })
@@ -392,8 +386,7 @@ async fn policies_live_and_escaped(c: &Client, server: &Server, ws: &Workspace) 
         c.find(Locator::Css("#reload-error")).await.is_err(),
         "the error went with the good reload"
     );
-    let errs = errors(c).await;
-    assert!(errs.is_empty(), "{errs:?}");
+    no_errors(c).await;
     c.goto(&server.url("/console/policies")).await.unwrap();
     c.find(Locator::Css("#policy-partner-administer-users"))
         .await
@@ -414,12 +407,7 @@ async fn try_matches_the_api(c: &Client, server: &Server) {
             enc(r)
         );
         open(c, server, &path, "#try-submit").await;
-        c.find(Locator::Css("#try-submit"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, "#try-submit").await;
         let verdict = wait_text(c, "#verdict", Duration::from_secs(10), |t| !t.is_empty()).await;
         let api = blocking(|| server.ask(p, a, r));
         assert_eq!(verdict, api["decision"].as_str().unwrap(), "{p} {a} {r}");
@@ -439,8 +427,7 @@ async fn try_matches_the_api(c: &Client, server: &Server) {
             case.contains("[[case]]") && case.contains(&format!("action = \"{a}\"")),
             "{case}"
         );
-        let errs = errors(c).await;
-        assert!(errs.is_empty(), "{errs:?}");
+        no_errors(c).await;
     }
     // Search-as-you-type suggests stored uids.
     let suggested: Vec<String> = blocking(|| {
@@ -546,26 +533,15 @@ async fn decisions_match_audit_query(c: &Client, server: &Server, ws: &Workspace
     .await;
     screenshot(c, "decisions").await;
     // A record opens to its reasons and slice; the chain verifies.
-    c.find(Locator::Css("#decisions tbody tr td a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#decisions tbody tr td a").await;
     c.wait().for_element(Locator::Css("#record")).await.unwrap();
-    c.find(Locator::Css("#verify-chain"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#verify-chain").await;
     let verified = wait_text(c, "#verify-result", Duration::from_secs(10), |t| {
         !t.is_empty()
     })
     .await;
     assert!(verified.starts_with("Chain intact"), "{verified}");
-    let errs = errors(c).await;
-    assert!(errs.is_empty(), "{errs:?}");
+    no_errors(c).await;
     c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     screenshot(c, "decision").await;
 }
@@ -584,19 +560,13 @@ async fn partners_page(c: &Client, server: &Server) {
         employees.contains("<script>window.__xss = 1</script>"),
         "{employees}"
     );
-    c.find(Locator::Css(".activity button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, ".activity button").await;
     let activity = wait_text(c, ".activity p", Duration::from_secs(10), |t| {
         t.contains("records")
     })
     .await;
     assert!(activity.contains("verified"), "{activity}");
-    let errs = errors(c).await;
-    assert!(errs.is_empty(), "{errs:?}");
+    no_errors(c).await;
     screenshot(c, "partners").await;
 }
 
