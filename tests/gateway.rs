@@ -2,12 +2,15 @@
 //! shipped policies and a routes file that verifies JWTs, asked
 //! - directly, as nginx/Traefik/Caddy and Envoy's HTTP mode ask it, and over
 //!   Envoy's gRPC ext_authz with a tonic client;
-//! - through a real Envoy (gRPC and HTTP modes, `examples/gateway/envoy*.yaml`)
-//!   and a real nginx (`examples/gateway/nginx.conf`) in front of a small
-//!   upstream that echoes what it received.
+//! - through a real Envoy (gRPC and HTTP modes, `examples/gateway/envoy*.yaml`),
+//!   a real nginx (`examples/gateway/nginx.conf`) and a real Caddy
+//!   (`examples/gateway/Caddyfile`, `forward_auth`: the Traefik/Caddy
+//!   `X-Forwarded-*` door) in front of a small upstream that echoes what it
+//!   received.
 //!
-//! The proxies come from `PARTNERGATE_ENVOY` / `PARTNERGATE_NGINX` (else
-//! `envoy` / `nginx` on the PATH or in /usr/sbin); without one, its tests
+//! The proxies come from `PARTNERGATE_ENVOY` / `PARTNERGATE_NGINX` /
+//! `PARTNERGATE_CADDY` (else `envoy` / `nginx` / `caddy` on the PATH or in
+//! /usr/sbin); without one, its tests
 //! print `skipped: ...` and pass, unless `PARTNERGATE_TEST_GATEWAY_REQUIRED=1`
 //! (CI), which makes that a failure.
 
@@ -671,6 +674,7 @@ enum Kind {
     EnvoyGrpc,
     EnvoyHttp,
     Nginx,
+    Caddy,
 }
 
 /// A running proxy over a copy of its example configuration; killed on drop.
@@ -777,6 +781,26 @@ impl Proxy {
                     "-g",
                     "daemon off;",
                 ]);
+                c
+            }
+            Kind::Caddy => {
+                let mut text = std::fs::read_to_string(examples.join("Caddyfile")).unwrap();
+                text = subst(&text, "127.0.0.1:8083", &format!("127.0.0.1:{port}"));
+                text = subst(
+                    &text,
+                    "127.0.0.1:8081",
+                    &format!("127.0.0.1:{}", upstream.port),
+                );
+                text = subst(&text, "127.0.0.1:8380", &format!("127.0.0.1:{http_port}"));
+                let conf = dir.path().join("Caddyfile");
+                std::fs::write(&conf, text).unwrap();
+                let mut c = Command::new(bin);
+                c.args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(&conf)
+                    // Caddy keeps its state under $HOME / XDG dirs: the test's own.
+                    .env("HOME", dir.path())
+                    .env("XDG_DATA_HOME", dir.path())
+                    .env("XDG_CONFIG_HOME", dir.path());
                 c
             }
         };
@@ -1082,6 +1106,13 @@ fn through_a_real_envoy_over_grpc_on_a_unix_socket() {
 fn through_a_real_envoy_over_http() {
     if let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") {
         through(Kind::EnvoyHttp, &bin);
+    }
+}
+
+#[test]
+fn through_a_real_caddy() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_CADDY", "caddy") {
+        through(Kind::Caddy, &bin);
     }
 }
 
