@@ -234,6 +234,13 @@ fn the_console_in_a_real_browser() {
         return;
     };
     let ws = Workspace::new();
+    // A false ceiling, planted so that the proofs page shows a violation
+    // and its counterexample opens in Try.
+    std::fs::write(
+        ws.policies().join("invariants/zz-false-ceiling.cedar"),
+        "@id(\"console-false-ceiling\")\n@kind(\"ceiling\")\n@description(\"Planted by the console test: nobody views an account\")\npermit (principal, action, resource) unless { action == Action::\"view_account\" };\n",
+    )
+    .unwrap();
     let tests_dir = repo().join("tests/policies");
     let server = Server::start(&ws, &["--tests", tests_dir.to_str().unwrap()]);
     server.load_demo();
@@ -300,19 +307,66 @@ async fn tests_and_token(c: &Client, server: &Server) {
         .unwrap()
         .len();
     assert!(cases > 20, "only {cases} passing cases shown");
-    if partnergate_prove_available() {
-        click(c, "#run-proofs").await;
-        let proofs = wait_text(c, "#proofs-summary", Duration::from_secs(300), |t| {
-            t.contains("invariants")
-        })
-        .await;
-        let (held, total) = parse_of(&proofs);
-        assert!(total > 0 && held == total, "{proofs}");
-    }
     let errs = errors(c).await;
     // The refused run's 401 is the one error the browser reports.
     assert!(errs.iter().all(|e| e.contains("401")), "{errs:?}");
+    if !partnergate_prove_available() {
+        screenshot(c, "tests").await;
+        return;
+    }
+    click(c, "#run-proofs").await;
+    let proofs = wait_text(c, "#proofs-summary", Duration::from_secs(300), |t| {
+        t.contains("invariants")
+    })
+    .await;
+    let (held, total) = parse_of(&proofs);
+    assert!(
+        total > 1 && held + 1 == total,
+        "only the planted invariant fails: {proofs}"
+    );
+    let failed = text(c, "#proofs-result tr.fail").await;
+    assert!(
+        failed.contains("Planted by the console test") && failed.contains("VIOLATED"),
+        "{failed}"
+    );
+    no_errors(c).await;
+    c.execute(
+        "document.getElementById('proofs-result').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
     screenshot(c, "tests").await;
+    // Its counterexample opens in Try, filled in, and decides there.
+    let link = c
+        .find(Locator::Css("#proofs-result tr.fail a.open-try"))
+        .await
+        .unwrap();
+    let href = link.attr("href").await.unwrap().unwrap();
+    assert!(href.starts_with("/console/try?principal="), "{href}");
+    link.click().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#try-submit"))
+        .await
+        .unwrap();
+    let action = c
+        .find(Locator::Css("#action"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(action.as_deref(), Some("view_account"));
+    click(c, "#try-submit").await;
+    let verdict = wait_text(c, "#try-result", Duration::from_secs(10), |t| {
+        !t.is_empty() && t != "Deciding…"
+    })
+    .await;
+    assert!(
+        verdict.starts_with("Allow") || verdict.starts_with("Deny"),
+        "{verdict}"
+    );
+    no_errors(c).await;
 }
 
 /// "N of M invariants hold".

@@ -110,9 +110,10 @@ pub struct ServeArgs {
     /// Reject any policy reload that breaks an invariant (symbolic proof with cvc5).
     #[arg(long, env = "PARTNERGATE_PROVE_ON_RELOAD")]
     pub prove_on_reload: bool,
-    /// The invariants for --prove-on-reload.
-    #[arg(long, env = "PARTNERGATE_INVARIANTS", default_value = partnergate_server::defaults::INVARIANTS)]
-    pub invariants: PathBuf,
+    /// The invariants for --prove-on-reload and the console's proofs
+    /// [default: POLICIES/invariants, as `partnergate prove`]
+    #[arg(long, env = "PARTNERGATE_INVARIANTS")]
+    pub invariants: Option<PathBuf>,
     /// Entity store: `sqlite` (DATA_DIR/store.db) or a postgres:// URL shared by replicas.
     #[arg(long, env = "PARTNERGATE_STORE", default_value = "sqlite")]
     pub store: String,
@@ -736,6 +737,10 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
             a.search_default_limit, a.search_max_limit
         ));
     }
+    let invariants = a
+        .invariants
+        .clone()
+        .unwrap_or_else(|| partnergate_prove::default_invariants_dir(&a.policies));
     Ok(crate::server::ServeConfig {
         policies: a.policies,
         schema: a.schema,
@@ -749,7 +754,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
         watch: !a.no_watch,
         prove_on_reload: a.prove_on_reload,
-        invariants: a.invariants,
+        invariants,
         store: crate::store::StoreSpec::parse(Some(&a.store)).map_err(|e| e.to_string())?,
         replica: a
             .replica_id

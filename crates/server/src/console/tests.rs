@@ -124,6 +124,9 @@ pub async fn run_proofs(State(state): State<Arc<AppState>>) -> Response {
 
 fn proof_report(r: &partnergate_prove::ProofReport) -> Markup {
     let held = r.results.iter().filter(|i| i.holds).count();
+    // Violations first: they are what the author came for.
+    let mut results: Vec<_> = r.results.iter().collect();
+    results.sort_by_key(|i| i.holds);
     html! {
         p #proofs-summary class=(if r.holds() { "ok" } else { "bad" }) {
             (held) " of " (r.results.len()) " invariants hold under " span.mono { (r.policy_version) }
@@ -132,7 +135,7 @@ fn proof_report(r: &partnergate_prove::ProofReport) -> Markup {
         table.results {
             thead { tr { th { "Invariant" } th { "Kind" } th { "Result" } th { "Counterexamples" } } }
             tbody {
-                @for i in &r.results {
+                @for i in &results {
                     tr class=(if i.holds { "pass" } else { "fail" }) {
                         td { span.mono { (i.id) } @if let Some(d) = &i.description { br; span.note { (d) } } }
                         td { (i.kind.as_str()) }
@@ -151,7 +154,17 @@ fn proof_report(r: &partnergate_prove::ProofReport) -> Markup {
 
 fn counterexample(v: &partnergate_prove::Violation) -> Markup {
     let c = &v.counterexample;
-    let context = serde_json::to_string(&c.context).unwrap_or_default();
+    // The sidecar supplies `now` (Try refuses a caller's): the link leaves
+    // it out, and says which time the solver chose.
+    let mut context = c.context.clone();
+    let now = context
+        .as_object_mut()
+        .and_then(|m| m.remove(partnergate_policy::policies::CLOCK_ATTRIBUTE));
+    let context = match &context {
+        serde_json::Value::Object(m) if m.is_empty() => String::new(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
     let entities = serde_json::to_string(&c.entities).unwrap_or_default();
     let href = format!(
         "/console/try{}",
@@ -169,6 +182,7 @@ fn counterexample(v: &partnergate_prove::Violation) -> Markup {
             @if let Some(p) = &v.policy { " (policy " span.mono { (p) } ")" }
             " → " (c.production.decision.as_str()) " "
             a.open-try href=(href) { "open in Try" }
+            @if let Some(now) = now { span.note { " (the solver's now: " (now.to_string()) "; Try decides at the sidecar's time)" } }
         }
     }
 }
