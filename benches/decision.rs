@@ -124,7 +124,8 @@ fn direct_inputs(authz: &Authz, q: &Query) -> (Request, Entities) {
     .expect("request builds");
     let slice: Vec<Entity> = authz
         .directory()
-        .slice(&[&q.principal, &q.resource], &Default::default());
+        .slice(&[&q.principal, &q.resource], &Default::default())
+        .expect("stored entities read");
     let entities =
         directory::entities_for(slice, pack.action_entities(&q.action)).expect("entities build");
     (request, entities)
@@ -216,7 +217,8 @@ fn main() {
     // request (schema-checked) and the entities from the same slice itself.
     let slice = small
         .directory()
-        .slice(&[&q.principal, &q.resource], &Default::default());
+        .slice(&[&q.principal, &q.resource], &Default::default())
+        .expect("stored entities read");
     g.bench_function("cedar_build_and_authorize", |b| {
         b.iter(|| {
             let request = engine::build_request(

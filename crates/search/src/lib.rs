@@ -511,8 +511,12 @@ impl Run<'_> {
         let directory = self.authz.directory();
         let candidates = match (self.schema(), request.context()) {
             (Some(schema), Some(context)) => {
-                let slice = directory.slice(&[known], &Default::default());
-                match directory::entities_for(slice, self.pack.action_entities(action)) {
+                let slice = directory
+                    .slice(&[known], &Default::default())
+                    .map_err(|e| e.to_string());
+                match slice
+                    .and_then(|s| directory::entities_for(s, self.pack.action_entities(action)))
+                {
                     Ok(entities) => narrow::candidates(
                         &self.pack.policy_set,
                         schema,

@@ -1,7 +1,9 @@
 //! Durable persistence of Cedar entities behind a backend trait.
 //!
 //! The store knows nothing about policies or HTTP: it saves and returns
-//! entities as Cedar entity JSON keyed by uid. The in-memory serving copy is
+//! entities as Cedar entity JSON keyed by uid, each with the uids it points
+//! at ([`references`], the `refs` column), which a start reads instead of
+//! parsing every entity. The in-memory serving copy is
 //! [`crate::directory::Directory`]; this module is only what survives a restart.
 //! The default backend is embedded SQLite ([`sqlite::SqliteStore`]).
 
@@ -45,6 +47,93 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// One stored entity as a start reads it: its record's columns and its
+/// references (the `refs` column, [`encode_refs`]), `None` when the row
+/// predates that column and they must be derived from the JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedRow {
+    /// The uid in Cedar syntax.
+    pub uid: String,
+    /// The uid's entity type name.
+    pub entity_type: String,
+    /// The Cedar entity JSON, as text.
+    pub json: String,
+    /// The stored references ([`encode_refs`]), if the row has them.
+    pub refs: Option<String>,
+}
+
+/// The uids an entity's Cedar JSON points at, as (type, id) pairs, each
+/// once, in order of appearance: its parents (`{"type", "id"}` or
+/// `{"__entity": ..}`), then every `{"__entity": {"type", "id"}}` inside its
+/// attributes. This is what a slice walks and what the referrers index is
+/// built from; the stores keep it in the `refs` column so that a start does
+/// not parse every entity. An error when `json` is not JSON.
+pub fn references(json: &str) -> Result<Vec<(String, String)>, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_str(json)?;
+    Ok(references_in(&value))
+}
+
+/// [`references`] of an already parsed entity JSON.
+pub fn references_in(value: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(parents) = value.get("parents").and_then(|p| p.as_array()) {
+        for p in parents {
+            let p = p.get("__entity").unwrap_or(p);
+            push_pair(p, &mut out);
+        }
+    }
+    if let Some(attrs) = value.get("attrs") {
+        collect_entity_refs(attrs, &mut out);
+    }
+    out
+}
+
+/// Add `{"type": T, "id": I}` to `out` as (T, I) unless already there.
+fn push_pair(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    let (Some(t), Some(i)) = (
+        v.get("type").and_then(|t| t.as_str()),
+        v.get("id").and_then(|i| i.as_str()),
+    ) else {
+        return;
+    };
+    if !out.iter().any(|(a, b)| a == t && b == i) {
+        out.push((t.to_string(), i.to_string()));
+    }
+}
+
+fn collect_entity_refs(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(e) = map.get("__entity") {
+                push_pair(e, out);
+                return;
+            }
+            for v in map.values() {
+                collect_entity_refs(v, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                collect_entity_refs(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The `refs` column of an entity's JSON: its [`references`] as a JSON
+/// array of `[type, id]` pairs; `None` when the JSON does not parse (the
+/// loader then derives them, and reports the row).
+pub fn encode_refs(json: &str) -> Option<String> {
+    let refs = references(json).ok()?;
+    serde_json::to_string(&refs).ok()
+}
+
+/// The pairs of a `refs` column ([`encode_refs`]); `None` if malformed.
+pub fn decode_refs(column: &str) -> Option<Vec<(String, String)>> {
+    serde_json::from_str(column).ok()
 }
 
 /// A committed change from a shared store's feed, in commit order: the
@@ -135,6 +224,22 @@ pub trait EntityBackend: Send + Sync {
     /// without a feed), read as one consistent snapshot.
     fn load_all_with_seq(&self) -> Result<(Vec<EntityRecord>, i64), StoreError> {
         Ok((self.load_all()?, 0))
+    }
+    /// Every stored entity with its stored references, handed to `each` one
+    /// at a time (no list of every row is built), from one consistent
+    /// snapshot; returns the change-feed position it reflects (0 for a
+    /// store without a feed).
+    fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
+        let (records, seq) = self.load_all_with_seq()?;
+        for r in records {
+            each(LoadedRow {
+                uid: r.uid,
+                entity_type: r.entity_type,
+                json: r.json,
+                refs: None,
+            });
+        }
+        Ok(seq)
     }
     /// Changes committed after `seq`, oldest first (none for a store that
     /// is not shared).

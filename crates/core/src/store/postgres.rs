@@ -6,7 +6,8 @@
 //! that table by sequence from its own connection (woken by `LISTEN`, and
 //! polling every [`FEED_POLL`] in any case), so a replica misses nothing
 //! across restarts or dropped connections. Migrations are versioned and run
-//! under a session advisory lock, so replicas may start at once.
+//! under a session advisory lock, so replicas may start at once. Each entity
+//! row keeps its references (`refs`), and a start streams the rows.
 //! A lost connection makes calls fail with [`StoreError::Unavailable`] and is
 //! re-established on the next call.
 
@@ -18,8 +19,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 use super::{
-    unix_now, Change, EntityBackend, EntityRecord, Guarded, Remembered, StoreError, WriteGuard,
-    IDEMPOTENCY_TTL_SECS,
+    encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, LoadedRow, Remembered,
+    StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// How often the change feed polls when no notification arrives: the
@@ -74,7 +75,14 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
      );
      CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);",
+    // 4: each entity's references (`super::encode_refs`), so that a start
+    // reads them instead of parsing every entity; rows written before are
+    // filled by `backfill_refs` in the same transaction.
+    "ALTER TABLE entities ADD COLUMN refs TEXT;",
 ];
+
+/// The migration (1-based) that added the `refs` column.
+const REFS_MIGRATION: usize = 4;
 
 /// A PostgreSQL entity store.
 pub struct PgStore {
@@ -161,6 +169,9 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
                 let mut tx = client.transaction()?;
                 tx.batch_execute(sql)?;
+                if i + 1 == REFS_MIGRATION {
+                    backfill_refs(&mut tx)?;
+                }
                 let v = (i + 1) as i32;
                 tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])?;
                 tx.commit()?;
@@ -171,6 +182,19 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         result
     };
     run(client).map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+}
+
+/// Fill the `refs` column of every row that lacks it (rows written before
+/// migration 4), inside the migration's transaction.
+fn backfill_refs(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+    let rows = tx.query("SELECT uid, json FROM entities WHERE refs IS NULL", &[])?;
+    let update = tx.prepare("UPDATE entities SET refs = $2 WHERE uid = $1")?;
+    for r in &rows {
+        let uid: &str = r.get(0);
+        let json: &str = r.get(1);
+        tx.execute(&update, &[&uid, &encode_refs(json)])?;
+    }
+    Ok(())
 }
 
 /// The URL without its password, for logs.
@@ -316,6 +340,35 @@ impl EntityBackend for PgStore {
         })
     }
 
+    fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
+        self.with_client(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let seq: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
+                .get(0);
+            // Streamed: rows are handed on as they arrive, never all held.
+            let mut rows = tx.query_raw(
+                "SELECT uid, entity_type, json, refs FROM entities ORDER BY uid",
+                std::iter::empty::<&str>(),
+            )?;
+            while let Some(r) = rows.next()? {
+                each(LoadedRow {
+                    uid: r.get(0),
+                    entity_type: r.get(1),
+                    json: r.get(2),
+                    refs: r.get(3),
+                });
+            }
+            drop(rows);
+            tx.commit()?;
+            Ok(seq)
+        })
+    }
+
     fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
         self.with_client(|c| {
             let mut tx = c.transaction()?;
@@ -366,12 +419,13 @@ pub fn upsert_in(
     records: &[EntityRecord],
 ) -> Result<(), postgres::Error> {
     let stmt = tx.prepare(
-        "INSERT INTO entities (uid, entity_type, json) VALUES ($1, $2, $3)
+        "INSERT INTO entities (uid, entity_type, json, refs) VALUES ($1, $2, $3, $4)
          ON CONFLICT (uid) DO UPDATE SET entity_type = EXCLUDED.entity_type,
-           json = EXCLUDED.json, updated_at = now()",
+           json = EXCLUDED.json, refs = EXCLUDED.refs, updated_at = now()",
     )?;
     for r in records {
-        tx.execute(&stmt, &[&r.uid, &r.entity_type, &r.json])?;
+        let refs = encode_refs(&r.json);
+        tx.execute(&stmt, &[&r.uid, &r.entity_type, &r.json, &refs])?;
     }
     let changes: Vec<(String, Option<String>)> = records
         .iter()

@@ -1,5 +1,7 @@
 //! The embedded SQLite backend: one file under the data directory, WAL mode,
-//! foreign keys on, versioned migrations (`PRAGMA user_version`).
+//! foreign keys on, versioned migrations (`PRAGMA user_version`). Each entity
+//! row keeps its references (`refs`, written with the JSON by every writer),
+//! and a start streams the rows (`load_each`) rather than listing them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -7,8 +9,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    unix_now, EntityBackend, EntityRecord, Guarded, Remembered, StoreError, WriteGuard,
-    IDEMPOTENCY_TTL_SECS,
+    encode_refs, unix_now, EntityBackend, EntityRecord, Guarded, LoadedRow, Remembered, StoreError,
+    WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
@@ -46,7 +48,14 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at);",
+    // 4: each entity's references (`super::encode_refs`), so that a start
+    // reads them instead of parsing every entity; rows written before are
+    // filled by `backfill_refs` in the same transaction.
+    "ALTER TABLE entities ADD COLUMN refs TEXT;",
 ];
+
+/// The migration (1-based) that added the `refs` column.
+const REFS_MIGRATION: usize = 4;
 
 /// SQLite store. One connection behind a mutex: SQLite serialises writers
 /// anyway, and reads are served from memory, not from here.
@@ -119,13 +128,13 @@ impl SqliteStore {
 /// entity store and the orchestrator's transactions).
 pub fn upsert_in(tx: &rusqlite::Transaction<'_>, records: &[EntityRecord]) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)
+        "INSERT INTO entities (uid, entity_type, json, refs) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(uid) DO UPDATE SET entity_type = excluded.entity_type,
-           json = excluded.json,
+           json = excluded.json, refs = excluded.refs,
            updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
     )?;
     for r in records {
-        stmt.execute(params![r.uid, r.entity_type, r.json])?;
+        stmt.execute(params![r.uid, r.entity_type, r.json, encode_refs(&r.json)])?;
     }
     Ok(())
 }
@@ -175,9 +184,46 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
         tx.execute_batch(sql)?;
+        if i + 1 == REFS_MIGRATION {
+            backfill_refs(&tx)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
     }
     tx.commit()
+}
+
+/// Fill the `refs` column of every row that lacks it (rows written before
+/// migration 4), inside the migration's transaction.
+fn backfill_refs(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let mut read = tx.prepare("SELECT rowid, json FROM entities WHERE refs IS NULL")?;
+    let mut write = tx.prepare("UPDATE entities SET refs = ?2 WHERE rowid = ?1")?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let rowid: i64 = row.get(0)?;
+        let json: String = row.get(1)?;
+        write.execute(params![rowid, encode_refs(&json)])?;
+    }
+    Ok(())
+}
+
+/// A database at `path` in the layout before the `refs` column (migrations
+/// 1–3) holding `records`, as an older PartnerGate left it: what a start
+/// after an upgrade opens.
+#[cfg(test)]
+pub(crate) fn create_before_refs(path: &Path, records: &[EntityRecord]) {
+    let conn = Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..REFS_MIGRATION - 1] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {}", REFS_MIGRATION - 1))
+        .unwrap();
+    for r in records {
+        conn.execute(
+            "INSERT INTO entities (uid, entity_type, json) VALUES (?1, ?2, ?3)",
+            params![r.uid, r.entity_type, r.json],
+        )
+        .unwrap();
+    }
 }
 
 impl EntityBackend for SqliteStore {
@@ -193,6 +239,22 @@ impl EntityBackend for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT uid, entity_type, json, refs FROM entities ORDER BY rowid")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            each(LoadedRow {
+                uid: r.get(0)?,
+                entity_type: r.get(1)?,
+                json: r.get(2)?,
+                refs: r.get(3)?,
+            });
+        }
+        Ok(0)
     }
 
     fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
@@ -315,6 +377,69 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1, "the expired row was purged");
+    }
+
+    fn refs_column(s: &SqliteStore, uid: &str) -> Option<String> {
+        s.conn()
+            .unwrap()
+            .query_row("SELECT refs FROM entities WHERE uid = ?1", [uid], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// A store left by a version before the `refs` column is migrated on
+    /// open: every row gets the references of its JSON.
+    #[test]
+    fn opening_a_store_before_refs_fills_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let user = r#"{"uid":{"type":"User","id":"a"},"parents":[{"type":"Account","id":"acme"}],
+            "attrs":{"account":{"__entity":{"type":"Account","id":"acme"}},
+                     "partner":{"company":{"__entity":{"type":"PartnerCompany","id":"goldco"}}}}}"#;
+        create_before_refs(&path, &[rec("User::\"a\"", user), rec("User::\"b\"", "2")]);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            refs_column(&s, "User::\"a\"").as_deref(),
+            Some(r#"[["Account","acme"],["PartnerCompany","goldco"]]"#)
+        );
+        assert_eq!(refs_column(&s, "User::\"b\"").as_deref(), Some("[]"));
+        let v: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    /// Every write keeps the row's references in step with its JSON.
+    #[test]
+    fn a_write_updates_the_stored_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_in(dir.path()).unwrap();
+        let with_parent = |p: &str| {
+            format!(
+                r#"{{"uid":{{"type":"User","id":"a"}},"attrs":{{}},"parents":[{{"type":"Account","id":"{p}"}}]}}"#
+            )
+        };
+        s.upsert(&[rec("User::\"a\"", &with_parent("one"))])
+            .unwrap();
+        assert_eq!(
+            refs_column(&s, "User::\"a\"").as_deref(),
+            Some(r#"[["Account","one"]]"#)
+        );
+        let guard = WriteGuard::default();
+        s.upsert_guarded(&[rec("User::\"a\"", &with_parent("two"))], &guard)
+            .unwrap();
+        assert_eq!(
+            refs_column(&s, "User::\"a\"").as_deref(),
+            Some(r#"[["Account","two"]]"#)
+        );
+        let mut rows = Vec::new();
+        s.load_each(&mut |r| rows.push(r)).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].refs.as_deref(), Some(r#"[["Account","two"]]"#));
+        assert_eq!(rows[0].json, with_parent("two"));
     }
 
     #[test]
