@@ -165,11 +165,19 @@ impl Backwards {
 
 /// The head of the line starting at `offset` of `path`, if it is one.
 fn head_at(path: &Path, offset: u64) -> Option<Head> {
-    let mut f = File::open(path).ok()?;
-    f.seek(SeekFrom::Start(offset)).ok()?;
+    serde_json::from_str(&line_at(path, offset).ok()?).ok()
+}
+
+/// The line of `path` that starts at byte `offset`, without its newline.
+fn line_at(path: &Path, offset: u64) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
     let mut line = Vec::new();
-    BufReader::new(f).read_until(b'\n', &mut line).ok()?;
-    serde_json::from_slice(&line).ok()
+    BufReader::new(f).read_until(b'\n', &mut line)?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// The chain files newest first, each with where reading starts: the
@@ -217,17 +225,7 @@ pub fn record_at(path: &Path, at: Cursor) -> Result<Found, AuditError> {
         .next()
         .map(|(f, _)| f)
         .ok_or_else(|| AuditError::Cursor(format!("no record {at}")))?;
-    let mut f = File::open(&file).map_err(|e| AuditError::io(&file, e))?;
-    f.seek(SeekFrom::Start(at.offset))
-        .map_err(|e| AuditError::io(&file, e))?;
-    let mut line = Vec::new();
-    BufReader::new(f)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| AuditError::io(&file, e))?;
-    if line.last() == Some(&b'\n') {
-        line.pop();
-    }
-    let text = String::from_utf8_lossy(&line).into_owned();
+    let text = line_at(&file, at.offset).map_err(|e| AuditError::io(&file, e))?;
     let head: Head = serde_json::from_str(&text).map_err(|e| AuditError::Cursor(e.to_string()))?;
     Ok(Found {
         file,
@@ -253,14 +251,11 @@ fn scan(
     let (mut bytes, mut records) = (0u64, 0u64);
     let mut last: Option<Cursor>;
     let files = plan(path, before)?;
-    let active = chain_files(path)
-        .ok()
-        .and_then(|f| f.last().cloned())
-        .filter(|_| path.exists());
     for (i, (file, end)) in files.into_iter().enumerate() {
         let mut lines = Backwards::open(&file, end)?;
-        // Only the active file's last line may be torn (mid-write).
-        let may_be_torn = i == 0 && before.is_none() && active.as_deref() == Some(file.as_path());
+        // Only the active file's last line may be torn (mid-write); the
+        // active file is `path` itself (the rotated ones are `PATH.N`).
+        let may_be_torn = i == 0 && before.is_none() && file == path;
         let mut first = true;
         while let Some((offset, line, terminated)) = lines.prev()? {
             let torn = first && may_be_torn && !terminated;

@@ -17,7 +17,9 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{deferred, fragment, fragment_error, json_block, layout, query_string};
+use super::{
+    context_for_try, deferred, fragment, fragment_error, json_block, layout, query_string,
+};
 use crate::audit::newest::{self, Cursor, Found};
 use crate::audit::query::{parse_time, Filter};
 use crate::AppState;
@@ -286,8 +288,7 @@ fn one_record(state: &AppState, at: &str) -> Markup {
                 "context",
                 &record
                     .get("context")
-                    .filter(|c| !c.is_null())
-                    .map(|c| without_now(c).to_string())
+                    .map(|c| context_for_try(c).0)
                     .unwrap_or_default(),
             ),
         ])
@@ -321,16 +322,6 @@ fn one_record(state: &AppState, at: &str) -> Markup {
             }
         }
     }
-}
-
-/// The context as the caller sent it: `now` is the sidecar's (Try
-/// refuses a caller's).
-fn without_now(c: &Value) -> Value {
-    let mut c = c.clone();
-    if let Some(m) = c.as_object_mut() {
-        m.remove(partnergate_policy::policies::CLOCK_ATTRIBUTE);
-    }
-    c
 }
 
 /// `GET /console/f/decisions/verify`: the whole chain, checked now.

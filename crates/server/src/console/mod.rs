@@ -232,6 +232,22 @@ fn json_block(v: &serde_json::Value) -> Markup {
     html! { pre.json { (text) } }
 }
 
+/// A logged or solver-made context as Try's context field: without `now`
+/// (the sidecar supplies it; Try refuses a caller's), empty when nothing
+/// else is left; and the `now` it held, if any.
+fn context_for_try(context: &serde_json::Value) -> (String, Option<serde_json::Value>) {
+    let mut context = context.clone();
+    let now = context
+        .as_object_mut()
+        .and_then(|m| m.remove(partnergate_policy::policies::CLOCK_ATTRIBUTE));
+    let text = match &context {
+        serde_json::Value::Object(m) if m.is_empty() => String::new(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    (text, now)
+}
+
 /// The query string of `pairs`, percent-encoded.
 fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::new();

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{fragment, fragment_error, layout, query_string};
+use super::{context_for_try, fragment, fragment_error, layout, query_string};
 use crate::AppState;
 
 /// `GET /console/tests`.
@@ -154,17 +154,8 @@ fn proof_report(r: &partnergate_prove::ProofReport) -> Markup {
 
 fn counterexample(v: &partnergate_prove::Violation) -> Markup {
     let c = &v.counterexample;
-    // The sidecar supplies `now` (Try refuses a caller's): the link leaves
-    // it out, and says which time the solver chose.
-    let mut context = c.context.clone();
-    let now = context
-        .as_object_mut()
-        .and_then(|m| m.remove(partnergate_policy::policies::CLOCK_ATTRIBUTE));
-    let context = match &context {
-        serde_json::Value::Object(m) if m.is_empty() => String::new(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
+    // The link leaves `now` out, and says which time the solver chose.
+    let (context, now) = context_for_try(&c.context);
     let entities = serde_json::to_string(&c.entities).unwrap_or_default();
     let href = format!(
         "/console/try{}",
