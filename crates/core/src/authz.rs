@@ -189,6 +189,15 @@ pub struct DecisionEntities {
     /// Whether `deps` covers everything the set was built from (a stored
     /// slice that the walk did not cut short): only then may it be reused.
     complete: bool,
+    /// The datetimes of the directory entities of the set, as the walk read
+    /// them from their stored JSON; `None` when the set was not built from
+    /// the directory alone (then they are read from the set itself).
+    stored_datetimes: Option<Result<Box<[i64]>, String>>,
+    /// The stored JSON texts of the directory entities of the set and the
+    /// uids of its action entities, when the set was built from the
+    /// directory alone: the log slice is read from them (see
+    /// [`DecisionEntities::slice`]).
+    stored_texts: Option<(Box<[Arc<str>]>, Box<[EntityUid]>)>,
 }
 
 /// A question's uids as the decision log writes them.
@@ -218,7 +227,31 @@ impl DecisionEntities {
             uids: std::sync::OnceLock::new(),
             deps,
             complete,
+            stored_datetimes: None,
+            stored_texts: None,
         }
+    }
+
+    /// The set with the stored JSON texts of its directory entities and the
+    /// uids of the action entities added to them ([`directory::entities_for`]).
+    pub fn with_stored_texts(mut self, texts: Vec<Arc<str>>, actions: &[Entity]) -> Self {
+        let actions = actions.iter().map(Entity::uid).collect();
+        self.stored_texts = Some((texts.into_boxed_slice(), actions));
+        self
+    }
+
+    /// The set with the datetimes its directory entities hold (read from
+    /// their stored JSON by [`Directory::slice_versioned`]).
+    pub fn with_stored_datetimes(
+        mut self,
+        datetimes: Result<Vec<i64>, crate::clock::UnreadableDatetime>,
+    ) -> Self {
+        self.stored_datetimes = Some(
+            datetimes
+                .map(Vec::into_boxed_slice)
+                .map_err(|e| e.to_string()),
+        );
+        self
     }
 
     /// The uids the set was read from, with their versions.
@@ -242,9 +275,16 @@ impl DecisionEntities {
         })
     }
 
-    /// The entities as the decision log's slice (computed once).
+    /// The entities as the decision log's slice (computed once): for a set
+    /// built from the directory alone, the stored JSON of its entities as
+    /// committed (parsed, not rebuilt from the Cedar entities) followed by
+    /// its action entities; otherwise [`log_slice`] of the set. Both read
+    /// back as the same entities (shown by a test).
     pub fn slice(&self) -> &Arc<EntitySlice> {
-        self.slice.get_or_init(|| log_slice(&self.entities))
+        self.slice.get_or_init(|| match &self.stored_texts {
+            Some((texts, actions)) => slice_from(stored_slice(texts, actions, &self.entities)),
+            None => log_slice(&self.entities),
+        })
     }
 
     /// The uids of the entities, sorted (for comparisons).
@@ -261,6 +301,25 @@ impl DecisionEntities {
 /// (`entities_error` in the record; replay skips it).
 pub fn log_slice(entities: &Entities) -> Arc<EntitySlice> {
     slice_from(entities.to_json_value())
+}
+
+/// The log slice of a set built from the directory: each stored text
+/// parsed, then each action entity of the set serialised.
+fn stored_slice(
+    texts: &[Arc<str>],
+    actions: &[EntityUid],
+    entities: &Entities,
+) -> Result<serde_json::Value, String> {
+    let mut out = Vec::with_capacity(texts.len() + actions.len());
+    for text in texts {
+        out.push(serde_json::from_str(text).map_err(|e| e.to_string())?);
+    }
+    for uid in actions {
+        if let Some(e) = entities.get(uid) {
+            out.push(e.to_json_value().map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 /// [`log_slice`] given the result of serialising the entities.
@@ -578,7 +637,8 @@ impl Authz {
         let overlay = self.overlay(pack.schema.as_ref(), q)?;
         let entities = self.decision_entities(pack, q, &overlay)?;
         let decision = self.decide_over(pack, q, &request, &overlay, &entities);
-        let clock = clock.map(|(now, context)| (now, holds_until(pack, now, &entities, context)));
+        let clock =
+            clock.map(|(now, context)| (now, holds_until(pack, q, now, &entities, context)));
         let fresh = Cached {
             version: pack.version.clone(),
             decision,
@@ -714,11 +774,11 @@ impl Authz {
             .map_err(|e| RequestError::Entities(e.to_string()))?;
         let entities = directory::entities_for(slice.entities, pack.action_entities(&q.action))
             .map_err(RequestError::Entities)?;
-        let entities = Arc::new(DecisionEntities::versioned(
-            entities,
-            slice.deps.into_boxed_slice(),
-            slice.complete,
-        ));
+        let entities = Arc::new(
+            DecisionEntities::versioned(entities, slice.deps.into_boxed_slice(), slice.complete)
+                .with_stored_datetimes(slice.datetimes)
+                .with_stored_texts(slice.texts, pack.action_entities(&q.action)),
+        );
         if !slice.complete {
             return Ok(entities);
         }
@@ -905,6 +965,7 @@ pub fn with_now(q: &Query, now: i64) -> Result<Query, RequestError> {
 /// cannot be read, the interval is empty (`Some(now)`): never served again.
 fn holds_until(
     pack: &PolicyPack,
+    q: &Query,
     now: i64,
     entities: &DecisionEntities,
     context: Option<&serde_json::Value>,
@@ -913,16 +974,43 @@ fn holds_until(
         return Some(now);
     }
     let mut found = Vec::new();
-    let read = entities
-        .entities
-        .to_json_value()
-        .map_err(|e| crate::clock::UnreadableDatetime(e.to_string()))
-        .and_then(|json| crate::clock::datetimes_in(&json, &mut found))
+    let read = entity_datetimes(pack, q, entities, &mut found)
         .and_then(|()| context.map_or(Ok(()), |c| crate::clock::datetimes_in(c, &mut found)));
     if read.is_err() {
         return Some(now);
     }
     found.into_iter().filter(|t| *t >= now).min()
+}
+
+/// Every datetime of the JSON of `entities` (the set `q` was decided over),
+/// as [`crate::clock::datetimes_in`] finds them. A set built from the
+/// directory alone was read during the walk, from the stored JSON, and the
+/// rest of it is the action entities of `q`, which hold no attributes: only
+/// their ids can read as datetimes. Any other set is serialised and walked.
+fn entity_datetimes(
+    pack: &PolicyPack,
+    q: &Query,
+    entities: &DecisionEntities,
+    found: &mut Vec<i64>,
+) -> Result<(), crate::clock::UnreadableDatetime> {
+    match &entities.stored_datetimes {
+        Some(Ok(stored)) => {
+            found.extend_from_slice(stored);
+            let actions = pack.action_entities(&q.action);
+            found.extend(
+                actions
+                    .iter()
+                    .filter_map(|a| crate::clock::parse_cedar_ms(&a.uid().id().unescaped())),
+            );
+            Ok(())
+        }
+        Some(Err(e)) => Err(crate::clock::UnreadableDatetime(e.clone())),
+        None => entities
+            .entities
+            .to_json_value()
+            .map_err(|e| crate::clock::UnreadableDatetime(e.to_string()))
+            .and_then(|json| crate::clock::datetimes_in(&json, found)),
+    }
 }
 
 /// The 400 of `--request-entities deny`.
@@ -1690,21 +1778,67 @@ mod tests {
         )
         .unwrap();
         let entities = authz.cached_entities(&pack, &q).unwrap();
-        assert_eq!(holds_until(&pack, end - 10, &entities, None), Some(end));
+        assert_eq!(holds_until(&pack, &q, end - 10, &entities, None), Some(end));
         assert_eq!(
-            holds_until(&pack, end, &entities, None),
+            holds_until(&pack, &q, end, &entities, None),
             Some(end),
             "empty at the end itself"
         );
         assert_eq!(
-            holds_until(&pack, end + 1, &entities, None),
+            holds_until(&pack, &q, end + 1, &entities, None),
             None,
             "after it: no later breakpoint"
         );
         let later = serde_json::json!({"x": "2027-01-01T00:00:00.500Z"});
         assert_eq!(
-            holds_until(&pack, end + 1, &entities, Some(&later)),
+            holds_until(&pack, &q, end + 1, &entities, Some(&later)),
             Some(end + 500)
         );
+    }
+
+    /// A set built from the directory keeps its stored JSON for the log
+    /// slice and its datetimes: both must read as what serialising the Cedar
+    /// entities gives (the path every other set takes). Over every question
+    /// of the demo directory, with a partner whose access ends and a note
+    /// that reads as a date.
+    #[test]
+    fn the_stored_json_gives_the_slice_and_datetimes_the_cedar_entities_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let authz = setup(dir.path());
+        let pack = authz.evaluator.current();
+        let mut pat = timed_pat(Some(1_798_761_600_000));
+        pat["attrs"]["email"] = serde_json::json!("2027-02-03@example.com");
+        authz
+            .directory
+            .put_json(pack.schema.as_ref(), serde_json::json!([pat]))
+            .unwrap();
+        let as_entities = |json: &serde_json::Value| {
+            let set = Entities::from_json_value(json.clone(), None).unwrap();
+            let mut v: Vec<(String, Entity)> = set
+                .iter()
+                .map(|e| (e.uid().to_string(), e.clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let mut with_datetimes = 0;
+        for q in all_questions(&authz) {
+            let set = authz.cached_entities(&pack, &q).unwrap();
+            assert!(set.stored_texts.is_some(), "{q:?}");
+            let serialised = log_slice(&set.entities);
+            assert_eq!(
+                as_entities(set.slice().json()),
+                as_entities(serialised.json()),
+                "{q:?}"
+            );
+            let (mut stored, mut walked) = (Vec::new(), Vec::new());
+            entity_datetimes(&pack, &q, &set, &mut stored).unwrap();
+            crate::clock::datetimes_in(serialised.json(), &mut walked).unwrap();
+            stored.sort_unstable();
+            walked.sort_unstable();
+            assert_eq!(stored, walked, "{q:?}");
+            with_datetimes += usize::from(!stored.is_empty());
+        }
+        assert!(with_datetimes > 0, "no question read pat's end");
     }
 }

@@ -193,6 +193,32 @@ pub fn datetimes_in(v: &serde_json::Value, out: &mut Vec<i64>) -> Result<(), Unr
     }
 }
 
+/// [`datetimes_in`] of the JSON text `text` (a stored entity), without
+/// parsing a text that cannot hold one: only a text with a `"fn"` key (an
+/// extension value), an escape, or ten characters shaped like `YYYY-MM-DD`
+/// (every form [`parse_cedar_ms`] reads starts so) is parsed and walked. An
+/// unparsable text is an error, as an unreadable datetime is.
+pub fn datetimes_in_text(text: &str, out: &mut Vec<i64>) -> Result<(), UnreadableDatetime> {
+    if !text.contains("\"fn\"") && !text.contains('\\') && !has_date_shape(text.as_bytes()) {
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| UnreadableDatetime(e.to_string()))?;
+    datetimes_in(&v, out)
+}
+
+/// Whether `b` holds `DDDD-DD-DD` (D an ASCII digit) anywhere.
+fn has_date_shape(b: &[u8]) -> bool {
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'-'
+            && i >= 4
+            && (i - 4..i).all(digit)
+            && b.get(i + 3) == Some(&b'-')
+            && [i + 1, i + 2, i + 4, i + 5].into_iter().all(digit)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +289,28 @@ mod tests {
             datetimes_in(&arithmetic, &mut Vec::new()).is_err(),
             "an offset is not read as its first argument"
         );
+    }
+
+    #[test]
+    fn datetimes_in_text_finds_what_the_parsed_json_holds() {
+        let texts = [
+            r#"{"uid":{"type":"User","id":"ann"},"attrs":{"partner":{"expires_at":{"__extn":{"fn":"datetime","arg":"2027-01-01"}}}},"parents":[]}"#,
+            r#"{"uid":{"type":"User","id":"bob"},"attrs":{"note":"2027-02-01T00:00:00Z"},"parents":[]}"#,
+            r#"{"uid":{"type":"User","id":"2027-03-01"},"attrs":{},"parents":[]}"#,
+            r#"{"uid":{"type":"User","id":"cy"},"attrs":{"note":"\u0032\u0030\u0032\u0037-04-01"},"parents":[]}"#,
+            r#"{"uid":{"type":"User","id":"dee"},"attrs":{"n":1234,"m":"12-34-56","e":"a@b.c"},"parents":[]}"#,
+            r#"{"uid":{"type":"User","id":"eve"},"attrs":{"t":{"__extn":{"fn":"datetime","arg":"soon"}}},"parents":[]}"#,
+            r#"{"uid":{"type":"User","id":"fay"},"attrs":{"t":{"fn":"offset"}},"parents":[]}"#,
+        ];
+        for text in texts {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let ra = datetimes_in(&v, &mut a).map_err(|e| e.to_string());
+            let rb = datetimes_in_text(text, &mut b).map_err(|e| e.to_string());
+            assert_eq!((ra, a), (rb, b), "{text}");
+        }
+        assert!(datetimes_in_text("{not json 2027-01-01", &mut Vec::new()).is_err());
+        assert!(!has_date_shape(b"2027-01-0"));
+        assert!(has_date_shape(b"x2027-01-01"));
     }
 }

@@ -103,7 +103,7 @@ pub enum Written {
 /// it in memory.
 #[derive(Debug)]
 struct Stored {
-    json: Box<str>,
+    json: Arc<str>,
     refs: Box<[EntityUid]>,
     /// Unique to this write of this entity (see [`Directory::version_of`]);
     /// 0 until [`Directory::insert`] stamps it.
@@ -187,6 +187,14 @@ pub struct VersionedSlice {
     pub deps: Vec<Dependency>,
     /// False when the walk stopped at [`MAX_SLICE`] (do not cache it).
     pub complete: bool,
+    /// Every datetime of the gathered entities' stored JSON
+    /// ([`crate::clock::datetimes_in_text`]), read during the walk so that a
+    /// clocked decision never serialises its entities to find them.
+    pub datetimes: Result<Vec<i64>, crate::clock::UnreadableDatetime>,
+    /// The stored JSON text of each gathered entity, in `entities`' order
+    /// (shared with memory, not copied): the decision log's slice is read
+    /// from these rather than serialised again from the Cedar entities.
+    pub texts: Vec<Arc<str>>,
 }
 
 /// In-memory entities over a durable backend.
@@ -275,7 +283,7 @@ impl Directory {
             .unwrap_or_else(|p| p.into_inner())
             .refs(&pairs);
         Ok(Stored {
-            json: json.into_boxed_str(),
+            json: json.into(),
             refs,
             version: ABSENT,
         })
@@ -630,6 +638,8 @@ impl Directory {
         let mut seen: HashSet<EntityUid> = HashSet::with_capacity(8);
         let mut queue: Vec<EntityUid> = roots.iter().map(|u| (*u).clone()).collect();
         let mut complete = true;
+        let mut datetimes = Ok(Vec::new());
+        let mut texts = Vec::with_capacity(8);
         while let Some(uid) = queue.pop() {
             if entities.len() >= MAX_SLICE {
                 complete = false;
@@ -642,6 +652,12 @@ impl Directory {
             match self.held(&uid) {
                 Some(s) => {
                     entities.push(self.entity_of(&uid, &s)?);
+                    texts.push(Arc::clone(&s.json));
+                    if let Ok(found) = &mut datetimes {
+                        if let Err(e) = crate::clock::datetimes_in_text(&s.json, found) {
+                            datetimes = Err(e);
+                        }
+                    }
                     queue.extend(s.refs.iter().cloned());
                     deps.push((uid, s.version));
                 }
@@ -652,6 +668,8 @@ impl Directory {
             entities,
             deps,
             complete,
+            datetimes,
+            texts,
         })
     }
 }
@@ -691,7 +709,7 @@ fn loaded(types: &mut TypeNames, row: LoadedRow) -> Result<(EntityUid, Stored), 
     Ok((
         uid,
         Stored {
-            json: row.json.into_boxed_str(),
+            json: row.json.into(),
             refs,
             version: ABSENT,
         },

@@ -12,7 +12,8 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, EntityUid, PolicySet, Request, Response, Schema,
+    Authorizer, Context, Entities, EntityUid, PolicySet, Request, Response, RestrictedExpression,
+    Schema,
 };
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -225,14 +226,59 @@ pub fn build_request(
             },
             None => Context::empty(),
         },
-        Some(v @ serde_json::Value::Object(_)) => {
-            Context::from_json_value(v, schema.map(|s| (s, &action)))
-                .map_err(|e| RequestError::field("context", e.to_string()))?
-        }
+        Some(serde_json::Value::Object(map)) => match lone_datetime(&map) {
+            // The sidecar's clock alone (`{"now": datetime}`): built directly,
+            // as Cedar's JSON reading would build it (its deserialiser costs
+            // tens of microseconds on an extension value); `Request::new`
+            // below checks it against the schema as it checks any context.
+            Some((name, arg)) => clock_context(name, arg)?,
+            None => Context::from_json_value(
+                serde_json::Value::Object(map),
+                schema.map(|s| (s, &action)),
+            )
+            .map_err(|e| RequestError::field("context", e.to_string()))?,
+        },
         Some(_) => return Err(RequestError::field("context", "must be a JSON object")),
     };
     Request::new(principal, action, resource, context, schema)
         .map_err(|e| RequestError::Schema(e.to_string()))
+}
+
+thread_local! {
+    /// The last context [`clock_context`] built on this thread: requests
+    /// decided within the same millisecond share it.
+    static LAST_CLOCK_CONTEXT: std::cell::RefCell<Option<(String, String, Context)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The context `{name: datetime(arg)}`. Building one costs microseconds (Cedar
+/// parses the extension's name each time), so the last one built on this
+/// thread is kept and given again for the same attribute and argument.
+fn clock_context(name: &str, arg: &str) -> Result<Context, RequestError> {
+    let kept = LAST_CLOCK_CONTEXT.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(n, a, _)| n == name && a == arg)
+            .map(|(_, _, c)| c.clone())
+    });
+    if let Some(context) = kept {
+        return Ok(context);
+    }
+    let context =
+        Context::from_pairs([(name.to_string(), RestrictedExpression::new_datetime(arg))])
+            .map_err(|e| RequestError::field("context", e.to_string()))?;
+    LAST_CLOCK_CONTEXT.set(Some((name.to_string(), arg.to_string(), context.clone())));
+    Ok(context)
+}
+
+/// The attribute name and argument of a context whose only attribute is a
+/// datetime in Cedar's JSON form (`{"now": {"__extn": {"fn": "datetime",
+/// "arg": "..."}}}`, nothing else in either object).
+fn lone_datetime(map: &serde_json::Map<String, serde_json::Value>) -> Option<(&str, &str)> {
+    let (name, value) = map.iter().next().filter(|_| map.len() == 1)?;
+    let extn = value.as_object().filter(|o| o.len() == 1)?.get("__extn")?;
+    let call = extn.as_object().filter(|o| o.len() == 2)?;
+    (call.get("fn")?.as_str()? == "datetime")
+        .then(|| Some((name.as_str(), call.get("arg")?.as_str()?)))?
 }
 
 fn check_uid_type(schema: &Schema, field: &str, uid: &EntityUid) -> Result<(), RequestError> {
@@ -444,6 +490,60 @@ mod tests {
             for _ in 0..2 {
                 let e = parse_uid("resource", bad).unwrap_err().to_string();
                 assert!(e.contains("field `resource`"), "{e}");
+            }
+        }
+    }
+
+    /// A clock-only context, built directly (and reused within a thread),
+    /// is the context Cedar's JSON reading builds, or an error where it errs.
+    #[test]
+    fn a_clock_only_context_is_the_context_cedars_json_reading_builds() {
+        let schema_text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/partnergate.cedarschema"
+        ))
+        .unwrap();
+        let (schema, _) = Schema::from_cedarschema_str(&schema_text).unwrap();
+        let uid = |s: &str| EntityUid::from_str(s).unwrap();
+        let action = uid(r#"Action::"view_account""#);
+        for arg in [
+            "2026-12-03",
+            "2026-12-03T12:00:00Z",
+            "2026-12-03T12:00:00.001Z",
+            "2026-12-03T13:00:00+0100",
+            "soon",
+            "2026-13-01",
+        ] {
+            let json = serde_json::json!({"now": {"__extn": {"fn": "datetime", "arg": arg}}});
+            let cedars = Context::from_json_value(json.clone(), Some((&schema, &action)))
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    Request::new(
+                        uid(r#"User::"a""#),
+                        action.clone(),
+                        uid(r#"Account::"x""#),
+                        c,
+                        Some(&schema),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            for round in 0..2 {
+                let ours = build_request(
+                    Some(&schema),
+                    uid(r#"User::"a""#),
+                    action.clone(),
+                    uid(r#"Account::"x""#),
+                    Some(json.clone()),
+                );
+                match (&cedars, ours) {
+                    (Ok(c), Ok(o)) => {
+                        let now = |r: &Request| r.context().and_then(|c| c.get("now"));
+                        assert_eq!(now(c), now(&o), "{arg}, round {round}");
+                        assert!(now(&o).is_some(), "{arg}");
+                    }
+                    (Err(_), Err(e)) => assert!(e.to_string().contains("context"), "{arg}: {e}"),
+                    (c, o) => panic!("{arg}, round {round}: Cedar {c:?}, ours {o:?}"),
+                }
             }
         }
     }
