@@ -87,7 +87,7 @@ stage "  policy index candidates" "partnergate_policy::index::PolicyIndex::candi
 stage "  request build + schema check (Query::request)" "partnergate_core::authz::Query::request"
 stage "  directory slice (slice_versioned)" "partnergate_core::directory::Directory::slice_versioned"
 stage "  Entities build + transitive closure (entities_for)" "partnergate_core::directory::entities_for"
-stage "  log slice: Entities -> JSON (log_slice)" "partnergate_core::authz::log_slice"
+stage "  log slice from the stored JSON (stored_slice)" "partnergate_core::authz::stored_slice"
 stage "request body -> Query (api::to_query)" "partnergate_server::api::to_query"
 stage "response body (api::response_body)" "partnergate_server::api::response_body"
 stage "decision log writer thread (Writer::run)" "partnergate_audit::writer::Writer::run"

@@ -697,7 +697,7 @@ fn decide_sample(pack: &policies::PolicyPack, ev: &DecisionEvent) -> Decision {
         action: &ev.action,
         resource: &ev.resource,
         context: Some(ev.context.clone()),
-        entities: ev.entities.json().clone(),
+        entities: ev.entities.json().into_owned(),
     };
     engine::decide_json(pack, question, Semantics::FailClosed).unwrap_or_else(|e| Decision {
         decision: Effect::Deny,

@@ -242,13 +242,26 @@ impl DecisionEvent {
 /// The entity slice of a decision (a Cedar entity JSON array), shared by
 /// every decision made over the same entities. The writer redacts,
 /// canonically encodes and hashes it at most once per redaction.
+///
+/// A slice is given either as a JSON value or as the JSON texts of its
+/// entities ([`EntitySlice::from_texts`]: shared with whoever holds them,
+/// parsed only when encoded, and never kept parsed), so that a slice kept
+/// by a cache costs its encoding, not a second copy of its entities.
 #[derive(Debug)]
 pub struct EntitySlice {
-    json: Value,
+    json: SliceJson,
     /// Why the decision's entities could not be turned into JSON (the slice
-    /// is then `null` and the record says so in `entities_error`).
-    error: Option<String>,
+    /// is then `null` and the record says so in `entities_error`); for
+    /// texts, known once they are parsed.
+    error: OnceLock<Option<String>>,
     encoded: OnceLock<(u64, Arc<EncodedSlice>)>,
+}
+
+/// Where a slice's JSON comes from.
+#[derive(Debug)]
+enum SliceJson {
+    Value(Value),
+    Texts(Box<[Arc<str>]>),
 }
 
 /// An entity slice as written: redacted, canonically encoded, hashed.
@@ -264,10 +277,38 @@ impl EntitySlice {
     /// The slice of a Cedar entity JSON array.
     pub fn new(json: Value) -> Arc<Self> {
         Arc::new(EntitySlice {
-            json,
-            error: None,
+            json: SliceJson::Value(json),
+            error: OnceLock::from(None),
             encoded: OnceLock::new(),
         })
+    }
+
+    /// The slice whose entities are the Cedar entity JSON `texts`, in
+    /// order. A text that does not parse makes the slice unavailable (its
+    /// reason in `entities_error`) when it is encoded, logged as an error.
+    pub fn from_texts(texts: Box<[Arc<str>]>) -> Arc<Self> {
+        Arc::new(EntitySlice {
+            json: SliceJson::Texts(texts),
+            error: OnceLock::new(),
+            encoded: OnceLock::new(),
+        })
+    }
+
+    /// The slice as one JSON value (texts parsed), or why it cannot be.
+    fn parsed(&self) -> Result<std::borrow::Cow<'_, Value>, String> {
+        match &self.json {
+            SliceJson::Value(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            SliceJson::Texts(texts) => texts
+                .iter()
+                .map(|t| serde_json::from_str(t))
+                .collect::<Result<Vec<Value>, _>>()
+                .map(|v| std::borrow::Cow::Owned(Value::Array(v)))
+                .map_err(|e| {
+                    let reason = format!("a stored entity of the slice is not JSON: {e}");
+                    tracing::error!(error = %reason, "a decision's entity slice could not be read for the decision log");
+                    reason
+                }),
+        }
     }
 
     /// The slice of a decision whose entities could not be serialised:
@@ -275,20 +316,21 @@ impl EntitySlice {
     /// reports the record as not replayable instead of deciding over nothing.
     pub fn unavailable(reason: impl Into<String>) -> Arc<Self> {
         Arc::new(EntitySlice {
-            json: Value::Null,
-            error: Some(reason.into()),
+            json: SliceJson::Value(Value::Null),
+            error: OnceLock::from(Some(reason.into())),
             encoded: OnceLock::new(),
         })
     }
 
     /// Why the slice is unavailable, if it is.
     pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+        self.error.get_or_init(|| self.parsed().err()).as_deref()
     }
 
-    /// The entities as given (not redacted).
-    pub fn json(&self) -> &Value {
-        &self.json
+    /// The entities as given (not redacted); `null` when unavailable.
+    pub fn json(&self) -> std::borrow::Cow<'_, Value> {
+        self.parsed()
+            .unwrap_or(std::borrow::Cow::Owned(Value::Null))
     }
 
     /// The slice redacted by `redaction` and encoded. `key` identifies the
@@ -301,11 +343,14 @@ impl EntitySlice {
             }
         }
         let encode = || {
+            let parsed = self.parsed();
+            let _ = self.error.set(parsed.as_ref().err().cloned());
+            let json = parsed.unwrap_or(std::borrow::Cow::Owned(Value::Null));
             let mut canonical = Vec::with_capacity(1024);
             if redaction.is_empty() {
-                let _ = write_canonical(&self.json, &mut canonical);
+                let _ = write_canonical(&json, &mut canonical);
             } else {
-                let mut masked = self.json.clone();
+                let mut masked = json.into_owned();
                 redaction.entities(&mut masked);
                 let _ = write_canonical(&masked, &mut canonical);
             }
@@ -323,7 +368,7 @@ impl EntitySlice {
 
 impl PartialEq for EntitySlice {
     fn eq(&self, other: &Self) -> bool {
-        self.json == other.json && self.error == other.error
+        self.json() == other.json() && self.error() == other.error()
     }
 }
 
@@ -1094,6 +1139,47 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A slice given as texts encodes, hashes and reads back as the same
+    /// slice given as one value; a text that is not JSON makes it
+    /// unavailable (`null` and a reason), never a half slice.
+    #[test]
+    fn a_slice_of_texts_is_the_slice_of_their_values() {
+        let texts: Vec<Arc<str>> = vec![
+            Arc::from(
+                r#"{"uid":{"type":"User","id":"a"},"attrs":{"email":"a@x","n":1},"parents":[]}"#,
+            ),
+            Arc::from(r#"{"uid":{"type":"Account","id":"x"},"attrs":{},"parents":[]}"#),
+        ];
+        let values: Vec<Value> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let as_value = EntitySlice::new(Value::Array(values));
+        let as_texts = EntitySlice::from_texts(texts.clone().into_boxed_slice());
+        let redaction = Redaction {
+            context_keys: vec![],
+            entity_attrs: vec!["email".into()],
+        };
+        for (r, key) in [(Redaction::default(), 0), (redaction, 1)] {
+            assert_eq!(as_value.encoded(&r, key), as_texts.encoded(&r, key));
+        }
+        assert_eq!(as_value.json(), as_texts.json());
+        assert_eq!(as_texts.error(), None);
+        assert!(*as_value == *as_texts);
+
+        let mut bad = texts;
+        bad.push(Arc::from("{\"uid\": "));
+        let broken = EntitySlice::from_texts(bad.into_boxed_slice());
+        let encoded = broken.encoded(&Redaction::default(), 0);
+        assert_eq!(encoded.canonical, b"null");
+        assert!(
+            broken.error().is_some_and(|e| e.contains("not JSON")),
+            "{:?}",
+            broken.error()
+        );
+        assert_eq!(*broken.json(), Value::Null);
+    }
+
     #[test]
     fn canonical_sorts_keys_at_every_depth() {
         let v = json!({"b": 1, "a": {"z": [ {"y": 1, "x": "é\n"} ], "c": null}});
@@ -1383,7 +1469,7 @@ mod tests {
                     m.insert("action".into(), json!(&*ev.action));
                     m.insert("resource".into(), json!(&*ev.resource));
                     m.insert("context".into(), ev.context.clone());
-                    let hash = hex::encode(Sha256::digest(canonical(slice.json()).as_bytes()));
+                    let hash = hex::encode(Sha256::digest(canonical(&slice.json()).as_bytes()));
                     m.insert("entities_hash".into(), json!(hash));
                     if let Some(e) = slice.error() {
                         m.insert("entities_error".into(), json!(e));
@@ -1489,7 +1575,7 @@ mod tests {
                 };
                 if let Some(s) = &slice {
                     if !matches!(field, Some(SliceField::Reference(_))) {
-                        expected.insert("entities".into(), s.json().clone());
+                        expected.insert("entities".into(), s.json().into_owned());
                     }
                 }
                 expected.insert("seq".into(), json!(seq));

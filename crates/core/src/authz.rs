@@ -193,11 +193,13 @@ pub struct DecisionEntities {
     /// them from their stored JSON; `None` when the set was not built from
     /// the directory alone (then they are read from the set itself).
     stored_datetimes: Option<Result<Box<[i64]>, String>>,
-    /// The stored JSON texts of the directory entities of the set and the
-    /// uids of its action entities, when the set was built from the
-    /// directory alone: the log slice is read from them (see
-    /// [`DecisionEntities::slice`]).
-    stored_texts: Option<(Box<[Arc<str>]>, Box<[EntityUid]>)>,
+    /// When the set was built from the directory alone: the stored JSON
+    /// texts of its directory entities, then its action entities' JSON (the
+    /// pack's): its log slice, shared, never serialised again.
+    stored_texts: Option<Box<[Arc<str>]>>,
+    /// Whether `entities` was left empty because this copy is kept by the
+    /// decision cache ([`DecisionEntities::for_cache`]) and serves only the log.
+    light: bool,
 }
 
 /// A question's uids as the decision log writes them.
@@ -209,6 +211,16 @@ pub struct QuestionUids {
     pub action: Arc<str>,
     /// The resource in Cedar syntax.
     pub resource: Arc<str>,
+}
+
+impl QuestionUids {
+    fn of(q: &Query) -> Self {
+        QuestionUids {
+            principal: q.principal.to_string().into(),
+            action: q.action.to_string().into(),
+            resource: q.resource.to_string().into(),
+        }
+    }
 }
 
 impl DecisionEntities {
@@ -229,14 +241,41 @@ impl DecisionEntities {
             complete,
             stored_datetimes: None,
             stored_texts: None,
+            light: false,
         }
     }
 
+    /// What the decision cache keeps of a set built from the directory
+    /// alone: everything a hit needs (the uids, the dependencies, the log
+    /// slice, which shares the stored texts) but not the Cedar entities,
+    /// which are most of a set's memory; `None` for any other set. A hit
+    /// that needs them (the shadow set) builds them again.
+    pub fn for_cache(&self, q: &Query) -> Option<Arc<DecisionEntities>> {
+        self.stored_texts.as_ref()?;
+        let uids = std::sync::OnceLock::new();
+        let _ = uids.set(QuestionUids::of(q));
+        Some(Arc::new(DecisionEntities {
+            entities: Entities::empty(),
+            slice: std::sync::OnceLock::from(self.slice().clone()),
+            uids,
+            deps: self.deps.clone(),
+            complete: self.complete,
+            stored_datetimes: None,
+            stored_texts: self.stored_texts.clone(),
+            light: true,
+        }))
+    }
+
+    /// Whether this is the decision cache's copy, without Cedar entities.
+    pub fn is_light(&self) -> bool {
+        self.light
+    }
+
     /// The set with the stored JSON texts of its directory entities and the
-    /// uids of the action entities added to them ([`directory::entities_for`]).
-    pub fn with_stored_texts(mut self, texts: Vec<Arc<str>>, actions: &[Entity]) -> Self {
-        let actions = actions.iter().map(Entity::uid).collect();
-        self.stored_texts = Some((texts.into_boxed_slice(), actions));
+    /// JSON of the action entities added to them ([`directory::entities_for`]).
+    pub fn with_stored_texts(mut self, mut texts: Vec<Arc<str>>, actions: &[Arc<str>]) -> Self {
+        texts.extend(actions.iter().cloned());
+        self.stored_texts = Some(texts.into_boxed_slice());
         self
     }
 
@@ -268,21 +307,18 @@ impl DecisionEntities {
     /// question (the cache is keyed by principal, action and resource), so
     /// every decision that shares it asked the same.
     pub fn uids_of(&self, q: &Query) -> &QuestionUids {
-        self.uids.get_or_init(|| QuestionUids {
-            principal: q.principal.to_string().into(),
-            action: q.action.to_string().into(),
-            resource: q.resource.to_string().into(),
-        })
+        self.uids.get_or_init(|| QuestionUids::of(q))
     }
 
-    /// The entities as the decision log's slice (computed once): for a set
-    /// built from the directory alone, the stored JSON of its entities as
-    /// committed (parsed, not rebuilt from the Cedar entities) followed by
-    /// its action entities; otherwise [`log_slice`] of the set. Both read
-    /// back as the same entities (shown by a test).
+    /// The entities as the decision log's slice (made once): for a set
+    /// built from the directory alone, the stored JSON texts of its entities
+    /// as committed, then its action entities' (parsed only when the log
+    /// encodes them, never rebuilt from the Cedar entities); otherwise
+    /// [`log_slice`] of the set. Both read back as the same entities (shown
+    /// by a test).
     pub fn slice(&self) -> &Arc<EntitySlice> {
         self.slice.get_or_init(|| match &self.stored_texts {
-            Some((texts, actions)) => slice_from(stored_slice(texts, actions, &self.entities)),
+            Some(texts) => EntitySlice::from_texts(texts.clone()),
             None => log_slice(&self.entities),
         })
     }
@@ -301,25 +337,6 @@ impl DecisionEntities {
 /// (`entities_error` in the record; replay skips it).
 pub fn log_slice(entities: &Entities) -> Arc<EntitySlice> {
     slice_from(entities.to_json_value())
-}
-
-/// The log slice of a set built from the directory: each stored text
-/// parsed, then each action entity of the set serialised.
-fn stored_slice(
-    texts: &[Arc<str>],
-    actions: &[EntityUid],
-    entities: &Entities,
-) -> Result<serde_json::Value, String> {
-    let mut out = Vec::with_capacity(texts.len() + actions.len());
-    for text in texts {
-        out.push(serde_json::from_str(text).map_err(|e| e.to_string())?);
-    }
-    for uid in actions {
-        if let Some(e) = entities.get(uid) {
-            out.push(e.to_json_value().map_err(|e| e.to_string())?);
-        }
-    }
-    Ok(serde_json::Value::Array(out))
 }
 
 /// [`log_slice`] given the result of serialising the entities.
@@ -587,7 +604,18 @@ impl Authz {
         } else {
             let (fresh, overlay) = self.evaluate(pack, q, now.map(|n| (n, caller_context)))?;
             if let (Some(c), Some(k)) = (&self.decisions, key) {
-                c.insert(k, fresh.clone());
+                if let Some(light) = fresh.entities.for_cache(q) {
+                    c.insert(
+                        k,
+                        Arc::new(Cached {
+                            version: fresh.version.clone(),
+                            decision: fresh.decision.clone(),
+                            entities: light,
+                            encoded: fresh.encoded.clone(),
+                            clock: fresh.clock,
+                        }),
+                    );
+                }
             }
             (fresh, overlay)
         };
@@ -705,12 +733,15 @@ impl Authz {
     ) -> Option<crate::audit::Shadow> {
         let candidate = self.shadow.as_ref()?.current();
         let request = q.request(pack.schema.as_ref()).ok()?;
-        let theirs = engine::decide(
-            &candidate,
-            &request,
-            &answer.entities.entities,
-            Semantics::FailClosed,
-        );
+        // The decision cache keeps no Cedar entities: a hit builds them again.
+        let built;
+        let entities = if answer.entities.is_light() {
+            built = self.cached_entities(pack, q).ok()?;
+            &built.entities
+        } else {
+            &answer.entities.entities
+        };
+        let theirs = engine::decide(&candidate, &request, entities, Semantics::FailClosed);
         let disagreement = shadow_of(&answer.decision, &theirs);
         if disagreement.is_some() {
             metrics::counter!("partnergate_shadow_disagreements_total").increment(1);
@@ -777,7 +808,7 @@ impl Authz {
         let entities = Arc::new(
             DecisionEntities::versioned(entities, slice.deps.into_boxed_slice(), slice.complete)
                 .with_stored_datetimes(slice.datetimes)
-                .with_stored_texts(slice.texts, pack.action_entities(&q.action)),
+                .with_stored_texts(slice.texts, pack.action_entities_json(&q.action)),
         );
         if !slice.complete {
             return Ok(entities);
@@ -1000,7 +1031,7 @@ fn entity_datetimes(
             found.extend(
                 actions
                     .iter()
-                    .filter_map(|a| crate::clock::parse_cedar_ms(&a.uid().id().unescaped())),
+                    .filter_map(|a| crate::clock::parse_cedar_ms(a.uid().id().unescaped())),
             );
             Ok(())
         }
@@ -1258,7 +1289,7 @@ mod tests {
             "status": "gold", "certified": true}});
         // The slice as the decision log records it, entity by entity.
         let logged = |a: &Answer| {
-            let json = a.entities.slice().json().clone();
+            let json = a.entities.slice().json().into_owned();
             let mut v: Vec<String> = json
                 .as_array()
                 .into_iter()
@@ -1568,10 +1599,10 @@ mod tests {
     fn a_slice_that_fails_to_serialise_is_marked_unavailable_not_null() {
         let failed = slice_from::<&str>(Err("an attribute Cedar cannot write"));
         assert_eq!(failed.error(), Some("an attribute Cedar cannot write"));
-        assert_eq!(failed.json(), &serde_json::Value::Null);
+        assert_eq!(*failed.json(), serde_json::Value::Null);
         let ok = slice_from::<&str>(Ok(serde_json::json!([])));
         assert_eq!(ok.error(), None);
-        assert_eq!(ok.json(), &serde_json::json!([]));
+        assert_eq!(*ok.json(), serde_json::json!([]));
 
         // The record says so, and still verifies.
         let decision = engine::Decision {
@@ -1827,18 +1858,63 @@ mod tests {
             assert!(set.stored_texts.is_some(), "{q:?}");
             let serialised = log_slice(&set.entities);
             assert_eq!(
-                as_entities(set.slice().json()),
-                as_entities(serialised.json()),
+                as_entities(&set.slice().json()),
+                as_entities(&serialised.json()),
                 "{q:?}"
             );
             let (mut stored, mut walked) = (Vec::new(), Vec::new());
             entity_datetimes(&pack, &q, &set, &mut stored).unwrap();
-            crate::clock::datetimes_in(serialised.json(), &mut walked).unwrap();
+            crate::clock::datetimes_in(&serialised.json(), &mut walked).unwrap();
             stored.sort_unstable();
             walked.sort_unstable();
             assert_eq!(stored, walked, "{q:?}");
             with_datetimes += usize::from(!stored.is_empty());
         }
         assert!(with_datetimes > 0, "no question read pat's end");
+    }
+
+    /// The decision cache keeps a copy without Cedar entities: a hit logs
+    /// the same slice as the fresh decision, and the shadow set still
+    /// decides it (over entities built again) and disagrees as it did.
+    #[test]
+    fn a_hit_logs_the_fresh_slice_and_is_still_shadowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow_dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            shadow_dir.path().join("all.cedar"),
+            "@id(\"nothing\")\nforbid(principal, action, resource);\n",
+        )
+        .unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let candidate = Arc::new(
+            Evaluator::load(PackSource::new(
+                shadow_dir.path(),
+                Some(root.join("schemas/partnergate.cedarschema")),
+            ))
+            .unwrap(),
+        );
+        let authz = setup(dir.path())
+            .with_decision_cache(100)
+            .with_shadow(candidate);
+        let pack = authz.evaluator.current();
+        let (p, a, r) = QUESTIONS[0];
+        let q = Query::parse(p, a, r).unwrap();
+        let fresh = authz.is_authorized(&q).unwrap();
+        let hit = authz.is_authorized(&q).unwrap();
+        assert_eq!(fresh.decision.decision, engine::Effect::Allow, "{q:?}");
+        assert!(!fresh.entities.is_light());
+        assert!(hit.entities.is_light(), "the second answer is the cache's");
+        assert_eq!(hit.entities.entities.iter().count(), 0);
+        assert_eq!(fresh.entities.slice().json(), hit.entities.slice().json());
+        assert!(fresh
+            .entities
+            .slice()
+            .json()
+            .as_array()
+            .is_some_and(|a| !a.is_empty()));
+        for answer in [&fresh, &hit] {
+            let shadow = authz.shadow_disagreement(&pack, &q, answer);
+            assert!(shadow.is_some(), "the candidate forbids everything");
+        }
     }
 }

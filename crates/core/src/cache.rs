@@ -37,10 +37,13 @@ use crate::directory::Directory;
 use crate::engine::Decision;
 
 /// How many decisions the sidecar keeps by default (`serve --decision-cache`).
-/// An entry holds its decision's Cedar entity set, about 10 KB on the shipped
-/// pack (measured: 64,024 entries added 624 MiB of RSS over a 100,000-user
-/// directory), so the default stays near 100 MB.
-pub const DEFAULT_ENTRIES: usize = 10_000;
+/// An entry holds no Cedar entities, only what a hit needs: the decision,
+/// its encoded answer, its dependencies and its log slice (the stored texts,
+/// shared with the directory, and their encoding): about 3.5 KB on the
+/// shipped pack (`scripts/cache_memory.sh`: 89,227 entries, 3,461 bytes each
+/// over a 100,000-user directory; they were 19,854 while entries held Cedar
+/// entity sets), so the default stays near 100 MB.
+pub const DEFAULT_ENTRIES: usize = 30_000;
 
 /// A question as the cache tells questions apart: the uids and the context
 /// exactly as given (two spellings of one context are two entries, both exact).
@@ -93,7 +96,9 @@ pub struct Cached {
     pub version: String,
     /// The decision (reasons and errors included).
     pub decision: Decision,
-    /// The entities it was decided over, with their dependencies.
+    /// What a hit needs of the entities it was decided over: their
+    /// dependencies, uids and log slice, without the Cedar entities
+    /// ([`DecisionEntities::for_cache`]).
     pub entities: Arc<DecisionEntities>,
     /// An adapter's encoding of `decision` (e.g. the HTTP body without the
     /// decision id), made once and shared by every answer served from here.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::{Diagnostic, NamedSource};
@@ -55,6 +56,8 @@ pub struct PolicyPack {
     /// For each action of the schema: its entity and its ancestors' entities
     /// (what a decision needs to evaluate `action in ...`).
     actions: HashMap<EntityUid, Vec<Entity>>,
+    /// The same entities as Cedar entity JSON texts (for decision logs).
+    action_texts: HashMap<EntityUid, Box<[Arc<str>]>>,
     /// Values the reload gates built from other files of the pack (e.g. the
     /// quotas): part of this snapshot, so they serve with these policies
     /// and are replaced only with them.
@@ -133,6 +136,13 @@ impl PolicyPack {
     /// The action entity and its ancestors, from the schema (empty without one).
     pub fn action_entities(&self, action: &EntityUid) -> &[Entity] {
         self.actions.get(action).map_or(&[], Vec::as_slice)
+    }
+
+    /// [`PolicyPack::action_entities`] as Cedar entity JSON texts, made once
+    /// per pack (schema action entities hold no attributes: they always
+    /// serialise).
+    pub fn action_entities_json(&self, action: &EntityUid) -> &[Arc<str>] {
+        self.action_texts.get(action).map_or(&[], |t| t)
     }
 }
 
@@ -442,6 +452,17 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
     }
     let digest = hasher.finalize();
     let actions = schema.as_ref().map(action_closure).unwrap_or_default();
+    let action_texts = actions
+        .iter()
+        .map(|(uid, entities)| {
+            let texts = entities
+                .iter()
+                .filter_map(|e| e.to_json_value().ok())
+                .map(|v| Arc::from(v.to_string()))
+                .collect();
+            (uid.clone(), texts)
+        })
+        .collect();
     let policy_index = std::sync::Arc::new(crate::index::PolicyIndex::new(&identified.policy_set));
     let clock = Clock {
         actions: clock_actions,
@@ -452,6 +473,7 @@ pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
         policy_index,
         extensions: Vec::new(),
         actions,
+        action_texts,
         policy_set: identified.policy_set,
         schema,
         version: format!("sha256:{}", &hex::encode(digest)[..16]),
