@@ -29,7 +29,11 @@
 #
 # Knobs: BENCH_ROUND, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_USERS (100000),
 # BENCH_REQUESTS (stream length, 200000), BENCH_WRITES (0.01),
-# BENCH_BIG_USERS (1000000; 0 skips it), BENCH_SKIP_AGENT=1.
+# BENCH_BIG_USERS (1000000; 0 skips it), BENCH_SKIP_AGENT=1,
+# BENCH_BASELINE=PATH: another partnergate binary (an earlier commit's
+# release build) run beside this one, cache on and off, checked to answer
+# alike and timed in the same rounds: the table gains "this build /
+# baseline" rows (a change's effect measured side by side, not across runs).
 # cedar-agent (Cedar 2.4) has no entity-write endpoint, and the naive
 # handler's write (Cedar's upsert_entities: a copy of the set and the
 # transitive closure of all of it) takes ~1.5 s at 100,000 users, so both
@@ -132,18 +136,28 @@ start() { # NAME PORT READY_PATH CMD... (READY_PATH "": any HTTP answer on /)
   if [ -n "$ready" ]; then wait_ready "http://127.0.0.1:$port$ready" 300 "$pid" "$name"
   else wait_ready "http://127.0.0.1:$port/" 60 "$pid" "$name" any; fi
 }
-serve_pg() { # NAME PORT [flags...]
-  local name=$1 port=$2; shift 2
+serve_pg() { # NAME PORT [flags...] (pg_base*: the BENCH_BASELINE binary)
+  local name=$1 port=$2 bin=$BIN; shift 2
+  case $name in pg_base*) bin=$BASELINE ;; esac
   [ -d "$OUT/data-$name" ] || cp -a "$SEED_DATA" "$OUT/data-$name"
-  start "$name" "$port" /readyz "$BIN" serve --policies "$POLICIES" --schema "$SCHEMA" \
+  start "$name" "$port" /readyz "$bin" serve --policies "$POLICIES" --schema "$SCHEMA" \
     --data-dir "$OUT/data-$name" --bind "127.0.0.1:$port" --no-watch "$@"
 }
+BASELINE=${BENCH_BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || die "BENCH_BASELINE=$BASELINE is not an executable"
+  "$BASELINE" serve --help | grep -q -- --decision-cache || die "the baseline has no --decision-cache"
+fi
 PG_LOG_OFF=(--audit-log off)
 log "start the systems (pinned: ${SERVER_CPU[*]:-none})"
 start axum 18501 "" "$EX/minimal_axum" 127.0.0.1:18501
 serve_pg pg 18502
 serve_pg pg_nolog 18503 "${PG_LOG_OFF[@]}"
 serve_pg pg_uncached 18504 "${CACHE_FLAG[@]}"
+if [ -n "$BASELINE" ]; then
+  serve_pg pg_base 18507
+  serve_pg pg_base_uncached 18508 --decision-cache 0
+fi
 start naive 18505 /readyz "$EX/naive_cedar" 127.0.0.1:18505 "$POLICIES" "$SCHEMA" "$WL/entities.json"
 if [ -z "$AGENT_NOTE" ]; then
   # Rocket's default JSON limit (1 MiB) is smaller than the directory.
@@ -157,16 +171,22 @@ fi
 log "check: every distinct question of the stream, every peer against uncached PartnerGate"
 peers=(http://127.0.0.1:18505 http://127.0.0.1:18502 http://127.0.0.1:18503)
 [ -z "$AGENT_NOTE" ] && peers+=(http://127.0.0.1:18506)
+[ -n "$BASELINE" ] && peers+=(http://127.0.0.1:18507 http://127.0.0.1:18508)
 timeout 1800 "$EX/workload" check "$WL/reads.txt" http://127.0.0.1:18504 "${peers[@]}" 2>&1 | tee "$OUT/check.txt" >&2 ||
   die "the peers do not all answer as PartnerGate (target/perf-run/check.txt)"
 log "restart the cached PartnerGates (the check filled their caches)"
 for n in pg pg_nolog; do stop "${PID_OF[$n]}"; done
 serve_pg pg 18502
 serve_pg pg_nolog 18503 "${PG_LOG_OFF[@]}"
+if [ -n "$BASELINE" ]; then
+  stop "${PID_OF[pg_base]}"
+  serve_pg pg_base 18507
+fi
 
 # What each system replays, and decisions per request line of that file.
 SYSTEMS=(axum pg pg_nolog pg_uncached naive pg_batch)
 [ -z "$AGENT_NOTE" ] && SYSTEMS+=(agent)
+[ -n "$BASELINE" ] && SYSTEMS+=(pg_base pg_base_uncached)
 for s in "${SYSTEMS[@]}"; do FILE_OF[$s]="$WL/stream.txt"; PER_LINE_OF[$s]=$READ_FRAC; done
 FILE_OF[agent]="$WL/reads.txt"; PER_LINE_OF[agent]=1
 FILE_OF[naive]="$WL/reads.txt"; PER_LINE_OF[naive]=1
@@ -243,6 +263,12 @@ if [ -z "$AGENT_NOTE" ]; then
   row "PartnerGate / cedar-agent (decisions/s: $(dps pg) vs $(dps agent); cedar-agent replays the reads only)" "${r}x" "-" "informational"
 else
   row "PartnerGate / cedar-agent: $AGENT_NOTE" "not measured" "-" "informational"
+fi
+if [ -n "$BASELINE" ]; then
+  r=$(fmt "$(round_ratio pg pg_base)")
+  row "this build / BENCH_BASELINE, cache on, log on (req/s: $(rate pg) vs $(rate pg_base))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio pg_uncached pg_base_uncached)")
+  row "this build / BENCH_BASELINE, uncached, log on (req/s: $(rate pg_uncached) vs $(rate pg_base_uncached))" "${r}x" "-" "informational"
 fi
 if [ "$CACHE_SEEN" = 1 ] && [ $((HITS + MISSES)) -gt 0 ]; then
   row "decision cache hit rate, PartnerGate (cache on), timed rounds ($HITS hits, $MISSES misses)" "$(awk -v h="$HITS" -v m="$MISSES" 'BEGIN { printf "%.1f%%", 100 * h / (h + m) }')" "-" "-"
