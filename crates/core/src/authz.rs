@@ -260,7 +260,7 @@ impl DecisionEntities {
             uids,
             deps: self.deps.clone(),
             complete: self.complete,
-            stored_datetimes: None,
+            stored_datetimes: self.stored_datetimes.clone(),
             stored_texts: self.stored_texts.clone(),
             light: true,
         }))

@@ -226,12 +226,14 @@ pub fn build_request(
             },
             None => Context::empty(),
         },
-        Some(serde_json::Value::Object(map)) => match lone_datetime(&map) {
-            // The sidecar's clock alone (`{"now": datetime}`): built directly,
-            // as Cedar's JSON reading would build it (its deserialiser costs
-            // tens of microseconds on an extension value); `Request::new`
-            // below checks it against the schema as it checks any context.
-            Some((name, arg)) => clock_context(name, arg)?,
+        Some(serde_json::Value::Object(map)) => match fast_clock_context(schema, &action, &map) {
+            // The sidecar's clock alone (`{"now": datetime}`) that fits the
+            // schema: built directly, as Cedar's JSON reading would build it
+            // (its deserialiser costs tens of microseconds on an extension
+            // value). Anything else, including a clock-only context the
+            // schema refuses (an action that also requires `invitee`), is
+            // read by Cedar, whose error names the field.
+            Some(context) => context,
             None => Context::from_json_value(
                 serde_json::Value::Object(map),
                 schema.map(|s| (s, &action)),
@@ -242,6 +244,22 @@ pub fn build_request(
     };
     Request::new(principal, action, resource, context, schema)
         .map_err(|e| RequestError::Schema(e.to_string()))
+}
+
+/// The context of `map` when it is a lone datetime ([`lone_datetime`])
+/// that Cedar builds and `schema` accepts for `action`; `None` otherwise (the
+/// caller then reads `map` with Cedar's JSON reader, for its errors).
+fn fast_clock_context(
+    schema: Option<&Schema>,
+    action: &EntityUid,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Option<Context> {
+    let (name, arg) = lone_datetime(map)?;
+    let context = clock_context(name, arg).ok()?;
+    match schema {
+        Some(schema) => context.validate(schema, action).ok().map(|()| context),
+        None => Some(context),
+    }
 }
 
 thread_local! {
@@ -545,6 +563,25 @@ mod tests {
                     (c, o) => panic!("{arg}, round {round}: Cedar {c:?}, ours {o:?}"),
                 }
             }
+        }
+        // A clock-only context for an action that also requires `invitee`:
+        // refused naming the field `context`, as Cedar's JSON reading words it.
+        let invite = uid(r#"Action::"invite_partner""#);
+        let json = serde_json::json!({"now": {"__extn": {"fn": "datetime", "arg": "2026-12-03"}}});
+        let err = build_request(
+            Some(&schema),
+            uid(r#"User::"a""#),
+            invite,
+            uid(r#"Account::"x""#),
+            Some(json),
+        )
+        .unwrap_err();
+        match err {
+            RequestError::Field { field, message } => {
+                assert_eq!(field, "context");
+                assert!(message.contains("invitee"), "{message}");
+            }
+            other => panic!("expected a context field error, got {other:?}"),
         }
     }
 }
