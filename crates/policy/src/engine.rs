@@ -255,7 +255,7 @@ fn fast_clock_context(
     map: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<Context> {
     let (name, arg) = lone_datetime(map)?;
-    let context = clock_context(name, arg).ok()?;
+    let context = clock_context(name, arg)?;
     match schema {
         Some(schema) => context.validate(schema, action).ok().map(|()| context),
         None => Some(context),
@@ -269,23 +269,24 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The context `{name: datetime(arg)}`. Building one costs microseconds (Cedar
-/// parses the extension's name each time), so the last one built on this
-/// thread is kept and given again for the same attribute and argument.
-fn clock_context(name: &str, arg: &str) -> Result<Context, RequestError> {
+/// The context `{name: datetime(arg)}`, or `None` when Cedar refuses `arg`
+/// (the caller's fallback, Cedar's JSON reader, then words the error).
+/// Building one costs microseconds (Cedar parses the extension's name each
+/// time), so the last one built on this thread is kept and given again for
+/// the same attribute and argument.
+fn clock_context(name: &str, arg: &str) -> Option<Context> {
     let kept = LAST_CLOCK_CONTEXT.with_borrow(|last| {
         last.as_ref()
             .filter(|(n, a, _)| n == name && a == arg)
             .map(|(_, _, c)| c.clone())
     });
-    if let Some(context) = kept {
-        return Ok(context);
+    if kept.is_some() {
+        return kept;
     }
     let context =
-        Context::from_pairs([(name.to_string(), RestrictedExpression::new_datetime(arg))])
-            .map_err(|e| RequestError::field("context", e.to_string()))?;
+        Context::from_pairs([(name.to_string(), RestrictedExpression::new_datetime(arg))]).ok()?;
     LAST_CLOCK_CONTEXT.set(Some((name.to_string(), arg.to_string(), context.clone())));
-    Ok(context)
+    Some(context)
 }
 
 /// The attribute name and argument of a context whose only attribute is a
@@ -295,8 +296,10 @@ fn lone_datetime(map: &serde_json::Map<String, serde_json::Value>) -> Option<(&s
     let (name, value) = map.iter().next().filter(|_| map.len() == 1)?;
     let extn = value.as_object().filter(|o| o.len() == 1)?.get("__extn")?;
     let call = extn.as_object().filter(|o| o.len() == 2)?;
-    (call.get("fn")?.as_str()? == "datetime")
-        .then(|| Some((name.as_str(), call.get("arg")?.as_str()?)))?
+    if call.get("fn")?.as_str()? != "datetime" {
+        return None;
+    }
+    Some((name.as_str(), call.get("arg")?.as_str()?))
 }
 
 fn check_uid_type(schema: &Schema, field: &str, uid: &EntityUid) -> Result<(), RequestError> {
