@@ -591,17 +591,19 @@ impl Authz {
             _ => None,
         };
         let caller_context = q.context.as_ref();
-        let clocked;
-        let q = match now {
-            Some(n) => {
-                clocked = with_now(q, n)?;
-                &clocked
-            }
-            None => q,
-        };
+        let clock = now.map(clock_value).transpose()?;
+        // The clocked question (`context.now` set): what Cedar, the shadow
+        // set and the record see. A hit that no shadow set decides needs
+        // only its context, for the record.
+        let mut clocked = None;
         let (kept, overlay) = if let Some(hit) = kept {
+            if self.shadow.is_some() {
+                clocked = clock.clone().map(|v| with_clock(q, v));
+            }
             (hit, Overlay::new())
         } else {
+            clocked = clock.clone().map(|v| with_clock(q, v));
+            let q = clocked.as_ref().unwrap_or(q);
             let (fresh, overlay) = self.evaluate(pack, q, now.map(|n| (n, caller_context)))?;
             if let (Some(c), Some(k)) = (&self.decisions, key) {
                 if let Some(light) = fresh.entities.for_cache(q) {
@@ -619,6 +621,12 @@ impl Authz {
             }
             (fresh, overlay)
         };
+        let record_context = match (&clocked, clock) {
+            (Some(c), _) => c.context.clone(),
+            (None, Some(v)) => clocked_context(q.context.as_ref(), v),
+            (None, None) => q.context.clone(),
+        };
+        let q = clocked.as_ref().unwrap_or(q);
         let mut answer = Answer {
             decision: kept.decision.clone(),
             decision_id: uuid::Uuid::now_v7().to_string(),
@@ -628,7 +636,7 @@ impl Authz {
             encoded: kept.encoded.clone(),
         };
         let shadow = self.shadow_disagreement(pack, q, &answer);
-        self.log_decision(q, &overlay, shadow, &mut answer);
+        self.log_decision(q, record_context, &overlay, shadow, &mut answer);
         Ok(answer)
     }
 
@@ -754,6 +762,7 @@ impl Authz {
     fn log_decision(
         &self,
         q: &Query,
+        context: Option<serde_json::Value>,
         overlay: &HashMap<EntityUid, Entity>,
         shadow: Option<crate::audit::Shadow>,
         answer: &mut Answer,
@@ -773,7 +782,7 @@ impl Authz {
         )
         .with_decision_id(answer.decision_id.clone())
         .with_request_id(q.request_id.clone())
-        .with_context(q.context.clone())
+        .with_context(context)
         .with_latency_us(answer.latency_us)
         .with_shadow(shadow)
         .with_request_entities(request_entities)
@@ -970,23 +979,50 @@ pub fn refuse_callers_clock(context: Option<&serde_json::Value>) -> Result<(), R
 /// `q` with the clock reading `now` (ms since the epoch) as `context.now`
 /// (the search confirms its candidates with the time the evaluation uses).
 pub fn with_now(q: &Query, now: i64) -> Result<Query, RequestError> {
-    let value = crate::clock::datetime_json(now).ok_or_else(|| {
+    Ok(with_clock(q, clock_value(now)?))
+}
+
+/// The clock reading `now` (ms since the epoch) as the Cedar JSON of
+/// `context.now`.
+fn clock_value(now: i64) -> Result<serde_json::Value, RequestError> {
+    crate::clock::datetime_json(now).ok_or_else(|| {
         RequestError::field(
             &format!("context.{CLOCK_ATTRIBUTE}"),
             format!("the clock reads {now} ms, outside the years 0000-9999"),
         )
-    })?;
-    let mut clocked = q.clone();
-    match &mut clocked.context {
-        None | Some(serde_json::Value::Null) => {
-            clocked.context = Some(serde_json::json!({ CLOCK_ATTRIBUTE: value }));
-        }
-        Some(serde_json::Value::Object(map)) => {
-            map.insert(CLOCK_ATTRIBUTE.to_string(), value);
-        }
-        Some(_) => {}
+    })
+}
+
+/// `q` with `value` as `context.now`.
+fn with_clock(q: &Query, value: serde_json::Value) -> Query {
+    Query {
+        principal: q.principal.clone(),
+        action: q.action.clone(),
+        resource: q.resource.clone(),
+        context: clocked_context(q.context.as_ref(), value),
+        entities: q.entities.clone(),
+        principal_attrs: q.principal_attrs.clone(),
+        resource_attrs: q.resource_attrs.clone(),
+        request_id: q.request_id.clone(),
+        gateway: q.gateway.clone(),
     }
-    Ok(clocked)
+}
+
+/// `context` with `value` as its `now` (a context that is not a record is
+/// kept as it is: the request's validation refuses it).
+fn clocked_context(
+    context: Option<&serde_json::Value>,
+    value: serde_json::Value,
+) -> Option<serde_json::Value> {
+    match context {
+        None | Some(serde_json::Value::Null) => Some(serde_json::json!({ CLOCK_ATTRIBUTE: value })),
+        Some(serde_json::Value::Object(map)) => {
+            let mut map = map.clone();
+            map.insert(CLOCK_ATTRIBUTE.to_string(), value);
+            Some(serde_json::Value::Object(map))
+        }
+        Some(other) => Some(other.clone()),
+    }
 }
 
 /// The end of the interval from `now` over which a clocked decision over
@@ -1876,6 +1912,45 @@ mod tests {
     /// The decision cache keeps a copy without Cedar entities: a hit logs
     /// the same slice as the fresh decision, and the shadow set still
     /// decides it (over entities built again) and disagrees as it did.
+    /// A hit is logged with the clock it was answered at (its own
+    /// `context.now`, not the miss's), and its answer is the cache's.
+    #[test]
+    fn a_hit_is_logged_with_the_clock_it_was_answered_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_798_761_600_000;
+        let clock = Arc::new(crate::clock::ManualClock::at(t));
+        let log_path = dir.path().join("decisions.log");
+        let (log, _) = AuditLog::open(crate::audit::AuditConfig::file(&log_path)).unwrap();
+        let authz = setup(dir.path())
+            .with_decision_cache(100)
+            .with_clock(clock.clone())
+            .with_audit(log);
+        let q = Query::parse(
+            r#"User::"pat""#,
+            r#"Action::"configure_account""#,
+            r#"Account::"acme""#,
+        )
+        .unwrap();
+        assert!(authz.evaluator.current().takes_clock(&q.action));
+        let fresh = authz.is_authorized(&q).unwrap();
+        clock.set(t + 1_234);
+        let hit = authz.is_authorized(&q).unwrap();
+        assert!(
+            !fresh.entities.is_light() && hit.entities.is_light(),
+            "a miss, then a hit"
+        );
+        assert!(authz.audit().unwrap().flush());
+        let nows: Vec<serde_json::Value> = std::fs::read_to_string(&log_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["kind"] == "decision")
+            .map(|r| r["context"].clone())
+            .collect();
+        let at = |ms| serde_json::json!({"now": crate::clock::datetime_json(ms).unwrap()});
+        assert_eq!(nows, vec![at(t), at(t + 1_234)]);
+    }
+
     #[test]
     fn a_hit_logs_the_fresh_slice_and_is_still_shadowed() {
         let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod routes;
 pub mod template;
 pub mod types;
+pub mod uid;
 
 use std::collections::BTreeMap;
 
@@ -86,17 +87,20 @@ pub enum Refusal {
 /// match decides; else a public path is allowed; else [`Refusal::NoRoute`].
 pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal> {
     let (path, query) = req.uri.split_once('?').unwrap_or((req.uri, ""));
-    let method = req.method.to_ascii_uppercase();
-    let host = req.host.map(str::to_ascii_lowercase);
     let found = routes.routes.iter().find_map(|r| {
-        let method_ok = r.methods.is_empty() || r.methods.contains(&method);
-        let host_ok = r.host.is_none() || r.host == host;
+        let method_ok =
+            r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method));
+        let host_ok = r
+            .host
+            .as_deref()
+            .is_none_or(|want| req.host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
         if !(method_ok && host_ok) {
             return None;
         }
         r.template.matches(path).map(|bound| (r, bound))
     });
     let Some((route, bound)) = found else {
+        let host = req.host.map(str::to_ascii_lowercase);
         let public = host
             .as_deref()
             .and_then(|h| routes.host_public.iter().find(|(name, _)| name == h))
@@ -105,7 +109,7 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
             return Ok(Outcome::Public(p.as_str().to_string()));
         }
         return Err(Refusal::NoRoute {
-            method,
+            method: req.method.to_ascii_uppercase(),
             path: path.to_string(),
         });
     };
@@ -114,24 +118,22 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
         route: route.template.as_str().to_string(),
         reason,
     };
-    let principal = format!(
-        "{}::{}",
-        routes.principal_type,
-        serde_json::to_string(&identity.id).map_err(|e| bad(e.to_string()))?
-    )
-    .parse()
-    .map_err(|e: cedar_policy::ParseErrors| bad(format!("principal: {e}")))?;
-    let action = routes::action_uid(route.action.as_deref().unwrap_or(&method)).map_err(&bad)?;
-    let resource_text = match &route.resource {
-        Some(t) => routes::fill(t, &|n| bound.get(n).cloned()).map_err(&bad)?,
-        None => format!(
-            "Route::{}",
-            serde_json::to_string(route.template.as_str()).map_err(|e| bad(e.to_string()))?
-        ),
+    let principal = routes
+        .principal_uid
+        .build(&identity.id)
+        .map_err(|e| bad(e.reason(Some("principal"))))?;
+    let action = match &route.action_uid {
+        Some(uid) => uid.clone(),
+        None => routes
+            .method_action
+            .build(&req.method.to_ascii_uppercase())
+            .map_err(|e| bad(e.reason(None)))?,
     };
-    let resource = resource_text
-        .parse()
-        .map_err(|e: cedar_policy::ParseErrors| bad(format!("resource: {e}")))?;
+    let resource = match &route.resource {
+        Some(t) => t.build(&|n| bound.get(n).map(String::as_str)),
+        None => route.default_resource.clone(),
+    }
+    .map_err(|e| bad(e.reason(Some("resource"))))?;
     let context = context(route, &bound, query, req, &identity).map_err(&bad)?;
     let query = Query::new(principal, action, resource).with_context(Some(context));
     Ok(Outcome::Decide(Box::new(Mapped {

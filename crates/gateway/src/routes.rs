@@ -15,6 +15,7 @@ use toml::Spanned;
 use crate::identity::{JwtConfig, JwtVerifier, KeyFormat};
 use crate::template::Template;
 use crate::types::{ContextTypes, Kind};
+use crate::uid::{TypedId, UidError, UidTemplate};
 
 /// The file name looked for beside the policies.
 pub const ROUTES_FILE: &str = "routes.toml";
@@ -122,8 +123,13 @@ pub struct Route {
     pub host: Option<String>,
     /// The action's id (`Action::"<this>"`); `None` = the HTTP method.
     pub action: Option<String>,
+    /// The action's uid, when the route names one (checked at load).
+    pub action_uid: Option<EntityUid>,
     /// The resource uid template (`User::"{id}"`); `None` = `Route::"<template>"`.
-    pub resource: Option<String>,
+    pub resource: Option<UidTemplate>,
+    /// `Route::"<template>"`, the resource when the route names none (made
+    /// at load; a template Cedar cannot quote is refused per request).
+    pub default_resource: Result<EntityUid, UidError>,
     /// Decided and logged, always allowed.
     pub dry_run: bool,
     /// Context members and where each comes from.
@@ -161,6 +167,10 @@ pub struct Routes {
     pub file: PathBuf,
     /// The principal's entity type.
     pub principal_type: String,
+    /// Principal uids of that type, from the identity's id.
+    pub principal_uid: TypedId,
+    /// Action uids of the HTTP method (a route that names no action).
+    pub method_action: TypedId,
     /// How the principal is established.
     pub identity: IdentitySource,
     /// Routes, first match wins.
@@ -261,6 +271,8 @@ pub fn parse_typed(
     let response = response_headers(&at, raw.response)?;
     Ok(Routes {
         file: file.to_path_buf(),
+        principal_uid: TypedId::new(&principal_type),
+        method_action: TypedId::new("Action"),
         principal_type,
         identity,
         routes,
@@ -376,9 +388,11 @@ fn route(
     let template = Template::parse(r.path.get_ref())
         .map_err(|e| at.problem(path_at, format!("field `path`: {e}")))?;
     let methods: Vec<String> = r.methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+    let mut action_uid_checked = None;
     if let Some(action) = &r.action {
         let uid = action_uid(action.get_ref())
             .map_err(|e| at.problem(Some(action.span().start), format!("field `action`: {e}")))?;
+        action_uid_checked = Some(uid.clone());
         if let Some(s) = schema {
             if !s.actions().any(|a| a == &uid) {
                 return Err(at.problem(
@@ -393,10 +407,10 @@ fn route(
     }
     if let Some(resource) = &r.resource {
         let offset = Some(resource.span().start);
-        let filled = fill(resource.get_ref(), &|name| {
-            template.binds(name).then(|| "x".to_string())
+        let filled = crate::uid::fill(resource.get_ref(), &|name| {
+            template.binds(name).then_some("x")
         })
-        .map_err(|e| at.problem(offset, format!("field `resource`: {e}")))?;
+        .map_err(|e| at.problem(offset, format!("field `resource`: {}", e.reason(None))))?;
         let uid: EntityUid = filled
             .parse()
             .map_err(|e| at.problem(offset, format!("field `resource`: not an entity uid: {e}")))?;
@@ -414,12 +428,15 @@ fn route(
     };
     let (context, context_kinds) =
         context_members(at, r.context, &template, declared, r.action.as_ref())?;
+    let default_resource = TypedId::new("Route").build(template.as_str());
     Ok(Route {
         methods,
         template,
         host: r.host.map(|h| h.to_ascii_lowercase()),
         action: r.action.map(Spanned::into_inner),
-        resource: r.resource.map(Spanned::into_inner),
+        action_uid: action_uid_checked,
+        resource: r.resource.map(|t| UidTemplate::new(t.get_ref())),
+        default_resource,
         dry_run: r.dry_run,
         context,
         context_kinds,
@@ -484,26 +501,4 @@ pub fn action_uid(name: &str) -> Result<EntityUid, String> {
     format!("Action::{quoted}")
         .parse()
         .map_err(|e: cedar_policy::ParseErrors| e.to_string())
-}
-
-/// `text` with every `{name}` replaced by `value(name)`, the value escaped
-/// for a Cedar string literal (so a path parameter can never change the uid's
-/// type or close its quotes).
-pub fn fill(text: &str, value: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| format!("`{text}`: a `{{` without its `}}`"))?;
-        let name = &rest[open + 1..open + close];
-        let v =
-            value(name).ok_or_else(|| format!("`{{{name}}}` is not a parameter of the path"))?;
-        let escaped = serde_json::to_string(&v).map_err(|e| e.to_string())?;
-        out.push_str(&escaped[1..escaped.len() - 1]);
-        rest = &rest[open + close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }

@@ -117,7 +117,13 @@ impl Template {
         for (i, segment) in self.segments.iter().enumerate() {
             match segment {
                 Segment::Literal(l) => {
-                    if parts.get(i).map(|p| decode(p)) != Some(Some(l.clone())) {
+                    let part = parts.get(i)?;
+                    let same = if part.contains('%') {
+                        decode(part).is_some_and(|d| d == *l)
+                    } else {
+                        part == l
+                    };
+                    if !same {
                         return None;
                     }
                 }
