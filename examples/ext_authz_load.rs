@@ -12,6 +12,13 @@
 //! directory (`demo/entities.json`), through the shipped routes file's
 //! `POST /api/users/{id}/dismiss` (trusted header `x-portal-user`) for gRPC.
 //!
+//! `open URL RATE SECONDS` is the open-loop form, for latency: a POST with
+//! `x-portal-user: pat` to URL (through a proxy) started every 1/RATE s
+//! whatever the earlier ones do (a slow answer does not hold the next
+//! request back, so a stall shows in every request it delays), each timed
+//! from its start; prints `open <answers/s> <p50 µs> <p99 µs>`. Any status
+//! but 200 stops it.
+//!
 //! `cargo run --release --example ext_authz_load -- grpc 127.0.0.1:9191 16 5`
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,15 +108,81 @@ enum Mode {
     Forward(reqwest::Client, String),
 }
 
+/// The open-loop run: `rate` requests/s to `url` for `secs`; latencies in
+/// µs from each request's due time.
+async fn open_loop(url: String, rate: u64, secs: u64) -> Result<Vec<u32>, String> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let start = tokio::time::Instant::now();
+    let total = rate * secs;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate.max(1));
+        tokio::time::sleep_until(due).await;
+        // Timed from its start: the sender keeps the schedule whatever the
+        // answers do (the timer's own lateness, up to a millisecond, is
+        // the client's, not the server's).
+        let sent = Instant::now();
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .post(&url)
+                .header("x-portal-user", "pat")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if resp.status() != reqwest::StatusCode::OK {
+                return Err(format!("not an allow: {}", resp.status()));
+            }
+            resp.bytes().await.map_err(|e| e.to_string())?;
+            Ok(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX))
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        lat.push(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(lat)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(kind), Some(target)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: ext_authz_load grpc|http|forward ADDR|BASE [CONNECTIONS] [SECONDS]");
+        eprintln!(
+            "usage: ext_authz_load grpc|http|forward ADDR|BASE [CONNECTIONS] [SECONDS]\n       \
+             ext_authz_load open URL RATE SECONDS"
+        );
         std::process::exit(2);
     };
     let conns: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
+    if kind == "open" {
+        let started = Instant::now();
+        // Its own runtime with two workers: answers are read while the
+        // sender keeps the schedule.
+        let url = target.clone();
+        let run = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(open_loop(url, conns as u64, secs))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the sender panicked".into()));
+        match run {
+            Ok(all) => report(kind, all, started.elapsed().as_secs_f64()),
+            Err(e) => {
+                eprintln!("wrong answer or error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let mode = match kind.as_str() {
         "grpc" => match AuthorizationClient::connect(format!("http://{target}")).await {
             Ok(c) => Mode::Grpc(c),
@@ -162,7 +235,11 @@ async fn main() {
             }
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    report(kind, all, started.elapsed().as_secs_f64());
+}
+
+/// Print `<mode> <answers/s> <p50 µs> <p99 µs>`.
+fn report(kind: &str, mut all: Vec<u32>, elapsed: f64) {
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))

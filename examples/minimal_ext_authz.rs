@@ -6,10 +6,15 @@
 //! `scripts/gateway_bench.sh` compares it with `examples/minimal_axum.rs`
 //! (the HTTP limit) to show what the transport alone costs.
 //!
-//! `cargo run --release --example minimal_ext_authz -- 127.0.0.1:9192`
-//! (the bind address is the only argument; default 127.0.0.1:9192).
+//! With `hyper` as the second argument, the same answer is served by
+//! hyper's HTTP/2 server directly (gRPC's unary framing by hand, no tonic
+//! stack): what tonic's layers cost beyond HTTP/2 itself.
+//!
+//! `cargo run --release --example minimal_ext_authz -- 127.0.0.1:9192 [tonic|hyper]`
 
 use std::time::Duration;
+
+use hyper::body::Bytes;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderValue,
@@ -37,23 +42,85 @@ impl Authorization for Fixed {
         &self,
         _request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(envoy_types::pb::google::rpc::Status {
-                code: tonic::Code::Ok.into(),
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: vec![
-                    header(
-                        "x-partnergate-decision-id",
-                        "00000000-0000-0000-0000-000000000000",
-                    ),
-                    header("x-partnergate-policy-version", "sha256:0000000000000000"),
-                ],
-                ..Default::default()
-            })),
+        Ok(tonic::Response::new(fixed()))
+    }
+}
+
+fn fixed() -> CheckResponse {
+    CheckResponse {
+        status: Some(envoy_types::pb::google::rpc::Status {
+            code: tonic::Code::Ok.into(),
             ..Default::default()
-        }))
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: vec![
+                header(
+                    "x-partnergate-decision-id",
+                    "00000000-0000-0000-0000-000000000000",
+                ),
+                header("x-partnergate-policy-version", "sha256:0000000000000000"),
+            ],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+type Frame = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+type Frames = http_body_util::StreamBody<tokio_stream::Iter<std::vec::IntoIter<Frame>>>;
+
+/// One unary Check over hyper: the 5-byte gRPC prefix, the message, then
+/// `grpc-status` in the trailers.
+async fn unary(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Frames>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let status = |code: &'static str| {
+        let mut t = hyper::HeaderMap::new();
+        t.insert("grpc-status", hyper::header::HeaderValue::from_static(code));
+        t
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let frames = match body.get(5..).map(CheckRequest::decode) {
+        Some(Ok(_)) => {
+            let msg = fixed();
+            let mut out = Vec::with_capacity(5 + msg.encoded_len());
+            out.push(0);
+            out.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+            msg.encode(&mut out).unwrap_or_default();
+            vec![
+                Ok(hyper::body::Frame::data(Bytes::from(out))),
+                Ok(hyper::body::Frame::trailers(status("0"))),
+            ]
+        }
+        _ => vec![Ok(hyper::body::Frame::trailers(status("3")))],
+    };
+    let mut resp =
+        hyper::Response::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(resp)
+}
+
+async fn serve_hyper(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .max_concurrent_streams(1024)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper::service::service_fn(unary),
+                )
+                .await;
+        });
     }
 }
 
@@ -64,6 +131,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:9192".to_string());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("minimal_ext_authz listening on {}", listener.local_addr()?);
+    if std::env::args().nth(2).as_deref() == Some("hyper") {
+        serve_hyper(listener).await?;
+        return Ok(());
+    }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))

@@ -2,7 +2,8 @@
 //! (Envoy's ext_authz, nginx `auth_request`, Traefik ForwardAuth, Caddy
 //! `forward_auth`) becomes one authorization [`Query`] under the routes file.
 //!
-//! Owns the routes file ([`routes`]), path templates ([`template`]), the
+//! Owns the routes file ([`routes`]), path templates ([`template`]), the uids
+//! a request names ([`uid`]), the
 //! caller's identity ([`identity`]) and [`map`], the one function the
 //! adapters call. It must never know an HTTP framework or a wire protocol
 //! (the adapters in `partnergate-server` read the proxy's request into a
