@@ -4,10 +4,10 @@
 //!
 //! Owns the routes file ([`routes`]), path templates ([`template`]), the
 //! uids a request names ([`uid`]), the caller's identity ([`identity`]) and
-//! [`map`], the one function the adapters call. It must never know an HTTP framework or a wire protocol
-//! (the adapters in `partnergate-server` read the proxy's request into a
-//! [`GatewayRequest`]), nor decide anything: the query goes through
-//! `partnergate_core::authz` like every other decision.
+//! [`map`], the one function the adapters call. It must never know an HTTP
+//! framework or a wire protocol (the adapters in `partnergate-server` read
+//! the proxy's request into a [`GatewayRequest`]), nor decide anything: the
+//! query goes through `partnergate_core::authz` like every other decision.
 
 pub mod check;
 pub mod identity;
