@@ -71,17 +71,7 @@ async fn ask_loop(mode: Arc<Mode>, stop: Arc<AtomicBool>) -> Result<Vec<u32>, St
                     return Err(format!("not an allow: {resp:?}"));
                 }
             }
-            Mode::Forward(client, url) => {
-                let resp = client
-                    .post(url)
-                    .header("x-portal-user", "pat")
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if resp.status() != reqwest::StatusCode::OK {
-                    return Err(format!("not an allow: {}", resp.status()));
-                }
-            }
+            Mode::Forward(client, url) => post_as_pat(client, url).await?,
             Mode::Http(client, url) => {
                 let text = client
                     .post(url)
@@ -108,6 +98,22 @@ enum Mode {
     Forward(reqwest::Client, String),
 }
 
+/// `POST url` as partner `pat` (the trusted header of the shipped routes),
+/// answer read whole; anything but a 200 is an error.
+async fn post_as_pat(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let resp = client
+        .post(url)
+        .header("x-portal-user", "pat")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!("not an allow: {}", resp.status()));
+    }
+    resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The open-loop run: `rate` requests/s to `url` for `secs`; latencies in
 /// µs from each request's due time.
 async fn open_loop(url: String, rate: u64, secs: u64) -> Result<Vec<u32>, String> {
@@ -127,17 +133,8 @@ async fn open_loop(url: String, rate: u64, secs: u64) -> Result<Vec<u32>, String
         let sent = Instant::now();
         let (client, url) = (client.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            let resp = client
-                .post(&url)
-                .header("x-portal-user", "pat")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if resp.status() != reqwest::StatusCode::OK {
-                return Err(format!("not an allow: {}", resp.status()));
-            }
-            resp.bytes().await.map_err(|e| e.to_string())?;
-            Ok(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX))
+            post_as_pat(&client, &url).await?;
+            Ok::<_, String>(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX))
         }));
     }
     let mut lat = Vec::with_capacity(tasks.len());

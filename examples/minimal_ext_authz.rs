@@ -1,16 +1,19 @@
 //! The practical limit for a gRPC ext_authz server on this machine: Envoy's
-//! `envoy.service.auth.v3.Authorization/Check` served by tonic with the same
-//! server settings as `partnergate serve --ext-authz-grpc` (timeout,
-//! keep-alive, concurrent streams, TCP_NODELAY), whose handler ignores the
+//! `envoy.service.auth.v3.Authorization/Check` whose handler ignores the
 //! request and allows with the two headers PartnerGate sends upstream.
 //! `scripts/gateway_bench.sh` compares it with `examples/minimal_axum.rs`
-//! (the HTTP limit) to show what the transport alone costs.
+//! (the HTTP limit) to show what the transport alone costs. Served three
+//! ways (the second argument):
+//! - `tower`: tonic's generated service on hyper's HTTP/2, with the
+//!   settings of `partnergate serve --ext-authz-grpc` (keep-alive pings,
+//!   concurrent streams, TCP_NODELAY, a per-call timeout): as PartnerGate
+//!   serves it;
+//! - `tonic` (the default): the same service under tonic's transport
+//!   `Server`, as PartnerGate served it before;
+//! - `hyper`: hand-written gRPC unary framing on hyper's HTTP/2, no tonic:
+//!   what tonic's codec and service layers cost beyond HTTP/2 itself.
 //!
-//! With `hyper` as the second argument, the same answer is served by
-//! hyper's HTTP/2 server directly (gRPC's unary framing by hand, no tonic
-//! stack): what tonic's layers cost beyond HTTP/2 itself.
-//!
-//! `cargo run --release --example minimal_ext_authz -- 127.0.0.1:9192 [tonic|hyper]`
+//! `cargo run --release --example minimal_ext_authz -- 127.0.0.1:9192 [tower|tonic|hyper]`
 
 use std::time::Duration;
 
@@ -124,6 +127,34 @@ async fn serve_hyper(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     }
 }
 
+/// tonic's generated service (its codec, statuses and limits) served by
+/// hyper's HTTP/2 directly, as `partnergate serve` does.
+async fn serve_tower(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let service = AuthorizationServer::new(Fixed);
+    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    h2.timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(1024);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let service = service.clone();
+        let call = hyper::service::service_fn(move |req| {
+            let service = service.clone();
+            async move {
+                use tower::ServiceExt as _;
+                match tokio::time::timeout(Duration::from_secs(30), service.oneshot(req)).await {
+                    Ok(answered) => answered,
+                    Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
+                }
+            }
+        });
+        let conn = h2.serve_connection(hyper_util::rt::TokioIo::new(stream), call);
+        tokio::spawn(conn);
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
@@ -131,9 +162,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:9192".to_string());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("minimal_ext_authz listening on {}", listener.local_addr()?);
-    if std::env::args().nth(2).as_deref() == Some("hyper") {
-        serve_hyper(listener).await?;
-        return Ok(());
+    match std::env::args().nth(2).as_deref() {
+        Some("hyper") => return Ok(serve_hyper(listener).await?),
+        Some("tower") => return Ok(serve_tower(listener).await?),
+        _ => {}
     }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()

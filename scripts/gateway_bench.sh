@@ -17,13 +17,14 @@
 #    client for both). Goal: >= 0.9x. Also the HTTP forward auth (as Envoy's
 #    HTTP mode asks it) and the server's CPU per answer of each (/proc), which
 #    separates the server's cost from the load generator's.
-# 3. The transports' own limit, in the same rounds: a bare tonic Check server
-#    answering a fixed Allow (examples/minimal_ext_authz.rs, PartnerGate's
-#    tonic settings) vs the bare axum handler (examples/minimal_axum.rs), by
-#    the same client: the ratio gRPC can reach when the work behind both
-#    front doors is nothing; and the same fixed Check over hyper's HTTP/2
-#    without tonic's stack (`minimal_ext_authz ADDR hyper`): what tonic's
-#    own layers cost.
+# 3. The transports' own limit, in the same rounds: a bare Check server
+#    answering a fixed Allow (examples/minimal_ext_authz.rs) vs the bare axum
+#    handler (examples/minimal_axum.rs), by the same client: the ratio gRPC
+#    can reach when the work behind both front doors is nothing. The bare
+#    Check three ways: tonic's generated service on hyper's HTTP/2 as
+#    PartnerGate serves it (`tower`), the same under tonic's transport
+#    Server (`tonic`, what PartnerGate used before), and hand-written gRPC
+#    framing on hyper (`hyper`).
 #
 # BENCH_BASELINE=PATH runs another partnergate binary (an earlier build)
 # beside this one and adds its gRPC Check to the rounds of 2, with a
@@ -84,6 +85,10 @@ BARE_GRPC=$(free_port)
 "$EX/minimal_ext_authz" "127.0.0.1:$BARE_GRPC" >"$OUT/bare-grpc.out" 2>&1 &
 PIDS+=($!)
 BARE_GRPC_PID=$!
+BARE_TOWER=$(free_port)
+"$EX/minimal_ext_authz" "127.0.0.1:$BARE_TOWER" tower >"$OUT/bare-tower.out" 2>&1 &
+PIDS+=($!)
+BARE_TOWER_PID=$!
 BARE_H2=$(free_port)
 "$EX/minimal_ext_authz" "127.0.0.1:$BARE_H2" hyper >"$OUT/bare-h2.out" 2>&1 &
 PIDS+=($!)
@@ -206,7 +211,7 @@ done
 
 echo "== 2-3. gRPC Check vs POST /v1/is_authorized (and the HTTP forward auth), same question, and the bare transports ($ROUNDS rounds of ${ROUND}s, $CONNS in flight)"
 # Server CPU per answer from /proc/PID/stat (utime+stime) around each run.
-SYSTEMS="grpc forward http bare_grpc bare_http bare_h2"
+SYSTEMS="grpc forward http bare_grpc bare_tower bare_http bare_h2"
 [ -n "$BASE_PID" ] && SYSTEMS="$SYSTEMS base_grpc"
 # One system's run: "<answers/s> <p50 us> <p99 us> <server CPU us per answer>".
 one() {
@@ -218,6 +223,7 @@ one() {
     bare_grpc) mode=grpc; pid=$BARE_GRPC_PID; target="127.0.0.1:$BARE_GRPC" ;;
     bare_http) mode=http; pid=$PORTAL_PID; target="http://127.0.0.1:$PORTAL" ;;
     bare_h2) mode=grpc; pid=$BARE_H2_PID; target="127.0.0.1:$BARE_H2" ;;
+    bare_tower) mode=grpc; pid=$BARE_TOWER_PID; target="127.0.0.1:$BARE_TOWER" ;;
     base_grpc) mode=grpc; pid=$BASE_PID; target="127.0.0.1:$BASE_GRPC" ;;
   esac
   local before after line
@@ -270,10 +276,12 @@ print(f"| latency the check adds at {rate_open} req/s (open loop), p50 / p99 | {
 g = rate("grpc", "http")
 print(f"| gRPC Check / POST /v1/is_authorized, answers/s | {g:.2f}x ({med([x['grpc'][0] for x in grpc]):.0f} vs {med([x['http'][0] for x in grpc]):.0f}) | >= 0.9x: {ok(g >= 0.9)} |")
 print(f"| server CPU per answer: gRPC Check / HTTP forward auth / is_authorized | {med([x['grpc'][3] for x in grpc]):.1f} / {med([x['forward'][3] for x in grpc]):.1f} / {med([x['http'][3] for x in grpc]):.1f} us | - |")
-b = rate("bare_grpc", "bare_http")
-print(f"| the transports' limit: bare tonic Check / bare axum, answers/s | {b:.2f}x ({med([x['bare_grpc'][0] for x in grpc]):.0f} vs {med([x['bare_http'][0] for x in grpc]):.0f}); CPU per answer {med([x['bare_grpc'][3] for x in grpc]):.1f} / {med([x['bare_http'][3] for x in grpc]):.1f} us | - |")
-print(f"| bare Check over hyper's HTTP/2 without tonic's stack / bare tonic Check, answers/s | {rate('bare_h2', 'bare_grpc'):.2f}x; CPU per answer {med([x['bare_h2'][3] for x in grpc]):.1f} / {med([x['bare_grpc'][3] for x in grpc]):.1f} us | - |")
-print(f"| PartnerGate gRPC Check / bare tonic Check, answers/s | {rate('grpc', 'bare_grpc'):.2f}x | - |")
+b = rate("bare_tower", "bare_http")
+cpu = lambda k: med([x[k][3] for x in grpc])
+print(f"| the transports' limit: bare Check (as served) / bare axum, answers/s | {b:.2f}x ({med([x['bare_tower'][0] for x in grpc]):.0f} vs {med([x['bare_http'][0] for x in grpc]):.0f}); CPU per answer {cpu('bare_tower'):.1f} / {cpu('bare_http'):.1f} us | - |")
+print(f"| bare Check: as served (tonic service on hyper) / under tonic's transport Server, answers/s | {rate('bare_tower', 'bare_grpc'):.2f}x; CPU per answer {cpu('bare_tower'):.1f} / {cpu('bare_grpc'):.1f} us | - |")
+print(f"| bare Check: hand-written gRPC framing on hyper / as served, answers/s | {rate('bare_h2', 'bare_tower'):.2f}x; CPU per answer {cpu('bare_h2'):.1f} / {cpu('bare_tower'):.1f} us | - |")
+print(f"| PartnerGate gRPC Check / bare Check as served, answers/s | {rate('grpc', 'bare_tower'):.2f}x | - |")
 if "base_grpc" in grpc[0]:
     print(f"| gRPC Check, this build / BENCH_BASELINE, answers/s | {rate('grpc', 'base_grpc'):.2f}x ({med([x['base_grpc'][0] for x in grpc]):.0f} baseline); CPU per answer {med([x['grpc'][3] for x in grpc]):.1f} vs {med([x['base_grpc'][3] for x in grpc]):.1f} us | - |")
 EOF

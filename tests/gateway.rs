@@ -532,6 +532,67 @@ fn grpc_check_decides_like_is_authorized() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 
+/// A Check whose message never finishes arriving holds nothing: it is
+/// answered CANCELLED at `--request-timeout-ms`, and the listener keeps
+/// serving on the same connection.
+#[test]
+fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout() {
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_stream::StreamExt as _;
+    let (_ws, server) = serve_demo(&[
+        "--ext-authz-grpc",
+        "127.0.0.1:0",
+        "--request-timeout-ms",
+        "500",
+    ]);
+    let addr = server.grpc.clone().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+        let ask = |body: Body| {
+            http::Request::post(format!(
+                "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap()
+        };
+        // The prefix announces a 100-byte message; not one byte follows.
+        let prefix: Result<Frame<Bytes>, std::convert::Infallible> =
+            Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 100])));
+        let stalled = tokio_stream::iter([prefix]).chain(tokio_stream::pending());
+        let started = Instant::now();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(20),
+            send.send_request(ask(StreamBody::new(stalled).boxed())),
+        )
+        .await
+        .expect("answered before the test's own deadline")
+        .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(resp.headers()["grpc-status"], "1", "CANCELLED: {resp:?}");
+        assert!(waited >= Duration::from_millis(450), "{waited:?}");
+        // The same connection still answers: an empty CheckRequest is
+        // INVALID_ARGUMENT (no HTTP attributes).
+        let empty: Result<Frame<Bytes>, std::convert::Infallible> =
+            Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0])));
+        let resp = send
+            .send_request(ask(StreamBody::new(tokio_stream::iter([empty])).boxed()))
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "3", "{resp:?}");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Real proxies.
 

@@ -29,6 +29,8 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
     HeaderValue as PbHeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use partnergate_gateway::{GatewayRequest, Reply, Via};
 
 use super::AppState;
@@ -420,36 +422,96 @@ impl GrpcListener {
         }
     }
 
-    /// Serve Envoy's ext_authz until `stop` resolves.
+    /// Serve Envoy's ext_authz until `stop` resolves, then let the open
+    /// connections finish (HTTP/2 GOAWAY).
+    ///
+    /// tonic's generated service (its codec, statuses and message limits)
+    /// runs on hyper's HTTP/2 server directly: `tonic::transport::Server`'s
+    /// own stack (router, timeout and recovery layers, HTTP/1-or-2
+    /// detection) cost more per answer than it does here
+    /// (`scripts/gateway_bench.sh`: `bare_tower` against `bare_grpc`).
     pub async fn serve(
         self,
         state: Arc<AppState>,
         stop: impl std::future::Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
+    ) {
         // The sidecar's limits hold here too: a request's size (a larger
-        // CheckRequest is refused by tonic), its time, and dead peers
-        // (HTTP/2 pings) do not keep a connection forever.
+        // CheckRequest is refused by tonic's codec: OUT_OF_RANGE), its time
+        // (CANCELLED after --request-timeout, the body's reading included),
+        // and dead peers (HTTP/2 pings) do not keep a connection forever.
         let limit = state.max_body_bytes;
         let timeout = state.request_timeout;
         let service = AuthorizationServer::new(ExtAuthz { state })
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        let server = tonic::transport::Server::builder()
-            .timeout(timeout)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-            .max_concurrent_streams(Some(1024))
-            .add_service(service);
         match self {
             GrpcListener::Tcp(l) => {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-                server.serve_with_incoming_shutdown(incoming, stop).await
+                let accept = || async {
+                    let (stream, _) = l.accept().await?;
+                    stream.set_nodelay(true)?;
+                    Ok(TokioIo::new(stream))
+                };
+                serve_on(accept, service, timeout, stop).await;
             }
             GrpcListener::Unix(l) => {
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-                server.serve_with_incoming_shutdown(incoming, stop).await
+                let accept = || async { Ok(TokioIo::new(l.accept().await?.0)) };
+                serve_on(accept, service, timeout, stop).await;
             }
         }
     }
+}
+
+/// Accept connections from `accept` and serve `service` on each (HTTP/2,
+/// each call bounded by `timeout`) until `stop` resolves; then wait for the
+/// open connections to finish.
+async fn serve_on<I, A, F>(
+    mut accept: A,
+    service: AuthorizationServer<ExtAuthz>,
+    timeout: std::time::Duration,
+    stop: impl std::future::Future<Output = ()> + Send,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    A: FnMut() -> F,
+    F: std::future::Future<Output = std::io::Result<I>>,
+{
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .max_concurrent_streams(1024);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = accept() => accepted,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                // Out of descriptors, a reset before accept: keep serving.
+                tracing::warn!(error = %e, "ext_authz gRPC: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        let call = hyper::service::service_fn(move |req| {
+            let service = service.clone();
+            async move {
+                use tower::ServiceExt as _;
+                match tokio::time::timeout(timeout, service.oneshot(req)).await {
+                    Ok(answered) => answered,
+                    Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
+                }
+            }
+        });
+        let conn = graceful.watch(h2.serve_connection(io, call));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "ext_authz gRPC connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
 }

@@ -661,9 +661,7 @@ async fn spawn_ext_authz(
         let stop = async move {
             let _ = rx.await;
         };
-        if let Err(e) = listener.serve(state, stop).await {
-            tracing::error!(error = %e, "ext_authz gRPC server failed");
-        }
+        listener.serve(state, stop).await;
     });
     Ok((tx, Some(task)))
 }
