@@ -1909,9 +1909,6 @@ mod tests {
         assert!(with_datetimes > 0, "no question read pat's end");
     }
 
-    /// The decision cache keeps a copy without Cedar entities: a hit logs
-    /// the same slice as the fresh decision, and the shadow set still
-    /// decides it (over entities built again) and disagrees as it did.
     /// A hit is logged with the clock it was answered at (its own
     /// `context.now`, not the miss's), and its answer is the cache's.
     #[test]
@@ -1951,6 +1948,9 @@ mod tests {
         assert_eq!(nows, vec![at(t), at(t + 1_234)]);
     }
 
+    /// The decision cache keeps a copy without Cedar entities: a hit logs
+    /// the same slice as the fresh decision, and the shadow set still
+    /// decides it (over entities built again) and disagrees as it did.
     #[test]
     fn a_hit_logs_the_fresh_slice_and_is_still_shadowed() {
         let dir = tempfile::tempdir().unwrap();
