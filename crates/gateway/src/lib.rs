@@ -122,7 +122,7 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
         .principal_uid
         .build(&identity.id)
         .map_err(|e| bad(e.reason(Some("principal"))))?;
-    let action = match &route.action_uid {
+    let action = match &route.action {
         Some(uid) => uid.clone(),
         None => routes
             .method_action
@@ -130,8 +130,8 @@ pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal
             .map_err(|e| bad(e.reason(None)))?,
     };
     let resource = match &route.resource {
-        Some(t) => t.build(&|n| bound.get(n).map(String::as_str)),
-        None => route.default_resource.clone(),
+        routes::RouteResource::Template(t) => t.build(&|n| bound.get(n).map(String::as_str)),
+        routes::RouteResource::Default(uid) => uid.clone(),
     }
     .map_err(|e| bad(e.reason(Some("resource"))))?;
     let context = context(route, &bound, query, req, &identity).map_err(&bad)?;

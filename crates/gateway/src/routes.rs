@@ -112,6 +112,16 @@ pub enum IdentitySource {
     Header(String),
 }
 
+/// The resource of a route.
+#[derive(Debug)]
+pub enum RouteResource {
+    /// A uid template of the file (`User::"{id}"`), filled from the path.
+    Template(UidTemplate),
+    /// `Route::"<template>"`, when the route names none (made at load; a
+    /// template Cedar cannot quote is refused per request).
+    Default(Result<EntityUid, UidError>),
+}
+
 /// One route.
 #[derive(Debug)]
 pub struct Route {
@@ -121,15 +131,10 @@ pub struct Route {
     pub template: Template,
     /// The host it applies to, if only one.
     pub host: Option<String>,
-    /// The action's id (`Action::"<this>"`); `None` = the HTTP method.
-    pub action: Option<String>,
-    /// The action's uid, when the route names one (checked at load).
-    pub action_uid: Option<EntityUid>,
-    /// The resource uid template (`User::"{id}"`); `None` = `Route::"<template>"`.
-    pub resource: Option<UidTemplate>,
-    /// `Route::"<template>"`, the resource when the route names none (made
-    /// at load; a template Cedar cannot quote is refused per request).
-    pub default_resource: Result<EntityUid, UidError>,
+    /// The action (`Action::"<name>"`, checked at load); `None` = the HTTP method.
+    pub action: Option<EntityUid>,
+    /// The resource a request names.
+    pub resource: RouteResource,
     /// Decided and logged, always allowed.
     pub dry_run: bool,
     /// Context members and where each comes from.
@@ -165,9 +170,7 @@ impl Default for ResponseHeaders {
 pub struct Routes {
     /// The file it was read from.
     pub file: PathBuf,
-    /// The principal's entity type.
-    pub principal_type: String,
-    /// Principal uids of that type, from the identity's id.
+    /// Principal uids of the file's `principal_type`, from the identity's id.
     pub principal_uid: TypedId,
     /// Action uids of the HTTP method (a route that names no action).
     pub method_action: TypedId,
@@ -273,7 +276,6 @@ pub fn parse_typed(
         file: file.to_path_buf(),
         principal_uid: TypedId::new(&principal_type),
         method_action: TypedId::new("Action"),
-        principal_type,
         identity,
         routes,
         public,
@@ -392,7 +394,6 @@ fn route(
     if let Some(action) = &r.action {
         let uid = action_uid(action.get_ref())
             .map_err(|e| at.problem(Some(action.span().start), format!("field `action`: {e}")))?;
-        action_uid_checked = Some(uid.clone());
         if let Some(s) = schema {
             if !s.actions().any(|a| a == &uid) {
                 return Err(at.problem(
@@ -404,16 +405,23 @@ fn route(
                 ));
             }
         }
+        action_uid_checked = Some(uid);
     }
-    if let Some(resource) = &r.resource {
-        let offset = Some(resource.span().start);
-        let filled = crate::uid::fill(resource.get_ref(), &|name| {
-            template.binds(name).then_some("x")
-        })
-        .map_err(|e| at.problem(offset, format!("field `resource`: {}", e.reason(None))))?;
-        let uid: EntityUid = filled
-            .parse()
-            .map_err(|e| at.problem(offset, format!("field `resource`: not an entity uid: {e}")))?;
+    let resource = match &r.resource {
+        Some(text) => RouteResource::Template(UidTemplate::new(text.get_ref())),
+        None => RouteResource::Default(TypedId::new("Route").build(template.as_str())),
+    };
+    if let (Some(text), RouteResource::Template(t)) = (&r.resource, &resource) {
+        let offset = Some(text.span().start);
+        let uid = t
+            .build(&|name| template.binds(name).then_some("x"))
+            .map_err(|e| {
+                let why = match e {
+                    UidError::Unbound(m) => m,
+                    UidError::Parse(m) => format!("not an entity uid: {m}"),
+                };
+                at.problem(offset, format!("field `resource`: {why}"))
+            })?;
         let ty = uid.type_name().to_string();
         if !known_type(&ty) {
             return Err(at.problem(
@@ -428,15 +436,12 @@ fn route(
     };
     let (context, context_kinds) =
         context_members(at, r.context, &template, declared, r.action.as_ref())?;
-    let default_resource = TypedId::new("Route").build(template.as_str());
     Ok(Route {
         methods,
         template,
         host: r.host.map(|h| h.to_ascii_lowercase()),
-        action: r.action.map(Spanned::into_inner),
-        action_uid: action_uid_checked,
-        resource: r.resource.map(|t| UidTemplate::new(t.get_ref())),
-        default_resource,
+        action: action_uid_checked,
+        resource,
         dry_run: r.dry_run,
         context,
         context_kinds,
@@ -497,8 +502,7 @@ fn value_source(text: &str) -> Result<ValueSource, String> {
 
 /// The uid of action `name` (`Action::"<name>"`).
 pub fn action_uid(name: &str) -> Result<EntityUid, String> {
-    let quoted = serde_json::to_string(name).map_err(|e| e.to_string())?;
-    format!("Action::{quoted}")
-        .parse()
-        .map_err(|e: cedar_policy::ParseErrors| e.to_string())
+    TypedId::new("Action")
+        .build(name)
+        .map_err(|e| e.reason(None))
 }
