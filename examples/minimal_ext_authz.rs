@@ -4,10 +4,9 @@
 //! `scripts/gateway_bench.sh` compares it with `examples/minimal_axum.rs`
 //! (the HTTP limit) to show what the transport alone costs. Served three
 //! ways (the second argument):
-//! - `tower`: tonic's generated service on hyper's HTTP/2, with the
-//!   settings of `partnergate serve --ext-authz-grpc` (keep-alive pings,
-//!   concurrent streams, TCP_NODELAY, a per-call timeout): as PartnerGate
-//!   serves it;
+//! - `tower`: tonic's generated service on hyper's HTTP/2, served by
+//!   `partnergate serve --ext-authz-grpc`'s own listener loop
+//!   (`partnergate_server::gateway::serve_on`): as PartnerGate serves it;
 //! - `tonic` (the default): the same service under tonic's transport
 //!   `Server`, as PartnerGate served it before;
 //! - `hyper`: hand-written gRPC unary framing on hyper's HTTP/2, no tonic:
@@ -128,31 +127,22 @@ async fn serve_hyper(listener: tokio::net::TcpListener) -> std::io::Result<()> {
 }
 
 /// tonic's generated service (its codec, statuses and limits) served by
-/// hyper's HTTP/2 directly, as `partnergate serve` does.
+/// hyper's HTTP/2 directly: `partnergate serve`'s own listener loop, with
+/// its settings and a 30 s per-call timeout.
 async fn serve_tower(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    let service = AuthorizationServer::new(Fixed);
-    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    h2.timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(1024);
-    loop {
+    let accept = || async {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
-        let service = service.clone();
-        let call = hyper::service::service_fn(move |req| {
-            let service = service.clone();
-            async move {
-                use tower::ServiceExt as _;
-                match tokio::time::timeout(Duration::from_secs(30), service.oneshot(req)).await {
-                    Ok(answered) => answered,
-                    Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
-                }
-            }
-        });
-        let conn = h2.serve_connection(hyper_util::rt::TokioIo::new(stream), call);
-        tokio::spawn(conn);
-    }
+        Ok(hyper_util::rt::TokioIo::new(stream))
+    };
+    partnergate_server::gateway::serve_on(
+        accept,
+        AuthorizationServer::new(Fixed),
+        Duration::from_secs(30),
+        std::future::pending(),
+    )
+    .await;
+    Ok(())
 }
 
 #[tokio::main]

@@ -159,7 +159,10 @@ fn parse(filled: &str) -> Result<EntityUid, UidError> {
 
 /// `text` with every `{name}` replaced by `value(name)`, escaped for a
 /// Cedar string literal.
-pub fn fill<'v>(text: &str, value: &dyn Fn(&str) -> Option<&'v str>) -> Result<String, UidError> {
+pub(crate) fn fill<'v>(
+    text: &str,
+    value: &dyn Fn(&str) -> Option<&'v str>,
+) -> Result<String, UidError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find('{') {

@@ -465,13 +465,15 @@ impl GrpcListener {
 
 /// Accept connections from `accept` and serve `service` on each (HTTP/2,
 /// each call bounded by `timeout`) until `stop` resolves; then wait for the
-/// open connections to finish.
-async fn serve_on<I, A, F>(
+/// open connections to finish. Public so that the benchmarks' bare `Check`
+/// (`examples/minimal_ext_authz.rs`) is served by this very code.
+pub async fn serve_on<T, I, A, F>(
     mut accept: A,
-    service: AuthorizationServer<ExtAuthz>,
+    service: AuthorizationServer<T>,
     timeout: std::time::Duration,
     stop: impl std::future::Future<Output = ()> + Send,
 ) where
+    T: Authorization,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     A: FnMut() -> F,
     F: std::future::Future<Output = std::io::Result<I>>,
