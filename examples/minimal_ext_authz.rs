@@ -128,17 +128,27 @@ async fn serve_hyper(listener: tokio::net::TcpListener) -> std::io::Result<()> {
 
 /// tonic's generated service (its codec, statuses and limits) served by
 /// hyper's HTTP/2 directly: `partnergate serve`'s own listener loop, with
-/// its settings and a 30 s per-call timeout.
+/// its settings, its connection watchdog at the serve defaults and a 30 s
+/// per-call timeout.
 async fn serve_tower(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use partnergate_server::conn::{ConnLimits, Slots};
+    use partnergate_server::defaults;
     let accept = || async {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         Ok(hyper_util::rt::TokioIo::new(stream))
     };
+    let limits = ConnLimits {
+        header_timeout: Duration::from_millis(defaults::HEADER_TIMEOUT_MS),
+        idle_timeout: Duration::from_millis(defaults::IDLE_TIMEOUT_MS),
+        max_connections: defaults::MAX_CONNECTIONS,
+    };
     partnergate_server::gateway::serve_on(
         accept,
         AuthorizationServer::new(Fixed),
         Duration::from_secs(30),
+        limits,
+        &Slots::new(limits.max_connections),
         std::future::pending(),
     )
     .await;

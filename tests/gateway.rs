@@ -78,6 +78,18 @@ fn serve_demo(extra: &[&str]) -> (Workspace, Server) {
     (ws, server)
 }
 
+/// The value of the counter `name` whose labels include every one of
+/// `labels` (0 when there is none).
+fn counter(server: &Server, name: &str, labels: &[&str]) -> u64 {
+    server
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Every line of `wants` is in the sidecar's metrics.
 fn assert_metrics(server: &Server, wants: &[&str]) {
     let metrics = server.metrics();
@@ -532,6 +544,43 @@ fn grpc_check_decides_like_is_authorized() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 
+/// The body of a raw gRPC call.
+type GrpcBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::convert::Infallible>;
+
+/// An HTTP/2 client connection to the gRPC listener at `addr`, and the
+/// task driving it, which ends when the server closes the connection.
+async fn h2_connect(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<GrpcBody>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// A Check call to `addr` whose body is `body`.
+fn check_call(addr: &str, body: GrpcBody) -> http::Request<GrpcBody> {
+    http::Request::post(format!(
+        "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .unwrap()
+}
+
+/// An empty CheckRequest (answered INVALID_ARGUMENT: no HTTP attributes).
+fn empty_check() -> GrpcBody {
+    use http_body_util::{BodyExt as _, Full};
+    Full::new(hyper::body::Bytes::from_static(&[0, 0, 0, 0, 0])).boxed()
+}
+
 /// A Check whose message never finishes arriving holds nothing: it is
 /// answered CANCELLED at `--request-timeout-ms`, and the listener keeps
 /// serving on the same connection.
@@ -539,7 +588,6 @@ fn grpc_check_decides_like_is_authorized() {
 fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout() {
     use http_body_util::{BodyExt as _, StreamBody};
     use hyper::body::{Bytes, Frame};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio_stream::StreamExt as _;
     let (_ws, server) = serve_demo(&[
         "--ext-authz-grpc",
@@ -550,22 +598,7 @@ fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout
     let addr = server.grpc.clone().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
-        let ask = |body: Body| {
-            http::Request::post(format!(
-                "http://{addr}/envoy.service.auth.v3.Authorization/Check"
-            ))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(body)
-            .unwrap()
-        };
+        let (mut send, _conn) = h2_connect(&addr).await;
         // The prefix announces a 100-byte message; not one byte follows.
         let prefix: Result<Frame<Bytes>, std::convert::Infallible> =
             Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 100])));
@@ -573,7 +606,7 @@ fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout
         let started = Instant::now();
         let resp = tokio::time::timeout(
             Duration::from_secs(20),
-            send.send_request(ask(StreamBody::new(stalled).boxed())),
+            send.send_request(check_call(&addr, StreamBody::new(stalled).boxed())),
         )
         .await
         .expect("answered before the test's own deadline")
@@ -581,16 +614,128 @@ fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout
         let waited = started.elapsed();
         assert_eq!(resp.headers()["grpc-status"], "1", "CANCELLED: {resp:?}");
         assert!(waited >= Duration::from_millis(450), "{waited:?}");
-        // The same connection still answers: an empty CheckRequest is
-        // INVALID_ARGUMENT (no HTTP attributes).
-        let empty: Result<Frame<Bytes>, std::convert::Infallible> =
-            Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0])));
+        // The same connection still answers.
         let resp = send
-            .send_request(ask(StreamBody::new(tokio_stream::iter([empty])).boxed()))
+            .send_request(check_call(&addr, empty_check()))
             .await
             .unwrap();
         assert_eq!(resp.headers()["grpc-status"], "3", "{resp:?}");
     });
+}
+
+/// The gRPC listener's connections obey the HTTP listener's limits: they
+/// count against the one `--max-connections` cap, and one that sends no
+/// call is closed at `--header-timeout-ms` (before, silent sockets on the
+/// gRPC port were held forever, and uncounted: enough of them used up the
+/// process's file descriptors).
+#[test]
+fn silent_grpc_connections_count_against_the_cap_and_are_closed_at_the_header_timeout() {
+    // No HTTP call before the test's own: the cap is all the gRPC sockets'.
+    let ws = workspace();
+    let server = Server::start(
+        &ws,
+        &[
+            "--ext-authz-grpc",
+            "127.0.0.1:0",
+            "--max-connections",
+            "20",
+            "--header-timeout-ms",
+            "500",
+        ],
+    );
+    let addr = server.grpc.clone().unwrap();
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Each listener waits for its next client holding a slot; a silent
+    // HTTP client takes the HTTP listener's, so the cap is now full.
+    let _silent_http = TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let r = client.get(server.url("/healthz")).send().unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 200);
+    // Served once the silent gRPC sockets timed out, not before.
+    assert!(
+        waited >= Duration::from_millis(300),
+        "served after {waited:?}"
+    );
+    for (i, c) in held.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {} // the server's HTTP/2 preface
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break false
+                }
+                Err(_) => break true,
+            }
+        };
+        assert!(
+            closed,
+            "gRPC socket {i} still open 5 s after the header timeout"
+        );
+    }
+}
+
+/// A gRPC connection with nothing in flight for `--idle-timeout-ms` is told
+/// goodbye (GOAWAY) and ends cleanly; a busy one is not.
+#[test]
+fn an_idle_grpc_connection_is_told_goodbye_at_the_idle_timeout() {
+    let (_ws, server) = serve_demo(&[
+        "--ext-authz-grpc",
+        "127.0.0.1:0",
+        "--idle-timeout-ms",
+        "1000",
+    ]);
+    let addr = server.grpc.clone().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (mut send, conn) = h2_connect(&addr).await;
+        // Calls 300 ms apart for 1.5 s: never idle for long, still open.
+        for _ in 0..5 {
+            let resp = send
+                .send_request(check_call(&addr, empty_check()))
+                .await
+                .unwrap();
+            assert_eq!(resp.headers()["grpc-status"], "3", "{resp:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(!conn.is_finished(), "a connection in use was closed");
+        let idle_from = Instant::now() - Duration::from_millis(300);
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the idle connection was closed within 10 s");
+        let idle_for = idle_from.elapsed();
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "a clean close (GOAWAY), not an error: {ended:?}"
+        );
+        // At the idle timeout, not at the header timeout (10 s) that
+        // the connection's first call was owed by.
+        assert!(
+            idle_for >= Duration::from_millis(900) && idle_for < Duration::from_secs(3),
+            "closed after {idle_for:?} idle"
+        );
+    });
+    let closed = |reason: &str| {
+        counter(
+            &server,
+            "partnergate_connections_closed_total",
+            &[r#"listener="grpc""#, &format!(r#"reason="{reason}""#)],
+        )
+    };
+    assert_eq!((closed("idle"), closed("silent")), (1, 0));
 }
 
 // ---------------------------------------------------------------------------
@@ -1161,6 +1306,52 @@ fn through_a_real_envoy_over_grpc_on_a_unix_socket() {
     );
     assert_eq!(denied.status, 403, "{denied:?}");
     assert_eq!(denied.json()["reasons"][0]["id"], "partner-no-touch-admins");
+}
+
+/// The sidecar tells an idle ext_authz connection goodbye (HTTP/2 GOAWAY);
+/// Envoy opens a new one for its next Check, and a Check sent while the
+/// goodbye is under way is still answered: no request fails, whether it
+/// comes just before, at or well after the idle timeout.
+#[test]
+fn envoy_keeps_deciding_across_the_sidecars_idle_goodbyes() {
+    let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") else {
+        return;
+    };
+    let (_ws, server) = serve_demo(&[
+        "--ext-authz-grpc",
+        "127.0.0.1:0",
+        "--idle-timeout-ms",
+        "300",
+    ]);
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(Kind::EnvoyGrpc, &bin, &server, &upstream);
+    let client = reqwest::blocking::Client::new();
+    let pat = bearer(&token("pat"));
+    let auth = [("authorization", pat.as_str())];
+    let before = upstream.count();
+    let mut statuses = Vec::new();
+    for pause_ms in [600, 280, 300, 320, 600, 290, 310, 600] {
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        let seen = send(
+            &client,
+            "POST",
+            &proxy.url("/api/users/emma/dismiss"),
+            &auth,
+        );
+        statuses.push((pause_ms, seen.status));
+    }
+    assert!(
+        statuses.iter().all(|&(_, s)| s == 200),
+        "(pause ms, status): {statuses:?}"
+    );
+    // Goodbyes were said: at least after each 600 ms pause.
+    let goodbyes = counter(
+        &server,
+        "partnergate_connections_closed_total",
+        &[r#"listener="grpc""#, r#"reason="idle""#],
+    );
+    assert!(goodbyes >= 3, "{goodbyes} idle goodbyes");
+    assert_eq!(upstream.count() - before, statuses.len());
 }
 
 #[test]

@@ -294,6 +294,36 @@ fn two_thousand_idle_connections_while_a_normal_request_still_answers_within_one
     assert_eq!(s.get("/healthz").0, 200);
 }
 
+/// An idle timeout shorter than the header timeout holds after each
+/// request (the watchdog once kept the header timeout's deadline, so such
+/// a connection closed only at the header timeout).
+#[test]
+fn a_keep_alive_connection_closes_at_an_idle_timeout_below_the_header_timeout() {
+    let ws = Workspace::new();
+    let s = Server::start(&ws, &["--idle-timeout-ms", "300"]);
+    for request in 0..2 {
+        let mut c = connect(&s);
+        if request == 1 {
+            // The second request comes on a connection that already served one.
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            read_response(&mut c);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (status, _, _) = parse_response(&read_response(&mut c));
+        assert_eq!(status, 200);
+        let answered = Instant::now();
+        assert!(
+            closed_within(&mut c, Duration::from_secs(3)),
+            "request {request}: still open 3 s after its answer (header timeout 10 s)"
+        );
+        let idle = answered.elapsed();
+        assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
+    }
+}
+
 #[test]
 fn connections_over_the_cap_wait_and_are_served_once_idle_ones_time_out() {
     let ws = Workspace::new();

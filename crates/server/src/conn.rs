@@ -1,20 +1,24 @@
-//! The accept loop (in place of `axum::serve`, which has no header timeout
-//! and no connection cap): HTTP/1.1 over hyper, one task per connection,
-//! at most `max_connections` at once (accepting pauses when full), and a
+//! The accept loop both listeners share (in place of `axum::serve` and
+//! tonic's transport server, which have no header timeout and no
+//! connection cap): one task per connection, at most `max_connections`
+//! at once across the HTTP/1.1 and the ext_authz HTTP/2 listener
+//! (accepting pauses when full: one budget of file descriptors), and a
 //! watchdog per connection that closes it when
 //!
 //! - it sends no complete request headers within `header_timeout` (from
-//!   accept, or from the first byte of the next request on a keep-alive
-//!   connection), or
-//! - it stays idle between requests for `idle_timeout`.
+//!   accept, or on HTTP/1.1 from the first byte of the next request on a
+//!   keep-alive connection), or
+//! - it stays idle between requests for `idle_timeout` (HTTP/2 is told
+//!   goodbye first, and given one more header timeout to finish).
 //!
 //! A request in flight is bounded by the router's request timeout instead.
 //! Graceful shutdown stops accepting, lets requests in flight finish and
-//! closes idle connections.
+//! closes idle connections. This module knows connections, never what a
+//! request asks.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,7 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -100,39 +104,81 @@ pub fn raise_nofile_limit() -> Option<u64> {
     None
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then drain.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    limits: ConnLimits,
-    shutdown: impl Future<Output = ()>,
-) {
-    let max = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let slots = Arc::new(Semaphore::new(max as usize));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut shutdown = pin!(shutdown);
-    let mut full_logged = false;
-    loop {
-        if slots.available_permits() == 0 && !full_logged {
+/// The client connections both listeners may hold at once (HTTP and
+/// Envoy's gRPC): one slot per open connection, out of one budget of file
+/// descriptors (`fit_connection_cap`).
+#[derive(Clone)]
+pub struct Slots {
+    free: Arc<Semaphore>,
+    max: usize,
+    full_logged: Arc<AtomicBool>,
+}
+
+impl Slots {
+    /// `max` connections at once (at least one).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Slots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+            full_logged: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Wait for a free slot; the first wait at the cap is logged.
+    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        if self.free.available_permits() == 0 && !self.full_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                max_connections = max,
+                max_connections = self.max,
                 "connection cap reached: accepting pauses until one closes"
             );
-            full_logged = true;
         }
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        let permit = self.free.clone().acquire_owned().await.ok()?;
+        if self.free.available_permits() > 0 {
+            self.full_logged.store(false, Ordering::Relaxed);
+        }
+        Some(permit)
+    }
+}
+
+/// What an accepted connection carries into its task: its slot, the
+/// listener's stop signal, and a handle the listener's drain waits on.
+pub(crate) struct Accepted {
+    _slot: OwnedSemaphorePermit,
+    _open: mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Accept from `accept` until `shutdown` resolves, each connection taking
+/// a slot first (accepting pauses while none is free), and hand it to
+/// `serve` with its [`Accepted`]; then drop `accept` (which should own
+/// the listener, so that new clients are refused from then on), stop
+/// every connection and wait until all have ended. An accept error (out of descriptors, a reset
+/// before accept) is logged and retried after a pause instead of spinning.
+pub(crate) async fn accept_loop<I, A, F>(
+    mut accept: impl FnMut() -> A,
+    slots: &Slots,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(I, Accepted) -> F,
+) where
+    A: Future<Output = std::io::Result<I>>,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.take() => match s {
+                Some(s) => s,
+                None => break,
             },
             () = &mut shutdown => break,
         };
-        full_logged = full_logged && slots.available_permits() == 0;
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
+        let io = tokio::select! {
+            r = accept() => match r {
+                Ok(io) => io,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -140,26 +186,49 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, router, limits, stop).await;
-            tracing::trace!(%peer, "connection closed");
-            drop(permit);
-        });
+        let accepted = Accepted {
+            _slot: slot,
+            _open: open_tx.clone(),
+            stop: stop_rx.clone(),
+        };
+        tokio::spawn(serve(io, accepted));
     }
-    drop(listener);
+    drop(accept);
     let _ = stop_tx.send(true);
-    // Every connection holds a slot until it ends.
-    let _ = slots.acquire_many(max).await;
+    drop(open_tx);
+    // Every connection holds a sender until it ends.
+    let _ = open_rx.recv().await;
+}
+
+/// Serve `router` on `listener` (HTTP/1.1) until `shutdown` resolves, then
+/// drain.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    slots: &Slots,
+    shutdown: impl Future<Output = ()>,
+) {
+    let listener = Arc::new(listener);
+    let accept = move || {
+        let listener = listener.clone();
+        async move {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    };
+    accept_loop(accept, slots, shutdown, |stream, accepted| {
+        serve_connection(stream, router.clone(), limits, accepted)
+    })
+    .await;
 }
 
 const NONE: u64 = u64::MAX;
 
 /// What one connection is doing, shared by its reader, its service and its
 /// watchdog. Times are milliseconds since `origin`.
-struct Activity {
+pub(crate) struct Activity {
     origin: Instant,
     in_flight: AtomicUsize,
     /// When the bytes of a request not yet dispatched began (NONE: none).
@@ -170,7 +239,9 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    /// A new connection: it owes its first request within the header
+    /// timeout.
+    pub(crate) fn new() -> Self {
         Activity {
             origin: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -202,7 +273,12 @@ impl Activity {
 
     fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.pending_since.store(NONE, Ordering::Release);
+        // The watchdog's deadline was the header timeout's, which may lie
+        // past the idle timeout that follows this request: have it look
+        // again.
+        if self.pending_since.swap(NONE, Ordering::AcqRel) != NONE {
+            self.wake.notify_one();
+        }
     }
 
     fn end(&self) {
@@ -211,7 +287,7 @@ impl Activity {
     }
 
     /// The next time to look, or why the connection must close now.
-    fn due(&self, limits: &ConnLimits) -> Result<Instant, &'static str> {
+    fn due(&self, limits: &ConnLimits) -> Result<Instant, Close> {
         let now = Instant::now();
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Ok(now + limits.header_timeout.min(limits.idle_timeout));
@@ -220,18 +296,41 @@ impl Activity {
         let (at, why) = if pending == NONE {
             (
                 self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout,
-                "idle longer than the idle timeout",
+                Close::Idle,
             )
         } else {
-            (
-                self.at(pending) + limits.header_timeout,
-                "no complete request headers within the header timeout",
-            )
+            (self.at(pending) + limits.header_timeout, Close::Silent)
         };
         if now >= at {
             Err(why)
         } else {
             Ok(at)
+        }
+    }
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// No complete request (headers) within the header timeout.
+    Silent,
+    /// Nothing in flight for the idle timeout.
+    Idle,
+}
+
+impl Close {
+    /// Its `reason` label in `partnergate_connections_closed_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Close::Silent => "silent",
+            Close::Idle => "idle",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Close::Silent => "no complete request headers within the header timeout",
+            Close::Idle => "idle longer than the idle timeout",
         }
     }
 }
@@ -296,7 +395,7 @@ async fn serve_connection(
     stream: TcpStream,
     router: Router,
     limits: ConnLimits,
-    mut stop: watch::Receiver<bool>,
+    accepted: Accepted,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
@@ -305,14 +404,7 @@ async fn serve_connection(
     });
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        act.begin();
-        let busy = Busy(act.clone());
-        let router = router.clone();
-        async move {
-            let response = router.oneshot(req.map(Body::new)).await;
-            drop(busy);
-            response
-        }
+        counted(&act, router.clone().oneshot(req.map(Body::new)))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -320,16 +412,94 @@ async fn serve_connection(
         // Our watchdog keeps the time; this bounds each connection's buffer.
         .header_read_timeout(None)
         .max_buf_size(64 * 1024);
-    let mut conn = pin!(builder.serve_connection(io, service));
-    if *stop.borrow() {
+    drive(
+        builder.serve_connection(io, service),
+        Closing {
+            listener: "http",
+            goodbye_when_idle: false,
+            goodbye: |c| c.graceful_shutdown(),
+        },
+        &activity,
+        limits,
+        accepted,
+    )
+    .await;
+}
+
+/// `answer`, with its request marked in flight on `activity` from this
+/// call until the answer is ready (or dropped).
+pub(crate) fn counted<F: Future>(
+    activity: &Arc<Activity>,
+    answer: F,
+) -> impl Future<Output = F::Output> {
+    activity.begin();
+    let busy = Busy(activity.clone());
+    async move {
+        let answer = answer.await;
+        drop(busy);
+        answer
+    }
+}
+
+/// How the watchdog closes a connection of one listener.
+pub(crate) struct Closing<C> {
+    /// The listener's name in `partnergate_connections_closed_total`.
+    pub listener: &'static str,
+    /// Whether closing an idle connection says goodbye first (HTTP/2's
+    /// two-step GOAWAY, so that a request the client sent meanwhile is
+    /// still answered) instead of dropping the socket (HTTP/1.1, where an
+    /// idle close is the protocol's own race).
+    pub goodbye_when_idle: bool,
+    /// Stop taking requests and end once those in flight are answered
+    /// (hyper's `graceful_shutdown`).
+    pub goodbye: fn(Pin<&mut C>),
+}
+
+impl<C> Closing<C> {
+    /// Count a close by the watchdog (or a goodbye said for it).
+    fn count(&self, reason: &'static str) {
+        metrics::counter!("partnergate_connections_closed_total",
+            "listener" => self.listener, "reason" => reason)
+        .increment(1);
+    }
+}
+
+/// Run `conn` under its watchdog until it ends: closed when silent or idle
+/// past `limits` (an HTTP/2 goodbye gets one more header timeout to
+/// finish), drained when the listener stops.
+pub(crate) async fn drive<C: Future<Output = Result<(), hyper::Error>>>(
+    conn: C,
+    closing: Closing<C>,
+    activity: &Activity,
+    limits: ConnLimits,
+    mut accepted: Accepted,
+) {
+    let mut conn = pin!(conn);
+    if *accepted.stop.borrow() {
         return;
     }
-    let mut draining = false;
+    let mut stopping = false;
+    let mut said_goodbye = false;
+    // The time by which a connection told goodbye while idle must end.
+    let mut goodbye_by: Option<Instant> = None;
     loop {
-        let deadline = match activity.due(&limits) {
-            Ok(at) => at,
-            Err(why) => {
-                tracing::debug!(reason = why, "closing connection");
+        let deadline = match (goodbye_by, activity.due(&limits)) {
+            (Some(by), _) => by,
+            (None, Ok(at)) => at,
+            (None, Err(Close::Idle)) if closing.goodbye_when_idle => {
+                tracing::debug!(reason = Close::Idle.reason(), "saying goodbye");
+                closing.count(Close::Idle.label());
+                if !said_goodbye {
+                    (closing.goodbye)(conn.as_mut());
+                    said_goodbye = true;
+                }
+                let by = Instant::now() + limits.header_timeout;
+                goodbye_by = Some(by);
+                by
+            }
+            (None, Err(why)) => {
+                tracing::debug!(reason = why.reason(), "closing connection");
+                closing.count(why.label());
                 return;
             }
         };
@@ -340,19 +510,29 @@ async fn serve_connection(
                 }
                 return;
             }
-            changed = stop.changed(), if !draining => {
-                if changed.is_err() || *stop.borrow() {
-                    // Nothing in flight (idle, or half-sent headers): close
-                    // now; otherwise let the response go out first.
-                    if activity.in_flight.load(Ordering::Acquire) == 0 {
+            changed = accepted.stop.changed(), if !stopping => {
+                if changed.is_err() || *accepted.stop.borrow() {
+                    stopping = true;
+                    // Nothing in flight on HTTP/1.1 (idle, or half-sent
+                    // headers): close now; otherwise let the responses go
+                    // out first.
+                    if !closing.goodbye_when_idle && activity.in_flight.load(Ordering::Acquire) == 0 {
                         return;
                     }
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
+                    if !said_goodbye {
+                        (closing.goodbye)(conn.as_mut());
+                        said_goodbye = true;
+                    }
                 }
             }
             () = activity.wake.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(deadline) => {
+                if goodbye_by.is_some() {
+                    tracing::debug!("closing connection: the goodbye was not finished in time");
+                    closing.count("goodbye_unfinished");
+                    return;
+                }
+            }
         }
     }
 }

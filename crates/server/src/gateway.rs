@@ -31,9 +31,9 @@ use envoy_types::ext_authz::v3::pb::{
     HeaderValue as PbHeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use partnergate_gateway::{GatewayRequest, Reply, Via};
 
+use super::conn::{self, ConnLimits, Slots};
 use super::AppState;
 
 /// The path prefix of Envoy's HTTP ext_authz (`path_prefix` in its
@@ -435,11 +435,14 @@ impl GrpcListener {
     pub async fn serve(
         self,
         state: Arc<AppState>,
+        limits: ConnLimits,
+        slots: &Slots,
         stop: impl std::future::Future<Output = ()> + Send,
     ) {
         // The sidecar's limits hold here too: a request's size (a larger
         // CheckRequest is refused by tonic's codec: OUT_OF_RANGE), its time
         // (CANCELLED after --request-timeout, the body's reading included),
+        // the connections' (the shared cap, the header and idle timeouts),
         // and dead peers (HTTP/2 pings) do not keep a connection forever.
         let limit = state.max_body_bytes;
         let timeout = state.request_timeout;
@@ -447,30 +450,46 @@ impl GrpcListener {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         match self {
+            // The accept closures own the listener: it closes when serving
+            // stops, before the drain.
             GrpcListener::Tcp(l) => {
-                let accept = || async {
-                    let (stream, _) = l.accept().await?;
-                    stream.set_nodelay(true)?;
-                    Ok(TokioIo::new(stream))
+                let l = Arc::new(l);
+                let accept = move || {
+                    let l = l.clone();
+                    async move {
+                        let (stream, _) = l.accept().await?;
+                        stream.set_nodelay(true)?;
+                        Ok(TokioIo::new(stream))
+                    }
                 };
-                serve_on(accept, service, timeout, stop).await;
+                serve_on(accept, service, timeout, limits, slots, stop).await;
             }
             GrpcListener::Unix(l) => {
-                let accept = || async { Ok(TokioIo::new(l.accept().await?.0)) };
-                serve_on(accept, service, timeout, stop).await;
+                let l = Arc::new(l);
+                let accept = move || {
+                    let l = l.clone();
+                    async move { Ok(TokioIo::new(l.accept().await?.0)) }
+                };
+                serve_on(accept, service, timeout, limits, slots, stop).await;
             }
         }
     }
 }
 
 /// Accept connections from `accept` and serve `service` on each (HTTP/2,
-/// each call bounded by `timeout`) until `stop` resolves; then wait for the
-/// open connections to finish. Public so that the benchmarks' bare `Check`
+/// each call bounded by `timeout`) until `stop` resolves; then let the
+/// open connections finish. Each connection takes one of `slots` and is
+/// watched like an HTTP one (`conn::drive`): closed when it sends no
+/// request within the header timeout, told goodbye (GOAWAY) when nothing
+/// is in flight for the idle timeout; dead peers are found by HTTP/2
+/// pings. Public so that the benchmarks' bare `Check`
 /// (`examples/minimal_ext_authz.rs`) is served by this very code.
 pub async fn serve_on<T, I, A, F>(
-    mut accept: A,
+    accept: A,
     service: AuthorizationServer<T>,
     timeout: std::time::Duration,
+    limits: ConnLimits,
+    slots: &Slots,
     stop: impl std::future::Future<Output = ()> + Send,
 ) where
     T: Authorization,
@@ -483,39 +502,35 @@ pub async fn serve_on<T, I, A, F>(
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
         .keep_alive_timeout(std::time::Duration::from_secs(10))
         .max_concurrent_streams(1024);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(stop);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut stop => break,
-            accepted = accept() => accepted,
-        };
-        let io = match accepted {
-            Ok(io) => io,
-            Err(e) => {
-                // Out of descriptors, a reset before accept: keep serving.
-                tracing::warn!(error = %e, "ext_authz gRPC: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    conn::accept_loop(accept, slots, stop, |io, accepted| {
+        let activity = Arc::new(conn::Activity::new());
         let service = service.clone();
+        let act = activity.clone();
         let call = hyper::service::service_fn(move |req| {
             let service = service.clone();
-            async move {
+            conn::counted(&act, async move {
                 use tower::ServiceExt as _;
                 match tokio::time::timeout(timeout, service.oneshot(req)).await {
                     Ok(answered) => answered,
                     Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
                 }
-            }
+            })
         });
-        let conn = graceful.watch(h2.serve_connection(io, call));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "ext_authz gRPC connection ended");
-            }
-        });
-    }
-    graceful.shutdown().await;
+        let connection = h2.serve_connection(io, call);
+        async move {
+            conn::drive(
+                connection,
+                conn::Closing {
+                    listener: "grpc",
+                    goodbye_when_idle: true,
+                    goodbye: |c| c.graceful_shutdown(),
+                },
+                &activity,
+                limits,
+                accepted,
+            )
+            .await;
+        }
+    })
+    .await;
 }

@@ -588,13 +588,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         idle_timeout: config.idle_timeout,
         max_connections: conn::fit_connection_cap(config.max_connections),
     };
+    // One budget of connections (of file descriptors) for both listeners.
+    let slots = conn::Slots::new(limits.max_connections);
 
     spawn_sighup_reload(sidecar.state.clone());
-    let (grpc_stop, grpc) = spawn_ext_authz(&config, &sidecar.state).await?;
+    let (grpc_stop, grpc) = spawn_ext_authz(&config, &sidecar.state, limits, &slots).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = app(sidecar.state.clone());
     let server = tokio::spawn(async move {
-        conn::run(listener, router, limits, async move {
+        conn::run(listener, router, limits, &slots, async move {
             let _ = stop_rx.await;
         })
         .await;
@@ -628,6 +630,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 async fn spawn_ext_authz(
     config: &ServeConfig,
     state: &Arc<AppState>,
+    limits: conn::ConnLimits,
+    slots: &conn::Slots,
 ) -> Result<
     (
         tokio::sync::oneshot::Sender<()>,
@@ -657,11 +661,12 @@ async fn spawn_ext_authz(
         );
     }
     let state = state.clone();
+    let slots = slots.clone();
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = rx.await;
         };
-        listener.serve(state, stop).await;
+        listener.serve(state, limits, &slots, stop).await;
     });
     Ok((tx, Some(task)))
 }
