@@ -153,8 +153,9 @@ pub(crate) struct Accepted {
 /// a slot first (accepting pauses while none is free), and hand it to
 /// `serve` with its [`Accepted`]; then drop `accept` (which should own
 /// the listener, so that new clients are refused from then on), stop
-/// every connection and wait until all have ended. An accept error (out of descriptors, a reset
-/// before accept) is logged and retried after a pause instead of spinning.
+/// every connection and wait until all have ended. An accept error (out
+/// of descriptors, a reset before accept) is logged and retried after a
+/// pause instead of spinning.
 pub(crate) async fn accept_loop<I, A, F>(
     mut accept: impl FnMut() -> A,
     slots: &Slots,
@@ -466,7 +467,8 @@ impl<C> Closing<C> {
 
 /// Run `conn` under its watchdog until it ends: closed when silent or idle
 /// past `limits` (an HTTP/2 goodbye gets one more header timeout to
-/// finish), drained when the listener stops.
+/// finish, and more while calls are in flight), drained when the listener
+/// stops.
 pub(crate) async fn drive<C: Future<Output = Result<(), hyper::Error>>>(
     conn: C,
     closing: Closing<C>,
@@ -480,7 +482,8 @@ pub(crate) async fn drive<C: Future<Output = Result<(), hyper::Error>>>(
     }
     let mut stopping = false;
     let mut said_goodbye = false;
-    // The time by which a connection told goodbye while idle must end.
+    // The time by which a connection told goodbye while idle must end
+    // (pushed back while calls it took meanwhile are still answered).
     let mut goodbye_by: Option<Instant> = None;
     loop {
         let deadline = match (goodbye_by, activity.due(&limits)) {
@@ -528,6 +531,12 @@ pub(crate) async fn drive<C: Future<Output = Result<(), hyper::Error>>>(
             () = activity.wake.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 if goodbye_by.is_some() {
+                    // Calls that came before the goodbye finished still get
+                    // their answers (each is bounded by the request timeout).
+                    if activity.in_flight.load(Ordering::Acquire) > 0 {
+                        goodbye_by = Some(Instant::now() + limits.header_timeout);
+                        continue;
+                    }
                     tracing::debug!("closing connection: the goodbye was not finished in time");
                     closing.count("goodbye_unfinished");
                     return;
