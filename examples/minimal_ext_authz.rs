@@ -131,7 +131,7 @@ async fn serve_hyper(listener: tokio::net::TcpListener) -> std::io::Result<()> {
 /// its settings, its connection watchdog at the serve defaults and a 30 s
 /// per-call timeout.
 async fn serve_tower(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    use partnergate_server::conn::{ConnLimits, Slots};
+    use partnergate_server::conn::{BodyBudget, ConnLimits, Slots};
     use partnergate_server::defaults;
     let accept = || async {
         let (stream, _) = listener.accept().await?;
@@ -149,6 +149,7 @@ async fn serve_tower(listener: tokio::net::TcpListener) -> std::io::Result<()> {
         Duration::from_secs(30),
         limits,
         &Slots::new(limits.max_connections),
+        &BodyBudget::new(defaults::MAX_BODY_BYTES_IN_FLIGHT),
         std::future::pending(),
     )
     .await;

@@ -623,6 +623,139 @@ fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout
     });
 }
 
+/// The server's resident set size, in bytes.
+fn rss_of(server: &Server) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// Many Checks on one connection, each almost a whole `--max-body-bytes`
+/// message that never finishes arriving, hold at most
+/// `--max-body-bytes-in-flight` between them: the calls past it are
+/// refused RESOURCE_EXHAUSTED, and the budget comes back when the stalled
+/// calls go (before, 500 such calls grew the server by 552 MiB; 1,024
+/// streams a connection allowed a GiB per connection).
+#[test]
+fn unfinished_checks_hold_at_most_the_body_budget() {
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    use tokio_stream::StreamExt as _;
+    let (_ws, server) = serve_demo(&[
+        "--ext-authz-grpc",
+        "127.0.0.1:0",
+        "--request-timeout-ms",
+        "30000",
+        "--max-body-bytes-in-flight",
+        "33554432",
+    ]);
+    let addr = server.grpc.clone().unwrap();
+    let before = rss_of(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (send, _conn) = h2_connect(&addr).await;
+        let mut calls = Vec::new();
+        for _ in 0..500 {
+            let mut send = send.clone();
+            let addr = addr.clone();
+            calls.push(tokio::spawn(async move {
+                // A 1,000,000-byte message announced, 900,000 bytes sent.
+                let mut first = vec![0u8, 0, 0x0f, 0x42, 0x40];
+                first.extend(std::iter::repeat_n(b'x', 900_000));
+                let sent: Result<Frame<Bytes>, std::convert::Infallible> =
+                    Ok(Frame::data(Bytes::from(first)));
+                let stalled = tokio_stream::iter([sent]).chain(tokio_stream::pending());
+                send.ready().await.ok()?;
+                let resp = send
+                    .send_request(check_call(&addr, StreamBody::new(stalled).boxed()))
+                    .await
+                    .ok()?;
+                resp.headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let grown = rss_of(&server).saturating_sub(before);
+        let exhausted = calls.iter().filter(|c| c.is_finished()).count();
+        for c in &calls {
+            c.abort();
+        }
+        let mut statuses = Vec::new();
+        for c in calls {
+            if let Ok(s) = c.await {
+                statuses.push(s);
+            }
+        }
+        eprintln!("RSS grew {} MiB; {exhausted} calls answered", grown >> 20);
+        // The 32 MiB held, and the allocator's keep of the refused calls'
+        // bytes: 71-115 MiB seen, against 552 MiB before the budget.
+        assert!(grown < 256 << 20, "RSS grew {} MiB", grown >> 20);
+        assert!(exhausted >= 400, "{exhausted} of 500 answered");
+        // Answered RESOURCE_EXHAUSTED, or ended with the connection when
+        // h2 closed it for too many reset streams (its own guard).
+        assert!(
+            statuses
+                .iter()
+                .all(|s| matches!(s.as_deref(), Some("8") | None)),
+            "every answered call RESOURCE_EXHAUSTED: {statuses:?}"
+        );
+        // The stalled calls gone, their bytes are free again: a new call
+        // of 900,000 bytes is read whole (and refused for its content).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (mut send, _conn) = h2_connect(&addr).await;
+        let mut whole = vec![0u8, 0, 0x0d, 0xbb, 0xa0];
+        whole.extend(std::iter::repeat_n(0xffu8, 900_000));
+        let resp = send
+            .send_request(check_call(
+                &addr,
+                http_body_util::Full::new(Bytes::from(whole)).boxed(),
+            ))
+            .await
+            .unwrap();
+        let status = resp.headers()["grpc-status"].to_str().unwrap().to_string();
+        assert_ne!(status, "8", "still over the budget: {resp:?}");
+    });
+    let refusals = counter(
+        &server,
+        "partnergate_body_budget_refusals_total",
+        &[r#"listener="grpc""#],
+    );
+    assert!(refusals >= 400, "{refusals} refusals counted");
+}
+
+/// A body budget smaller than one allowed body could never read that body:
+/// `serve` refuses to start, naming both flags.
+#[test]
+fn a_body_budget_below_the_body_limit_is_refused_at_start() {
+    let ws = workspace();
+    let out = Command::new(common::BIN)
+        .arg("serve")
+        .arg("--policies")
+        .arg(ws.policies())
+        .arg("--schema")
+        .arg(ws.schema())
+        .arg("--data-dir")
+        .arg(ws.data())
+        .args(["--bind", "127.0.0.1:0"])
+        .args(["--max-body-bytes", "2000000"])
+        .args(["--max-body-bytes-in-flight", "1000000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--max-body-bytes-in-flight (1000000) is below --max-body-bytes (2000000)"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
+
 /// The gRPC listener's connections obey the HTTP listener's limits: they
 /// count against the one `--max-connections` cap, and one that sends no
 /// call is closed at `--header-timeout-ms` (before, silent sockets on the

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "PARTNERGATE_MAX_BODY_BYTES", default_value_t = partnergate_server::defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies held at once across all connections
+    /// (the ext_authz gRPC calls; past it a call is RESOURCE_EXHAUSTED).
+    #[arg(long, env = "PARTNERGATE_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = partnergate_server::defaults::MAX_BODY_BYTES_IN_FLIGHT)]
+    pub max_body_bytes_in_flight: usize,
     /// Per-request timeout, in milliseconds.
     #[arg(long, env = "PARTNERGATE_REQUEST_TIMEOUT_MS", default_value_t = partnergate_server::defaults::REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
@@ -750,6 +754,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         protect_queries: a.protect_queries,
         max_batch: a.max_batch,
         max_body_bytes: a.max_body_bytes,
+        max_body_bytes_in_flight: a.max_body_bytes_in_flight,
         request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
         shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
         watch: !a.no_watch,
@@ -878,6 +883,7 @@ mod tests {
                         c.protect_queries,
                         c.max_batch,
                         c.max_body_bytes,
+                        c.max_body_bytes_in_flight,
                         c.request_timeout
                     ),
                     (

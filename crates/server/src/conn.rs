@@ -11,7 +11,8 @@
 //! - it stays idle between requests for `idle_timeout` (HTTP/2 is told
 //!   goodbye first, and given one more header timeout to finish).
 //!
-//! A request in flight is bounded by the router's request timeout instead.
+//! A request in flight is bounded by the router's request timeout instead;
+//! the bytes of request bodies held at once, by a [`BodyBudget`].
 //! Graceful shutdown stops accepting, lets requests in flight finish and
 //! closes idle connections. This module knows connections, never what a
 //! request asks.
@@ -138,6 +139,100 @@ impl Slots {
             self.full_logged.store(false, Ordering::Relaxed);
         }
         Some(permit)
+    }
+}
+
+/// An error a request body ends with, boxed as hyper and tonic take it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The bytes of request bodies the process holds at once, across every
+/// connection of both listeners. `--max-body-bytes` bounds one request;
+/// this bounds what many unfinished ones hold together (an HTTP/2
+/// connection carries up to 1,024 calls at once, each up to
+/// `--max-body-bytes`).
+#[derive(Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    /// At most `max` bytes at once (at least one).
+    pub fn new(max: usize) -> Self {
+        BodyBudget {
+            bytes: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// `body`, each of whose bytes takes budget from its arrival until the
+    /// body is dropped; when the budget is spent, the body ends with the
+    /// error `refuse` makes (counted in
+    /// `partnergate_body_budget_refusals_total{listener}`).
+    pub fn wrap<B>(
+        &self,
+        body: B,
+        listener: &'static str,
+        refuse: fn() -> BoxError,
+    ) -> Budgeted<B> {
+        Budgeted {
+            inner: body,
+            budget: self.bytes.clone(),
+            held: None,
+            listener,
+            refuse,
+        }
+    }
+}
+
+/// A request body under a [`BodyBudget`].
+pub struct Budgeted<B> {
+    inner: B,
+    budget: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+    listener: &'static str,
+    refuse: fn() -> BoxError,
+}
+
+impl<B> hyper::body::Body for Budgeted<B>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = hyper::body::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let Ok(more) = this.budget.clone().try_acquire_many_owned(n) else {
+                metrics::counter!("partnergate_body_budget_refusals_total",
+                    "listener" => this.listener)
+                .increment(1);
+                return Poll::Ready(Some(Err((this.refuse)())));
+            };
+            match &mut this.held {
+                Some(held) => held.merge(more),
+                None => this.held = Some(more),
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -33,7 +33,7 @@ use envoy_types::ext_authz::v3::pb::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use partnergate_gateway::{GatewayRequest, Reply, Via};
 
-use super::conn::{self, ConnLimits, Slots};
+use super::conn::{self, BodyBudget, ConnLimits, Slots};
 use super::AppState;
 
 /// The path prefix of Envoy's HTTP ext_authz (`path_prefix` in its
@@ -384,6 +384,13 @@ fn denied(status: u16, client: &[(String, String)], body: String) -> CheckRespon
     }
 }
 
+/// A call refused for the body budget (`--max-body-bytes-in-flight`).
+fn over_budget() -> conn::BoxError {
+    Box::new(tonic::Status::resource_exhausted(
+        "the calls in flight hold --max-body-bytes-in-flight of messages; try again",
+    ))
+}
+
 /// A bound gRPC listener, before it serves.
 pub enum GrpcListener {
     /// TCP.
@@ -437,12 +444,14 @@ impl GrpcListener {
         state: Arc<AppState>,
         limits: ConnLimits,
         slots: &Slots,
+        budget: &BodyBudget,
         stop: impl std::future::Future<Output = ()> + Send,
     ) {
         // The sidecar's limits hold here too: a request's size (a larger
         // CheckRequest is refused by tonic's codec: OUT_OF_RANGE), its time
         // (CANCELLED after --request-timeout, the body's reading included),
         // the connections' (the shared cap, the header and idle timeouts),
+        // the bytes of unfinished calls (the shared body budget),
         // and dead peers (HTTP/2 pings) do not keep a connection forever.
         let limit = state.max_body_bytes;
         let timeout = state.request_timeout;
@@ -462,7 +471,7 @@ impl GrpcListener {
                         Ok(TokioIo::new(stream))
                     }
                 };
-                serve_on(accept, service, timeout, limits, slots, stop).await;
+                serve_on(accept, service, timeout, limits, slots, budget, stop).await;
             }
             GrpcListener::Unix(l) => {
                 let l = Arc::new(l);
@@ -470,7 +479,7 @@ impl GrpcListener {
                     let l = l.clone();
                     async move { Ok(TokioIo::new(l.accept().await?.0)) }
                 };
-                serve_on(accept, service, timeout, limits, slots, stop).await;
+                serve_on(accept, service, timeout, limits, slots, budget, stop).await;
             }
         }
     }
@@ -482,7 +491,9 @@ impl GrpcListener {
 /// watched like an HTTP one (`conn::drive`): closed when it sends no
 /// request within the header timeout, told goodbye (GOAWAY) when nothing
 /// is in flight for the idle timeout; dead peers are found by HTTP/2
-/// pings. Public so that the benchmarks' bare `Check`
+/// pings. Each call's message takes from `budget` while it arrives; a call
+/// past it is refused `RESOURCE_EXHAUSTED`. Public so that the benchmarks'
+/// bare `Check`
 /// (`examples/minimal_ext_authz.rs`) is served by this very code.
 pub async fn serve_on<T, I, A, F>(
     accept: A,
@@ -490,6 +501,7 @@ pub async fn serve_on<T, I, A, F>(
     timeout: std::time::Duration,
     limits: ConnLimits,
     slots: &Slots,
+    budget: &BodyBudget,
     stop: impl std::future::Future<Output = ()> + Send,
 ) where
     T: Authorization,
@@ -506,8 +518,10 @@ pub async fn serve_on<T, I, A, F>(
         let activity = Arc::new(conn::Activity::new());
         let service = service.clone();
         let act = activity.clone();
-        let call = hyper::service::service_fn(move |req| {
+        let budget = budget.clone();
+        let call = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let service = service.clone();
+            let req = req.map(|body| budget.wrap(body, "grpc", over_budget));
             conn::counted(&act, async move {
                 use tower::ServiceExt as _;
                 match tokio::time::timeout(timeout, service.oneshot(req)).await {

@@ -75,6 +75,9 @@ pub struct ServeConfig {
     /// Largest request body in bytes; a larger one is a 413 (on its
     /// `Content-Length` before any byte is read, else at the limit).
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies held at once across all connections
+    /// (the gRPC listener's calls; at least `max_body_bytes`).
+    pub max_body_bytes_in_flight: usize,
     /// How long a decision or a read may take, and a write's body reading
     /// (408 past it; a write whose transaction began answers its outcome).
     pub request_timeout: Duration,
@@ -143,6 +146,8 @@ pub mod defaults {
     pub const MAX_BATCH: usize = 100;
     /// `--max-body-bytes` (1 MiB)
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// `--max-body-bytes-in-flight` (64 MiB)
+    pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
     /// `--request-timeout-ms`
     pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
     /// `--shutdown-grace-ms`
@@ -176,6 +181,7 @@ impl Default for ServeConfig {
             protect_queries: false,
             max_batch: defaults::MAX_BATCH,
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_body_bytes_in_flight: defaults::MAX_BODY_BYTES_IN_FLIGHT,
             request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
             shutdown_grace: Duration::from_millis(defaults::SHUTDOWN_GRACE_MS),
             watch: true,
@@ -226,6 +232,14 @@ pub enum ServeError {
         path: PathBuf,
         /// What went wrong with it.
         message: String,
+    },
+    /// A limit that cannot hold with another.
+    #[error("--max-body-bytes-in-flight ({in_flight}) is below --max-body-bytes ({one}): a request of the largest size allowed could never be read")]
+    BodyBudget {
+        /// `--max-body-bytes-in-flight`.
+        in_flight: usize,
+        /// `--max-body-bytes`.
+        one: usize,
     },
     /// The listening socket could not be bound.
     #[error("cannot bind {addr}: {source}")]
@@ -560,6 +574,12 @@ fn app_state(
 
 /// Run the sidecar until SIGTERM or Ctrl-C; SIGHUP forces a reload.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    if config.max_body_bytes_in_flight < config.max_body_bytes {
+        return Err(ServeError::BodyBudget {
+            in_flight: config.max_body_bytes_in_flight,
+            one: config.max_body_bytes,
+        });
+    }
     // Loading may prove invariants, which runs its own runtime: off the async threads.
     let sidecar = {
         let config = config.clone();
@@ -590,9 +610,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     // One budget of connections (of file descriptors) for both listeners.
     let slots = conn::Slots::new(limits.max_connections);
+    let budget = conn::BodyBudget::new(config.max_body_bytes_in_flight);
 
     spawn_sighup_reload(sidecar.state.clone());
-    let (grpc_stop, grpc) = spawn_ext_authz(&config, &sidecar.state, limits, &slots).await?;
+    let (grpc_stop, grpc) =
+        spawn_ext_authz(&config, &sidecar.state, limits, &slots, &budget).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = app(sidecar.state.clone());
     let server = tokio::spawn(async move {
@@ -632,6 +654,7 @@ async fn spawn_ext_authz(
     state: &Arc<AppState>,
     limits: conn::ConnLimits,
     slots: &conn::Slots,
+    budget: &conn::BodyBudget,
 ) -> Result<
     (
         tokio::sync::oneshot::Sender<()>,
@@ -661,12 +684,12 @@ async fn spawn_ext_authz(
         );
     }
     let state = state.clone();
-    let slots = slots.clone();
+    let (slots, budget) = (slots.clone(), budget.clone());
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = rx.await;
         };
-        listener.serve(state, limits, &slots, stop).await;
+        listener.serve(state, limits, &slots, &budget, stop).await;
     });
     Ok((tx, Some(task)))
 }
