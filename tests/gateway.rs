@@ -734,19 +734,17 @@ fn unfinished_checks_hold_at_most_the_body_budget() {
 #[test]
 fn a_body_budget_below_the_body_limit_is_refused_at_start() {
     let ws = workspace();
-    let out = Command::new(common::BIN)
-        .arg("serve")
-        .arg("--policies")
-        .arg(ws.policies())
-        .arg("--schema")
-        .arg(ws.schema())
-        .arg("--data-dir")
-        .arg(ws.data())
-        .args(["--bind", "127.0.0.1:0"])
-        .args(["--max-body-bytes", "2000000"])
-        .args(["--max-body-bytes-in-flight", "1000000"])
-        .output()
-        .unwrap();
+    let out = common::serve_command(
+        &ws,
+        &[
+            "--max-body-bytes",
+            "2000000",
+            "--max-body-bytes-in-flight",
+            "1000000",
+        ],
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

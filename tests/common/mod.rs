@@ -117,18 +117,25 @@ pub struct Server {
     pub client: reqwest::blocking::Client,
 }
 
+/// `partnergate serve` over `ws` on a free port, with `extra` flags.
+pub fn serve_command(ws: &Workspace, extra: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .arg("--policies")
+        .arg(ws.policies())
+        .arg("--schema")
+        .arg(ws.schema())
+        .arg("--data-dir")
+        .arg(ws.data())
+        .args(["--bind", "127.0.0.1:0"])
+        .args(extra);
+    command
+}
+
 impl Server {
     pub fn start(ws: &Workspace, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--policies")
-            .arg(ws.policies())
-            .arg("--schema")
-            .arg(ws.schema())
-            .arg("--data-dir")
-            .arg(ws.data())
-            .args(["--bind", "127.0.0.1:0"])
-            .args(extra)
+        let mut child = serve_command(ws, extra)
             .env(
                 "RUST_LOG",
                 std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into()),
