@@ -493,8 +493,8 @@ impl GrpcListener {
 /// is in flight for the idle timeout; dead peers are found by HTTP/2
 /// pings. Each call's message takes from `budget` while it arrives; a call
 /// past it is refused `RESOURCE_EXHAUSTED`. Public so that the benchmarks'
-/// bare `Check`
-/// (`examples/minimal_ext_authz.rs`) is served by this very code.
+/// bare `Check` (`examples/minimal_ext_authz.rs`) is served by this very
+/// code.
 pub async fn serve_on<T, I, A, F>(
     accept: A,
     service: AuthorizationServer<T>,
