@@ -78,18 +78,6 @@ fn serve_demo(extra: &[&str]) -> (Workspace, Server) {
     (ws, server)
 }
 
-/// The value of the counter `name` whose labels include every one of
-/// `labels` (0 when there is none).
-fn counter(server: &Server, name: &str, labels: &[&str]) -> u64 {
-    server
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Every line of `wants` is in the sidecar's metrics.
 fn assert_metrics(server: &Server, wants: &[&str]) {
     let metrics = server.metrics();
@@ -623,17 +611,6 @@ fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout
     });
 }
 
-/// The server's resident set size, in bytes.
-fn rss_of(server: &Server) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .unwrap()
-        * 1024
-}
-
 /// Many Checks on one connection, each almost a whole `--max-body-bytes`
 /// message that never finishes arriving, hold at most
 /// `--max-body-bytes-in-flight` between them: the calls past it are
@@ -654,7 +631,7 @@ fn unfinished_checks_hold_at_most_the_body_budget() {
         "33554432",
     ]);
     let addr = server.grpc.clone().unwrap();
-    let before = rss_of(&server);
+    let before = server.rss();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (send, _conn) = h2_connect(&addr).await;
@@ -681,7 +658,7 @@ fn unfinished_checks_hold_at_most_the_body_budget() {
             }));
         }
         tokio::time::sleep(Duration::from_secs(8)).await;
-        let grown = rss_of(&server).saturating_sub(before);
+        let grown = server.rss().saturating_sub(before);
         let exhausted = calls.iter().filter(|c| c.is_finished()).count();
         for c in &calls {
             c.abort();
@@ -721,12 +698,12 @@ fn unfinished_checks_hold_at_most_the_body_budget() {
         let status = resp.headers()["grpc-status"].to_str().unwrap().to_string();
         assert_ne!(status, "8", "still over the budget: {resp:?}");
     });
-    let refusals = counter(
-        &server,
+    let refusals = common::metric(
+        &server.metrics(),
         "partnergate_body_budget_refusals_total",
         &[r#"listener="grpc""#],
     );
-    assert!(refusals >= 400, "{refusals} refusals counted");
+    assert!(refusals >= 400.0, "{refusals} refusals counted");
 }
 
 /// A body budget smaller than one allowed body could never read that body:
@@ -797,23 +774,8 @@ fn silent_grpc_connections_count_against_the_cap_and_are_closed_at_the_header_ti
         "served after {waited:?}"
     );
     for (i, c) in held.iter_mut().enumerate() {
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 256];
-        let closed = loop {
-            match c.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(_) => {} // the server's HTTP/2 preface
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    break false
-                }
-                Err(_) => break true,
-            }
-        };
         assert!(
-            closed,
+            common::closed_within(c, Duration::from_secs(5)),
             "gRPC socket {i} still open 5 s after the header timeout"
         );
     }
@@ -859,14 +821,15 @@ fn an_idle_grpc_connection_is_told_goodbye_at_the_idle_timeout() {
             "closed after {idle_for:?} idle"
         );
     });
+    let metrics = server.metrics();
     let closed = |reason: &str| {
-        counter(
-            &server,
+        common::metric(
+            &metrics,
             "partnergate_connections_closed_total",
             &[r#"listener="grpc""#, &format!(r#"reason="{reason}""#)],
         )
     };
-    assert_eq!((closed("idle"), closed("silent")), (1, 0));
+    assert_eq!((closed("idle"), closed("silent")), (1.0, 0.0));
 }
 
 // ---------------------------------------------------------------------------
@@ -1476,12 +1439,12 @@ fn envoy_keeps_deciding_across_the_sidecars_idle_goodbyes() {
         "(pause ms, status): {statuses:?}"
     );
     // Goodbyes were said: at least after each 600 ms pause.
-    let goodbyes = counter(
-        &server,
+    let goodbyes = common::metric(
+        &server.metrics(),
         "partnergate_connections_closed_total",
         &[r#"listener="grpc""#, r#"reason="idle""#],
     );
-    assert!(goodbyes >= 3, "{goodbyes} idle goodbyes");
+    assert!(goodbyes >= 3.0, "{goodbyes} idle goodbyes");
     assert_eq!(upstream.count() - before, statuses.len());
 }
 

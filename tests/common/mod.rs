@@ -4,7 +4,8 @@
 
 pub mod entities;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,6 +208,17 @@ impl Server {
     }
 
     /// The Prometheus text of `GET /metrics`.
+    /// The server's resident set size, in bytes (`/proc/<pid>/status` VmRSS).
+    pub fn rss(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
     pub fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))
@@ -340,4 +352,45 @@ fn uuid_like() -> String {
         .unwrap()
         .as_nanos();
     format!("{:x}{:x}", n, std::process::id())
+}
+
+/// The sum of the samples of the metric `name` in Prometheus text whose
+/// labels include every one of `labels` (e.g. `listener="grpc"`); 0 when
+/// there is none.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Whether the server has closed `c` (EOF or reset) within `within`;
+/// what it sends meanwhile (a response, an HTTP/2 preface) is read past.
+pub fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        c.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{Server, Workspace, BIN};
+use crate::common::{metric, Server, Workspace, BIN};
 
 /// A tmpfs mounted on a directory; unmounted on drop (also on panic).
 struct Tmpfs {
@@ -82,26 +82,6 @@ fn fill(dir: &Path) -> PathBuf {
     // The last partial page.
     while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
     path
-}
-
-/// The sum of a metric's samples (all label sets) in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn metrics(s: &Server) -> String {
-    s.client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
 }
 
 fn decide(s: &Server) -> (u16, Value) {
@@ -224,12 +204,12 @@ fn a_full_disk_is_counted_shown_and_stated_by_a_gap_record_that_verify_reports()
     // Every decision made while full is either in the file or counted lost.
     let deadline = Instant::now() + Duration::from_secs(15);
     let lost = loop {
-        let m = metrics(&s);
-        let lost = metric(&m, "partnergate_audit_records_lost_total");
+        let m = s.metrics();
+        let lost = metric(&m, "partnergate_audit_records_lost_total", &[]);
         let text = log_text(&ws);
         let written = ids.iter().filter(|id| text.contains(id.as_str())).count();
         if written + lost as usize == N {
-            assert!(metric(&m, "partnergate_audit_write_errors_total") >= 1.0);
+            assert!(metric(&m, "partnergate_audit_write_errors_total", &[]) >= 1.0);
             break lost as u64;
         }
         assert!(
@@ -254,16 +234,16 @@ fn a_full_disk_is_counted_shown_and_stated_by_a_gap_record_that_verify_reports()
         assert_eq!(code, 200, "{body}");
         after.push(body["decision_id"].as_str().unwrap().to_string());
     }
-    let m = metrics(&s);
-    assert_eq!(metric(&m, "partnergate_audit_up"), 1.0, "{m}");
+    let m = s.metrics();
+    assert_eq!(metric(&m, "partnergate_audit_up", &[]), 1.0, "{m}");
     assert_eq!(
-        metric(&m, "partnergate_audit_records_lost_total"),
+        metric(&m, "partnergate_audit_records_lost_total", &[]),
         lost as f64,
         "{m}"
     );
     // Usually one gap record; a retry may fit a gap record into the last
     // page of the log while the disk is still full, and state more later.
-    let gaps_total = metric(&m, "partnergate_audit_gaps_total");
+    let gaps_total = metric(&m, "partnergate_audit_gaps_total", &[]);
     assert!(gaps_total >= 1.0, "{m}");
     stop(s);
     let text = log_text(&ws);
@@ -383,7 +363,7 @@ fn with_audit_required_a_decision_that_cannot_be_made_durable_is_refused() {
         }
         assert!(refused_here, "{path} was never refused on a full disk");
     }
-    assert!(metric(&metrics(&s), "partnergate_audit_refused_total") >= refused as f64);
+    assert!(metric(&s.metrics(), "partnergate_audit_refused_total", &[]) >= refused as f64);
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -7,24 +7,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, Workspace};
+use crate::common::{closed_within, Server, Workspace};
 use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
 
 fn addr(s: &Server) -> String {
     s.base.trim_start_matches("http://").to_string()
-}
-
-/// The server's resident set size, in bytes (`/proc/<pid>/status` VmRSS).
-fn rss(s: &Server) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 fn connect(s: &Server) -> TcpStream {
@@ -135,13 +124,13 @@ fn assert_json_error(status: u16, head: &str, body: &Value, code: &str) {
 fn an_unauthenticated_256_mib_body_is_refused_with_rss_growth_under_64_mib() {
     let ws = Workspace::new();
     let s = Server::start(&ws, &[]);
-    let before = rss(&s);
+    let before = s.rss();
     let head = format!(
         "PUT /v1/entities HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
         addr(&s)
     );
     let (status, h, body) = stream_chunked(&s, &head, 256 * MIB);
-    let grown = rss(&s).saturating_sub(before);
+    let grown = s.rss().saturating_sub(before);
     eprintln!(
         "unauthenticated 256 MiB PUT: RSS grew by {} KiB",
         grown / 1024
@@ -157,7 +146,7 @@ fn an_unauthenticated_256_mib_body_is_refused_with_rss_growth_under_64_mib() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let grown = rss(&s).saturating_sub(before);
+    let grown = s.rss().saturating_sub(before);
     eprintln!(
         "+ 3 parallel 256 MiB POSTs: RSS grew by {} KiB",
         grown / 1024
@@ -211,32 +200,6 @@ fn raise_nofile(want: u64) {
         soft >= want,
         "the hard open-files limit {soft} is below {want}"
     );
-}
-
-/// Whether the server has closed `c` (EOF or reset) within `within`.
-fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        c.set_read_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        ))
-        .unwrap();
-        match c.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {} // a response (the keep-alive ones); read on
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 #[test]
