@@ -408,28 +408,30 @@ fn route(
         action_uid_checked = Some(uid);
     }
     let resource = match &r.resource {
-        Some(text) => RouteResource::Template(UidTemplate::new(text.get_ref())),
         None => RouteResource::Default(TypedId::new("Route").build(template.as_str())),
-    };
-    if let (Some(text), RouteResource::Template(t)) = (&r.resource, &resource) {
-        let offset = Some(text.span().start);
-        let uid = t
-            .build(&|name| template.binds(name).then_some("x"))
-            .map_err(|e| {
-                let why = match e {
-                    UidError::Unbound(m) => m,
-                    UidError::Parse(m) => format!("not an entity uid: {m}"),
-                };
-                at.problem(offset, format!("field `resource`: {why}"))
-            })?;
-        let ty = uid.type_name().to_string();
-        if !known_type(&ty) {
-            return Err(at.problem(
-                offset,
-                format!("field `resource`: `{ty}` is not an entity type of the schema"),
-            ));
+        Some(text) => {
+            // Checked at load with every path variable bound.
+            let offset = Some(text.span().start);
+            let t = UidTemplate::new(text.get_ref());
+            let uid = t
+                .build(&|name| template.binds(name).then_some("x"))
+                .map_err(|e| {
+                    let why = match e {
+                        UidError::Unbound(m) => m,
+                        UidError::Parse(m) => format!("not an entity uid: {m}"),
+                    };
+                    at.problem(offset, format!("field `resource`: {why}"))
+                })?;
+            let ty = uid.type_name().to_string();
+            if !known_type(&ty) {
+                return Err(at.problem(
+                    offset,
+                    format!("field `resource`: `{ty}` is not an entity type of the schema"),
+                ));
+            }
+            RouteResource::Template(t)
         }
-    }
+    };
     let declared = match (types, &r.action) {
         (Some(t), Some(a)) => t.of(a.get_ref()).flatten(),
         _ => None,
