@@ -75,6 +75,7 @@ async fn ask_loop(mode: Arc<Mode>, stop: Arc<AtomicBool>) -> Result<Vec<u32>, St
             Mode::Http(client, url) => {
                 let text = client
                     .post(url)
+                    .header("content-type", "application/json")
                     .body(HTTP_BODY)
                     .send()
                     .await

@@ -171,7 +171,7 @@ log "HTTP: minimal axum handler"
 start axum "$EX/minimal_axum" 127.0.0.1:18381
 AXUM_PID=$LAST_PID
 wait_http "http://127.0.0.1:18381/" 30 || true
-curl -fsS -X POST -d '{}' http://127.0.0.1:18381/v1/is_authorized >/dev/null
+curl -fsS -X POST --json '{}' http://127.0.0.1:18381/v1/is_authorized >/dev/null
 AXUM=$(CHECK_RELOADS=0 run_wrk axum http://127.0.0.1:18381/v1/is_authorized "$OUT/single.lua")
 stop "$AXUM_PID"
 

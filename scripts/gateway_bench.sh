@@ -95,7 +95,7 @@ PIDS+=($!)
 BARE_H2_PID=$!
 wait_http "http://127.0.0.1:$PG_HTTP/healthz"
 curl -sf -X PUT "http://127.0.0.1:$PG_HTTP/v1/entities" -H "Authorization: Bearer $(cat "$OUT/data/token")" \
-  --data @demo/entities.json >/dev/null
+  --json @demo/entities.json >/dev/null
 BASE_PID=""
 if [ -n "${BENCH_BASELINE:-}" ]; then
   BASE_HTTP=$(free_port); BASE_GRPC=$(free_port)
@@ -106,7 +106,7 @@ if [ -n "${BENCH_BASELINE:-}" ]; then
   BASE_PID=$!
   wait_http "http://127.0.0.1:$BASE_HTTP/healthz"
   curl -sf -X PUT "http://127.0.0.1:$BASE_HTTP/v1/entities" \
-    -H "Authorization: Bearer $(cat "$OUT/base-data/token")" --data @demo/entities.json >/dev/null
+    -H "Authorization: Bearer $(cat "$OUT/base-data/token")" --json @demo/entities.json >/dev/null
 fi
 
 # The same Envoy configuration, with and without the ext_authz filter.

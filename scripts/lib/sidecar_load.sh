@@ -34,8 +34,8 @@ start_sidecar() {
   pids+=("$sidecar_pid")
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   curl -sf -X PUT "http://127.0.0.1:$port/v1/entities" -H "Authorization: Bearer $(cat "$data/token")" \
-    --data @demo/entities.json >/dev/null
+    --json @demo/entities.json >/dev/null
   curl -sf "http://127.0.0.1:$port/v1/is_authorized" \
-    -d '{"principal": "User::\"pat\"", "action": "Action::\"dismiss_user\"", "resource": "User::\"emma\""}' \
+    --json '{"principal": "User::\"pat\"", "action": "Action::\"dismiss_user\"", "resource": "User::\"emma\""}' \
     | grep -q '"decision":"Allow"'
 }

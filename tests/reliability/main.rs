@@ -17,4 +17,5 @@ mod http_limits;
 mod listings;
 mod policy_files;
 mod request_entities;
+mod request_limits;
 mod writes;

@@ -200,3 +200,100 @@ fn override_restores_the_merge_and_deny_refuses_request_entities() {
         "Allow"
     );
 }
+
+/// emma as stored (demo/entities.json), with the partner attribute she
+/// does not have.
+fn emma_as_a_partner() -> Value {
+    entities::user("emma", "acme")
+        .two_factor(false)
+        .partner("goldco", true)
+        .json()
+}
+
+#[test]
+fn request_data_may_not_give_a_stored_entity_an_attribute_it_lacks() {
+    let (_ws, s) = started(&[]);
+    // Without request data, emma (an employee) may not dismiss pat.
+    assert_eq!(
+        s.ask("User::\"emma\"", "dismiss_user", "User::\"pat\"")["decision"],
+        "Deny"
+    );
+    // The absence of `partner` on the stored emma is a stored fact: a
+    // request entity that adds it (alone, or beside her stored attributes)
+    // is a 400 naming the field, never an Allow.
+    let partner = emma_as_a_partner()["attrs"]["partner"].clone();
+    let only_partner = json!({"uid": {"type": "User", "id": "emma"},
+        "attrs": {"partner": partner}, "parents": []});
+    for entity in [only_partner, emma_as_a_partner()] {
+        let (status, body) = ask_with(&s, "emma", "dismiss_user", "pat", json!([entity]));
+        assert_eq!(status, 400, "{entity}: {body}");
+        let msg = body["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("entities[0].attrs.partner")
+                && msg.contains("User::\"emma\" is stored; request data may not add an attribute"),
+            "{body}"
+        );
+    }
+    // The same through AuthZEN subject properties.
+    let (status, body) = s.post(
+        "/access/v1/evaluation",
+        &json!({"subject": {"type": "User", "id": "emma", "properties": {"partner": partner}},
+            "action": {"name": "manage_billing"}, "resource": {"type": "Account", "id": "acme"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("subject.properties.partner"),
+        "{body}"
+    );
+    // And a stored resource (the account) may not gain one either.
+    let (status, body) = s.post(
+        "/access/v1/evaluation",
+        &json!({"subject": {"type": "User", "id": "emma"},
+            "action": {"name": "manage_billing"},
+            "resource": {"type": "User", "id": "owner", "properties": {"partner": partner}}}),
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn request_data_may_repeat_a_stored_entity_exactly() {
+    let (_ws, s) = started(&[]);
+    let demo: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/entities.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // Every stored entity sent back as stored (the pattern of callers that
+    // send their full entity list with every question): decided as without.
+    for (p, a, r, want) in [
+        ("emma", "dismiss_user", "pat", "Deny"),
+        ("pat", "dismiss_user", "emma", "Allow"),
+        ("pat", "grant_admin", "emma", "Deny"),
+    ] {
+        let (status, body) = ask_with(&s, p, a, r, demo.clone());
+        assert_eq!(status, 200, "{p} {a} {r}: {body}");
+        assert_eq!(body["decision"], want, "{p} {a} {r}: {body}");
+    }
+    // Equal values in another accepted spelling (an entity reference
+    // without `__entity`, attributes in another order) are equal too.
+    let emma = json!({"uid": {"type": "User", "id": "emma"},
+        "parents": [{"type": "Account", "id": "acme"}],
+        "attrs": {"two_factor": false, "status": "active", "is_admin": false,
+            "account": {"type": "Account", "id": "acme"}, "email": "emma@acme.example"}});
+    let (status, body) = ask_with(&s, "emma", "dismiss_user", "pat", json!([emma]));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "Deny", "{body}");
+    // AuthZEN properties equal to the stored ones are accepted as well.
+    let (status, body) = s.post(
+        "/access/v1/evaluation",
+        &json!({"subject": {"type": "User", "id": "pat", "properties": {"is_admin": false}},
+            "action": {"name": "dismiss_user"}, "resource": {"type": "User", "id": "emma"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], true, "{body}");
+}

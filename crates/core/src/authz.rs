@@ -356,9 +356,11 @@ fn slice_from<E: std::fmt::Display>(json: Result<serde_json::Value, E>) -> Arc<E
 /// stored facts (`serve --request-entities`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RequestEntities {
-    /// Request data may add entities and attributes the store does not hold,
-    /// never replace a stored attribute or add parents to a stored entity (a
-    /// 400 naming the field); a principal the store does not hold is unknown
+    /// Request data may add entities the store does not hold; about a stored
+    /// entity it may only repeat what is stored (equal attribute values, its
+    /// own parents): an attribute it replaces, an attribute it adds (the
+    /// stored entity's lack of it is a stored fact) or a parent it adds is a
+    /// 400 naming the field. A principal the store does not hold is unknown
     /// (Deny) even when the request describes it.
     #[default]
     Add,
@@ -583,6 +585,7 @@ impl Authz {
     /// decision log records with the context.
     pub fn is_authorized_with(&self, pack: &PolicyPack, q: &Query) -> Result<Answer, RequestError> {
         let started = Instant::now();
+        crate::limits::check(q)?;
         refuse_callers_clock(q.context.as_ref())?;
         let now = pack.takes_clock(&q.action).then(|| self.clock.now_ms());
         let key = self.decisions.as_ref().and_then(|_| cache::Key::of(q));
@@ -646,6 +649,7 @@ impl Authz {
     /// shadow set or the decision log: for callers that decide many
     /// questions as one operation and log that operation once (search).
     pub fn decide_unlogged(&self, pack: &PolicyPack, q: &Query) -> Result<Decision, RequestError> {
+        crate::limits::check(q)?;
         let request = q.request(pack.schema.as_ref())?;
         let overlay = self.overlay(pack.schema.as_ref(), q)?;
         let slice = self
@@ -858,7 +862,7 @@ impl Authz {
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| self.added_to_stored(i, item))
+                .map(|(i, item)| self.added_to_stored(schema, i, item))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             items
@@ -887,10 +891,12 @@ impl Authz {
     }
 
     /// Under [`RequestEntities::Add`], a request entity (`entities[index]`)
-    /// for a stored uid: refused if it names a stored attribute or a parent
-    /// the stored entity lacks; else the stored entity plus its new attributes.
+    /// for a stored uid: refused unless it only repeats what is stored (its
+    /// attributes present and equal, its parents among the stored ones);
+    /// then the stored entity itself.
     fn added_to_stored(
         &self,
+        schema: Option<&cedar_policy::Schema>,
         index: usize,
         item: serde_json::Value,
     ) -> Result<serde_json::Value, RequestError> {
@@ -900,12 +906,12 @@ impl Authz {
         else {
             return Ok(item); // not a uid: the schema check reports it
         };
-        let Some(mut stored) = self.directory.get_json(&uid) else {
+        let Some(stored) = self.directory.get_json(&uid) else {
             return Ok(item);
         };
         if let Some(attrs) = item.get("attrs").and_then(|a| a.as_object()) {
             let at = |k: &str| format!("entities[{index}].attrs.{k}");
-            merge_new_attrs(&mut stored, &uid, attrs, at)?;
+            check_repeats_stored(schema, &stored, &uid, attrs, at)?;
         }
         let stored_parents: Vec<EntityUid> = stored
             .get("parents")
@@ -953,7 +959,7 @@ impl Authz {
             || serde_json::json!({"uid": uid_json(uid), "attrs": {}, "parents": []}),
         );
         if stored && self.request_entities == RequestEntities::Add {
-            merge_new_attrs(&mut json, uid, attrs, |k| format!("{field}.{k}"))?;
+            check_repeats_stored(schema, &json, uid, attrs, |k| format!("{field}.{k}"))?;
         } else if let Some(map) = json.get_mut("attrs").and_then(|a| a.as_object_mut()) {
             for (k, v) in attrs {
                 map.insert(k.clone(), v.clone());
@@ -1088,29 +1094,70 @@ fn refused(field: &str) -> RequestError {
     )
 }
 
-/// Add `attrs` to the stored entity JSON `stored` (of `uid`); an attribute
-/// the stored entity has is a 400 naming `at(name)`.
-fn merge_new_attrs(
-    stored: &mut serde_json::Value,
+/// Check that `attrs`, request data about the stored entity `stored` (of
+/// `uid`), only repeats what is stored: each attribute must be one the
+/// stored entity has (its absence is a stored fact too), with an equal
+/// value (compared as Cedar reads both under `schema`, so another accepted
+/// spelling of the same value is equal); else a 400 naming `at(name)`.
+fn check_repeats_stored(
+    schema: Option<&cedar_policy::Schema>,
+    stored: &serde_json::Value,
     uid: &EntityUid,
     attrs: &serde_json::Map<String, serde_json::Value>,
     at: impl Fn(&str) -> String,
 ) -> Result<(), RequestError> {
-    let Some(map) = stored.as_object_mut().and_then(|o| {
-        o.entry("attrs")
-            .or_insert_with(|| serde_json::json!({}))
-            .as_object_mut()
-    }) else {
-        return Ok(());
-    };
+    let empty = serde_json::Map::new();
+    let held = stored
+        .get("attrs")
+        .and_then(|a| a.as_object())
+        .unwrap_or(&empty);
+    let mut spelled_otherwise = Vec::new();
     for (k, v) in attrs {
-        if map.contains_key(k) {
+        match held.get(k) {
+            None => {
+                return Err(RequestError::field(
+                    &at(k),
+                    format!(
+                        "{uid} is stored; request data may not add an attribute to a stored entity \
+                         (the stored entity has no `{k}`: that absence is a stored fact)"
+                    ),
+                ))
+            }
+            Some(s) if s == v => {}
+            Some(_) => spelled_otherwise.push(k.as_str()),
+        }
+    }
+    if spelled_otherwise.is_empty() {
+        return Ok(());
+    }
+    // Values that differ as JSON may still be equal for Cedar (an entity
+    // reference with or without `__entity`, a set in another order): read
+    // the stored entity with the request's values as Cedar would, and
+    // compare its canonical JSON with the stored one (stored entities are
+    // kept in that canonical form).
+    let mut candidate = stored.clone();
+    if let Some(map) = candidate.get_mut("attrs").and_then(|a| a.as_object_mut()) {
+        for k in &spelled_otherwise {
+            if let Some(v) = attrs.get(*k) {
+                map.insert((*k).to_string(), v.clone());
+            }
+        }
+    }
+    let canonical = Entity::from_json_value(candidate, schema)
+        .ok()
+        .and_then(|e| e.to_json_value().ok());
+    for k in spelled_otherwise {
+        let same = canonical
+            .as_ref()
+            .and_then(|c| c.get("attrs"))
+            .and_then(|a| a.get(k))
+            .is_some_and(|v| Some(v) == held.get(k));
+        if !same {
             return Err(RequestError::field(
                 &at(k),
                 format!("{uid} is stored; request data may not replace a stored attribute"),
             ));
         }
-        map.insert(k.clone(), v.clone());
     }
     Ok(())
 }

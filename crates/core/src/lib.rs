@@ -13,6 +13,7 @@ pub mod authz;
 pub mod cache;
 pub mod clock;
 pub mod directory;
+pub mod limits;
 pub mod reload;
 pub mod runtime;
 pub mod secret;

@@ -33,6 +33,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route_layer(axum::middleware::from_fn(super::http::require_json))
 }
 
 /// One authorization question on the wire. A uid is `"User::\"alice\""` or

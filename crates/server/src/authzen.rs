@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/access/v1/evaluation", post(evaluation))
         .route("/access/v1/evaluations", post(evaluations))
         .route("/.well-known/authzen-configuration", get(configuration))
+        .route_layer(axum::middleware::from_fn(super::http::require_json))
 }
 
 /// An AuthZEN subject or resource: one Cedar entity.

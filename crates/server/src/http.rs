@@ -42,6 +42,52 @@ pub fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppErr
     }
 }
 
+/// Refuse a body that is not declared JSON: a 415. Applied to the JSON
+/// endpoints' routers. A web page can send a cross-site form or
+/// `text/plain` POST without asking first, but not an `application/json`
+/// one (that needs a CORS preflight, which this server never grants), so
+/// no page a user visits can drive these endpoints. A request without a
+/// body passes (it carries nothing to parse).
+pub async fn require_json(req: Request, next: Next) -> Response {
+    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"));
+    if has_body && !declares_json(req.headers()) {
+        return AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "this endpoint reads JSON: send the body with `Content-Type: application/json` \
+             (curl: --json)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether the request's `Content-Type` is `application/json` or
+/// `application/<name>+json` (parameters such as `charset` aside).
+fn declares_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
 /// Whether `method path` needs the bearer token.
 pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
     match path {

@@ -44,6 +44,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/v1/partner-companies", get(list_companies))
         .route("/v1/partner-companies/{id}", put(put_company))
+        .route_layer(axum::middleware::from_fn(super::http::require_json))
 }
 
 impl From<OrchestratorError> for AppError {
