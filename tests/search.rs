@@ -563,3 +563,115 @@ fn the_cli_searches_the_data_directorys_store_and_pages_with_tokens() {
         ]
     );
 }
+
+#[test]
+fn a_client_that_follows_the_specification_pages_with_page_token() {
+    let (_ws, s) = started();
+    // Authorization API 1.0, "Paginated Requests": the previous answer's
+    // `next_token` goes back as `page.token`.
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = s.post(
+            "/access/v1/search/resource",
+            &json!({"subject": {"type": "User", "id": "pat"}, "action": {"name": "dismiss_user"},
+                    "resource": {"type": "User"}, "page": {"limit": 2, "token": token}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        seen.extend(ids(&body["results"], "id"));
+        token = body["page"]["next_token"].as_str().unwrap().to_string();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert!(token.is_empty(), "pages never ended: {seen:?}");
+    let unique: BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(unique.len(), 5, "a result came twice: {seen:?}");
+    // A forged `page.token` is a 400 naming `page.token`.
+    let (status, body) = s.post(
+        "/access/v1/search/resource",
+        &json!({"subject": {"type": "User", "id": "pat"}, "action": {"name": "dismiss_user"},
+                "resource": {"type": "User"}, "page": {"limit": 2, "token": "00ff"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"]["field"], "page.token", "{body}");
+    // Unknown members of `page` are named in a 400, never ignored.
+    let (status, body) = s.post(
+        "/access/v1/search/resource",
+        &json!({"subject": {"type": "User", "id": "pat"}, "action": {"name": "dismiss_user"},
+                "resource": {"type": "User"}, "page": {"limit": 2, "cursor": "x", "size": 3}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`page.cursor`") && message.contains("`page.size`"),
+        "{body}"
+    );
+}
+
+#[test]
+fn searches_beyond_the_concurrency_bound_are_refused_with_retry_after() {
+    let ws = Workspace::new();
+    let s = Server::start(&ws, &["--max-concurrent-searches", "1"]);
+    let (status, body) = s.put_entities(&directory());
+    assert_eq!(status, 200, "{body}");
+    // A large account, so that each "who may configure it" search costs.
+    for chunk in 0..5 {
+        let users: Vec<Value> = (0..2000)
+            .map(|i| user(&format!("u{chunk}-{i}"), "acme").json())
+            .collect();
+        let (status, body) = s.put_entities(&Value::Array(users));
+        assert_eq!(status, 200, "{body}");
+    }
+    let question = json!({"subject": {"type": "User"}, "action": {"name": "configure_account"},
+        "resource": {"type": "Account", "id": "acme"}, "page": {"limit": 1000}});
+    let mut refused = None;
+    for _round in 0..10 {
+        let answers: Vec<(u16, Option<String>, Value)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let r = s
+                            .client
+                            .post(s.url("/access/v1/search/subject"))
+                            .json(&question)
+                            .send()
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        let retry = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        (status, retry, r.json().unwrap_or(Value::Null))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (status, retry, body) in &answers {
+            assert!(matches!(status, 200 | 408 | 429), "{status}: {body}");
+            if *status == 429 {
+                assert_eq!(body["error"], "search_busy", "{body}");
+                assert_eq!(retry.as_deref(), Some("1"), "{body}");
+                refused = Some(body.clone());
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "four searches at once with a bound of one: none refused"
+    );
+    let metrics = s.metrics();
+    assert!(
+        common::metric(&metrics, "partnergate_search_refusals_total", &[]) >= 1.0,
+        "{metrics}"
+    );
+    // The places are given back: one search alone is answered.
+    let (status, body) = s.post("/access/v1/search/subject", &question);
+    assert_eq!(status, 200, "{body}");
+}

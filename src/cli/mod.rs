@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// Largest search page a request may ask for (more is a 400).
     #[arg(long, env = "PARTNERGATE_SEARCH_MAX_LIMIT", default_value_t = partnergate_search::MAX_LIMIT)]
     pub search_max_limit: usize,
+    /// Searches that may run at once (each may cost seconds of CPU on a
+    /// large account); one more is answered 429 `search_busy` with
+    /// `Retry-After`, never queued.
+    #[arg(long, env = "PARTNERGATE_MAX_CONCURRENT_SEARCHES", default_value_t = partnergate_search::CONCURRENT)]
+    pub max_concurrent_searches: usize,
     /// How often, in milliseconds, ended partner access is marked (seat
     /// freed, a change record by `system`); seat checks count an ended
     /// access as free before that anyway.
@@ -741,6 +746,9 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
             a.search_default_limit, a.search_max_limit
         ));
     }
+    if a.max_concurrent_searches == 0 {
+        return Err("--max-concurrent-searches 0: at least one search must be able to run".into());
+    }
     let invariants = a
         .invariants
         .clone()
@@ -779,6 +787,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         search_limits: partnergate_search::Limits {
             default: a.search_default_limit,
             max: a.search_max_limit,
+            concurrent: a.max_concurrent_searches,
         },
         partner_sweep: std::time::Duration::from_millis(a.partner_sweep_ms),
         console: !a.no_console,

@@ -199,6 +199,11 @@ pub struct Limits {
     pub default: usize,
     /// The largest page size a request may ask for (more is a 400).
     pub max: usize,
+    /// Searches that may run at once; one more is refused
+    /// ([`SearchError::Busy`]) instead of queued, so that searches, which
+    /// may each cost seconds of CPU on a large account, never take every
+    /// core from the decisions.
+    pub concurrent: usize,
 }
 
 /// The longest a page waits for its record to be durable under
@@ -209,12 +214,15 @@ pub const AUDIT_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub const DEFAULT_LIMIT: usize = 50;
 /// `--search-max-limit`.
 pub const MAX_LIMIT: usize = 1000;
+/// `--max-concurrent-searches`.
+pub const CONCURRENT: usize = 2;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             default: DEFAULT_LIMIT,
             max: MAX_LIMIT,
+            concurrent: CONCURRENT,
         }
     }
 }
@@ -257,6 +265,9 @@ pub enum SearchError {
     /// The deadline passed before the page was complete.
     #[error("the search did not finish before the request timeout")]
     TimedOut,
+    /// As many searches as [`Limits::concurrent`] are running: try again.
+    #[error("{0} searches are running, the most this sidecar runs at once (--max-concurrent-searches); try again shortly")]
+    Busy(usize),
     /// Under `--audit-required`, the page's decision-log record could not
     /// be made durable: the page is refused.
     #[error("the search is refused because its decision-log record could not be made durable (--audit-required): {0}")]
@@ -272,7 +283,7 @@ impl SearchError {
             SearchError::Request(RequestError::Schema(_)) => None,
             SearchError::Token(t) => Some(t.field),
             SearchError::Limit(_) => Some("limit"),
-            SearchError::TimedOut | SearchError::AuditUnavailable(_) => None,
+            SearchError::TimedOut | SearchError::Busy(_) | SearchError::AuditUnavailable(_) => None,
         }
     }
 }
@@ -283,6 +294,16 @@ pub struct Searcher {
     authz: Authz,
     key: Arc<TokenKey>,
     limits: Limits,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One running search's place among [`Limits::concurrent`]; given back on drop.
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Searcher {
@@ -292,7 +313,21 @@ impl Searcher {
             authz,
             key: Arc::new(key),
             limits,
+            running: Arc::default(),
         }
+    }
+
+    /// A place among the searches that may run at once, or
+    /// [`SearchError::Busy`].
+    fn take_place(&self) -> Result<Running, SearchError> {
+        use std::sync::atomic::Ordering;
+        let max = self.limits.concurrent.max(1);
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| Running(self.running.clone()))
+            .map_err(SearchError::Busy)
     }
 
     /// The page sizes.
@@ -307,6 +342,7 @@ impl Searcher {
         page: &PageRequest,
     ) -> Result<SearchPage, SearchError> {
         let started = Instant::now();
+        let _running = self.take_place()?;
         let deadline = page.deadline;
         let pack = self.authz.evaluator().current();
         let limit = page.limit.unwrap_or(self.limits.default);

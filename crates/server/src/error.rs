@@ -121,6 +121,13 @@ impl IntoResponse for AppError {
             tracing::debug!(code = self.code, message = %self.message, "request refused");
         }
         let body = json!({"error": self.code, "message": self.message, "details": self.details});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

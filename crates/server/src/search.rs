@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/access/v1/search/{kind}", post(authzen_search))
         .route("/v1/search/{kind}", post(own_search))
+        .route_layer(axum::middleware::from_fn(super::http::require_json))
 }
 
 /// The paths of the search endpoints, for the token and timeout rules.
@@ -54,10 +55,81 @@ struct Action {
     name: Option<String>,
 }
 
+/// AuthZEN's request `page` (Authorization API 1.0, "Paginated Requests"):
+/// `token` (the previous answer's `next_token`), `limit` and `properties`.
+/// `next_token` is accepted as another name of `token`; any other member is
+/// a 400 naming it (never silently ignored: a client that spells the token
+/// otherwise would get page one forever).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Page {
     limit: Option<u64>,
+    token: Option<String>,
     next_token: Option<String>,
+    properties: Option<Map<String, Value>>,
+}
+
+impl Page {
+    /// The page asked for and the name the caller gave its token (for
+    /// errors about it), or a 400 naming the member at fault.
+    fn request(self) -> Result<(PageRequest, &'static str), AppError> {
+        if self.properties.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(field_error(
+                "page.properties",
+                "no page properties are supported: use `token` and `limit`",
+            ));
+        }
+        let name = if self.token.is_some() {
+            "page.token"
+        } else {
+            "page.next_token"
+        };
+        let token = match (self.token, self.next_token) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(field_error(
+                    "page.token",
+                    "`page.token` and `page.next_token` differ: send the previous answer's \
+                     `next_token` as `page.token` only",
+                ))
+            }
+            (Some(t), _) | (None, Some(t)) => Some(t),
+            (None, None) => None,
+        };
+        let page = PageRequest {
+            limit: limit_of(self.limit),
+            token,
+            deadline: None,
+        };
+        Ok((page, name))
+    }
+}
+
+/// The request `page` member: its members are checked by name first, so
+/// every unknown one is named in the 400.
+fn page_of(page: Option<Value>) -> Result<(PageRequest, &'static str), AppError> {
+    let Some(page) = page.filter(|p| !p.is_null()) else {
+        return Page::default().request();
+    };
+    let Value::Object(members) = &page else {
+        return Err(field_error("page", "an object is expected"));
+    };
+    let unknown: Vec<&str> = members
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "limit" | "token" | "next_token" | "properties"))
+        .collect();
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(|k| format!("`page.{k}`")).collect();
+        return Err(AppError::bad_request(format!(
+            "unknown member(s) {}: a page has `token` (the previous answer's `next_token`), \
+             `limit` and `properties`",
+            names.join(", ")
+        ))
+        .with_details(json!({"field": format!("page.{}", unknown[0]), "unknown": unknown})));
+    }
+    let page: Page =
+        serde_json::from_value(page).map_err(|e| field_error("page", &e.to_string()))?;
+    page.request()
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,7 +138,7 @@ struct AuthzenSearch {
     action: Option<Action>,
     resource: Option<Entity>,
     context: Option<Value>,
-    page: Option<Page>,
+    page: Option<Value>,
 }
 
 fn kind_of(s: &str) -> Result<SearchKind, AppError> {
@@ -152,7 +224,6 @@ fn authzen_field(kind: SearchKind, field: &str) -> String {
         (SearchKind::Resource, "resource") => "resource.type".into(),
         (_, "principal") => "subject".into(),
         (_, "limit") => "page.limit".into(),
-        (_, "token") => "page.next_token".into(),
         (_, other) => other.into(),
     }
 }
@@ -162,7 +233,7 @@ fn authzen_field(kind: SearchKind, field: &str) -> String {
 fn search_error(
     e: SearchError,
     kind: SearchKind,
-    rename: fn(SearchKind, &str) -> String,
+    rename: &dyn Fn(SearchKind, &str) -> String,
 ) -> AppError {
     let rename = |f: &str| rename(kind, f);
     match e {
@@ -177,6 +248,10 @@ fn search_error(
         SearchError::Token(t) => field_error(&rename(t.field), &t.message),
         SearchError::Limit(m) => field_error(&rename("limit"), &m),
         SearchError::AuditUnavailable(why) => AppError::audit_unavailable(why),
+        SearchError::Busy(_) => {
+            metrics::counter!("partnergate_search_refusals_total").increment(1);
+            AppError::new(StatusCode::TOO_MANY_REQUESTS, "search_busy", e.to_string())
+        }
         SearchError::Request(other) => AppError::from(other),
     }
 }
@@ -211,15 +286,14 @@ pub(super) async fn authzen_search(
     let kind = kind_of(&kind)?;
     let r: AuthzenSearch = parse_body(&state, &body)?;
     let req = authzen_request(kind, &r)?.with_request_id(request_id(&headers));
-    let p = r.page.unwrap_or_default();
-    let page = PageRequest {
-        limit: limit_of(p.limit),
-        token: p.next_token,
-        deadline: None,
+    let (page, token_name) = page_of(r.page)?;
+    let rename = |k: SearchKind, field: &str| match field {
+        "token" => token_name.to_string(),
+        other => authzen_field(k, other),
     };
     let page = run(&state, req, page)
         .await
-        .map_err(|e| search_error(e, kind, authzen_field))?;
+        .map_err(|e| search_error(e, kind, &rename))?;
     observe_latency("authzen_search", started);
     let results: Vec<Value> = page
         .results
@@ -318,7 +392,7 @@ pub(super) async fn own_search(
     };
     let page = run(&state, req, page)
         .await
-        .map_err(|e| search_error(e, kind, own_field))?;
+        .map_err(|e| search_error(e, kind, &own_field))?;
     observe_latency("search", started);
     let results: Vec<String> = page.results.iter().map(ToString::to_string).collect();
     Ok(Json(json!({
