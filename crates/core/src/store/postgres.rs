@@ -174,7 +174,7 @@ impl Drop for PgStore {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot close the PostgreSQL connection on a thread of its own")
+                    tracing::warn!(error = %e, "cannot close the PostgreSQL connection on a thread of its own");
                 }
             }
         }
