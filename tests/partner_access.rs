@@ -939,3 +939,132 @@ fn partners_stored_without_scopes_get_the_default_set_once() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["actor"], "system");
 }
+
+/// Wait (generously) until `f` holds; panics naming `what` past 60 s.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Set when the orchestrator's SQLite connection found the database locked
+/// (its busy handler ran): the write is waiting for the lock.
+static SQLITE_WAITED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn note_wait_and_retry(_: i32) -> bool {
+    SQLITE_WAITED.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2));
+    true
+}
+
+/// SQLite, two handles on one file: while the other handle holds the write
+/// lock (`BEGIN IMMEDIATE`, as a large write does), a renewal waits for it
+/// and the partner's end passes; once the lock is released the renewal is
+/// refused `access_ended` (judged at the instant it commits, not at the
+/// instant it started to wait), and the partner is not renewed.
+#[test]
+fn a_renewal_that_waits_for_the_write_lock_past_the_end_is_refused_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(T - DAY));
+    let (o, wired) = open(dir.path(), &clock);
+    seed(&o);
+    let ann = invite(&o, "ann@goldco.example", &access(Some("1d"), None)).unwrap();
+    clock.set(T - 1_000);
+    let partnergate::runtime::OpenStore::Sqlite(store) = &wired.store else {
+        panic!("a SQLite store")
+    };
+    store
+        .conn()
+        .unwrap()
+        .busy_handler(Some(note_wait_and_retry))
+        .unwrap();
+    let mut other = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let held = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let renewed = std::thread::scope(|s| {
+        let renewal = s.spawn(|| {
+            o.with(WriteScope::default())
+                .renew(&ann, "owner", &access(Some("30d"), None))
+        });
+        wait_until("the renewal to wait for the write lock", || {
+            SQLITE_WAITED.load(Ordering::SeqCst)
+        });
+        clock.set(T + 1_000);
+        held.rollback().unwrap();
+        renewal.join().unwrap()
+    });
+    let e = renewed.expect_err("renewed after its end");
+    assert_eq!(e.code(), "access_ended", "{e}");
+    let stored = o.users("acme").unwrap();
+    let ann_now = stored.iter().find(|u| u.user.id == ann).unwrap();
+    assert_eq!(
+        ann_now.user.partner.as_ref().unwrap().ends_at(),
+        Some(T),
+        "the end is unchanged"
+    );
+    wired.shutdown_log();
+}
+
+/// PostgreSQL, two replicas on one database: while another session holds
+/// the shared write lock (as a large entity write on the other replica
+/// does), a renewal through replica B waits for it and the partner's end
+/// passes; released, the renewal is refused `access_ended`.
+#[test]
+fn a_renewal_that_waits_for_the_write_lock_past_the_end_is_refused_on_postgres() {
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(T - DAY));
+    let (a, wired_a) = open_pg(&pg.url, dir.path(), "a", &clock);
+    seed(&a);
+    let ann = invite(&a, "ann@goldco.example", &access(Some("1d"), None)).unwrap();
+    let (b, wired_b) = open_pg(&pg.url, dir.path(), "b", &clock);
+    clock.set(T - 1_000);
+    let mut holder = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let mut held = holder.transaction().unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&partnergate::store::postgres::WRITE_LOCK],
+    )
+    .unwrap();
+    let mut watcher = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let mut waiting = move || -> bool {
+        let n: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                &[&holder_pid],
+            )
+            .unwrap()
+            .get(0);
+        n > 0
+    };
+    let renewed = std::thread::scope(|s| {
+        let renewal = s.spawn(|| {
+            b.with(WriteScope::default())
+                .renew(&ann, "owner", &access(Some("30d"), None))
+        });
+        wait_until("the renewal to wait for the write lock", &mut waiting);
+        clock.set(T + 1_000);
+        held.rollback().unwrap();
+        renewal.join().unwrap()
+    });
+    let e = renewed.expect_err("renewed after its end");
+    assert_eq!(e.code(), "access_ended", "{e}");
+    let ann_now = b.users("acme").unwrap();
+    let ann_now = ann_now.iter().find(|u| u.user.id == ann).unwrap();
+    assert_eq!(
+        ann_now.user.partner.as_ref().unwrap().ends_at(),
+        Some(T),
+        "the end is unchanged"
+    );
+    wired_a.shutdown_log();
+    wired_b.shutdown_log();
+}

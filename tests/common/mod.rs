@@ -136,13 +136,23 @@ pub fn serve_command(ws: &Workspace, extra: &[&str]) -> Command {
 
 impl Server {
     pub fn start(ws: &Workspace, extra: &[&str]) -> Self {
+        Self::start_with(ws, extra, Stdio::inherit())
+    }
+
+    /// [`Server::start`] with its standard error piped: take it from
+    /// `child.stderr` to read what the server wrote there.
+    pub fn start_with_stderr(ws: &Workspace, extra: &[&str]) -> Self {
+        Self::start_with(ws, extra, Stdio::piped())
+    }
+
+    fn start_with(ws: &Workspace, extra: &[&str], stderr: Stdio) -> Self {
         let mut child = serve_command(ws, extra)
             .env(
                 "RUST_LOG",
                 std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();

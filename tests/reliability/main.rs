@@ -13,6 +13,7 @@
 mod common;
 
 mod audit_disk;
+mod clock_storms;
 mod http_limits;
 mod listings;
 mod policy_files;

@@ -646,9 +646,12 @@ impl Idempotency {
 }
 
 /// An operation inside [`Orchestrator::commit`]'s transaction: the records
-/// to write and the outcome to answer.
-type OutcomeOp<'a> =
-    dyn FnMut(&mut dyn AccountTx) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError> + 'a;
+/// to write and the outcome to answer. Its second argument is the current
+/// time read inside the transaction, once the write lock is held: every
+/// time-dependent check of a write judges at that instant (a reading taken
+/// before waiting for the lock could be older than a commit it follows).
+type OutcomeOp<'a> = dyn FnMut(&mut dyn AccountTx, i64) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError>
+    + 'a;
 
 /// Orchestrator operations over the policies, the directory and the store.
 /// Its writes go through [`Orchestrator::with`]; each runs its store
@@ -798,6 +801,24 @@ fn end_now(uid: &EntityUid, u: &mut UserView, now: i64) -> Result<(), Orchestrat
     }
     u.status = UserStatus::Dismissed;
     Ok(())
+}
+
+/// Inside a write's transaction, at its clock reading `now`: the end being
+/// given must still be ahead (it was checked, and the policies asked about
+/// it, before the write lock was held; past it, the access would be
+/// written already ended).
+fn end_still_ahead(end: Option<i64>, now: i64) -> Result<(), OrchestratorError> {
+    match end {
+        Some(e) if e <= now => Err(OrchestratorError::Invalid {
+            code: InvalidCode::Access,
+            field: "expires_at",
+            message: format!(
+                "the end {} had passed when the write could commit: ask again with a later end",
+                partnergate_core::clock::format_ms(e).unwrap_or_else(|| e.to_string())
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A partner record of `company` with the access given.
@@ -950,9 +971,9 @@ impl Orchestrator {
         tx: &mut dyn AccountTx,
         users: &[UserView],
         req: &SeatRequest<'_>,
+        now: i64,
     ) -> Result<(RegistryCompany, Option<UserView>), OrchestratorError> {
         let quotas = self.rules.current();
-        let now = self.now();
         let mut active: Vec<&UserView> = users
             .iter()
             .filter(|u| u.holds_partner_seat(now) && Some(u.id.as_str()) != req.subject)
@@ -1211,7 +1232,10 @@ impl Call<'_> {
             {
                 return Err(OrchestratorError::TimedOut);
             }
-            let (records, o) = op(tx)?;
+            // The clock is read here, inside the transaction that commits:
+            // no other write can commit between this reading and ours.
+            let now = self.now();
+            let (records, o) = op(tx, now)?;
             if let Some(i) = &scope.idempotency {
                 tx.remember(&i.key, &i.answer(&o)?)?;
             }
@@ -1274,7 +1298,7 @@ impl Call<'_> {
         let outcome = self.commit(
             ("partner.invite", &actor.to_string()),
             &decided,
-            &mut |tx| {
+            &mut |tx, now| {
                 let users = users_in(tx, &account)?;
                 let existing = users.iter().find(|u| u.email == email);
                 if let Some(u) = existing.filter(|u| u.status != UserStatus::Dismissed) {
@@ -1296,7 +1320,9 @@ impl Call<'_> {
                         replace: replace_id.as_deref(),
                         asked: asked.as_ref(),
                     },
+                    now,
                 )?;
+                end_still_ahead(access.expires_at, now)?;
                 let user = UserView {
                     id: existing.map_or_else(|| new_user_id(&email, name), |u| u.id.clone()),
                     email: email.clone(),
@@ -1336,7 +1362,7 @@ impl Call<'_> {
         let outcome = self.commit(
             ("user.invite", &actor.to_string()),
             &decided,
-            &mut |tx| {
+            &mut |tx, _now| {
                 let users = users_in(tx, &account)?;
                 if let Some(u) = users.iter().find(|u| u.email == email) {
                     let (code, message) = if u.status == UserStatus::Dismissed {
@@ -1375,12 +1401,11 @@ impl Call<'_> {
         let uid = parse_uid("user", "User", user)?;
         // No policy question: the invitee accepts its own invitation.
         let decided = Decided::default();
-        let now = self.now();
         self.simple_write(
             &uid,
             ("user.accept", &uid.to_string()),
             &decided,
-            |tx, u| {
+            |tx, u, now| {
                 if u.status != UserStatus::Invited {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::NotInvited,
@@ -1444,13 +1469,12 @@ impl Call<'_> {
         must_be_dismissed: bool,
         (operation, actor): (&str, &str),
     ) -> Result<Outcome, OrchestratorError> {
-        let now = self.now();
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
         let outcome = self.commit(
             (operation, actor),
             decided,
-            &mut |tx| {
+            &mut |tx, now| {
                 let mut u = user_in(tx, uid)?;
                 // An ended access is hired back like a dismissal (the sweep
                 // may not have marked it yet).
@@ -1477,7 +1501,9 @@ impl Call<'_> {
                         replace,
                         asked,
                     },
+                    now,
                 )?;
+                end_still_ahead(access.expires_at, now)?;
                 if u.status == UserStatus::Dismissed {
                     u.status = UserStatus::Active;
                 }
@@ -1507,7 +1533,7 @@ impl Call<'_> {
             &uid,
             ("user.dismiss", &actor.to_string()),
             &decided,
-            |_, u| {
+            |_, u, _now| {
                 if u.status == UserStatus::Dismissed {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::AlreadyDismissed,
@@ -1547,7 +1573,7 @@ impl Call<'_> {
         let decided = Decided::by(self.ask(&actor, "rehire_user", &uid, None)?);
         let Some(access) = access else {
             let rehire = ("user.rehire", actor.to_string());
-            return self.simple_write(&uid, (rehire.0, &rehire.1), &decided, |_, u| {
+            return self.simple_write(&uid, (rehire.0, &rehire.1), &decided, |_, u, _now| {
                 if u.status != UserStatus::Dismissed {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::NotDismissed,
@@ -1643,12 +1669,11 @@ impl Call<'_> {
         };
         let context = json!({"access": granted.context()});
         let decided = Decided::by(self.ask(&actor, "renew_partner_access", &uid, Some(context))?);
-        let now = self.now();
         self.simple_write(
             &uid,
             ("partner.renew", &actor.to_string()),
             &decided,
-            |_, u| {
+            |_, u, now| {
                 let ended = u.access_ended(now) || u.status == UserStatus::Dismissed;
                 let Some(p) = u.partner.as_mut() else {
                     return Err(not_partner(&uid));
@@ -1662,6 +1687,7 @@ impl Call<'_> {
                         ),
                     });
                 }
+                end_still_ahead(end, now)?;
                 p.expires_at = end.and_then(partnergate_core::clock::format_ms);
                 Ok(())
             },
@@ -1675,12 +1701,11 @@ impl Call<'_> {
         let uid = parse_uid("user", "User", user)?;
         let actor = parse_uid("actor", "User", actor)?;
         let decided = Decided::by(self.ask(&actor, "end_partner_access", &uid, None)?);
-        let now = self.now();
         self.simple_write(
             &uid,
             ("partner.end", &actor.to_string()),
             &decided,
-            |_, u| end_now(&uid, u, now),
+            |_, u, now| end_now(&uid, u, now),
         )
     }
 
@@ -1697,7 +1722,7 @@ impl Call<'_> {
             let outcome = self.commit(
                 ("partner.access_ended", "system"),
                 &Decided::default(),
-                &mut |tx| {
+                &mut |tx, now| {
                     let mut u = user_in(tx, &uid)?;
                     let due = u.access_ended(now) && u.status != UserStatus::Dismissed;
                     if due {
@@ -1748,7 +1773,7 @@ impl Call<'_> {
             let outcome = self.commit(
                 ("partner.scopes_default", "system"),
                 &Decided::default(),
-                &mut |tx| {
+                &mut |tx, _now| {
                     let mut u = user_in(tx, &uid)?;
                     let due = u.partner.as_ref().is_some_and(|p| p.scopes.is_none());
                     if let (true, Some(p)) = (due, u.partner.as_mut()) {
@@ -1823,7 +1848,7 @@ impl Call<'_> {
                 &actor.to_string(),
             ),
             &decided,
-            |_, u| {
+            |_, u, _now| {
                 u.is_admin = admin;
                 Ok(())
             },
@@ -1835,16 +1860,16 @@ impl Call<'_> {
         uid: &EntityUid,
         (operation, actor): (&str, &str),
         decided: &Decided,
-        change: impl Fn(&mut dyn store::AccountTx, &mut UserView) -> Result<(), OrchestratorError>,
+        change: impl Fn(&mut dyn store::AccountTx, &mut UserView, i64) -> Result<(), OrchestratorError>,
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
         let outcome = self.commit(
             (operation, actor),
             decided,
-            &mut |tx| {
+            &mut |tx, now| {
                 let mut u = user_in(tx, uid)?;
-                change(tx, &mut u)?;
+                change(tx, &mut u, now)?;
                 let writes = vec![Orchestrator::record(schema, &u)?];
                 Ok((
                     writes,

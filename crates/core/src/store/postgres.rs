@@ -152,6 +152,35 @@ impl PgStore {
     }
 }
 
+impl Drop for PgStore {
+    /// The synchronous client closes its connection by blocking on its own
+    /// runtime, which panics on a thread that already runs one (the
+    /// sidecar's async shutdown drops the store there): the connection is
+    /// closed on a thread of its own, and waited for.
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(client) = client {
+            let closing = std::thread::Builder::new()
+                .name("partnergate-pg-close".into())
+                .spawn(move || drop(client));
+            match closing {
+                Ok(t) => {
+                    if t.join().is_err() {
+                        tracing::warn!("closing the PostgreSQL connection failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot close the PostgreSQL connection on a thread of its own");
+                }
+            }
+        }
+    }
+}
+
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
