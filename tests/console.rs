@@ -679,6 +679,41 @@ fn console_routes_follow_the_token_rules() {
     assert_eq!(status, 404);
 }
 
+/// Every answer under `/console` carries the security headers: the pages,
+/// and also an unknown page's 404 and a fragment's 401 without the token
+/// (answered before any console route runs).
+#[test]
+fn console_errors_carry_the_security_headers_too() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &[]);
+    for (path, want) in [
+        ("/console/policies", 200),
+        ("/console/no-such-page", 404),
+        ("/console/f/no-such-fragment", 404),
+        ("/console/assets/no-such-asset.js", 404),
+        ("/console/f/accounts/acme/partner-activity", 401),
+    ] {
+        let resp = server.client.get(server.url(path)).send().unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{path}");
+        let h = resp.headers();
+        let value = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            value("content-security-policy").contains("default-src 'none'")
+                || value("content-security-policy").contains("script-src 'self'"),
+            "{path}: {h:?}"
+        );
+        assert_eq!(value("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(value("x-frame-options"), "DENY", "{path}");
+        assert_eq!(value("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(value("cache-control"), "no-store", "{path}");
+    }
+}
+
 /// The text of the first `<pre ... id="ID"...>` or `<pre class="CLASS">`
 /// element of `html`, unescaped.
 fn pre_text(html: &str, marker: &str) -> String {

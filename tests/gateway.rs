@@ -611,6 +611,92 @@ fn a_grpc_check_that_never_finishes_arriving_is_cancelled_at_the_request_timeout
     });
 }
 
+/// Answers a gRPC client never reads (its streams have no flow-control
+/// window) are not held past the request timeout: the connection that
+/// holds them is closed (`reason="unread"`), and what it held is freed.
+#[test]
+fn answers_a_grpc_client_never_reads_are_not_held_past_the_request_timeout() {
+    use envoy_types::pb::envoy::service::auth::v3::{
+        attribute_context, AttributeContext, CheckRequest,
+    };
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use prost::Message as _;
+    let (_ws, server) = serve_demo(&[
+        "--ext-authz-grpc",
+        "127.0.0.1:0",
+        "--request-timeout-ms",
+        "300",
+        "--header-timeout-ms",
+        "300",
+        "--idle-timeout-ms",
+        "600000",
+    ]);
+    let addr = server.grpc.clone().unwrap();
+    // A Check answered with a body (a deny: its JSON reasons go in DATA).
+    let mut headers = std::collections::HashMap::new();
+    headers.insert("x-portal-user".to_string(), "pat".to_string());
+    let message = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "POST".into(),
+                    path: "/api/users/owner/dismiss".into(),
+                    host: "portal.test".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend(message);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let closed = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // No window: the server may send headers, never a byte of DATA.
+        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, GrpcBody>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let mut answered = Vec::new();
+        for _ in 0..20 {
+            let mut send = send.clone();
+            let body = Full::new(hyper::body::Bytes::from(framed.clone())).boxed();
+            // Sending stops once the sidecar has closed the connection.
+            if send.ready().await.is_err() {
+                break;
+            }
+            let Ok(resp) = send.send_request(check_call(&addr, body)).await else {
+                break;
+            };
+            assert_eq!(resp.status(), 200);
+            // Kept unread (dropping it would reset the stream).
+            answered.push(resp);
+        }
+        assert!(!answered.is_empty(), "no call was answered");
+        // The connection is closed by the sidecar, well before the idle
+        // timeout (10 minutes): the test's own bound is generous.
+        let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        drop(answered);
+        closed.is_ok()
+    });
+    assert!(
+        closed,
+        "the connection holding unread answers was still open"
+    );
+    assert_metrics(
+        &server,
+        &["partnergate_connections_closed_total{listener=\"grpc\",reason=\"unread\"} 1"],
+    );
+}
+
 /// Many Checks on one connection, each almost a whole `--max-body-bytes`
 /// message that never finishes arriving, hold at most
 /// `--max-body-bytes-in-flight` between them: the calls past it are

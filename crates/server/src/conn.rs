@@ -332,6 +332,11 @@ pub(crate) struct Activity {
     /// When the last request finished.
     idle_since: AtomicU64,
     wake: Notify,
+    /// Answers made but not yet sent in full (an HTTP/2 peer that does not
+    /// read keeps them in memory), by when each was made, and how long one
+    /// may wait before the connection is closed (`None`: not watched).
+    unsent: std::sync::Mutex<std::collections::BTreeMap<u64, u32>>,
+    unsent_limit: Option<Duration>,
 }
 
 impl Activity {
@@ -345,7 +350,46 @@ impl Activity {
             pending_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             wake: Notify::new(),
+            unsent: std::sync::Mutex::default(),
+            unsent_limit: None,
         }
+    }
+
+    /// A connection whose answers must be sent (read by the peer) within
+    /// `limit` of being made, else it is closed ([`Unsent`]).
+    pub(crate) fn with_unsent_limit(limit: Duration) -> Self {
+        Activity {
+            unsent_limit: Some(limit),
+            ..Activity::new()
+        }
+    }
+
+    /// Note an answer made now and not yet sent; the key to give back.
+    fn unsent_begin(&self) -> u64 {
+        let at = self.now();
+        if let Ok(mut m) = self.unsent.lock() {
+            *m.entry(at).or_default() += 1;
+        }
+        at
+    }
+
+    /// The answer made at `at` is sent (or dropped).
+    fn unsent_end(&self, at: u64) {
+        if let Ok(mut m) = self.unsent.lock() {
+            if let Some(n) = m.get_mut(&at) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&at);
+                }
+            }
+        }
+    }
+
+    /// When the oldest answer not yet sent must be sent by, if any.
+    fn unsent_due(&self) -> Option<Instant> {
+        let limit = self.unsent_limit?;
+        let oldest = *self.unsent.lock().ok()?.keys().next()?;
+        Some(self.at(oldest) + limit)
     }
 
     fn now(&self) -> u64 {
@@ -385,8 +429,13 @@ impl Activity {
     /// The next time to look, or why the connection must close now.
     fn due(&self, limits: &ConnLimits) -> Result<Instant, Close> {
         let now = Instant::now();
+        let unsent = self.unsent_due();
+        if unsent.is_some_and(|by| now >= by) {
+            return Err(Close::Unread);
+        }
+        let sooner = |at: Instant| unsent.map_or(at, |by| by.min(at));
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Ok(now + limits.header_timeout.min(limits.idle_timeout));
+            return Ok(sooner(now + limits.header_timeout.min(limits.idle_timeout)));
         }
         let pending = self.pending_since.load(Ordering::Acquire);
         let (at, why) = if pending == NONE {
@@ -400,8 +449,71 @@ impl Activity {
         if now >= at {
             Err(why)
         } else {
-            Ok(at)
+            Ok(sooner(at))
         }
+    }
+}
+
+/// A response body whose answer counts as not yet sent (on its
+/// connection's [`Activity`]) until it ends or is dropped: a peer that
+/// never reads an answer (an HTTP/2 stream with no flow-control window)
+/// holds it in memory only until the connection's unsent limit, when the
+/// watchdog closes the connection and everything it held is freed.
+pub(crate) struct Unsent<B> {
+    inner: B,
+    activity: Arc<Activity>,
+    at: Option<u64>,
+}
+
+impl<B> Unsent<B> {
+    /// `body`, counted on `activity` from now.
+    pub(crate) fn new(body: B, activity: Arc<Activity>) -> Self {
+        let at = Some(activity.unsent_begin());
+        Unsent {
+            inner: body,
+            activity,
+            at,
+        }
+    }
+
+    fn sent(&mut self) {
+        if let Some(at) = self.at.take() {
+            self.activity.unsent_end(at);
+        }
+    }
+}
+
+impl<B> Drop for Unsent<B> {
+    fn drop(&mut self) {
+        self.sent();
+    }
+}
+
+impl<B> hyper::body::Body for Unsent<B>
+where
+    B: hyper::body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.sent();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -412,6 +524,8 @@ enum Close {
     Silent,
     /// Nothing in flight for the idle timeout.
     Idle,
+    /// An answer the peer did not read within its limit.
+    Unread,
 }
 
 impl Close {
@@ -420,6 +534,7 @@ impl Close {
         match self {
             Close::Silent => "silent",
             Close::Idle => "idle",
+            Close::Unread => "unread",
         }
     }
 
@@ -427,6 +542,7 @@ impl Close {
         match self {
             Close::Silent => "no complete request headers within the header timeout",
             Close::Idle => "idle longer than the idle timeout",
+            Close::Unread => "an answer not read by the peer within the request timeout",
         }
     }
 }

@@ -515,20 +515,28 @@ pub async fn serve_on<T, I, A, F>(
         .keep_alive_timeout(std::time::Duration::from_secs(10))
         .max_concurrent_streams(1024);
     conn::accept_loop(accept, slots, stop, |io, accepted| {
-        let activity = Arc::new(conn::Activity::new());
+        // An answer must be read within the request timeout too: one the
+        // peer leaves unread (no flow-control window) closes the connection.
+        let activity = Arc::new(conn::Activity::with_unsent_limit(timeout));
         let service = service.clone();
         let act = activity.clone();
         let budget = budget.clone();
         let call = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let service = service.clone();
             let req = req.map(|body| budget.wrap(body, "grpc", over_budget));
-            conn::counted(&act, async move {
+            let unsent = act.clone();
+            let answer = conn::counted(&act, async move {
                 use tower::ServiceExt as _;
                 match tokio::time::timeout(timeout, service.oneshot(req)).await {
                     Ok(answered) => answered,
                     Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
                 }
-            })
+            });
+            async move {
+                answer
+                    .await
+                    .map(|resp| resp.map(|body| conn::Unsent::new(body, unsent)))
+            }
         });
         let connection = h2.serve_connection(io, call);
         async move {

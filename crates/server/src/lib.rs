@@ -371,6 +371,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             state,
             http::json_errors,
         ))
+        .layer(axum::middleware::from_fn(console::headers))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

@@ -131,12 +131,18 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/console/f/accounts/{id}/partner-activity",
             get(partners::activity),
         )
-        .layer(axum::middleware::from_fn(headers))
 }
 
-/// The security headers of every console response.
-async fn headers(req: Request, next: Next) -> Response {
+/// The security headers of every response under `/console` — the pages,
+/// and also the answers no console route makes: a 404 of an unknown page,
+/// the 401 of a fragment asked without the token (the router applies this
+/// outside its token guard and fallback).
+pub async fn headers(req: Request, next: Next) -> Response {
+    let console = req.uri().path() == "/console" || req.uri().path().starts_with("/console/");
     let mut resp = next.run(req).await;
+    if !console {
+        return resp;
+    }
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
