@@ -136,13 +136,21 @@ pub fn serve_command(ws: &Workspace, extra: &[&str]) -> Command {
 
 impl Server {
     pub fn start(ws: &Workspace, extra: &[&str]) -> Self {
+        let level = std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        Self::start_with(ws, extra, &level, Stdio::inherit())
+    }
+
+    /// [`Server::start`] with its log (`RUST_LOG=level`) going to `log`.
+    pub fn start_logging_to(ws: &Workspace, extra: &[&str], level: &str, log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        Self::start_with(ws, extra, level, Stdio::from(file))
+    }
+
+    fn start_with(ws: &Workspace, extra: &[&str], level: &str, stderr: Stdio) -> Self {
         let mut child = serve_command(ws, extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
