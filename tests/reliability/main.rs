@@ -13,6 +13,7 @@
 mod common;
 
 mod audit_disk;
+mod forged_proxy_headers;
 mod http_limits;
 mod listings;
 mod policy_files;
