@@ -29,10 +29,22 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "gateway-test-secret-0123456789abcdef-not-for-production";
 
-/// The shipped routes with a JWT identity (HS256 over [`SECRET`]), the
-/// principal sent upstream, and a dry-run route.
-fn routes_text() -> String {
+/// The shipped routes (the principal sent upstream) for the proxy kind
+/// `proxy` (the file's `proxy` key) with a JWT identity (HS256 over
+/// [`SECRET`]) and a dry-run route.
+fn routes_text(proxy: &str) -> String {
     let shipped = std::fs::read_to_string(common::repo().join("policies/routes.toml")).unwrap();
+    let shipped = shipped
+        .lines()
+        .map(|l| {
+            if l.starts_with("proxy = ") {
+                format!("proxy = \"{proxy}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let start = shipped.find("\n[identity]").unwrap() + 1;
     let end = shipped.find("\n[unmatched]").unwrap() + 1;
     let identity = r#"[identity]
@@ -42,9 +54,6 @@ algorithm = "HS256"
 key_file = "gateway.secret"
 issuers = ["https://id.test"]
 audiences = ["portal"]
-
-[response]
-principal_header = "x-portal-principal"
 
 "#;
     format!(
@@ -62,17 +71,27 @@ dry_run = true
     )
 }
 
-/// A workspace whose policies carry [`routes_text`] and the key.
+/// A workspace whose policies carry [`routes_text`] for Envoy and the key.
 fn workspace() -> Workspace {
+    workspace_for("envoy")
+}
+
+/// A workspace whose policies carry [`routes_text`] for `proxy` and the key.
+fn workspace_for(proxy: &str) -> Workspace {
     let ws = Workspace::new();
-    std::fs::write(ws.policies().join("routes.toml"), routes_text()).unwrap();
+    std::fs::write(ws.policies().join("routes.toml"), routes_text(proxy)).unwrap();
     std::fs::write(ws.policies().join("gateway.secret"), SECRET).unwrap();
     ws
 }
 
 /// A sidecar over [`workspace`] with the demo directory loaded.
 fn serve_demo(extra: &[&str]) -> (Workspace, Server) {
-    let ws = workspace();
+    serve_demo_for("envoy", extra)
+}
+
+/// A sidecar over [`workspace_for`] `proxy` with the demo directory loaded.
+fn serve_demo_for(proxy: &str, extra: &[&str]) -> (Workspace, Server) {
+    let ws = workspace_for(proxy);
     let server = Server::start(&ws, extra);
     server.load_demo();
     (ws, server)
@@ -181,7 +200,7 @@ fn record_of(ws: &Workspace, id: &str) -> Value {
 
 #[test]
 fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_request() {
-    let (ws, server) = serve_demo(&[]);
+    let (ws, server) = serve_demo_for("nginx", &[]);
     let url = server.url("/v1/gateway/check");
     let pat = bearer(&token("pat"));
     // nginx: X-Original-*; an allowed request gets the decision headers.
@@ -212,15 +231,15 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
         json!({"method": "POST", "path": "/api/users/emma/dismiss",
             "route": "/api/users/{id}/dismiss", "source": "jwt", "via": "http"})
     );
-    // Traefik / Caddy: X-Forwarded-*; a deny is a 403 with the reasons.
+    // A deny is a 403 with the reasons.
     let denied = send(
         &server.client,
         "GET",
         &url,
         &[
-            ("x-forwarded-method", "POST"),
-            ("x-forwarded-uri", "/api/users/owner/dismiss"),
-            ("x-forwarded-host", "portal.test"),
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/api/users/owner/dismiss"),
+            ("x-original-host", "portal.test"),
             ("authorization", &pat),
         ],
     );
@@ -237,23 +256,13 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
     let from_header: Value =
         serde_json::from_str(denied.header("x-partnergate-deny-body").unwrap()).unwrap();
     assert_eq!(from_header, body);
-    // A large upload's Content-Length, copied by the proxy, is not refused:
-    // the check never reads a body (Envoy's HTTP mode forwards the header).
-    // (Its own client: the unread body ends that connection after the answer.)
-    let big = reqwest::blocking::Client::new()
-        .post(server.url("/v1/gateway/envoy/api/users/emma/dismiss"))
-        .header("authorization", &pat)
-        .body(vec![b'x'; 2 * 1024 * 1024])
-        .send()
-        .unwrap();
-    assert_eq!(big.status().as_u16(), 200);
     // A proxy that does not say what it forwards is misconfigured: 400.
     let bad = send(&server.client, "GET", &url, &[("authorization", &pat)]);
     assert_eq!(bad.status, 400, "{bad:?}");
-    assert!(bad.json()["message"]
+    assert!(bad.json()["errors"][0]
         .as_str()
         .unwrap()
-        .contains("X-Original-URI"));
+        .contains("x-original-uri"));
     // `audit replay` re-decides gateway decisions like any other.
     let replay = Command::new(common::BIN)
         .args(["audit", "replay"])
@@ -266,17 +275,32 @@ fn forward_auth_answers_nginx_and_traefik_style_requests_and_logs_the_proxied_re
         .unwrap();
     let text = String::from_utf8_lossy(&replay.stdout);
     assert!(
-        text.contains("replayed 3 decision(s)") && text.contains("0 would change, 3 unchanged"),
+        text.contains("replayed 2 decision(s)") && text.contains("0 would change, 2 unchanged"),
         "{text}"
     );
     // The metrics count per route and result.
     assert_metrics(
         &server,
         &[
-            r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 2"#,
+            r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="allow"} 1"#,
             r#"partnergate_gateway_requests_total{via="http",route="/api/users/{id}/dismiss",result="deny"} 1"#,
         ],
     );
+    // Traefik (and Caddy): X-Forwarded-*, under `proxy = "traefik"`.
+    let (_ws, traefik) = serve_demo_for("traefik", &[]);
+    let ok = send(
+        &traefik.client,
+        "GET",
+        &traefik.url("/v1/gateway/check"),
+        &[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/api/users/emma/dismiss"),
+            ("x-forwarded-host", "portal.test"),
+            ("authorization", &pat),
+        ],
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.header("x-portal-principal"), Some("pat"));
 }
 
 #[test]
@@ -340,6 +364,16 @@ fn unmatched_public_and_dry_run_routes() {
     );
     let public = send(&server.client, "GET", &envoy("/static/app.js"), &[]);
     assert_eq!(public.status, 200, "{public:?}");
+    // A large upload's Content-Length, copied by the proxy, is not refused:
+    // the check never reads a body (Envoy's HTTP mode forwards the header).
+    // (Its own client: the unread body ends that connection after the answer.)
+    let big = reqwest::blocking::Client::new()
+        .post(envoy("/api/users/emma/dismiss"))
+        .header("authorization", &pat)
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 200);
     // Dry run: pat may not edit the owner's profile, but the route only logs.
     let dry = send(
         &server.client,
@@ -1063,6 +1097,26 @@ enum Kind {
     Caddy,
 }
 
+impl Kind {
+    /// The routes file's `proxy` for this proxy.
+    fn proxy(self) -> &'static str {
+        match self {
+            Kind::EnvoyGrpc | Kind::EnvoyHttp => "envoy",
+            Kind::Nginx => "nginx",
+            Kind::Caddy => "caddy",
+        }
+    }
+}
+
+/// One proxy scenario at a time: each drives a proxy, a server and client
+/// threads, which several at once on two cores would measure the machine.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running proxy over a copy of its example configuration; killed on drop.
 struct Proxy {
     child: Child,
@@ -1226,11 +1280,8 @@ fn through(kind: Kind, bin: &Path) {
     // One proxy scenario at a time: each times a reload against a one-second
     // goal, which three at once on two cores (each with its proxy, server
     // and client threads) would measure the machine instead.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let ws = workspace();
+    let _turn = one_at_a_time();
+    let ws = workspace_for(kind.proxy());
     let extra: &[&str] = if kind == Kind::EnvoyGrpc {
         &["--ext-authz-grpc", "127.0.0.1:0"]
     } else {
@@ -1552,5 +1603,395 @@ fn through_a_real_caddy() {
 fn through_a_real_nginx() {
     if let Some(bin) = tool_or_skip("PARTNERGATE_NGINX", "nginx") {
         through(Kind::Nginx, &bin);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Forged proxy headers, dot segments, forged decision headers.
+
+/// Both header sets a client could forge, each claiming a public question.
+const FORGED_SETS: [[(&str, &str); 3]; 2] = [
+    [
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/healthz"),
+        ("x-original-host", "portal.test"),
+    ],
+    [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/healthz"),
+        ("x-forwarded-host", "portal.test"),
+    ],
+];
+
+/// Every forgery: each forged header alone, each whole set, both sets.
+fn forgeries() -> Vec<Vec<(&'static str, &'static str)>> {
+    let mut all: Vec<Vec<(&str, &str)>> = FORGED_SETS.iter().flatten().map(|h| vec![*h]).collect();
+    all.extend(FORGED_SETS.iter().map(|s| s.to_vec()));
+    all.push(FORGED_SETS.concat());
+    all
+}
+
+/// The forward-auth door reads the original request from exactly the
+/// configured proxy's headers: a check that also carries the other set is
+/// refused (403, counted), never decided on the forged question; a door the
+/// configured proxy does not use refuses; without `proxy` the forward-auth
+/// door refuses and the Envoy doors serve.
+#[test]
+fn forward_auth_believes_only_the_configured_proxys_headers() {
+    let pat = bearer(&token("pat"));
+    for (proxy, own, other) in [
+        ("nginx", FORGED_SETS[0], FORGED_SETS[1]),
+        ("caddy", FORGED_SETS[1], FORGED_SETS[0]),
+        ("traefik", FORGED_SETS[1], FORGED_SETS[0]),
+    ] {
+        let (_ws, server) = serve_demo_for(proxy, &[]);
+        let url = server.url("/v1/gateway/check");
+        // The proxy's own set asks a denied question.
+        let real = [
+            (own[0].0, "POST"),
+            (own[1].0, "/api/users/owner/dismiss"),
+            (own[2].0, "portal.test"),
+            ("authorization", pat.as_str()),
+        ];
+        assert_eq!(send(&server.client, "GET", &url, &real).status, 403);
+        let mut refused = 0;
+        for forged in other.iter().map(|h| vec![*h]).chain([other.to_vec()]) {
+            let mut headers = real.to_vec();
+            headers.extend(&forged);
+            let seen = send(&server.client, "GET", &url, &headers);
+            assert_eq!(seen.status, 403, "{proxy} {forged:?}: {seen:?}");
+            let why = seen.json()["errors"][0].as_str().unwrap_or("").to_string();
+            assert!(
+                why.contains(forged[0].0) && why.contains(proxy),
+                "{proxy} {forged:?}: {why}"
+            );
+            assert!(seen.header("x-partnergate-decision-id").is_none());
+            refused += 1;
+        }
+        // Only the other set: the proxy's own is missing.
+        let seen = send(&server.client, "GET", &url, &other);
+        assert_eq!(seen.status, 403, "{proxy}: {seen:?}");
+        refused += 1;
+        // Two values of one header of the set: which one would the proxy mean?
+        let mut twice = real.to_vec();
+        twice.push((own[1].0, "/healthz"));
+        let seen = send(&server.client, "GET", &url, &twice);
+        assert_eq!(seen.status, 403, "{proxy} twice: {seen:?}");
+        refused += 1;
+        // The Envoy door is not this proxy's: refused, whatever it asks.
+        let envoy = send(
+            &server.client,
+            "GET",
+            &server.url("/v1/gateway/envoy/healthz"),
+            &[],
+        );
+        assert_eq!(envoy.status, 403, "{proxy}: {envoy:?}");
+        assert!(envoy.body.contains("does not ask through"), "{envoy:?}");
+        refused += 1;
+        assert_metrics(
+            &server,
+            &[&format!(
+                r#"partnergate_gateway_requests_total{{via="http",route="",result="proxy_mismatch"}} {refused}"#
+            )],
+        );
+    }
+    // proxy = "envoy": the forward-auth door is closed, the Envoy doors serve.
+    let (_ws, server) = serve_demo_for("envoy", &[]);
+    let fa = send(
+        &server.client,
+        "GET",
+        &server.url("/v1/gateway/check"),
+        &FORGED_SETS[0],
+    );
+    assert_eq!(fa.status, 403, "{fa:?}");
+    // Without the key: the same, with the reason and the fix.
+    let ws = workspace_for("envoy");
+    let routes = ws.policies().join("routes.toml");
+    let text = std::fs::read_to_string(&routes).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("proxy = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text);
+    std::fs::write(&routes, without).unwrap();
+    let server = Server::start(&ws, &[]);
+    server.load_demo();
+    let fa = send(
+        &server.client,
+        "GET",
+        &server.url("/v1/gateway/check"),
+        &FORGED_SETS[1],
+    );
+    assert_eq!(fa.status, 403, "{fa:?}");
+    assert!(fa.body.contains("names no `proxy`"), "{fa:?}");
+    let envoy = send(
+        &server.client,
+        "GET",
+        &server.url("/v1/gateway/envoy/healthz"),
+        &[],
+    );
+    assert_eq!(envoy.status, 200, "{envoy:?}");
+}
+
+/// The gRPC door under a forward-auth proxy refuses; under `envoy` it serves.
+#[test]
+fn the_grpc_door_serves_only_envoy() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{
+        attribute_context, check_response, AttributeContext, CheckRequest,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (proxy, passes) in [("nginx", false), ("caddy", false), ("envoy", true)] {
+        let (_ws, server) = serve_demo_for(proxy, &["--ext-authz-grpc", "127.0.0.1:0"]);
+        let addr = format!("http://{}", server.grpc.clone().unwrap());
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path: "/healthz".into(),
+                        host: "portal.test".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let resp = rt.block_on(async {
+            let mut client = AuthorizationClient::connect(addr).await.unwrap();
+            client.check(req).await.unwrap().into_inner()
+        });
+        let ok = matches!(
+            resp.http_response,
+            Some(check_response::HttpResponse::OkResponse(_))
+        );
+        assert_eq!(ok, passes, "{proxy}: {resp:?}");
+    }
+}
+
+/// One request written as is (no client-side normalisation of `..`):
+/// the status the proxy answered.
+fn raw_status(port: u16, method: &str, target: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = BufReader::new(stream).read_line(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Through the real proxy: a client that forges the other proxy's headers
+/// (or its own proxy's), writes dot segments, or sends its own decision and
+/// principal headers never has a forged question allowed, never reaches the
+/// upstream with a denied request, and never passes its own decision or
+/// principal headers upstream, on allowed and public answers alike.
+fn forged_through(kind: Kind, bin: &Path) {
+    let _turn = one_at_a_time();
+    let ws = workspace_for(kind.proxy());
+    let extra: &[&str] = if kind == Kind::EnvoyGrpc {
+        &["--ext-authz-grpc", "127.0.0.1:0"]
+    } else {
+        &[]
+    };
+    let server = Server::start(&ws, extra);
+    server.load_demo();
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(kind, bin, &server, &upstream);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let pat = bearer(&token("pat"));
+    let mut tried = 0;
+    // A denied question, and an unauthenticated one, with each forgery.
+    for forged in forgeries() {
+        for auth in [Some(pat.as_str()), None] {
+            let mut headers = forged.clone();
+            if let Some(a) = auth {
+                headers.push(("authorization", a));
+            }
+            let before = upstream.count();
+            let seen = send(
+                &client,
+                "POST",
+                &proxy.url("/api/users/owner/dismiss"),
+                &headers,
+            );
+            assert!(
+                !(200..300).contains(&seen.status),
+                "{kind:?} {forged:?} auth={}: {seen:?}",
+                auth.is_some()
+            );
+            assert_eq!(
+                upstream.count(),
+                before,
+                "{kind:?} {forged:?}: upstream reached"
+            );
+            tried += 1;
+        }
+    }
+    // Dot segments that would make a public path a routed one upstream.
+    for target in [
+        "/static/../api/users/owner/dismiss",
+        "/static/%2e%2e/api/users/owner/dismiss",
+        "/static/%2E%2e/api/users/owner/dismiss",
+        "/static/x%2f..%2f..%2fapi/users/owner/dismiss",
+        "/static/..%5capi%5cusers%5cowner%5cdismiss",
+        "/static/..;/api/users/owner/dismiss",
+    ] {
+        let before = upstream.count();
+        let status = raw_status(proxy.port, "POST", target, &[("authorization", &pat)]);
+        // Whatever the proxy makes of the path (as is, or normalised), it
+        // names the denied dismissal of the owner: never upstream.
+        assert_eq!(
+            upstream.count(),
+            before,
+            "{kind:?} {target}: {status}, upstream saw {}",
+            upstream.last()
+        );
+        assert!(!(200..300).contains(&status), "{kind:?} {target}: {status}");
+        tried += 1;
+    }
+    // Forged decision and principal headers: on a public answer none of
+    // them reaches the upstream; on an allowed one, PartnerGate's values.
+    let forged_ours = [
+        ("x-portal-principal", "owner"),
+        ("x-partnergate-decision-id", "forged"),
+        ("x-partnergate-policy-version", "forged"),
+        ("x-partnergate-dry-run", "deny"),
+    ];
+    let public = send(&client, "GET", &proxy.url("/healthz"), &forged_ours);
+    assert_eq!(public.status, 200, "{kind:?}: {public:?}");
+    let seen = upstream.last();
+    for (name, _) in forged_ours {
+        assert!(
+            seen["headers"].get(name).is_none(),
+            "{kind:?}: a public answer passed the client's {name}: {seen}"
+        );
+    }
+    let mut headers = forged_ours.to_vec();
+    headers.push(("authorization", &pat));
+    let ok = send(
+        &client,
+        "POST",
+        &proxy.url("/api/users/emma/dismiss"),
+        &headers,
+    );
+    assert_eq!(ok.status, 200, "{kind:?}: {ok:?}");
+    let seen = upstream.last();
+    assert_eq!(seen["path"], "/api/users/emma/dismiss");
+    let h = &seen["headers"];
+    assert_eq!(h["x-portal-principal"], "pat", "{kind:?}: {seen}");
+    assert_ne!(h["x-partnergate-decision-id"], "forged", "{kind:?}: {seen}");
+    assert_ne!(
+        h["x-partnergate-policy-version"], "forged",
+        "{kind:?}: {seen}"
+    );
+    assert!(h.get("x-partnergate-dry-run").is_none(), "{kind:?}: {seen}");
+    eprintln!("{kind:?}: {tried} forged requests, none allowed");
+}
+
+#[test]
+fn forged_headers_through_a_real_caddy() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_CADDY", "caddy") {
+        forged_through(Kind::Caddy, &bin);
+    }
+}
+
+#[test]
+fn forged_headers_through_a_real_nginx() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_NGINX", "nginx") {
+        forged_through(Kind::Nginx, &bin);
+    }
+}
+
+#[test]
+fn forged_headers_through_a_real_envoy_over_grpc() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") {
+        forged_through(Kind::EnvoyGrpc, &bin);
+    }
+}
+
+#[test]
+fn forged_headers_through_a_real_envoy_over_http() {
+    if let Some(bin) = tool_or_skip("PARTNERGATE_ENVOY", "envoy") {
+        forged_through(Kind::EnvoyHttp, &bin);
+    }
+}
+
+/// A gRPC path carrying a newline and a fake log line: the sidecar's log
+/// output keeps it inside the one line that logs it.
+#[test]
+fn a_newline_in_a_grpc_path_forges_no_log_line() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{
+        attribute_context, AttributeContext, CheckRequest,
+    };
+    let ws = workspace();
+    let log = ws.path().join("serve.log");
+    let server = Server::start_logging_to(&ws, &["--ext-authz-grpc", "127.0.0.1:0"], "info", &log);
+    let addr = format!("http://{}", server.grpc.clone().unwrap());
+    let fake = "2030-01-01T00:00:00.000000Z  INFO partnergate: FORGED-LINE admin granted";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for path in [
+        format!("/nothing\n{fake}"),
+        format!("/nothing\r\n{fake}"),
+        format!("/nothing\u{2028}{fake}"),
+        format!("/nothing\u{1b}[2K\r{fake}"),
+    ] {
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        method: "GET".into(),
+                        path,
+                        host: "portal.test".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        rt.block_on(async {
+            let mut client = AuthorizationClient::connect(addr.clone()).await.unwrap();
+            client.check(req).await.unwrap()
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let logged = text.lines().filter(|l| l.contains("FORGED-LINE")).count();
+        if logged >= 4 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logged = text.lines().filter(|l| l.contains("FORGED-LINE")).count();
+    assert_eq!(logged, 4, "{text}");
+    for line in text.lines() {
+        if line.contains("FORGED-LINE") {
+            assert!(
+                line.contains("gateway:") && !line.starts_with("2030-"),
+                "a forged line: {line:?}\nin\n{text}"
+            );
+        }
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "a control character in {line:?}"
+        );
     }
 }

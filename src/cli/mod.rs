@@ -6,6 +6,7 @@
 //! Deny (`authorize`), 3 validation failed (`check`).
 
 pub mod audit;
+pub mod log_lines;
 pub mod partners;
 pub mod prove;
 pub mod search;
@@ -728,13 +729,16 @@ fn log_cli_decision(
     }
 }
 
-/// Install the log subscriber (RUST_LOG, default `info`), once.
+/// Install the log subscriber (RUST_LOG, default `info`), once: plain text
+/// on stderr, one line per event (control characters a field carries are
+/// escaped by [`log_lines`], so no colours either).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_writer(log_lines::EscapedStderr)
         .try_init();
 }
 

@@ -134,23 +134,31 @@ pub fn serve_command(ws: &Workspace, extra: &[&str]) -> Command {
     command
 }
 
+/// The servers' log level: `PG_TEST_LOG`, else `warn`.
+fn default_log_level() -> String {
+    std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 impl Server {
     pub fn start(ws: &Workspace, extra: &[&str]) -> Self {
-        Self::start_with(ws, extra, Stdio::inherit())
+        Self::start_with(ws, extra, &default_log_level(), Stdio::inherit())
     }
 
     /// [`Server::start`] with its standard error piped: take it from
     /// `child.stderr` to read what the server wrote there.
     pub fn start_with_stderr(ws: &Workspace, extra: &[&str]) -> Self {
-        Self::start_with(ws, extra, Stdio::piped())
+        Self::start_with(ws, extra, &default_log_level(), Stdio::piped())
     }
 
-    fn start_with(ws: &Workspace, extra: &[&str], stderr: Stdio) -> Self {
+    /// [`Server::start`] with its log (`RUST_LOG=level`) going to `log`.
+    pub fn start_logging_to(ws: &Workspace, extra: &[&str], level: &str, log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        Self::start_with(ws, extra, level, Stdio::from(file))
+    }
+
+    fn start_with(ws: &Workspace, extra: &[&str], level: &str, stderr: Stdio) -> Self {
         let mut child = serve_command(ws, extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

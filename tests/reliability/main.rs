@@ -14,6 +14,7 @@ mod common;
 
 mod audit_disk;
 mod clock_storms;
+mod forged_proxy_headers;
 mod http_limits;
 mod listings;
 mod policy_files;

@@ -15,6 +15,7 @@ use partnergate_policy::engine::Effect;
 use serde_json::json;
 
 use crate::identity::{IdentityError, Source};
+use crate::proxy::{door_open, Door, HeaderSet};
 use crate::{map, GatewayRequest, Outcome, Refusal, Routes};
 
 /// Which front door asked (a label of the log record and the metrics).
@@ -55,6 +56,9 @@ pub enum Verdict {
     Refused,
     /// Gateway mode is off (no routes file): denied.
     NotConfigured,
+    /// The check came through a door the configured proxy does not use, or
+    /// carries headers that proxy never sends (a client's forgery): denied.
+    ProxyMismatch,
 }
 
 impl Verdict {
@@ -69,6 +73,7 @@ impl Verdict {
             Verdict::Unauthenticated => "unauthenticated",
             Verdict::Refused => "refused",
             Verdict::NotConfigured => "not_configured",
+            Verdict::ProxyMismatch => "proxy_mismatch",
         }
     }
 
@@ -85,8 +90,14 @@ pub struct Reply {
     pub verdict: Verdict,
     /// 200 when it passes; else 401 or 403.
     pub status: u16,
-    /// Headers to add to the request sent upstream (when it passes).
+    /// Headers to add to the request sent upstream (when it passes),
+    /// replacing any the client sent under the same name.
     pub upstream: Vec<(String, String)>,
+    /// Headers of PartnerGate's (the decision headers, the principal
+    /// header) that this answer does not set: removed from the request
+    /// sent upstream (when it passes), so a client's own copy never
+    /// reaches the upstream.
+    pub remove: Vec<String>,
     /// Headers for the client (when it does not pass).
     pub client: Vec<(String, String)>,
     /// The JSON body for the client (when it does not pass).
@@ -98,20 +109,126 @@ pub struct Reply {
     pub answer: Option<Answer>,
 }
 
-/// Check `req` under the serving pack's routes: map, decide, reply. Every
-/// failure is a 401 or a 403, never an allow; each outcome is counted.
-pub fn check(authz: &Authz, req: &GatewayRequest<'_>, via: Via) -> Reply {
+/// The wire label of a door.
+fn via_of(door: Door) -> Via {
+    match door {
+        Door::EnvoyGrpc => Via::Grpc,
+        Door::EnvoyHttp | Door::ForwardAuth => Via::Http,
+    }
+}
+
+/// Check `req`, as Envoy sent it through `door`, under the serving pack's
+/// routes: map, decide, reply. A door the routes file's `proxy` does not
+/// use is refused. Every failure is a 401 or a 403, never an allow; each
+/// outcome is counted.
+pub fn check(authz: &Authz, req: &GatewayRequest<'_>, door: Door) -> Reply {
+    let via = via_of(door);
     let pack = authz.evaluator().current();
     let reply = match pack.extension::<Routes>() {
-        None => refuse(
-            Verdict::NotConfigured,
-            None,
-            "gateway mode is off: there is no routes file beside the policies".into(),
-        ),
-        Some(routes) => check_with(authz, &pack, &routes, req, via),
+        None => not_configured(),
+        Some(routes) => match door_open(routes.proxy, door) {
+            Err(why) => mismatch(403, why),
+            Ok(()) => check_with(authz, &pack, &routes, req, via),
+        },
     };
     count(via, reply.route.as_deref(), reply.verdict);
     reply
+}
+
+/// What the forward-auth door received: its headers, by lower-case name
+/// (`header`: the first value; `count`: how many values).
+pub struct ForwardAuth<'a> {
+    /// The first value of a header (a non-UTF-8 value counts as absent).
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// How many times a header occurs.
+    pub count: &'a dyn Fn(&str) -> usize,
+}
+
+/// Check a forward-auth request (nginx, Caddy, Traefik): the original
+/// method, URI and host come from exactly the header set of the routes
+/// file's `proxy`; a request that also carries the other set, or one of
+/// its own headers twice, is refused (403: a client's forgery, since the
+/// configured proxy never sends them), and one without its method and URI
+/// is a 400 (the proxy is misconfigured). When the routes file names hosts
+/// (a route's `host`, `[[unmatched.host]]`), the host header is required.
+pub fn check_forward_auth(authz: &Authz, seen: &ForwardAuth<'_>) -> Reply {
+    let pack = authz.evaluator().current();
+    let reply = match pack.extension::<Routes>() {
+        None => not_configured(),
+        Some(routes) => match forward_auth_request(&routes, seen) {
+            Err(reply) => *reply,
+            Ok((own, host)) => {
+                let (method, uri) = (
+                    (seen.header)(own.method).unwrap_or_default(),
+                    (seen.header)(own.uri).unwrap_or_default(),
+                );
+                check_with(
+                    authz,
+                    &pack,
+                    &routes,
+                    &GatewayRequest {
+                        method,
+                        host,
+                        uri,
+                        header: seen.header,
+                    },
+                    Via::Http,
+                )
+            }
+        },
+    };
+    count(Via::Http, reply.route.as_deref(), reply.verdict);
+    reply
+}
+
+/// The configured proxy's header set and the original host, or the refusal.
+fn forward_auth_request<'a>(
+    routes: &Routes,
+    seen: &ForwardAuth<'a>,
+) -> Result<(HeaderSet, Option<&'a str>), Box<Reply>> {
+    door_open(routes.proxy, Door::ForwardAuth).map_err(|why| Box::new(mismatch(403, why)))?;
+    let Some((own, other)) = routes.proxy.and_then(|k| k.forward_auth_sets()) else {
+        return Err(Box::new(mismatch(403, "no forward-auth header set".into())));
+    };
+    let kind = routes.proxy.map_or("", |k| k.as_str());
+    if let Some(name) = other.names().into_iter().find(|n| (seen.count)(n) > 0) {
+        return Err(Box::new(mismatch(
+            403,
+            format!(
+                "the check carries `{name}`, which {kind} never sends (its request is in {}, {}, {}): \
+                 a client's own header; configure {kind} to strip it",
+                own.method, own.uri, own.host
+            ),
+        )));
+    }
+    if let Some(name) = own.names().into_iter().find(|n| (seen.count)(n) > 1) {
+        return Err(Box::new(mismatch(
+            403,
+            format!("`{name}` occurs more than once: which request would {kind} mean?"),
+        )));
+    }
+    if (seen.header)(own.method).is_none() || (seen.header)(own.uri).is_none() {
+        return Err(Box::new(mismatch(
+            400,
+            format!(
+                "proxy = \"{kind}\": the forward-auth endpoint needs the original method and URI in {} and {}",
+                own.method, own.uri
+            ),
+        )));
+    }
+    let host = (seen.header)(own.host);
+    let names_hosts =
+        routes.routes.iter().any(|r| r.host.is_some()) || !routes.host_public.is_empty();
+    if host.is_none() && names_hosts {
+        return Err(Box::new(mismatch(
+            400,
+            format!(
+                "proxy = \"{kind}\": the routes file names hosts, and the check has no {}",
+                own.host
+            ),
+        )));
+    }
+    Ok((own, host))
 }
 
 fn check_with(
@@ -128,6 +245,7 @@ fn check_with(
                 verdict: Verdict::Public,
                 status: 200,
                 upstream: Vec::new(),
+                remove: owned_headers(routes),
                 client: Vec::new(),
                 body: None,
                 route: Some(template),
@@ -141,6 +259,10 @@ fn check_with(
                 None,
                 format!("no route matches {method} {path}"),
             );
+        }
+        Err(Refusal::BadPath { path, reason }) => {
+            tracing::info!(%path, %reason, "gateway: a path the upstream could read otherwise (deny)");
+            return refuse(Verdict::Refused, None, format!("path {path}: {reason}"));
         }
         Err(Refusal::Identity(e)) => return unauthenticated(routes, &e),
         Err(Refusal::BadRequest { route, reason }) => {
@@ -189,13 +311,18 @@ fn check_with(
         } else {
             tracing::info!(route = %mapped.route, decision_id = %answer.decision_id,
                 "gateway: dry-run route denied; allowed anyway");
-            upstream.push(("x-partnergate-dry-run".into(), "deny".into()));
+            upstream.push((DRY_RUN_HEADER.into(), "deny".into()));
             Verdict::DryRunDeny
         };
+        let remove = owned_headers(routes)
+            .into_iter()
+            .filter(|n| !upstream.iter().any(|(set, _)| set == n))
+            .collect();
         return Reply {
             verdict: outcome,
             status: 200,
             upstream,
+            remove,
             client: Vec::new(),
             body: None,
             route: Some(mapped.route),
@@ -210,11 +337,43 @@ fn check_with(
         verdict: Verdict::Deny,
         status: 403,
         upstream: Vec::new(),
+        remove: Vec::new(),
         client: ids,
         body: Some(body),
         route: Some(mapped.route),
         answer: Some(answer),
     }
+}
+
+/// The name of the header that marks a dry-run route's Deny.
+pub const DRY_RUN_HEADER: &str = "x-partnergate-dry-run";
+
+/// Every header PartnerGate sets on a request sent upstream.
+fn owned_headers(routes: &Routes) -> Vec<String> {
+    let h = &routes.response;
+    let mut names = vec![
+        h.decision_id.clone(),
+        h.policy_version.clone(),
+        DRY_RUN_HEADER.to_string(),
+    ];
+    names.extend(h.principal.clone());
+    names
+}
+
+fn not_configured() -> Reply {
+    refuse(
+        Verdict::NotConfigured,
+        None,
+        "gateway mode is off: there is no routes file beside the policies".into(),
+    )
+}
+
+/// A refusal of the door or of its headers (`status` 400 or 403).
+fn mismatch(status: u16, reason: String) -> Reply {
+    tracing::info!(%reason, "gateway: refused at the door (deny)");
+    let mut reply = refuse(Verdict::ProxyMismatch, None, reason);
+    reply.status = status;
+    reply
 }
 
 /// A 403 without a decision: the reason goes in the body's `errors`.
@@ -224,6 +383,7 @@ fn refuse(verdict: Verdict, route: Option<String>, reason: String) -> Reply {
         verdict,
         status: 403,
         upstream: Vec::new(),
+        remove: Vec::new(),
         client: Vec::new(),
         body: Some(body),
         route,
@@ -247,6 +407,7 @@ fn unauthenticated(routes: &Routes, e: &IdentityError) -> Reply {
         verdict: Verdict::Unauthenticated,
         status: 401,
         upstream: Vec::new(),
+        remove: Vec::new(),
         client: vec![("www-authenticate".into(), ascii(&challenge))],
         body: Some(body),
         route: None,

@@ -62,9 +62,9 @@ pub struct JwtConfig {
     pub key: Vec<u8>,
     /// How `key` is written.
     pub format: KeyFormat,
-    /// Accepted issuers (`iss`), none = not checked.
+    /// Accepted issuers (`iss`, then required), none = not checked.
     pub issuers: Vec<String>,
-    /// Accepted audiences (`aud`), none = not checked.
+    /// Accepted audiences (`aud`, then required), none = not checked.
     pub audiences: Vec<String>,
     /// The claim naming the principal (default `sub`).
     pub claim: String,
@@ -99,16 +99,20 @@ impl JwtVerifier {
         let mut validation = Validation::new(algorithm);
         validation.validate_nbf = true;
         validation.leeway = config.leeway;
+        // A configured check requires its claim: a token without `iss` (or
+        // `aud`) is refused, never let through unchecked.
         validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
         if config.issuers.is_empty() {
             validation.iss = None;
         } else {
             validation.set_issuer(&config.issuers);
+            validation.required_spec_claims.insert("iss".into());
         }
         if config.audiences.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&config.audiences);
+            validation.required_spec_claims.insert("aud".into());
         }
         Ok(JwtVerifier {
             keys,

@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod identity;
+pub mod proxy;
 pub mod routes;
 pub mod template;
 pub mod types;
@@ -20,15 +21,16 @@ use std::collections::BTreeMap;
 
 use partnergate_core::authz::Query;
 
-pub use check::{check, Reply, Verdict, Via};
+pub use check::{check, check_forward_auth, Reply, Verdict, Via};
 pub use identity::{Identity, IdentityError, Source};
+pub use proxy::{Door, ProxyKind};
 pub use routes::{parse, parse_typed, Route, Routes, ROUTES_FILE};
 
 /// What an adapter saw of the proxied request.
 pub struct GatewayRequest<'a> {
     /// The original method (`GET`, `POST`, ...).
     pub method: &'a str,
-    /// The original host, without port, if known.
+    /// The original host, if known (compared in [`proxy::normalize_host`]'s form).
     pub host: Option<&'a str>,
     /// The original path and query (`/api/users/pat?x=1`).
     pub uri: &'a str,
@@ -69,6 +71,16 @@ pub enum Refusal {
         /// The request's path.
         path: String,
     },
+    /// A path the upstream could read differently from the routes: a dot
+    /// segment (`.`, `..`, also percent-encoded or before a `;`), an encoded
+    /// slash or backslash, a backslash, a control character: deny.
+    #[error("path {path}: {reason}")]
+    BadPath {
+        /// The request's path.
+        path: String,
+        /// Which segment, and why.
+        reason: String,
+    },
     /// A missing or invalid identity: 401.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -85,22 +97,32 @@ pub enum Refusal {
 
 /// Map `req` under `routes`: the first route whose method, host and path
 /// match decides; else a public path is allowed; else [`Refusal::NoRoute`].
+///
+/// A path with a segment the upstream could read differently (see
+/// [`Refusal::BadPath`]) is refused before any matching; hosts are compared
+/// in [`proxy::normalize_host`]'s form.
 pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal> {
     let (path, query) = req.uri.split_once('?').unwrap_or((req.uri, ""));
+    if let Err(reason) = template::unambiguous(path) {
+        return Err(Refusal::BadPath {
+            path: path.to_string(),
+            reason,
+        });
+    }
+    let host = req.host.map(proxy::normalize_host);
     let found = routes.routes.iter().find_map(|r| {
         let method_ok =
             r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method));
         let host_ok = r
             .host
             .as_deref()
-            .is_none_or(|want| req.host.is_some_and(|h| h.eq_ignore_ascii_case(want)));
+            .is_none_or(|want| host.as_deref() == Some(want));
         if !(method_ok && host_ok) {
             return None;
         }
         r.template.matches(path).map(|bound| (r, bound))
     });
     let Some((route, bound)) = found else {
-        let host = req.host.map(str::to_ascii_lowercase);
         let public = host
             .as_deref()
             .and_then(|h| routes.host_public.iter().find(|(name, _)| name == h))

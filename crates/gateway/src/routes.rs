@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::identity::{JwtConfig, JwtVerifier, KeyFormat};
+use crate::proxy::{normalize_host, ProxyKind};
 use crate::template::Template;
 use crate::types::{ContextTypes, Kind};
 use crate::uid::{TypedId, UidError, UidTemplate};
@@ -23,6 +24,7 @@ pub const ROUTES_FILE: &str = "routes.toml";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    proxy: Option<Spanned<String>>,
     identity: RawIdentity,
     #[serde(default)]
     unmatched: RawUnmatched,
@@ -47,7 +49,7 @@ struct RawIdentity {
     audiences: Vec<String>,
     claim: Option<String>,
     #[serde(default)]
-    copy_claims: Vec<String>,
+    copy_claims: Vec<Spanned<String>>,
     #[serde(default)]
     leeway_seconds: u64,
 }
@@ -170,6 +172,10 @@ impl Default for ResponseHeaders {
 pub struct Routes {
     /// The file it was read from.
     pub file: PathBuf,
+    /// The proxy in front (the top-level `proxy` key): which door serves
+    /// and which headers the forward-auth door believes (`None`: only the
+    /// Envoy doors serve).
+    pub proxy: Option<ProxyKind>,
     /// Principal uids of the file's `principal_type`, from the identity's id.
     pub principal_uid: TypedId,
     /// Action uids of the HTTP method (a route that names no action).
@@ -180,7 +186,7 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// Paths allowed without a decision when no route matches.
     pub public: Vec<Template>,
-    /// Per host (lower case), the paths allowed without a decision when no
+    /// Per host ([`normalize_host`]'s form), the paths allowed without a decision when no
     /// route matches, instead of [`Routes::public`] (empty: deny them all).
     pub host_public: Vec<(String, Vec<Template>)>,
     /// The names of the headers an answer carries.
@@ -248,11 +254,26 @@ pub fn parse_typed(
             ),
         ));
     }
+    let proxy = match &raw.proxy {
+        None => None,
+        Some(p) => Some(ProxyKind::parse(p.get_ref()).ok_or_else(|| {
+            at.problem(
+                Some(p.span().start),
+                format!(
+                    "field `proxy`: `{}` is not {}",
+                    p.get_ref(),
+                    ProxyKind::NAMES
+                ),
+            )
+        })?),
+    };
+    let copied = raw.identity.copy_claims.clone();
     let identity = identity(&at, raw.identity)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for r in raw.routes {
         routes.push(route(&at, r, schema, types, &known_type)?);
     }
+    copied_claims_declared(&at, &copied, &routes, types)?;
     let templates = |list: Vec<Spanned<String>>,
                      field: &str|
      -> Result<Vec<Template>, Box<Problem>> {
@@ -267,13 +288,14 @@ pub fn parse_typed(
     let mut host_public = Vec::new();
     for h in raw.unmatched.host {
         host_public.push((
-            h.host.to_ascii_lowercase(),
+            normalize_host(&h.host),
             templates(h.public, "unmatched.host.public")?,
         ));
     }
     let response = response_headers(&at, raw.response)?;
     Ok(Routes {
         file: file.to_path_buf(),
+        proxy,
         principal_uid: TypedId::new(&principal_type),
         method_action: TypedId::new("Action"),
         identity,
@@ -361,7 +383,11 @@ fn identity(at: &At<'_>, raw: RawIdentity) -> Result<IdentitySource, Box<Problem
                 issuers: raw.issuers,
                 audiences: raw.audiences,
                 claim: raw.claim.unwrap_or_else(|| "sub".into()),
-                copy: raw.copy_claims,
+                copy: raw
+                    .copy_claims
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
                 leeway: raw.leeway_seconds,
             };
             let verifier = JwtVerifier::new(&config, &path).map_err(|e| {
@@ -441,13 +467,52 @@ fn route(
     Ok(Route {
         methods,
         template,
-        host: r.host.map(|h| h.to_ascii_lowercase()),
+        host: r.host.as_deref().map(normalize_host),
         action: action_uid_checked,
         resource,
         dry_run: r.dry_run,
         context,
         context_kinds,
     })
+}
+
+/// Each claim `copy_claims` names goes into the context of every routed
+/// request: a claim the context of a route's action does not declare would
+/// have every request of that route denied by the schema, so it is refused
+/// here (routes that name no action, or whose action's context is not
+/// readable, are left to Cedar's validation).
+fn copied_claims_declared(
+    at: &At<'_>,
+    copied: &[Spanned<String>],
+    routes: &[Route],
+    types: Option<&ContextTypes>,
+) -> Result<(), Box<Problem>> {
+    let Some(types) = types else {
+        return Ok(());
+    };
+    for claim in copied {
+        for r in routes {
+            let Some(action) = &r.action else { continue };
+            let name = action.id().unescaped();
+            let Some(Some(declared)) = types.of(name) else {
+                continue;
+            };
+            if !declared.contains_key(claim.get_ref()) {
+                return Err(at.problem(
+                    Some(claim.span().start),
+                    format!(
+                        "field `identity.copy_claims`: claim `{}` is copied into every request's \
+                         context, but the context of action `{name}` (route `{}`) has no \
+                         attribute `{}`, so the schema would deny every request of that route",
+                        claim.get_ref(),
+                        r.template.as_str(),
+                        claim.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A route's context members: where each comes from, and the kind the

@@ -149,6 +149,49 @@ impl Template {
     }
 }
 
+/// `Ok` when every segment of `path` means the same to PartnerGate and to
+/// any upstream: no dot segment (`.` or `..`, also percent-encoded, also
+/// before a `;` parameter as some servers read it), no slash or backslash
+/// hidden in a segment (`%2f`, `%5c`), no backslash (some servers read it
+/// as `/`), no control character, nothing encoded twice into one of these
+/// (`%252e`). Refusing them, rather than normalising as one upstream would,
+/// leaves nothing to guess about how the upstream normalises. Else which
+/// segment and why.
+pub fn unambiguous(path: &str) -> Result<(), String> {
+    if path.contains('\\') {
+        return Err("a segment with a backslash (some servers read it as `/`)".into());
+    }
+    for segment in path.split('/') {
+        let lower = segment.to_ascii_lowercase();
+        let decoded = decode(segment).unwrap_or_else(|| segment.to_string());
+        let decoded_lower = decoded.to_ascii_lowercase();
+        let why = if lower.contains("%2f") || lower.contains("%5c") {
+            Some("an encoded `/` or `\\` inside a segment")
+        } else if decoded.contains('\\') {
+            Some("an encoded backslash")
+        } else if ["%2e", "%2f", "%5c"]
+            .iter()
+            .any(|e| decoded_lower.contains(e))
+        {
+            Some("a `.`, `/` or `\\` encoded twice")
+        } else if decoded.chars().any(char::is_control) {
+            Some("a control character")
+        } else {
+            let name = decoded.split(';').next().unwrap_or("");
+            matches!(name, "." | "..").then_some("a dot segment (`.` or `..`)")
+        };
+        if let Some(why) = why {
+            return Err(format!("segment `{}`: {why}", escape(segment)));
+        }
+    }
+    Ok(())
+}
+
+/// `text` with control characters escaped, for a message.
+fn escape(text: &str) -> String {
+    text.chars().flat_map(char::escape_default).collect()
+}
+
 /// Percent-decode one path segment; `None` when it is malformed or not UTF-8.
 pub(crate) fn decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();

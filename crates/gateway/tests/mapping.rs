@@ -639,3 +639,142 @@ context = { lmit = "query:limit" }
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Requests shaped by an attacker.
+
+/// Every way to write a dot segment, an encoded slash or a backslash, at
+/// every place of a public path: never public, never a decision.
+#[test]
+fn dot_segments_and_their_encodings_are_refused_never_public() {
+    let routes = routes_with(HEADER_ID, ROUTES).unwrap();
+    let h = &[("x-user", "pat")];
+    for uri in [
+        "/static/../api/users/owner/dismiss",
+        "/static/./../api/users/owner/dismiss",
+        "/static/%2e%2e/api/users/owner/dismiss",
+        "/static/%2E%2e/api/users/owner/dismiss",
+        "/static/.%2E/api/users/owner/dismiss",
+        "/static/%2e./api/users/owner/dismiss",
+        "/static/..;/api/users/owner/dismiss",
+        "/static/..%3b/api/users/owner/dismiss",
+        "/static/x%2f..%2f..%2fapi/users/owner/dismiss",
+        "/static/x%2F..%2Fapi",
+        "/static/..\\api\\users\\owner\\dismiss",
+        "/static/..%5capi%5cusers",
+        "/static/%252e%252e/api/users/owner/dismiss",
+        "/static/.",
+        "/static/..",
+        "/healthz/..",
+        "/static/a/../../api/users/owner/dismiss?x=1",
+        "/api/users/../users/owner/dismiss",
+        "/api/users/emma/../owner/dismiss",
+        "/api/users/%2e%2e/dismiss",
+    ] {
+        let r = run(&routes, req("POST", None, uri, h));
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("segment")),
+            "{uri}: {r:?}"
+        );
+    }
+    // What is not a dot segment still passes as before.
+    for uri in [
+        "/static/a..b/c.css",
+        "/static/.well-known",
+        "/static/a.b/..c",
+    ] {
+        assert!(
+            matches!(
+                run(&routes, req("GET", None, uri, h)),
+                Ok(Outcome::Public(_))
+            ),
+            "{uri}"
+        );
+    }
+}
+
+/// A host is compared without case, port or trailing dot: `admin.portal.example.`
+/// keeps the admin host's list, and a route's host matches whatever form.
+#[test]
+fn hosts_compare_without_case_port_or_trailing_dot() {
+    let per_host = ROUTES.replace(
+        "[unmatched]\npublic = [\"/healthz\", \"/static/{*path}\"]\n",
+        "[unmatched]\npublic = [\"/healthz\", \"/static/{*path}\"]\n\
+         [[unmatched.host]]\nhost = \"Admin.Portal.Example.\"\npublic = []\n",
+    );
+    let routes = routes_with(HEADER_ID, &per_host).unwrap();
+    for host in [
+        "admin.portal.example",
+        "admin.portal.example.",
+        "ADMIN.portal.example..",
+        "admin.portal.example.:443",
+        "Admin.Portal.Example:8080",
+    ] {
+        let r = run(&routes, req("GET", Some(host), "/healthz", &[]));
+        assert!(matches!(r, Err(Refusal::NoRoute { .. })), "{host}: {r:?}");
+    }
+    let h = &[("x-user", "pat")];
+    for host in [
+        "portal.example.",
+        "PORTAL.example:443",
+        "portal.example.:80",
+    ] {
+        let m = decided(run(
+            &routes,
+            req("GET", Some(host), "/api/accounts/acme/employees", h),
+        ));
+        assert_eq!(m.query.resource.to_string(), r#"Account::"acme""#, "{host}");
+    }
+}
+
+/// Configured `issuers` / `audiences` require the claim: a token without
+/// `iss` or without `aud` is refused, whatever else it carries.
+#[test]
+fn a_configured_issuer_or_audience_requires_the_claim() {
+    let routes = routes_with(&jwt_identity("HS256", "hs.secret"), ROUTES).unwrap();
+    for missing in ["iss", "aud"] {
+        let mut claims = good_claims();
+        claims.as_object_mut().unwrap().remove(missing);
+        let why = bad_token(&routes, &sign(Algorithm::HS256, &claims));
+        assert!(why.contains(missing), "{missing}: {why}");
+    }
+    // Without the configuration, neither is needed.
+    let loose = "[identity]\nsource = \"jwt\"\nprincipal_type = \"User\"\nalgorithm = \"HS256\"\nkey_file = \"hs.secret\"\n";
+    let routes = routes_with(loose, ROUTES).unwrap();
+    let claims = json!({"sub": "pat", "exp": now() + 600});
+    decided(with_token(&routes, &sign(Algorithm::HS256, &claims)));
+}
+
+/// `copy_claims` puts each claim in every routed request's context: a claim
+/// an action's context does not declare is refused at load (the schema
+/// would deny every request), naming the file, line, field and action.
+#[test]
+fn copied_claims_must_be_declared_by_every_routed_action() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hs.secret"), HS_SECRET).unwrap();
+    let schema_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/partnergate.cedarschema");
+    let types = partnergate_gateway::types::ContextTypes::from_file(&schema_file).unwrap();
+    let file = dir.path().join("routes.toml");
+    let routes = ROUTES.replace(
+        "context = { reason = \"query:reason\", tenant = \"header:x-tenant\" }\n",
+        "",
+    );
+    assert_ne!(routes, ROUTES);
+    let parse = |identity: &str| {
+        let text = format!("{identity}\n{routes}");
+        partnergate_gateway::parse_typed(&file, &text, Some(&schema()), Some(&types))
+            .map_err(|p| p.to_string())
+    };
+    let err = parse(&jwt_identity("HS256", "hs.secret")).unwrap_err();
+    assert!(
+        err.contains("routes.toml:8:")
+            && err.contains("field `identity.copy_claims`")
+            && err.contains("`email`")
+            && err.contains("dismiss_user"),
+        "{err}"
+    );
+    // A claim the contexts declare (`now`) loads.
+    let ok = jwt_identity("HS256", "hs.secret").replace("[\"email\"]", "[\"now\"]");
+    parse(&ok).unwrap();
+}
