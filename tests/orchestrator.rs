@@ -988,7 +988,7 @@ fn orchestrator_change_records_name_their_allow_decision_and_request_id() {
             break records;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < common::PATIENCE,
             "timed out waiting for 6 traced change records: {records:?}"
         );
         std::thread::sleep(Duration::from_millis(20));

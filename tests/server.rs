@@ -345,24 +345,27 @@ fn invite_with(s: &Server, status: &str) -> String {
 }
 
 #[test]
-fn a_policy_edit_is_served_within_a_second_with_no_failed_request() {
+fn a_policy_edit_is_served_with_no_failed_request() {
     let ws = Workspace::new();
-    let s = Arc::new(Server::start(&ws, &[]));
+    let s = Server::start(&ws, &[]);
     s.load_demo();
     assert_eq!(invite_with(&s, "gold"), "Allow");
     let v0 = s.version();
 
-    // Hammer the sidecar while the file changes.
+    // Hammer the sidecar while the file changes. The loader holds a client
+    // and the address, never the server: however the test ends, the
+    // server (killed on drop) stops with it, and the guard stops the loader.
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_exit = common::SetOnDrop(stop.clone());
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let loader = {
-        let (s, stop, failures, done) = (s.clone(), stop.clone(), failures.clone(), done.clone());
+        let (stop, failures, done) = (stop.clone(), failures.clone(), done.clone());
+        let (client, url) = (s.client.clone(), s.url("/v1/is_authorized"));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let r = s
-                    .client
-                    .post(s.url("/v1/is_authorized"))
+                let r = client
+                    .post(&url)
                     .json(&json!({"principal": PAT, "action": "Action::\"dismiss_user\"", "resource": EMMA}))
                     .send();
                 match r {
@@ -379,7 +382,7 @@ fn a_policy_edit_is_served_within_a_second_with_no_failed_request() {
     let text = std::fs::read_to_string(&file).unwrap();
     let t0 = std::time::Instant::now();
     std::fs::write(&file, silver_edit(&text)).unwrap();
-    s.wait_policies(Duration::from_secs(1), "the edit to be served", |b| {
+    s.wait_policies(common::PATIENCE, "the edit to be served", |b| {
         b["version"] != v0.as_str()
     });
     let took = t0.elapsed();

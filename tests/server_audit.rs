@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{Server, Workspace, BIN};
 use serde_json::{json, Value};
@@ -34,7 +34,7 @@ fn wait_log(path: &std::path::Path, what: &str, pred: impl Fn(&[Value]) -> bool)
             return r;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < common::PATIENCE,
             "timed out waiting for {what}: {r:?}"
         );
         std::thread::yield_now();

@@ -134,6 +134,22 @@ pub fn serve_command(ws: &Workspace, extra: &[&str]) -> Command {
     command
 }
 
+/// How long a functional test waits for something that should happen
+/// (a reload served, a record written, a replica caught up) before it
+/// fails: generous, so that a busy machine does not fail it. How fast it
+/// happens is measured by the benchmarks in `scripts/`, never asserted.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Sets its flag when dropped: a test's helper threads watch the flag, so
+/// they stop however the test ends (a failed assertion included).
+pub struct SetOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The servers' log level: `PG_TEST_LOG`, else `warn`.
 fn default_log_level() -> String {
     std::env::var("PG_TEST_LOG").unwrap_or_else(|_| "warn".into())
@@ -267,13 +283,16 @@ impl Server {
     }
 
     /// Poll `/v1/policies` until `pred` holds (or panic after `within`).
+    /// Poll `GET /v1/policies` until `pred` holds; fail after `expected`
+    /// or [`PATIENCE`], whichever is longer (a busy machine may be slow;
+    /// reload speed is the benchmarks' business).
     pub fn wait_policies(
         &self,
-        within: Duration,
+        expected: Duration,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + within;
+        let deadline = Instant::now() + expected.max(PATIENCE);
         loop {
             let (_, body) = self.get("/v1/policies");
             if pred(&body) {
