@@ -379,8 +379,14 @@ fn every_error_status_answers_with_the_json_error_body() {
             "bad_request",
         ),
         (
+            // A body not declared JSON.
+            b"POST /v1/is_authorized HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
             // Headers complete, body never sent: the request timeout.
-            b"POST /v1/is_authorized HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{".to_vec(),
+            b"POST /v1/is_authorized HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{".to_vec(),
             408,
             "request_timeout",
         ),

@@ -10,28 +10,44 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use super::api::{count, observe, observe_latency, parse_body};
-use super::error::AppError;
-use super::AppState;
-use crate::authz::{Answer, Query};
-use crate::engine;
+use crate::access::{Access, Routes};
+use crate::decide::{self, RequestId};
+use crate::error::AppError;
+use crate::http::parse_body;
+use crate::state::AppState;
+use partnergate_core::authz::{Answer, Query};
+use partnergate_policy::engine;
 
-/// The AuthZEN routes: one evaluation, a batch of evaluations, and the
-/// PDP metadata.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/access/v1/evaluation", post(evaluation))
-        .route("/access/v1/evaluations", post(evaluations))
-        .route("/.well-known/authzen-configuration", get(configuration))
-        .route_layer(axum::middleware::from_fn(super::http::require_json))
+/// The AuthZEN routes: one evaluation, a batch of evaluations (queries),
+/// and the PDP metadata (public).
+pub fn routes() -> Routes {
+    Routes::default()
+        .with(
+            Access::Query,
+            Router::new()
+                .route("/access/v1/evaluation", post(evaluation))
+                .route("/access/v1/evaluations", post(evaluations))
+                .route_layer(axum::middleware::from_fn(crate::http::require_json)),
+        )
+        .with(
+            Access::Public,
+            Router::new().route("/.well-known/authzen-configuration", get(configuration)),
+        )
 }
+
+/// This door's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(evaluation, evaluations, configuration),
+    components(schemas(EvaluationRequest, EvaluationResponse))
+)]
+pub struct Doc;
 
 /// An AuthZEN subject or resource: one Cedar entity.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -161,16 +177,13 @@ fn to_response(a: Answer) -> EvaluationResponse {
     responses((status = 200, body = EvaluationResponse), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 pub(super) async fn evaluation(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Bytes,
 ) -> Result<Json<EvaluationResponse>, AppError> {
     let started = Instant::now();
     let req: EvaluationRequest = parse_body(&state, &body)?;
-    let mut query = to_query(req, None)?;
-    query.request_id = super::api::request_id(&headers);
-    let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
-    super::api::require_durable(&state, &answer, "authzen").await?;
-    observe("authzen", answer.decision.decision.as_str(), started);
+    let query = to_query(req, None)?.with_request_id(request_id);
+    let answer = decide::one(&state, "authzen", &query, started).await?;
     Ok(Json(to_response(answer)))
 }
 
@@ -178,18 +191,15 @@ pub(super) async fn evaluation(
     responses((status = 200, description = "{evaluations: [{decision, context}]} in request order"), (status = 400, description = "invalid request"), (status = 401, description = "no token (with --protect-queries)"), (status = 413, description = "body over --max-body-bytes")))]
 pub(super) async fn evaluations(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
     let req: EvaluationsRequest = parse_body(&state, &body)?;
     let Some(items) = req.evaluations else {
         // Without `evaluations` this is a single evaluation.
-        let mut query = to_query(req.defaults, None)?;
-        query.request_id = super::api::request_id(&headers);
-        let answer = state.authz.is_authorized(&query).map_err(AppError::from)?;
-        super::api::require_durable(&state, &answer, "authzen").await?;
-        observe("authzen", answer.decision.decision.as_str(), started);
+        let query = to_query(req.defaults, None)?.with_request_id(request_id);
+        let answer = decide::one(&state, "authzen", &query, started).await?;
         return Ok(Json(
             serde_json::to_value(to_response(answer)).unwrap_or(Value::Null),
         ));
@@ -207,10 +217,9 @@ pub(super) async fn evaluations(
             "field `options.evaluations_semantic`: `{other}` is not one of execute_all, deny_on_first_deny, permit_on_first_permit"
         )));
     }
-    let pack = state.authz.evaluator().current();
+    let mut call = decide::Batch::new(&state, "authzen", started);
     let d = req.defaults;
     let mut out = Vec::with_capacity(items.len());
-    let mut answered = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let merged = EvaluationRequest {
             subject: item.subject.or_else(|| d.subject.clone()),
@@ -218,40 +227,23 @@ pub(super) async fn evaluations(
             resource: item.resource.or_else(|| d.resource.clone()),
             context: item.context.or_else(|| d.context.clone()),
         };
-        let result = to_query(merged, Some(i)).and_then(|mut q| {
-            q.request_id = super::api::request_id(&headers);
-            state
-                .authz
-                .is_authorized_with(&pack, &q)
-                .map_err(AppError::from)
-        });
-        let (allowed, value) = match result {
-            Ok(mut a) => {
-                count("authzen", a.decision.decision.as_str());
-                if let Some(d) = a.durable.take() {
-                    answered.push(crate::authz::Answer {
-                        durable: Some(d),
-                        ..a.clone()
-                    });
-                }
+        let query = to_query(merged, Some(i)).map(|q| q.with_request_id(request_id.clone()));
+        let (allowed, value) = match call.ask(&state, query) {
+            Ok(a) => {
                 let r = to_response(a);
                 (r.decision, serde_json::to_value(r).unwrap_or(Value::Null))
             }
-            Err(e) => {
-                count("authzen", "invalid");
-                (
-                    false,
-                    json!({"decision": false, "context": {"error": e.code, "message": e.message}}),
-                )
-            }
+            Err(e) => (
+                false,
+                json!({"decision": false, "context": {"error": e.code, "message": e.message}}),
+            ),
         };
         out.push(value);
         if semantic.stops_after(allowed) {
             break;
         }
     }
-    super::api::require_all_durable(&state, &answered, "authzen").await?;
-    observe_latency("authzen", started);
+    call.finish(&state).await?;
     Ok(Json(json!({"evaluations": out})))
 }
 

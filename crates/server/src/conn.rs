@@ -502,7 +502,7 @@ where
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
             this.sent();
         }
         frame

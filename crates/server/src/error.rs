@@ -84,21 +84,23 @@ impl AppError {
     }
 }
 
-impl From<crate::engine::RequestError> for AppError {
-    fn from(e: crate::engine::RequestError) -> Self {
+impl From<partnergate_policy::engine::RequestError> for AppError {
+    fn from(e: partnergate_policy::engine::RequestError) -> Self {
         let details = match &e {
-            crate::engine::RequestError::Field { field, .. } => json!({ "field": field }),
+            partnergate_policy::engine::RequestError::Field { field, .. } => {
+                json!({ "field": field })
+            }
             _ => serde_json::Value::Null,
         };
         AppError::bad_request(e.to_string()).with_details(details)
     }
 }
 
-impl From<crate::directory::DirectoryError> for AppError {
-    fn from(e: crate::directory::DirectoryError) -> Self {
+impl From<partnergate_core::directory::DirectoryError> for AppError {
+    fn from(e: partnergate_core::directory::DirectoryError) -> Self {
         if e.is_bad_input() {
             AppError::bad_request(e.to_string())
-        } else if matches!(e, crate::directory::DirectoryError::TimedOut) {
+        } else if matches!(e, partnergate_core::directory::DirectoryError::TimedOut) {
             AppError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",

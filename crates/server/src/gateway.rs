@@ -18,7 +18,6 @@
 //! `partnergate_gateway::GatewayRequest` and a `Reply` back; it must never
 //! decide, match a route or read a token itself.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,8 +34,10 @@ use envoy_types::ext_authz::v3::pb::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use partnergate_gateway::{Door, GatewayRequest, Reply, Via};
 
-use super::conn::{self, BodyBudget, ConnLimits, Slots};
-use super::AppState;
+use crate::access::{Access, Routes};
+use crate::conn::{self, BodyBudget, ConnLimits, Slots};
+use crate::decide;
+use crate::state::AppState;
 
 /// The path prefix of Envoy's HTTP ext_authz (`path_prefix` in its
 /// `http_service`): the original path follows it.
@@ -51,23 +52,17 @@ pub const FORWARD_AUTH_PATH: &str = "/v1/gateway/check";
 /// here (examples/gateway/nginx.conf).
 pub const DENY_BODY_HEADER: &str = "x-partnergate-deny-body";
 
-/// Whether `path` is one of the gateway's HTTP endpoints (no sidecar token:
-/// the `Authorization` header there is the end user's, for the routes file;
-/// any method: Envoy's HTTP mode keeps the original one).
-pub fn is_gateway_path(path: &str) -> bool {
-    path == FORWARD_AUTH_PATH
-        || path == ENVOY_HTTP_PREFIX
-        || path
-            .strip_prefix(ENVOY_HTTP_PREFIX)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// The HTTP routes of gateway mode.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(FORWARD_AUTH_PATH, any(forward_auth))
-        .route(ENVOY_HTTP_PREFIX, any(envoy_http))
-        .route(&format!("{ENVOY_HTTP_PREFIX}/{{*rest}}"), any(envoy_http))
+/// The HTTP routes of gateway mode (their own access class: no sidecar
+/// token — the `Authorization` header there is the end user's, for the
+/// routes file; any method: Envoy's HTTP mode keeps the original one).
+pub fn routes() -> Routes {
+    Routes::default().with(
+        Access::Gateway,
+        Router::new()
+            .route(FORWARD_AUTH_PATH, any(forward_auth))
+            .route(ENVOY_HTTP_PREFIX, any(envoy_http))
+            .route(&format!("{ENVOY_HTTP_PREFIX}/{{*rest}}"), any(envoy_http)),
+    )
 }
 
 /// A header's value as text (a non-UTF-8 value counts as absent).
@@ -127,9 +122,10 @@ async fn envoy_http(State(state): State<Arc<AppState>>, req: Request) -> Respons
 /// request it sends upstream (comma-separated names).
 const ENVOY_HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
-/// Wait for the decision's record under `--audit-required`: a record that
-/// cannot be made durable turns any reply into a 503 deny.
-async fn durable(state: &AppState, reply: &Reply, via: Via) -> Result<(), String> {
+/// The decision's settling (`decide::settle`), if one was made: its
+/// record waited for under `--audit-required` (a record that cannot be
+/// made durable turns any reply into a 503 deny), then counted.
+async fn settle(state: &AppState, reply: &Reply, via: Via, started: Instant) -> Result<(), String> {
     let Some(answer) = &reply.answer else {
         return Ok(());
     };
@@ -137,16 +133,9 @@ async fn durable(state: &AppState, reply: &Reply, via: Via) -> Result<(), String
         Via::Grpc => "ext_authz_grpc",
         Via::Http => "forward_auth",
     };
-    super::api::require_durable(state, answer, endpoint)
+    decide::settle(state, answer, endpoint, started)
         .await
         .map_err(|e| e.message)
-}
-
-/// Count the decision (if one was made) in the decision metrics.
-fn observe(reply: &Reply, endpoint: &'static str, started: Instant) {
-    if let Some(a) = &reply.answer {
-        super::api::observe(endpoint, a.decision.decision.as_str(), started);
-    }
 }
 
 /// A [`Reply`] as the HTTP answer of a forward-auth endpoint: 200 with the
@@ -158,8 +147,7 @@ async fn http_reply(
     started: Instant,
     body_header: bool,
 ) -> Response {
-    observe(&reply, "forward_auth", started);
-    if let Err(why) = durable(state, &reply, Via::Http).await {
+    if let Err(why) = settle(state, &reply, Via::Http, started).await {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &[],
@@ -208,38 +196,7 @@ fn json_response(status: StatusCode, headers: &[(String, String)], body: String)
     resp
 }
 
-/// Where the gRPC ext_authz service listens (`--ext-authz-grpc`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrpcListen {
-    /// A TCP address (port 0: any free port, printed at start).
-    Tcp(std::net::SocketAddr),
-    /// A Unix socket path (`unix:PATH`); a stale socket file is replaced.
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for GrpcListen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("`unix:` needs a socket path, e.g. unix:/run/partnergate.sock".into());
-            }
-            return Ok(GrpcListen::Unix(PathBuf::from(path)));
-        }
-        s.parse()
-            .map(GrpcListen::Tcp)
-            .map_err(|e| format!("`{s}` is neither an address (127.0.0.1:9191) nor unix:PATH: {e}"))
-    }
-}
-
-impl std::fmt::Display for GrpcListen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GrpcListen::Tcp(a) => write!(f, "{a}"),
-            GrpcListen::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+pub use crate::config::GrpcListen;
 
 /// Envoy's `Authorization` service over the sidecar's state.
 struct ExtAuthz {
@@ -292,8 +249,7 @@ impl Authorization for ExtAuthz {
             },
             Door::EnvoyGrpc,
         );
-        observe(&reply, "ext_authz_grpc", started);
-        let response = match durable(&self.state, &reply, Via::Grpc).await {
+        let response = match settle(&self.state, &reply, Via::Grpc, started).await {
             Err(why) => denied(
                 503,
                 &[],

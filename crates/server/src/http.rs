@@ -1,11 +1,14 @@
-//! Router-wide HTTP guards (issue #12):
+//! HTTP guards and wire helpers every front door shares:
 //!
-//! - [`guard`]: before any body is read, the token is checked on the headers
-//!   for every endpoint that needs it ([`needs_token`]; the only place the
-//!   token is checked — handlers never see a request without it), a `Content-Length` over
-//!   `--max-body-bytes` is a 413, and a URI over [`MAX_URI_BYTES`] is a 414.
-//!   (Bodies are then read by the `Bytes` extractor under
-//!   `DefaultBodyLimit::max`, which stops at the limit: a 413 too.)
+//! - [`guard`]: the layer of each access class (`router::Access`): before
+//!   any body is read, the token is checked on the headers where the class
+//!   needs it (the only place the token is checked — handlers never see a
+//!   request without it) and a `Content-Length` over `--max-body-bytes` is
+//!   a 413; [`uri_guard`]: a URI over [`MAX_URI_BYTES`] is a 414. (Bodies
+//!   are then read by the `Bytes` extractor under `DefaultBodyLimit::max`,
+//!   which stops at the limit: a 413 too.)
+//! - [`require_json`]: the JSON endpoints read only bodies declared JSON;
+//!   [`parse_body`]: a JSON body, or a 400 naming where it is wrong.
 //! - [`json_errors`]: every error response that is not already JSON (axum's
 //!   404, 405, rejections, the 408 of the request timeout, the 413 of the
 //!   body limit) becomes the `{error, message, details}` body.
@@ -19,8 +22,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::AppError;
-use super::AppState;
+use crate::access::Access;
+use crate::error::AppError;
+use crate::state::AppState;
 
 /// Longest request target (path and query) accepted, in bytes.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -88,36 +92,6 @@ fn declares_json(headers: &HeaderMap) -> bool {
             .is_some_and(|sub| sub.ends_with("+json"))
 }
 
-/// Whether `method path` needs the bearer token.
-pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
-    match path {
-        "/healthz" | "/readyz" | "/openapi.json" | "/.well-known/authzen-configuration" => false,
-        "/metrics" => state.protect_metrics,
-        "/v1/is_authorized"
-        | "/v1/is_authorized/batch"
-        | "/access/v1/evaluation"
-        | "/access/v1/evaluations" => state.protect_queries,
-        // Gateway mode: the `Authorization` header is the end user's (for the
-        // routes file), never the sidecar's token; any method is a question.
-        _ if super::gateway::is_gateway_path(path) => false,
-        _ if crate::search::is_search_path(path) => state.protect_queries,
-        // The console's page shells and assets hold no data; its decision
-        // (Try) is a query; its fragments are reads (below); running tests
-        // or proofs is a POST (a write: the token).
-        _ if crate::console::is_shell(path)
-            && (method == Method::GET || method == Method::HEAD) =>
-        {
-            false
-        }
-        _ if crate::console::is_query(path) => state.protect_queries,
-        // What a customer's partners did: decisions and changes, always behind the token.
-        _ if path.ends_with("/partner-activity") => true,
-        _ if method == Method::GET || method == Method::HEAD => state.protect_queries,
-        // Every other method is a write (or unknown): fail closed.
-        _ => true,
-    }
-}
-
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -136,12 +110,8 @@ pub fn body_too_large(limit: usize) -> AppError {
     .with_details(json!({ "limit": limit }))
 }
 
-/// Token, `Content-Length` and URI checks on the headers, before the body.
-pub async fn guard(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Result<Response, AppError> {
+/// A request target over [`MAX_URI_BYTES`] is a 414, whatever the route.
+pub async fn uri_guard(req: Request, next: Next) -> Result<Response, AppError> {
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > MAX_URI_BYTES {
         return Err(AppError::new(
@@ -150,13 +120,31 @@ pub async fn guard(
             format!("the request target has {uri_len} bytes; at most {MAX_URI_BYTES}"),
         ));
     }
-    if needs_token(&state, req.method(), req.uri().path()) {
+    Ok(next.run(req).await)
+}
+
+/// The checks of a route's access class on the headers, before any body
+/// byte is read: the token where the class needs it, and a
+/// `Content-Length` over `--max-body-bytes` (a 413) except at the gateway's
+/// doors, which never read a body (the `Content-Length` a proxy copies from
+/// the client's request is not ours to refuse).
+pub async fn guard(
+    State((state, access)): State<(Arc<AppState>, Access)>,
+    req: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    let token = match access {
+        Access::Public | Access::Gateway => false,
+        Access::Query => state.protect_queries,
+        Access::Metrics => state.protect_metrics,
+        Access::Private | Access::Write => true,
+    };
+    if token {
         require_token(&state, req.headers())?;
     }
-    // A gateway check never reads a body: the `Content-Length` a proxy copies
-    // from the client's request (Envoy's HTTP mode does) is not ours to refuse.
-    let gateway = super::gateway::is_gateway_path(req.uri().path());
-    if !gateway && content_length(req.headers()).is_some_and(|n| n > state.max_body_bytes as u64) {
+    if access != Access::Gateway
+        && content_length(req.headers()).is_some_and(|n| n > state.max_body_bytes as u64)
+    {
         return Err(body_too_large(state.max_body_bytes));
     }
     Ok(next.run(req).await)
@@ -228,4 +216,26 @@ pub async fn json_errors(State(state): State<Arc<AppState>>, req: Request, next:
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, Body::from(body)).into_response()
+}
+
+/// Parse a JSON body (already read under the size limit; too large is a
+/// 413); every other failure is a 400 naming why.
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: &axum::body::Bytes,
+) -> Result<T, AppError> {
+    if body.len() > state.max_body_bytes {
+        return Err(body_too_large(state.max_body_bytes));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "invalid JSON body at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
 }

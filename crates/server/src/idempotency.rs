@@ -2,7 +2,7 @@
 //! body) is stored in the write's own transaction, so a retry after a lost
 //! answer gets the first answer and applies nothing again; the same key with
 //! another request (method, route or body) is a 422 naming the header. Keys
-//! are remembered for [`crate::store::IDEMPOTENCY_TTL_SECS`] (24 h).
+//! are remembered for [`partnergate_core::store::IDEMPOTENCY_TTL_SECS`] (24 h).
 
 use std::sync::Arc;
 
@@ -11,9 +11,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use super::error::AppError;
-use super::AppState;
-use crate::store::Remembered;
+use crate::error::AppError;
+use crate::state::AppState;
+use partnergate_core::store::Remembered;
 use partnergate_partners::{Idempotency, OrchestratorError};
 
 /// The header's name (lower case, as `HeaderMap` looks it up).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -13,39 +13,78 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{parse_body, request_id};
-use super::error::AppError;
-use super::idempotency;
-use super::AppState;
+use crate::access::{Access, Routes};
+use crate::decide::RequestId;
+use crate::error::AppError;
+use crate::http::parse_body;
+use crate::idempotency;
+use crate::state::AppState;
 use partnergate_partners::access::AccessRequest;
 use partnergate_partners::store::RegistryCompany;
 use partnergate_partners::{Call, InvalidCode, Orchestrator, OrchestratorError, WriteScope};
 
 /// The partner routes: invitations, users, seats, partner access,
-/// dismiss/rehire, admin rights and the partner registry.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/v1/accounts/{id}/partners",
-            post(invite_partner).get(list_partners),
+/// dismiss/rehire, admin rights and the partner registry (writes and
+/// reads), and what a customer's partners did (always behind the token).
+pub fn routes() -> Routes {
+    let json = || axum::middleware::from_fn(crate::http::require_json);
+    Routes::default()
+        .with(
+            Access::Write,
+            Router::new()
+                .route("/v1/accounts/{id}/partners", post(invite_partner))
+                .route("/v1/accounts/{id}/users", post(invite_user))
+                .route("/v1/users/{id}/accept", post(accept))
+                .route("/v1/users/{id}/partner-access", post(partner_access))
+                .route("/v1/users/{id}/dismiss", post(dismiss))
+                .route("/v1/users/{id}/rehire", post(rehire))
+                .route("/v1/users/{id}/partner-access/renew", post(renew_access))
+                .route("/v1/users/{id}/partner-access/end", post(end_access))
+                .route(
+                    "/v1/users/{id}/admin",
+                    put(grant_admin).delete(revoke_admin),
+                )
+                .route("/v1/partner-companies/{id}", put(put_company))
+                .route_layer(json()),
         )
-        .route("/v1/accounts/{id}/users", post(invite_user).get(list_users))
-        .route("/v1/accounts/{id}/seats", get(seats))
-        .route("/v1/users/{id}/accept", post(accept))
-        .route("/v1/users/{id}/partner-access", post(partner_access))
-        .route("/v1/users/{id}/dismiss", post(dismiss))
-        .route("/v1/users/{id}/rehire", post(rehire))
-        .route("/v1/users/{id}/partner-access/renew", post(renew_access))
-        .route("/v1/users/{id}/partner-access/end", post(end_access))
-        .route("/v1/accounts/{id}/partner-activity", get(partner_activity))
-        .route(
-            "/v1/users/{id}/admin",
-            put(grant_admin).delete(revoke_admin),
+        .with(
+            Access::Query,
+            Router::new()
+                .route("/v1/accounts/{id}/partners", get(list_partners))
+                .route("/v1/accounts/{id}/users", get(list_users))
+                .route("/v1/accounts/{id}/seats", get(seats))
+                .route("/v1/partner-companies", get(list_companies)),
         )
-        .route("/v1/partner-companies", get(list_companies))
-        .route("/v1/partner-companies/{id}", put(put_company))
-        .route_layer(axum::middleware::from_fn(super::http::require_json))
+        .with(
+            Access::Private,
+            Router::new().route("/v1/accounts/{id}/partner-activity", get(partner_activity)),
+        )
 }
+
+/// This door's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        invite_partner,
+        list_partners,
+        invite_user,
+        list_users,
+        seats,
+        accept,
+        partner_access,
+        dismiss,
+        rehire,
+        renew_access,
+        end_access,
+        partner_activity,
+        grant_admin,
+        revoke_admin,
+        list_companies,
+        put_company
+    ),
+    components(schemas(InviteBody, ActorBody, RenewBody, CompanyBody))
+)]
+pub struct Doc;
 
 impl From<OrchestratorError> for AppError {
     fn from(e: OrchestratorError) -> Self {
@@ -212,6 +251,7 @@ pub(super) struct WriteRequest {
     state: Arc<AppState>,
     route: String,
     headers: HeaderMap,
+    request_id: Option<String>,
     body: Bytes,
 }
 
@@ -220,7 +260,10 @@ impl FromRequest<Arc<AppState>> for WriteRequest {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let route = format!("{} {}", req.method(), req.uri().path());
-        let headers = req.headers().clone();
+        let (mut parts, body) = req.into_parts();
+        let Ok(RequestId(request_id)) = RequestId::from_request_parts(&mut parts, state).await;
+        let headers = parts.headers.clone();
+        let req = Request::from_parts(parts, body);
         let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -228,6 +271,7 @@ impl FromRequest<Arc<AppState>> for WriteRequest {
             state: state.clone(),
             route,
             headers,
+            request_id,
             body,
         })
     }
@@ -271,7 +315,7 @@ impl WriteRequest {
         let scope = WriteScope {
             deadline: Some(std::time::Instant::now() + state.request_timeout),
             idempotency: key,
-            request_id: request_id(&self.headers),
+            request_id: self.request_id.clone(),
         };
         let orch = state.orchestrator.clone();
         let result = tokio::task::spawn_blocking(move || f(&orch.with(scope)))
@@ -462,7 +506,7 @@ pub(super) async fn partner_activity(
 ) -> Result<Json<Value>, AppError> {
     use partnergate_partners::activity;
     let bound = |field: &str, v: Option<String>| {
-        v.map(|s| crate::audit::query::parse_time(&s))
+        v.map(|s| partnergate_audit::query::parse_time(&s))
             .transpose()
             .map_err(|m| AppError::bad_request(format!("query `{field}`: {m}")))
     };

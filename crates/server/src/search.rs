@@ -12,33 +12,38 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use cedar_policy::EntityUid;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{observe_latency, parse_body, request_id};
-use super::error::AppError;
-use super::AppState;
-use crate::engine::{self, RequestError};
+use crate::access::{Access, Routes};
+use crate::decide::{observe_latency, RequestId};
+use crate::error::AppError;
+use crate::http::parse_body;
+use crate::state::AppState;
+use partnergate_policy::engine::{self, RequestError};
 use partnergate_search::{
     action_uid, parse_type, PageRequest, SearchError, SearchKind, SearchPage, SearchRequest, Target,
 };
 
-/// The search routes, AuthZEN and PartnerGate's own.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/access/v1/search/{kind}", post(authzen_search))
-        .route("/v1/search/{kind}", post(own_search))
-        .route_layer(axum::middleware::from_fn(super::http::require_json))
+/// The search routes, AuthZEN and PartnerGate's own (queries).
+pub fn routes() -> Routes {
+    Routes::default().with(
+        Access::Query,
+        Router::new()
+            .route("/access/v1/search/{kind}", post(authzen_search))
+            .route("/v1/search/{kind}", post(own_search))
+            .route_layer(axum::middleware::from_fn(crate::http::require_json)),
+    )
 }
 
-/// The paths of the search endpoints, for the token and timeout rules.
-pub fn is_search_path(path: &str) -> bool {
-    path.starts_with("/access/v1/search/") || path.starts_with("/v1/search/")
-}
+/// This door's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(authzen_search, own_search))]
+pub struct Doc;
 
 /// An AuthZEN subject or resource: the searched side has a `type` and no
 /// `id` (an id there is ignored, as the specification says).
@@ -279,13 +284,13 @@ async fn run(
 pub(super) async fn authzen_search(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
     let kind = kind_of(&kind)?;
     let r: AuthzenSearch = parse_body(&state, &body)?;
-    let req = authzen_request(kind, &r)?.with_request_id(request_id(&headers));
+    let req = authzen_request(kind, &r)?.with_request_id(request_id);
     let (page, token_name) = page_of(r.page)?;
     let rename = |k: SearchKind, field: &str| match field {
         "token" => token_name.to_string(),
@@ -378,13 +383,13 @@ fn own_field(kind: SearchKind, field: &str) -> String {
 pub(super) async fn own_search(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     let started = Instant::now();
     let kind = kind_of(&kind)?;
     let r: OwnSearch = parse_body(&state, &body)?;
-    let req = own_request(kind, &r)?.with_request_id(request_id(&headers));
+    let req = own_request(kind, &r)?.with_request_id(request_id);
     let page = PageRequest {
         limit: limit_of(r.limit),
         token: r.next_token.clone(),

@@ -17,12 +17,12 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
+use super::page::{
     context_for_try, deferred, fragment, fragment_error, json_block, layout, query_string,
 };
-use crate::audit::newest::{self, Cursor, Found};
-use crate::audit::query::{parse_time, Filter};
-use crate::AppState;
+use crate::state::AppState;
+use partnergate_audit::newest::{self, Cursor, Found};
+use partnergate_audit::query::{parse_time, Filter};
 
 /// Records per page.
 const PAGE: usize = 50;
@@ -296,7 +296,7 @@ fn one_record(state: &AppState, at: &str) -> Markup {
     html! {
         section.record #record {
             h2 { "Record " (found.head.seq) " " span.note.mono { (found.file.display()) " at byte " (found.offset) } }
-            @if found.head.kind == Some(crate::audit::Kind::Decision) {
+            @if found.head.kind == Some(partnergate_audit::Kind::Decision) {
                 p {
                     span class={ "verdict " (s("decision")) } { (s("decision")) }
                     " " span.mono { (s("principal")) " " (s("action")) " " (s("resource")) }
@@ -329,7 +329,7 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
     let Some(path) = state.audit_path.clone() else {
         return fragment(no_log());
     };
-    let report = tokio::task::spawn_blocking(move || crate::audit::verify(&path)).await;
+    let report = tokio::task::spawn_blocking(move || partnergate_audit::verify(&path)).await;
     let report = match report {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),

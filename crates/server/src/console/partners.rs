@@ -14,8 +14,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{deferred, fragment, fragment_error, layout, query_string};
-use crate::AppState;
+use super::page::{deferred, fragment, fragment_error, layout, query_string};
+use crate::state::AppState;
 
 /// `?account=`.
 #[derive(Debug, Default, Deserialize)]

@@ -13,8 +13,9 @@ use axum::Json;
 use maud::{html, Markup};
 use serde_json::json;
 
-use super::{deferred, fragment as html_fragment, highlight, layout};
-use crate::AppState;
+use super::highlight;
+use super::page::{deferred, fragment as html_fragment, layout};
+use crate::state::AppState;
 
 /// `GET /console/policies`.
 pub async fn page(State(state): State<Arc<AppState>>) -> Response {

@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{context_for_try, fragment, fragment_error, layout, query_string};
-use crate::AppState;
+use super::page::{context_for_try, fragment, fragment_error, layout, query_string};
+use crate::state::AppState;
 
 /// `GET /console/tests`.
 pub async fn page(State(state): State<Arc<AppState>>) -> Response {

@@ -1,7 +1,7 @@
 //! The Try page: compose a request (principal, action, resource from the
 //! directory with search-as-you-type, context and request entities as
 //! JSON), decide it through the same path as `POST /v1/is_authorized`
-//! (`api::to_query`, `Authz::is_authorized`: validated, logged, cached),
+//! (`wire::to_query`, `decide::one`: validated, logged, cached, durable),
 //! and show the decision, the determining policies with their
 //! descriptions, the errors, the entity slice the decision saw, and the
 //! request as a test case in the TOML suite format.
@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{fragment, fragment_error, json_block, layout};
-use crate::api::{self, IsAuthorizedRequest};
-use crate::AppState;
+use super::page::{fragment, fragment_error, json_block, layout};
+use crate::decide::{self, RequestId};
+use crate::state::AppState;
+use crate::wire::{to_query, IsAuthorizedRequest};
 
 /// What the Try form holds (also its query string, to open a request in
 /// Try from a decision or a counterexample).
@@ -126,7 +127,7 @@ fn uid_field(text: &str) -> Value {
 /// render the result.
 pub async fn decide(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     Json(f): Json<TryForm>,
 ) -> Response {
     let parsed = json_field("context", &f.context)
@@ -143,20 +144,15 @@ pub async fn decide(
         context: context.clone(),
         entities,
     };
-    let answer = api::to_query(request).and_then(|mut q| {
-        q.request_id = api::request_id(&headers);
-        state
-            .authz
-            .is_authorized(&q)
-            .map_err(crate::error::AppError::from)
-    });
-    let answer = match answer {
+    let started = std::time::Instant::now();
+    let query = match to_query(request) {
+        Ok(q) => q.with_request_id(request_id),
+        Err(e) => return fragment_error(e.status, &e.message),
+    };
+    let answer = match decide::one(&state, "console_try", &query, started).await {
         Ok(a) => a,
         Err(e) => return fragment_error(e.status, &e.message),
     };
-    if let Err(e) = api::require_durable(&state, &answer, "console_try").await {
-        return fragment_error(e.status, &e.message);
-    }
     let slice = answer
         .entities
         .entities
