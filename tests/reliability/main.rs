@@ -13,6 +13,7 @@
 mod common;
 
 mod audit_disk;
+mod audit_flood;
 mod http_limits;
 mod listings;
 mod policy_files;

@@ -66,6 +66,8 @@ pub fn needs_token(state: &AppState, method: &Method, path: &str) -> bool {
         _ if crate::console::is_query(path) => state.protect_queries,
         // What a customer's partners did: decisions and changes, always behind the token.
         _ if path.ends_with("/partner-activity") => true,
+        // A chain check reads the whole log: a costly scan, always behind the token.
+        "/console/f/decisions/verify" => true,
         _ if method == Method::GET || method == Method::HEAD => state.protect_queries,
         // Every other method is a write (or unknown): fail closed.
         _ => true,

@@ -315,6 +315,8 @@ pub struct AppState {
     pub audit_path: Option<PathBuf>,
     /// The web console's inputs, when it is served (`--no-console`: None).
     pub console: Option<console::Settings>,
+    /// The console's chain checks: one at a time, stopped with the server.
+    pub verify_gate: Arc<console::decisions::VerifyGate>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -569,6 +571,7 @@ fn app_state(
             _ => None,
         },
         console: config.console.then(|| console::Settings::of(config)),
+        verify_gate: Arc::default(),
     }
 }
 
@@ -626,6 +629,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     });
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
+    // A chain check in flight stops now rather than outlive the grace.
+    sidecar.state.verify_gate.stop_all();
     let _ = stop_tx.send(());
     let _ = grpc_stop.send(());
     if let Some(g) = grpc {
