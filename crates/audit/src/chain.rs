@@ -558,6 +558,14 @@ pub fn verify_until(path: &Path, stop: &AtomicBool) -> Result<Option<VerifyRepor
             Some(p) => link.prev_hash == p.hash && link.seq == p.seq + 1,
         };
         if !ok {
+            // The earliest break first: a start no retention record named yet.
+            if let Some(start) = unanchored
+                .as_ref()
+                .filter(|_| report.start_stated_by.is_none())
+            {
+                report.problem = Some(unstated_start(start, &report.retentions));
+                return Ok(Some(report));
+            }
             report.problem = Some(classify(prev.as_ref(), &link, &mut reader, stop));
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
@@ -627,7 +635,15 @@ fn unstated_start(start: &Link, retentions: &[RetentionFound]) -> ChainBreak {
     };
     ChainBreak {
         kind: BreakKind::Missing,
-        seq: Some(start.seq.saturating_sub(1)),
+        // The first record missing: the start the last retention record
+        // states, else the first of the log.
+        seq: Some(
+            retentions
+                .last()
+                .map(|r| r.info.kept_from.seq)
+                .filter(|&s| s < start.seq)
+                .unwrap_or(1),
+        ),
         location: start.location.clone(),
         message: format!(
             "the chain starts at seq {} (prev_hash {}), not at the genesis, and no retention record names that start: records before it were removed{stated}",
