@@ -236,9 +236,22 @@ pub struct AuditLogArgs {
     /// Queue capacity (events).
     #[arg(long = "audit-queue", default_value_t = 8192)]
     pub queue: usize,
+    /// Queue capacity in bytes (the memory the queued records hold); past
+    /// it, logging blocks or drops as --audit-on-full says, as at the
+    /// count. One record is always accepted into an empty queue.
+    #[arg(long = "audit-queue-bytes", default_value_t = crate::audit::DEFAULT_QUEUE_BYTES)]
+    pub queue_bytes: u64,
     /// Rotate the file when it would exceed this many bytes (0: never).
     #[arg(long = "audit-max-bytes", default_value_t = 256 * 1024 * 1024)]
     pub max_bytes: u64,
+    /// Keep at most this many rotated files (0: keep all); older ones are
+    /// deleted after a chained `retention` record states them.
+    #[arg(long = "audit-max-files", default_value_t = crate::audit::DEFAULT_MAX_FILES)]
+    pub max_files: u32,
+    /// Keep rotated files totalling at most this many bytes (0: no byte
+    /// rule); the oldest go first, after a `retention` record.
+    #[arg(long = "audit-max-total-bytes", default_value_t = 0)]
+    pub max_total_bytes: u64,
     /// Milliseconds the writer lets a batch grow before writing it; 0 writes
     /// as soon as a record arrives. (With `batch`, fsync follows at most
     /// 20 ms after a write, at once when the writer goes idle.)
@@ -266,7 +279,10 @@ impl AuditLogArgs {
         c.sync = self.sync.into();
         c.on_full = self.on_full.into();
         c.queue_capacity = self.queue.max(1);
+        c.queue_bytes = self.queue_bytes.max(1);
         c.max_file_bytes = (self.max_bytes > 0).then_some(self.max_bytes);
+        c.max_files = (self.max_files > 0).then_some(self.max_files);
+        c.max_total_bytes = (self.max_total_bytes > 0).then_some(self.max_total_bytes);
         c.linger = std::time::Duration::from_millis(self.linger_ms);
         c.redaction = Redaction {
             context_keys: self.redact_context.clone(),
@@ -373,6 +389,10 @@ fn run_verify(a: &VerifyArgs, out: &mut dyn Write) -> CmdResult {
                 }
             }
         }
+        // Older files deleted by the retention rule, each stated by a record.
+        for r in &report.retentions {
+            writeln!(out, "  {r}")?;
+        }
     }
     Ok(if !report.intact() {
         EXIT_BROKEN
@@ -415,6 +435,13 @@ fn table_row(h: &Head) -> String {
             "records not logged (gap)".into(),
             String::new(),
             "gap".into(),
+            String::new(),
+        ),
+        Some(Kind::Retention) => (
+            String::new(),
+            "rotated files deleted (retention)".into(),
+            String::new(),
+            "retention".into(),
             String::new(),
         ),
         Some(Kind::Repair) => (

@@ -814,7 +814,12 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
         .enable_all()
         .thread_stack_size(crate::prescan::POLICY_THREAD_STACK)
         .build()?;
-    match runtime.block_on(crate::server::serve(config)) {
+    let grace = config.shutdown_grace;
+    let result = runtime.block_on(crate::server::serve(config));
+    // Blocking work still running (a log scan past its request) does not
+    // hold the exit beyond the grace: the runtime waits at most that long.
+    runtime.shutdown_timeout(grace);
+    match result {
         Ok(()) => Ok(EXIT_OK),
         Err(e) => {
             writeln!(err, "error: {e}")?;

@@ -13,6 +13,7 @@
 mod common;
 
 mod audit_disk;
+mod audit_flood;
 mod clock_storms;
 mod forged_proxy_headers;
 mod http_limits;

@@ -3,15 +3,20 @@
 //! older), reading their lines in chain order with file:line locations, the
 //! tail of a file (for crash repair), and `verify`, which checks the chain
 //! and classifies the first break as edited, missing, inserted or reordered.
+//!
+//! A chain starts at the genesis hash, or at a record that a `retention`
+//! record of the chain names as the first record kept after the writer
+//! deleted the oldest rotated files; any other start is records missing.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::record::{compute_hash, GapInfo, GENESIS_HASH};
+use super::record::{compute_hash, GapInfo, RetentionInfo, GENESIS_HASH};
 use super::AuditError;
 
 /// The entity slices carried inline (`entities`) by the records of the file
@@ -397,6 +402,47 @@ impl std::fmt::Display for GapFound {
     }
 }
 
+/// A `retention` record found by [`verify`]: the writer deleted its oldest
+/// rotated files by its retention rule, and states which and where the
+/// kept chain starts. Chained like every record: not tampering.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionFound {
+    /// The retention record's own seq.
+    pub seq: u64,
+    /// Where the retention record is.
+    pub location: Location,
+    /// What it states (files deleted, seq ranges, first record kept, rule).
+    #[serde(flatten)]
+    pub info: RetentionInfo,
+}
+
+impl std::fmt::Display for RetentionFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.info;
+        let files: Vec<String> = r
+            .deleted
+            .iter()
+            .map(|d| match (d.first_seq, d.last_seq) {
+                (Some(a), Some(b)) => format!("{} (seq {a}..={b})", d.file),
+                _ => d.file.clone(),
+            })
+            .collect();
+        write!(
+            f,
+            "retention record seq {} at {}: {} deleted by rule {}; the kept chain starts at seq {}",
+            self.seq,
+            self.location,
+            if files.is_empty() {
+                "nothing".to_string()
+            } else {
+                files.join(", ")
+            },
+            r.rule,
+            r.kept_from.seq
+        )
+    }
+}
+
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -417,6 +463,11 @@ pub struct VerifyReport {
     pub gaps: Vec<GapFound>,
     /// The records the gap records state were not logged.
     pub records_not_logged: u64,
+    /// The retention records of the chain (up to the break, if any).
+    pub retentions: Vec<RetentionFound>,
+    /// When the chain does not start at the genesis: the seq of the
+    /// retention record that names its first record.
+    pub start_stated_by: Option<u64>,
 }
 
 impl VerifyReport {
@@ -435,17 +486,18 @@ impl VerifyReport {
 /// Check the whole chain of the log at `path` (with its rotated files):
 /// every hash matches its record, every `prev_hash` the previous record's
 /// hash, every `seq` the previous plus one, and the first record starts at
-/// the genesis hash. Streams; memory does not grow with the log.
+/// the genesis hash or is the first record kept that a retention record of
+/// the chain names. Streams; memory does not grow with the log.
 pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
-    let files = chain_files(path).map_err(|e| AuditError::io(path, e))?;
-    if files.is_empty() {
-        return Err(AuditError::io(
-            path,
-            io::Error::new(io::ErrorKind::NotFound, "no such log file"),
-        ));
-    }
-    let mut report = VerifyReport {
-        files: files.clone(),
+    let never = AtomicBool::new(false);
+    // `never` is never set: the scan always runs to its end.
+    verify_until(path, &never).map(|r| r.unwrap_or_else(|| empty_report(Vec::new())))
+}
+
+/// A report of nothing checked yet, over `files`.
+fn empty_report(files: Vec<PathBuf>) -> VerifyReport {
+    VerifyReport {
+        files,
         records: 0,
         first_seq: None,
         last_seq: None,
@@ -453,19 +505,36 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         problem: None,
         gaps: Vec::new(),
         records_not_logged: 0,
-    };
+        retentions: Vec::new(),
+        start_stated_by: None,
+    }
+}
+
+/// [`verify`], checking `stop` as it reads: None when `stop` was set before
+/// the scan ended (a timed-out request, a server stopping).
+pub fn verify_until(path: &Path, stop: &AtomicBool) -> Result<Option<VerifyReport>, AuditError> {
+    let files = chain_files(path).map_err(|e| AuditError::io(path, e))?;
+    if files.is_empty() {
+        return Err(AuditError::io(
+            path,
+            io::Error::new(io::ErrorKind::NotFound, "no such log file"),
+        ));
+    }
+    let mut report = empty_report(files.clone());
     let mut reader = LineReader::from_files(files);
     let mut prev: Option<Link> = None;
-    let mut gap;
+    // A first record that is not the genesis: kept until a retention record
+    // names it.
+    let mut unanchored: Option<Link> = None;
     while let Some(line) = reader.next_line()? {
-        let link = match read_link(&line) {
-            Ok((l, g)) => {
-                gap = g;
-                l
-            }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (link, stated) = match read_link(&line) {
+            Ok(l) => l,
             Err(b) => {
                 report.problem = Some(b);
-                return Ok(report);
+                return Ok(Some(report));
             }
         };
         if !link.hash_ok {
@@ -477,21 +546,57 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
                     "the record's content does not match its hash (changed after it was written)"
                         .into(),
             });
-            return Ok(report);
+            return Ok(Some(report));
         }
         let ok = match &prev {
-            None => link.prev_hash == GENESIS_HASH && link.seq == 1,
+            None if link.prev_hash == GENESIS_HASH && link.seq == 1 => true,
+            // Not the genesis: a start only a retention record may state.
+            None => {
+                unanchored = Some(link.clone());
+                true
+            }
             Some(p) => link.prev_hash == p.hash && link.seq == p.seq + 1,
         };
         if !ok {
-            report.problem = Some(classify(prev.as_ref(), &link, &mut reader));
-            return Ok(report);
+            // The earliest break first: a start no retention record named yet.
+            if let Some(start) = unanchored
+                .as_ref()
+                .filter(|_| report.start_stated_by.is_none())
+            {
+                report.problem = Some(unstated_start(start, &report.retentions));
+                return Ok(Some(report));
+            }
+            report.problem = Some(classify(prev.as_ref(), &link, &mut reader, stop));
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            return Ok(Some(report));
         }
         report.records += 1;
         report.first_seq.get_or_insert(link.seq);
         report.last_seq = Some(link.seq);
         report.last_hash = Some(link.hash.clone());
-        if let Some(info) = gap.take() {
+        note_stated(&mut report, unanchored.as_ref(), &link, stated);
+        prev = Some(link);
+    }
+    if let Some(start) = unanchored {
+        if report.start_stated_by.is_none() {
+            report.problem = Some(unstated_start(&start, &report.retentions));
+        }
+    }
+    Ok(Some(report))
+}
+
+/// Take what a gap or retention record states into the report; a
+/// retention record naming the chain's (non-genesis) start anchors it.
+fn note_stated(
+    report: &mut VerifyReport,
+    unanchored: Option<&Link>,
+    link: &Link,
+    stated: Option<Stated>,
+) {
+    match stated {
+        Some(Stated::Gap(info)) => {
             report.records_not_logged += info.records;
             report.gaps.push(GapFound {
                 seq: link.seq,
@@ -499,14 +604,63 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
                 info,
             });
         }
-        prev = Some(link);
+        Some(Stated::Retention(info)) => {
+            if let Some(start) = unanchored {
+                if report.start_stated_by.is_none()
+                    && info.kept_from.seq == start.seq
+                    && info.kept_from.prev_hash == start.prev_hash
+                {
+                    report.start_stated_by = Some(link.seq);
+                }
+            }
+            report.retentions.push(RetentionFound {
+                seq: link.seq,
+                location: link.location.clone(),
+                info,
+            });
+        }
+        None => {}
     }
-    Ok(report)
 }
 
-/// The chain fields of a line, and what it states was not logged if it
-/// is a gap record.
-fn read_link(line: &Line) -> Result<(Link, Option<GapInfo>), ChainBreak> {
+/// The break of a chain whose first record is not the genesis and that no
+/// retention record names: records before it were removed.
+fn unstated_start(start: &Link, retentions: &[RetentionFound]) -> ChainBreak {
+    let stated = match retentions.last() {
+        Some(r) => format!(
+            "; the last retention record ({}) states that the kept chain starts at seq {}",
+            r.location, r.info.kept_from.seq
+        ),
+        None => "; no retention record states that older records were deleted".into(),
+    };
+    ChainBreak {
+        kind: BreakKind::Missing,
+        // The first record missing: the start the last retention record
+        // states, else the first of the log.
+        seq: Some(
+            retentions
+                .last()
+                .map(|r| r.info.kept_from.seq)
+                .filter(|&s| s < start.seq)
+                .unwrap_or(1),
+        ),
+        location: start.location.clone(),
+        message: format!(
+            "the chain starts at seq {} (prev_hash {}), not at the genesis, and no retention record names that start: records before it were removed{stated}",
+            start.seq, start.prev_hash
+        ),
+    }
+}
+
+/// What a gap or retention record states.
+enum Stated {
+    Gap(GapInfo),
+    Retention(RetentionInfo),
+}
+
+/// The chain fields of a line, and what it states if it is a gap or a
+/// retention record.
+fn read_link(line: &Line) -> Result<(Link, Option<Stated>), ChainBreak> {
     if !line.terminated {
         return Err(ChainBreak {
             kind: BreakKind::Malformed,
@@ -515,40 +669,46 @@ fn read_link(line: &Line) -> Result<(Link, Option<GapInfo>), ChainBreak> {
             message: "torn last line (no newline: the writer crashed mid-write); opening the log for writing repairs it".into(),
         });
     }
-    parse_link(&line.text, &line.location)
-        .map_err(|e| ChainBreak {
-            kind: BreakKind::Malformed,
-            seq: None,
-            location: line.location.clone(),
-            message: match e {
-                AuditError::Malformed { message, .. } => message,
-                other => other.to_string(),
-            },
-        })
-        .and_then(|(obj, l)| {
-            if obj.get("kind").and_then(Value::as_str) != Some("gap") {
-                return Ok((l, None));
-            }
-            match obj
-                .get("gap")
-                .cloned()
-                .map(serde_json::from_value::<GapInfo>)
-            {
-                Some(Ok(info)) => Ok((l, Some(info))),
-                _ => Err(ChainBreak {
-                    kind: BreakKind::Malformed,
-                    seq: Some(l.seq),
-                    location: line.location.clone(),
-                    message: "a gap record without a readable `gap` field (how many records, which time range)".into(),
-                }),
-            }
-        })
+    let (obj, l) = parse_link(&line.text, &line.location).map_err(|e| ChainBreak {
+        kind: BreakKind::Malformed,
+        seq: None,
+        location: line.location.clone(),
+        message: match e {
+            AuditError::Malformed { message, .. } => message,
+            other => other.to_string(),
+        },
+    })?;
+    let unreadable = |what: &str| ChainBreak {
+        kind: BreakKind::Malformed,
+        seq: Some(l.seq),
+        location: line.location.clone(),
+        message: what.to_string(),
+    };
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("gap") => match obj.get("gap").cloned().map(serde_json::from_value::<GapInfo>) {
+            Some(Ok(info)) => Ok((l, Some(Stated::Gap(info)))),
+            _ => Err(unreadable(
+                "a gap record without a readable `gap` field (how many records, which time range)",
+            )),
+        },
+        Some("retention") => match obj
+            .get("retention")
+            .cloned()
+            .map(serde_json::from_value::<RetentionInfo>)
+        {
+            Some(Ok(info)) => Ok((l, Some(Stated::Retention(info)))),
+            _ => Err(unreadable(
+                "a retention record without a readable `retention` field (files deleted, first record kept)",
+            )),
+        },
+        _ => Ok((l, None)),
+    }
 }
 
 /// Classify the break between `p` (the last good record, None at the start)
 /// and `r` (whose own hash is valid), looking ahead for the record that
 /// really follows `p`.
-fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
+fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader, stop: &AtomicBool) -> ChainBreak {
     let (p_seq, p_hash) = match p {
         Some(p) => (p.seq, p.hash.as_str()),
         None => (0, GENESIS_HASH),
@@ -564,7 +724,7 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
             ),
         };
     }
-    let successor = find_successor(reader, p_hash);
+    let successor = find_successor(reader, p_hash, stop);
     if r.seq <= p_seq {
         inserted_copy(p, p_seq, r, successor.as_ref())
     } else if r.seq == p_seq + 1 {
@@ -575,8 +735,11 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader) -> ChainBreak {
 }
 
 /// Read ahead for the record chained to `p_hash` (the true successor).
-fn find_successor(reader: &mut LineReader, p_hash: &str) -> Option<Link> {
+fn find_successor(reader: &mut LineReader, p_hash: &str, stop: &AtomicBool) -> Option<Link> {
     while let Ok(Some(line)) = reader.next_line() {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Ok((l, _)) = read_link(&line) {
             if l.prev_hash == p_hash {
                 return Some(l);

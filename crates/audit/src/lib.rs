@@ -28,14 +28,17 @@ use std::path::{Path, PathBuf};
 
 use partnergate_policy::{engine, policies};
 
-pub use chain::{verify, BreakKind, ChainBreak, Location, VerifyReport};
+pub use chain::{
+    verify, verify_until, BreakKind, ChainBreak, Location, RetentionFound, VerifyReport,
+};
 pub use record::{
-    new_decision_id, shadow_of, ChangeEvent, DecisionEvent, EntitySlice, Event, GapInfo, Gateway,
-    Kind, Record, ReloadEvent, SearchEvent, Shadow,
+    new_decision_id, shadow_of, ChainStart, ChangeEvent, DecisionEvent, EntitySlice, Event,
+    GapInfo, Gateway, Kind, Record, ReloadEvent, RetainedFile, RetentionInfo, SearchEvent, Shadow,
 };
 pub use redact::Redaction;
 pub use writer::{
     AuditConfig, AuditLog, AuditState, AuditStatus, Durable, OnFull, OpenInfo, Sink, SyncMode,
+    DEFAULT_MAX_FILES, DEFAULT_QUEUE_BYTES,
 };
 
 /// Errors of the decision log. Each names the file (and line) concerned.

@@ -47,11 +47,15 @@ pub enum Kind {
     /// One page of a search (subject, resource or action search): the
     /// query, the policy version, the number of results and the time taken.
     Search,
+    /// Written by the log itself when the retention rule deletes its oldest
+    /// rotated files: which files (and seq ranges) and where the kept chain
+    /// now starts.
+    Retention,
 }
 
 impl Kind {
-    /// The record's `kind` value: `decision`, `change`, `reload`, `repair`
-    /// or `gap`.
+    /// The record's `kind` value: `decision`, `change`, `reload`, `repair`,
+    /// `gap`, `search` or `retention`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Decision => "decision",
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Repair => "repair",
             Kind::Gap => "gap",
             Kind::Search => "search",
+            Kind::Retention => "retention",
         }
     }
 }
@@ -74,8 +79,9 @@ impl std::str::FromStr for Kind {
             "repair" => Ok(Kind::Repair),
             "gap" => Ok(Kind::Gap),
             "search" => Ok(Kind::Search),
+            "retention" => Ok(Kind::Retention),
             other => Err(format!(
-                "unknown kind `{other}` (expected decision, change, reload, repair, gap or search)"
+                "unknown kind `{other}` (expected decision, change, reload, repair, gap, search or retention)"
             )),
         }
     }
@@ -255,6 +261,8 @@ pub struct EntitySlice {
     /// texts, known once they are parsed.
     error: OnceLock<Option<String>>,
     encoded: OnceLock<(u64, Arc<EncodedSlice>)>,
+    /// [`EntitySlice::held_bytes`], computed once.
+    bytes: OnceLock<u64>,
 }
 
 /// Where a slice's JSON comes from.
@@ -280,6 +288,7 @@ impl EntitySlice {
             json: SliceJson::Value(json),
             error: OnceLock::from(None),
             encoded: OnceLock::new(),
+            bytes: OnceLock::new(),
         })
     }
 
@@ -291,6 +300,7 @@ impl EntitySlice {
             json: SliceJson::Texts(texts),
             error: OnceLock::new(),
             encoded: OnceLock::new(),
+            bytes: OnceLock::new(),
         })
     }
 
@@ -319,6 +329,21 @@ impl EntitySlice {
             json: SliceJson::Value(Value::Null),
             error: OnceLock::from(Some(reason.into())),
             encoded: OnceLock::new(),
+            bytes: OnceLock::new(),
+        })
+    }
+
+    /// About how many bytes the slice holds (its entities, and their
+    /// encoding once the writer has made it), computed once: what the
+    /// writer's queue charges for it ([`Event::held_bytes`]).
+    pub fn held_bytes(&self) -> u64 {
+        *self.bytes.get_or_init(|| {
+            let given = match &self.json {
+                SliceJson::Value(v) => value_bytes(v),
+                SliceJson::Texts(texts) => texts.iter().map(|t| t.len() as u64 + 16).sum(),
+            };
+            // The canonical encoding kept beside it is about its text again.
+            given.saturating_mul(2)
         })
     }
 
@@ -490,6 +515,87 @@ impl Event {
     }
 }
 
+impl Event {
+    /// About how many bytes the event holds in memory while it waits in
+    /// the writer's queue: its strings and JSON values (their text plus a
+    /// fixed overhead per node) and its entity slice, counted in full even
+    /// when other decisions share it. The writer's byte bound
+    /// ([`AuditConfig::queue_bytes`](crate::AuditConfig::queue_bytes)) is
+    /// kept in these units.
+    pub fn held_bytes(&self) -> u64 {
+        const BASE: u64 = 512;
+        let s = |x: &str| x.len() as u64;
+        let o = |x: &Option<String>| x.as_deref().map_or(0, s);
+        BASE + match self {
+            Event::Decision(d) => {
+                let reasons = |rs: &[Reason]| -> u64 {
+                    rs.iter()
+                        .map(|r| 64 + s(&r.id) + r.description.as_deref().map_or(0, s))
+                        .sum()
+                };
+                let strs = |v: &[String]| -> u64 { v.iter().map(|e| 24 + s(e)).sum() };
+                s(&d.decision_id)
+                    + o(&d.request_id)
+                    + s(&d.principal)
+                    + s(&d.action)
+                    + s(&d.resource)
+                    + value_bytes(&d.context)
+                    + d.entities.held_bytes()
+                    + reasons(&d.decision.reasons)
+                    + strs(&d.decision.errors)
+                    + s(&d.decision.policy_version)
+                    + strs(&d.request_entities)
+                    + d.gateway.as_ref().map_or(0, |g| {
+                        s(&g.method) + s(&g.path) + s(&g.route) + s(&g.source) + s(&g.via)
+                    })
+                    + d.shadow.as_ref().map_or(0, |sh| {
+                        reasons(&sh.reasons) + strs(&sh.errors) + s(&sh.policy_version)
+                    })
+            }
+            Event::Change(c) => {
+                o(&c.decision_id)
+                    + o(&c.request_id)
+                    + s(&c.actor)
+                    + s(&c.operation)
+                    + value_bytes(&c.before)
+                    + value_bytes(&c.after)
+            }
+            Event::Reload(r) => {
+                o(&r.request_id)
+                    + r.files.iter().map(|f| 24 + s(f)).sum::<u64>()
+                    + o(&r.version)
+                    + o(&r.error)
+            }
+            Event::Search(q) => {
+                s(&q.decision_id)
+                    + o(&q.request_id)
+                    + s(&q.search)
+                    + s(&q.principal)
+                    + s(&q.action)
+                    + s(&q.resource)
+                    + value_bytes(&q.context)
+                    + s(&q.policy_version)
+            }
+        }
+    }
+}
+
+/// About how many bytes a JSON value holds in memory: the text of its
+/// strings and keys plus a fixed overhead per node and per member.
+pub fn value_bytes(v: &Value) -> u64 {
+    const NODE: u64 = std::mem::size_of::<Value>() as u64;
+    const MEMBER: u64 = 48;
+    NODE + match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(t) => t.len() as u64,
+        Value::Array(a) => a.iter().map(value_bytes).sum(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| MEMBER + k.len() as u64 + value_bytes(v))
+            .sum(),
+    }
+}
+
 impl From<DecisionEvent> for Event {
     fn from(e: DecisionEvent) -> Self {
         Event::Decision(Box::new(e))
@@ -542,6 +648,41 @@ pub struct GapInfo {
     pub until: String,
     /// The write error, when there was one.
     pub error: Option<String>,
+}
+
+/// One rotated file a `retention` record states was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedFile {
+    /// The file's name when it was deleted (e.g. `decisions.jsonl.11`).
+    pub file: String,
+    /// The seq of its first record (none if it held no readable record).
+    pub first_seq: Option<u64>,
+    /// The seq of its last record.
+    pub last_seq: Option<u64>,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Where the kept chain starts after a retention: the first record that was
+/// kept, named by its `seq` and `prev_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStart {
+    /// The seq of the first record kept.
+    pub seq: u64,
+    /// Its `prev_hash`: the hash of the last record deleted.
+    pub prev_hash: String,
+}
+
+/// What a `retention` record says was deleted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionInfo {
+    /// The rotated files deleted, oldest first.
+    pub deleted: Vec<RetainedFile>,
+    /// The first record kept: `audit verify` accepts a chain that starts
+    /// there (and nowhere else but the genesis).
+    pub kept_from: ChainStart,
+    /// The rule that deleted them, e.g. `max_files=10`.
+    pub rule: String,
 }
 
 /// A record as read back from the log: every field optional except the
@@ -639,6 +780,9 @@ pub struct Record {
     /// What a `gap` record states was not logged.
     #[serde(default)]
     pub gap: Option<GapInfo>,
+    /// What a `retention` record states was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionInfo>,
     /// A `search` record's kind of search: `subject`, `resource` or `action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<String>,
@@ -1037,6 +1181,24 @@ pub fn gap_body(info: &GapInfo, ts: &str, replica: Option<&str>) -> Map<String, 
     m.insert("decision_id".into(), Value::Null);
     m.insert("request_id".into(), Value::Null);
     m.insert("gap".into(), json(info));
+    if let Some(r) = replica {
+        m.insert("replica".into(), Value::String(r.to_string()));
+    }
+    m
+}
+
+/// The body of a `retention` record.
+pub fn retention_body(info: &RetentionInfo, ts: &str, replica: Option<&str>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("seq".into(), Value::Null);
+    m.insert("ts".into(), Value::String(ts.to_string()));
+    m.insert(
+        "kind".into(),
+        Value::String(Kind::Retention.as_str().into()),
+    );
+    m.insert("decision_id".into(), Value::Null);
+    m.insert("request_id".into(), Value::Null);
+    m.insert("retention".into(), json(info));
     if let Some(r) = replica {
         m.insert("replica".into(), Value::String(r.to_string()));
     }

@@ -1,7 +1,14 @@
 //! The writer: [`AuditLog`], a cheap cloneable handle whose [`AuditLog::log`]
-//! only enqueues (no disk I/O on the caller's path) into a bounded queue
-//! drained by ONE writer thread, which redacts, chains (seq, prev_hash,
-//! hash), batches, writes, fsyncs per [`SyncMode`] and rotates by size.
+//! only enqueues (no disk I/O on the caller's path) into a queue bounded by
+//! count and by bytes, drained by ONE writer thread, which redacts, chains
+//! (seq, prev_hash, hash), batches, writes, fsyncs per [`SyncMode`], rotates
+//! by size and applies the retention rule to the rotated files.
+//!
+//! Retention: when rotation leaves more rotated files than the rule keeps,
+//! the writer first appends a chained `kind: "retention"` record naming the
+//! files it will delete (and their seq ranges) and the first record kept
+//! (its seq and prev_hash), fsyncs it, and only then deletes them; `verify`
+//! accepts a chain that starts at a record some retention record names.
 //!
 //! Opening a file log takes an exclusive lock (`PATH.lock`), finds the last
 //! record of the chain (in `PATH`, else in the newest rotated file) and
@@ -24,8 +31,9 @@ use time::OffsetDateTime;
 
 use super::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
 use super::record::{
-    encode_event, gap_body, repair_body, seal, EncodedSlice, Event, GapInfo, Link, RecordEncoder,
-    RepairInfo, SliceField, GENESIS_HASH,
+    encode_event, gap_body, repair_body, retention_body, seal, ChainStart, EncodedSlice, Event,
+    GapInfo, Link, RecordEncoder, RepairInfo, RetainedFile, RetentionInfo, SliceField,
+    GENESIS_HASH,
 };
 use super::redact::Redaction;
 use super::AuditError;
@@ -66,6 +74,17 @@ pub enum Sink {
 /// The default log path.
 pub const DEFAULT_PATH: &str = "data/decisions.jsonl";
 
+/// The queue's default byte bound (64 MiB).
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Rotated files kept by default.
+pub const DEFAULT_MAX_FILES: u32 = 10;
+
+/// The writer writes its pending records out once they reach this many
+/// bytes, whatever the batch size, so that a batch of large records is not
+/// held whole in memory.
+const PENDING_BYTES: usize = 4 * 1024 * 1024;
+
 /// How to open the log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
@@ -77,10 +96,20 @@ pub struct AuditConfig {
     pub on_full: OnFull,
     /// Queue capacity in events.
     pub queue_capacity: usize,
+    /// Queue capacity in bytes ([`Event::held_bytes`]): past it, logging
+    /// blocks or drops exactly as when the count is reached. One event is
+    /// always accepted into an empty queue, however large.
+    pub queue_bytes: u64,
     /// Most records written (and fsynced, in batch mode) at once.
     pub max_batch: usize,
     /// Rotate when the active file would exceed this many bytes (None: never).
     pub max_file_bytes: Option<u64>,
+    /// Keep at most this many rotated files (None: all); older ones are
+    /// deleted after a `retention` record states it.
+    pub max_files: Option<u32>,
+    /// Keep rotated files totalling at most this many bytes (None: no byte
+    /// rule); the oldest go first, after a `retention` record.
+    pub max_total_bytes: Option<u64>,
     /// How long the writer lets a partial batch grow before writing it: the
     /// most a record waits in the queue when the writer keeps up. A flush or
     /// a stop does not wait for it.
@@ -93,7 +122,8 @@ pub struct AuditConfig {
 
 impl AuditConfig {
     /// A file log at `path` with the defaults: batch fsync, blocking when
-    /// full, 8192 queued events, batches of 1024, rotation at 256 MiB, the
+    /// full, 8192 queued events or [`DEFAULT_QUEUE_BYTES`], batches of 1024,
+    /// rotation at 256 MiB keeping [`DEFAULT_MAX_FILES`] rotated files, the
     /// default linger, no redaction and no replica.
     pub fn file(path: impl Into<PathBuf>) -> Self {
         AuditConfig {
@@ -101,8 +131,11 @@ impl AuditConfig {
             sync: SyncMode::Batch,
             on_full: OnFull::Block,
             queue_capacity: 8192,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             max_batch: 1024,
             max_file_bytes: Some(256 * 1024 * 1024),
+            max_files: Some(DEFAULT_MAX_FILES),
+            max_total_bytes: None,
             linger: DEFAULT_LINGER,
             redaction: Redaction::default(),
             replica: None,
@@ -143,6 +176,9 @@ struct Stats {
     gaps: AtomicU64,
     /// Lost or dropped records that no gap record states yet.
     unrecorded: AtomicU64,
+    /// Retention records written (and the rotated files they deleted).
+    retentions: AtomicU64,
+    files_deleted: AtomicU64,
     /// Time range (unix µs) of queue drops not yet taken into a gap.
     drop_first_us: AtomicI64,
     drop_last_us: AtomicI64,
@@ -160,6 +196,8 @@ impl Default for Stats {
             write_errors: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             unrecorded: AtomicU64::new(0),
+            retentions: AtomicU64::new(0),
+            files_deleted: AtomicU64::new(0),
             drop_first_us: AtomicI64::new(i64::MAX),
             drop_last_us: AtomicI64::new(i64::MIN),
             failing: AtomicBool::new(false),
@@ -210,6 +248,14 @@ pub struct AuditStatus {
     pub gaps: u64,
     /// Failed writes, fsyncs and rotations since the log was opened.
     pub write_errors: u64,
+    /// Bytes ([`Event::held_bytes`]) of the events waiting in the queue now.
+    pub queued_bytes: u64,
+    /// The queue's byte bound.
+    pub queue_bytes_limit: u64,
+    /// Retention records written since the log was opened.
+    pub retentions: u64,
+    /// Rotated files the retention rule deleted since the log was opened.
+    pub files_deleted: u64,
 }
 
 /// The durable acknowledgement of one record ([`AuditLog::log_durable`]):
@@ -294,19 +340,99 @@ impl Durable {
 
 // Events travel inline in the queue's slots: no allocation per event on the
 // request path (an Event is a few hundred bytes; a decision's body is boxed).
+// Each event carries the bytes it was charged to the queue's byte bound.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Event(OffsetDateTime, Event),
+    Event(OffsetDateTime, Event, u64),
     /// An event whose caller waits for it to be durable (boxed: the queue's
     /// slots keep the size they have without `--audit-required`).
-    Durable(Box<(OffsetDateTime, Event, Durable)>),
+    Durable(Box<(OffsetDateTime, Event, Durable, u64)>),
     Flush(SyncSender<()>),
     Shutdown,
+}
+
+/// The queue's byte bound: the bytes of the queued events, taken before an
+/// event is sent and given back by the writer once it has encoded it.
+#[derive(Debug)]
+struct ByteBudget {
+    used: AtomicU64,
+    limit: u64,
+    /// Loggers blocked for room (`block`), woken by the writer.
+    waiters: std::sync::atomic::AtomicUsize,
+    lock: Mutex<()>,
+    room: Condvar,
+}
+
+impl ByteBudget {
+    fn new(limit: u64) -> Self {
+        ByteBudget {
+            used: AtomicU64::new(0),
+            limit: limit.max(1),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            room: Condvar::new(),
+        }
+    }
+
+    /// Take `n` bytes if they fit (or the queue holds none).
+    fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used == 0 || used.saturating_add(n) <= self.limit).then(|| used.saturating_add(n))
+            })
+            .is_ok()
+    }
+
+    /// Take `n` bytes, waiting for room; false if the log closed meanwhile.
+    fn take_blocking(&self, n: u64, closed: &AtomicBool) -> bool {
+        if self.try_take(n) {
+            return true;
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock().ok();
+        let taken = loop {
+            if self.try_take(n) {
+                break true;
+            }
+            if closed.load(Ordering::SeqCst) {
+                break false;
+            }
+            guard = if let Some(g) = guard {
+                self.room
+                    .wait_timeout(g, Duration::from_millis(50))
+                    .ok()
+                    .map(|(g, _)| g)
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+                None
+            };
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        taken
+    }
+
+    /// Give `n` bytes back and wake the loggers waiting for room.
+    fn release(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.room.notify_all();
+        }
+    }
 }
 
 struct Inner {
     tx: SyncSender<Msg>,
     on_full: OnFull,
+    budget: Arc<ByteBudget>,
     stats: Arc<Stats>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -315,10 +441,45 @@ struct Inner {
 }
 
 impl Inner {
+    /// Send `msg` (charged `bytes`) if both bounds have room: waiting for it
+    /// under [`OnFull::Block`], else refusing. False: not queued.
+    fn enqueue(&self, bytes: u64, msg: Msg) -> bool {
+        match self.on_full {
+            OnFull::Block => {
+                if !self.budget.take_blocking(bytes, &self.closed) {
+                    return false;
+                }
+                if self.tx.send(msg).is_ok() {
+                    true
+                } else {
+                    self.budget.release(bytes);
+                    false
+                }
+            }
+            OnFull::Drop => {
+                if !self.budget.try_take(bytes) {
+                    return false;
+                }
+                match self.tx.try_send(msg) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                        self.budget.release(bytes);
+                        false
+                    }
+                }
+            }
+        }
+    }
+
     fn shutdown(&self) {
         // The first caller asks the writer to stop; every caller then joins
         // it if nobody has yet.
         if !self.closed.swap(true, Ordering::SeqCst) {
+            // Loggers blocked for room give up (their events are dropped).
+            {
+                let _guard = self.budget.lock.lock();
+                self.budget.room.notify_all();
+            }
             let _ = self.tx.send(Msg::Shutdown);
             self.writer.unpark();
         }
@@ -356,7 +517,8 @@ impl AuditLog {
     /// Open (or create) the log and start its writer thread.
     pub fn open(config: AuditConfig) -> Result<(AuditLog, OpenInfo), AuditError> {
         let stats = Arc::new(Stats::default());
-        let (mut writer, info) = Writer::open(&config, stats.clone())?;
+        let budget = Arc::new(ByteBudget::new(config.queue_bytes));
+        let (mut writer, info) = Writer::open(&config, stats.clone(), budget.clone())?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let max_batch = config.max_batch.max(1);
         let linger = config.linger;
@@ -368,6 +530,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 tx,
                 on_full: config.on_full,
+                budget,
                 stats,
                 closed: AtomicBool::new(false),
                 writer: thread.thread().clone(),
@@ -386,14 +549,9 @@ impl AuditLog {
             inner.stats.drop_one();
             return false;
         }
-        let msg = Msg::Event(OffsetDateTime::now_utc(), event.into());
-        let sent = match inner.on_full {
-            OnFull::Block => inner.tx.send(msg).is_ok(),
-            OnFull::Drop => match inner.tx.try_send(msg) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
-        };
+        let event = event.into();
+        let bytes = event.held_bytes();
+        let sent = inner.enqueue(bytes, Msg::Event(OffsetDateTime::now_utc(), event, bytes));
         if !sent {
             inner.stats.drop_one();
         }
@@ -414,15 +572,15 @@ impl AuditLog {
             ticket.complete(Err("the decision log is shut down".into()));
             return ticket;
         }
+        let event = event.into();
+        let bytes = event.held_bytes();
         let msg = Msg::Durable(Box::new((
             OffsetDateTime::now_utc(),
-            event.into(),
+            event,
             ticket.clone(),
+            bytes,
         )));
-        let sent = match inner.on_full {
-            OnFull::Block => inner.tx.send(msg).is_ok(),
-            OnFull::Drop => inner.tx.try_send(msg).is_ok(),
-        };
+        let sent = inner.enqueue(bytes, msg);
         if sent {
             inner.writer.unpark();
         } else {
@@ -455,6 +613,10 @@ impl AuditLog {
             unrecorded: s.unrecorded.load(Ordering::Relaxed),
             gaps: s.gaps.load(Ordering::Relaxed),
             write_errors: s.write_errors.load(Ordering::Relaxed),
+            queued_bytes: self.inner.budget.used.load(Ordering::Relaxed),
+            queue_bytes_limit: self.inner.budget.limit,
+            retentions: s.retentions.load(Ordering::Relaxed),
+            files_deleted: s.files_deleted.load(Ordering::Relaxed),
         }
     }
 
@@ -614,6 +776,11 @@ struct Writer {
     replica: Option<String>,
     redaction: Redaction,
     stats: Arc<Stats>,
+    /// The queue's byte bound, given back as events are encoded.
+    budget: Arc<ByteBudget>,
+    /// The retention rule for rotated files.
+    max_files: Option<u32>,
+    max_total_bytes: Option<u64>,
     /// Identifies `redaction` to the entity slices' encoding cache.
     redaction_key: u64,
     /// Written but not yet fsynced (`batch` only), and when the last fsync was.
@@ -645,8 +812,12 @@ impl Writer {
     /// Open the writer of `config`'s sink: for a file, take its lock, cut a
     /// torn last line away (stating it in a repair record), and continue the
     /// chain from the last record of the file or of its newest rotation.
-    fn open(config: &AuditConfig, stats: Arc<Stats>) -> Result<(Writer, OpenInfo), AuditError> {
-        let mut writer = Writer::new(config, stats);
+    fn open(
+        config: &AuditConfig,
+        stats: Arc<Stats>,
+        budget: Arc<ByteBudget>,
+    ) -> Result<(Writer, OpenInfo), AuditError> {
+        let mut writer = Writer::new(config, stats, budget);
         let path = match &config.sink {
             Sink::Stdout => {
                 return Ok((
@@ -684,6 +855,9 @@ impl Writer {
                 .write_repair(info)
                 .map_err(|e| AuditError::io(&path, e))?;
         }
+        // A rule tightened since the last run, or a stop between a
+        // retention record and its deletions: apply the rule now.
+        writer.apply_retention();
         let info = OpenInfo {
             next_seq: writer.seq + 1,
             prev_hash: writer.prev_hash.clone(),
@@ -694,7 +868,7 @@ impl Writer {
 
     /// A writer to standard output at the chain's start (`open` points it
     /// at the file and the chain's end).
-    fn new(config: &AuditConfig, stats: Arc<Stats>) -> Writer {
+    fn new(config: &AuditConfig, stats: Arc<Stats>, budget: Arc<ByteBudget>) -> Writer {
         Writer {
             out: Out::Stdout(io::stdout()),
             sync: config.sync,
@@ -704,6 +878,9 @@ impl Writer {
             replica: config.replica.clone(),
             redaction: config.redaction.clone(),
             stats,
+            budget,
+            max_files: config.max_files,
+            max_total_bytes: config.max_total_bytes,
             redaction_key: if config.redaction.is_empty() {
                 0
             } else {
@@ -732,6 +909,75 @@ impl Writer {
         self.seq += 1;
         self.prev_hash = hash;
         Ok(())
+    }
+
+    /// Delete the oldest rotated files past the retention rule: first a
+    /// chained `retention` record stating them and where the kept chain
+    /// starts, fsynced, then the deletions. Nothing is deleted when the
+    /// record cannot be written (or the kept start cannot be read); the
+    /// next rotation tries again.
+    fn apply_retention(&mut self) {
+        if self.max_files.is_none() && self.max_total_bytes.is_none() {
+            return;
+        }
+        let Out::File { path, .. } = &self.out else {
+            return;
+        };
+        let path = path.clone();
+        if self.failing.is_some() {
+            return;
+        }
+        let plan = match retention_plan(&path, self.max_files, self.max_total_bytes) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(),
+                    "audit log: the retention rule could not read the rotated files; nothing deleted");
+                return;
+            }
+        };
+        let kept_from = match plan.kept_first {
+            Some(start) => start,
+            // Nothing older is kept: the chain now starts at the retention
+            // record itself.
+            None => ChainStart {
+                seq: self.seq + 1,
+                prev_hash: self.prev_hash.clone(),
+            },
+        };
+        let info = RetentionInfo {
+            deleted: plan.deleted.iter().map(|(_, f)| f.clone()).collect(),
+            kept_from,
+            rule: plan.rule,
+        };
+        let ts = format_ts(OffsetDateTime::now_utc());
+        let body = retention_body(&info, &ts, self.replica.as_deref());
+        let (line, hash) = seal(body, self.seq + 1, &self.prev_hash);
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        let before = self.size();
+        if let Err(e) = self.write_bytes(&bytes).and_then(|()| self.sync_now()) {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            self.truncate(before);
+            tracing::error!(error = %e, path = %path.display(),
+                "audit log: the retention record could not be written; nothing deleted");
+            return;
+        }
+        self.seq += 1;
+        self.prev_hash = hash;
+        self.stats.retentions.fetch_add(1, Ordering::Relaxed);
+        for (file, _) in &plan.deleted {
+            match std::fs::remove_file(file) {
+                Ok(()) => {
+                    self.stats.files_deleted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, file = %file.display(),
+                    "audit log: a rotated file the retention record names could not be deleted"),
+            }
+        }
+        sync_dir(&path);
+        tracing::info!(files = plan.deleted.len(), kept_from = info.kept_from.seq,
+            rule = %info.rule, "audit log: retention deleted the oldest rotated files");
     }
 
     /// The writer thread's loop: take a batch, write it, sync and release
@@ -794,10 +1040,14 @@ impl Writer {
         commit_each: bool,
     ) -> bool {
         match msg {
-            Msg::Event(ts, event) => self.append(pending, ts, event, None),
+            Msg::Event(ts, event, bytes) => {
+                self.append(pending, ts, event, None);
+                self.budget.release(bytes);
+            }
             Msg::Durable(d) => {
-                let (ts, event, ticket) = *d;
+                let (ts, event, ticket, bytes) = *d;
                 self.append(pending, ts, event, Some(ticket));
+                self.budget.release(bytes);
             }
             Msg::Flush(ack) => {
                 acks.push(ack);
@@ -805,7 +1055,7 @@ impl Writer {
             }
             Msg::Shutdown => return true,
         }
-        if commit_each {
+        if commit_each || pending.buf.len() >= PENDING_BYTES {
             self.commit(pending);
         }
         false
@@ -884,6 +1134,7 @@ impl Writer {
                     for t in self.unsynced_tickets.drain(..) {
                         t.complete(Ok(()));
                     }
+                    self.apply_retention();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "audit log: rotation failed");
@@ -1251,13 +1502,140 @@ impl Writer {
         std::fs::rename(&*path, rotated_path(path, 1))?;
         *file = private_append().open(&*path)?;
         *size = 0;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        sync_dir(path);
         Ok(())
     }
+}
+
+/// Fsync the directory of `path` (renames, creations and deletions).
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// What the retention rule deletes: the rotated files (path, and as the
+/// record states them), oldest first, and the first record kept (None: no
+/// file kept holds one; the retention record will be the first).
+struct RetentionPlan {
+    deleted: Vec<(PathBuf, RetainedFile)>,
+    kept_first: Option<ChainStart>,
+    rule: String,
+}
+
+/// The retention plan for the log at `path`, None when every rotated file
+/// is kept.
+fn retention_plan(
+    path: &Path,
+    max_files: Option<u32>,
+    max_total_bytes: Option<u64>,
+) -> io::Result<Option<RetentionPlan>> {
+    // Ascending numbers: the newest rotated file first.
+    let nums = rotated_numbers(path)?;
+    let mut keep = nums.len();
+    let mut rules = Vec::new();
+    if let Some(m) = max_files {
+        if nums.len() > m as usize {
+            keep = keep.min(m as usize);
+            rules.push(format!("max_files={m}"));
+        }
+    }
+    if let Some(max) = max_total_bytes {
+        let mut total = 0u64;
+        for (i, n) in nums.iter().enumerate() {
+            total = total.saturating_add(std::fs::metadata(rotated_path(path, *n))?.len());
+            if total > max {
+                if i < keep {
+                    keep = i;
+                }
+                rules.push(format!("max_total_bytes={max}"));
+                break;
+            }
+        }
+    }
+    if keep >= nums.len() {
+        return Ok(None);
+    }
+    let kept_first = first_kept(path, &nums[..keep])?;
+    let mut deleted = Vec::new();
+    for &n in nums[keep..].iter().rev() {
+        let file = rotated_path(path, n);
+        let bytes = std::fs::metadata(&file)?.len();
+        let seq_of = |line: Option<String>| {
+            line.and_then(|l| {
+                parse_link(
+                    &l,
+                    &Location {
+                        file: file.clone(),
+                        line: 0,
+                    },
+                )
+                .ok()
+                .map(|(_, link)| link.seq)
+            })
+        };
+        let first_seq = seq_of(first_line(&file)?);
+        let last_seq = seq_of(chain::tail(&file)?.last_line);
+        deleted.push((
+            file.clone(),
+            RetainedFile {
+                file: file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                first_seq,
+                last_seq,
+                bytes,
+            },
+        ));
+    }
+    Ok(Some(RetentionPlan {
+        deleted,
+        kept_first,
+        rule: rules.join(","),
+    }))
+}
+
+/// The first record kept, named by seq and prev_hash: in the oldest of the
+/// kept rotated files `kept` (ascending numbers) that holds one, else in the
+/// active file; None: there is none (the retention record will be first).
+fn first_kept(path: &Path, kept: &[u32]) -> io::Result<Option<ChainStart>> {
+    let files = kept
+        .iter()
+        .rev()
+        .map(|&n| rotated_path(path, n))
+        .chain(std::iter::once(path.to_path_buf()));
+    for file in files {
+        if !file.exists() {
+            continue;
+        }
+        if let Some(line) = first_line(&file)? {
+            let loc = Location {
+                file: file.clone(),
+                line: 1,
+            };
+            let (_, link) = parse_link(&line, &loc).map_err(|e| io::Error::other(e.to_string()))?;
+            return Ok(Some(ChainStart {
+                seq: link.seq,
+                prev_hash: link.prev_hash,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The first newline-terminated line of `file`, if any.
+fn first_line(file: &Path) -> io::Result<Option<String>> {
+    use std::io::BufRead;
+    let mut r = io::BufReader::new(File::open(file)?);
+    let mut buf = Vec::new();
+    r.read_until(b'\n', &mut buf)?;
+    if buf.pop() != Some(b'\n') {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 /// The last line of a log file, with the file it was read from.
@@ -1372,6 +1750,106 @@ fn private_append() -> OpenOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn big_event(kib: usize) -> Event {
+        let d = crate::engine::Decision {
+            decision: crate::engine::Effect::Deny,
+            reasons: Vec::new(),
+            errors: Vec::new(),
+            policy_version: "v".into(),
+        };
+        crate::DecisionEvent::new(
+            "User::\"a\"",
+            "Action::\"b\"",
+            "User::\"c\"",
+            crate::EntitySlice::new(serde_json::json!([])),
+            d,
+        )
+        .with_context(Some(serde_json::json!({ "pad": "x".repeat(kib * 1024) })))
+        .into()
+    }
+
+    #[test]
+    fn past_the_byte_bound_drop_refuses_and_log_durable_fails_its_ticket() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = AuditConfig::file(dir.path().join("d.jsonl"));
+        c.on_full = OnFull::Drop;
+        c.queue_bytes = 1;
+        c.linger = Duration::from_secs(5);
+        let (log, _) = AuditLog::open(c).unwrap();
+        // The writer lingers: the first fills the queue, the next is refused.
+        let mut refused = 0;
+        let mut tickets = Vec::new();
+        for _ in 0..20 {
+            let t = log.log_durable(big_event(64));
+            if let Some(Err(e)) = t.peek() {
+                assert!(e.contains("queue is full"), "{e}");
+                refused += 1;
+            }
+            tickets.push(t);
+        }
+        assert!(refused > 0, "no record was refused past a 1-byte bound");
+        assert_eq!(log.dropped(), refused);
+        log.shutdown();
+        let report = crate::verify(&dir.path().join("d.jsonl")).unwrap();
+        assert!(report.intact(), "{:?}", report.problem);
+        assert_eq!(report.records_not_logged, refused);
+    }
+
+    #[test]
+    fn a_stop_between_the_retention_record_and_the_deletions_leaves_a_chain_that_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let mut c = AuditConfig::file(&path);
+        c.max_file_bytes = Some(20_000);
+        c.max_files = None;
+        let (log, _) = AuditLog::open(c.clone()).unwrap();
+        for _ in 0..30 {
+            log.log(big_event(4));
+        }
+        log.shutdown();
+        drop(log);
+        let before = chain::rotated_numbers(&path).unwrap();
+        assert!(before.len() > 3, "{before:?}");
+        let saved: Vec<(PathBuf, Vec<u8>)> = before
+            .iter()
+            .map(|&n| rotated_path(&path, n))
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        // Open with a rule keeping 2: the record is written, then the rest go.
+        c.max_files = Some(2);
+        let (log, _) = AuditLog::open(c.clone()).unwrap();
+        log.shutdown();
+        drop(log);
+        assert_eq!(chain::rotated_numbers(&path).unwrap(), vec![1, 2]);
+        let report = crate::verify(&path).unwrap();
+        assert!(report.ok(), "{:?}", report.problem);
+        assert_eq!(report.retentions.len(), 1);
+        assert!(report.start_stated_by.is_some());
+        // The state a crash after the record's fsync and before the
+        // deletions leaves: the record and every file.
+        for (p, b) in &saved {
+            std::fs::write(p, b).unwrap();
+        }
+        let report = crate::verify(&path).unwrap();
+        assert!(report.ok(), "{:?}", report.problem);
+        assert_eq!(report.first_seq, Some(1));
+        // The next open finishes the deletion with a new record.
+        let (log, _) = AuditLog::open(c).unwrap();
+        log.shutdown();
+        drop(log);
+        assert_eq!(chain::rotated_numbers(&path).unwrap(), vec![1, 2]);
+        let report = crate::verify(&path).unwrap();
+        assert!(report.ok(), "{:?}", report.problem);
+        // One file more deleted by hand: a break.
+        std::fs::remove_file(rotated_path(&path, 2)).unwrap();
+        let report = crate::verify(&path).unwrap();
+        let problem = report.problem.expect("a deleted file is a break");
+        assert_eq!(problem.kind, chain::BreakKind::Missing);
+    }
 
     #[test]
     fn timestamps_are_formatted_as_the_general_formatter_does() {

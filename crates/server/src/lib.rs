@@ -31,6 +31,7 @@
 //! - `openapi`: the OpenAPI document.
 //! - `conn`: the accept loop: header and idle timeouts, the connection cap.
 //! - `run`: start-up, listeners, reloads on SIGHUP, shutdown.
+//! - `verify_gate`: the console's chain checks, one at a time.
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
@@ -51,6 +52,7 @@ pub mod router;
 pub mod run;
 pub mod search;
 pub mod state;
+pub mod verify_gate;
 pub mod wire;
 
 pub use config::{defaults, ServeConfig, ServeError};

@@ -145,6 +145,7 @@ fn app_state(
         console: config
             .console
             .then(|| crate::state::ConsoleSettings::of(config)),
+        verify_gate: Arc::default(),
     }
 }
 
@@ -202,6 +203,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     });
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests");
+    // A chain check in flight stops now rather than outlive the grace.
+    sidecar.state.verify_gate.stop_all();
     let _ = stop_tx.send(());
     let _ = grpc_stop.send(());
     if let Some(g) = grpc {

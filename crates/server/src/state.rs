@@ -39,6 +39,8 @@ pub struct AppState {
     pub audit_path: Option<PathBuf>,
     /// The web console's inputs, when it is served (`--no-console`: None).
     pub console: Option<ConsoleSettings>,
+    /// The console's chain checks: one at a time, stopped with the server.
+    pub verify_gate: Arc<crate::verify_gate::VerifyGate>,
 }
 
 /// The process-wide Prometheus recorder (installed once).

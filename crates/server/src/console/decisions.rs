@@ -5,9 +5,12 @@
 //! file, a byte budget per page, a cursor to the older records). A record
 //! opens to its reasons, context, slice (looked up in its file when named
 //! by hash), shadow disagreement and gateway request; the chain check
-//! (`audit::verify`) runs on demand; a histogram of allows and denies over
+//! (`audit::verify`) runs on demand, behind the token, one at a time
+//! ([`VerifyGate`]), and stops when its request times out or the server
+//! stops; a histogram of allows and denies over
 //! time is drawn as an inline SVG from the same scan.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -324,14 +327,65 @@ fn one_record(state: &AppState, at: &str) -> Markup {
     }
 }
 
-/// `GET /console/f/decisions/verify`: the whole chain, checked now.
+/// Seconds a refused chain check is told to wait (`Retry-After`).
+const VERIFY_RETRY_AFTER_S: u64 = 5;
+
+/// Sets the scan's stop flag when the request is dropped (its timeout, a
+/// client that left) before the scan ended.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `GET /console/f/decisions/verify`: the whole chain, checked now (behind
+/// the token; one at a time: a second is a 429 with `Retry-After`).
 pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
+    use axum::response::IntoResponse;
     let Some(path) = state.audit_path.clone() else {
         return fragment(no_log());
     };
-    let report = tokio::task::spawn_blocking(move || partnergate_audit::verify(&path)).await;
+    let permit = match state.verify_gate.begin() {
+        Ok(p) => p,
+        Err(why) => {
+            metrics::counter!("partnergate_console_verify_total", "outcome" => "refused")
+                .increment(1);
+            let status = if state.verify_gate.is_stopping() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            };
+            let mut r = crate::error::AppError::new(status, "verify_busy", why).into_response();
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(VERIFY_RETRY_AFTER_S),
+            );
+            return r;
+        }
+    };
+    let _stop_on_drop = StopOnDrop(permit.stop.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        let r = partnergate_audit::verify_until(&path, &permit.stop);
+        let outcome = match &r {
+            Ok(Some(_)) => "done",
+            Ok(None) => "stopped",
+            Err(_) => "error",
+        };
+        metrics::counter!("partnergate_console_verify_total", "outcome" => outcome).increment(1);
+        drop(permit);
+        r
+    })
+    .await;
     let report = match report {
-        Ok(Ok(r)) => r,
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => {
+            return fragment_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the chain check was stopped (the server is stopping)",
+            )
+        }
         Ok(Err(e)) => return fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
         Err(e) => return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -341,6 +395,7 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
             (report.records) " records in " (report.files.len()) " files"
             @if let (Some(a), Some(b)) = (report.first_seq, report.last_seq) { " (seq " (a) "–" (b) ")" }
         }
+        @for r in &report.retentions { p.note { (r.to_string()) } }
         @if let Some(p) = &report.problem { pre.caret { (format!("{p:?}")) } }
     })
 }

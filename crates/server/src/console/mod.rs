@@ -21,7 +21,7 @@
 //! Must never know how a decision, a suite or a log query is computed.
 
 mod assets;
-mod decisions;
+pub mod decisions;
 mod highlight;
 mod page;
 mod partners;
