@@ -1,5 +1,5 @@
-//! A stand-in for the customer portal behind a proxy (README, "PartnerGate
-//! behind Envoy" and "behind nginx"): answers every request with 200 and a
+//! A stand-in for the customer portal behind a proxy (docs/gateway.md,
+//! "PartnerGate behind Envoy" and "behind nginx"): answers every request with 200 and a
 //! JSON echo of its method, path and the `x-partnergate-*` headers it
 //! received, so one can see what the gateway passed upstream.
 //!
