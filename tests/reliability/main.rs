@@ -14,6 +14,7 @@ mod common;
 
 mod audit_disk;
 mod clock_storms;
+mod crash_changes;
 mod http_limits;
 mod listings;
 mod policy_files;
