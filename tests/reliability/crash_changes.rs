@@ -34,7 +34,7 @@ const PER_ROUND: usize = 150;
 /// `n`) or an invitation (odd `n`). `Some(status)`, or `None` when the
 /// server was unreachable (killed).
 fn write(s: &Server, n: usize, rid: &str) -> Option<u16> {
-    let (method, path, body) = if n % 2 == 0 {
+    let (method, path, body) = if n.is_multiple_of(2) {
         (
             reqwest::Method::PUT,
             "/v1/entities",
