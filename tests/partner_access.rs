@@ -128,7 +128,15 @@ fn log_records(dir: &Path) -> Vec<Value> {
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("decisions"))
+                .and_then(|n| n.strip_prefix("decisions.jsonl"))
+                .is_some_and(|rest| {
+                    // The chain's files: `decisions.jsonl` and its rotated `.N`
+                    // (not the `.lock` and `.id` files beside them).
+                    rest.is_empty()
+                        || rest
+                            .strip_prefix('.')
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
         })
         .collect();
     files.sort();

@@ -15,6 +15,7 @@ mod common;
 mod audit_disk;
 mod audit_flood;
 mod clock_storms;
+mod crash_changes;
 mod forged_proxy_headers;
 mod http_limits;
 mod listings;

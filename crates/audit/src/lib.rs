@@ -6,7 +6,8 @@
 //!
 //! Submodules: [`record`] (the format, canonical encoding, hashing, shadow),
 //! [`redact`], [`writer`] ([`AuditLog`]), [`chain`] (files, verify),
-//! [`query`], [`newest`] (newest-first pages) and [`replay`]. The `partnergate audit` commands live in the
+//! [`query`], [`newest`] (newest-first pages), [`replay`] and [`recovered`]
+//! (a log's id, the kept form of change records, which ones a log holds). The `partnergate audit` commands live in the
 //! binary (`src/cli/audit.rs`).
 //! The record format is documented field by field in docs/audit.md.
 //!
@@ -20,6 +21,7 @@ pub mod chain;
 pub mod newest;
 pub mod query;
 pub mod record;
+pub mod recovered;
 pub mod redact;
 pub mod replay;
 pub mod writer;

@@ -412,6 +412,12 @@ pub struct ChangeEvent {
     pub before: Value,
     /// The state after (null when deleted).
     pub after: Value,
+    /// Names this change record: kept with the write in the store's
+    /// transaction until the log holds the record (see [`crate::recovered`]).
+    pub change_id: Option<String>,
+    /// Written at a start from the store, because the record was not in the
+    /// log when the process stopped (`"recovered": true`).
+    pub recovered: bool,
 }
 
 impl ChangeEvent {
@@ -431,7 +437,15 @@ impl ChangeEvent {
             operation: operation.into(),
             before,
             after,
+            change_id: None,
+            recovered: false,
         }
+    }
+
+    /// The change record's id ([`ChangeEvent::change_id`]).
+    pub fn change(mut self, change_id: Option<String>) -> Self {
+        self.change_id = change_id;
+        self
     }
 
     /// The decision that authorized the change (None: no policy question did).
@@ -765,6 +779,13 @@ pub struct Record {
     /// A change's state after (null when deleted).
     #[serde(default)]
     pub after: Option<Value>,
+    /// A change record's id, kept with its write in the store until the log holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<String>,
+    /// A change record written at a start from the store (its write's
+    /// record was not in the log when the process stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
     /// The files a reload read.
     #[serde(default)]
     pub files: Option<Vec<String>>,
@@ -1120,6 +1141,12 @@ pub fn encode_event<'e>(
             enc.str("operation", &c.operation);
             enc.value("before", &c.before);
             enc.value("after", &c.after);
+            if let Some(id) = &c.change_id {
+                enc.str("change_id", id);
+            }
+            if c.recovered {
+                enc.value("recovered", &Value::Bool(true));
+            }
         }
         Event::Reload(r) => {
             enc.opt_str("decision_id", None);
@@ -1660,6 +1687,8 @@ mod tests {
                         operation: string(rng),
                         before: value(rng, 3),
                         after: value(rng, 3),
+                        change_id: None,
+                        recovered: false,
                     };
                     m.insert("kind".into(), json!("change"));
                     m.insert("decision_id".into(), json!(ev.decision_id));
@@ -1789,6 +1818,8 @@ mod tests {
                 operation: "o".into(),
                 before: Value::Null,
                 after: json!({"limit": f}),
+                change_id: None,
+                recovered: false,
             }
             .into();
             let mut enc = RecordEncoder::default();

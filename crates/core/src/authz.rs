@@ -414,6 +414,8 @@ pub struct Authz {
     evaluator: Arc<Evaluator>,
     directory: Arc<Directory>,
     audit: Option<AuditLog>,
+    /// Gives change records their ids and keeps them with their writes.
+    changes: Option<Arc<crate::changes::ChangeRecorder>>,
     /// Every decision waits for its record to be durable (`Answer::durable`).
     audit_required: bool,
     shadow: Option<Arc<Evaluator>>,
@@ -432,6 +434,7 @@ impl Authz {
             evaluator,
             directory,
             audit: None,
+            changes: None,
             audit_required: false,
             shadow: None,
             cache: Arc::new(DashMap::new()),
@@ -472,9 +475,20 @@ impl Authz {
         self
     }
 
-    /// Log every decision and change to `log`.
+    /// Log every decision and change to `log` (change records are not
+    /// kept with their writes: see [`Authz::with_change_recorder`]).
     pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.changes = Some(Arc::new(crate::changes::ChangeRecorder::unkept(
+            log.clone(),
+        )));
         self.audit = Some(log);
+        self
+    }
+
+    /// Give change records to `recorder` (which keeps them with their
+    /// writes until the log holds them); after [`Authz::with_audit`].
+    pub fn with_change_recorder(mut self, recorder: crate::changes::ChangeRecorder) -> Self {
+        self.changes = Some(Arc::new(recorder));
         self
     }
 
@@ -534,30 +548,41 @@ impl Authz {
     ) -> Result<directory::Written, DirectoryError> {
         let pack = self.evaluator.current();
         let entities = Directory::parse(pack.schema.as_ref(), json)?;
-        let before: Vec<serde_json::Value> = entities
-            .iter()
-            .map(|e| {
-                self.directory
-                    .get_json(&e.uid())
-                    .unwrap_or(serde_json::Value::Null)
-            })
-            .collect();
-        let written = self
-            .directory
-            .put_guarded(entities, deadline, idempotency)?;
-        if let (Some(log), directory::Written::Applied(uids)) = (&self.audit, &written) {
-            for (uid, before) in uids.iter().zip(before) {
-                let after = self
-                    .directory
-                    .get_json(uid)
-                    .unwrap_or(serde_json::Value::Null);
-                log.log(
-                    ChangeEvent::new(actor, "entities.upsert", before, after)
-                        .request(request_id.clone()),
-                );
-            }
+        self.directory.put_recorded(
+            entities,
+            deadline,
+            idempotency,
+            |changed| {
+                self.prepare_changes(
+                    changed
+                        .into_iter()
+                        .map(|c| {
+                            ChangeEvent::new(actor, "entities.upsert", c.before, c.after)
+                                .request(request_id.clone())
+                        })
+                        .collect(),
+                )
+            },
+            |prepared| self.log_changes(prepared),
+        )
+    }
+
+    /// Change records of a write, ready for its store transaction: each
+    /// with a `change_id`, and what the transaction keeps when the log can
+    /// be read back ([`crate::changes`]); nothing without a log.
+    pub fn prepare_changes(&self, events: Vec<ChangeEvent>) -> crate::changes::Prepared {
+        match &self.changes {
+            Some(c) => c.prepare(events),
+            None => crate::changes::Prepared::default(),
         }
-        Ok(written)
+    }
+
+    /// Log the change records of a committed write (call it under the lock
+    /// the write committed under, so that the log follows the commit order).
+    pub fn log_changes(&self, prepared: crate::changes::Prepared) {
+        if let Some(c) = &self.changes {
+            c.log(prepared);
+        }
     }
 
     /// The evaluator holding the live pack.

@@ -86,6 +86,15 @@ impl DirectoryError {
 /// (HTTP status, JSON body) answered for the written uids.
 pub type IdempotentAnswer<'a> = (&'a str, &'a str, &'a dyn Fn(&[EntityUid]) -> (u16, String));
 
+/// One entity of a write, for its change record ([`Directory::put_recorded`]).
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// Its Cedar entity JSON before the write (null: it was not stored).
+    pub before: serde_json::Value,
+    /// Its Cedar entity JSON as written.
+    pub after: serde_json::Value,
+}
+
 /// What a guarded write did ([`Directory::put_guarded`]).
 #[derive(Debug)]
 pub enum Written {
@@ -530,6 +539,29 @@ impl Directory {
         deadline: Option<std::time::Instant>,
         idempotency: Option<IdempotentAnswer<'_>>,
     ) -> Result<Written, DirectoryError> {
+        self.put_recorded(
+            entities,
+            deadline,
+            idempotency,
+            |_| crate::changes::Prepared::default(),
+            |_| {},
+        )
+    }
+
+    /// [`Directory::put_guarded`] with its change records: under the writer
+    /// lock, `record` is given each entity's state before (memory, which
+    /// holds what the store committed) and after, and prepares the records
+    /// the store transaction keeps with the write; once the write is
+    /// committed and in memory, still under the lock (so records follow the
+    /// commit order), `log` logs them. A replayed or timed-out write logs nothing.
+    pub fn put_recorded(
+        &self,
+        entities: Vec<Entity>,
+        deadline: Option<std::time::Instant>,
+        idempotency: Option<IdempotentAnswer<'_>>,
+        record: impl FnOnce(Vec<Changed>) -> crate::changes::Prepared,
+        log: impl FnOnce(crate::changes::Prepared),
+    ) -> Result<Written, DirectoryError> {
         let mut records = Vec::with_capacity(entities.len());
         let mut prepared = Vec::with_capacity(entities.len());
         let mut uids = Vec::with_capacity(entities.len());
@@ -558,11 +590,21 @@ impl Directory {
                 },
             )
         });
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = uids
+            .iter()
+            .zip(&records)
+            .map(|(uid, r)| Changed {
+                before: self.get_json(uid).unwrap_or(serde_json::Value::Null),
+                after: serde_json::from_str(&r.json).unwrap_or(serde_json::Value::Null),
+            })
+            .collect();
+        let changes = record(changed);
         let guard = crate::store::WriteGuard {
             deadline,
             idempotency: remembered.as_ref().map(|(k, r)| (*k, r)),
+            changes: changes.kept(),
         };
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match self.backend.upsert_guarded(&records, &guard)? {
             crate::store::Guarded::Applied => {}
             crate::store::Guarded::Replayed(r) => return Ok(Written::Replayed(r)),
@@ -571,6 +613,7 @@ impl Directory {
         for (uid, s) in uids.iter().zip(prepared) {
             self.insert(uid.clone(), s);
         }
+        log(changes);
         Ok(Written::Applied(uids))
     }
 

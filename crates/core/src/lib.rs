@@ -1,6 +1,7 @@
 //! The core: entity stores ([`store`]: SQLite, PostgreSQL), the in-memory
 //! [`directory`] of entities, hot [`reload`] of the policy pack,
-//! [`authz`], the decision path every adapter calls, and [`runtime`], the
+//! [`authz`], the decision path every adapter calls, [`changes`] (change
+//! records kept with their writes until the log holds them), and [`runtime`], the
 //! builder that wires a pack, a store and a decision log into it once.
 //!
 //! Depends on `partnergate-policy` and `partnergate-audit`. It must never
@@ -11,6 +12,7 @@
 
 pub mod authz;
 pub mod cache;
+pub mod changes;
 pub mod clock;
 pub mod directory;
 pub mod limits;

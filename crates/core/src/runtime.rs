@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::audit::{AuditConfig, AuditError, AuditLog, ReloadEvent};
+use crate::audit::{AuditConfig, AuditError, AuditLog, ReloadEvent, Sink};
 use crate::authz::{Authz, RequestEntities};
 use crate::directory::{Directory, DirectoryError};
 use crate::policies::{LoadError, PackSource};
@@ -45,6 +45,10 @@ pub enum RuntimeError {
     /// The decision log could not be opened (or repaired).
     #[error("decision log: {0}")]
     Audit(#[from] AuditError),
+    /// The change records kept with writes could not be checked against
+    /// the log or written to it at start.
+    #[error("decision log: {0}")]
+    Recover(#[from] crate::changes::RecoverError),
     /// `--audit-required` was asked without a decision log to wait on.
     #[error("--audit-required needs a decision log (not --audit-log off)")]
     AuditRequiredWithoutLog,
@@ -258,11 +262,15 @@ impl Runtime {
             if config.replica.is_none() {
                 config.replica.clone_from(&self.replica);
             }
+            let sink = config.sink.clone();
             let log = open_log(config)?;
             log_reloads(&evaluator, log.clone());
             authz = authz
-                .with_audit(log)
+                .with_audit(log.clone())
                 .with_audit_required(self.audit_required);
+            if let Sink::File(path) = sink {
+                authz = authz.with_change_recorder(recover_changes(log, &path, store.backend())?);
+            }
         }
         Ok(Wired {
             authz,
@@ -305,6 +313,23 @@ fn load_shadow(live: &PackSource, dir: &Path) -> Result<Arc<Evaluator>, LoadErro
     )?);
     tracing::info!(dir = %dir.display(), version = %candidate.current().version, "shadow policies loaded");
     Ok(candidate)
+}
+
+/// Before serving: write the change records kept for the log at `path`
+/// that it lacks ([`crate::changes::recover`]), then keep every later
+/// write's records until the log holds them.
+fn recover_changes(
+    log: AuditLog,
+    path: &Path,
+    backend: Arc<dyn EntityBackend>,
+) -> Result<crate::changes::ChangeRecorder, RuntimeError> {
+    let log_id = crate::audit::recovered::log_id(path)?;
+    let done = crate::changes::recover(&log, path, &log_id, backend.as_ref())?;
+    if done.kept > 0 {
+        tracing::info!(?done, log_id, "decision log: kept change records checked");
+    }
+    crate::changes::ChangeRecorder::kept(log, log_id, backend)
+        .map_err(|e| RuntimeError::Audit(AuditError::Spawn(e)))
 }
 
 /// Open the decision log, warning when a torn last record was repaired.

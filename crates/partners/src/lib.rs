@@ -1220,6 +1220,7 @@ impl Call<'_> {
     ) -> Result<Outcome, OrchestratorError> {
         let scope = &self.scope;
         let mut outcome = None;
+        let changes = std::cell::RefCell::new(None);
         let mut guarded = |tx: &mut dyn AccountTx| {
             if let Some(i) = &scope.idempotency {
                 if let Some(r) = tx.recall(&i.key)? {
@@ -1239,23 +1240,31 @@ impl Call<'_> {
             if let Some(i) = &scope.idempotency {
                 tx.remember(&i.key, &i.answer(&o)?)?;
             }
+            // The change records go into the same transaction, kept until
+            // the log holds them; memory still holds the state before.
+            let prepared = self.authz.prepare_changes(
+                records
+                    .iter()
+                    .map(|r| {
+                        let before = crate::directory::uid_from_key(&r.uid)
+                            .and_then(|u| self.directory().get_json(&u))
+                            .unwrap_or(Value::Null);
+                        let after = serde_json::from_str(&r.json).unwrap_or(Value::Null);
+                        crate::audit::ChangeEvent::new(actor, operation, before, after)
+                            .decided_by(decided.of(&r.uid))
+                            .request(scope.request_id.clone())
+                    })
+                    .collect(),
+            );
+            tx.keep_changes(prepared.kept())?;
+            *changes.borrow_mut() = Some(prepared);
             outcome = Some(o);
             Ok(records)
         };
         self.directory().commit_with(schema, || {
             let records = self.store.transact(&mut guarded)?;
-            if let Some(log) = self.authz.audit() {
-                for r in &records {
-                    let before = crate::directory::uid_from_key(&r.uid)
-                        .and_then(|u| self.directory().get_json(&u))
-                        .unwrap_or(Value::Null);
-                    let after = serde_json::from_str(&r.json).unwrap_or(Value::Null);
-                    log.log(
-                        crate::audit::ChangeEvent::new(actor, operation, before, after)
-                            .decided_by(decided.of(&r.uid))
-                            .request(scope.request_id.clone()),
-                    );
-                }
+            if let Some(prepared) = changes.borrow_mut().take() {
+                self.authz.log_changes(prepared);
             }
             Ok::<_, OrchestratorError>((records, ()))
         })?;
@@ -1907,15 +1916,17 @@ impl Call<'_> {
             .as_ref()
             .map(|i| i.answer(&clean.last()))
             .transpose()?;
-        let guard = partnergate_core::store::WriteGuard {
-            deadline: scope.deadline,
-            idempotency: scope
-                .idempotency
-                .as_ref()
-                .zip(answer.as_ref())
-                .map(|(i, a)| (i.key.as_str(), a)),
-        };
         self.directory().commit_with(schema, || {
+            let changes = self.registry_changes(&clean, &entities);
+            let guard = partnergate_core::store::WriteGuard {
+                deadline: scope.deadline,
+                idempotency: scope
+                    .idempotency
+                    .as_ref()
+                    .zip(answer.as_ref())
+                    .map(|(i, a)| (i.key.as_str(), a)),
+                changes: changes.kept(),
+            };
             match self.store.put_companies(&clean, &records, &guard)? {
                 partnergate_core::store::Guarded::Applied => {}
                 partnergate_core::store::Guarded::TimedOut => {
@@ -1928,7 +1939,7 @@ impl Call<'_> {
                     })
                 }
             }
-            self.log_registry_changes(&clean, &entities);
+            self.authz.log_changes(changes);
             Ok::<_, OrchestratorError>((records.clone(), ()))
         })?;
         Ok(clean)
@@ -1936,20 +1947,26 @@ impl Call<'_> {
 
     /// Inside the registry write's commit, before memory is updated: one
     /// change record per company, from its entity in memory to the company
-    /// as written, with the scope's request id.
-    fn log_registry_changes(&self, clean: &[RegistryCompany], entities: &[Entity]) {
-        let Some(log) = self.authz.audit() else {
-            return;
-        };
-        for (c, e) in clean.iter().zip(entities) {
-            let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
-            let after = serde_json::to_value(c).unwrap_or(Value::Null);
-            // No policy question: the registry is the operator's (bearer token).
-            log.log(
-                crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
-                    .request(self.scope.request_id.clone()),
-            );
-        }
+    /// as written, with the scope's request id, prepared for the write's
+    /// transaction.
+    fn registry_changes(
+        &self,
+        clean: &[RegistryCompany],
+        entities: &[Entity],
+    ) -> partnergate_core::changes::Prepared {
+        self.authz.prepare_changes(
+            clean
+                .iter()
+                .zip(entities)
+                .map(|(c, e)| {
+                    let before = self.directory().get_json(&e.uid()).unwrap_or(Value::Null);
+                    let after = serde_json::to_value(c).unwrap_or(Value::Null);
+                    // No policy question: the registry is the operator's (bearer token).
+                    crate::audit::ChangeEvent::new("registry", "registry.put", before, after)
+                        .request(self.scope.request_id.clone())
+                })
+                .collect(),
+        )
     }
 }
 

@@ -9,9 +9,11 @@ use postgres::Transaction;
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
 use partnergate_core::store::postgres::{
-    begin_guarded, recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK,
+    begin_guarded, keep_changes_in, recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK,
 };
-use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+use partnergate_core::store::{
+    EntityRecord, Guarded, KeptChange, Remembered, StoreError, WriteGuard,
+};
 
 fn backend(e: postgres::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -83,6 +85,10 @@ impl AccountTx for Tx<'_, '_> {
     fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError> {
         remember_in(self.tx, key, answer).map_err(backend)
     }
+
+    fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError> {
+        keep_changes_in(self.tx, changes).map_err(backend)
+    }
 }
 
 impl OrchestratorStore for PgStore {
@@ -144,6 +150,7 @@ impl OrchestratorStore for PgStore {
             if let Some((key, answer)) = guard.idempotency {
                 remember_in(&mut tx, key, answer)?;
             }
+            keep_changes_in(&mut tx, guard.changes)?;
             tx.commit()?;
             Ok(Guarded::Applied)
         })

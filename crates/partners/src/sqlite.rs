@@ -8,8 +8,10 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use super::OrchestratorError;
 use partnergate_core::store::sqlite::SqliteStore;
-use partnergate_core::store::sqlite::{recall_in, remember_in};
-use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+use partnergate_core::store::sqlite::{keep_changes_in, recall_in, remember_in};
+use partnergate_core::store::{
+    EntityRecord, Guarded, KeptChange, Remembered, StoreError, WriteGuard,
+};
 
 struct Tx<'a> {
     tx: &'a Transaction<'a>,
@@ -74,6 +76,10 @@ impl AccountTx for Tx<'_> {
 
     fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError> {
         Ok(remember_in(self.tx, key, answer)?)
+    }
+
+    fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError> {
+        Ok(keep_changes_in(self.tx, changes)?)
     }
 }
 
@@ -140,6 +146,7 @@ impl OrchestratorStore for SqliteStore {
         if let Some((key, answer)) = guard.idempotency {
             remember_in(&tx, key, answer)?;
         }
+        keep_changes_in(&tx, guard.changes)?;
         tx.commit()?;
         Ok(Guarded::Applied)
     }

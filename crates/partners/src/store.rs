@@ -7,7 +7,9 @@
 //! [`super::sqlite`], and a PostgreSQL backend can implement the same trait
 //! (e.g. `SERIALIZABLE`, or `SELECT .. FOR UPDATE` on an account row).
 
-use partnergate_core::store::{EntityRecord, Guarded, Remembered, StoreError, WriteGuard};
+use partnergate_core::store::{
+    EntityRecord, Guarded, KeptChange, Remembered, StoreError, WriteGuard,
+};
 
 use super::OrchestratorError;
 
@@ -42,6 +44,9 @@ pub trait AccountTx {
     fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError>;
     /// Remember an `Idempotency-Key`'s answer with this transaction's writes.
     fn remember(&mut self, key: &str, answer: &Remembered) -> Result<(), StoreError>;
+    /// Keep the writes' change records with them, until the log holds them
+    /// (see `partnergate_core::changes`).
+    fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError>;
 }
 
 /// The operation run inside a transaction: reads through [`AccountTx`],
@@ -61,7 +66,8 @@ pub trait OrchestratorStore: Send + Sync {
     /// their entity records, in one transaction. An email listed for a
     /// company moves to it from any other company.
     /// Under `guard` (see [`WriteGuard`]): nothing is written when the
-    /// key is remembered or the deadline passed.
+    /// key is remembered or the deadline passed; its change records are
+    /// kept with the write.
     fn put_companies(
         &self,
         companies: &[RegistryCompany],

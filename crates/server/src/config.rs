@@ -222,6 +222,9 @@ pub enum ServeError {
     /// `--audit-required` was given without a decision log.
     #[error("--audit-required needs a decision log (not --audit-log off)")]
     AuditRequiredWithoutLog,
+    /// The change records kept with writes could not be written to the log at start.
+    #[error("decision log: {0}")]
+    Recover(#[from] partnergate_core::changes::RecoverError),
     /// The page-token key (`DATA_DIR/search.key`) could not be read or created.
     #[error(transparent)]
     SearchKey(#[from] partnergate_search::KeyError),
@@ -236,6 +239,7 @@ impl From<RuntimeError> for ServeError {
             RuntimeError::Watch(e) => ServeError::Watch(e),
             RuntimeError::Audit(e) => ServeError::Audit(e),
             RuntimeError::AuditRequiredWithoutLog => ServeError::AuditRequiredWithoutLog,
+            RuntimeError::Recover(e) => ServeError::Recover(e),
         }
     }
 }

@@ -165,15 +165,33 @@ pub struct Remembered {
     pub body: String,
 }
 
+/// A write's change record, kept in the write's own transaction (table
+/// `change_outbox`) until the decision log holds it: a start writes the
+/// kept records its log lacks (`crate::changes`), then they are forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptChange {
+    /// The change record's `change_id` (a UUIDv7).
+    pub change_id: String,
+    /// The id of the log the record belongs to (`PATH.id` beside it).
+    pub log_id: String,
+    /// The record's body ([`crate::audit::recovered::body`]).
+    pub body: String,
+    /// When the write kept it: milliseconds since the epoch, this process's clock.
+    pub at_ms: i64,
+}
+
 /// Conditions of one write transaction, checked once it has begun (write
 /// lock held): an `Idempotency-Key` whose answer is remembered, and a
-/// deadline after which nothing is written.
+/// deadline after which nothing is written; and the change records the
+/// transaction keeps with the write.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WriteGuard<'a> {
     /// Past this instant, when the transaction begins, nothing is written ([`Guarded::TimedOut`]).
     pub deadline: Option<std::time::Instant>,
     /// The key and the answer to remember with the write.
     pub idempotency: Option<(&'a str, &'a Remembered)>,
+    /// The write's change records, kept in the same transaction.
+    pub changes: &'a [KeptChange],
 }
 
 /// What a guarded write did.
@@ -250,10 +268,19 @@ pub trait EntityBackend: Send + Sync {
     fn recall(&self, _key: &str) -> Result<Option<Remembered>, StoreError> {
         Ok(None)
     }
+    /// The change records kept for the log `log_id` ([`KeptChange`]), oldest first.
+    fn kept_changes(&self, _log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Forget kept change records (the log holds them), by `change_id`.
+    fn forget_changes(&self, _change_ids: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// [`EntityBackend::upsert`] under a [`WriteGuard`]: in one transaction,
     /// stop if the key is remembered or the deadline passed, else write the
-    /// records and remember the key's answer. A backend without
-    /// idempotency support refuses a key rather than ignore it.
+    /// records, remember the key's answer and keep the change records. A
+    /// backend without idempotency support refuses a key rather than ignore
+    /// it, and one that cannot keep change records refuses them.
     fn upsert_guarded(
         &self,
         records: &[EntityRecord],
@@ -262,6 +289,12 @@ pub trait EntityBackend: Send + Sync {
         if guard.idempotency.is_some() {
             return Err(StoreError::Backend(format!(
                 "{} does not support Idempotency-Key",
+                self.describe()
+            )));
+        }
+        if !guard.changes.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "{} cannot keep change records",
                 self.describe()
             )));
         }

@@ -19,8 +19,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 use super::{
-    encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, LoadedRow, Remembered,
-    StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
+    encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
+    Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// How often the change feed polls when no notification arrives: the
@@ -79,6 +79,15 @@ const MIGRATIONS: &[&str] = &[
     // reads them instead of parsing every entity; rows written before are
     // filled by `backfill_refs` in the same transaction.
     "ALTER TABLE entities ADD COLUMN refs TEXT;",
+    // 5: each write's change records, kept until the decision log holds
+    // them (`super::KeptChange`)
+    "CREATE TABLE change_outbox (
+        change_id TEXT PRIMARY KEY,
+        log_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+     );
+     CREATE INDEX change_outbox_by_log ON change_outbox(log_id, at_ms);",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -255,6 +264,23 @@ pub fn write_changes(
     tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
 }
 
+/// Keep a write's change records inside its transaction.
+pub fn keep_changes_in(
+    tx: &mut postgres::Transaction<'_>,
+    changes: &[KeptChange],
+) -> Result<(), postgres::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare(
+        "INSERT INTO change_outbox (change_id, log_id, body, at_ms) VALUES ($1, $2, $3, $4)",
+    )?;
+    for c in changes {
+        tx.execute(&stmt, &[&c.change_id, &c.log_id, &c.body, &c.at_ms])?;
+    }
+    Ok(())
+}
+
 /// Begin a write transaction under the shared write lock, as a guarded
 /// write does: `Err(stop)` (the transaction rolled back, nothing written)
 /// when the `Idempotency-Key` is remembered or the deadline has passed.
@@ -333,8 +359,41 @@ impl EntityBackend for PgStore {
             if let Some((key, answer)) = guard.idempotency {
                 remember_in(&mut tx, key, answer)?;
             }
+            keep_changes_in(&mut tx, guard.changes)?;
             tx.commit()?;
             Ok(Guarded::Applied)
+        })
+    }
+
+    fn kept_changes(&self, log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
+        let rows = self.with_client(|c| {
+            c.query(
+                "SELECT change_id, log_id, body, at_ms FROM change_outbox WHERE log_id = $1
+                 ORDER BY at_ms, change_id",
+                &[&log_id],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| KeptChange {
+                change_id: r.get(0),
+                log_id: r.get(1),
+                body: r.get(2),
+                at_ms: r.get(3),
+            })
+            .collect())
+    }
+
+    fn forget_changes(&self, change_ids: &[String]) -> Result<(), StoreError> {
+        if change_ids.is_empty() {
+            return Ok(());
+        }
+        self.with_client(|c| {
+            c.execute(
+                "DELETE FROM change_outbox WHERE change_id = ANY($1)",
+                &[&change_ids],
+            )
+            .map(|_| ())
         })
     }
 

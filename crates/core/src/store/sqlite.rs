@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    encode_refs, unix_now, EntityBackend, EntityRecord, Guarded, LoadedRow, Remembered, StoreError,
-    WriteGuard, IDEMPOTENCY_TTL_SECS,
+    encode_refs, unix_now, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow, Remembered,
+    StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
@@ -52,6 +52,15 @@ const MIGRATIONS: &[&str] = &[
     // reads them instead of parsing every entity; rows written before are
     // filled by `backfill_refs` in the same transaction.
     "ALTER TABLE entities ADD COLUMN refs TEXT;",
+    // 5: each write's change records, kept until the decision log holds
+    // them (`super::KeptChange`)
+    "CREATE TABLE change_outbox (
+        change_id TEXT PRIMARY KEY,
+        log_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX change_outbox_by_log ON change_outbox(log_id, at_ms);",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -135,6 +144,23 @@ pub fn upsert_in(tx: &rusqlite::Transaction<'_>, records: &[EntityRecord]) -> ru
     )?;
     for r in records {
         stmt.execute(params![r.uid, r.entity_type, r.json, encode_refs(&r.json)])?;
+    }
+    Ok(())
+}
+
+/// Keep a write's change records inside its transaction.
+pub fn keep_changes_in(
+    tx: &rusqlite::Transaction<'_>,
+    changes: &[KeptChange],
+) -> rusqlite::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO change_outbox (change_id, log_id, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for c in changes {
+        stmt.execute(params![c.change_id, c.log_id, c.body, c.at_ms])?;
     }
     Ok(())
 }
@@ -302,8 +328,42 @@ impl EntityBackend for SqliteStore {
         if let Some((key, answer)) = guard.idempotency {
             remember_in(&tx, key, answer)?;
         }
+        keep_changes_in(&tx, guard.changes)?;
         tx.commit()?;
         Ok(Guarded::Applied)
+    }
+
+    fn kept_changes(&self, log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT change_id, log_id, body, at_ms FROM change_outbox WHERE log_id = ?1
+             ORDER BY at_ms, rowid",
+        )?;
+        let rows = stmt.query_map(params![log_id], |r| {
+            Ok(KeptChange {
+                change_id: r.get(0)?,
+                log_id: r.get(1)?,
+                body: r.get(2)?,
+                at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn forget_changes(&self, change_ids: &[String]) -> Result<(), StoreError> {
+        if change_ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM change_outbox WHERE change_id = ?1")?;
+            for id in change_ids {
+                stmt.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -345,6 +405,7 @@ mod tests {
         let guard = WriteGuard {
             deadline: None,
             idempotency: Some(("k", &answer)),
+            changes: &[],
         };
         assert_eq!(
             s.upsert_guarded(&[rec("User::\"a\"", "1")], &guard)
