@@ -656,3 +656,57 @@ fn prove_on_reload_rejects_an_edit_that_breaks_an_invariant() {
         |b| b["last_error"].is_null(),
     );
 }
+
+/// `--log-format json`: every line the sidecar logs is one JSON object
+/// (with the event's fields, e.g. a refusal's error), even when a field
+/// carries a newline; `--log-level` takes `RUST_LOG`'s directives over
+/// `RUST_LOG` itself, and a bad one is refused at start, naming the flag.
+#[test]
+fn json_logs_are_one_object_per_line_and_the_level_is_a_flag() {
+    let ws = Workspace::new();
+    let log = ws.path().join("serve.log");
+    // RUST_LOG says `error`; the flag says `info` and wins.
+    let s = Server::start_logging_to(
+        &ws,
+        &["--log-format", "json", "--log-level", "info"],
+        "error",
+        &log,
+    );
+    // A refused question is logged at info, with the error as a field; the
+    // principal's id carries a forged line.
+    let (status, _) = s.post(
+        "/v1/is_authorized",
+        &json!({"principal": {"type": "User", "id": "x\n{\"level\":\"ERROR\",\"forged\":true}"},
+            "action": "Action::\"no_such_action\"", "resource": "Account::\"acme\""}),
+    );
+    assert_eq!(status, 400);
+    s.signal("TERM");
+    let mut s = s;
+    let _ = s.child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    let mut refused = 0;
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        assert_ne!(v["forged"], true, "a forged line: {line}");
+        if v["message"] == "request refused before evaluation (deny)" {
+            assert!(v["error"].is_string(), "{line}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1, "{text}");
+
+    // A bad directive is refused at start, naming the flag.
+    let out = common::serve_command(&Workspace::new(), &["--log-level", "info,=[x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--log-level"), "{stderr}");
+}

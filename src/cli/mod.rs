@@ -75,6 +75,15 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// The sidecar's own log: `text` (one line per event) or `json` (one
+    /// JSON object per line, for a log pipeline); on stderr, never coloured.
+    #[arg(long, env = "PARTNERGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What the sidecar logs: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or `RUST_LOG`-style directives (`info,partnergate_core=debug`).
+    /// Without it, `RUST_LOG`; without that, `info`.
+    #[arg(long, env = "PARTNERGATE_LOG_LEVEL")]
+    pub log_level: Option<String>,
     /// Directory of .cedar policy files (or one file).
     #[arg(long, env = "PARTNERGATE_POLICIES", default_value = DEFAULT_POLICIES)]
     pub policies: PathBuf,
@@ -732,14 +741,39 @@ fn log_cli_decision(
 /// Install the log subscriber (RUST_LOG, default `info`), once: plain text
 /// on stderr, one line per event (control characters a field carries are
 /// escaped by [`log_lines`], so no colours either).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+pub fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(directives) => tracing_subscriber::EnvFilter::try_new(directives)
+            .map_err(|e| format!("--log-level `{directives}`: {e}"))?,
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(log_lines::EscapedStderr)
-        .try_init();
+        .with_writer(log_lines::EscapedStderr);
+    // Either way one event is one line: JSON escapes its strings itself,
+    // and the writer escapes what the text format would not.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+    Ok(())
+}
+
+/// `serve --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message`
+    /// and the event's fields, e.g. `decision_id`).
+    Json,
 }
 
 /// The sidecar's configuration from its flags (the error names the flag).
@@ -800,7 +834,10 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
 }
 
 fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
-    init_logging();
+    if let Err(e) = init_logging(a.log_format, a.log_level.as_deref()) {
+        writeln!(err, "error: {e}")?;
+        return Ok(EXIT_ERROR);
+    }
     let config = match serve_config(a) {
         Ok(c) => c,
         Err(e) => {
