@@ -38,7 +38,7 @@ fn main() {
     let mut bytes = 0usize;
     let start = Instant::now();
     for (i, mut ev) in events.into_iter().enumerate() {
-        redaction.apply(&mut ev);
+        ev.redact(&redaction);
         let Event::Decision(d) = &ev else { continue };
         let slice = d.entities.encoded(&redaction, 1);
         let field = if in_file.insert(slice.hash.clone()) {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::record::{compute_hash, GapInfo, RetentionInfo, GENESIS_HASH};
-use super::AuditError;
+use crate::error::AuditError;
 
 /// The entity slices carried inline (`entities`) by the records of the file
 /// being read, by `entities_hash`, for readers that resolve a decision's
@@ -59,20 +59,7 @@ impl<T> FileSlices<T> {
     }
 }
 
-/// A line of the log: file and 1-based line number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Location {
-    /// The log file (the active file or a rotated `PATH.N`).
-    pub file: PathBuf,
-    /// The 1-based line number in `file`.
-    pub line: u64,
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
+pub use crate::error::Location;
 
 /// The path of rotated file number `n` of the log at `path`.
 pub fn rotated_path(path: &Path, n: u32) -> PathBuf {

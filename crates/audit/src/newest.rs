@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use super::chain::chain_files;
 use super::query::{Filter, Head};
 use super::record::Kind;
-use super::AuditError;
-use crate::engine::Effect;
+use crate::error::AuditError;
+use partnergate_policy::engine::Effect;
 
 /// Bytes read per step backwards.
 const CHUNK: usize = 256 * 1024;
@@ -270,7 +270,7 @@ fn scan(
             let head: Option<Head> = if candidate {
                 Some(
                     serde_json::from_str(&text).map_err(|e| AuditError::Malformed {
-                        location: super::Location {
+                        location: crate::chain::Location {
                             file: file.clone(),
                             line: 0,
                         },

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::chain::{FileSlices, LineReader, Location};
 use super::record::Kind;
-use super::AuditError;
-use crate::engine::Effect;
+use crate::error::AuditError;
+use partnergate_policy::engine::Effect;
 
 /// The fields of a record that query filters and tables use.
 #[derive(Debug, Clone, Deserialize, Default)]

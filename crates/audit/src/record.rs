@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::redact::Redaction;
 
-use crate::engine::{Decision, Effect, Reason};
+use partnergate_policy::engine::{Decision, Effect, Reason};
 
 /// `prev_hash` of the very first record of a log: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -515,6 +515,26 @@ pub enum Event {
     Reload(ReloadEvent),
     /// One page of a search.
     Search(Box<SearchEvent>),
+}
+
+impl Event {
+    /// Mask the event in place under `redaction`. A decision's entity slice
+    /// is shared and is masked when it is encoded ([`EntitySlice::encoded`]).
+    pub fn redact(&mut self, redaction: &Redaction) {
+        if redaction.is_empty() {
+            return;
+        }
+        match self {
+            Event::Decision(d) => redaction.context(&mut d.context),
+            Event::Change(c) => {
+                for v in [&mut c.before, &mut c.after] {
+                    redaction.change_state(v);
+                }
+            }
+            Event::Search(q) => redaction.context(&mut q.context),
+            Event::Reload(_) => {}
+        }
+    }
 }
 
 impl Event {

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use super::newest::{newest_first, Cursor};
 use super::query::Filter;
 use super::record::{ChangeEvent, Kind};
-use super::AuditError;
+use crate::error::AuditError;
 
 /// Most records read per page of the newest-first scan.
 const PAGE: usize = 512;
@@ -178,7 +178,7 @@ pub fn logged_change_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditConfig, AuditLog};
+    use crate::writer::{AuditConfig, AuditLog};
 
     #[test]
     fn a_log_keeps_its_id_and_a_bad_id_file_is_refused() {

@@ -4,8 +4,6 @@
 
 use serde_json::Value;
 
-use super::record::Event;
-
 /// The mask written in place of a redacted value.
 pub const MASK: &str = "***";
 
@@ -20,32 +18,21 @@ pub struct Redaction {
 }
 
 impl Redaction {
-    /// True when no key is configured: [`Redaction::apply`] changes nothing.
+    /// True when no key is configured: masking changes nothing.
     pub fn is_empty(&self) -> bool {
         self.context_keys.is_empty() && self.entity_attrs.is_empty()
     }
 
-    /// Mask an event in place. A decision's entity slice is shared and is
-    /// masked when it is encoded ([`super::record::EntitySlice::encoded`]).
-    pub fn apply(&self, event: &mut Event) {
-        if self.is_empty() {
-            return;
-        }
-        match event {
-            Event::Decision(d) => {
-                mask_keys(&mut d.context, &self.context_keys);
-            }
-            Event::Change(c) => {
-                for v in [&mut c.before, &mut c.after] {
-                    mask_keys(v, &self.entity_attrs);
-                    mask_keys(v, &self.context_keys);
-                }
-            }
-            Event::Search(q) => {
-                mask_keys(&mut q.context, &self.context_keys);
-            }
-            Event::Reload(_) => {}
-        }
+    /// Mask the keys of `context` (a decision's or a search's context).
+    pub fn context(&self, context: &mut Value) {
+        mask_keys(context, &self.context_keys);
+    }
+
+    /// Mask a change's `before` or `after` (entity attributes and context
+    /// keys alike).
+    pub fn change_state(&self, state: &mut Value) {
+        mask_keys(state, &self.entity_attrs);
+        mask_keys(state, &self.context_keys);
     }
 
     /// Mask attribute names inside the `attrs` of every entity of a Cedar

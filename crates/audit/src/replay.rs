@@ -19,9 +19,11 @@ use time::OffsetDateTime;
 
 use super::chain::{FileSlices, LineReader, Location};
 use super::record::{Kind, Record};
-use super::AuditError;
-use crate::engine::{self, Decision, Effect, JsonQuestion, QuestionError, Reason, Semantics};
-use crate::policies::PolicyPack;
+use crate::error::AuditError;
+use partnergate_policy::engine::{
+    self, Decision, Effect, JsonQuestion, QuestionError, Reason, Semantics,
+};
+use partnergate_policy::policies::PolicyPack;
 
 /// Replay options.
 #[derive(Debug, Clone)]

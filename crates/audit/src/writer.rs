@@ -36,7 +36,7 @@ use super::record::{
     GENESIS_HASH,
 };
 use super::redact::Redaction;
-use super::AuditError;
+use crate::error::AuditError;
 
 /// When the writer calls fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1114,7 +1114,7 @@ impl Writer {
         ticket: Option<Durable>,
     ) {
         let at = ts;
-        self.redaction.apply(&mut event);
+        event.redact(&self.redaction);
         let mut ts_buf = std::mem::take(&mut self.ts_buf);
         ts_buf.clear();
         format_ts_into(ts, &mut ts_buf);
@@ -1752,17 +1752,17 @@ mod tests {
     use super::*;
 
     fn big_event(kib: usize) -> Event {
-        let d = crate::engine::Decision {
-            decision: crate::engine::Effect::Deny,
+        let d = partnergate_policy::engine::Decision {
+            decision: partnergate_policy::engine::Effect::Deny,
             reasons: Vec::new(),
             errors: Vec::new(),
             policy_version: "v".into(),
         };
-        crate::DecisionEvent::new(
+        crate::record::DecisionEvent::new(
             "User::\"a\"",
             "Action::\"b\"",
             "User::\"c\"",
-            crate::EntitySlice::new(serde_json::json!([])),
+            crate::record::EntitySlice::new(serde_json::json!([])),
             d,
         )
         .with_context(Some(serde_json::json!({ "pad": "x".repeat(kib * 1024) })))
@@ -1791,7 +1791,7 @@ mod tests {
         assert!(refused > 0, "no record was refused past a 1-byte bound");
         assert_eq!(log.dropped(), refused);
         log.shutdown();
-        let report = crate::verify(&dir.path().join("d.jsonl")).unwrap();
+        let report = crate::chain::verify(&dir.path().join("d.jsonl")).unwrap();
         assert!(report.intact(), "{:?}", report.problem);
         assert_eq!(report.records_not_logged, refused);
     }
@@ -1825,7 +1825,7 @@ mod tests {
         log.shutdown();
         drop(log);
         assert_eq!(chain::rotated_numbers(&path).unwrap(), vec![1, 2]);
-        let report = crate::verify(&path).unwrap();
+        let report = crate::chain::verify(&path).unwrap();
         assert!(report.ok(), "{:?}", report.problem);
         assert_eq!(report.retentions.len(), 1);
         assert!(report.start_stated_by.is_some());
@@ -1834,7 +1834,7 @@ mod tests {
         for (p, b) in &saved {
             std::fs::write(p, b).unwrap();
         }
-        let report = crate::verify(&path).unwrap();
+        let report = crate::chain::verify(&path).unwrap();
         assert!(report.ok(), "{:?}", report.problem);
         assert_eq!(report.first_seq, Some(1));
         // The next open finishes the deletion with a new record.
@@ -1842,11 +1842,11 @@ mod tests {
         log.shutdown();
         drop(log);
         assert_eq!(chain::rotated_numbers(&path).unwrap(), vec![1, 2]);
-        let report = crate::verify(&path).unwrap();
+        let report = crate::chain::verify(&path).unwrap();
         assert!(report.ok(), "{:?}", report.problem);
         // One file more deleted by hand: a break.
         std::fs::remove_file(rotated_path(&path, 2)).unwrap();
-        let report = crate::verify(&path).unwrap();
+        let report = crate::chain::verify(&path).unwrap();
         let problem = report.problem.expect("a deleted file is a break");
         assert_eq!(problem.kind, chain::BreakKind::Missing);
     }

@@ -1,5 +1,5 @@
 //! One gateway check, whatever the front door: a proxied request is mapped
-//! under the serving pack's routes ([`crate::map`]), decided by
+//! under the serving pack's routes ([`crate::map::map`]), decided by
 //! `partnergate_core::authz` (the decision path every endpoint uses: cache,
 //! decision log, shadow set) and turned into a [`Reply`]: a status, the
 //! headers for upstream or for the client, and the deny body. The gRPC and
@@ -15,8 +15,9 @@ use partnergate_policy::engine::Effect;
 use serde_json::json;
 
 use crate::identity::{IdentityError, Source};
+use crate::map::{map, GatewayRequest, Outcome, Refusal};
 use crate::proxy::{door_open, Door, HeaderSet};
-use crate::{map, GatewayRequest, Outcome, Refusal, Routes};
+use crate::routes::Routes;
 
 /// Which front door asked (a label of the log record and the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

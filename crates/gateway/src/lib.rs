@@ -1,232 +1,29 @@
-//! Gateway mode's mapping (issue #15): an HTTP request seen by a proxy
+//! Gateway mode's mapping: an HTTP request seen by a proxy
 //! (Envoy's ext_authz, nginx `auth_request`, Traefik ForwardAuth, Caddy
 //! `forward_auth`) becomes one authorization [`Query`] under the routes file.
 //!
 //! Owns the routes file ([`routes`]), path templates ([`template`]), the
-//! uids a request names ([`uid`]), the caller's identity ([`identity`]) and
-//! [`map`], the one function the adapters call. It must never know an HTTP
+//! uids a request names ([`uid`]), the caller's identity ([`identity`]),
+//! [`map`](mod@map) (a request into a question) and [`check`](mod@check), the
+//! one function the adapters call. It must never know an HTTP
 //! framework or a wire protocol (the adapters in `partnergate-server` read
 //! the proxy's request into a [`GatewayRequest`]), nor decide anything: the
 //! query goes through `partnergate_core::authz` like every other decision.
 
 pub mod check;
 pub mod identity;
+pub mod map;
 pub mod proxy;
 pub mod routes;
 pub mod template;
 pub mod types;
 pub mod uid;
 
-use std::collections::BTreeMap;
-
-use partnergate_core::authz::Query;
-
 pub use check::{check, check_forward_auth, Reply, Verdict, Via};
 pub use identity::{Identity, IdentityError, Source};
+pub use map::{map, GatewayRequest, Mapped, Outcome, Refusal};
 pub use proxy::{Door, ProxyKind};
 pub use routes::{parse, parse_typed, Route, Routes, ROUTES_FILE};
-
-/// What an adapter saw of the proxied request.
-pub struct GatewayRequest<'a> {
-    /// The original method (`GET`, `POST`, ...).
-    pub method: &'a str,
-    /// The original host, if known (compared in [`proxy::normalize_host`]'s form).
-    pub host: Option<&'a str>,
-    /// The original path and query (`/api/users/pat?x=1`).
-    pub uri: &'a str,
-    /// A header of the original request, by lower-case name.
-    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
-}
-
-/// The question a matched request asks.
-#[derive(Debug)]
-pub struct Mapped {
-    /// The authorization query.
-    pub query: Query,
-    /// The matched route's template (for the log and the metrics).
-    pub route: String,
-    /// Decided and logged, but always allowed.
-    pub dry_run: bool,
-    /// How the principal was established.
-    pub source: Source,
-}
-
-/// The outcome of mapping a request.
-#[derive(Debug)]
-pub enum Outcome {
-    /// A route matched: decide this question.
-    Decide(Box<Mapped>),
-    /// No route matched, and the path is listed as public: allow, no decision.
-    Public(String),
-}
-
-/// Why a request gets no decision.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    /// No route matches and the path is not public: deny.
-    #[error("no route matches {method} {path}")]
-    NoRoute {
-        /// The request's method.
-        method: String,
-        /// The request's path.
-        path: String,
-    },
-    /// A path the upstream could read differently from the routes: a dot
-    /// segment (`.`, `..`, also percent-encoded or before a `;`), an encoded
-    /// slash or backslash, a backslash, a control character: deny.
-    #[error("path {path}: {reason}")]
-    BadPath {
-        /// The request's path.
-        path: String,
-        /// Which segment, and why.
-        reason: String,
-    },
-    /// A missing or invalid identity: 401.
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// The route's resource or action cannot be built from this request
-    /// (e.g. a parameter that makes no valid uid): deny.
-    #[error("route {route}: {reason}")]
-    BadRequest {
-        /// The matched route.
-        route: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Map `req` under `routes`: the first route whose method, host and path
-/// match decides; else a public path is allowed; else [`Refusal::NoRoute`].
-///
-/// A path with a segment the upstream could read differently (see
-/// [`Refusal::BadPath`]) is refused before any matching; hosts are compared
-/// in [`proxy::normalize_host`]'s form.
-pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal> {
-    let (path, query) = req.uri.split_once('?').unwrap_or((req.uri, ""));
-    if let Err(reason) = template::unambiguous(path) {
-        return Err(Refusal::BadPath {
-            path: path.to_string(),
-            reason,
-        });
-    }
-    let host = req.host.map(proxy::normalize_host);
-    let found = routes.routes.iter().find_map(|r| {
-        let method_ok =
-            r.methods.is_empty() || r.methods.iter().any(|m| m.eq_ignore_ascii_case(req.method));
-        let host_ok = r
-            .host
-            .as_deref()
-            .is_none_or(|want| host.as_deref() == Some(want));
-        if !(method_ok && host_ok) {
-            return None;
-        }
-        r.template.matches(path).map(|bound| (r, bound))
-    });
-    let Some((route, bound)) = found else {
-        let public = host
-            .as_deref()
-            .and_then(|h| routes.host_public.iter().find(|(name, _)| name == h))
-            .map_or(&routes.public, |(_, list)| list);
-        if let Some(p) = public.iter().find(|t| t.matches(path).is_some()) {
-            return Ok(Outcome::Public(p.as_str().to_string()));
-        }
-        return Err(Refusal::NoRoute {
-            method: req.method.to_ascii_uppercase(),
-            path: path.to_string(),
-        });
-    };
-    let identity = identify(routes, req)?;
-    let bad = |reason: String| Refusal::BadRequest {
-        route: route.template.as_str().to_string(),
-        reason,
-    };
-    let principal = routes
-        .principal_uid
-        .build(&identity.id)
-        .map_err(|e| bad(e.reason(Some("principal"))))?;
-    let action = match &route.action {
-        Some(uid) => uid.clone(),
-        None => routes
-            .method_action
-            .build(&req.method.to_ascii_uppercase())
-            .map_err(|e| bad(e.reason(None)))?,
-    };
-    let resource = match &route.resource {
-        routes::RouteResource::Template(t) => t.build(&|n| bound.get(n).map(String::as_str)),
-        routes::RouteResource::Default(uid) => uid.clone(),
-    }
-    .map_err(|e| bad(e.reason(Some("resource"))))?;
-    let context = context(route, &bound, query, req, &identity).map_err(&bad)?;
-    let query = Query::new(principal, action, resource).with_context(Some(context));
-    Ok(Outcome::Decide(Box::new(Mapped {
-        query,
-        route: route.template.as_str().to_string(),
-        dry_run: route.dry_run,
-        source: identity.source,
-    })))
-}
-
-fn identify(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Identity, IdentityError> {
-    match &routes.identity {
-        routes::IdentitySource::Jwt(v) => {
-            v.verify(identity::bearer((req.header)("authorization"))?)
-        }
-        routes::IdentitySource::Header(name) => match (req.header)(name) {
-            Some(id) if !id.trim().is_empty() => Ok(Identity {
-                id: id.trim().to_string(),
-                claims: BTreeMap::new(),
-                source: Source::Header,
-            }),
-            _ => Err(IdentityError::Missing(format!("no `{name}` header"))),
-        },
-    }
-}
-
-/// The context record: the route's members (each converted to the kind the
-/// schema declares; a member the request lacks is left out, so a schema that
-/// requires it refuses the request) and the copied claims.
-fn context(
-    route: &Route,
-    bound: &BTreeMap<String, String>,
-    query: &str,
-    req: &GatewayRequest<'_>,
-    identity: &Identity,
-) -> Result<serde_json::Value, String> {
-    let mut out = serde_json::Map::new();
-    for (name, value) in &identity.claims {
-        out.insert(name.clone(), value.clone());
-    }
-    for (name, source) in &route.context {
-        let value = match source {
-            routes::ValueSource::Path(p) => bound.get(p).cloned(),
-            routes::ValueSource::Query(q) => query_param(query, q),
-            routes::ValueSource::Header(h) => (req.header)(h).map(str::to_string),
-        };
-        if let Some(v) = value {
-            let kind = route
-                .context_kinds
-                .get(name)
-                .copied()
-                .unwrap_or(types::Kind::String);
-            let typed = kind
-                .convert(&v)
-                .map_err(|e| format!("context member `{name}`: {e}"))?;
-            out.insert(name.clone(), typed);
-        }
-    }
-    Ok(serde_json::Value::Object(out))
-}
-
-/// The first value of query parameter `name` (`+` and percent escapes decoded).
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| {
-            let v = v.replace('+', " ");
-            template::decode(&v).unwrap_or(v)
-        })
-    })
-}
 
 /// Where the routes file of a policies path is: inside the directory, or
 /// beside a single policy file.
@@ -247,7 +44,7 @@ pub fn load(
     path: &std::path::Path,
     schema: Option<&cedar_policy::Schema>,
     types: Option<&types::ContextTypes>,
-) -> Result<Option<Routes>, Box<partnergate_policy::policies::Problem>> {
+) -> Result<Option<routes::Routes>, Box<partnergate_policy::policies::Problem>> {
     match std::fs::read_to_string(path) {
         Ok(text) => routes::parse_typed(path, &text, schema, types).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -265,7 +62,7 @@ pub fn load(
 /// A reload gate: every pack reload re-reads the routes file (and its key)
 /// and validates it against the new pack's schema; a bad file rejects the
 /// reload (the last good policies *and* routes keep serving), a good one
-/// becomes part of the new pack ([`Routes`] as its extension), so routes
+/// becomes part of the new pack ([`routes::Routes`] as its extension), so routes
 /// and policies change together or not at all.
 ///
 /// `schema_file`, the pack's schema, gives the context members their types
