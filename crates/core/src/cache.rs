@@ -32,7 +32,8 @@ use std::sync::{Arc, OnceLock};
 
 use cedar_policy::EntityUid;
 
-use crate::authz::{DecisionEntities, Query};
+use crate::authz::entities::DecisionEntities;
+use crate::authz::query::Query;
 use crate::directory::Directory;
 use crate::engine::Decision;
 

@@ -11,7 +11,7 @@ use cedar_policy::EntityUid;
 use partnergate_policy::engine::RequestError;
 use serde_json::Value;
 
-use crate::authz::Query;
+use crate::authz::query::Query;
 
 /// Longest entity id (the `id` of `Type::"id"`), in bytes.
 pub const MAX_ID_BYTES: usize = 1024;

@@ -1,5 +1,6 @@
-//! The policy pack and one decision: [`prescan`] bounds what a pack may
-//! contain before Cedar parses it, [`policies`] loads and validates a pack,
+//! The policy pack and one decision: [`problem`] locates what is wrong in a
+//! file, [`prescan`] bounds what a pack may contain before Cedar parses it,
+//! [`policies`] loads and validates a pack,
 //! [`engine`] makes one fail-closed decision (over the candidates
 //! [`index`] selects), [`suite`] runs policy test
 //! suites.
@@ -13,4 +14,5 @@ pub mod engine;
 pub mod index;
 pub mod policies;
 pub mod prescan;
+pub mod problem;
 pub mod suite;

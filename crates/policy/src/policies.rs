@@ -18,6 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::prescan::{self, PackLimits};
+pub use crate::problem::{line_col, Problem};
 
 /// Where a policy came from.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -158,41 +159,6 @@ fn action_closure(schema: &Schema) -> HashMap<EntityUid, Vec<Entity>> {
         out.insert(uid, v);
     }
     out
-}
-
-/// One located problem found while loading: rendered for humans (with file,
-/// line, column and a caret) and structured for machines.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    /// The file the problem is in, when it is about one.
-    pub file: Option<PathBuf>,
-    /// 1-based line in `file`, when the problem has a location.
-    pub line: Option<usize>,
-    /// 1-based column in `file`, when the problem has a location.
-    pub column: Option<usize>,
-    /// The policy the problem is about, when it is about one.
-    pub policy_id: Option<String>,
-    /// The problem alone, without location (Cedar's or PartnerGate's message).
-    pub message: String,
-    /// The miette rendering: message, location and a caret under the source.
-    #[serde(skip)]
-    pub rendered: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}", file.display())?;
-            if let (Some(l), Some(c)) = (self.line, self.column) {
-                write!(f, ":{l}:{c}")?;
-            }
-            write!(f, ": ")?;
-        }
-        if let Some(id) = &self.policy_id {
-            write!(f, "policy `{id}`: ")?;
-        }
-        write!(f, "{}", self.message)
-    }
 }
 
 /// Why a pack could not be loaded. Every variant names the file concerned.
@@ -835,18 +801,6 @@ impl<'a> LineFinder<'a> {
     }
 }
 
-/// 1-based (line, column) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
-        + 1;
-    (line, col)
-}
-
 /// Flatten a Cedar diagnostic (possibly with related diagnostics) into
 /// located problems against `file`/`text`.
 pub fn problems_from(
@@ -964,6 +918,25 @@ impl Diagnostic for Rendered<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_pack_is_far_below_the_default_limit() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = policy_files(&root.join("policies")).unwrap();
+        files.push(root.join("schemas/partnergate.cedarschema"));
+        let depth = |text: &str| {
+            prescan::scan(Path::new("t.cedar"), text, usize::MAX)
+                .unwrap()
+                .depth
+        };
+        let deepest = files
+            .iter()
+            .map(|f| depth(&std::fs::read_to_string(f).unwrap()))
+            .max()
+            .unwrap();
+        println!("deepest nesting of the shipped pack: {deepest}");
+        assert!(deepest * 4 <= prescan::DEFAULT_MAX_NESTING, "{deepest}");
+    }
 
     #[test]
     fn each_policy_gets_its_own_line_also_without_an_id() {
