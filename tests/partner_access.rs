@@ -967,6 +967,25 @@ fn note_wait_and_retry(_: i32) -> bool {
     true
 }
 
+/// A renewal that waited past the partner's end `end` was refused
+/// `access_ended`, and `ann`'s stored end is unchanged.
+fn refused_as_ended<R: std::fmt::Debug>(
+    renewed: Result<R, partnergate::orchestrator::OrchestratorError>,
+    o: &partnergate::orchestrator::Orchestrator,
+    ann: &str,
+    end: i64,
+) {
+    let e = renewed.expect_err("renewed after its end");
+    assert_eq!(e.code(), "access_ended", "{e}");
+    let stored = o.users("acme").unwrap();
+    let ann_now = stored.iter().find(|u| u.user.id == ann).unwrap();
+    assert_eq!(
+        ann_now.user.partner.as_ref().unwrap().ends_at(),
+        Some(end),
+        "the end is unchanged"
+    );
+}
+
 /// SQLite, two handles on one file: while the other handle holds the write
 /// lock (`BEGIN IMMEDIATE`, as a large write does), a renewal waits for it
 /// and the partner's end passes; once the lock is released the renewal is
@@ -1004,15 +1023,7 @@ fn a_renewal_that_waits_for_the_write_lock_past_the_end_is_refused_on_sqlite() {
         held.rollback().unwrap();
         renewal.join().unwrap()
     });
-    let e = renewed.expect_err("renewed after its end");
-    assert_eq!(e.code(), "access_ended", "{e}");
-    let stored = o.users("acme").unwrap();
-    let ann_now = stored.iter().find(|u| u.user.id == ann).unwrap();
-    assert_eq!(
-        ann_now.user.partner.as_ref().unwrap().ends_at(),
-        Some(T),
-        "the end is unchanged"
-    );
+    refused_as_ended(renewed, &o, &ann, T);
     wired.shutdown_log();
 }
 
@@ -1064,15 +1075,7 @@ fn a_renewal_that_waits_for_the_write_lock_past_the_end_is_refused_on_postgres()
         held.rollback().unwrap();
         renewal.join().unwrap()
     });
-    let e = renewed.expect_err("renewed after its end");
-    assert_eq!(e.code(), "access_ended", "{e}");
-    let ann_now = b.users("acme").unwrap();
-    let ann_now = ann_now.iter().find(|u| u.user.id == ann).unwrap();
-    assert_eq!(
-        ann_now.user.partner.as_ref().unwrap().ends_at(),
-        Some(T),
-        "the end is unchanged"
-    );
+    refused_as_ended(renewed, &b, &ann, T);
     wired_a.shutdown_log();
     wired_b.shutdown_log();
 }
