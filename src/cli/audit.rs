@@ -4,23 +4,23 @@
 //! own arguments to configure the log.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::audit::query::{self, parse_time, Filter, Head};
-use crate::audit::record::{DecisionEvent, EntitySlice, Kind};
-use crate::audit::replay::{self, ReplayOptions, ReplayReport};
-use crate::audit::writer::{
+use super::common::{load_exit_code, PackArgs, EXIT_ERROR, EXIT_OK};
+use partnergate_audit::query::{self, parse_time, Filter, Head};
+use partnergate_audit::record::{DecisionEvent, EntitySlice, Kind};
+use partnergate_audit::replay::{self, ReplayOptions, ReplayReport};
+use partnergate_audit::writer::{
     AuditConfig, AuditLog, OnFull, Sink, SyncMode, DEFAULT_LINGER, DEFAULT_PATH,
 };
-use crate::audit::{chain, Redaction};
-use crate::cli::{load_exit_code, PackArgs, EXIT_ERROR, EXIT_OK};
-use crate::engine::{self, Decision, Effect, Reason, Semantics};
-use crate::policies;
+use partnergate_audit::{chain, Redaction};
+use partnergate_policy::engine::{self, Decision, Effect, Reason, Semantics};
+use partnergate_policy::policies;
 
 /// `audit verify`: the chain is broken.
 pub const EXIT_BROKEN: u8 = 3;
@@ -239,14 +239,14 @@ pub struct AuditLogArgs {
     /// Queue capacity in bytes (the memory the queued records hold); past
     /// it, logging blocks or drops as --audit-on-full says, as at the
     /// count. One record is always accepted into an empty queue.
-    #[arg(long = "audit-queue-bytes", default_value_t = crate::audit::DEFAULT_QUEUE_BYTES)]
+    #[arg(long = "audit-queue-bytes", default_value_t = partnergate_audit::DEFAULT_QUEUE_BYTES)]
     pub queue_bytes: u64,
     /// Rotate the file when it would exceed this many bytes (0: never).
     #[arg(long = "audit-max-bytes", default_value_t = 256 * 1024 * 1024)]
     pub max_bytes: u64,
     /// Keep at most this many rotated files (0: keep all); older ones are
     /// deleted after a chained `retention` record states them.
-    #[arg(long = "audit-max-files", default_value_t = crate::audit::DEFAULT_MAX_FILES)]
+    #[arg(long = "audit-max-files", default_value_t = partnergate_audit::DEFAULT_MAX_FILES)]
     pub max_files: u32,
     /// Keep rotated files totalling at most this many bytes (0: no byte
     /// rule); the oldest go first, after a `retention` record.
@@ -293,6 +293,18 @@ impl AuditLogArgs {
     }
 }
 
+/// The decision log's configuration; the default path follows `--data-dir`.
+pub(crate) fn audit_config(
+    args: &AuditLogArgs,
+    data_dir: &Path,
+) -> Option<partnergate_audit::AuditConfig> {
+    let mut args = args.clone();
+    if Path::new(&args.path) == partnergate_audit::writer::default_path() {
+        args.path = data_dir.join("decisions.jsonl").display().to_string();
+    }
+    args.config()
+}
+
 fn parse_kind(s: &str) -> Result<Kind, String> {
     s.parse()
 }
@@ -327,7 +339,7 @@ type CmdResult = Result<u8, Box<dyn std::error::Error>>;
 /// `audit partner-activity`: exit 0, or 3 when the chain did not verify
 /// (as `audit verify` exits on a break).
 fn run_partner_activity(a: &PartnerActivityArgs, out: &mut dyn Write) -> CmdResult {
-    use crate::orchestrator::activity;
+    use partnergate_partners::activity;
     let q = activity::ActivityQuery {
         account: a.account.clone(),
         partner: a.partner.clone(),

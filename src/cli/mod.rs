@@ -6,6 +6,7 @@
 //! Deny (`authorize`), 3 validation failed (`check`).
 
 pub mod audit;
+pub mod common;
 pub mod log_lines;
 pub mod partners;
 pub mod prove;
@@ -16,20 +17,15 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{self, Effect, Semantics};
-use crate::policies::{self, LoadError, PackSource, PolicyPack};
-use crate::suite;
+use partnergate_policy::engine::{self, Effect, Semantics};
+use partnergate_policy::policies::{self, PolicyPack};
+use partnergate_policy::suite;
 
-/// The schema of the shipped pack, used when neither `--policies` nor
-/// `--schema` is given.
-pub const DEFAULT_SCHEMA: &str = partnergate_server::defaults::SCHEMA;
-/// The shipped policy directory.
-pub const DEFAULT_POLICIES: &str = partnergate_server::defaults::POLICIES;
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_ERROR: u8 = 1;
-pub const EXIT_DENY: u8 = 2;
-pub const EXIT_INVALID: u8 = 3;
+pub(crate) use audit::audit_config;
+pub use common::{
+    load_exit_code, LimitArgs, PackArgs, DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR,
+    EXIT_INVALID, EXIT_OK,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,19 +54,19 @@ pub enum Command {
     /// Bulk-load Cedar entity JSON into the store of a data directory.
     Import(ImportArgs),
     /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
-    Prove(crate::cli::prove::ProveArgs),
+    Prove(prove::ProveArgs),
     /// The decision log: verify its hash chain, query it, replay it against candidate policies.
-    Audit(crate::cli::audit::AuditArgs),
+    Audit(audit::AuditArgs),
     /// Partner users: invite (asks which partner to dismiss when the seats are full), grant.
-    Partners(crate::cli::partners::PartnersArgs),
+    Partners(partners::PartnersArgs),
     /// Account users: list, invite, accept, dismiss, rehire.
-    Users(crate::cli::partners::UsersArgs),
+    Users(partners::UsersArgs),
     /// Seat counts of an account (partners are neither paid users nor administrators).
-    Seats(crate::cli::partners::SeatsArgs),
+    Seats(partners::SeatsArgs),
     /// The partner registry: import, list.
-    Registry(crate::cli::partners::RegistryArgs),
+    Registry(partners::RegistryArgs),
     /// Who may, to which, what: subject, resource and action search over the store.
-    Search(crate::cli::search::SearchArgs),
+    Search(search::SearchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,12 +160,12 @@ pub struct ServeArgs {
     /// facts the store does not hold), `override` (replace stored facts),
     /// `deny` (refuse them).
     #[arg(long, env = "PARTNERGATE_REQUEST_ENTITIES", default_value = "add")]
-    pub request_entities: crate::authz::RequestEntities,
+    pub request_entities: partnergate_core::authz::RequestEntities,
     /// How many decisions the exact decision cache keeps: a repeated question
     /// is answered from it while the pack version and every entity the
     /// decision read are unchanged (each hit is still logged); 0 turns it off.
     #[arg(long, env = "PARTNERGATE_DECISION_CACHE", value_name = "ENTRIES",
-        default_value_t = crate::server::defaults::DECISION_CACHE)]
+        default_value_t = partnergate_server::defaults::DECISION_CACHE)]
     pub decision_cache: usize,
     /// Serve Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization`)
     /// on this address (`127.0.0.1:9191`) or Unix socket (`unix:PATH`), under
@@ -195,7 +191,7 @@ pub struct ServeArgs {
     /// freed, a change record by `system`); seat checks count an ended
     /// access as free before that anyway.
     #[arg(long, env = "PARTNERGATE_PARTNER_SWEEP_MS", value_name = "MS",
-        default_value_t = crate::server::defaults::PARTNER_SWEEP_MS)]
+        default_value_t = partnergate_server::defaults::PARTNER_SWEEP_MS)]
     pub partner_sweep_ms: u64,
     /// Do not serve the web console at /console.
     #[arg(long, env = "PARTNERGATE_NO_CONSOLE")]
@@ -204,7 +200,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_TESTS", default_value = partnergate_server::defaults::TESTS)]
     pub tests: PathBuf,
     #[command(flatten)]
-    pub audit: crate::cli::audit::AuditLogArgs,
+    pub audit: audit::AuditLogArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -219,96 +215,6 @@ pub struct ImportArgs {
     pub schema: PathBuf,
     /// A file of Cedar entity JSON (an array).
     pub file: PathBuf,
-}
-
-/// Where the policy pack is.
-#[derive(Debug, Args, Clone)]
-pub struct PackArgs {
-    /// A directory of .cedar files (read in sorted order) or one .cedar file
-    /// [default: policies]
-    #[arg(long, env = "PARTNERGATE_POLICIES")]
-    pub policies: Option<PathBuf>,
-    /// The Cedar schema (.cedarschema, or .json). Default: the shipped
-    /// schema when --policies is not given either; otherwise the one
-    /// *.cedarschema in the policy directory or in schemas/ beside it.
-    #[arg(long, env = "PARTNERGATE_SCHEMA")]
-    pub schema: Option<PathBuf>,
-    #[command(flatten)]
-    pub limits: LimitArgs,
-}
-
-impl PackArgs {
-    /// The pack to load; a schema not named is looked for beside the
-    /// policies ([`policies::find_schema`]).
-    pub fn source(&self) -> PackSource {
-        self.resolve().0
-    }
-
-    /// The pack to load, and when `--policies` came without `--schema` and
-    /// no single schema was found beside it, the warning that says so.
-    pub fn resolve(&self) -> (PackSource, Option<String>) {
-        let list = |v: &[PathBuf]| {
-            v.iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (source, warning) = match (&self.policies, &self.schema) {
-            (None, None) => (
-                PackSource::new(DEFAULT_POLICIES, Some(DEFAULT_SCHEMA.into())),
-                None,
-            ),
-            (None, Some(s)) => (PackSource::new(DEFAULT_POLICIES, Some(s.clone())), None),
-            (Some(p), Some(s)) => (PackSource::new(p.clone(), Some(s.clone())), None),
-            (Some(p), None) => match policies::find_schema(p) {
-                policies::SchemaSearch::Found(s) => (PackSource::new(p.clone(), Some(s)), None),
-                policies::SchemaSearch::NotFound { looked_in } => (
-                    PackSource::new(p.clone(), None),
-                    Some(format!(
-                        "warning: no schema for {} (no *.cedarschema in {}): the policies are \
-                         parsed but not validated; name one with --schema",
-                        p.display(),
-                        list(&looked_in)
-                    )),
-                ),
-                policies::SchemaSearch::Ambiguous(found) => (
-                    PackSource::new(p.clone(), None),
-                    Some(format!(
-                        "warning: several schemas for {} ({}): the policies are parsed but not \
-                         validated; name one with --schema",
-                        p.display(),
-                        list(&found)
-                    )),
-                ),
-            },
-        };
-        (source.with_limits(self.limits.limits()), warning)
-    }
-}
-
-/// What a policy pack may hold, checked before Cedar parses it
-/// (`crate::prescan`).
-#[derive(Debug, Args, Clone)]
-pub struct LimitArgs {
-    /// Deepest expression nesting (brackets plus chained operators) in a policy or schema file.
-    #[arg(long, env = "PARTNERGATE_MAX_POLICY_NESTING", default_value_t = crate::prescan::DEFAULT_MAX_NESTING)]
-    pub max_policy_nesting: usize,
-    /// Largest policy or schema file, in bytes.
-    #[arg(long, env = "PARTNERGATE_MAX_POLICY_FILE_BYTES", default_value_t = crate::prescan::DEFAULT_MAX_FILE_BYTES)]
-    pub max_policy_file_bytes: u64,
-    /// Most policies in the pack (all files together).
-    #[arg(long, env = "PARTNERGATE_MAX_POLICIES", default_value_t = crate::prescan::DEFAULT_MAX_POLICIES)]
-    pub max_policies: usize,
-}
-
-impl LimitArgs {
-    pub fn limits(&self) -> crate::prescan::PackLimits {
-        crate::prescan::PackLimits {
-            max_nesting: self.max_policy_nesting,
-            max_file_bytes: self.max_policy_file_bytes,
-            max_policies: self.max_policies,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -346,7 +252,7 @@ pub struct AuthorizeArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub log: crate::cli::audit::AuditLogArgs,
+    pub log: audit::AuditLogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -380,13 +286,13 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Fmt(a) => fmt(&a, out, err),
         Command::Serve(a) => serve(a, err),
         Command::Import(a) => import(&a, out, err),
-        Command::Prove(a) => crate::cli::prove::run_prove(&a, out, err).map_err(CliError::from),
-        Command::Audit(a) => return crate::cli::audit::run(&a, out, err),
-        Command::Partners(a) => Ok(crate::cli::partners::run_partners(a, out, err)),
-        Command::Users(a) => Ok(crate::cli::partners::run_users(a, out, err)),
-        Command::Seats(a) => Ok(crate::cli::partners::run_seats(a, out, err)),
-        Command::Registry(a) => Ok(crate::cli::partners::run_registry(a, out, err)),
-        Command::Search(a) => Ok(crate::cli::search::run_search(a, out, err)),
+        Command::Prove(a) => prove::run_prove(&a, out, err).map_err(CliError::from),
+        Command::Audit(a) => return audit::run(&a, out, err),
+        Command::Partners(a) => Ok(partners::run_partners(a, out, err)),
+        Command::Users(a) => Ok(partners::run_users(a, out, err)),
+        Command::Seats(a) => Ok(partners::run_seats(a, out, err)),
+        Command::Registry(a) => Ok(partners::run_registry(a, out, err)),
+        Command::Search(a) => Ok(search::run_search(a, out, err)),
     };
     match result {
         Ok(code) => code,
@@ -414,14 +320,6 @@ fn load_pack(args: &PackArgs, err: &mut dyn Write) -> Result<PolicyPack, u8> {
         let _ = write!(err, "{}", e.render());
         load_exit_code(&e)
     })
-}
-
-/// Validation failures exit 3, everything else 1.
-pub fn load_exit_code(e: &LoadError) -> u8 {
-    match e {
-        LoadError::Validation { .. } => EXIT_INVALID,
-        _ => EXIT_ERROR,
-    }
 }
 
 fn check(a: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliError> {
@@ -643,13 +541,14 @@ fn fmt(a: &FmtArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, CliE
     let config = cedar_policy_formatter::Config::default();
     let mut unformatted = 0;
     for f in files {
-        let text = match policies::read_checked(&f, &crate::prescan::PackLimits::default()) {
-            Ok((text, _)) => text,
-            Err(e) => {
-                write!(err, "{}", e.render())?;
-                return Ok(EXIT_ERROR);
-            }
-        };
+        let text =
+            match policies::read_checked(&f, &partnergate_policy::prescan::PackLimits::default()) {
+                Ok((text, _)) => text,
+                Err(e) => {
+                    write!(err, "{}", e.render())?;
+                    return Ok(EXIT_ERROR);
+                }
+            };
         let pretty = match cedar_policy_formatter::policies_str_to_pretty(&text, &config) {
             Ok(p) => p,
             Err(e) => {
@@ -685,18 +584,6 @@ pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The decision log's configuration; the default path follows `--data-dir`.
-pub(crate) fn audit_config(
-    args: &crate::cli::audit::AuditLogArgs,
-    data_dir: &Path,
-) -> Option<crate::audit::AuditConfig> {
-    let mut args = args.clone();
-    if Path::new(&args.path) == crate::audit::writer::default_path() {
-        args.path = data_dir.join("decisions.jsonl").display().to_string();
-    }
-    args.config()
-}
-
 /// Append a CLI decision to the decision log; a log that cannot be opened
 /// (e.g. a running sidecar holds it) is a warning, not a failure.
 fn log_cli_decision(
@@ -710,18 +597,18 @@ fn log_cli_decision(
     let Some(config) = a.log.config() else {
         return;
     };
-    match crate::audit::AuditLog::open(config) {
+    match partnergate_audit::AuditLog::open(config) {
         Ok((log, _)) => {
             let uid = |u: Option<&cedar_policy::EntityUid>| {
                 u.map(ToString::to_string).unwrap_or_default()
             };
             let r = &question.request;
             log.log(
-                crate::audit::DecisionEvent::new(
+                partnergate_audit::DecisionEvent::new(
                     uid(r.principal()),
                     uid(r.action()),
                     uid(r.resource()),
-                    crate::authz::log_slice(&question.entities),
+                    partnergate_core::authz::log_slice(&question.entities),
                     decision.clone(),
                 )
                 .with_context(context)
@@ -777,7 +664,7 @@ pub enum LogFormat {
 }
 
 /// The sidecar's configuration from its flags (the error names the flag).
-pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> {
+pub fn serve_config(a: ServeArgs) -> Result<partnergate_server::ServeConfig, String> {
     if a.search_default_limit == 0 || a.search_default_limit > a.search_max_limit {
         return Err(format!(
             "--search-default-limit {}: must be between 1 and --search-max-limit ({})",
@@ -791,7 +678,7 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         .invariants
         .clone()
         .unwrap_or_else(|| partnergate_prove::default_invariants_dir(&a.policies));
-    Ok(crate::server::ServeConfig {
+    Ok(partnergate_server::ServeConfig {
         policies: a.policies,
         schema: a.schema,
         data_dir: a.data_dir.clone(),
@@ -806,10 +693,11 @@ pub fn serve_config(a: ServeArgs) -> Result<crate::server::ServeConfig, String> 
         watch: !a.no_watch,
         prove_on_reload: a.prove_on_reload,
         invariants,
-        store: crate::store::StoreSpec::parse(Some(&a.store)).map_err(|e| e.to_string())?,
+        store: partnergate_core::store::StoreSpec::parse(Some(&a.store))
+            .map_err(|e| e.to_string())?,
         replica: a
             .replica_id
-            .unwrap_or_else(crate::server::default_replica_id),
+            .unwrap_or_else(partnergate_server::default_replica_id),
         audit: audit_config(&a.audit, &a.data_dir),
         audit_required: a.audit_required,
         shadow_policies: a.shadow_policies,
@@ -849,10 +737,10 @@ fn serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
     // give them the stack that the nesting limit is sized for.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(crate::prescan::POLICY_THREAD_STACK)
+        .thread_stack_size(partnergate_policy::prescan::POLICY_THREAD_STACK)
         .build()?;
     let grace = config.shutdown_grace;
-    let result = runtime.block_on(crate::server::serve(config));
+    let result = runtime.block_on(partnergate_server::serve(config));
     // Blocking work still running (a log scan past its request) does not
     // hold the exit beyond the grace: the runtime waits at most that long.
     runtime.shutdown_timeout(grace);
@@ -883,19 +771,19 @@ fn import(a: &ImportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8
             path: a.file.clone(),
             message: format!("line {} column {}: {e}", e.line(), e.column()),
         })?;
-    let store = match crate::store::sqlite::SqliteStore::open_in(&a.data_dir) {
+    let store = match partnergate_core::store::sqlite::SqliteStore::open_in(&a.data_dir) {
         Ok(s) => s,
         Err(e) => {
             writeln!(err, "error: {e}")?;
             return Ok(EXIT_ERROR);
         }
     };
-    match crate::directory::import(&store, Some(&schema), value) {
+    match partnergate_core::directory::import(&store, Some(&schema), value) {
         Ok(n) => {
             writeln!(
                 out,
                 "imported {n} entities into {} in {:.1}s",
-                crate::store::EntityBackend::describe(&store),
+                partnergate_core::store::EntityBackend::describe(&store),
                 started.elapsed().as_secs_f64()
             )?;
             Ok(EXIT_OK)
@@ -928,8 +816,8 @@ mod tests {
             panic!("not serve");
         };
         let from_flags = serve_config(args).unwrap();
-        let default = crate::server::ServeConfig::default();
-        let view = |c: &crate::server::ServeConfig| {
+        let default = partnergate_server::ServeConfig::default();
+        let view = |c: &partnergate_server::ServeConfig| {
             format!(
                 "{:?}",
                 (

@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use crate::audit::AuditError;
-use crate::runtime::{Runtime, RuntimeError, Wired};
+use partnergate_audit::AuditError;
+use partnergate_core::runtime::{Runtime, RuntimeError, Wired};
 
-use crate::cli::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
-use crate::orchestrator::access::AccessRequest;
-use crate::orchestrator::store::RegistryCompany;
-use crate::orchestrator::{
+use super::common::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
+use partnergate_partners::access::AccessRequest;
+use partnergate_partners::store::RegistryCompany;
+use partnergate_partners::{
     Call, ListedUser, Orchestrator, OrchestratorError, Outcome, UserView, WriteScope,
 };
-use crate::policies::PackSource;
+use partnergate_policy::policies::PackSource;
 
 /// Where the orchestrator's state and rules are.
 #[derive(Debug, Args, Clone)]
@@ -43,7 +43,7 @@ pub struct StateArgs {
     #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
     pub audit_required: bool,
     #[command(flatten)]
-    pub audit: crate::cli::audit::AuditLogArgs,
+    pub audit: super::audit::AuditLogArgs,
 }
 
 /// The partner access asked for: an end and the scopes.
@@ -260,16 +260,16 @@ pub fn open(state: &StateArgs) -> Result<(Orchestrator, Wired), OpenError> {
     let source = PackSource::new(state.policies.clone(), Some(state.schema.clone()));
     let runtime = Runtime::new(source)
         .sqlite_in(state.data_dir.clone())
-        .audit(crate::cli::audit_config(&state.audit, &state.data_dir))
+        .audit(super::audit::audit_config(&state.audit, &state.data_dir))
         .audit_required(state.audit_required);
-    let (runtime, quotas) = crate::orchestrator::runtime::with_quotas(runtime)
+    let (runtime, quotas) = partnergate_partners::runtime::with_quotas(runtime)
         .map_err(|p| OpenError::Load(p.to_string()))?;
     let wired = runtime.build().map_err(|e| match e {
         RuntimeError::Load(e) => OpenError::Load(e.render()),
         RuntimeError::Audit(AuditError::Locked(path)) => OpenError::LogInUse(path),
         e => OpenError::Runtime(e),
     })?;
-    let orchestrator = crate::orchestrator::runtime::orchestrator(&wired, quotas);
+    let orchestrator = partnergate_partners::runtime::orchestrator(&wired, quotas);
     Ok((orchestrator, wired))
 }
 

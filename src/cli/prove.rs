@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::{PackArgs, EXIT_ERROR, EXIT_OK};
-use crate::engine::Decision;
-use crate::policies::{self, PackSource, PolicyPack};
-use crate::prove::{
+use super::common::{PackArgs, EXIT_ERROR, EXIT_OK};
+use partnergate_policy::engine::Decision;
+use partnergate_policy::policies::{self, PackSource, PolicyPack};
+use partnergate_prove::{
     check_equivalent, check_pack, default_invariants_dir, write_counterexamples, InvariantKind,
     ProofReport, ProveError, WrittenCounterexample,
 };

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::partners::StateArgs;
-use crate::cli::{EXIT_ERROR, EXIT_OK};
-use crate::policies::PackSource;
-use crate::runtime::Runtime;
+use super::common::{EXIT_ERROR, EXIT_OK};
+use super::partners::StateArgs;
+use partnergate_core::runtime::Runtime;
+use partnergate_policy::policies::PackSource;
 use partnergate_search::{
     action_uid, parse_type, Limits, PageRequest, SearchError, SearchRequest, Searcher, Target,
     TokenKey,
@@ -91,7 +91,7 @@ pub enum SearchCommand {
 
 fn action(s: &str) -> Result<cedar_policy::EntityUid, String> {
     let r = if s.contains("::") {
-        crate::engine::parse_uid("action", s)
+        partnergate_policy::engine::parse_uid("action", s)
     } else {
         action_uid("action", s)
     };
@@ -99,7 +99,7 @@ fn action(s: &str) -> Result<cedar_policy::EntityUid, String> {
 }
 
 fn uid(field: &str, s: &str) -> Result<cedar_policy::EntityUid, String> {
-    crate::engine::parse_uid(field, s).map_err(|e| e.to_string())
+    partnergate_policy::engine::parse_uid(field, s).map_err(|e| e.to_string())
 }
 
 fn target(command: &SearchCommand) -> Result<Target, String> {
@@ -174,11 +174,11 @@ fn search(
     let source = PackSource::new(state.policies.clone(), Some(state.schema.clone()));
     let wired = Runtime::new(source)
         .sqlite_in(state.data_dir.clone())
-        .audit(crate::cli::audit_config(&state.audit, &state.data_dir))
+        .audit(super::audit::audit_config(&state.audit, &state.data_dir))
         .audit_required(state.audit_required)
         .build()
         .map_err(|e| match e {
-            crate::runtime::RuntimeError::Load(e) => e.render(),
+            partnergate_core::runtime::RuntimeError::Load(e) => e.render(),
             e => e.to_string(),
         })?;
     let key = TokenKey::load_or_create(&state.data_dir).map_err(|e| e.to_string())?;

@@ -12,12 +12,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::error::{InvalidCode, OrchestratorError};
 use crate::rules::Quotas;
-use crate::{InvalidCode, OrchestratorError};
+pub use crate::scopes::{known_scopes, SCOPE_GROUP_PREFIX};
 use partnergate_core::clock;
-
-/// The prefix of the schema's scope groups (`action "scope:users"`).
-pub const SCOPE_GROUP_PREFIX: &str = "scope:";
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -75,24 +73,6 @@ fn invalid(code: InvalidCode, field: &'static str, message: String) -> Orchestra
         field,
         message,
     }
-}
-
-/// The scopes the schema declares: the names of its `"scope:NAME"` action
-/// groups, sorted.
-pub fn known_scopes(schema: Option<&cedar_policy::Schema>) -> Vec<String> {
-    let mut scopes: Vec<String> = schema
-        .into_iter()
-        .flat_map(|s| s.actions())
-        .filter_map(|a| {
-            a.id()
-                .unescaped()
-                .strip_prefix(SCOPE_GROUP_PREFIX)
-                .map(str::to_string)
-        })
-        .collect();
-    scopes.sort();
-    scopes.dedup();
-    scopes
 }
 
 /// A duration (`90d`, `36h`, `45m`, `30s`) in milliseconds.

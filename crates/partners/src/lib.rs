@@ -29,12 +29,20 @@
 
 pub mod access;
 pub mod activity;
+pub mod error;
 pub mod postgres;
 pub mod rules;
 pub mod runtime;
+pub mod scopes;
 pub mod sqlite;
+pub mod status;
 pub mod store;
 pub mod sweep;
+pub mod user;
+
+pub use error::{ConflictCode, InvalidCode, OrchestratorError};
+pub use status::{ListStatus, UserStatus};
+pub use user::{PartnerView, UserView};
 
 use std::sync::Arc;
 
@@ -46,400 +54,13 @@ use access::{Access, AccessRequest};
 use partnergate_audit as audit;
 use partnergate_core::authz::{Authz, Query};
 use partnergate_core::directory::{self, Directory};
-use partnergate_core::reload;
-use partnergate_core::store::{EntityRecord, StoreError};
-use partnergate_policy::engine::{self, Reason, RequestError};
-use partnergate_policy::policies;
+use partnergate_core::store::EntityRecord;
+use partnergate_policy::engine::{self, RequestError};
 use rules::QuotaRules;
 use store::{AccountTx, OrchestratorStore, RegistryCompany};
 
-/// A user's stored `status`: `"invited"`, `"active"`, `"dismissed"`, or
-/// any other string a `PUT /v1/entities` stored (kept as written; the
-/// orchestrator treats it as neither invited nor dismissed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum UserStatus {
-    /// Invited, the invitation not yet accepted; a partner holds a seat.
-    Invited,
-    /// Accepted the invitation (or rehired): a working member of the account.
-    Active,
-    /// Dismissed: kept, never deleted; holds no seat and can be rehired.
-    Dismissed,
-    /// Any other stored string, kept exactly as written.
-    Other(String),
-}
-
-impl UserStatus {
-    /// The wire (and stored) form.
-    pub fn as_str(&self) -> &str {
-        match self {
-            UserStatus::Invited => "invited",
-            UserStatus::Active => "active",
-            UserStatus::Dismissed => "dismissed",
-            UserStatus::Other(s) => s,
-        }
-    }
-}
-
-impl From<String> for UserStatus {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "invited" => UserStatus::Invited,
-            "active" => UserStatus::Active,
-            "dismissed" => UserStatus::Dismissed,
-            _ => UserStatus::Other(s),
-        }
-    }
-}
-
-impl From<UserStatus> for String {
-    fn from(s: UserStatus) -> Self {
-        match s {
-            UserStatus::Other(s) => s,
-            known => known.as_str().to_string(),
-        }
-    }
-}
-
-impl std::fmt::Display for UserStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-/// The status shown in the employees list ([`UserView::list_status`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListStatus {
-    /// Not a partner, neither dismissed nor invited, with administrator rights.
-    Administrator,
-    /// Not a partner, neither dismissed nor invited, without administrator rights.
-    Employee,
-    /// A partner user who is neither dismissed nor invited (whatever its admin rights).
-    Partner,
-    /// A dismissed user (partner or not).
-    Dismissed,
-    /// A user whose invitation is still open (partner or not).
-    Invited,
-}
-
-impl ListStatus {
-    /// The wire form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListStatus::Administrator => "administrator",
-            ListStatus::Employee => "employee",
-            ListStatus::Partner => "partner",
-            ListStatus::Dismissed => "dismissed",
-            ListStatus::Invited => "invited",
-        }
-    }
-
-    /// The employees list's order: administrators and employees, partners,
-    /// dismissed, invited.
-    fn rank(self) -> u8 {
-        match self {
-            ListStatus::Administrator | ListStatus::Employee => 0,
-            ListStatus::Partner => 1,
-            ListStatus::Dismissed => 2,
-            ListStatus::Invited => 3,
-        }
-    }
-}
-
-impl std::fmt::Display for ListStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-/// Why an input is invalid: the stable `code` of the wire format
-/// ([`InvalidCode::as_str`]); the HTTP adapter picks the status by variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InvalidCode {
-    /// `replace` is not an active partner of the account.
-    Replace,
-    /// A registry company is malformed.
-    Company,
-    /// The user would not validate against the schema.
-    User,
-    /// An access end or scope list that cannot be given (malformed, in the
-    /// past, both an end and a duration, required and missing, empty).
-    Access,
-    /// An end further than `max_access_days` from now.
-    AccessTooLong,
-    /// A scope the schema does not declare.
-    UnknownScope,
-}
-
-impl InvalidCode {
-    /// The wire `code`: `invalid_replace`, `invalid_company` or `invalid_user`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InvalidCode::Replace => "invalid_replace",
-            InvalidCode::Company => "invalid_company",
-            InvalidCode::User => "invalid_user",
-            InvalidCode::Access => "invalid_access",
-            InvalidCode::AccessTooLong => "access_too_long",
-            InvalidCode::UnknownScope => "unknown_scope",
-        }
-    }
-}
-
-/// What a conflict is about: the stable `code` of the wire format
-/// ([`ConflictCode::as_str`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConflictCode {
-    /// The email is already a user of the account who is not dismissed.
-    AlreadyMember,
-    /// The email is a dismissed user of the account: rehire, not invite.
-    UserDismissed,
-    /// `accept` of a user without an open invitation.
-    NotInvited,
-    /// `rehire` of a user who is not dismissed.
-    NotDismissed,
-    /// Partner access for a user who already holds a partner seat.
-    AlreadyPartner,
-    /// `dismiss` of a user who is already dismissed.
-    AlreadyDismissed,
-    /// The email's registry entry changed between the policy question and
-    /// the transaction; the request may be retried.
-    RegistryChanged,
-    /// A renewal of a partner whose access has ended or who is dismissed
-    /// (rehire them instead).
-    AccessEnded,
-    /// A renewal or an end of a user who is not a partner.
-    NotPartner,
-}
-
-impl ConflictCode {
-    /// The wire `code`, the variant's name in snake case (`already_member`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConflictCode::AlreadyMember => "already_member",
-            ConflictCode::UserDismissed => "user_dismissed",
-            ConflictCode::NotInvited => "not_invited",
-            ConflictCode::NotDismissed => "not_dismissed",
-            ConflictCode::AlreadyPartner => "already_partner",
-            ConflictCode::AlreadyDismissed => "already_dismissed",
-            ConflictCode::RegistryChanged => "registry_changed",
-            ConflictCode::AccessEnded => "access_ended",
-            ConflictCode::NotPartner => "not_a_partner",
-        }
-    }
-}
-
-/// Why an orchestrator operation was refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OrchestratorError {
-    /// An email that [`normalize_email`] rejects; nothing was asked or written.
-    #[error("`{email}` is not a well-formed email address")]
-    InvalidEmail {
-        /// The email as the caller gave it (not normalised).
-        email: String,
-    },
-    /// The policies did not allow the operation (step 2); nothing was written.
-    #[error("the policies do not allow {actor} to {action} {resource}")]
-    Denied {
-        /// The acting user's uid, in Cedar syntax.
-        actor: String,
-        /// The action's id (`invite_partner`, `dismiss_user`, ...).
-        action: String,
-        /// The resource's uid, in Cedar syntax.
-        resource: String,
-        /// The determining forbid policies (empty for a deny by default or a
-        /// fail-closed deny, whose cause is in `errors`).
-        reasons: Vec<Reason>,
-        /// The decision's errors (evaluation errors, an unknown principal).
-        errors: Vec<String>,
-    },
-    /// Every partner seat of the account is taken and `replace` did not
-    /// free one.
-    #[error("the maximum number of partners is reached ({limit} active): dismiss one of them and invite the new one")]
-    LimitReached {
-        /// The serving `max_active_partners`.
-        limit: u32,
-        /// The seat holders, so the caller can pick one to `replace`.
-        active: Vec<UserView>,
-    },
-    /// The email's certified company is not the company of the account's
-    /// active partners (`one_company_per_account`).
-    #[error("{email} belongs to partner company `{company}`, but the account's active partners belong to `{active_company}`: all partners of an account come from one company")]
-    DifferentCompany {
-        /// The normalised email of the would-be partner.
-        email: String,
-        /// The registry company that certifies `email`.
-        company: String,
-        /// The company of an active partner of the account.
-        active_company: String,
-    },
-    /// No certified registry company lists the email (at the seat checks, or
-    /// at `accept` when the company is no longer certified or not the same).
-    #[error("there is no certified partner with this email: {email}")]
-    NotCertified {
-        /// The normalised email.
-        email: String,
-    },
-    /// A user or account that does not exist; the message names its uid.
-    #[error("{0}")]
-    NotFound(String),
-    /// The operation does not fit the user's current state (see
-    /// [`ConflictCode`]); nothing was written.
-    #[error("{message}")]
-    Conflict {
-        /// What the conflict is about.
-        code: ConflictCode,
-        /// A sentence for the caller, naming the user and the way out.
-        message: String,
-    },
-    /// An input field that the rules or the schema reject.
-    #[error("field `{field}`: {message}")]
-    Invalid {
-        /// Which rule rejected it.
-        code: InvalidCode,
-        /// The request field at fault (`replace`, `id`, `emails`, `user`, ...).
-        field: &'static str,
-        /// Why, naming the value.
-        message: String,
-    },
-    /// A uid or the policy question is malformed (see [`RequestError`]).
-    #[error(transparent)]
-    Request(#[from] RequestError),
-    /// The store failed to read or write; a transaction that fails is
-    /// rolled back.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Stored data the orchestrator cannot read (a user entity without its
-    /// uid, account, email or status), or an answer it cannot encode.
-    #[error("stored user is unreadable: {0}")]
-    Corrupt(String),
-    /// `--audit-required`: the authorizing decision's record could not be
-    /// made durable, so the operation is refused.
-    #[error("the operation is refused because its decision-log record could not be made durable (--audit-required): {0}")]
-    AuditUnavailable(String),
-    /// The [`WriteScope`] deadline had passed when the transaction began;
-    /// nothing was applied.
-    #[error("the write did not start before the request timeout; nothing was applied")]
-    TimedOut,
-    /// The `Idempotency-Key` is remembered with another request's
-    /// fingerprint; nothing was applied.
-    #[error("header `Idempotency-Key`: this key was used for a different request (method, route or body); use a new key")]
-    IdempotencyKeyReused,
-    /// The `Idempotency-Key` was remembered: nothing applied; the first answer.
-    #[error("replayed the first answer of this Idempotency-Key")]
-    Replayed(partnergate_core::store::Remembered),
-}
-
-/// The longest an operation waits for its authorizing decision's record to
-/// be durable under `--audit-required`.
-const AUDIT_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl OrchestratorError {
-    /// The stable error code of the wire format.
-    pub fn code(&self) -> &'static str {
-        match self {
-            OrchestratorError::InvalidEmail { .. } => "invalid_email",
-            OrchestratorError::Denied { .. } => "policy_denied",
-            OrchestratorError::LimitReached { .. } => "partner_limit_reached",
-            OrchestratorError::DifferentCompany { .. } => "different_partner_company",
-            OrchestratorError::NotCertified { .. } => "not_a_certified_partner",
-            OrchestratorError::NotFound(_) => "not_found",
-            OrchestratorError::Conflict { code, .. } => code.as_str(),
-            OrchestratorError::Invalid { code, .. } => code.as_str(),
-            OrchestratorError::Request(_) => "bad_request",
-            OrchestratorError::Store(_) | OrchestratorError::Corrupt(_) => "unavailable",
-            OrchestratorError::AuditUnavailable(_) => "audit_unavailable",
-            OrchestratorError::TimedOut => "request_timeout",
-            OrchestratorError::IdempotencyKeyReused => "idempotency_key_reused",
-            OrchestratorError::Replayed(_) => "replayed",
-        }
-    }
-
-    /// Machine-readable details for the error body.
-    pub fn details(&self) -> Value {
-        match self {
-            OrchestratorError::InvalidEmail { email } => json!({"field": "email", "email": email}),
-            OrchestratorError::Denied {
-                actor,
-                action,
-                resource,
-                reasons,
-                errors,
-            } => json!({"actor": actor, "action": action, "resource": resource,
-                "reasons": reasons, "errors": errors}),
-            OrchestratorError::LimitReached { limit, active } => json!({
-                "limit": limit,
-                "active_partners": active,
-                "hint": "dismiss one of them and invite the new one: repeat the request with \"replace\": \"<id of the partner to dismiss>\"",
-            }),
-            OrchestratorError::DifferentCompany {
-                email,
-                company,
-                active_company,
-            } => json!({"email": email, "company": company, "active_company": active_company}),
-            OrchestratorError::NotCertified { email } => json!({"email": email}),
-            OrchestratorError::IdempotencyKeyReused => json!({"header": "Idempotency-Key"}),
-            OrchestratorError::Invalid { field, .. } => json!({"field": field}),
-            OrchestratorError::Request(RequestError::Field { field, .. }) => {
-                json!({"field": field})
-            }
-            _ => Value::Null,
-        }
-    }
-}
-
-/// A user as the orchestrator reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserView {
-    /// The `User` entity's id (without the type).
-    pub id: String,
-    /// The email, lower case (as [`normalize_email`] made it when written).
-    pub email: String,
-    /// The id of the `Account` the user belongs to (also its parent).
-    pub account: String,
-    /// Where the user is in the invite / accept / dismiss life cycle.
-    pub status: UserStatus,
-    /// Holds administrator rights in the account.
-    pub is_admin: bool,
-    /// Two-factor authentication is on (the orchestrator sets it for every partner).
-    pub two_factor: bool,
-    /// The partner membership; `None` for an ordinary user.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partner: Option<PartnerView>,
-}
-
-/// A user's partner membership: the `partner` attribute of the entity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PartnerView {
-    /// The id of the `PartnerCompany` (registry company) the user is from.
-    pub company: String,
-    /// Checked against the registry when the user became active (`accept`,
-    /// or partner access to an active user); false while invited.
-    pub verified: bool,
-    /// The end of the access (RFC 3339, UTC, milliseconds); none: no end.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// What the partner may administer (scope names of the schema); none:
-    /// stored before scopes existed, which the policies read as nothing.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scopes: Option<Vec<String>>,
-}
-
-impl PartnerView {
-    /// The end in milliseconds since the epoch, if any (an unreadable end
-    /// reads as the epoch: ended, never a longer access).
-    pub fn ends_at(&self) -> Option<i64> {
-        self.expires_at
-            .as_deref()
-            .map(|s| partnergate_core::clock::parse_cedar_ms(s).unwrap_or(0))
-    }
-
-    /// Whether the access has ended at `now` (its end is not after `now`).
-    pub fn ended_at(&self, now: i64) -> bool {
-        self.ends_at().is_some_and(|end| end <= now)
-    }
-}
-
+// Reading a stored user is the orchestrator's, so the views in `user.rs`
+// need not know its errors.
 impl UserView {
     /// Read a stored `User` entity JSON.
     pub fn from_json(json: &Value) -> Result<Self, OrchestratorError> {
@@ -490,64 +111,11 @@ impl UserView {
             serde_json::from_str(&r.json).map_err(|e| OrchestratorError::Corrupt(e.to_string()))?;
         Self::from_json(&json)
     }
-
-    /// Holds a partner seat at `now`: a partner user who is not dismissed
-    /// and whose access has not ended (an ended access frees its seat even
-    /// before the sweep marks it).
-    pub fn holds_partner_seat(&self, now: i64) -> bool {
-        self.partner.as_ref().is_some_and(|p| !p.ended_at(now))
-            && self.status != UserStatus::Dismissed
-    }
-
-    /// Whether this is a partner whose access has ended at `now`.
-    pub fn access_ended(&self, now: i64) -> bool {
-        self.partner.as_ref().is_some_and(|p| p.ended_at(now))
-    }
-
-    /// The Cedar entity JSON of this user.
-    pub fn to_entity_json(&self) -> Value {
-        let mut attrs = json!({
-            "email": self.email,
-            "account": {"__entity": {"type": "Account", "id": self.account}},
-            "is_admin": self.is_admin,
-            "status": self.status,
-            "two_factor": self.two_factor,
-        });
-        if let (Some(p), Some(map)) = (&self.partner, attrs.as_object_mut()) {
-            let mut partner = json!({"company": {"__entity": {"type": "PartnerCompany", "id": p.company}},
-                       "verified": p.verified});
-            if let Some(record) = partner.as_object_mut() {
-                if let Some(end) = p.ends_at().and_then(partnergate_core::clock::datetime_json) {
-                    record.insert("expires_at".into(), end);
-                }
-                if let Some(scopes) = &p.scopes {
-                    record.insert("scopes".into(), json!(scopes));
-                }
-            }
-            map.insert("partner".into(), partner);
-        }
-        json!({"uid": {"type": "User", "id": self.id},
-               "parents": [{"type": "Account", "id": self.account}],
-               "attrs": attrs})
-    }
-
-    /// The status shown in the employees list at `now`, by precedence:
-    /// dismissed (an ended partner access too) and invited win over the
-    /// role; a partner shows "partner" over its admin rights.
-    pub fn list_status(&self, now: i64) -> ListStatus {
-        if self.status == UserStatus::Dismissed || self.access_ended(now) {
-            ListStatus::Dismissed
-        } else if self.status == UserStatus::Invited {
-            ListStatus::Invited
-        } else if self.partner.is_some() {
-            ListStatus::Partner
-        } else if self.is_admin {
-            ListStatus::Administrator
-        } else {
-            ListStatus::Employee
-        }
-    }
 }
+
+/// The longest an operation waits for its authorizing decision's record to
+/// be durable under `--audit-required`.
+const AUDIT_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One line of the employees list.
 #[derive(Debug, Clone, Serialize)]
@@ -1973,9 +1541,10 @@ impl Call<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policies::PackSource;
-    use crate::reload::Evaluator;
+    use partnergate_core::reload::Evaluator;
     use partnergate_core::store::sqlite::SqliteStore;
+    use partnergate_core::store::StoreError;
+    use partnergate_policy::policies::PackSource;
     use std::path::Path;
     use std::sync::Mutex;
 

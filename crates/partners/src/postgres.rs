@@ -7,7 +7,7 @@
 use postgres::Transaction;
 
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
-use super::OrchestratorError;
+use crate::error::OrchestratorError;
 use partnergate_core::store::postgres::{
     begin_guarded, keep_changes_in, recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK,
 };

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policies::{line_col, Problem};
-use crate::reload::Gate;
+use partnergate_core::reload::Gate;
+use partnergate_policy::policies::{line_col, Problem};
 
 /// The file name looked for beside the policies.
 pub const QUOTAS_FILE: &str = "quotas.toml";
@@ -141,7 +141,7 @@ pub fn check_default_scopes(
     let Some(scopes) = &q.default_partner_scopes else {
         return Ok(());
     };
-    let known = crate::access::known_scopes(schema);
+    let known = crate::scopes::known_scopes(schema);
     let Some(unknown) = scopes.iter().find(|s| !known.contains(s)) else {
         return Ok(());
     };
@@ -193,7 +193,7 @@ pub fn load(path: &Path) -> Result<Quotas, Box<Problem>> {
 pub struct QuotaRules {
     path: PathBuf,
     initial: Arc<Quotas>,
-    evaluator: std::sync::OnceLock<std::sync::Weak<crate::reload::Evaluator>>,
+    evaluator: std::sync::OnceLock<std::sync::Weak<partnergate_core::reload::Evaluator>>,
 }
 
 impl QuotaRules {
@@ -218,7 +218,7 @@ impl QuotaRules {
 
     /// Read the quotas from the packs `evaluator` serves (whose gates
     /// include [`QuotaRules::gate`]). The first binding stays.
-    pub fn bind(&self, evaluator: &Arc<crate::reload::Evaluator>) {
+    pub fn bind(&self, evaluator: &Arc<partnergate_core::reload::Evaluator>) {
         let _ = self.evaluator.set(Arc::downgrade(evaluator));
     }
 
@@ -249,7 +249,7 @@ impl QuotaRules {
             }
             let q = load(&path).map_err(|p| vec![*p])?;
             check_default_scopes(&path, &q, pack.schema.as_ref()).map_err(|p| vec![*p])?;
-            Ok(Some(Arc::new(q) as crate::policies::Extension))
+            Ok(Some(Arc::new(q) as partnergate_policy::policies::Extension))
         })
     }
 }
@@ -298,8 +298,8 @@ mod tests {
 
     #[test]
     fn a_reload_another_gate_rejects_keeps_the_old_quotas() {
-        use crate::policies::PackSource;
-        use crate::reload::Evaluator;
+        use partnergate_core::reload::Evaluator;
+        use partnergate_policy::policies::PackSource;
         let (dir, quotas_file, rules) = pack_with_quotas();
         // A second gate (as the proof of --prove-on-reload) that rejects
         // every reload after the first load.
@@ -338,8 +338,8 @@ mod tests {
 
     #[test]
     fn a_good_reload_brings_the_new_quotas_with_the_pack() {
-        use crate::policies::PackSource;
-        use crate::reload::Evaluator;
+        use partnergate_core::reload::Evaluator;
+        use partnergate_policy::policies::PackSource;
         let (dir, quotas_file, rules) = pack_with_quotas();
         let ev = Arc::new(
             Evaluator::load_with_gates(PackSource::new(dir.path(), None), vec![rules.gate()])

@@ -6,7 +6,7 @@
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
-use super::OrchestratorError;
+use crate::error::OrchestratorError;
 use partnergate_core::store::sqlite::SqliteStore;
 use partnergate_core::store::sqlite::{keep_changes_in, recall_in, remember_in};
 use partnergate_core::store::{

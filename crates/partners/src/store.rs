@@ -11,7 +11,7 @@ use partnergate_core::store::{
     EntityRecord, Guarded, KeptChange, Remembered, StoreError, WriteGuard,
 };
 
-use super::OrchestratorError;
+use crate::error::OrchestratorError;
 
 /// A partner company of the registry, with its certified emails.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
