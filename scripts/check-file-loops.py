@@ -22,7 +22,7 @@ belongs to the deepest file it reaches (`crate::authz::query::Query` is
 inline modules (`mod tests { use super::*; }`) resolve from the inline
 module. `main.rs` beside a `lib.rs` is a crate of its own and is skipped.
 
-Not wired into CI yet: the server crate still has loops.
+scripts/check-layers.sh runs it (and so does .ci/run).
 """
 
 import os

@@ -57,3 +57,7 @@ if failures:
     sys.exit(1)
 print("layering ok:", len(meta["packages"]), "crates")
 '
+
+# Within each crate: no import loop between files (a module is a file; see
+# scripts/check-file-loops.py).
+python3 "$(dirname "$0")/check-file-loops.py"
