@@ -46,8 +46,11 @@ pub fn check(q: &Query) -> Result<(), RequestError> {
         ("resource.properties", &q.resource_attrs),
     ] {
         if let Some(map) = attrs {
-            // A map is a JSON object: its keys and values are checked alike.
-            strings(field, &Value::Object(map.clone()))?;
+            // A map is a JSON object: its keys and values are checked alike
+            // (copied into one only to name the string over the limit).
+            if map.keys().any(|k| k.len() > MAX_STRING_BYTES) || any_too_long(map.values()) {
+                return Err(first_too_long(field, &Value::Object(map.clone())));
+            }
         }
     }
     if let Some(id) = &q.request_id {
@@ -93,7 +96,16 @@ fn bounded(field: &str, len: usize, max: usize) -> Result<(), RequestError> {
 /// with the path to it. Iterative (a deep value costs no stack); the path
 /// is spelled out only for a string over the limit.
 fn strings(field: &str, value: &Value) -> Result<(), RequestError> {
-    let mut todo: Vec<&Value> = vec![value];
+    if any_too_long([value]) {
+        return Err(first_too_long(field, value));
+    }
+    Ok(())
+}
+
+/// Whether any string (object keys included) in `values` is over the limit.
+/// Iterative: a deep value costs no stack.
+fn any_too_long<'a>(values: impl IntoIterator<Item = &'a Value>) -> bool {
+    let mut todo: Vec<&Value> = values.into_iter().collect();
     while let Some(v) = todo.pop() {
         let too_long = match v {
             Value::String(s) => s.len() > MAX_STRING_BYTES,
@@ -108,10 +120,10 @@ fn strings(field: &str, value: &Value) -> Result<(), RequestError> {
             Value::Null | Value::Bool(_) | Value::Number(_) => false,
         };
         if too_long {
-            return Err(first_too_long(field, value));
+            return true;
         }
     }
-    Ok(())
+    false
 }
 
 /// The error naming the first string of `value` over the limit (by path).
