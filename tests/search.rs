@@ -632,27 +632,25 @@ fn searches_beyond_the_concurrency_bound_are_refused_with_retry_after() {
         .timeout(common::PATIENCE)
         .build()
         .unwrap();
+    // One search: its status, `Retry-After` and body.
+    let search = || {
+        let r = client
+            .post(s.url("/access/v1/search/subject"))
+            .json(&question)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (status, retry, r.json().unwrap_or(Value::Null))
+    };
     let mut refused = None;
     for _round in 0..10 {
         let answers: Vec<(u16, Option<String>, Value)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let r = client
-                            .post(s.url("/access/v1/search/subject"))
-                            .json(&question)
-                            .send()
-                            .unwrap();
-                        let status = r.status().as_u16();
-                        let retry = r
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        (status, retry, r.json().unwrap_or(Value::Null))
-                    })
-                })
-                .collect();
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(search)).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         for (status, retry, body) in &answers {
@@ -676,18 +674,12 @@ fn searches_beyond_the_concurrency_bound_are_refused_with_retry_after() {
         common::metric(&metrics, "partnergate_search_refusals_total", &[]) >= 1.0,
         "{metrics}"
     );
-    // The places are given back: one search alone is answered.
     // The places are given back once the searches stop (a search the
     // server answered 408 still runs until its own deadline): one search
     // alone is then taken.
     let deadline = std::time::Instant::now() + common::PATIENCE;
     loop {
-        let r = client
-            .post(s.url("/access/v1/search/subject"))
-            .json(&question)
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
+        let (status, _, _) = search();
         if matches!(status, 200 | 408) {
             break;
         }
