@@ -710,3 +710,68 @@ fn json_logs_are_one_object_per_line_and_the_level_is_a_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--log-level"), "{stderr}");
 }
+
+/// Every line logged while a request is answered names the request (its
+/// `X-Request-ID`, method and path) and, once decided, the decision's id,
+/// as the answer gives it: a log pipeline joins a line to its decision.
+#[test]
+fn json_log_lines_name_their_request_and_decision() {
+    let ws = Workspace::new();
+    let log = ws.path().join("serve.log");
+    // tower_http at debug: one line as each request finishes.
+    let s = Server::start_logging_to(
+        &ws,
+        &["--log-format", "json", "--log-level", "info,tower_http=debug"],
+        "error",
+        &log,
+    );
+    let asked = json!({"principal": PAT, "action": "Action::\"view_account\"", "resource": ACME});
+    let r = s
+        .client
+        .post(s.url("/v1/is_authorized"))
+        .header("x-request-id", "req-answered")
+        .json(&asked)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().unwrap();
+    let decision_id = answer["decision_id"].as_str().unwrap().to_string();
+    let refused = json!({"principal": PAT, "action": "Action::\"no_such_action\"", "resource": ACME});
+    let r = s
+        .client
+        .post(s.url("/v1/is_authorized"))
+        .header("x-request-id", "req-refused")
+        .json(&refused)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    s.signal("TERM");
+    let mut s = s;
+    let _ = s.child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let spans: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("span").cloned())
+        .collect();
+    let answered: Vec<_> = spans
+        .iter()
+        .filter(|s| s["request_id"] == "req-answered")
+        .collect();
+    assert!(!answered.is_empty(), "no line names the request: {text}");
+    for span in &answered {
+        assert_eq!(span["method"], "POST", "{span}");
+        assert_eq!(span["path"], "/v1/is_authorized", "{span}");
+    }
+    assert!(
+        answered.iter().any(|s| s["decision_id"] == decision_id.as_str()),
+        "no line names decision {decision_id}: {text}"
+    );
+    let refusal = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "request refused before evaluation (deny)")
+        .unwrap_or_else(|| panic!("the refusal is not logged: {text}"));
+    assert_eq!(refusal["span"]["request_id"], "req-refused", "{refusal}");
+    assert!(refusal["span"]["decision_id"].is_null(), "{refusal}");
+}

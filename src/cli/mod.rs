@@ -626,8 +626,10 @@ fn log_cli_decision(
 }
 
 /// Install the log subscriber (RUST_LOG, default `info`), once: plain text
-/// on stderr, one line per event (control characters a field carries are
-/// escaped by [`log_lines`], so no colours either).
+/// or JSON lines on stderr, one line per event (control characters a field
+/// carries are escaped by [`log_lines`], so no colours either). A line
+/// logged while a request is answered carries the request's span (its id,
+/// method, path and decision id): in JSON, the `span` member.
 pub fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
     let filter = match level {
         Some(directives) => tracing_subscriber::EnvFilter::try_new(directives)
@@ -646,7 +648,7 @@ pub fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .try_init(),
     };

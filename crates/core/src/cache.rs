@@ -28,10 +28,11 @@
 //! or what a policy says.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cedar_policy::EntityUid;
 
+use crate::authz::answer::Derived;
 use crate::authz::entities::DecisionEntities;
 use crate::authz::query::Query;
 use crate::directory::Directory;
@@ -101,9 +102,9 @@ pub struct Cached {
     /// dependencies, uids and log slice, without the Cedar entities
     /// ([`DecisionEntities::for_cache`]).
     pub entities: Arc<DecisionEntities>,
-    /// An adapter's encoding of `decision` (e.g. the HTTP body without the
-    /// decision id), made once and shared by every answer served from here.
-    pub encoded: Arc<OnceLock<Box<str>>>,
+    /// What an adapter derives from `decision` (e.g. the HTTP body without
+    /// the decision id), made once and shared by every answer served from here.
+    pub derived: Derived,
     /// For a clocked question: the instants (ms since the epoch) over which
     /// the decision holds, `[from, until)` (`until` `None`: no later
     /// datetime); `None` for a question that does not take the clock.

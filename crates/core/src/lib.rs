@@ -16,6 +16,7 @@ pub mod changes;
 pub mod clock;
 pub mod directory;
 pub mod limits;
+pub mod metric_handles;
 pub mod reload;
 pub mod runtime;
 pub mod secret;

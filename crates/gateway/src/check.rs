@@ -6,11 +6,9 @@
 //! HTTP adapters in `partnergate-server` only translate a [`Reply`] into
 //! their wire format; this module must never know one.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-
 use partnergate_audit::Gateway;
 use partnergate_core::authz::{Answer, Authz};
+use partnergate_core::metric_handles::Handles;
 use partnergate_policy::engine::Effect;
 use serde_json::json;
 
@@ -433,27 +431,21 @@ pub fn ascii(text: &str) -> String {
     out
 }
 
-type Counters = RwLock<HashMap<(&'static str, String, &'static str), metrics::Counter>>;
+type Counters = Handles<(&'static str, String, &'static str), metrics::Counter>;
 
 /// Count one check in `partnergate_gateway_requests_total{via, route,
 /// result}` (the route is a template of the routes file, or empty: the
 /// label set stays bounded whatever the paths asked).
 fn count(via: Via, route: Option<&str>, outcome: Verdict) {
     static COUNTERS: std::sync::OnceLock<Counters> = std::sync::OnceLock::new();
-    let counters = COUNTERS.get_or_init(Counters::default);
     let key = (
         via.as_str(),
         route.unwrap_or("").to_string(),
         outcome.as_str(),
     );
-    if let Some(c) = counters.read().ok().and_then(|m| m.get(&key).cloned()) {
-        c.increment(1);
-        return;
-    }
-    let c = metrics::counter!("partnergate_gateway_requests_total",
-        "via" => key.0, "route" => key.1.clone(), "result" => key.2);
+    let c = COUNTERS.get_or_init(Counters::default).get(key, |k| {
+        metrics::counter!("partnergate_gateway_requests_total",
+            "via" => k.0, "route" => k.1.clone(), "result" => k.2)
+    });
     c.increment(1);
-    if let Ok(mut m) = counters.write() {
-        m.insert(key, c);
-    }
 }

@@ -8,13 +8,13 @@
 //!
 //! Knows no front door and no wire format beyond the request id header.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use partnergate_core::authz::{Answer, Query};
+use partnergate_core::metric_handles;
 use partnergate_policy::policies::PolicyPack;
 
 use crate::error::AppError;
@@ -70,14 +70,16 @@ pub async fn one(
 }
 
 /// What a front door does once a decision is made elsewhere (the gateway
-/// check decides inside `partnergate_gateway`): wait for its record under
-/// `--audit-required`, then count it (or count the refusal).
+/// check decides inside `partnergate_gateway`): name the decision in the
+/// request's log span, wait for its record under `--audit-required`, then
+/// count it (or count the refusal).
 pub async fn settle(
     state: &AppState,
     answer: &Answer,
     endpoint: &'static str,
     started: Instant,
 ) -> Result<(), AppError> {
+    tracing::Span::current().record("decision_id", answer.decision_id.as_str());
     if let Err(e) = require_durable(state, answer, endpoint).await {
         observe(endpoint, "refused", started);
         return Err(e);
@@ -195,13 +197,11 @@ pub fn observe(endpoint: &'static str, decision: &'static str, started: Instant)
     observe_latency(endpoint, started);
 }
 
-/// The decision metrics' handles, registered once per label set: the
-/// `metrics` macros look a labelled series up (and allocate its labels) on
-/// every call, about a microsecond on the decision path.
+/// The decision metrics' handles, registered once per label set.
 #[derive(Default)]
 struct Handles {
-    counters: std::sync::RwLock<HashMap<(&'static str, &'static str), metrics::Counter>>,
-    histograms: std::sync::RwLock<HashMap<&'static str, metrics::Histogram>>,
+    counters: metric_handles::Handles<(&'static str, &'static str), metrics::Counter>,
+    histograms: metric_handles::Handles<&'static str, metrics::Histogram>,
 }
 
 fn handles() -> &'static Handles {
@@ -211,31 +211,14 @@ fn handles() -> &'static Handles {
 
 impl Handles {
     fn counter(&self, endpoint: &'static str, decision: &'static str) -> metrics::Counter {
-        let key = (endpoint, decision);
-        if let Some(c) = self.counters.read().ok().and_then(|m| m.get(&key).cloned()) {
-            return c;
-        }
-        let c = metrics::counter!("partnergate_decisions_total", "endpoint" => endpoint, "decision" => decision);
-        if let Ok(mut m) = self.counters.write() {
-            m.insert(key, c.clone());
-        }
-        c
+        self.counters.get((endpoint, decision), |_| {
+            metrics::counter!("partnergate_decisions_total", "endpoint" => endpoint, "decision" => decision)
+        })
     }
 
     fn histogram(&self, endpoint: &'static str) -> metrics::Histogram {
-        if let Some(h) = self
-            .histograms
-            .read()
-            .ok()
-            .and_then(|m| m.get(endpoint).cloned())
-        {
-            return h;
-        }
-        let h =
-            metrics::histogram!("partnergate_decision_duration_seconds", "endpoint" => endpoint);
-        if let Ok(mut m) = self.histograms.write() {
-            m.insert(endpoint, h.clone());
-        }
-        h
+        self.histograms.get(endpoint, |_| {
+            metrics::histogram!("partnergate_decision_duration_seconds", "endpoint" => endpoint)
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! The router: every route in its access class, each class with its
 //! layers; and the layers every request passes (size and URI guards, JSON
-//! errors, request ids, the console's security headers).
+//! errors, request ids and their log span, the console's security headers).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use partnergate_core::limits;
 
 use crate::access::Access;
 use crate::state::AppState;
@@ -43,9 +46,32 @@ pub fn app(state: Arc<AppState>) -> Router {
             state,
             http::json_errors,
         ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn(console::headers))
+}
+
+/// The log span of one request: every line logged while it is answered
+/// names its request id (the caller's `X-Request-ID`, else the one given
+/// it), its method and path, and the decision's id once there is one. Both
+/// texts are cut at the limits a question holds them to (a longer one is
+/// refused, and the refusal logged under this span).
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let id = id.get(..limits::MAX_REQUEST_ID_BYTES).unwrap_or(id);
+    let path = req.uri().path();
+    let path = path.get(..limits::MAX_PATH_BYTES).unwrap_or(path);
+    tracing::info_span!("request", request_id = id, method = %req.method(),
+        path = path, decision_id = tracing::field::Empty)
 }
 
 /// `routes` with the layers of `access`: the headers' checks (token,

@@ -53,23 +53,40 @@ pub struct IsAuthorizedResponse {
 
 /// The JSON body of `answer` as [`IsAuthorizedResponse`] writes it. All
 /// but the decision id is a function of the decision, so it is encoded once
-/// and kept in the answer's slot, which the decision cache shares: a
-/// decision served from the cache is not encoded again.
+/// and kept in the answer's [`Derived`](partnergate_core::authz::Derived)
+/// slot, which the decision cache shares: a decision served from the cache
+/// is not encoded again.
 pub fn response_body(answer: &Answer) -> String {
-    let head = answer.encoded.get_or_init(|| {
-        let d = &answer.decision;
-        let v = json!({"decision": d.decision, "reasons": d.reasons, "errors": d.errors,
-            "policy_version": d.policy_version});
-        let mut text = v.to_string();
-        text.pop(); // the closing brace: the decision id follows
-        text.into_boxed_str()
-    });
-    let mut body = String::with_capacity(head.len() + 64);
-    body.push_str(head);
+    let made;
+    let head = if let Some(kept) = answer
+        .derived
+        .get_or_init(|| BodyHead::of(&answer.decision))
+    {
+        kept
+    } else {
+        made = BodyHead::of(&answer.decision);
+        &made
+    };
+    let mut body = String::with_capacity(head.0.len() + 64);
+    body.push_str(&head.0);
     body.push_str(",\"decision_id\":");
     body.push_str(&Value::String(answer.decision_id.clone()).to_string());
     body.push('}');
     body
+}
+
+/// [`IsAuthorizedResponse`]'s JSON without the decision id and the closing
+/// brace: what every answer of one decision shares.
+struct BodyHead(Box<str>);
+
+impl BodyHead {
+    fn of(d: &engine::Decision) -> BodyHead {
+        let v = json!({"decision": d.decision, "reasons": d.reasons, "errors": d.errors,
+            "policy_version": d.policy_version});
+        let mut text = v.to_string();
+        text.pop(); // the closing brace: the decision id follows
+        BodyHead(text.into_boxed_str())
+    }
 }
 
 impl From<Answer> for IsAuthorizedResponse {

@@ -33,7 +33,7 @@
 //! decision's log record). This module owns [`Authz`], which runs them in
 //! order. It must never know HTTP, the partner rules or the command line.
 
-mod answer;
+pub(crate) mod answer;
 mod clocked;
 pub(crate) mod entities;
 mod overlay;
@@ -56,7 +56,7 @@ use crate::engine::{self, Decision, RequestError, Semantics};
 use crate::policies::PolicyPack;
 use crate::reload::Evaluator;
 
-pub use answer::Answer;
+pub use answer::{Answer, Derived};
 pub use clocked::{refuse_callers_clock, with_now};
 pub use entities::{log_slice, DecisionEntities, QuestionUids, ENTITY_CACHE_MAX};
 pub use overlay::{uid_json, RequestEntities};
@@ -308,7 +308,7 @@ impl Authz {
                             version: fresh.version.clone(),
                             decision: fresh.decision.clone(),
                             entities: light,
-                            encoded: fresh.encoded.clone(),
+                            derived: fresh.derived.clone(),
                             clock: fresh.clock,
                         }),
                     );
@@ -328,7 +328,7 @@ impl Authz {
             entities: kept.entities.clone(),
             latency_us: started.elapsed().as_micros() as u64,
             durable: None,
-            encoded: kept.encoded.clone(),
+            derived: kept.derived.clone(),
         };
         let shadow = self.shadow_disagreement(pack, q, &answer);
         record::log_decision(
@@ -383,7 +383,7 @@ impl Authz {
             version: pack.version.clone(),
             decision,
             entities,
-            encoded: Arc::new(std::sync::OnceLock::new()),
+            derived: Derived::default(),
             clock,
         };
         Ok((Arc::new(fresh), overlay))
