@@ -212,10 +212,7 @@ fn read_link(line: &Line) -> Result<(Link, Option<Stated>), ChainBreak> {
         kind: BreakKind::Malformed,
         seq: None,
         location: line.location.clone(),
-        message: match e {
-            AuditError::Malformed { message, .. } => message,
-            other => other.to_string(),
-        },
+        message: e.into_message(),
     })?;
     let unreadable = |what: &str| ChainBreak {
         kind: BreakKind::Malformed,

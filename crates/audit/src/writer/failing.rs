@@ -15,8 +15,9 @@ use time::OffsetDateTime;
 
 use super::queue::Msg;
 use super::thread::{Failing, Gap, Pending, Writer};
+use super::ticket::Durable;
 use super::ts::format_ts;
-use crate::record::{gap_body, seal, GapInfo};
+use crate::record::{gap_body, GapInfo};
 
 /// The first retry after a failed write, doubled after each failed retry
 /// up to [`MAX_BACKOFF`].
@@ -48,9 +49,7 @@ impl Writer {
             "the decision log cannot write: {}",
             error.as_deref().unwrap_or("write failed")
         );
-        for t in pending.tickets.drain(..) {
-            t.complete(Err(why.clone()));
-        }
+        Durable::complete_all(&mut pending.tickets, &Err(why));
         // Slices first written inline by the lost records are not in the file.
         self.slices_in_file.clear();
         self.seq = pending.mark.0;
@@ -138,9 +137,7 @@ impl Writer {
                 };
                 let ts = format_ts(OffsetDateTime::now_utc());
                 let body = gap_body(&info, &ts, self.replica.as_deref());
-                let (line, hash) = seal(body, self.seq + 1, &self.prev_hash);
-                let mut bytes = line.into_bytes();
-                bytes.push(b'\n');
+                let (bytes, hash) = self.seal_next(body);
                 sealed = Some((info, hash));
                 self.write_bytes(&bytes)
             }
@@ -162,15 +159,9 @@ impl Writer {
                     self.stats.failing.store(false, Ordering::Relaxed);
                     tracing::warn!(path = %self.describe(), "audit log: writing resumed");
                 }
-                for t in self.unsynced_tickets.drain(..) {
-                    t.complete(Ok(()));
-                }
+                Durable::complete_all(&mut self.unsynced_tickets, &Ok(()));
             }
-            Err(e) => {
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.truncate(before);
-                self.enter_failing(&e);
-            }
+            Err(e) => self.write_failed(before, &e),
         }
     }
 

@@ -21,7 +21,7 @@ use super::thread::{private_append, Out, Writer};
 use super::ts::format_ts;
 use crate::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
 use crate::error::AuditError;
-use crate::record::{repair_body, seal, RepairInfo, GENESIS_HASH};
+use crate::record::{repair_body, RepairInfo, GENESIS_HASH};
 
 /// What opening found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +96,7 @@ impl Writer {
     fn write_repair(&mut self, info: &RepairInfo) -> io::Result<()> {
         let ts = format_ts(OffsetDateTime::now_utc());
         let b = repair_body(info, &ts, self.replica.as_deref());
-        let (line, hash) = seal(b, self.seq + 1, &self.prev_hash);
-        let mut bytes = line.into_bytes();
-        bytes.push(b'\n');
+        let (bytes, hash) = self.seal_next(b);
         self.write_bytes(&bytes).and_then(|()| self.sync_now())?;
         self.seq += 1;
         self.prev_hash = hash;
@@ -183,10 +181,7 @@ fn intact_last_link(file: PathBuf, line: &str) -> Result<chain::Link, AuditError
         file: file.clone(),
         message: format!(
             "the last record cannot be read ({}); run `partnergate audit verify`",
-            match e {
-                AuditError::Malformed { message, .. } => message,
-                other => other.to_string(),
-            }
+            e.into_message()
         ),
     })?;
     if !link.hash_ok {

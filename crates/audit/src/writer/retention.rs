@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::thread::{sync_dir, Out, Writer};
 use super::ts::format_ts;
 use crate::chain::{self, parse_link, rotated_numbers, rotated_path, Location};
-use crate::record::{retention_body, seal, ChainStart, RetainedFile, RetentionInfo};
+use crate::record::{retention_body, ChainStart, RetainedFile, RetentionInfo};
 
 impl Writer {
     /// Delete the oldest rotated files past the retention rule: first a
@@ -61,9 +61,7 @@ impl Writer {
         };
         let ts = format_ts(OffsetDateTime::now_utc());
         let body = retention_body(&info, &ts, self.replica.as_deref());
-        let (line, hash) = seal(body, self.seq + 1, &self.prev_hash);
-        let mut bytes = line.into_bytes();
-        bytes.push(b'\n');
+        let (bytes, hash) = self.seal_next(body);
         let before = self.size();
         if let Err(e) = self.write_bytes(&bytes).and_then(|()| self.sync_now()) {
             self.stats.write_errors.fetch_add(1, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::config::{AuditConfig, SyncMode, SYNC_INTERVAL};
@@ -25,7 +26,7 @@ use super::ticket::Durable;
 use super::ts::format_ts_into;
 use crate::chain::{rotated_numbers, rotated_path};
 use crate::record::{
-    encode_event, EncodedSlice, Event, Link, RecordEncoder, SliceField, GENESIS_HASH,
+    encode_event, seal, EncodedSlice, Event, Link, RecordEncoder, SliceField, GENESIS_HASH,
 };
 use crate::redact::Redaction;
 
@@ -317,9 +318,7 @@ impl Writer {
                 // The old file was fsynced; the new one is empty.
                 Ok(()) => {
                     self.unsynced = false;
-                    for t in self.unsynced_tickets.drain(..) {
-                        t.complete(Ok(()));
-                    }
+                    Durable::complete_all(&mut self.unsynced_tickets, &Ok(()));
                     self.apply_retention();
                 }
                 Err(e) => {
@@ -407,20 +406,34 @@ impl Writer {
                 if self.sync == SyncMode::Batch {
                     self.unsynced_tickets.append(&mut pending.tickets);
                 } else {
-                    for t in pending.tickets.drain(..) {
-                        t.complete(Ok(()));
-                    }
+                    Durable::complete_all(&mut pending.tickets, &Ok(()));
                 }
             }
             Err(e) => {
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.truncate(before);
-                self.enter_failing(&e);
+                self.write_failed(before, &e);
                 self.lose(pending);
             }
         }
         pending.buf.clear();
         pending.n = 0;
+    }
+
+    /// Seal `body` (one of the log's own records) as the next record of
+    /// the chain: its line, newline included, and its hash. The chain
+    /// moves on only once the line is written.
+    pub(super) fn seal_next(&self, body: Map<String, Value>) -> (Vec<u8>, String) {
+        let (line, hash) = seal(body, self.seq + 1, &self.prev_hash);
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        (bytes, hash)
+    }
+
+    /// A write (or its fsync) failed: count it, cut the file back to
+    /// `before` (the size before the write) and become failing.
+    pub(super) fn write_failed(&mut self, before: u64, e: &io::Error) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.truncate(before);
+        self.enter_failing(e);
     }
 
     pub(super) fn truncate(&mut self, len: u64) {
@@ -465,24 +478,18 @@ impl Writer {
     /// may not be on disk, and their waiters fail.
     fn sync_deferred(&mut self) {
         if !self.unsynced {
-            for t in self.unsynced_tickets.drain(..) {
-                t.complete(Ok(()));
-            }
+            Durable::complete_all(&mut self.unsynced_tickets, &Ok(()));
             return;
         }
         match self.sync_now() {
             Ok(()) => {
-                for t in self.unsynced_tickets.drain(..) {
-                    t.complete(Ok(()));
-                }
+                Durable::complete_all(&mut self.unsynced_tickets, &Ok(()));
             }
             Err(e) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 self.enter_failing(&e);
                 let why = format!("the decision log cannot fsync: {e}");
-                for t in self.unsynced_tickets.drain(..) {
-                    t.complete(Err(why.clone()));
-                }
+                Durable::complete_all(&mut self.unsynced_tickets, &Err(why));
             }
         }
     }

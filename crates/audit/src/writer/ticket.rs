@@ -44,6 +44,13 @@ impl Durable {
         self.0.notify.notify_waiters();
     }
 
+    /// Complete every ticket of `tickets` with `result`, emptying it.
+    pub(super) fn complete_all(tickets: &mut Vec<Durable>, result: &Result<(), String>) {
+        for t in tickets.drain(..) {
+            t.complete(result.clone());
+        }
+    }
+
     /// The outcome, if known yet.
     pub fn peek(&self) -> Option<Result<(), String>> {
         self.0.result.lock().ok().and_then(|r| r.clone())
