@@ -35,6 +35,8 @@ use crate::redact::Redaction;
 /// held whole in memory.
 const PENDING_BYTES: usize = 4 * 1024 * 1024;
 
+/// Where the writer writes: the active file (its size, and the lock held
+/// on it) or standard output.
 pub(super) enum Out {
     File {
         path: PathBuf,
@@ -93,6 +95,8 @@ pub(super) struct Failing {
     pub(super) backoff: Duration,
 }
 
+/// The writer thread's state: the output, the end of the chain, the
+/// rules, the counters, what no gap record states yet, reused buffers.
 pub(super) struct Writer {
     pub(super) out: Out,
     pub(super) sync: SyncMode,
