@@ -55,6 +55,15 @@ impl AuditError {
             source,
         }
     }
+
+    /// What is wrong, without where: a malformed line's message alone, any
+    /// other error in full.
+    pub(crate) fn into_message(self) -> String {
+        match self {
+            AuditError::Malformed { message, .. } => message,
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A line of the log: file and 1-based line number.
