@@ -11,7 +11,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::{load_exit_code, PackArgs, EXIT_ERROR, EXIT_OK};
+use super::common::{EXIT_ERROR, EXIT_OK};
+use super::pack_args::{load_exit_code, PackArgs};
 use partnergate_audit::query::{self, parse_time, Filter, Head};
 use partnergate_audit::record::{DecisionEvent, EntitySlice, Kind};
 use partnergate_audit::replay::{self, ReplayOptions, ReplayReport};

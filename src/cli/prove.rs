@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::{PackArgs, EXIT_ERROR, EXIT_OK};
+use super::common::{EXIT_ERROR, EXIT_OK};
+use super::pack_args::PackArgs;
 use partnergate_policy::engine::Decision;
 use partnergate_policy::policies::{self, PackSource, PolicyPack};
 use partnergate_prove::{

@@ -45,17 +45,9 @@ pub fn load(
     schema: Option<&cedar_policy::Schema>,
     types: Option<&types::ContextTypes>,
 ) -> Result<Option<routes::Routes>, Box<partnergate_policy::policies::Problem>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => routes::parse_typed(path, &text, schema, types).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Box::new(partnergate_policy::policies::Problem {
-            file: Some(path.to_path_buf()),
-            line: None,
-            column: None,
-            policy_id: None,
-            message: format!("cannot read: {e}"),
-            rendered: format!("{}: cannot read: {e}", path.display()),
-        })),
+    match partnergate_policy::optional_file::read(path)? {
+        Some(text) => routes::parse_typed(path, &text, schema, types).map(Some),
+        None => Ok(None),
     }
 }
 

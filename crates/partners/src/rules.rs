@@ -170,17 +170,9 @@ pub fn check_default_scopes(
 
 /// Read the quotas file; a missing file means the defaults (3, one company).
 pub fn load(path: &Path) -> Result<Quotas, Box<Problem>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Quotas::default()),
-        Err(e) => Err(Box::new(Problem {
-            file: Some(path.to_path_buf()),
-            line: None,
-            column: None,
-            policy_id: None,
-            message: format!("cannot read: {e}"),
-            rendered: format!("{}: cannot read: {e}", path.display()),
-        })),
+    match partnergate_policy::optional_file::read(path)? {
+        Some(text) => parse(path, &text),
+        None => Ok(Quotas::default()),
     }
 }
 

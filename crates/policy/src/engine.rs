@@ -8,6 +8,7 @@
 //! the cause in `errors`. [`Semantics::Cedar`] gives Cedar's own answer, for
 //! running test suites written for the Cedar CLI.
 
+use std::borrow::Borrow;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -413,16 +414,9 @@ pub fn decide(
     entities: &Entities,
     semantics: Semantics,
 ) -> Decision {
-    if semantics == Semantics::FailClosed {
-        if let Some(p) = request.principal() {
-            if entities.get(p).is_none() {
-                return unknown_principal(pack, p, "not in the entity store nor in the request");
-            }
-        }
-    }
-    let candidates = pack.policy_index().candidates(request, entities);
-    let response = Authorizer::new().is_authorized(request, &candidates, entities);
-    to_decision(pack, &response, semantics)
+    evaluate(pack, request, entities, semantics, || {
+        pack.policy_index().candidates(request, entities)
+    })
 }
 
 /// Evaluate against an explicit policy set (not indexed: every policy of
@@ -434,6 +428,20 @@ pub fn decide_with(
     entities: &Entities,
     semantics: Semantics,
 ) -> Decision {
+    evaluate(pack, request, entities, semantics, || policy_set)
+}
+
+/// What [`decide`] and [`decide_with`] share: under fail-closed semantics a
+/// principal that is not in `entities` is denied before any policy is
+/// chosen or evaluated; otherwise Cedar evaluates the policies `policies`
+/// gives, and [`to_decision`] applies the semantics to its answer.
+fn evaluate<P: Borrow<PolicySet>>(
+    pack: &PolicyPack,
+    request: &Request,
+    entities: &Entities,
+    semantics: Semantics,
+    policies: impl FnOnce() -> P,
+) -> Decision {
     if semantics == Semantics::FailClosed {
         if let Some(p) = request.principal() {
             if entities.get(p).is_none() {
@@ -441,7 +449,8 @@ pub fn decide_with(
             }
         }
     }
-    let response = Authorizer::new().is_authorized(request, policy_set, entities);
+    let policies = policies();
+    let response = Authorizer::new().is_authorized(request, policies.borrow(), entities);
     to_decision(pack, &response, semantics)
 }
 
