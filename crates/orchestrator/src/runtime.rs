@@ -10,9 +10,9 @@ use std::sync::Arc;
 use partnergate_core::runtime::{OpenStore, Runtime, Wired};
 use partnergate_policy::policies::Problem;
 
+use crate::orchestrator::Orchestrator;
 use crate::rules::{quotas_path_for, QuotaRules};
 use crate::store::OrchestratorStore;
-use crate::Orchestrator;
 
 /// Load the quotas beside `runtime`'s policies and make every pack pass
 /// (and carry) them: a bad `quotas.toml` rejects a reload.
