@@ -281,6 +281,23 @@ pub fn keep_changes_in(
     Ok(())
 }
 
+/// Begin a write transaction holding [`WRITE_LOCK`] (every writer's, across
+/// replicas): nothing another replica writes can commit before it does.
+pub fn begin_write(c: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    Ok(tx)
+}
+
+/// Begin a read-only transaction over one snapshot (repeatable read): all
+/// its reads see the database as of one commit.
+pub fn begin_snapshot(c: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    c.build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+}
+
 /// Begin a write transaction under the shared write lock, as a guarded
 /// write does: `Err(stop)` (the transaction rolled back, nothing written)
 /// when the `Idempotency-Key` is remembered or the deadline has passed.
@@ -288,8 +305,7 @@ pub fn begin_guarded<'c>(
     c: &'c mut Client,
     guard: &WriteGuard<'_>,
 ) -> Result<Result<postgres::Transaction<'c>, Guarded>, postgres::Error> {
-    let mut tx = c.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    let mut tx = begin_write(c)?;
     let recalled = match guard.idempotency {
         Some((key, _)) => recall_in(&mut tx, key)?,
         None => None,
@@ -350,19 +366,7 @@ impl EntityBackend for PgStore {
         records: &[EntityRecord],
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
-        self.with_client(|c| {
-            let mut tx = match begin_guarded(c, guard)? {
-                Ok(tx) => tx,
-                Err(stop) => return Ok(stop),
-            };
-            upsert_in(&mut tx, &self.replica, records)?;
-            if let Some((key, answer)) = guard.idempotency {
-                remember_in(&mut tx, key, answer)?;
-            }
-            keep_changes_in(&mut tx, guard.changes)?;
-            tx.commit()?;
-            Ok(Guarded::Applied)
-        })
+        self.write_guarded(records, guard, |_| Ok(()))
     }
 
     fn kept_changes(&self, log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
@@ -403,11 +407,7 @@ impl EntityBackend for PgStore {
 
     fn load_all_with_seq(&self) -> Result<(Vec<EntityRecord>, i64), StoreError> {
         self.with_client(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = begin_snapshot(c)?;
             let seq: i64 = tx
                 .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
                 .get(0);
@@ -430,11 +430,7 @@ impl EntityBackend for PgStore {
 
     fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
         self.with_client(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = begin_snapshot(c)?;
             let seq: i64 = tx
                 .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
                 .get(0);
@@ -459,8 +455,7 @@ impl EntityBackend for PgStore {
 
     fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let mut tx = begin_write(c)?;
             upsert_in(&mut tx, &self.replica, records)?;
             tx.commit()
         })
@@ -468,8 +463,7 @@ impl EntityBackend for PgStore {
 
     fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let mut tx = begin_write(c)?;
             let mut n = 0;
             for u in uids {
                 n += tx.execute("DELETE FROM entities WHERE uid = $1", &[u])? as usize;
@@ -526,6 +520,33 @@ impl PgStore {
     /// This replica's label on the changes it writes.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// One guarded write under [`WRITE_LOCK`] ([`begin_guarded`]): stopped
+    /// as `guard` says (nothing written); else `also` (the caller's own
+    /// statements), `records` upserted and sent to the change feed, the
+    /// key's answer remembered and the change records kept, all committed
+    /// together.
+    pub fn write_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+        also: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<(), postgres::Error>,
+    ) -> Result<Guarded, StoreError> {
+        self.with_client(|c| {
+            let mut tx = match begin_guarded(c, guard)? {
+                Ok(tx) => tx,
+                Err(stop) => return Ok(stop),
+            };
+            also(&mut tx)?;
+            upsert_in(&mut tx, &self.replica, records)?;
+            if let Some((key, answer)) = guard.idempotency {
+                remember_in(&mut tx, key, answer)?;
+            }
+            keep_changes_in(&mut tx, guard.changes)?;
+            tx.commit()?;
+            Ok(Guarded::Applied)
+        })
     }
 }
 

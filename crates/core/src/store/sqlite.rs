@@ -131,6 +131,35 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// One guarded write (`BEGIN IMMEDIATE`): once it has begun, stopped as
+    /// `guard` says (nothing written); else `also` (the caller's own
+    /// statements), `records` upserted, the key's answer remembered and the
+    /// change records kept, all committed together.
+    pub fn write_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<Guarded, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let recalled = match guard.idempotency {
+            Some((key, _)) => recall_in(&tx, key)?,
+            None => None,
+        };
+        if let Some(stop) = guard.stop(recalled) {
+            return Ok(stop); // dropping the transaction rolls it back
+        }
+        also(&tx)?;
+        upsert_in(&tx, records)?;
+        if let Some((key, answer)) = guard.idempotency {
+            remember_in(&tx, key, answer)?;
+        }
+        keep_changes_in(&tx, guard.changes)?;
+        tx.commit()?;
+        Ok(Guarded::Applied)
+    }
 }
 
 /// Insert or replace entity records inside a transaction (shared by the
@@ -315,22 +344,7 @@ impl EntityBackend for SqliteStore {
         records: &[EntityRecord],
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let recalled = match guard.idempotency {
-            Some((key, _)) => recall_in(&tx, key)?,
-            None => None,
-        };
-        if let Some(stop) = guard.stop(recalled) {
-            return Ok(stop); // dropping the transaction rolls it back
-        }
-        upsert_in(&tx, records)?;
-        if let Some((key, answer)) = guard.idempotency {
-            remember_in(&tx, key, answer)?;
-        }
-        keep_changes_in(&tx, guard.changes)?;
-        tx.commit()?;
-        Ok(Guarded::Applied)
+        self.write_guarded(records, guard, |_| Ok(()))
     }
 
     fn kept_changes(&self, log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
