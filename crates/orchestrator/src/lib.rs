@@ -32,6 +32,7 @@ pub mod activity;
 pub mod error;
 mod idempotency;
 mod input;
+pub mod migrations;
 mod ops;
 mod orchestrator;
 pub mod postgres;

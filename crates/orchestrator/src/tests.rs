@@ -37,7 +37,7 @@ fn demo(
         Some(root.join("schemas/partnergate.cedarschema")),
     );
     let evaluator = Arc::new(Evaluator::load(source).unwrap());
-    let store = Arc::new(SqliteStore::open_in(dir).unwrap());
+    let store = Arc::new(SqliteStore::open_in_with(dir, crate::migrations::MIGRATIONS).unwrap());
     let directory = Arc::new(Directory::open(store.clone()).unwrap());
     let demo: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("demo/entities.json")).unwrap())
@@ -253,4 +253,64 @@ fn listings_read_only_the_accounts_own_users() {
     directory.delete(std::slice::from_ref(&emma)).unwrap();
     let other = engine::parse_uid("a", "Account::\"other\"").unwrap();
     assert!(!directory.referrers(&other).contains(&emma));
+}
+
+/// A database made before the registry tables were the orchestrator's
+/// (core's migration 2 created them, so they hold companies and no
+/// `named_migrations` row names them) opens with the orchestrator's
+/// migrations: nothing is lost or created twice, and the migration is
+/// recorded so it never runs again.
+#[test]
+fn a_registry_made_by_the_old_core_migration_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let old = SqliteStore::open(&path).unwrap();
+    // What core's migration 2 made, word for word, and a company in it.
+    old.conn()
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE partner_companies (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL,
+                certified INTEGER NOT NULL CHECK (certified IN (0, 1)),
+                updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+            );
+            CREATE TABLE partner_emails (
+                email TEXT PRIMARY KEY,
+                company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
+            );
+            CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
+            CREATE INDEX entities_users_by_account
+                ON entities(json_extract(json, '$.attrs.account.__entity.id'))
+                WHERE entity_type = 'User';
+            INSERT INTO partner_companies (id, name, status, certified)
+                VALUES ('goldco', 'Gold Co', 'gold', 1);
+            INSERT INTO partner_emails (email, company_id) VALUES ('ann@goldco.example', 'goldco');",
+        )
+        .unwrap();
+    drop(old);
+    for _ in 0..2 {
+        let store = SqliteStore::open_with(&path, crate::migrations::MIGRATIONS).unwrap();
+        let companies = store.companies().unwrap();
+        assert_eq!(companies.len(), 1, "{companies:?}");
+        assert_eq!(companies[0].emails, ["ann@goldco.example"]);
+        assert_eq!(
+            store
+                .company_of_email("ann@goldco.example")
+                .unwrap()
+                .map(|c| c.id),
+            Some("goldco".to_string())
+        );
+        let recorded: i64 = store
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM named_migrations WHERE name = 'orchestrator.1.registry'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(recorded, 1);
+    }
 }

@@ -20,7 +20,7 @@ use postgres::{Client, NoTls};
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
-    Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
+    Migration, Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// How often the change feed polls when no notification arrives: the
@@ -50,22 +50,10 @@ const MIGRATIONS: &[&str] = &[
         replica TEXT NOT NULL,
         at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
-    // 2: the partner registry, and users by account (for seat counting)
-    "CREATE TABLE partner_companies (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        certified BOOLEAN NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
-     );
-     CREATE TABLE partner_emails (
-        email TEXT PRIMARY KEY,
-        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
-     );
-     CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
-     CREATE INDEX entities_users_by_account
-        ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
-        WHERE entity_type = 'User';",
+    // 2: once the partner registry; its tables are the orchestrator's
+    // migrations now (`super::Migration`), so a new database skips it and
+    // an old one keeps what it made.
+    "",
     // 3: answers of writes made with an Idempotency-Key
     "CREATE TABLE idempotency_keys (
         key TEXT PRIMARY KEY,
@@ -88,6 +76,12 @@ const MIGRATIONS: &[&str] = &[
         at_ms BIGINT NOT NULL
      );
      CREATE INDEX change_outbox_by_log ON change_outbox(log_id, at_ms);",
+    // 6: the names of the migrations run for the crates above
+    // (`super::Migration`)
+    "CREATE TABLE named_migrations (
+        name TEXT PRIMARY KEY,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -116,11 +110,17 @@ fn connect(url: &str) -> Result<Client, StoreError> {
 impl PgStore {
     /// Connect and migrate. `replica` labels this process's changes.
     pub fn open(url: &str, replica: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, replica, &[])
+    }
+
+    /// [`Self::open`], also running `extra` after core's migrations, under
+    /// the same lock (see [`Migration`]).
+    pub fn open_with(url: &str, replica: &str, extra: &[Migration]) -> Result<Self, StoreError> {
         let mut client = connect(url).map_err(|e| StoreError::Open {
             path: redact(url).into(),
             message: e.to_string(),
         })?;
-        migrate(&mut client)?;
+        migrate(&mut client, extra)?;
         Ok(PgStore {
             url: url.to_string(),
             replica: replica.to_string(),
@@ -190,7 +190,10 @@ impl Drop for PgStore {
     }
 }
 
-fn migrate(client: &mut Client) -> Result<(), StoreError> {
+/// Core's migrations (recorded by version in `schema_migrations`), then each
+/// of `extra` not yet recorded in `named_migrations`, one transaction each,
+/// all under the migration lock.
+fn migrate(client: &mut Client, extra: &[Migration]) -> Result<(), StoreError> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
         let result = (|| {
@@ -212,6 +215,20 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
                 }
                 let v = (i + 1) as i32;
                 tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])?;
+                tx.commit()?;
+            }
+            for m in extra {
+                let mut tx = client.transaction()?;
+                let ran = tx
+                    .query_opt("SELECT 1 FROM named_migrations WHERE name = $1", &[&m.name])?
+                    .is_some();
+                if !ran {
+                    tx.batch_execute(m.postgres)?;
+                    tx.execute(
+                        "INSERT INTO named_migrations (name) VALUES ($1)",
+                        &[&m.name],
+                    )?;
+                }
                 tx.commit()?;
             }
             Ok(())
