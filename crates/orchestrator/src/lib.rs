@@ -5,22 +5,28 @@
 //!
 //! Every operation runs in the same order:
 //! 1. input checks (a well-formed email: [`OrchestratorError::InvalidEmail`]);
-//! 2. **policy first**: [`Authz`] decides whether the actor may do it (a Deny
-//!    is [`OrchestratorError::Denied`] with the policies' reasons);
+//! 2. **policy first**: [`partnergate_core::authz::Authz`] decides whether
+//!    the actor may do it (a Deny is [`OrchestratorError::Denied`] with the
+//!    policies' reasons);
 //! 3. one store transaction ([`store::OrchestratorStore::transact`]) that
 //!    re-reads the account's users and the registry from the database, runs
 //!    the counting rules of [`rules::Quotas`] — seat free or `replace` given,
 //!    same company as the active partners, certified partner email — and
 //!    writes the changed users, all or nothing — run inside
-//!    [`Directory::commit_with`], so that
-//! 4. the in-memory [`Directory`] is updated with what was committed under
-//!    the directory's one writer lock (the lock every entity writer takes),
+//!    [`partnergate_core::directory::Directory::commit_with`], so that
+//! 4. the in-memory [`partnergate_core::directory::Directory`] is updated
+//!    with what was committed under the directory's one writer lock (the
+//!    lock every entity writer takes),
 //!    and one change record per written entity names the Allow decision of
 //!    step 2 and the request id.
 //!
 //! Writes run through [`Orchestrator::with`] and a [`WriteScope`] value
 //! (deadline, `Idempotency-Key`, request id): no thread state.
 //! HTTP and the CLI are thin adapters over [`Orchestrator`].
+//!
+//! This root only lists the modules and re-exports the API: the type and
+//! its reads in `orchestrator`, the write path in `write`, the operations
+//! by idea in `ops`, what they answer in `view`.
 //!
 //! Depends on `partnergate-core`, `partnergate-audit` and
 //! `partnergate-policy`; it must never know HTTP or the command line.

@@ -6,16 +6,16 @@
 use crate::idempotency::Idempotency;
 
 /// What the caller (the HTTP adapter, the CLI) asks of the writes it runs
-/// through [`Orchestrator::with`]: a deadline, checked once the write
+/// through [`crate::Orchestrator::with`]: a deadline, checked once the write
 /// transaction has begun (past it, nothing is applied:
-/// [`OrchestratorError::TimedOut`]; a transaction that has begun runs to
+/// [`crate::OrchestratorError::TimedOut`]; a transaction that has begun runs to
 /// completion and answers), an `Idempotency-Key` whose answer is stored in
 /// the write's transaction, and the request id (`X-Request-ID`) that the
 /// operation's decision and change records carry.
 #[derive(Debug, Clone, Default)]
 pub struct WriteScope {
     /// Past this instant when the transaction begins, nothing is applied
-    /// ([`OrchestratorError::TimedOut`]); `None`: no deadline.
+    /// ([`crate::OrchestratorError::TimedOut`]); `None`: no deadline.
     pub deadline: Option<std::time::Instant>,
     /// The request's `Idempotency-Key`, if it sent one.
     pub idempotency: Option<Idempotency>,
