@@ -21,7 +21,7 @@ RANK = {
     "partnergate-audit": 2,
     "partnergate-core": 3,
     "partnergate-prove": 4,
-    "partnergate-partners": 5,
+    "partnergate-orchestrator": 5,
     "partnergate-gateway": 6,
     "partnergate-search": 6,
     "partnergate-server": 7,

@@ -8,7 +8,7 @@
 //! tests, benches and examples name one crate.
 
 pub use partnergate_core::{authz, clock, directory, reload, runtime, store};
-pub use partnergate_partners as orchestrator;
+pub use partnergate_orchestrator as orchestrator;
 pub use partnergate_policy::{engine, policies, prescan, suite};
 pub use partnergate_prove as prove;
 pub use partnergate_search as search;

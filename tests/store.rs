@@ -238,3 +238,61 @@ fn postgres_store_before_refs_is_migrated_and_loads_the_same() {
         assert_eq!(uids(&migrated), uids(&current), "{}", r.uid);
     }
 }
+
+/// A PostgreSQL database made before the registry tables were the
+/// orchestrator's (core's migration 2 created them, with companies in them)
+/// opens with the orchestrator's migrations: the registry is kept, and the
+/// migration is recorded once however many replicas open it.
+#[test]
+fn postgres_registry_made_by_the_old_core_migration_is_kept() {
+    use partnergate::orchestrator::store::OrchestratorStore;
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    drop(PgStore::open(&pg.url, "old").unwrap());
+    let mut c = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    // What core's migration 2 made, word for word, and a company in it.
+    c.batch_execute(
+        "CREATE TABLE partner_companies (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            certified BOOLEAN NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );
+         CREATE TABLE partner_emails (
+            email TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
+         );
+         CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
+         CREATE INDEX entities_users_by_account
+            ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
+            WHERE entity_type = 'User';
+         INSERT INTO partner_companies (id, name, status, certified)
+            VALUES ('goldco', 'Gold Co', 'gold', true);
+         INSERT INTO partner_emails (email, company_id) VALUES ('ann@goldco.example', 'goldco');",
+    )
+    .unwrap();
+    let migrations = partnergate::orchestrator::migrations::MIGRATIONS;
+    for replica in ["a", "b"] {
+        let store = PgStore::open_with(&pg.url, replica, migrations).unwrap();
+        let companies = store.companies().unwrap();
+        assert_eq!(companies.len(), 1, "{companies:?}");
+        assert_eq!(companies[0].emails, ["ann@goldco.example"]);
+        assert_eq!(
+            store
+                .company_of_email("ann@goldco.example")
+                .unwrap()
+                .map(|c| c.id),
+            Some("goldco".to_string())
+        );
+    }
+    let recorded: i64 = c
+        .query_one(
+            "SELECT count(*) FROM named_migrations WHERE name = 'orchestrator.1.registry'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 1);
+}

@@ -340,7 +340,7 @@ type CmdResult = Result<u8, Box<dyn std::error::Error>>;
 /// `audit partner-activity`: exit 0, or 3 when the chain did not verify
 /// (as `audit verify` exits on a break).
 fn run_partner_activity(a: &PartnerActivityArgs, out: &mut dyn Write) -> CmdResult {
-    use partnergate_partners::activity;
+    use partnergate_orchestrator::activity;
     let q = activity::ActivityQuery {
         account: a.account.clone(),
         partner: a.partner.clone(),

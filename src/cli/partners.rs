@@ -16,10 +16,10 @@ use partnergate_audit::AuditError;
 use partnergate_core::runtime::{Runtime, RuntimeError, Wired};
 
 use super::common::{DEFAULT_POLICIES, DEFAULT_SCHEMA, EXIT_DENY, EXIT_ERROR, EXIT_OK};
-use partnergate_partners::access::AccessRequest;
-use partnergate_partners::store::RegistryCompany;
-use partnergate_partners::{
-    Call, ListedUser, Orchestrator, OrchestratorError, Outcome, UserView, WriteScope,
+use partnergate_orchestrator::access::AccessRequest;
+use partnergate_orchestrator::store::RegistryCompany;
+use partnergate_orchestrator::{
+    ListedUser, Orchestrator, OrchestratorError, Outcome, ScopedWrites, UserView, WriteScope,
 };
 use partnergate_policy::policies::PackSource;
 
@@ -262,14 +262,14 @@ pub fn open(state: &StateArgs) -> Result<(Orchestrator, Wired), OpenError> {
         .sqlite_in(state.data_dir.clone())
         .audit(super::audit::audit_config(&state.audit, &state.data_dir))
         .audit_required(state.audit_required);
-    let (runtime, quotas) = partnergate_partners::runtime::with_quotas(runtime)
+    let (runtime, quotas) = partnergate_orchestrator::runtime::with_quotas(runtime)
         .map_err(|p| OpenError::Load(p.to_string()))?;
     let wired = runtime.build().map_err(|e| match e {
         RuntimeError::Load(e) => OpenError::Load(e.render()),
         RuntimeError::Audit(AuditError::Locked(path)) => OpenError::LogInUse(path),
         e => OpenError::Runtime(e),
     })?;
-    let orchestrator = partnergate_partners::runtime::orchestrator(&wired, quotas);
+    let orchestrator = partnergate_orchestrator::runtime::orchestrator(&wired, quotas);
     Ok((orchestrator, wired))
 }
 
@@ -532,7 +532,7 @@ fn list_registry(state: &StateArgs, out: &mut dyn Write, err: &mut dyn Write) ->
 fn with(
     state: &StateArgs,
     err: &mut dyn Write,
-    f: impl FnOnce(&Call<'_>, &mut dyn Write) -> Result<u8, u8>,
+    f: impl FnOnce(&ScopedWrites<'_>, &mut dyn Write) -> Result<u8, u8>,
 ) -> u8 {
     let (orch, wired) = match open(state) {
         Ok(o) => o,

@@ -18,7 +18,7 @@ use crate::policies::{LoadError, PackSource};
 use crate::reload::{self, Evaluator, Gate, WatchError, WatchHandle};
 use crate::store::postgres::{ChangeFeed, PgStore};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{EntityBackend, StoreError, StoreSpec};
+use crate::store::{EntityBackend, Migration, StoreError, StoreSpec};
 
 /// A default replica id: host name and process id.
 pub fn default_replica_id() -> String {
@@ -107,6 +107,7 @@ pub struct Runtime {
     gates: Vec<Gate>,
     gate_inputs: Vec<PathBuf>,
     store: StoreSpec,
+    migrations: Vec<Migration>,
     data_dir: PathBuf,
     replica: Option<String>,
     audit: Option<AuditConfig>,
@@ -129,6 +130,7 @@ impl Runtime {
             gates: Vec::new(),
             gate_inputs: Vec::new(),
             store: StoreSpec::Sqlite,
+            migrations: Vec::new(),
             data_dir: PathBuf::from("data"),
             replica: None,
             audit: None,
@@ -140,6 +142,13 @@ impl Runtime {
             follow_changes: false,
             clock: Arc::new(crate::clock::SystemClock),
         }
+    }
+
+    /// Also run `migrations` when the store opens, after core's own: the
+    /// tables of a crate above core (see [`Migration`]).
+    pub fn migrations(mut self, migrations: &[Migration]) -> Self {
+        self.migrations.extend_from_slice(migrations);
+        self
     }
 
     /// The clock decisions read `context.now` from (default: the system clock).
@@ -235,7 +244,12 @@ impl Runtime {
             self.gates,
             self.gate_inputs.clone(),
         )?);
-        let store = open_store(&self.store, &self.data_dir, self.replica.as_deref())?;
+        let store = open_store(
+            &self.store,
+            &self.data_dir,
+            self.replica.as_deref(),
+            &self.migrations,
+        )?;
         let directory = Arc::new(Directory::open(store.backend())?);
         let feed = match (&self.store, self.follow_changes) {
             (StoreSpec::Postgres(url), true) => Some(follow(url, &directory)?),
@@ -282,17 +296,20 @@ impl Runtime {
     }
 }
 
-/// Open the store a [`StoreSpec`] names.
+/// Open the store a [`StoreSpec`] names, running `migrations` after core's.
 fn open_store(
     spec: &StoreSpec,
     data_dir: &Path,
     replica: Option<&str>,
+    migrations: &[Migration],
 ) -> Result<OpenStore, StoreError> {
     Ok(match spec {
-        StoreSpec::Sqlite => OpenStore::Sqlite(Arc::new(SqliteStore::open_in(data_dir)?)),
+        StoreSpec::Sqlite => {
+            OpenStore::Sqlite(Arc::new(SqliteStore::open_in_with(data_dir, migrations)?))
+        }
         StoreSpec::Postgres(url) => {
             let replica = replica.map_or_else(default_replica_id, str::to_string);
-            OpenStore::Postgres(Arc::new(PgStore::open(url, &replica)?))
+            OpenStore::Postgres(Arc::new(PgStore::open_with(url, &replica, migrations)?))
         }
     })
 }

@@ -221,7 +221,7 @@ async fn put_entities(
         }
         // A write without a key is never replayed.
         (partnergate_core::directory::Written::Replayed(_), None) => Err(AppError::from(
-            partnergate_partners::OrchestratorError::IdempotencyKeyReused,
+            partnergate_orchestrator::OrchestratorError::IdempotencyKeyReused,
         )),
     }
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::AppError;
 use crate::state::AppState;
 use partnergate_core::store::Remembered;
-use partnergate_partners::{Idempotency, OrchestratorError};
+use partnergate_orchestrator::{Idempotency, OrchestratorError};
 
 /// The header's name (lower case, as `HeaderMap` looks it up).
 pub const HEADER: &str = "idempotency-key";

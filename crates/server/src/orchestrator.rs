@@ -1,6 +1,6 @@
 //! The orchestrator's HTTP endpoints: partner invitations, users, seats and
 //! the partner registry. Every write needs the bearer token; the work is
-//! [`partnergate_partners::Orchestrator`]'s, this module only maps the wire.
+//! [`partnergate_orchestrator::Orchestrator`]'s, this module only maps the wire.
 
 use std::sync::Arc;
 
@@ -19,9 +19,11 @@ use crate::error::AppError;
 use crate::http::parse_body;
 use crate::idempotency;
 use crate::state::AppState;
-use partnergate_partners::access::AccessRequest;
-use partnergate_partners::store::RegistryCompany;
-use partnergate_partners::{Call, InvalidCode, Orchestrator, OrchestratorError, WriteScope};
+use partnergate_orchestrator::access::AccessRequest;
+use partnergate_orchestrator::store::RegistryCompany;
+use partnergate_orchestrator::{
+    InvalidCode, Orchestrator, OrchestratorError, ScopedWrites, WriteScope,
+};
 
 /// The partner routes: invitations, users, seats, partner access,
 /// dismiss/rehire, admin rights and the partner registry (writes and
@@ -303,7 +305,7 @@ impl WriteRequest {
     async fn run(
         self,
         status: StatusCode,
-        f: impl FnOnce(&Call<'_>) -> Result<Value, OrchestratorError> + Send + 'static,
+        f: impl FnOnce(&ScopedWrites<'_>) -> Result<Value, OrchestratorError> + Send + 'static,
     ) -> Answer {
         let state = &self.state;
         let key = idempotency::from_headers(&self.headers, &self.route, &self.body, status)?;
@@ -329,7 +331,7 @@ impl WriteRequest {
     }
 }
 
-fn outcome(o: partnergate_partners::Outcome) -> Value {
+fn outcome(o: partnergate_orchestrator::Outcome) -> Value {
     json!(o)
 }
 
@@ -355,7 +357,8 @@ pub(super) async fn invite_user(Path(account): Path<String>, w: WriteRequest) ->
             "fields `expires_at`, `duration`, `scopes`: only partner invitations take them",
         ));
     }
-    let invite = move |o: &Call<'_>| o.invite_user(&account, &b.actor, &b.email, b.name.as_deref());
+    let invite =
+        move |o: &ScopedWrites<'_>| o.invite_user(&account, &b.actor, &b.email, b.name.as_deref());
     w.run(StatusCode::CREATED, move |o| invite(o).map(outcome))
         .await
 }
@@ -408,7 +411,7 @@ pub(super) async fn accept(Path(user): Path<String>, w: WriteRequest) -> Answer 
     responses((status = 200, description = "partner access granted"), WriteRefusals))]
 pub(super) async fn partner_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
     let b: ActorBody = w.json()?;
-    let grant = move |o: &Call<'_>| {
+    let grant = move |o: &ScopedWrites<'_>| {
         o.grant_partner_access(&user, &b.actor, (b.replace.as_deref(), &b.access()))
     };
     w.run(StatusCode::OK, move |o| grant(o).map(outcome)).await
@@ -430,7 +433,8 @@ pub(super) async fn dismiss(Path(user): Path<String>, w: WriteRequest) -> Answer
     responses((status = 200, description = "the user is rehired"), WriteRefusals))]
 pub(super) async fn rehire(Path(user): Path<String>, w: WriteRequest) -> Answer {
     let b: ActorBody = w.json()?;
-    let rehire = move |o: &Call<'_>| o.rehire(&user, &b.actor, (b.replace.as_deref(), &b.access()));
+    let rehire =
+        move |o: &ScopedWrites<'_>| o.rehire(&user, &b.actor, (b.replace.as_deref(), &b.access()));
     w.run(StatusCode::OK, move |o| rehire(o).map(outcome)).await
 }
 
@@ -504,7 +508,7 @@ pub(super) async fn partner_activity(
     Path(account): Path<String>,
     axum::extract::Query(p): axum::extract::Query<ActivityParams>,
 ) -> Result<Json<Value>, AppError> {
-    use partnergate_partners::activity;
+    use partnergate_orchestrator::activity;
     let bound = |field: &str, v: Option<String>| {
         v.map(|s| partnergate_audit::query::parse_time(&s))
             .transpose()

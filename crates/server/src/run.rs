@@ -54,12 +54,12 @@ pub struct Sidecar {
     /// The watcher of the shadow policies, if any.
     pub shadow_watch: Option<reload::WatchHandle>,
     /// The sweep of ended partner access (dropping it stops it).
-    pub sweeper: Option<partnergate_partners::sweep::Sweeper>,
+    pub sweeper: Option<partnergate_orchestrator::sweep::Sweeper>,
 }
 
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
-    let (runtime, quotas) = partnergate_partners::runtime::with_quotas(runtime(config))
+    let (runtime, quotas) = partnergate_orchestrator::runtime::with_quotas(runtime(config))
         .map_err(|p| partnergate_policy::policies::LoadError::Validation { problems: vec![*p] })?;
     // Gateway mode: the routes file beside the policies reloads with them
     // (absent: the gateway endpoints deny, saying so).
@@ -80,11 +80,15 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let metrics = metrics_handle();
     let pack = wired.authz.evaluator().current();
     metrics::gauge!("partnergate_policy_info", "version" => pack.version.clone()).set(1.0);
-    let orchestrator = Arc::new(partnergate_partners::runtime::orchestrator(&wired, quotas));
+    let orchestrator = Arc::new(partnergate_orchestrator::runtime::orchestrator(
+        &wired, quotas,
+    ));
     let key = partnergate_search::TokenKey::load_or_create(&config.data_dir)?;
     let search = partnergate_search::Searcher::new(wired.authz.clone(), key, config.search_limits);
-    let sweeper =
-        partnergate_partners::sweep::Sweeper::spawn(orchestrator.clone(), config.partner_sweep)?;
+    let sweeper = partnergate_orchestrator::sweep::Sweeper::spawn(
+        orchestrator.clone(),
+        config.partner_sweep,
+    )?;
     let state = app_state(config, wired.authz, orchestrator, token, metrics, search);
     let state = Arc::new(state);
     Ok(Sidecar {
@@ -118,7 +122,7 @@ fn runtime(config: &ServeConfig) -> Runtime {
 fn app_state(
     config: &ServeConfig,
     authz: Authz,
-    orchestrator: Arc<partnergate_partners::Orchestrator>,
+    orchestrator: Arc<partnergate_orchestrator::Orchestrator>,
     token: String,
     metrics: PrometheusHandle,
     search: partnergate_search::Searcher,

@@ -27,7 +27,7 @@ pub struct AppState {
     /// The Prometheus recorder that `/metrics` renders.
     pub metrics: PrometheusHandle,
     /// The partner orchestrator (shares the evaluator, directory and store).
-    pub orchestrator: Arc<partnergate_partners::Orchestrator>,
+    pub orchestrator: Arc<partnergate_orchestrator::Orchestrator>,
     /// Require the token on `/metrics`.
     pub protect_metrics: bool,
     /// The AuthZEN base URL: `--public-url`, else set to the bound address.
@@ -89,7 +89,7 @@ impl ConsoleSettings {
             invariants: config.invariants.clone(),
             tests: config.tests.clone(),
             routes: partnergate_gateway::routes_path_for(&config.policies),
-            quotas: partnergate_partners::rules::quotas_path_for(&config.policies),
+            quotas: partnergate_orchestrator::rules::quotas_path_for(&config.policies),
         }
     }
 }

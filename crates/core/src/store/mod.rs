@@ -24,6 +24,24 @@ pub struct EntityRecord {
     pub json: String,
 }
 
+/// A migration that a crate above core brings for tables of its own (core
+/// knows none of them): a name unique among every crate's migrations and
+/// its DDL for each backend. A store opened with extra migrations
+/// ([`sqlite::SqliteStore::open_with`], [`postgres::PgStore::open_with`])
+/// runs them after its own, in the order given, each once, in the same
+/// locked migration and recorded by name (`named_migrations`). Write them
+/// so they may find their tables already there (`IF NOT EXISTS`): a
+/// database created before a table moved out of core holds it already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// The migration's name, recorded once it has run (e.g. `orchestrator.1.registry`).
+    pub name: &'static str,
+    /// The statements on SQLite.
+    pub sqlite: &'static str,
+    /// The statements on PostgreSQL.
+    pub postgres: &'static str,
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

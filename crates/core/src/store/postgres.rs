@@ -20,7 +20,7 @@ use postgres::{Client, NoTls};
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
-    Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
+    Migration, Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// How often the change feed polls when no notification arrives: the
@@ -50,22 +50,10 @@ const MIGRATIONS: &[&str] = &[
         replica TEXT NOT NULL,
         at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
-    // 2: the partner registry, and users by account (for seat counting)
-    "CREATE TABLE partner_companies (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        certified BOOLEAN NOT NULL,
-        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
-     );
-     CREATE TABLE partner_emails (
-        email TEXT PRIMARY KEY,
-        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
-     );
-     CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
-     CREATE INDEX entities_users_by_account
-        ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
-        WHERE entity_type = 'User';",
+    // 2: once the partner registry; its tables are the orchestrator's
+    // migrations now (`super::Migration`), so a new database skips it and
+    // an old one keeps what it made.
+    "",
     // 3: answers of writes made with an Idempotency-Key
     "CREATE TABLE idempotency_keys (
         key TEXT PRIMARY KEY,
@@ -88,6 +76,12 @@ const MIGRATIONS: &[&str] = &[
         at_ms BIGINT NOT NULL
      );
      CREATE INDEX change_outbox_by_log ON change_outbox(log_id, at_ms);",
+    // 6: the names of the migrations run for the crates above
+    // (`super::Migration`)
+    "CREATE TABLE named_migrations (
+        name TEXT PRIMARY KEY,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -116,11 +110,17 @@ fn connect(url: &str) -> Result<Client, StoreError> {
 impl PgStore {
     /// Connect and migrate. `replica` labels this process's changes.
     pub fn open(url: &str, replica: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, replica, &[])
+    }
+
+    /// [`Self::open`], also running `extra` after core's migrations, under
+    /// the same lock (see [`Migration`]).
+    pub fn open_with(url: &str, replica: &str, extra: &[Migration]) -> Result<Self, StoreError> {
         let mut client = connect(url).map_err(|e| StoreError::Open {
             path: redact(url).into(),
             message: e.to_string(),
         })?;
-        migrate(&mut client)?;
+        migrate(&mut client, extra)?;
         Ok(PgStore {
             url: url.to_string(),
             replica: replica.to_string(),
@@ -190,7 +190,10 @@ impl Drop for PgStore {
     }
 }
 
-fn migrate(client: &mut Client) -> Result<(), StoreError> {
+/// Core's migrations (recorded by version in `schema_migrations`), then each
+/// of `extra` not yet recorded in `named_migrations`, one transaction each,
+/// all under the migration lock.
+fn migrate(client: &mut Client, extra: &[Migration]) -> Result<(), StoreError> {
     let run = |client: &mut Client| -> Result<(), postgres::Error> {
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
         let result = (|| {
@@ -212,6 +215,20 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
                 }
                 let v = (i + 1) as i32;
                 tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])?;
+                tx.commit()?;
+            }
+            for m in extra {
+                let mut tx = client.transaction()?;
+                let ran = tx
+                    .query_opt("SELECT 1 FROM named_migrations WHERE name = $1", &[&m.name])?
+                    .is_some();
+                if !ran {
+                    tx.batch_execute(m.postgres)?;
+                    tx.execute(
+                        "INSERT INTO named_migrations (name) VALUES ($1)",
+                        &[&m.name],
+                    )?;
+                }
                 tx.commit()?;
             }
             Ok(())
@@ -281,6 +298,23 @@ pub fn keep_changes_in(
     Ok(())
 }
 
+/// Begin a write transaction holding [`WRITE_LOCK`] (every writer's, across
+/// replicas): nothing another replica writes can commit before it does.
+pub fn begin_write(c: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    Ok(tx)
+}
+
+/// Begin a read-only transaction over one snapshot (repeatable read): all
+/// its reads see the database as of one commit.
+pub fn begin_snapshot(c: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    c.build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+}
+
 /// Begin a write transaction under the shared write lock, as a guarded
 /// write does: `Err(stop)` (the transaction rolled back, nothing written)
 /// when the `Idempotency-Key` is remembered or the deadline has passed.
@@ -288,8 +322,7 @@ pub fn begin_guarded<'c>(
     c: &'c mut Client,
     guard: &WriteGuard<'_>,
 ) -> Result<Result<postgres::Transaction<'c>, Guarded>, postgres::Error> {
-    let mut tx = c.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    let mut tx = begin_write(c)?;
     let recalled = match guard.idempotency {
         Some((key, _)) => recall_in(&mut tx, key)?,
         None => None,
@@ -350,19 +383,7 @@ impl EntityBackend for PgStore {
         records: &[EntityRecord],
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
-        self.with_client(|c| {
-            let mut tx = match begin_guarded(c, guard)? {
-                Ok(tx) => tx,
-                Err(stop) => return Ok(stop),
-            };
-            upsert_in(&mut tx, &self.replica, records)?;
-            if let Some((key, answer)) = guard.idempotency {
-                remember_in(&mut tx, key, answer)?;
-            }
-            keep_changes_in(&mut tx, guard.changes)?;
-            tx.commit()?;
-            Ok(Guarded::Applied)
-        })
+        self.write_guarded(records, guard, |_| Ok(()))
     }
 
     fn kept_changes(&self, log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
@@ -403,11 +424,7 @@ impl EntityBackend for PgStore {
 
     fn load_all_with_seq(&self) -> Result<(Vec<EntityRecord>, i64), StoreError> {
         self.with_client(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = begin_snapshot(c)?;
             let seq: i64 = tx
                 .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
                 .get(0);
@@ -430,11 +447,7 @@ impl EntityBackend for PgStore {
 
     fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
         self.with_client(|c| {
-            let mut tx = c
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = begin_snapshot(c)?;
             let seq: i64 = tx
                 .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
                 .get(0);
@@ -459,8 +472,7 @@ impl EntityBackend for PgStore {
 
     fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let mut tx = begin_write(c)?;
             upsert_in(&mut tx, &self.replica, records)?;
             tx.commit()
         })
@@ -468,8 +480,7 @@ impl EntityBackend for PgStore {
 
     fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let mut tx = begin_write(c)?;
             let mut n = 0;
             for u in uids {
                 n += tx.execute("DELETE FROM entities WHERE uid = $1", &[u])? as usize;
@@ -526,6 +537,33 @@ impl PgStore {
     /// This replica's label on the changes it writes.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// One guarded write under [`WRITE_LOCK`] ([`begin_guarded`]): stopped
+    /// as `guard` says (nothing written); else `also` (the caller's own
+    /// statements), `records` upserted and sent to the change feed, the
+    /// key's answer remembered and the change records kept, all committed
+    /// together.
+    pub fn write_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+        also: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<(), postgres::Error>,
+    ) -> Result<Guarded, StoreError> {
+        self.with_client(|c| {
+            let mut tx = match begin_guarded(c, guard)? {
+                Ok(tx) => tx,
+                Err(stop) => return Ok(stop),
+            };
+            also(&mut tx)?;
+            upsert_in(&mut tx, &self.replica, records)?;
+            if let Some((key, answer)) = guard.idempotency {
+                remember_in(&mut tx, key, answer)?;
+            }
+            keep_changes_in(&mut tx, guard.changes)?;
+            tx.commit()?;
+            Ok(Guarded::Applied)
+        })
     }
 }
 

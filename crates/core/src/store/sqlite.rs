@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    encode_refs, unix_now, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow, Remembered,
-    StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
+    encode_refs, unix_now, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow, Migration,
+    Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
 /// Schema migrations, applied in order; `user_version` records how many ran.
@@ -23,22 +23,10 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
     );
     CREATE INDEX entities_by_type ON entities(entity_type);",
-    // 2: the partner registry, and users by account (for seat counting)
-    "CREATE TABLE partner_companies (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        certified INTEGER NOT NULL CHECK (certified IN (0, 1)),
-        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-    );
-    CREATE TABLE partner_emails (
-        email TEXT PRIMARY KEY,
-        company_id TEXT NOT NULL REFERENCES partner_companies(id) ON DELETE CASCADE
-    );
-    CREATE INDEX partner_emails_by_company ON partner_emails(company_id);
-    CREATE INDEX entities_users_by_account
-        ON entities(json_extract(json, '$.attrs.account.__entity.id'))
-        WHERE entity_type = 'User';",
+    // 2: once the partner registry; its tables are the orchestrator's
+    // migrations now (`super::Migration`), so a new database skips it and
+    // an old one keeps what it made.
+    "",
     // 3: answers of writes made with an Idempotency-Key
     "CREATE TABLE idempotency_keys (
         key TEXT PRIMARY KEY,
@@ -61,6 +49,12 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL
     );
     CREATE INDEX change_outbox_by_log ON change_outbox(log_id, at_ms);",
+    // 6: the names of the migrations run for the crates above
+    // (`super::Migration`)
+    "CREATE TABLE named_migrations (
+        name TEXT PRIMARY KEY,
+        applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+    );",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -76,15 +70,26 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Open (creating if needed) `store.db` in `data_dir`, and migrate it.
     pub fn open_in(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_in_with(data_dir, &[])
+    }
+
+    /// [`Self::open_in`], also running `extra` (see [`Migration`]).
+    pub fn open_in_with(data_dir: &Path, extra: &[Migration]) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
             path: data_dir.to_path_buf(),
             message: e.to_string(),
         })?;
-        Self::open(&data_dir.join("store.db"))
+        Self::open_with(&data_dir.join("store.db"), extra)
     }
 
     /// Open (creating if needed) the database file at `path`, and migrate it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, &[])
+    }
+
+    /// [`Self::open`], also running `extra` after core's migrations, in
+    /// the same transaction (see [`Migration`]).
+    pub fn open_with(path: &Path, extra: &[Migration]) -> Result<Self, StoreError> {
         let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -112,7 +117,7 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000;",
         )
         .map_err(open_err)?;
-        migrate(&mut conn).map_err(open_err)?;
+        migrate(&mut conn, extra).map_err(open_err)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -130,6 +135,35 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// One guarded write (`BEGIN IMMEDIATE`): once it has begun, stopped as
+    /// `guard` says (nothing written); else `also` (the caller's own
+    /// statements), `records` upserted, the key's answer remembered and the
+    /// change records kept, all committed together.
+    pub fn write_guarded(
+        &self,
+        records: &[EntityRecord],
+        guard: &WriteGuard<'_>,
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<Guarded, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let recalled = match guard.idempotency {
+            Some((key, _)) => recall_in(&tx, key)?,
+            None => None,
+        };
+        if let Some(stop) = guard.stop(recalled) {
+            return Ok(stop); // dropping the transaction rolls it back
+        }
+        also(&tx)?;
+        upsert_in(&tx, records)?;
+        if let Some((key, answer)) = guard.idempotency {
+            remember_in(&tx, key, answer)?;
+        }
+        keep_changes_in(&tx, guard.changes)?;
+        tx.commit()?;
+        Ok(Guarded::Applied)
     }
 }
 
@@ -205,7 +239,9 @@ pub fn remember_in(
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// Core's migrations (counted by `user_version`), then each of `extra` not
+/// yet recorded in `named_migrations`, in one write transaction.
+fn migrate(conn: &mut Connection, extra: &[Migration]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
@@ -214,6 +250,23 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             backfill_refs(&tx)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    for m in extra {
+        let ran = tx
+            .query_row(
+                "SELECT 1 FROM named_migrations WHERE name = ?1",
+                params![m.name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !ran {
+            tx.execute_batch(m.sqlite)?;
+            tx.execute(
+                "INSERT INTO named_migrations (name) VALUES (?1)",
+                params![m.name],
+            )?;
+        }
     }
     tx.commit()
 }
@@ -315,22 +368,7 @@ impl EntityBackend for SqliteStore {
         records: &[EntityRecord],
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let recalled = match guard.idempotency {
-            Some((key, _)) => recall_in(&tx, key)?,
-            None => None,
-        };
-        if let Some(stop) = guard.stop(recalled) {
-            return Ok(stop); // dropping the transaction rolls it back
-        }
-        upsert_in(&tx, records)?;
-        if let Some((key, answer)) = guard.idempotency {
-            remember_in(&tx, key, answer)?;
-        }
-        keep_changes_in(&tx, guard.changes)?;
-        tx.commit()?;
-        Ok(Guarded::Applied)
+        self.write_guarded(records, guard, |_| Ok(()))
     }
 
     fn kept_changes(&self, log_id: &str) -> Result<Vec<KeptChange>, StoreError> {
@@ -527,5 +565,41 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    /// Extra migrations run after core's, each once: a reopen with the same
+    /// set runs none again, and a set that grew runs only the new one.
+    #[test]
+    fn extra_migrations_run_once_each() {
+        const FIRST: Migration = Migration {
+            name: "test.1",
+            sqlite: "CREATE TABLE extra_one (id TEXT PRIMARY KEY);",
+            postgres: "",
+        };
+        const SECOND: Migration = Migration {
+            name: "test.2",
+            sqlite: "INSERT INTO extra_one (id) VALUES ('second');",
+            postgres: "",
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open_with(&path, &[FIRST]).unwrap());
+        // Not idempotent on its own: a second run would fail.
+        drop(SqliteStore::open_with(&path, &[FIRST]).unwrap());
+        let s = SqliteStore::open_with(&path, &[FIRST, SECOND]).unwrap();
+        drop(SqliteStore::open_with(&path, &[FIRST, SECOND]).unwrap());
+        let conn = s.conn().unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM extra_one", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM named_migrations ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["test.1", "test.2"]);
     }
 }

@@ -168,7 +168,7 @@ pub async fn activity(
     Path(account): Path<String>,
     Query(p): Query<ActivityParams>,
 ) -> Response {
-    use partnergate_partners::activity;
+    use partnergate_orchestrator::activity;
     let Some(path) = state.audit_path.clone() else {
         return fragment_error(StatusCode::NOT_FOUND, "this sidecar does not log decisions to a file (--audit-log): there is no activity to report");
     };

@@ -20,9 +20,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::audit;
 use audit::query::{Filter, Head};
 use audit::record::Kind;
+use partnergate_audit as audit;
 
 /// Most items one report holds (`truncated` says when more matched).
 pub const MAX_ITEMS: usize = 10_000;
@@ -172,7 +172,7 @@ fn decision_item(line: &str, head: &Head, account: &str) -> Option<ActivityItem>
     let principal = head.principal.as_deref()?;
     let rec: Value = serde_json::from_str(line).ok()?;
     let entity = rec.get("entities")?.as_array()?.iter().find(|e| {
-        crate::directory::uid_from_key(principal).is_some_and(|p| {
+        partnergate_core::directory::uid_from_key(principal).is_some_and(|p| {
             cedar_policy::EntityUid::from_json(e["uid"].clone()).is_ok_and(|u| u == p)
         })
     })?;

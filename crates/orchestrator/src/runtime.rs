@@ -1,5 +1,6 @@
 //! The orchestrator over a core [`Runtime`]: the quotas file beside the
-//! policies becomes a reload gate (and a watched input) of the runtime, and
+//! policies becomes a reload gate (and a watched input) of the runtime, the
+//! orchestrator's tables are migrated with the store, and
 //! the orchestrator is built over the wired decision path and the same
 //! store connection. The one place the sidecar, the command line and the
 //! examples wire the orchestrator; it must never know HTTP or the command
@@ -10,16 +11,20 @@ use std::sync::Arc;
 use partnergate_core::runtime::{OpenStore, Runtime, Wired};
 use partnergate_policy::policies::Problem;
 
+use crate::migrations::MIGRATIONS;
+use crate::orchestrator::Orchestrator;
 use crate::rules::{quotas_path_for, QuotaRules};
 use crate::store::OrchestratorStore;
-use crate::Orchestrator;
 
-/// Load the quotas beside `runtime`'s policies and make every pack pass
-/// (and carry) them: a bad `quotas.toml` rejects a reload.
+/// What the orchestrator needs of `runtime`: the quotas beside its
+/// policies, loaded, and made a gate every pack passes (and carries) — a
+/// bad `quotas.toml` rejects a reload —, and the orchestrator's tables
+/// ([`MIGRATIONS`]) migrated when the store opens.
 pub fn with_quotas(runtime: Runtime) -> Result<(Runtime, Arc<QuotaRules>), Box<Problem>> {
     let path = quotas_path_for(&runtime.source().policies);
     let quotas = QuotaRules::load(path.clone())?;
-    Ok((runtime.gate(quotas.gate(), [path]), quotas))
+    let runtime = runtime.gate(quotas.gate(), [path]).migrations(MIGRATIONS);
+    Ok((runtime, quotas))
 }
 
 /// The orchestrator over `wired`'s decision path and store.

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
+use super::store::{gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use crate::error::OrchestratorError;
 use partnergate_core::store::sqlite::SqliteStore;
 use partnergate_core::store::sqlite::{keep_changes_in, recall_in, remember_in};
@@ -113,42 +113,29 @@ impl OrchestratorStore for SqliteStore {
         records: &[EntityRecord],
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let recalled = match guard.idempotency {
-            Some((key, _)) => recall_in(&tx, key)?,
-            None => None,
-        };
-        if let Some(stop) = guard.stop(recalled) {
-            return Ok(stop);
-        }
-        for c in companies {
-            tx.execute(
-                "INSERT INTO partner_companies (id, name, status, certified) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status,
-                   certified = excluded.certified,
-                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
-                params![c.id, c.name, c.status, i64::from(c.certified)],
-            )?;
-            tx.execute(
-                "DELETE FROM partner_emails WHERE company_id = ?1",
-                params![c.id],
-            )?;
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO partner_emails (email, company_id) VALUES (?1, ?2)
-                 ON CONFLICT(email) DO UPDATE SET company_id = excluded.company_id",
-            )?;
-            for e in &c.emails {
-                stmt.execute(params![e, c.id])?;
+        self.write_guarded(records, guard, |tx| {
+            for c in companies {
+                tx.execute(
+                    "INSERT INTO partner_companies (id, name, status, certified) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status,
+                       certified = excluded.certified,
+                       updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                    params![c.id, c.name, c.status, i64::from(c.certified)],
+                )?;
+                tx.execute(
+                    "DELETE FROM partner_emails WHERE company_id = ?1",
+                    params![c.id],
+                )?;
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO partner_emails (email, company_id) VALUES (?1, ?2)
+                     ON CONFLICT(email) DO UPDATE SET company_id = excluded.company_id",
+                )?;
+                for e in &c.emails {
+                    stmt.execute(params![e, c.id])?;
+                }
             }
-        }
-        upsert(&tx, records)?;
-        if let Some((key, answer)) = guard.idempotency {
-            remember_in(&tx, key, answer)?;
-        }
-        keep_changes_in(&tx, guard.changes)?;
-        tx.commit()?;
-        Ok(Guarded::Applied)
+            Ok(())
+        })
     }
 
     fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError> {
@@ -157,31 +144,18 @@ impl OrchestratorStore for SqliteStore {
             "SELECT c.id, c.name, c.status, c.certified, e.email FROM partner_companies c
              LEFT JOIN partner_emails e ON e.company_id = c.id ORDER BY c.id, e.email",
         )?;
-        let mut out: Vec<RegistryCompany> = Vec::new();
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)? != 0,
+                RegistryCompany {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    status: r.get(2)?,
+                    certified: r.get::<_, i64>(3)? != 0,
+                    emails: Vec::new(),
+                },
                 r.get::<_, Option<String>>(4)?,
             ))
         })?;
-        for row in rows {
-            let (id, name, status, certified, email) = row?;
-            if out.last().is_none_or(|c| c.id != id) {
-                out.push(RegistryCompany {
-                    id,
-                    name,
-                    status,
-                    certified,
-                    emails: Vec::new(),
-                });
-            }
-            if let (Some(e), Some(c)) = (email, out.last_mut()) {
-                c.emails.push(e);
-            }
-        }
-        Ok(out)
+        Ok(gather_companies(rows.collect::<Result<Vec<_>, _>>()?))
     }
 }

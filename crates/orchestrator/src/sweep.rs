@@ -1,5 +1,5 @@
 //! The sweep of ended partner access: a background thread that runs
-//! [`crate::Call::end_expired`] at start and then at a fixed interval, so an
+//! [`crate::ScopedWrites::end_expired`] at start and then at a fixed interval, so an
 //! access is marked ended (its seat freed in the store, a change record by
 //! `system`) at most one interval after its end. Seat checks never wait for
 //! it: they count an ended access as free already. A restart loses nothing
@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::{Orchestrator, WriteScope};
+use crate::orchestrator::Orchestrator;
+use crate::scope::WriteScope;
 
 /// The running sweep; dropping it stops the thread (and waits for it).
 #[derive(Debug)]

@@ -77,3 +77,21 @@ pub trait OrchestratorStore: Send + Sync {
     /// Every registry company with its emails, sorted by id.
     fn companies(&self) -> Result<Vec<RegistryCompany>, StoreError>;
 }
+
+/// The rows of a registry listing — a company and one of its emails (or
+/// none), sorted by company id then email — gathered into one company each
+/// with its emails: what both stores' `companies` read.
+pub(crate) fn gather_companies(
+    rows: impl IntoIterator<Item = (RegistryCompany, Option<String>)>,
+) -> Vec<RegistryCompany> {
+    let mut out: Vec<RegistryCompany> = Vec::new();
+    for (company, email) in rows {
+        if out.last().is_none_or(|c| c.id != company.id) {
+            out.push(company);
+        }
+        if let (Some(e), Some(c)) = (email, out.last_mut()) {
+            c.emails.push(e);
+        }
+    }
+    out
+}

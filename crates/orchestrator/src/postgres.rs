@@ -6,10 +6,10 @@
 
 use postgres::Transaction;
 
-use super::store::{AccountTx, OrchestratorStore, RegistryCompany, TxOp};
+use super::store::{gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp};
 use crate::error::OrchestratorError;
 use partnergate_core::store::postgres::{
-    begin_guarded, keep_changes_in, recall_in, remember_in, upsert_in, PgStore, WRITE_LOCK,
+    begin_write, keep_changes_in, recall_in, remember_in, upsert_in, PgStore,
 };
 use partnergate_core::store::{
     EntityRecord, Guarded, KeptChange, Remembered, StoreError, WriteGuard,
@@ -95,8 +95,7 @@ impl OrchestratorStore for PgStore {
     fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError> {
         let replica = self.replica().to_string();
         self.with_client(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            let mut tx = begin_write(c)?;
             let result = {
                 let mut view = Tx { tx: &mut tx };
                 op(&mut view)
@@ -124,12 +123,7 @@ impl OrchestratorStore for PgStore {
         records: &[EntityRecord],
         guard: &WriteGuard<'_>,
     ) -> Result<Guarded, StoreError> {
-        let replica = self.replica().to_string();
-        self.with_client(|c| {
-            let mut tx = match begin_guarded(c, guard)? {
-                Ok(tx) => tx,
-                Err(stop) => return Ok(stop),
-            };
+        self.write_guarded(records, guard, |tx| {
             for co in companies {
                 tx.execute(
                     "INSERT INTO partner_companies (id, name, status, certified) VALUES ($1, $2, $3, $4)
@@ -146,13 +140,7 @@ impl OrchestratorStore for PgStore {
                     )?;
                 }
             }
-            upsert_in(&mut tx, &replica, records)?;
-            if let Some((key, answer)) = guard.idempotency {
-                remember_in(&mut tx, key, answer)?;
-            }
-            keep_changes_in(&mut tx, guard.changes)?;
-            tx.commit()?;
-            Ok(Guarded::Applied)
+            Ok(())
         })
     }
 
@@ -164,16 +152,9 @@ impl OrchestratorStore for PgStore {
                 &[],
             )
         })?;
-        let mut out: Vec<RegistryCompany> = Vec::new();
-        for r in &rows {
-            let id: String = r.get(0);
-            if out.last().is_none_or(|c| c.id != id) {
-                out.push(company(r));
-            }
-            if let (Some(e), Some(c)) = (r.get::<_, Option<String>>(4), out.last_mut()) {
-                c.emails.push(e);
-            }
-        }
-        Ok(out)
+        Ok(gather_companies(
+            rows.iter()
+                .map(|r| (company(r), r.get::<_, Option<String>>(4))),
+        ))
     }
 }
