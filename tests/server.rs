@@ -721,7 +721,12 @@ fn json_log_lines_name_their_request_and_decision() {
     // tower_http at debug: one line as each request finishes.
     let s = Server::start_logging_to(
         &ws,
-        &["--log-format", "json", "--log-level", "info,tower_http=debug"],
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,tower_http=debug",
+        ],
         "error",
         &log,
     );
@@ -736,7 +741,8 @@ fn json_log_lines_name_their_request_and_decision() {
     assert_eq!(r.status(), 200);
     let answer: serde_json::Value = r.json().unwrap();
     let decision_id = answer["decision_id"].as_str().unwrap().to_string();
-    let refused = json!({"principal": PAT, "action": "Action::\"no_such_action\"", "resource": ACME});
+    let refused =
+        json!({"principal": PAT, "action": "Action::\"no_such_action\"", "resource": ACME});
     let r = s
         .client
         .post(s.url("/v1/is_authorized"))
@@ -764,7 +770,9 @@ fn json_log_lines_name_their_request_and_decision() {
         assert_eq!(span["path"], "/v1/is_authorized", "{span}");
     }
     assert!(
-        answered.iter().any(|s| s["decision_id"] == decision_id.as_str()),
+        answered
+            .iter()
+            .any(|s| s["decision_id"] == decision_id.as_str()),
         "no line names decision {decision_id}: {text}"
     );
     let refusal = text
