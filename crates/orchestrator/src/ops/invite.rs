@@ -3,6 +3,7 @@
 //! never knows HTTP or the command line.
 
 use crate::access::AccessRequest;
+use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, OrchestratorError};
 use crate::input::{id_of, new_user_id, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
@@ -10,7 +11,7 @@ use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
 use crate::user::UserView;
 use crate::view::Outcome;
-use crate::write::{users_in, AllowDecisions, ScopedWrites};
+use crate::write::{users_in, ScopedWrites};
 
 impl ScopedWrites<'_> {
     /// Invite a partner by email into `account` (optionally dismissing

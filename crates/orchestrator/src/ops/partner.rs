@@ -6,6 +6,7 @@ use cedar_policy::EntityUid;
 use serde_json::json;
 
 use crate::access::{self, Access, AccessRequest};
+use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
 use crate::input::{id_of, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
@@ -14,7 +15,7 @@ use crate::status::UserStatus;
 use crate::store::RegistryCompany;
 use crate::user::UserView;
 use crate::view::Outcome;
-use crate::write::{user_in, users_in, AllowDecisions, ScopedWrites};
+use crate::write::{user_in, users_in, ScopedWrites};
 
 impl ScopedWrites<'_> {
     /// Give partner access to an existing user (re-activating a dismissed one).

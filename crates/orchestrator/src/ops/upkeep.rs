@@ -7,12 +7,13 @@ use cedar_policy::EntityUid;
 use serde_json::json;
 
 use crate::access::{self, AccessRequest};
+use crate::allowed::AllowDecisions;
 use crate::error::OrchestratorError;
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
 use crate::user::UserView;
 use crate::view::Outcome;
-use crate::write::{user_in, AllowDecisions, ScopedWrites};
+use crate::write::{user_in, ScopedWrites};
 use partnergate_policy::engine;
 
 impl ScopedWrites<'_> {

@@ -1,0 +1,161 @@
+//! Orchestrator writes on PostgreSQL from several replicas (orchestrators
+//! over one database, each with its own store connection and change feed):
+//! a write is authorized over the state its own transaction sees, not over
+//! a replica's memory from before it waited for its locks.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::entities::{account, user};
+use partnergate::clock::ManualClock;
+use partnergate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
+use partnergate::policies::PackSource;
+use partnergate::runtime::{Runtime, Wired};
+use partnergate::store::EntityRecord;
+use serde_json::{json, Value};
+
+/// 2027-01-01T00:00:00Z.
+const T: i64 = 1_798_761_600_000;
+
+/// The orchestrator over the shipped pack and the PostgreSQL store at
+/// `url` (a replica named `replica`), logging to `dir`.
+fn open_pg(url: &str, dir: &Path, replica: &str) -> (Orchestrator, Wired) {
+    let root = common::repo();
+    let source = PackSource::new(
+        root.join("policies"),
+        Some(root.join("schemas/partnergate.cedarschema")),
+    );
+    let runtime = Runtime::new(source)
+        .store(
+            partnergate::store::StoreSpec::Postgres(url.to_string()),
+            dir,
+        )
+        .replica(replica)
+        .audit(Some(partnergate::audit::AuditConfig::file(
+            dir.join(format!("{replica}.jsonl")),
+        )))
+        .clock(Arc::new(ManualClock::at(T)));
+    let (runtime, quotas) = partnergate::orchestrator::runtime::with_quotas(runtime).unwrap();
+    let wired = runtime.build().unwrap();
+    let orch = partnergate::orchestrator::runtime::orchestrator(&wired, quotas);
+    (orch, wired)
+}
+
+fn record(v: &Value) -> EntityRecord {
+    EntityRecord {
+        uid: format!("User::\"{}\"", v["uid"]["id"].as_str().unwrap()),
+        entity_type: "User".into(),
+        json: v.to_string(),
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The stored status of `User::"id"`.
+fn stored_status(url: &str, id: &str) -> String {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let json: String = c
+        .query_one(
+            "SELECT json FROM entities WHERE uid = $1",
+            &[&format!("User::\"{id}\"")],
+        )
+        .unwrap()
+        .get(0);
+    serde_json::from_str::<Value>(&json).unwrap()["attrs"]["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The actor loses the right to act (its admin rights revoked, or it is
+/// dismissed) in a write that commits while replica B's dismissal of emma,
+/// already allowed over B's memory, waits for the write lock: B's write
+/// must be judged again inside its transaction and refused. Deterministic:
+/// the revoking session holds the lock until B is seen waiting for it.
+#[test]
+fn a_write_is_authorized_over_the_actor_as_stored_when_it_commits() {
+    let changes: [(&str, Value); 2] = [
+        (
+            "admin rights revoked",
+            user("boss", "acme").admin(false).json(),
+        ),
+        (
+            "dismissed",
+            user("boss", "acme").admin(true).status("dismissed").json(),
+        ),
+    ];
+    for (what, boss_after) in changes {
+        let Some(pg) = common::PgSchema::new() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (a, wired_a) = open_pg(&pg.url, dir.path(), "a");
+        a.authz()
+            .put_entities(
+                "test",
+                None,
+                json!([
+                    account("acme", Some("Acme")),
+                    user("owner", "acme").admin(true).json(),
+                    user("boss", "acme").admin(true).json(),
+                    user("emma", "acme").json()
+                ]),
+            )
+            .unwrap();
+        let (b, wired_b) = open_pg(&pg.url, dir.path(), "b");
+
+        let mut holder = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+        let holder_pid: i32 = holder
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let mut held = holder.transaction().unwrap();
+        held.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&partnergate::store::postgres::WRITE_LOCK],
+        )
+        .unwrap();
+        // The revocation, as another replica commits it.
+        partnergate::store::postgres::upsert_in(&mut held, "other", &[record(&boss_after)])
+            .unwrap();
+        let mut watcher = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+        let mut waiting = move || -> bool {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    &[&holder_pid],
+                )
+                .unwrap()
+                .get(0);
+            n > 0
+        };
+        let dismissed = std::thread::scope(|s| {
+            let dismissal = s.spawn(|| b.with(WriteScope::default()).dismiss("emma", "boss"));
+            wait_until("the dismissal to wait for the write lock", &mut waiting);
+            held.commit().unwrap();
+            dismissal.join().unwrap()
+        });
+        assert!(
+            matches!(dismissed, Err(OrchestratorError::Denied { .. })),
+            "boss {what} before the dismissal committed: {dismissed:?}"
+        );
+        assert_eq!(stored_status(&pg.url, "emma"), "active", "boss {what}");
+        // The owner still may.
+        b.with(WriteScope::default())
+            .dismiss("emma", "owner")
+            .unwrap();
+        assert_eq!(stored_status(&pg.url, "emma"), "dismissed");
+        wired_a.shutdown_log();
+        wired_b.shutdown_log();
+        drop((a, b));
+    }
+}
