@@ -159,3 +159,142 @@ fn a_write_is_authorized_over_the_actor_as_stored_when_it_commits() {
         drop((a, b));
     }
 }
+
+/// The change feed reads by transaction, not by sequence: a transaction
+/// that took a lower sequence and commits after one with a higher sequence
+/// (two accounts' writes run at once) is still delivered, once, after it.
+#[test]
+fn the_feed_delivers_a_lower_sequence_that_commits_late() {
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let store = partnergate::store::postgres::PgStore::open(&pg.url, "x").unwrap();
+    use partnergate::store::EntityBackend;
+    let seq = store.load_each(&mut |_| {}).unwrap();
+    let (sent, got) = std::sync::mpsc::channel();
+    let feed = partnergate::store::postgres::ChangeFeed::start(
+        &pg.url,
+        (store.loaded_snapshot().unwrap(), seq),
+        move |batch| {
+            for c in batch {
+                let _ = sent.send((c.seq, c.uid));
+            }
+        },
+    )
+    .unwrap();
+    let mut late = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let mut early = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let mut low = late.transaction().unwrap();
+    partnergate::store::postgres::upsert_in(&mut low, "x", &[record(&user("low", "acme").json())])
+        .unwrap();
+    let mut high = early.transaction().unwrap();
+    partnergate::store::postgres::upsert_in(
+        &mut high,
+        "x",
+        &[record(&user("high", "beta").json())],
+    )
+    .unwrap();
+    high.commit().unwrap();
+    let wait = Duration::from_secs(60);
+    let (high_seq, uid) = got.recv_timeout(wait).unwrap();
+    assert_eq!(uid, "User::\"high\"");
+    low.commit().unwrap();
+    let (low_seq, uid) = got.recv_timeout(wait).unwrap();
+    assert_eq!(uid, "User::\"low\"");
+    assert!(low_seq < high_seq, "{low_seq} committed after {high_seq}");
+    assert!(feed.last_seq() >= high_seq);
+    drop(feed);
+    assert!(got.try_recv().is_err(), "each change once");
+}
+
+/// Many invitations at once on two accounts (each its own partners'
+/// candidates from two certified companies), through two replicas: the
+/// writes of the two accounts take different locks, and each account
+/// still ends with three partners of one company.
+#[test]
+fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account_whole() {
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, wired_a) = open_pg(&pg.url, dir.path(), "a");
+    a.authz()
+        .put_entities(
+            "test",
+            None,
+            json!([
+                account("acme", Some("Acme")),
+                account("beta", Some("Beta")),
+                user("owner", "acme").admin(true).json(),
+                user("chief", "beta").admin(true).json()
+            ]),
+        )
+        .unwrap();
+    let companies =
+        ["goldco", "goldtwo"].map(|id| partnergate::orchestrator::store::RegistryCompany {
+            id: id.into(),
+            name: id.into(),
+            status: "gold".into(),
+            certified: true,
+            emails: (0..64).map(|i| format!("p{i}@{id}.example")).collect(),
+        });
+    a.with(WriteScope::default())
+        .put_companies(companies.to_vec())
+        .unwrap();
+    let (b, wired_b) = open_pg(&pg.url, dir.path(), "b");
+    let replicas = [Arc::new(a), Arc::new(b)];
+    let barrier = Arc::new(std::sync::Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|i| {
+            let o = replicas[i % 2].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let (account, actor) = if i % 4 < 2 {
+                    ("acme", "owner")
+                } else {
+                    ("beta", "chief")
+                };
+                let company = ["goldco", "goldtwo"][(i / 4) % 2];
+                barrier.wait();
+                let access = partnergate::orchestrator::access::AccessRequest::default();
+                match o.with(WriteScope::default()).invite_partner(
+                    account,
+                    actor,
+                    &format!("p{i}@{company}.example"),
+                    None,
+                    (None, &access),
+                ) {
+                    Ok(_)
+                    | Err(OrchestratorError::LimitReached { .. })
+                    | Err(OrchestratorError::DifferentCompany { .. }) => {}
+                    Err(e) => panic!("invitation {i}: {e}"),
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wired_a.shutdown_log();
+    wired_b.shutdown_log();
+    drop(replicas);
+    let (c, wired_c) = open_pg(&pg.url, dir.path(), "c");
+    for account in ["acme", "beta"] {
+        let users = c.users(account).unwrap();
+        let partners: Vec<_> = users
+            .iter()
+            .map(|l| &l.user)
+            .filter(|u| u.partner.is_some())
+            .collect();
+        assert_eq!(partners.len(), 3, "{account}: {partners:?}");
+        assert_eq!(c.seats(account).unwrap().partners, 3, "{account}");
+        let first = &partners[0].partner.as_ref().unwrap().company;
+        assert!(
+            partners
+                .iter()
+                .all(|u| &u.partner.as_ref().unwrap().company == first),
+            "{account}: one company: {partners:?}"
+        );
+    }
+    wired_c.shutdown_log();
+}

@@ -162,6 +162,11 @@ impl ScopedWrites<'_> {
             for uid in &current.deps {
                 let row = tx.entity(&uid.to_string())?;
                 let stored = row.as_ref().map(|r| r.json.as_str());
+                if let Some(account) = stored.and_then(account_of) {
+                    if !tx.holds_account(&account) {
+                        return Err(unlocked(uid, &account));
+                    }
+                }
                 if !held.holds_as_stored(uid, stored) {
                     held.refresh(uid, stored);
                     same = false;
@@ -181,6 +186,25 @@ impl ScopedWrites<'_> {
                 first.id
             ),
         })
+    }
+}
+
+/// The account a stored user's JSON names (`attrs.account`), if any.
+fn account_of(json: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    v.pointer("/attrs/account/__entity/id")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// An answer that rests on a user of an account the write does not lock:
+/// its row could change before the write commits, so it is not used.
+fn unlocked(uid: &EntityUid, account: &str) -> OrchestratorError {
+    OrchestratorError::Conflict {
+        code: ConflictCode::DecisionStale,
+        message: format!(
+            "the decision rests on {uid} of account `{account}`, which this write does not lock"
+        ),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::allowed::AllowDecisions;
 use crate::error::OrchestratorError;
 use crate::orchestrator::Orchestrator;
 use crate::scope::WriteScope;
-use crate::store::AccountTx;
+use crate::store::{AccountTx, WriteLocks};
 use crate::user::UserView;
 use crate::view::Outcome;
 use partnergate_audit as audit;
@@ -66,9 +66,14 @@ impl ScopedWrites<'_> {
         &self,
         (operation, actor): (&str, &str),
         decided: &AllowDecisions,
+        mut locks: WriteLocks,
         op: &mut OutcomeOp<'_>,
         schema: Option<&cedar_policy::Schema>,
     ) -> Result<Outcome, OrchestratorError> {
+        // The actor's account is locked too: the answers rest on its row.
+        if actor.starts_with("User::") {
+            locks.users.push(actor.to_string());
+        }
         let scope = &self.scope;
         let mut outcome = None;
         let changes = std::cell::RefCell::new(None);
@@ -116,7 +121,7 @@ impl ScopedWrites<'_> {
                 outcome = Some(o);
                 Ok(records)
             };
-            let records = self.store.transact(&mut guarded)?;
+            let records = self.store.transact(&locks, &mut guarded)?;
             if let Some(prepared) = changes.borrow_mut().take() {
                 self.authz.log_changes(prepared);
             }
@@ -137,6 +142,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             (operation, actor),
             decided,
+            WriteLocks::users(&[uid]),
             &mut |tx, now| {
                 let mut u = user_in(tx, uid)?;
                 change(tx, &mut u, now)?;

@@ -9,6 +9,7 @@ use crate::input::{id_of, new_user_id, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
+use crate::store::WriteLocks;
 use crate::user::UserView;
 use crate::view::Outcome;
 use crate::write::{users_in, ScopedWrites};
@@ -50,6 +51,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             ("partner.invite", &actor.to_string()),
             &decided,
+            WriteLocks::account(&account),
             &mut |tx, now| {
                 let users = users_in(tx, &account)?;
                 let existing = users.iter().find(|u| u.email == email);
@@ -114,6 +116,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             ("user.invite", &actor.to_string()),
             &decided,
+            WriteLocks::account(&account),
             &mut |tx, _now| {
                 let users = users_in(tx, &account)?;
                 if let Some(u) = users.iter().find(|u| u.email == email) {

@@ -12,7 +12,7 @@ use crate::input::{id_of, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
-use crate::store::RegistryCompany;
+use crate::store::{RegistryCompany, WriteLocks};
 use crate::user::UserView;
 use crate::view::Outcome;
 use crate::write::{user_in, users_in, ScopedWrites};
@@ -96,6 +96,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             (operation, actor),
             decided,
+            WriteLocks::users(&[uid]),
             &mut |tx, now| {
                 let mut u = user_in(tx, uid)?;
                 // An ended access is hired back like a dismissal (the sweep

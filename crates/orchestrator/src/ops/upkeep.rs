@@ -11,6 +11,7 @@ use crate::allowed::AllowDecisions;
 use crate::error::OrchestratorError;
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
+use crate::store::WriteLocks;
 use crate::user::UserView;
 use crate::view::Outcome;
 use crate::write::{user_in, ScopedWrites};
@@ -88,6 +89,7 @@ impl ScopedWrites<'_> {
             let outcome = self.commit(
                 (operation, "system"),
                 &AllowDecisions::default(),
+                WriteLocks::users(&[&uid]),
                 &mut |tx, now| {
                     let mut u = user_in(tx, &uid)?;
                     let due = due(&u, now);
