@@ -265,8 +265,10 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
                     (None, &access),
                 ) {
                     Ok(_)
-                    | Err(OrchestratorError::LimitReached { .. })
-                    | Err(OrchestratorError::DifferentCompany { .. }) => {}
+                    | Err(
+                        OrchestratorError::LimitReached { .. }
+                        | OrchestratorError::DifferentCompany { .. },
+                    ) => {}
                     Err(e) => panic!("invitation {i}: {e}"),
                 }
             })

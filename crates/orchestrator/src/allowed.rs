@@ -1,7 +1,7 @@
 //! The Allow decisions a write rests on: each an [`Allowed`] (its decision
 //! id, the question, and every entity its answer was read from), asked
-//! first over memory ([`ScopedWrites::ask`]) and judged again inside the
-//! write's transaction, once its locks are held ([`ScopedWrites::reaffirm`]).
+//! first over memory ([`Orchestrator::ask_as`]) and judged again inside the
+//! write's transaction, once its locks are held ([`Orchestrator::reaffirm`]).
 //!
 //! Why again: memory may be behind the store (another replica's write not
 //! yet fed, or a write that committed while this one waited for its locks,
@@ -17,8 +17,8 @@ use cedar_policy::EntityUid;
 use serde_json::{json, Value};
 
 use crate::error::{ConflictCode, OrchestratorError};
+use crate::orchestrator::Orchestrator;
 use crate::store::AccountTx;
-use crate::write::ScopedWrites;
 use partnergate_core::authz::Query;
 use partnergate_core::directory::Held;
 use partnergate_policy::engine;
@@ -73,12 +73,13 @@ impl AllowDecisions {
     }
 }
 
-impl ScopedWrites<'_> {
-    /// Ask the policies (the decision record carries the scope's request
-    /// id); an Allow is an [`Allowed`], which the operation's change
-    /// records name; a Deny is an error carrying the reasons.
-    pub(crate) fn ask(
+impl Orchestrator {
+    /// Ask the policies (the decision record carries `request_id`); an
+    /// Allow is an [`Allowed`], which the operation's change records name;
+    /// a Deny is an error carrying the reasons.
+    pub(crate) fn ask_as(
         &self,
+        request_id: Option<String>,
         actor: &EntityUid,
         action: &str,
         resource: &EntityUid,
@@ -90,7 +91,7 @@ impl ScopedWrites<'_> {
             resource.clone(),
         )
         .with_context(context)
-        .with_request_id(self.scope.request_id.clone());
+        .with_request_id(request_id);
         self.ask_query(q)
     }
 

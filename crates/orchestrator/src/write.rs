@@ -9,7 +9,7 @@
 use cedar_policy::EntityUid;
 use serde_json::Value;
 
-use crate::allowed::AllowDecisions;
+use crate::allowed::{AllowDecisions, Allowed};
 use crate::error::OrchestratorError;
 use crate::orchestrator::Orchestrator;
 use crate::scope::WriteScope;
@@ -55,6 +55,24 @@ impl Orchestrator {
 }
 
 impl ScopedWrites<'_> {
+    /// Ask the policies under the scope's request id
+    /// ([`Orchestrator::ask_as`]).
+    pub(crate) fn ask(
+        &self,
+        actor: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        context: Option<Value>,
+    ) -> Result<Allowed, OrchestratorError> {
+        self.orch.ask_as(
+            self.scope.request_id.clone(),
+            actor,
+            action,
+            resource,
+            context,
+        )
+    }
+
     /// Run `op` in one store transaction inside the directory's write path
     /// ([`Directory::commit_with`]: the store commit and the memory update
     /// under the directory's writer lock), logging one change record per
