@@ -12,36 +12,21 @@ use std::time::Duration;
 use common::entities::{account, user};
 use partnergate::clock::ManualClock;
 use partnergate::orchestrator::{Orchestrator, OrchestratorError, WriteScope};
-use partnergate::policies::PackSource;
-use partnergate::runtime::{Runtime, Wired};
+use partnergate::runtime::Wired;
 use partnergate::store::EntityRecord;
 use serde_json::{json, Value};
 
 /// 2027-01-01T00:00:00Z.
 const T: i64 = 1_798_761_600_000;
 
-/// The orchestrator over the shipped pack and the PostgreSQL store at
-/// `url` (a replica named `replica`), logging to `dir`.
+/// The orchestrator over the PostgreSQL store at `url` as replica `replica`.
 fn open_pg(url: &str, dir: &Path, replica: &str) -> (Orchestrator, Wired) {
-    let root = common::repo();
-    let source = PackSource::new(
-        root.join("policies"),
-        Some(root.join("schemas/partnergate.cedarschema")),
-    );
-    let runtime = Runtime::new(source)
-        .store(
-            partnergate::store::StoreSpec::Postgres(url.to_string()),
-            dir,
-        )
-        .replica(replica)
-        .audit(Some(partnergate::audit::AuditConfig::file(
-            dir.join(format!("{replica}.jsonl")),
-        )))
-        .clock(Arc::new(ManualClock::at(T)));
-    let (runtime, quotas) = partnergate::orchestrator::runtime::with_quotas(runtime).unwrap();
-    let wired = runtime.build().unwrap();
-    let orch = partnergate::orchestrator::runtime::orchestrator(&wired, quotas);
-    (orch, wired)
+    common::orchestrator::open_pg(url, dir, replica, &Arc::new(ManualClock::at(T)))
+}
+
+/// Put `entities` through `o`'s directory (store and change feed).
+fn seed(o: &Orchestrator, entities: Value) {
+    o.authz().put_entities("test", None, entities).unwrap();
 }
 
 fn record(v: &Value) -> EntityRecord {
@@ -99,45 +84,24 @@ fn a_write_is_authorized_over_the_actor_as_stored_when_it_commits() {
         };
         let dir = tempfile::tempdir().unwrap();
         let (a, wired_a) = open_pg(&pg.url, dir.path(), "a");
-        a.authz()
-            .put_entities(
-                "test",
-                None,
-                json!([
-                    account("acme", Some("Acme")),
-                    user("owner", "acme").admin(true).json(),
-                    user("boss", "acme").admin(true).json(),
-                    user("emma", "acme").json()
-                ]),
-            )
-            .unwrap();
+        seed(
+            &a,
+            json!([
+                account("acme", Some("Acme")),
+                user("owner", "acme").admin(true).json(),
+                user("boss", "acme").admin(true).json(),
+                user("emma", "acme").json()
+            ]),
+        );
         let (b, wired_b) = open_pg(&pg.url, dir.path(), "b");
 
         let mut holder = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
-        let holder_pid: i32 = holder
-            .query_one("SELECT pg_backend_pid()", &[])
-            .unwrap()
-            .get(0);
+        let mut waiting = common::orchestrator::waiting_for(&pg.url, &mut holder);
         let mut held = holder.transaction().unwrap();
-        held.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&partnergate::store::postgres::WRITE_LOCK],
-        )
-        .unwrap();
+        common::orchestrator::hold_write_lock(&mut held);
         // The revocation, as another replica commits it.
         partnergate::store::postgres::upsert_in(&mut held, "other", &[record(&boss_after)])
             .unwrap();
-        let mut watcher = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
-        let mut waiting = move || -> bool {
-            let n: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                    &[&holder_pid],
-                )
-                .unwrap()
-                .get(0);
-            n > 0
-        };
         let dismissed = std::thread::scope(|s| {
             let dismissal = s.spawn(|| b.with(WriteScope::default()).dismiss("emma", "boss"));
             wait_until("the dismissal to wait for the write lock", &mut waiting);
@@ -218,18 +182,15 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
     };
     let dir = tempfile::tempdir().unwrap();
     let (a, wired_a) = open_pg(&pg.url, dir.path(), "a");
-    a.authz()
-        .put_entities(
-            "test",
-            None,
-            json!([
-                account("acme", Some("Acme")),
-                account("beta", Some("Beta")),
-                user("owner", "acme").admin(true).json(),
-                user("chief", "beta").admin(true).json()
-            ]),
-        )
-        .unwrap();
+    seed(
+        &a,
+        json!([
+            account("acme", Some("Acme")),
+            account("beta", Some("Beta")),
+            user("owner", "acme").admin(true).json(),
+            user("chief", "beta").admin(true).json()
+        ]),
+    );
     let companies =
         ["goldco", "goldtwo"].map(|id| partnergate::orchestrator::store::RegistryCompany {
             id: id.into(),
