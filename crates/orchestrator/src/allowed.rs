@@ -163,7 +163,11 @@ impl Orchestrator {
             for uid in &current.deps {
                 let row = tx.entity(&uid.to_string())?;
                 let stored = row.as_ref().map(|r| r.json.as_str());
-                if let Some(account) = stored.and_then(account_of) {
+                // A stored user's row is stable only under its account's
+                // lock: one this write does not hold (or cannot name) is
+                // not used.
+                if let Some(json) = stored.filter(|_| uid.type_name().to_string() == "User") {
+                    let account = account_of(json).unwrap_or_default();
                     if !tx.holds_account(&account) {
                         return Err(unlocked(uid, &account));
                     }
