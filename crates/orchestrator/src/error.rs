@@ -70,6 +70,9 @@ pub enum ConflictCode {
     AccessEnded,
     /// A renewal or an end of a user who is not a partner.
     NotPartner,
+    /// The entities a policy answer rests on could not be read inside the
+    /// write's transaction as stored; the request may be retried.
+    DecisionStale,
 }
 
 impl ConflictCode {
@@ -85,6 +88,7 @@ impl ConflictCode {
             ConflictCode::RegistryChanged => "registry_changed",
             ConflictCode::AccessEnded => "access_ended",
             ConflictCode::NotPartner => "not_a_partner",
+            ConflictCode::DecisionStale => "decision_stale",
         }
     }
 }
