@@ -139,10 +139,11 @@ fn the_feed_delivers_a_lower_sequence_that_commits_late() {
     let feed = partnergate::store::postgres::ChangeFeed::start(
         &pg.url,
         (store.loaded_snapshot().unwrap(), seq),
-        move |batch| {
+        move |batch, _current| {
             for c in batch {
                 let _ = sent.send((c.seq, c.uid));
             }
+            Ok(())
         },
     )
     .unwrap();
@@ -169,6 +170,73 @@ fn the_feed_delivers_a_lower_sequence_that_commits_late() {
     assert!(feed.last_seq() >= high_seq);
     drop(feed);
     assert!(got.try_recv().is_err(), "each change once");
+}
+
+/// A change the feed reads late never takes memory back: a batch is
+/// applied as its rows are committed now, read under the directory's
+/// writer lock. Here a replica wrote a user twice (active, then dismissed)
+/// and then deleted another; a batch bringing the first write and the
+/// deleted user's creation, as a feed window closed between the writes
+/// would, leaves memory dismissed and deleted. Applied as the changes' own
+/// texts, it brought the dismissed user back to active until a later batch.
+#[test]
+fn a_late_batch_never_takes_memory_back_to_an_older_write() {
+    use partnergate::directory::Directory;
+    use partnergate::store::Change;
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let store = Arc::new(partnergate::store::postgres::PgStore::open(&pg.url, "x").unwrap());
+    let directory = Directory::open(store.clone()).unwrap();
+    let parse = |v: Value| Directory::parse(None, json!([v])).unwrap();
+    let active = user("emma", "acme").json();
+    let dismissed = user("emma", "acme").status("dismissed").json();
+    let gone = user("gone", "acme").json();
+    directory.put(parse(active.clone())).unwrap();
+    directory.put(parse(gone.clone())).unwrap();
+    directory.put(parse(dismissed)).unwrap();
+    let gone_uid: cedar_policy::EntityUid = "User::\"gone\"".parse().unwrap();
+    directory.delete(std::slice::from_ref(&gone_uid)).unwrap();
+    let emma: cedar_policy::EntityUid = "User::\"emma\"".parse().unwrap();
+    let status = |d: &Directory| d.get_json(&emma).unwrap()["attrs"]["status"].clone();
+    assert_eq!(status(&directory), "dismissed");
+
+    let late = vec![
+        Change {
+            seq: 1,
+            uid: emma.to_string(),
+            json: Some(active.to_string()),
+        },
+        Change {
+            seq: 2,
+            uid: gone_uid.to_string(),
+            json: Some(gone.to_string()),
+        },
+    ];
+    let mut current = |uids: &[String]| {
+        store.with_client(|c| partnergate::store::postgres::current_rows(c, uids))
+    };
+    directory.apply_current(late.clone(), &mut current).unwrap();
+    assert_eq!(
+        status(&directory),
+        "dismissed",
+        "memory went back to an older write"
+    );
+    assert!(!directory.contains(&gone_uid), "a deleted entity came back");
+
+    // A reader that fails applies nothing (the feed reads the batch again),
+    // and one that leaves a uid out is an error, never an absence.
+    let mut failing =
+        |_: &[String]| Err(partnergate::store::StoreError::Unavailable("down".into()));
+    assert!(directory.apply_current(late.clone(), &mut failing).is_err());
+    let mut partial = |_: &[String]| Ok(vec![]);
+    assert!(directory.apply_current(late.clone(), &mut partial).is_err());
+    assert_eq!(status(&directory), "dismissed");
+
+    // The same batch applied as the changes' texts (what a feed did
+    // before) takes memory back: the case above is a real one.
+    directory.apply_changes(late);
+    assert_eq!(status(&directory), "active");
 }
 
 /// Many invitations at once on two accounts (each its own partners'

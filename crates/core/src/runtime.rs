@@ -320,10 +320,14 @@ fn follow(pg: &PgStore, directory: &Arc<Directory>) -> Result<ChangeFeed, StoreE
     let from = pg
         .loaded_snapshot()
         .ok_or_else(|| StoreError::Backend("the change feed starts after a load".into()))?;
-    ChangeFeed::start(pg.url(), (from, directory.loaded_seq()), move |changes| {
-        metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
-        d.apply_changes(changes);
-    })
+    ChangeFeed::start(
+        pg.url(),
+        (from, directory.loaded_seq()),
+        move |changes, current| {
+            metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
+            d.apply_current(changes, current)
+        },
+    )
 }
 
 /// Load the shadow policies with the live pack's schema and limits.

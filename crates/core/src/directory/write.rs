@@ -19,7 +19,7 @@ use cedar_policy::{Entity, EntityUid, Schema};
 use super::error::DirectoryError;
 use super::held::Held;
 use super::memory::{uid_from_key, Directory};
-use crate::store::{Change, EntityRecord, StoreError};
+use crate::store::{Change, CurrentRows, EntityRecord, StoreError};
 
 /// An `Idempotency-Key` write: the key, the request's fingerprint, and the
 /// (HTTP status, JSON body) answered for the written uids.
@@ -46,9 +46,50 @@ pub enum Written {
 impl Directory {
     /// Apply changes another replica committed (from a change feed), in
     /// order: memory only, under the writer lock. Unreadable rows are logged,
-    /// counted ([`Directory::dropped`]) and skipped.
+    /// counted ([`Directory::dropped`]) and skipped. A feed applies
+    /// [`Directory::apply_current`] instead: a change read late may be
+    /// older than what memory holds.
     pub fn apply_changes(&self, changes: Vec<Change>) {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply_states(changes);
+    }
+
+    /// Apply a change feed's batch as the rows of its uids are committed
+    /// now, read by `current` while the writer lock is held. Every write of
+    /// this replica takes that lock around its store transaction, so what
+    /// `current` reads is at least as new as anything memory holds: a
+    /// change of this replica's own, or another's older than a write memory
+    /// already has, cannot take memory back, even for the time between two
+    /// batches. An error of `current` applies nothing (the feed reads the
+    /// batch again).
+    pub fn apply_current(
+        &self,
+        changes: Vec<Change>,
+        current: &mut CurrentRows<'_>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let uids: Vec<String> = changes.iter().map(|c| c.uid.clone()).collect();
+        let mut rows: std::collections::HashMap<String, Option<String>> =
+            current(&uids)?.into_iter().collect();
+        let mut states = Vec::with_capacity(changes.len());
+        for c in changes {
+            // A uid the reader did not answer for is an error, never an
+            // absence: absent would remove the entity from memory.
+            let Some(json) = rows.remove(&c.uid) else {
+                return Err(StoreError::Backend(format!(
+                    "the current rows lack {}",
+                    c.uid
+                )));
+            };
+            states.push(Change { json, ..c });
+        }
+        self.apply_states(states);
+        Ok(())
+    }
+
+    /// Put each change's state into memory (a `None` JSON removes the
+    /// entity); the caller holds the writer lock.
+    fn apply_states(&self, changes: Vec<Change>) {
         for c in changes {
             match c.json {
                 None => {

@@ -167,6 +167,12 @@ pub struct Change {
     pub json: Option<String>,
 }
 
+/// Reads the rows of some uids as committed now (not as of a snapshot):
+/// each uid given, with its entity JSON or `None` when it has no row. A
+/// shared store's feed hands one to whoever applies its batches.
+pub type CurrentRows<'a> =
+    dyn FnMut(&[String]) -> Result<Vec<(String, Option<String>)>, StoreError> + 'a;
+
 /// How long an `Idempotency-Key`'s answer is remembered (24 h): a retry
 /// with the key within that time gets the first answer, without re-applying.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
-use super::{Change, StoreError};
+use super::{Change, CurrentRows, StoreError};
 
 /// How often the change feed polls when no notification arrives: the
 /// staleness bound for other replicas' writes when NOTIFY is lost.
@@ -85,8 +85,30 @@ fn last_of_each(batch: Vec<Change>) -> Vec<Change> {
         .collect()
 }
 
+/// The rows of `uids` as committed now (not as of a snapshot): each uid
+/// with its entity JSON, or `None` when it has no row. A batch is applied
+/// as these states, never as the changes' own texts: a change the feed
+/// reads late may be older than what this replica's memory already holds.
+pub fn current_rows(
+    c: &mut impl postgres::GenericClient,
+    uids: &[String],
+) -> Result<Vec<(String, Option<String>)>, postgres::Error> {
+    let mut found: std::collections::HashMap<String, String> = c
+        .query(
+            "SELECT uid, json FROM entities WHERE uid = ANY($1)",
+            &[&uids],
+        )?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(uids.iter().map(|u| (u.clone(), found.remove(u))).collect())
+}
+
 /// Follows `entity_changes` from its own connection and hands each batch of
-/// changes, in order, to `apply`. Stops when dropped.
+/// changes, in order, to `apply`, with a reader of the batch's rows as
+/// committed now ([`CurrentRows`]). A batch whose `apply` fails is read
+/// again after a reconnect: the feed moves past a batch only once it was
+/// applied. Stops when dropped.
 pub struct ChangeFeed {
     stop: Arc<AtomicBool>,
     last: Arc<AtomicI64>,
@@ -101,7 +123,7 @@ impl ChangeFeed {
     pub fn start(
         url: &str,
         (from, seq): (String, i64),
-        apply: impl Fn(Vec<Change>) + Send + 'static,
+        apply: impl Fn(Vec<Change>, &mut CurrentRows<'_>) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Self, StoreError> {
         let stop = Arc::new(AtomicBool::new(false));
         let last = Arc::new(AtomicI64::new(seq));
@@ -145,11 +167,14 @@ impl Drop for ChangeFeed {
     }
 }
 
+/// What the feed hands each batch to.
+type Apply = dyn Fn(Vec<Change>, &mut CurrentRows<'_>) -> Result<(), StoreError>;
+
 fn feed_loop(
     url: &str,
     mut since: String,
     (stop, last, connected): (&AtomicBool, &AtomicI64, &AtomicBool),
-    apply: &dyn Fn(Vec<Change>),
+    apply: &Apply,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::Acquire) {
@@ -178,13 +203,25 @@ fn feed_loop(
             match read_changes(&mut client, &since) {
                 Ok((batch, now)) => {
                     let end = batch.iter().map(|c| c.seq).max();
-                    if !batch.is_empty() {
-                        apply(last_of_each(batch));
+                    let applied = if batch.is_empty() {
+                        Ok(())
+                    } else {
+                        let mut current =
+                            |uids: &[String]| current_rows(&mut client, uids).map_err(unavailable);
+                        apply(last_of_each(batch), &mut current)
+                    };
+                    match applied {
+                        Ok(()) => {
+                            if let Some(end) = end {
+                                last.fetch_max(end, Ordering::AcqRel);
+                            }
+                            since = now;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "change feed: a batch could not be applied; reading it again");
+                            failed = true;
+                        }
                     }
-                    if let Some(end) = end {
-                        last.fetch_max(end, Ordering::AcqRel);
-                    }
-                    since = now;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "change feed: read failed; reconnecting");

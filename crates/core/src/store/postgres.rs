@@ -20,7 +20,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use super::pg_feed::{change, connect, unavailable, CHANNEL};
-pub use super::pg_feed::{read_changes, ChangeFeed, FEED_POLL};
+pub use super::pg_feed::{current_rows, read_changes, ChangeFeed, FEED_POLL};
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
