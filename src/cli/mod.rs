@@ -4,7 +4,8 @@
 //! decision logic lives here.
 //!
 //! One file per command (`check`, `authorize`, `test`, `fmt`, `serve`,
-//! `import`, `prove`, `audit`, `partners`, `search`); what they share is in
+//! `import`, `prove`, `audit` (its database side in `audit_pg`), `partners`,
+//! `search`); what they share is in
 //! `common` (exit codes, default paths, [`CliError`]) and `pack_args` (the
 //! pack and limit flags, loading a pack). No command file names this one or
 //! another command's file (except the `--audit-*` flags of `audit`).
@@ -13,6 +14,7 @@
 //! Deny (`authorize`), 3 validation failed (`check`).
 
 pub mod audit;
+pub mod audit_pg;
 pub mod authorize;
 pub mod check;
 pub mod common;
