@@ -21,5 +21,5 @@ pub mod verify;
 
 pub use query::query_db;
 pub use ship::{ShipError, ShipRound, Shipper};
-pub use shipper::{ShipStatus, ShipThread, ShipThreadConfig};
+pub use shipper::{ShipSnapshot, ShipStatus, ShipThread, ShipThreadConfig};
 pub use verify::{verify_db, LogVerified};
