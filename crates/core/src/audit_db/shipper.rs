@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use partnergate_audit::chain::newest_seq;
+
 use super::ship::Shipper;
 use crate::store::postgres::{redact, PgStore};
 
@@ -71,8 +73,15 @@ impl ShipStatus {
         }
     }
 
-    fn failed(&self, e: String) {
+    /// A failed round: the lag is what the log holds beyond the last head
+    /// seen (it grows while the database is unreachable).
+    fn failed(&self, e: String, newest: Option<u64>) {
         metrics::counter!("partnergate_audit_ship_errors_total").increment(1);
+        if let Some(n) = newest {
+            let lag = n.saturating_sub(self.head_seq.load(Ordering::Relaxed));
+            self.lag_records.store(lag, Ordering::Relaxed);
+            metrics::gauge!("partnergate_audit_ship_lag_records").set(lag as f64);
+        }
         if !self.failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %e, "shipping the decision log to PostgreSQL failed; the log file keeps the records and shipping resumes when it can");
         }
@@ -92,11 +101,17 @@ impl ShipStatus {
     }
 }
 
+/// How long dropping a [`ShipThread`] waits for its round to end before
+/// leaving the thread behind (a database that stopped answering must not
+/// hold up a server's shutdown; an unfinished round commits nothing).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 /// The running shipper thread; dropping it stops the thread after its
 /// current round (nothing half-committed: a round is one transaction).
 pub struct ShipThread {
     status: Arc<ShipStatus>,
     stop: Option<mpsc::Sender<()>>,
+    done: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -105,13 +120,18 @@ impl ShipThread {
     pub fn start(config: ShipThreadConfig) -> std::io::Result<Self> {
         let status = Arc::new(ShipStatus::default());
         let (stop, wake) = mpsc::channel::<()>();
+        let (finished, done) = mpsc::channel::<()>();
         let s = status.clone();
         let thread = std::thread::Builder::new()
             .name("partnergate-audit-ship".into())
-            .spawn(move || run(&config, &s, &wake))?;
+            .spawn(move || {
+                run(&config, &s, &wake);
+                let _ = finished.send(());
+            })?;
         Ok(ShipThread {
             status,
             stop: Some(stop),
+            done,
             thread: Some(thread),
         })
     }
@@ -125,10 +145,16 @@ impl ShipThread {
 impl Drop for ShipThread {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::warn!("the audit shipper thread panicked");
+        let Some(t) = self.thread.take() else { return };
+        match self.done.recv_timeout(STOP_WAIT) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if t.join().is_err() {
+                    tracing::warn!("the audit shipper thread panicked");
+                }
             }
+            Err(RecvTimeoutError::Timeout) => tracing::warn!(
+                "the audit shipper's round did not end in {STOP_WAIT:?}; leaving it (it commits nothing unfinished)"
+            ),
         }
     }
 }
@@ -140,13 +166,16 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
         if store.is_none() {
             match PgStore::open(&config.url, &config.replica) {
                 Ok(s) => store = Some(s),
-                Err(e) => status.failed(format!("{}: {e}", redact(&config.url))),
+                Err(e) => status.failed(
+                    format!("{}: {e}", redact(&config.url)),
+                    newest_seq(&config.log),
+                ),
             }
         }
         if shipper.is_none() {
             match Shipper::new(&config.log, config.batch) {
                 Ok(s) => shipper = Some(s),
-                Err(e) => status.failed(e.to_string()),
+                Err(e) => status.failed(e.to_string(), newest_seq(&config.log)),
             }
         }
         if let (Some(store), Some(shipper)) = (store.as_ref(), shipper.as_mut()) {
@@ -160,7 +189,7 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
                         }
                     }
                     Err(e) => {
-                        status.failed(e.to_string());
+                        status.failed(e.to_string(), newest_seq(&config.log));
                         break;
                     }
                 }
