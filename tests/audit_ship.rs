@@ -49,6 +49,16 @@ fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `audit ship` of `log` into `url` (with `extra` flags), which must succeed;
+/// its output.
+fn ship(log: &Path, url: &str, extra: &[&str]) -> String {
+    let log = log.to_str().unwrap();
+    let (code, out, err) =
+        cli(&[&["audit", "ship", "--log", log, "--pg", url][..], extra].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
 fn client(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
 }
@@ -77,29 +87,11 @@ fn two_replicas_logs_are_shipped_exactly_once_and_verify() {
     let b = write_log(dir.path(), "r2", 200);
     assert!(partnergate::audit::chain::chain_files(&a).unwrap().len() > 2);
     for (log, batch) in [(&a, "64"), (&b, "1000")] {
-        let (code, out, err) = cli(&[
-            "audit",
-            "ship",
-            "--log",
-            log.to_str().unwrap(),
-            "--pg",
-            &pg.url,
-            "--batch",
-            batch,
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
+        let out = ship(log, &pg.url, &["--batch", batch]);
         assert!(out.contains("shipped"), "{out}");
     }
     // Again: nothing more to ship.
-    let (code, out, _) = cli(&[
-        "audit",
-        "ship",
-        "--log",
-        a.to_str().unwrap(),
-        "--pg",
-        &pg.url,
-    ]);
-    assert_eq!(code, 0);
+    let out = ship(&a, &pg.url, &[]);
     assert!(out.starts_with("shipped 0 record(s)"), "{out}");
 
     let mut c = client(&pg.url);
@@ -212,15 +204,7 @@ fn verify_over_the_database_names_a_tampered_row_and_a_missing_one() {
     let a = write_log(dir.path(), "r1", 60);
     let b = write_log(dir.path(), "r2", 60);
     for log in [&a, &b] {
-        let (code, out, err) = cli(&[
-            "audit",
-            "ship",
-            "--log",
-            log.to_str().unwrap(),
-            "--pg",
-            &pg.url,
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
+        ship(log, &pg.url, &[]);
     }
     let (ida, idb) = (log_id_of(&a), log_id_of(&b));
     let mut c = client(&pg.url);

@@ -362,10 +362,14 @@ fn both_replicas_logs_reach_the_database_and_a_cut_shipper_catches_up() {
         assert_eq!(a.ask(EMMA, "view_account", ACME)["decision"], "Allow");
     }
     // The cut replica's shipper fails and says how far behind its file is.
-    within(Duration::from_secs(10), "b's shipper to report the cut", || {
-        let ship = &b.get("/readyz").1["audit"]["ship"];
-        ship["failing"] == true && ship["lag_records"].as_u64().unwrap_or(0) > 0
-    });
+    within(
+        Duration::from_secs(10),
+        "b's shipper to report the cut",
+        || {
+            let ship = &b.get("/readyz").1["audit"]["ship"];
+            ship["failing"] == true && ship["lag_records"].as_u64().unwrap_or(0) > 0
+        },
+    );
     proxy.restore();
     let logs = [
         ws_a.data().join("decisions.jsonl"),
