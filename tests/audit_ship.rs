@@ -127,6 +127,23 @@ fn two_replicas_logs_are_shipped_exactly_once_and_verify() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count() as i64, total);
     assert!(out.contains("\"replica\":\"r1\"") && out.contains("\"replica\":\"r2\""));
+    // With entities: a decision that names its slice gets it back from the
+    // record of its own log that carried it.
+    let (code, out, err) = cli(&[
+        "audit",
+        "query",
+        "--pg",
+        &pg.url,
+        "--kind",
+        "decision",
+        "--json",
+        "--with-entities",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(out.lines().count() > 0);
+    assert!(out.lines().all(|l| l.contains("\"entities\":")), "{out}");
+    assert!(out.lines().any(|l| l.contains("\"entities_hash\":")));
     let (_, out, _) = cli(&[
         "audit", "query", "--pg", &pg.url, "--kind", "reload", "--json",
     ]);

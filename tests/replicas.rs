@@ -413,4 +413,23 @@ fn both_replicas_logs_reach_the_database_and_a_cut_shipper_catches_up() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert_eq!(text.matches("chain intact").count(), 2, "{text}");
     assert!(a.metrics().contains("partnergate_audit_ship_lag_records"));
+    // Repeated decisions name their slice by hash; the query over the
+    // database gives each its entities back from its own log.
+    let b_file = std::fs::read_to_string(&logs[1]).unwrap();
+    assert!(b_file
+        .lines()
+        .any(|l| l.contains("\"kind\":\"decision\"") && !l.contains("\"entities\":")));
+    let out = std::process::Command::new(common::BIN)
+        .args(["audit", "query", "--pg", &pg.url, "--kind", "decision"])
+        .args(["--json", "--with-entities"])
+        .output()
+        .unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(text.lines().count() >= 40, "{text}");
+    assert!(text.lines().all(|l| l.contains("\"entities\":")), "{text}");
 }

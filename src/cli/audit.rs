@@ -107,7 +107,7 @@ pub struct QueryArgs {
     pub path: PathBuf,
     /// Query every log shipped into this PostgreSQL database instead of a
     /// file (every replica's records, oldest first).
-    #[arg(long = "pg", conflicts_with = "with_entities")]
+    #[arg(long = "pg")]
     pub pg: Option<String>,
     /// Principal (or actor of a change): 'User::"alice"' or just alice.
     #[arg(long)]
@@ -530,7 +530,7 @@ fn run_query(a: &QueryArgs, out: &mut dyn Write, err: &mut dyn Write) -> CmdResu
         )?;
     }
     if let Some(url) = &a.pg {
-        super::audit_pg::run_query_db(url, &filter, a.json, &table_row, out, err)?;
+        super::audit_pg::run_query_db(url, &filter, a.json, a.with_entities, &table_row, out, err)?;
         return Ok(EXIT_OK);
     }
     let stats = query::query(

@@ -127,18 +127,27 @@ pub fn run_query_db(
     url: &str,
     filter: &Filter,
     json_out: bool,
+    with_entities: bool,
     row: &dyn Fn(&Head) -> String,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> CmdResult<()> {
     let store = PgStore::open(url, LABEL)?;
-    let stats = query_db(&store, filter, |_, line, head| -> std::io::Result<()> {
-        if json_out {
-            writeln!(out, "{line}")
-        } else {
-            writeln!(out, "{}", row(head))
-        }
-    })??;
+    let stats = query_db(
+        &store,
+        filter,
+        with_entities,
+        |_, line, head| -> std::io::Result<()> {
+            if json_out {
+                writeln!(out, "{line}")
+            } else {
+                writeln!(out, "{}", row(head))
+            }
+        },
+    )??;
+    if stats.unresolved > 0 {
+        writeln!(err, "warning: {} decision(s) name an entity slice that no earlier record of their log carries; printed without `entities`", stats.unresolved)?;
+    }
     if !json_out {
         writeln!(
             err,
