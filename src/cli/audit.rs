@@ -72,6 +72,10 @@ pub struct PartnerActivityArgs {
     /// The account whose partners' activity to report.
     #[arg(long)]
     pub account: String,
+    /// Report over every log shipped into this PostgreSQL database instead
+    /// of a file (every replica's records).
+    #[arg(long = "pg")]
+    pub pg: Option<String>,
     /// One partner: 'User::"pat"' or just pat (default: every partner).
     #[arg(long)]
     pub partner: Option<String>,
@@ -360,7 +364,13 @@ fn run_partner_activity(a: &PartnerActivityArgs, out: &mut dyn Write) -> CmdResu
         since: a.since,
         until: a.until,
     };
-    let report = activity::partner_activity(&a.path, &q)?;
+    let report = match &a.pg {
+        Some(url) => {
+            let store = partnergate_core::store::postgres::PgStore::open(url, "audit-cli")?;
+            activity::partner_activity_db(&store, &q)?
+        }
+        None => activity::partner_activity(&a.path, &q)?,
+    };
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
