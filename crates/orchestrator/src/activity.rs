@@ -184,31 +184,42 @@ pub fn partner_activity_db(
     let never = std::sync::atomic::AtomicBool::new(false);
     let logs = verify_db(store, &never)?;
     let problem = logs.iter().find_map(|l| {
-        let p = l.report.problem.as_ref().map(ToString::to_string);
-        let p = p.or_else(|| l.tail_problem.clone()).or_else(|| {
-            (!l.report.gaps.is_empty()).then(|| {
-                format!(
-                    "gap records state {} record(s) not logged",
-                    l.report.records_not_logged
-                )
-            })
-        });
-        p.map(|p| format!("log {}: {p}", l.log_id))
+        let p = l.tail_problem.clone().filter(|_| l.report.intact());
+        p.or_else(|| chain_problem(&l.report))
+            .map(|p| format!("log {}: {p}", l.log_id))
     });
-    Ok(ActivityReport {
+    let chain = ChainStatus {
+        verified: problem.is_none(),
+        records: logs.iter().map(|l| l.report.records).sum(),
+        first_seq: None,
+        last_seq: None,
+        problem,
+    };
+    Ok(report(q, c, chain))
+}
+
+/// The first break of a chain, or the records its gap records state were
+/// not logged.
+fn chain_problem(v: &audit::VerifyReport) -> Option<String> {
+    v.problem.as_ref().map(ToString::to_string).or_else(|| {
+        (!v.gaps.is_empty()).then(|| {
+            format!(
+                "gap records state {} record(s) not logged",
+                v.records_not_logged
+            )
+        })
+    })
+}
+
+fn report(q: &ActivityQuery, c: Collected, chain: ChainStatus) -> ActivityReport {
+    ActivityReport {
         account: q.account.clone(),
         partner: q.partner.clone(),
         items: c.items,
         truncated: c.truncated,
         scanned: c.scanned,
-        chain: ChainStatus {
-            verified: problem.is_none(),
-            records: logs.iter().map(|l| l.report.records).sum(),
-            first_seq: None,
-            last_seq: None,
-            problem,
-        },
-    })
+        chain,
+    }
 }
 
 /// The activity of the account's partners in the log at `log`.
@@ -222,28 +233,14 @@ pub fn partner_activity(log: &Path, q: &ActivityQuery) -> Result<ActivityReport,
         Ok(stats.scanned)
     })?;
     let v = audit::verify(log)?;
-    let problem = v.problem.as_ref().map(ToString::to_string).or_else(|| {
-        (!v.gaps.is_empty()).then(|| {
-            format!(
-                "gap records state {} record(s) not logged",
-                v.records_not_logged
-            )
-        })
-    });
-    Ok(ActivityReport {
-        account: q.account.clone(),
-        partner: q.partner.clone(),
-        items: c.items,
-        truncated: c.truncated,
-        scanned: c.scanned,
-        chain: ChainStatus {
-            verified: v.ok(),
-            records: v.records,
-            first_seq: v.first_seq,
-            last_seq: v.last_seq,
-            problem,
-        },
-    })
+    let chain = ChainStatus {
+        verified: v.ok(),
+        records: v.records,
+        first_seq: v.first_seq,
+        last_seq: v.last_seq,
+        problem: chain_problem(&v),
+    };
+    Ok(report(q, c, chain))
 }
 
 /// A decision of a partner of `account`, judged by the principal entity of
