@@ -500,6 +500,40 @@ fn a_scoped_time_bound_partner_acts_within_its_scopes_until_its_end() {
     )
     .unwrap();
     assert!(none.items.is_empty());
+    // The same report over the log shipped into PostgreSQL.
+    if let Some(pg) = common::PgSchema::new() {
+        use partnergate::orchestrator::activity::partner_activity_db;
+        let store = partnergate_core::store::postgres::PgStore::open(&pg.url, "t").unwrap();
+        partnergate_core::audit_db::Shipper::new(&log, 100)
+            .unwrap()
+            .ship_all(&store)
+            .unwrap();
+        let from_db = partner_activity_db(&store, &q).unwrap();
+        assert!(from_db.chain.verified, "{:?}", from_db.chain);
+        assert_eq!(
+            serde_json::to_value(&from_db.items).unwrap(),
+            serde_json::to_value(&r.items).unwrap()
+        );
+        let all_db = partner_activity_db(
+            &store,
+            &ActivityQuery {
+                partner: None,
+                ..q.clone()
+            },
+        );
+        assert_eq!(all_db.unwrap().items.len(), 4);
+        // A row edited in the database: the report says so.
+        let mut c = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+        c.execute(
+            "UPDATE audit_records SET record = replace(record, '\"Deny\"', '\"Allow\"')
+             WHERE seq = (SELECT min(seq) FROM audit_records WHERE record LIKE '%\"Deny\"%')",
+            &[],
+        )
+        .unwrap();
+        let tampered = partner_activity_db(&store, &q).unwrap();
+        assert!(!tampered.chain.verified);
+        assert!(tampered.chain.problem.unwrap().contains("edited"));
+    }
     // An edited record: the report says the chain did not verify.
     let text = std::fs::read_to_string(&log).unwrap();
     std::fs::write(&log, text.replacen("\"Deny\"", "\"Allow\"", 1)).unwrap();

@@ -54,6 +54,10 @@ pub enum AuditCommand {
     /// partners (or one of them) in a time range, with the reasons, and
     /// whether the chain verified (a table, or JSON with --json).
     PartnerActivity(PartnerActivityArgs),
+    /// Copy a log's records that the database does not hold yet into
+    /// PostgreSQL (resumes where the database says it stopped; nothing
+    /// twice). For the files of stopped replicas; `serve` ships its own.
+    Ship(super::audit_pg::ShipArgs),
     /// Write synthetic decision records as fast as possible (testing and
     /// throughput measurement).
     #[command(hide = true)]
@@ -68,6 +72,10 @@ pub struct PartnerActivityArgs {
     /// The account whose partners' activity to report.
     #[arg(long)]
     pub account: String,
+    /// Report over every log shipped into this PostgreSQL database instead
+    /// of a file (every replica's records).
+    #[arg(long = "pg")]
+    pub pg: Option<String>,
     /// One partner: 'User::"pat"' or just pat (default: every partner).
     #[arg(long)]
     pub partner: Option<String>,
@@ -87,6 +95,10 @@ pub struct VerifyArgs {
     /// The log (its rotated siblings PATH.1, PATH.2, ... are included)
     #[arg(default_value = DEFAULT_PATH)]
     pub path: PathBuf,
+    /// Verify every log shipped into this PostgreSQL database instead of a
+    /// file (each replica's chain, with its gaps).
+    #[arg(long = "pg")]
+    pub pg: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -97,6 +109,10 @@ pub struct QueryArgs {
     /// The log (its rotated siblings PATH.1, PATH.2, ... are included)
     #[arg(default_value = DEFAULT_PATH)]
     pub path: PathBuf,
+    /// Query every log shipped into this PostgreSQL database instead of a
+    /// file (every replica's records, oldest first).
+    #[arg(long = "pg")]
+    pub pg: Option<String>,
     /// Principal (or actor of a change): 'User::"alice"' or just alice.
     #[arg(long)]
     pub principal: Option<String>,
@@ -317,6 +333,7 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         AuditCommand::Query(a) => run_query(a, out, err),
         AuditCommand::Replay(a) => run_replay(a, out, err),
         AuditCommand::PartnerActivity(a) => run_partner_activity(a, out),
+        AuditCommand::Ship(a) => super::audit_pg::run_ship(a, out).map(|()| EXIT_OK),
         AuditCommand::Stress(a) => run_stress(a, out),
     };
     match result {
@@ -347,7 +364,13 @@ fn run_partner_activity(a: &PartnerActivityArgs, out: &mut dyn Write) -> CmdResu
         since: a.since,
         until: a.until,
     };
-    let report = activity::partner_activity(&a.path, &q)?;
+    let report = match &a.pg {
+        Some(url) => {
+            let store = partnergate_core::store::postgres::PgStore::open(url, "audit-cli")?;
+            activity::partner_activity_db(&store, &q)?
+        }
+        None => activity::partner_activity(&a.path, &q)?,
+    };
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -357,6 +380,16 @@ fn run_partner_activity(a: &PartnerActivityArgs, out: &mut dyn Write) -> CmdResu
 }
 
 fn run_verify(a: &VerifyArgs, out: &mut dyn Write) -> CmdResult {
+    if let Some(url) = &a.pg {
+        let v = super::audit_pg::run_verify_db(url, a.json, out)?;
+        return Ok(if !v.intact {
+            EXIT_BROKEN
+        } else if v.gaps {
+            EXIT_GAP
+        } else {
+            EXIT_OK
+        });
+    }
     let report = chain::verify(&a.path)?;
     if a.json {
         writeln!(
@@ -505,6 +538,10 @@ fn run_query(a: &QueryArgs, out: &mut dyn Write, err: &mut dyn Write) -> CmdResu
             "{:>7}  {:<27}  {:<8}  {:<8}  {:<24}  {:<32}  {:<24}  POLICY VERSION",
             "SEQ", "TS", "KIND", "DECISION", "PRINCIPAL/ACTOR", "ACTION/OPERATION", "RESOURCE"
         )?;
+    }
+    if let Some(url) = &a.pg {
+        super::audit_pg::run_query_db(url, &filter, a.json, a.with_entities, &table_row, out, err)?;
+        return Ok(EXIT_OK);
     }
     let stats = query::query(
         &a.path,

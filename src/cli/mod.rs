@@ -4,7 +4,8 @@
 //! decision logic lives here.
 //!
 //! One file per command (`check`, `authorize`, `test`, `fmt`, `serve`,
-//! `import`, `prove`, `audit`, `partners`, `search`); what they share is in
+//! `import`, `prove`, `audit` (its database side in `audit_pg`), `partners`,
+//! `search`); what they share is in
 //! `common` (exit codes, default paths, [`CliError`]) and `pack_args` (the
 //! pack and limit flags, loading a pack). No command file names this one or
 //! another command's file (except the `--audit-*` flags of `audit`).
@@ -13,6 +14,7 @@
 //! Deny (`authorize`), 3 validation failed (`check`).
 
 pub mod audit;
+pub mod audit_pg;
 pub mod authorize;
 pub mod check;
 pub mod common;
@@ -64,7 +66,7 @@ pub enum Command {
     /// Format the policy files (cedar-policy-formatter).
     Fmt(fmt::FmtArgs),
     /// Run the HTTP authorization sidecar (hot-reloads the policies).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Bulk-load Cedar entity JSON into the store of a data directory.
     Import(import::ImportArgs),
     /// Prove invariants (ceilings, floors, never-errors) for every request and entity store, with cvc5.
@@ -91,7 +93,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Authorize(a) => authorize::run_authorize(&a, out, err),
         Command::Test(a) => test::run_test(&a, out, err),
         Command::Fmt(a) => fmt::run_fmt(&a, out, err),
-        Command::Serve(a) => serve::run_serve(a, err),
+        Command::Serve(a) => serve::run_serve(*a, err),
         Command::Import(a) => import::run_import(&a, out, err),
         Command::Prove(a) => prove::run_prove(&a, out, err).map_err(CliError::from),
         Command::Audit(a) => return audit::run(&a, out, err),
@@ -126,7 +128,7 @@ mod tests {
         else {
             panic!("not serve");
         };
-        let from_flags = serve_config(args).unwrap();
+        let from_flags = serve_config(*args).unwrap();
         let default = partnergate_server::ServeConfig::default();
         let view = |c: &partnergate_server::ServeConfig| {
             format!(

@@ -103,6 +103,17 @@ pub struct ServeArgs {
     /// a failing log is counted, shown and stated by a gap record instead.
     #[arg(long, env = "PARTNERGATE_AUDIT_REQUIRED")]
     pub audit_required: bool,
+    /// Do not ship the decision log into PostgreSQL (by default a server
+    /// whose --store is PostgreSQL copies its log file there, for `audit
+    /// verify --pg` and `audit query --pg` over every replica).
+    #[arg(long, env = "PARTNERGATE_NO_AUDIT_SHIP")]
+    pub no_audit_ship: bool,
+    /// The pause between shipping rounds that found nothing to ship.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub audit_ship_interval_ms: u64,
+    /// Records per shipping transaction.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub audit_ship_batch: u64,
     /// What request `entities` and AuthZEN `properties` may do: `add` (only
     /// facts the store does not hold), `override` (replace stored facts),
     /// `deny` (refuse them).
@@ -229,6 +240,9 @@ pub fn serve_config(a: ServeArgs) -> Result<partnergate_server::ServeConfig, Str
             .unwrap_or_else(partnergate_server::default_replica_id),
         audit: audit_config(&a.audit, &a.data_dir),
         audit_required: a.audit_required,
+        audit_ship: !a.no_audit_ship,
+        audit_ship_interval: std::time::Duration::from_millis(a.audit_ship_interval_ms),
+        audit_ship_batch: a.audit_ship_batch as usize,
         shadow_policies: a.shadow_policies,
         limits: a.limits.limits(),
         header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),

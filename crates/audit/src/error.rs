@@ -38,6 +38,15 @@ pub enum AuditError {
         /// What is wrong with it.
         message: String,
     },
+    /// A log's records do not continue the chain a copy of it holds (records
+    /// missing, or the log repaired or edited after they were copied).
+    #[error("{location}: {message}")]
+    Diverged {
+        /// The first record that does not continue the copy.
+        location: Location,
+        /// What does not match.
+        message: String,
+    },
     /// The writer thread could not be spawned.
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(std::io::Error),

@@ -258,16 +258,9 @@ struct Slices(FileSlices<Box<RawValue>>);
 impl Slices {
     fn see(&mut self, location: &Location, line: &str) {
         self.0.at(location);
-        if !line.contains("\"entities\":") {
-            return;
-        }
-        if let Ok(Carried {
-            entities_hash: Some(h),
-            entities: Some(e),
-        }) = serde_json::from_str::<Carried>(line)
-        {
+        if let Some((h, e)) = carried_slice(line) {
             if self.0.get(&h).is_none() {
-                self.0.insert(h, e.to_owned());
+                self.0.insert(h, e);
             }
         }
     }
@@ -276,23 +269,46 @@ impl Slices {
     /// when the record already has them or the slice is not known.
     fn resolve(&self, line: &str, head: &Head) -> Option<String> {
         let raw = self.0.get(head.entities_hash.as_deref()?)?;
-        let record: Map<String, Value> = serde_json::from_str(line).ok()?;
-        if record.contains_key("entities") {
-            return None;
-        }
-        let entities: Value = serde_json::from_str(raw.get()).ok()?;
-        let mut out = Map::new();
-        let mut entities = Some(entities);
-        for (k, v) in record {
-            if k == "entities_hash" {
-                if let Some(e) = entities.take() {
-                    out.insert("entities".into(), e);
-                }
-            }
-            out.insert(k, v);
-        }
-        serde_json::to_string(&out).ok()
+        with_slice(line, raw)
     }
+}
+
+/// The slice a decision record carries inline (`entities`), by its
+/// `entities_hash`, as raw JSON; None when it carries none.
+pub fn carried_slice(line: &str) -> Option<(String, Box<RawValue>)> {
+    if !line.contains("\"entities\":") {
+        return None;
+    }
+    match serde_json::from_str::<Carried>(line) {
+        Ok(Carried {
+            entities_hash: Some(h),
+            entities: Some(e),
+        }) => Some((h, e.to_owned())),
+        _ => None,
+    }
+}
+
+/// `line` with the slice `raw` put back as `entities` in front of its
+/// `entities_hash`, or None when the record already has them (or does not
+/// parse). Such a line is for reading: its `hash` covers the record as
+/// written.
+pub fn with_slice(line: &str, raw: &RawValue) -> Option<String> {
+    let record: Map<String, Value> = serde_json::from_str(line).ok()?;
+    if record.contains_key("entities") {
+        return None;
+    }
+    let entities: Value = serde_json::from_str(raw.get()).ok()?;
+    let mut out = Map::new();
+    let mut entities = Some(entities);
+    for (k, v) in record {
+        if k == "entities_hash" {
+            if let Some(e) = entities.take() {
+                out.insert("entities".into(), e);
+            }
+        }
+        out.insert(k, v);
+    }
+    serde_json::to_string(&out).ok()
 }
 
 /// Stream the log at `path` through `filter`, calling `on_match` with the

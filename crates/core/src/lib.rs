@@ -1,6 +1,7 @@
 //! The core: entity stores ([`store`]: SQLite, PostgreSQL), the in-memory
 //! [`directory`] of entities, hot [`reload`] of the policy pack,
-//! [`authz`], the decision path every adapter calls, [`changes`] (change
+//! [`authz`], the decision path every adapter calls, [`audit_db`] (decision
+//! logs shipped into PostgreSQL, verified and queried there), [`changes`] (change
 //! records kept with their writes until the log holds them), and [`runtime`], the
 //! builder that wires a pack, a store and a decision log into it once.
 //!
@@ -10,6 +11,7 @@
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
+pub mod audit_db;
 pub mod authz;
 pub mod cache;
 pub mod changes;

@@ -11,6 +11,11 @@
 //! account (so a partner dismissed since still shows); a change counts when
 //! the decision that permitted it does.
 //!
+//! [`partner_activity_db`] makes the same report over every replica's log
+//! shipped into PostgreSQL (`partnergate_core::audit_db`: the query with
+//! each decision's slice resolved within its log, and the chain check of
+//! every log).
+//!
 //! Owns [`ActivityQuery`] and [`ActivityReport`]; it never knows HTTP or the
 //! command line.
 
@@ -109,10 +114,23 @@ pub enum ActivityError {
     /// The log could not be read (absent, unreadable, a malformed line).
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    /// The shipped logs could not be read from the database.
+    #[error(transparent)]
+    Database(#[from] partnergate_core::audit_db::ShipError),
 }
 
-/// The activity of the account's partners in the log at `log`.
-pub fn partner_activity(log: &Path, q: &ActivityQuery) -> Result<ActivityReport, ActivityError> {
+/// The items of the records `run` streams (each line with its slice) to
+/// the callback it is given; `run` returns the records scanned.
+struct Collected {
+    items: Vec<ActivityItem>,
+    truncated: bool,
+    scanned: u64,
+}
+
+fn collect(
+    q: &ActivityQuery,
+    run: impl FnOnce(&Filter, &mut dyn FnMut(&str, &Head)) -> Result<u64, ActivityError>,
+) -> Result<Collected, ActivityError> {
     let filter = Filter {
         principal: q.partner.clone(),
         since: q.since,
@@ -122,7 +140,7 @@ pub fn partner_activity(log: &Path, q: &ActivityQuery) -> Result<ActivityReport,
     let mut items = Vec::new();
     let mut truncated = false;
     let mut permitted: HashSet<String> = HashSet::new();
-    let stats = audit::query::query(log, &filter, true, |_, line, head: &Head| {
+    let scanned = run(&filter, &mut |line, head: &Head| {
         let item = match head.kind {
             Some(Kind::Decision) => decision_item(line, head, &q.account),
             Some(Kind::Change) => change_item(line, head, &permitted),
@@ -138,32 +156,91 @@ pub fn partner_activity(log: &Path, q: &ActivityQuery) -> Result<ActivityReport,
                 truncated = true;
             }
         }
-        Ok::<(), ()>(())
-    })?
-    .unwrap_or_default();
-    let v = audit::verify(log)?;
-    let problem = v.problem.as_ref().map(ToString::to_string).or_else(|| {
+    })?;
+    Ok(Collected {
+        items,
+        truncated,
+        scanned,
+    })
+}
+
+/// The activity of the account's partners in every log shipped into the
+/// database of `store`, oldest first; the chain status covers every log
+/// (verified when each is unbroken, ends where it was shipped and states
+/// no gap).
+pub fn partner_activity_db(
+    store: &partnergate_core::store::postgres::PgStore,
+    q: &ActivityQuery,
+) -> Result<ActivityReport, ActivityError> {
+    use partnergate_core::audit_db::{query_db, verify_db};
+    let c = collect(q, |filter, on| {
+        let stats = query_db(store, filter, true, |_, line, head| {
+            on(line, head);
+            Ok::<(), ()>(())
+        })?
+        .unwrap_or_default();
+        Ok(stats.scanned)
+    })?;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let logs = verify_db(store, &never)?;
+    let problem = logs.iter().find_map(|l| {
+        let p = l.tail_problem.clone().filter(|_| l.report.intact());
+        p.or_else(|| chain_problem(&l.report))
+            .map(|p| format!("log {}: {p}", l.log_id))
+    });
+    let chain = ChainStatus {
+        verified: problem.is_none(),
+        records: logs.iter().map(|l| l.report.records).sum(),
+        first_seq: None,
+        last_seq: None,
+        problem,
+    };
+    Ok(report(q, c, chain))
+}
+
+/// The first break of a chain, or the records its gap records state were
+/// not logged.
+fn chain_problem(v: &audit::VerifyReport) -> Option<String> {
+    v.problem.as_ref().map(ToString::to_string).or_else(|| {
         (!v.gaps.is_empty()).then(|| {
             format!(
                 "gap records state {} record(s) not logged",
                 v.records_not_logged
             )
         })
-    });
-    Ok(ActivityReport {
+    })
+}
+
+fn report(q: &ActivityQuery, c: Collected, chain: ChainStatus) -> ActivityReport {
+    ActivityReport {
         account: q.account.clone(),
         partner: q.partner.clone(),
-        items,
-        truncated,
-        scanned: stats.scanned,
-        chain: ChainStatus {
-            verified: v.ok(),
-            records: v.records,
-            first_seq: v.first_seq,
-            last_seq: v.last_seq,
-            problem,
-        },
-    })
+        items: c.items,
+        truncated: c.truncated,
+        scanned: c.scanned,
+        chain,
+    }
+}
+
+/// The activity of the account's partners in the log at `log`.
+pub fn partner_activity(log: &Path, q: &ActivityQuery) -> Result<ActivityReport, ActivityError> {
+    let c = collect(q, |filter, on| {
+        let stats = audit::query::query(log, filter, true, |_, line, head: &Head| {
+            on(line, head);
+            Ok::<(), ()>(())
+        })?
+        .unwrap_or_default();
+        Ok(stats.scanned)
+    })?;
+    let v = audit::verify(log)?;
+    let chain = ChainStatus {
+        verified: v.ok(),
+        records: v.records,
+        first_seq: v.first_seq,
+        last_seq: v.last_seq,
+        problem: chain_problem(&v),
+    };
+    Ok(report(q, c, chain))
 }
 
 /// A decision of a partner of `account`, judged by the principal entity of

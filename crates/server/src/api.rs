@@ -280,7 +280,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .and_then(|r| r.map_err(|e| e.to_string()));
     let pack = state.authz.evaluator().current();
     metrics::gauge!("partnergate_store_up").set(if store.is_ok() { 1.0 } else { 0.0 });
-    let (audit, audit_not_ready) = audit_status(&state);
+    let (mut audit, audit_not_ready) = audit_status(&state);
+    if let (Some(ship), Some(obj)) = (&state.audit_ship, audit.as_object_mut()) {
+        obj.insert("ship".into(), json!(ship.snapshot()));
+    }
     if audit_not_ready {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

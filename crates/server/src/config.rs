@@ -54,6 +54,13 @@ pub struct ServeConfig {
     pub audit: Option<partnergate_audit::AuditConfig>,
     /// Refuse (503) a decision whose log record cannot be made durable.
     pub audit_required: bool,
+    /// Ship the decision log file into PostgreSQL when the store is
+    /// PostgreSQL (`--no-audit-ship`: off).
+    pub audit_ship: bool,
+    /// The pause between shipping rounds that found nothing more to ship.
+    pub audit_ship_interval: Duration,
+    /// Records per shipping transaction.
+    pub audit_ship_batch: usize,
     /// A candidate policy directory evaluated beside the live one (shadow mode).
     pub shadow_policies: Option<PathBuf>,
     /// Sizes and nesting of policy files refused before parsing.
@@ -145,6 +152,9 @@ impl Default for ServeConfig {
             replica: partnergate_core::runtime::default_replica_id(),
             audit: None,
             audit_required: false,
+            audit_ship: true,
+            audit_ship_interval: Duration::from_millis(1000),
+            audit_ship_batch: 1000,
             shadow_policies: None,
             limits: partnergate_policy::prescan::PackLimits::default(),
             header_timeout: Duration::from_millis(defaults::HEADER_TIMEOUT_MS),

@@ -55,6 +55,35 @@ pub struct Sidecar {
     pub shadow_watch: Option<reload::WatchHandle>,
     /// The sweep of ended partner access (dropping it stops it).
     pub sweeper: Option<partnergate_orchestrator::sweep::Sweeper>,
+    /// The shipper of the decision log into PostgreSQL (dropping it stops
+    /// it after its current transaction).
+    pub shipper: Option<partnergate_core::audit_db::ShipThread>,
+}
+
+/// Start the shipper thread when the store is PostgreSQL, the log is a
+/// file and shipping is not turned off.
+fn start_shipper(
+    config: &ServeConfig,
+) -> Result<Option<partnergate_core::audit_db::ShipThread>, ServeError> {
+    let partnergate_core::store::StoreSpec::Postgres(url) = &config.store else {
+        return Ok(None);
+    };
+    let Some(partnergate_audit::Sink::File(log)) = config.audit.as_ref().map(|a| &a.sink) else {
+        return Ok(None);
+    };
+    if !config.audit_ship {
+        return Ok(None);
+    }
+    let thread = partnergate_core::audit_db::ShipThread::start(
+        partnergate_core::audit_db::ShipThreadConfig {
+            log: log.clone(),
+            url: url.clone(),
+            replica: config.replica.clone(),
+            interval: config.audit_ship_interval,
+            batch: config.audit_ship_batch,
+        },
+    )?;
+    Ok(Some(thread))
 }
 
 /// Load policies, open the store and build the state (no socket yet).
@@ -89,7 +118,9 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         orchestrator.clone(),
         config.partner_sweep,
     )?;
-    let state = app_state(config, wired.authz, orchestrator, token, metrics, search);
+    let shipper = start_shipper(config)?;
+    let mut state = app_state(config, wired.authz, orchestrator, token, metrics, search);
+    state.audit_ship = shipper.as_ref().map(|s| s.status());
     let state = Arc::new(state);
     Ok(Sidecar {
         state,
@@ -98,6 +129,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         feed: wired.feed,
         shadow_watch: wired.shadow_watch,
         sweeper: Some(sweeper),
+        shipper,
     })
 }
 
@@ -150,6 +182,7 @@ fn app_state(
             .console
             .then(|| crate::state::ConsoleSettings::of(config)),
         verify_gate: Arc::default(),
+        audit_ship: None,
     }
 }
 
@@ -224,6 +257,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     drop(sidecar.watch);
     drop(sidecar.shadow_watch);
     drop(sidecar.feed);
+    drop(sidecar.shipper);
     if let Some(log) = sidecar.state.authz.audit() {
         log.shutdown();
     }

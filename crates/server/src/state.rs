@@ -37,6 +37,8 @@ pub struct AppState {
     /// The decision log file, if decisions are logged to one (the partner
     /// activity report reads it).
     pub audit_path: Option<PathBuf>,
+    /// The shipper of the decision log into PostgreSQL, when it runs.
+    pub audit_ship: Option<Arc<partnergate_core::audit_db::ShipStatus>>,
     /// The web console's inputs, when it is served (`--no-console`: None).
     pub console: Option<ConsoleSettings>,
     /// The console's chain checks: one at a time, stopped with the server.

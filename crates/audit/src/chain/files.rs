@@ -82,6 +82,20 @@ pub struct Line {
     pub terminated: bool,
 }
 
+/// A source of log lines in chain order: the files of a log
+/// ([`LineReader`]), or records read back from elsewhere (a database), so
+/// that one [`verify`](super::verify) checks them all.
+pub trait Lines {
+    /// The next line, `None` at the end.
+    fn next_line(&mut self) -> Result<Option<Line>, AuditError>;
+}
+
+impl Lines for LineReader {
+    fn next_line(&mut self) -> Result<Option<Line>, AuditError> {
+        LineReader::next_line(self)
+    }
+}
+
 impl LineReader {
     /// Read the chain of the log at `path`. Fails if no file exists.
     pub fn open(path: &Path) -> Result<Self, AuditError> {

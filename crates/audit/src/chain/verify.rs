@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
-use super::files::{chain_files, Line, LineReader};
+use super::files::{chain_files, Line, LineReader, Lines};
 use super::link::{parse_link, Link};
 use super::report::{BreakKind, ChainBreak, GapFound, RetentionFound, VerifyReport};
 use crate::error::AuditError;
@@ -59,8 +59,19 @@ pub fn verify_until(path: &Path, stop: &AtomicBool) -> Result<Option<VerifyRepor
             io::Error::new(io::ErrorKind::NotFound, "no such log file"),
         ));
     }
-    let mut report = empty_report(files.clone());
-    let mut reader = LineReader::from_files(files);
+    let mut reader = LineReader::from_files(files.clone());
+    verify_lines(files, &mut reader, stop)
+}
+
+/// [`verify_until`] over any source of lines in chain order (records read
+/// back from a database, say), reported as over `files` (none for such a
+/// source). The same checks, the same classification of the first break.
+pub fn verify_lines(
+    files: Vec<PathBuf>,
+    reader: &mut dyn Lines,
+    stop: &AtomicBool,
+) -> Result<Option<VerifyReport>, AuditError> {
+    let mut report = empty_report(files);
     let mut prev: Option<Link> = None;
     // A first record that is not the genesis: kept until a retention record
     // names it.
@@ -105,7 +116,7 @@ pub fn verify_until(path: &Path, stop: &AtomicBool) -> Result<Option<VerifyRepor
                 report.problem = Some(unstated_start(start, &report.retentions));
                 return Ok(Some(report));
             }
-            report.problem = Some(classify(prev.as_ref(), &link, &mut reader, stop));
+            report.problem = Some(classify(prev.as_ref(), &link, reader, stop));
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
@@ -244,7 +255,7 @@ fn read_link(line: &Line) -> Result<(Link, Option<Stated>), ChainBreak> {
 /// Classify the break between `p` (the last good record, None at the start)
 /// and `r` (whose own hash is valid), looking ahead for the record that
 /// really follows `p`.
-fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader, stop: &AtomicBool) -> ChainBreak {
+fn classify(p: Option<&Link>, r: &Link, reader: &mut dyn Lines, stop: &AtomicBool) -> ChainBreak {
     let (p_seq, p_hash) = match p {
         Some(p) => (p.seq, p.hash.as_str()),
         None => (0, GENESIS_HASH),
@@ -271,7 +282,7 @@ fn classify(p: Option<&Link>, r: &Link, reader: &mut LineReader, stop: &AtomicBo
 }
 
 /// Read ahead for the record chained to `p_hash` (the true successor).
-fn find_successor(reader: &mut LineReader, p_hash: &str, stop: &AtomicBool) -> Option<Link> {
+fn find_successor(reader: &mut dyn Lines, p_hash: &str, stop: &AtomicBool) -> Option<Link> {
     while let Ok(Some(line)) = reader.next_line() {
         if stop.load(Ordering::Relaxed) {
             return None;

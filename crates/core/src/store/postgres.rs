@@ -92,6 +92,28 @@ const MIGRATIONS: &[&str] = &[
     // their sequence (writes of different accounts commit concurrently)
     "ALTER TABLE entity_changes ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
      CREATE INDEX entity_changes_by_xid ON entity_changes(xid);",
+    // 8: the decision logs shipped by their replicas (`crate::audit_db`):
+    // how far each log is copied, and its records, partitioned by day (the
+    // shipper creates each day's partition before inserting into it).
+    "CREATE TABLE audit_logs (
+        log_id TEXT PRIMARY KEY,
+        replica TEXT,
+        head_seq BIGINT NOT NULL DEFAULT 0,
+        head_hash TEXT,
+        shipped_at TIMESTAMPTZ NOT NULL DEFAULT now()
+     );
+     CREATE TABLE audit_records (
+        log_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        ts TIMESTAMPTZ NOT NULL,
+        replica TEXT,
+        kind TEXT,
+        hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (log_id, seq, ts)
+     ) PARTITION BY RANGE (ts);
+     CREATE INDEX audit_records_by_ts ON audit_records(ts);",
 ];
 
 /// The migration (1-based) that added the `refs` column.
