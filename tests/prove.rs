@@ -209,7 +209,7 @@ fn the_shipped_pack_proves() {
     assert!(kinds.iter().filter(|k| **k == "floor").count() >= 2);
     for r in results {
         assert!(r["millis"].as_f64().is_some(), "time per invariant: {r}");
-        assert_eq!(r["environments"], 16, "every request environment: {r}");
+        assert_eq!(r["environments"], 18, "every request environment: {r}");
     }
     assert!(!pack.cex_dir().exists(), "nothing written when all hold");
 
