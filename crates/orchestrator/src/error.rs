@@ -68,8 +68,12 @@ pub enum ConflictCode {
     /// A renewal of a partner whose access has ended or who is dismissed
     /// (rehire them instead).
     AccessEnded,
-    /// A renewal or an end of a user who is not a partner.
+    /// A renewal, an end, a suspension or a resume of a user who is not a partner.
     NotPartner,
+    /// A suspension of a partner already suspended.
+    AlreadySuspended,
+    /// A resume of a partner who is not suspended.
+    NotSuspended,
 }
 
 impl ConflictCode {
@@ -85,6 +89,8 @@ impl ConflictCode {
             ConflictCode::RegistryChanged => "registry_changed",
             ConflictCode::AccessEnded => "access_ended",
             ConflictCode::NotPartner => "not_a_partner",
+            ConflictCode::AlreadySuspended => "already_suspended",
+            ConflictCode::NotSuspended => "not_suspended",
         }
     }
 }
