@@ -420,6 +420,38 @@ fn a_blanket_permit_is_caught() {
     );
 }
 
+/// A suspension that stops only the partner's admin actions (a planted
+/// widening: viewing the account stays allowed) is caught by
+/// `partner-never-acts-while-suspended`, and the counterexample replays to
+/// the Allow.
+#[test]
+fn a_suspension_that_lets_the_partner_view_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "30-partners.cedar",
+        "partner-suspended",
+        "  action,\n",
+        "  action in Action::\"administer\",\n",
+    );
+    assert_caught(&pack, "partner-never-acts-while-suspended");
+}
+
+/// Without the forbid on partners suspending, a partner with the users
+/// scope could suspend (its permit covers the `administer` group):
+/// `partner-never-suspends` catches it.
+#[test]
+fn removed_partner_suspend_restriction_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.delete("30-partners.cedar", "partner-no-suspend");
+    assert_caught(&pack, "partner-never-suspends");
+}
+
 #[test]
 fn removed_unverified_partner_guard_is_caught() {
     if !cvc5_installed() {
@@ -541,7 +573,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 21);
+    assert_eq!(policies.len(), 24);
     policies.reverse();
     let text = policies
         .join("\n\n")
