@@ -452,6 +452,24 @@ fn removed_partner_suspend_restriction_is_caught() {
     assert_caught(&pack, "partner-never-suspends");
 }
 
+/// A strong sign-in that accepts any sign-in method (a planted widening:
+/// `context has amr` alone) is caught by
+/// `partner-signs-in-strongly-when-required`.
+#[test]
+fn a_strong_sign_in_that_accepts_any_method_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "30-partners.cedar",
+        "partner-requires-strong-sign-in",
+        "unless { context has amr && context.amr.contains(\"mfa\") }",
+        "unless { context has amr }",
+    );
+    assert_caught(&pack, "partner-signs-in-strongly-when-required");
+}
+
 #[test]
 fn removed_unverified_partner_guard_is_caught() {
     if !cvc5_installed() {
@@ -573,7 +591,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 24);
+    assert_eq!(policies.len(), 25);
     policies.reverse();
     let text = policies
         .join("\n\n")
