@@ -360,7 +360,7 @@ fn suspend_and_resume_over_http() {
         "the seat stays taken: {seats}"
     );
     assert_eq!(seats["suspended_partners"], 1, "{seats}");
-    assert_eq!(before["suspended_partners"], 0, "{before}");
+    assert!(before.get("suspended_partners").is_none(), "none: {before}");
 
     let (s, b) = post(&server, &resume, &json!({"actor": bob}));
     assert_eq!(s, 403, "{b}");

@@ -36,10 +36,17 @@ pub struct Seats {
     pub administrators: usize,
     /// Partner users holding a seat (invited or active).
     pub partners: usize,
-    /// Of those, the suspended ones (a suspended partner keeps its seat).
+    /// Of those, the suspended ones (a suspended partner keeps its seat);
+    /// left out of the JSON when none is, so the answer's shape is the one
+    /// clients knew before suspensions.
+    #[serde(skip_serializing_if = "is_zero")]
     pub suspended_partners: usize,
     /// The serving `max_active_partners`: most partner seats per account.
     pub partner_limit: u32,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The result of a write: the user it made or changed, and the partner it
