@@ -10,41 +10,14 @@ mod common;
 use common::{Server, Workspace};
 use serde_json::{json, Value};
 
-/// A POST with the bearer token.
-fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = server
-        .client
-        .post(server.url(path))
-        .bearer_auth(&server.token)
-        .json(body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
-
 #[test]
 fn a_partner_without_a_strong_sign_in_is_denied_where_the_account_requires_it() {
     let ws = Workspace::new();
     let server = Server::start(&ws, &[]);
     server.load_demo();
-    let (s, _) = server.put(
-        "/v1/partner-companies/goldco",
-        &json!({"name": "GoldCo", "status": "gold", "certified": true,
-                "emails": ["ann@goldco.example"]}),
-    );
-    assert_eq!(s, 200);
-    let (s, b) = post(
-        &server,
-        "/v1/accounts/acme/partners",
-        &json!({"actor": "owner", "email": "ann@goldco.example", "scopes": ["users", "settings"]}),
-    );
-    assert_eq!(s, 201, "{b}");
-    let ann = b["user"]["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        post(&server, &format!("/v1/users/{ann}/accept"), &json!({})).0,
-        200
-    );
+    let ann = server
+        .goldco_partners(&["ann"], &["users", "settings"])
+        .remove(0);
     let principal = format!("User::\"{ann}\"");
     let ask = |who: &str, amr: Option<&[&str]>, entities: Option<Value>| {
         let mut q = json!({"principal": who, "action": "Action::\"configure_account\"",
@@ -103,8 +76,7 @@ fn a_partner_without_a_strong_sign_in_is_denied_where_the_account_requires_it() 
 
     // The orchestrator's endpoints carry no sign-in: a partner actor is
     // refused there while the account requires it (fail closed).
-    let (s, b) = post(
-        &server,
+    let (s, b) = server.post_with_token(
         "/v1/accounts/acme/users",
         &json!({"actor": ann, "email": "new@acme.example"}),
     );
@@ -113,8 +85,7 @@ fn a_partner_without_a_strong_sign_in_is_denied_where_the_account_requires_it() 
         (403, Some("policy_denied")),
         "{b}"
     );
-    let (s, b) = post(
-        &server,
+    let (s, b) = server.post_with_token(
         "/v1/accounts/acme/users",
         &json!({"actor": "owner", "email": "new@acme.example"}),
     );

@@ -9,67 +9,29 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::entities::{account, user};
 use common::{Server, Workspace};
 use partnergate::authz::Query;
 use partnergate::clock::ManualClock;
 use partnergate::orchestrator::access::AccessRequest;
-use partnergate::orchestrator::store::RegistryCompany;
 use partnergate::orchestrator::{Orchestrator, OrchestratorError, UserStatus, WriteScope};
-use partnergate::policies::PackSource;
-use partnergate::runtime::{Runtime, Wired};
+use partnergate::runtime::Wired;
 use partnergate::store::StoreSpec;
 use serde_json::{json, Value};
 
 /// 2027-01-01T00:00:00Z.
 const T: i64 = 1_798_761_600_000;
 
-/// The orchestrator over the shipped pack, on `store`, logging to
-/// `dir/decisions.jsonl`, reading `clock`.
 fn open(store: StoreSpec, dir: &Path, clock: &Arc<ManualClock>) -> (Orchestrator, Wired) {
-    let root = common::repo();
-    let source = PackSource::new(
-        root.join("policies"),
-        Some(root.join("schemas/partnergate.cedarschema")),
-    );
-    let runtime = Runtime::new(source)
-        .store(store, dir)
-        .audit(Some(partnergate::audit::AuditConfig::file(
-            dir.join("decisions.jsonl"),
-        )))
-        .clock(clock.clone());
-    let (runtime, quotas) = partnergate::orchestrator::runtime::with_quotas(runtime).unwrap();
-    let wired = runtime.build().unwrap();
-    let orch = partnergate::orchestrator::runtime::orchestrator(&wired, quotas);
-    (orch, wired)
+    common::orchestrated::open(store, dir, (None, "decisions.jsonl"), clock)
 }
 
 /// Account acme (owner admin, emma employee) and the Gold company goldco.
 fn seed(o: &Orchestrator) {
-    o.authz()
-        .put_entities(
-            "test",
-            None,
-            json!([
-                account("acme", Some("Acme")),
-                user("owner", "acme").admin(true).json(),
-                user("emma", "acme").json()
-            ]),
-        )
-        .unwrap();
     let emails = ["ann", "bob", "cat", "dan"]
         .iter()
         .map(|n| format!("{n}@goldco.example"))
         .collect();
-    o.with(WriteScope::default())
-        .put_companies(vec![RegistryCompany {
-            id: "goldco".into(),
-            name: "GoldCo".into(),
-            status: "gold".into(),
-            certified: true,
-            emails,
-        }])
-        .unwrap();
+    common::orchestrated::seed_acme(o, emails);
 }
 
 /// Invite `name`@goldco.example with the users and settings scopes for a
@@ -241,19 +203,6 @@ fn a_suspended_partner_does_nothing_and_keeps_its_seat_on_postgres() {
     assert_eq!(suspension_records(dir.path()).len(), 3);
 }
 
-/// A POST with the bearer token.
-fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = server
-        .client
-        .post(server.url(path))
-        .bearer_auth(&server.token)
-        .json(body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
-
 /// Over HTTP: a partner's suspend refused (403), the owner's (200), the
 /// partner denied with `partner-suspended`, request data that says
 /// `suspended: false` refused (400), the list and the seats, resume.
@@ -262,49 +211,24 @@ fn suspend_and_resume_over_http() {
     let ws = Workspace::new();
     let server = Server::start(&ws, &[]);
     server.load_demo();
-    let (s, _) = server.put(
-        "/v1/partner-companies/goldco",
-        &json!({"name": "GoldCo", "status": "gold", "certified": true,
-                "emails": ["ann@goldco.example", "bob@goldco.example"]}),
-    );
-    assert_eq!(s, 200);
-    let mut ids = Vec::new();
-    for name in ["ann", "bob"] {
-        let (s, b) = post(
-            &server,
-            "/v1/accounts/acme/partners",
-            &json!({"actor": "owner", "email": format!("{name}@goldco.example"),
-                    "scopes": ["users", "settings"]}),
-        );
-        assert_eq!(s, 201, "{b}");
-        let id = b["user"]["id"].as_str().unwrap().to_string();
-        assert_eq!(
-            post(&server, &format!("/v1/users/{id}/accept"), &json!({})).0,
-            200
-        );
-        ids.push(id);
-    }
+    let ids = server.goldco_partners(&["ann", "bob"], &["users", "settings"]);
     let (ann, bob) = (&ids[0], &ids[1]);
     let (_, before) = server.get("/v1/accounts/acme/seats");
     let suspend = format!("/v1/users/{ann}/partner-access/suspend");
     let resume = format!("/v1/users/{ann}/partner-access/resume");
-    let (s, b) = post(&server, &suspend, &json!({"actor": bob}));
+    let (s, b) = server.post_with_token(&suspend, &json!({"actor": bob}));
     assert_eq!(
         (s, b["error"].as_str()),
         (403, Some("policy_denied")),
         "{b}"
     );
     assert!(b.to_string().contains("partner-no-suspend"), "{b}");
-    let (s, b) = post(
-        &server,
-        &suspend,
-        &json!({"actor": "owner", "replace": bob}),
-    );
+    let (s, b) = server.post_with_token(&suspend, &json!({"actor": "owner", "replace": bob}));
     assert_eq!(s, 400, "{b}");
-    let (s, b) = post(&server, &suspend, &json!({"actor": "owner"}));
+    let (s, b) = server.post_with_token(&suspend, &json!({"actor": "owner"}));
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["user"]["partner"]["suspended"], true, "{b}");
-    let (s, b) = post(&server, &suspend, &json!({"actor": "owner"}));
+    let (s, b) = server.post_with_token(&suspend, &json!({"actor": "owner"}));
     assert_eq!(
         (s, b["error"].as_str()),
         (409, Some("already_suspended")),
@@ -362,9 +286,9 @@ fn suspend_and_resume_over_http() {
     assert_eq!(seats["suspended_partners"], 1, "{seats}");
     assert!(before.get("suspended_partners").is_none(), "none: {before}");
 
-    let (s, b) = post(&server, &resume, &json!({"actor": bob}));
+    let (s, b) = server.post_with_token(&resume, &json!({"actor": bob}));
     assert_eq!(s, 403, "{b}");
-    let (s, b) = post(&server, &resume, &json!({"actor": "owner"}));
+    let (s, b) = server.post_with_token(&resume, &json!({"actor": "owner"}));
     assert_eq!(s, 200, "{b}");
     assert!(b["user"]["partner"].get("suspended").is_none(), "{b}");
     let d = server.ask(&principal, "configure_account", "Account::\"acme\"");
