@@ -214,6 +214,13 @@ fn suspend_and_resume_over_http() {
     let ids = server.goldco_partners(&["ann", "bob"], &["users", "settings"]);
     let (ann, bob) = (&ids[0], &ids[1]);
     let (_, before) = server.get("/v1/accounts/acme/seats");
+    // Decided (and cached: the decision cache is on by default) before the
+    // suspension; the suspension's write must make the entry miss.
+    let principal = format!("User::\"{ann}\"");
+    for _ in 0..2 {
+        let d = server.ask(&principal, "configure_account", "Account::\"acme\"");
+        assert_eq!(d["decision"], "Allow", "{d}");
+    }
     let suspend = format!("/v1/users/{ann}/partner-access/suspend");
     let resume = format!("/v1/users/{ann}/partner-access/resume");
     let (s, b) = server.post_with_token(&suspend, &json!({"actor": bob}));
@@ -235,7 +242,6 @@ fn suspend_and_resume_over_http() {
         "{b}"
     );
 
-    let principal = format!("User::\"{ann}\"");
     let d = server.ask(&principal, "configure_account", "Account::\"acme\"");
     assert_eq!(d["decision"], "Deny", "{d}");
     assert!(d.to_string().contains("partner-suspended"), "{d}");
