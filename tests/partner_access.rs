@@ -13,6 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::entities::{account, user};
+use common::orchestrator::open_pg;
 use common::{Server, Workspace};
 use partnergate::authz::Query;
 use partnergate::clock::{format_ms, Clock, ManualClock};
@@ -28,26 +29,10 @@ const DAY: i64 = 86_400_000;
 /// The orchestrator over the shipped pack, SQLite in `dir` and the
 /// decision log `dir/decisions.jsonl`, reading `clock`.
 fn open(dir: &Path, clock: &Arc<ManualClock>) -> (Orchestrator, Wired) {
-    common::orchestrated::open(
+    common::orchestrator::open(
         partnergate::store::StoreSpec::Sqlite,
         dir,
         (None, "decisions.jsonl"),
-        clock,
-    )
-}
-
-/// The orchestrator over the shipped pack and the PostgreSQL store at
-/// `url` (a replica named `replica`), logging to `dir`, reading `clock`.
-fn open_pg(
-    url: &str,
-    dir: &Path,
-    replica: &str,
-    clock: &Arc<ManualClock>,
-) -> (Orchestrator, Wired) {
-    common::orchestrated::open(
-        partnergate::store::StoreSpec::Postgres(url.to_string()),
-        dir,
-        (Some(replica), &format!("{replica}.jsonl")),
         clock,
     )
 }
@@ -60,7 +45,7 @@ fn seed(o: &Orchestrator) {
         .map(|n| format!("{n}@goldco.example"))
         .collect();
     emails.extend((0..64).map(|i| format!("g{i}@goldco.example")));
-    common::orchestrated::seed_acme(o, emails);
+    common::orchestrator::seed_acme(o, emails);
 }
 
 fn access(duration: Option<&str>, scopes: Option<&[&str]>) -> AccessRequest {
@@ -993,27 +978,9 @@ fn a_renewal_that_waits_for_the_write_lock_past_the_end_is_refused_on_postgres()
     let (b, wired_b) = open_pg(&pg.url, dir.path(), "b", &clock);
     clock.set(T - 1_000);
     let mut holder = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
-    let holder_pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let mut waiting = common::orchestrator::waiting_for(&pg.url, &mut holder);
     let mut held = holder.transaction().unwrap();
-    held.execute(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[&partnergate::store::postgres::WRITE_LOCK],
-    )
-    .unwrap();
-    let mut watcher = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
-    let mut waiting = move || -> bool {
-        let n: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                &[&holder_pid],
-            )
-            .unwrap()
-            .get(0);
-        n > 0
-    };
+    common::orchestrator::hold_write_lock(&mut held);
     let renewed = std::thread::scope(|s| {
         let renewal = s.spawn(|| {
             b.with(WriteScope::default())

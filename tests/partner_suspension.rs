@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 const T: i64 = 1_798_761_600_000;
 
 fn open(store: StoreSpec, dir: &Path, clock: &Arc<ManualClock>) -> (Orchestrator, Wired) {
-    common::orchestrated::open(store, dir, (None, "decisions.jsonl"), clock)
+    common::orchestrator::open(store, dir, (None, "decisions.jsonl"), clock)
 }
 
 /// Account acme (owner admin, emma employee) and the Gold company goldco.
@@ -31,7 +31,7 @@ fn seed(o: &Orchestrator) {
         .iter()
         .map(|n| format!("{n}@goldco.example"))
         .collect();
-    common::orchestrated::seed_acme(o, emails);
+    common::orchestrator::seed_acme(o, emails);
 }
 
 /// Invite `name`@goldco.example with the users and settings scopes for a

@@ -751,10 +751,33 @@ fn json_log_lines_name_their_request_and_decision() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 400);
+    // An over-long request id is refused, and its span holds no more of it
+    // than a question may carry.
+    let long_id = "x".repeat(4096);
+    let r = s
+        .client
+        .post(s.url("/v1/is_authorized"))
+        .header("x-request-id", &long_id)
+        .json(&asked)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
     s.signal("TERM");
     let mut s = s;
     let _ = s.child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
+    let cut = &long_id[..partnergate_core::limits::MAX_REQUEST_ID_BYTES];
+    let long_lines: Vec<&str> = text.lines().filter(|l| l.contains(cut)).collect();
+    assert!(
+        !long_lines.is_empty(),
+        "the long id's refusal is not logged: {text}"
+    );
+    for line in long_lines {
+        assert!(
+            !line.contains(&long_id[..cut.len() + 1]),
+            "more than the limit: {line}"
+        );
+    }
     let spans: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

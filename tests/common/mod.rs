@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod entities;
-pub mod orchestrated;
+pub mod orchestrator;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;

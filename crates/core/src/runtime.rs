@@ -251,8 +251,8 @@ impl Runtime {
             &self.migrations,
         )?;
         let directory = Arc::new(Directory::open(store.backend())?);
-        let feed = match (&self.store, self.follow_changes) {
-            (StoreSpec::Postgres(url), true) => Some(follow(url, &directory)?),
+        let feed = match (&store, self.follow_changes) {
+            (OpenStore::Postgres(pg), true) => Some(follow(pg, &directory)?),
             _ => None,
         };
         let watch = if self.watch {
@@ -315,9 +315,12 @@ fn open_store(
 }
 
 /// Start the PostgreSQL change feed into `directory` from what it loaded.
-fn follow(url: &str, directory: &Arc<Directory>) -> Result<ChangeFeed, StoreError> {
+fn follow(pg: &PgStore, directory: &Arc<Directory>) -> Result<ChangeFeed, StoreError> {
     let d = directory.clone();
-    ChangeFeed::start(url, directory.loaded_seq(), move |changes| {
+    let from = pg
+        .loaded_snapshot()
+        .ok_or_else(|| StoreError::Backend("the change feed starts after a load".into()))?;
+    ChangeFeed::start(pg.url(), (from, directory.loaded_seq()), move |changes| {
         metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
         d.apply_changes(changes);
     })

@@ -74,6 +74,9 @@ pub enum ConflictCode {
     AlreadySuspended,
     /// A resume of a partner who is not suspended.
     NotSuspended,
+    /// The entities a policy answer rests on could not be read inside the
+    /// write's transaction as stored; the request may be retried.
+    DecisionStale,
 }
 
 impl ConflictCode {
@@ -91,6 +94,7 @@ impl ConflictCode {
             ConflictCode::NotPartner => "not_a_partner",
             ConflictCode::AlreadySuspended => "already_suspended",
             ConflictCode::NotSuspended => "not_suspended",
+            ConflictCode::DecisionStale => "decision_stale",
         }
     }
 }

@@ -12,7 +12,10 @@
 //!    re-reads the account's users and the registry from the database, runs
 //!    the counting rules of [`rules::Quotas`] — seat free or `replace` given,
 //!    same company as the active partners, certified partner email — and
-//!    writes the changed users, all or nothing — run inside
+//!    writes the changed users, all or nothing; once its locks are held it
+//!    first judges the step-2 answers again over the entities as stored
+//!    (`allowed`: memory brought up to any row that differs, the question
+//!    asked again; a Deny now refuses the write) — run inside
 //!    [`partnergate_core::directory::Directory::commit_with`], so that
 //! 4. the in-memory [`partnergate_core::directory::Directory`] is updated
 //!    with what was committed under the directory's one writer lock (the
@@ -25,7 +28,8 @@
 //! HTTP and the CLI are thin adapters over [`Orchestrator`].
 //!
 //! This root only lists the modules and re-exports the API: the type and
-//! its reads in `orchestrator`, the write path in `write`, the operations
+//! its reads in `orchestrator`, the write path in `write`, the Allow
+//! decisions it rests on in `allowed`, the operations
 //! by idea in `ops`, what they answer in `view`.
 //!
 //! Depends on `partnergate-core`, `partnergate-audit` and
@@ -35,6 +39,7 @@
 
 pub mod access;
 pub mod activity;
+mod allowed;
 pub mod error;
 mod idempotency;
 mod input;

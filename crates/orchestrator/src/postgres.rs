@@ -1,15 +1,20 @@
 //! [`OrchestratorStore`] on PostgreSQL, for replicas sharing one database:
-//! every operation is one transaction that first takes the store's write
-//! advisory lock (`pg_advisory_xact_lock`), so seat counts read inside it
-//! cannot change before it commits, across all replicas; its entity writes
-//! go to the change feed like any other write.
+//! every operation is one transaction that first takes the global write
+//! lock shared and then its accounts' locks (`begin_account_write`,
+//! `lock_accounts`: the accounts it names and those of the users it names,
+//! read under the shared lock, which keeps a user's account from changing),
+//! so seat counts read inside it cannot change before it commits, across
+//! all replicas, while other accounts' writes run beside it; its entity
+//! writes go to the change feed like any other write.
 
 use postgres::Transaction;
 
-use super::store::{gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp};
+use super::store::{
+    gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp, WriteLocks,
+};
 use crate::error::OrchestratorError;
 use partnergate_core::store::postgres::{
-    begin_write, keep_changes_in, recall_in, remember_in, upsert_in, PgStore,
+    begin_account_write, keep_changes_in, lock_accounts, recall_in, remember_in, upsert_in, PgStore,
 };
 use partnergate_core::store::{
     EntityRecord, Guarded, KeptChange, Remembered, StoreError, WriteGuard,
@@ -42,9 +47,14 @@ fn company(r: &postgres::Row) -> RegistryCompany {
 
 struct Tx<'a, 'b> {
     tx: &'a mut Transaction<'b>,
+    accounts: &'a [String],
 }
 
 impl AccountTx for Tx<'_, '_> {
+    fn holds_account(&self, account: &str) -> bool {
+        self.accounts.iter().any(|a| a == account)
+    }
+
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
         let rows = self
             .tx
@@ -92,12 +102,32 @@ impl AccountTx for Tx<'_, '_> {
 }
 
 impl OrchestratorStore for PgStore {
-    fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError> {
+    fn transact(
+        &self,
+        locks: &WriteLocks,
+        op: &mut TxOp<'_>,
+    ) -> Result<Vec<EntityRecord>, OrchestratorError> {
         let replica = self.replica().to_string();
         self.with_client(|c| {
-            let mut tx = begin_write(c)?;
+            let mut tx = begin_account_write(c)?;
+            let mut accounts = locks.accounts.clone();
+            for row in tx.query(
+                "SELECT DISTINCT json::jsonb #>> '{attrs,account,__entity,id}' FROM entities
+                 WHERE uid = ANY($1) AND entity_type = 'User'",
+                &[&locks.users],
+            )? {
+                if let Some(a) = row.get::<_, Option<String>>(0) {
+                    accounts.push(a);
+                }
+            }
+            accounts.sort();
+            accounts.dedup();
+            lock_accounts(&mut tx, &accounts)?;
             let result = {
-                let mut view = Tx { tx: &mut tx };
+                let mut view = Tx {
+                    tx: &mut tx,
+                    accounts: &accounts,
+                };
                 op(&mut view)
             };
             match result {

@@ -5,7 +5,9 @@
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::store::{gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp};
+use super::store::{
+    gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp, WriteLocks,
+};
 use crate::error::OrchestratorError;
 use partnergate_core::store::sqlite::SqliteStore;
 use partnergate_core::store::sqlite::{keep_changes_in, recall_in, remember_in};
@@ -47,6 +49,11 @@ fn company_of_email(
 }
 
 impl AccountTx for Tx<'_> {
+    fn holds_account(&self, _account: &str) -> bool {
+        // `BEGIN IMMEDIATE`: no other write runs beside this one.
+        true
+    }
+
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT uid, entity_type, json FROM entities
@@ -88,7 +95,11 @@ fn upsert(tx: &Transaction<'_>, records: &[EntityRecord]) -> Result<(), StoreErr
 }
 
 impl OrchestratorStore for SqliteStore {
-    fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError> {
+    fn transact(
+        &self,
+        _locks: &WriteLocks,
+        op: &mut TxOp<'_>,
+    ) -> Result<Vec<EntityRecord>, OrchestratorError> {
         let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -32,8 +32,42 @@ pub struct RegistryCompany {
     pub emails: Vec<String>,
 }
 
+/// What one operation locks on a store that locks per account (PostgreSQL):
+/// the accounts it names and the accounts of the users it names (its
+/// actor, the user it changes), which the store reads inside the
+/// transaction before it takes the accounts' locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteLocks {
+    /// Account ids.
+    pub accounts: Vec<String>,
+    /// User uids in Cedar syntax (`User::"emma"`); one not stored locks nothing.
+    pub users: Vec<String>,
+}
+
+impl WriteLocks {
+    /// The locks of a write to `account`.
+    pub fn account(account: &str) -> Self {
+        WriteLocks {
+            accounts: vec![account.to_string()],
+            users: Vec::new(),
+        }
+    }
+
+    /// The locks of a write to `users` (their accounts').
+    pub fn users(users: &[&cedar_policy::EntityUid]) -> Self {
+        WriteLocks {
+            accounts: Vec::new(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+}
+
 /// What one operation may read inside its transaction.
 pub trait AccountTx {
+    /// Whether the transaction holds `account`'s lock, so that its users'
+    /// rows cannot change before it commits (always, on a store that
+    /// serialises every write).
+    fn holds_account(&self, account: &str) -> bool;
     /// Every user entity of `account` (any status), as stored now.
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError>;
     /// One stored entity by uid (Cedar syntax), as stored now.
@@ -56,10 +90,15 @@ pub type TxOp<'a> =
 
 /// A durable home for the orchestrator's state.
 pub trait OrchestratorStore: Send + Sync {
-    /// Run `op` in one write transaction that excludes every other
-    /// orchestrator write (in this process or another one on the same
-    /// store); commit its records if it returns `Ok`, roll back otherwise.
-    fn transact(&self, op: &mut TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError>;
+    /// Run `op` in one write transaction that excludes every other write of
+    /// the accounts `locks` names (in this process or another one on the
+    /// same store) and every entity or registry write; commit its records
+    /// if it returns `Ok`, roll back otherwise.
+    fn transact(
+        &self,
+        locks: &WriteLocks,
+        op: &mut TxOp<'_>,
+    ) -> Result<Vec<EntityRecord>, OrchestratorError>;
     /// The registry company of an email, outside any transaction.
     fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError>;
     /// Replace the given companies (fields and whole email lists) and upsert

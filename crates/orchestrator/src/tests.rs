@@ -60,8 +60,12 @@ struct PauseAfterCommit {
 }
 
 impl OrchestratorStore for PauseAfterCommit {
-    fn transact(&self, op: &mut store::TxOp<'_>) -> Result<Vec<EntityRecord>, OrchestratorError> {
-        let out = self.inner.transact(op);
+    fn transact(
+        &self,
+        locks: &store::WriteLocks,
+        op: &mut store::TxOp<'_>,
+    ) -> Result<Vec<EntityRecord>, OrchestratorError> {
+        let out = self.inner.transact(locks, op);
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.committed.send(()).unwrap();
             self.go.lock().unwrap().recv().unwrap();

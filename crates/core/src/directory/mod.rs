@@ -15,10 +15,12 @@
 //! Nothing here is specific to the partner pack.
 //!
 //! One file per idea: `memory` (the [`Directory`] and what memory holds),
-//! `write` (the write path), `slice` (a decision's entities), `referrers`
+//! `write` (the write path), `held` (memory checked against a writer's
+//! transaction under the writer lock), `slice` (a decision's entities), `referrers`
 //! (the index of who points at a uid), `import` (bulk loads), `error`.
 
 mod error;
+mod held;
 mod import;
 mod memory;
 mod referrers;
@@ -26,6 +28,7 @@ mod slice;
 mod write;
 
 pub use error::DirectoryError;
+pub use held::Held;
 pub use import::import;
 pub use memory::{uid_from_key, Directory, ABSENT, BUILT_ENTITIES};
 pub use slice::{entities_for, Dependency, VersionedSlice, MAX_SLICE};

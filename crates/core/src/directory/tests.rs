@@ -26,7 +26,7 @@ fn commit_with_counts_an_unreadable_record_and_applies_the_rest() {
     let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
     let directory = Directory::open(store).unwrap();
     let good = r#"{"uid":{"type":"User","id":"a"},"attrs":{},"parents":[]}"#;
-    let out = directory.commit_with(None, || {
+    let out = directory.commit_with(None, |_| {
         Ok::<_, DirectoryError>((
             vec![
                 record(r#"User::"bad""#, "{not json"),
@@ -41,7 +41,7 @@ fn commit_with_counts_an_unreadable_record_and_applies_the_rest() {
     let a = uid_from_key(r#"User::"a""#).unwrap();
     assert_ne!(directory.version_of(&a), ABSENT);
     // A failing write applies nothing.
-    let failed: Result<(), _> = directory.commit_with(None, || Err(DirectoryError::TimedOut));
+    let failed: Result<(), _> = directory.commit_with(None, |_| Err(DirectoryError::TimedOut));
     assert!(matches!(failed, Err(DirectoryError::TimedOut)));
     assert_eq!((directory.len(), directory.dropped()), (1, 1));
 }
@@ -163,4 +163,39 @@ fn apply_changes_counts_an_unreadable_row() {
         json: Some("[]".into()),
     }]);
     assert_eq!((directory.len(), directory.dropped()), (0, 1));
+}
+
+/// Inside a writer's commit, memory is compared with a stored row by
+/// content, not by uid (Cedar's own equality of entities), and a row that
+/// differs is put into memory.
+#[test]
+fn held_compares_memory_with_a_row_by_content_and_refreshes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open_in(dir.path()).unwrap());
+    let directory = Directory::open(store).unwrap();
+    let admin = r#"{"uid":{"type":"User","id":"a"},"attrs":{"is_admin":true,"n":1},"parents":[]}"#;
+    let reordered =
+        r#"{"parents":[],"attrs":{"n":1,"is_admin":true},"uid":{"type":"User","id":"a"}}"#;
+    let revoked =
+        r#"{"uid":{"type":"User","id":"a"},"attrs":{"is_admin":false,"n":1},"parents":[]}"#;
+    let a = uid(r#"User::"a""#);
+    let b = uid(r#"User::"b""#);
+    directory
+        .commit_with(None, |_| {
+            Ok::<_, DirectoryError>((vec![record(r#"User::"a""#, admin)], ()))
+        })
+        .unwrap();
+    directory
+        .commit_with(None, |held| {
+            assert!(held.holds_as_stored(&a, Some(reordered)));
+            assert!(!held.holds_as_stored(&a, Some(revoked)));
+            assert!(!held.holds_as_stored(&a, None));
+            assert!(held.holds_as_stored(&b, None));
+            assert!(!held.holds_as_stored(&b, Some(admin)));
+            held.refresh(&a, Some(revoked));
+            assert!(held.holds_as_stored(&a, Some(revoked)));
+            Ok::<_, DirectoryError>((Vec::new(), ()))
+        })
+        .unwrap();
+    assert_eq!(directory.get_json(&a).unwrap()["attrs"]["is_admin"], false);
 }

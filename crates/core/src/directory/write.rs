@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use cedar_policy::{Entity, EntityUid, Schema};
 
 use super::error::DirectoryError;
+use super::held::Held;
 use super::memory::{uid_from_key, Directory};
 use crate::store::{Change, EntityRecord, StoreError};
 
@@ -66,13 +67,19 @@ impl Directory {
     /// what it committed — go into memory before the lock is released, so
     /// the store and memory see every write in the same order. A record that
     /// cannot be read back (with `schema`) is logged, counted and skipped.
+    /// `write` is given the lock as [`Held`], through which it may bring
+    /// memory up to the state its own transaction reads before it commits.
     pub fn commit_with<T, E>(
         &self,
         schema: Option<&Schema>,
-        write: impl FnOnce() -> Result<(Vec<EntityRecord>, T), E>,
+        write: impl FnOnce(&Held<'_>) -> Result<(Vec<EntityRecord>, T), E>,
     ) -> Result<T, E> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let (records, out) = write()?;
+        let held = Held {
+            directory: self,
+            schema,
+        };
+        let (records, out) = write(&held)?;
         for r in &records {
             self.apply_json(&r.uid, &r.json, schema);
         }
@@ -84,7 +91,7 @@ impl Directory {
     /// silently: it is logged with its uid and the reason, and counted.
     /// The entity is parsed (and checked against `schema`) here, on the
     /// write path, and memory keeps its canonical JSON.
-    fn apply_json(&self, uid: &str, json: &str, schema: Option<&Schema>) {
+    pub(super) fn apply_json(&self, uid: &str, json: &str, schema: Option<&Schema>) {
         let parsed = serde_json::from_str(json)
             .map_err(|e| e.to_string())
             .and_then(|v| Entity::from_json_value(v, schema).map_err(|e| e.to_string()))

@@ -7,6 +7,7 @@
 //! [`crate::directory::Directory`]; this module is only what survives a restart.
 //! The default backend is embedded SQLite ([`sqlite::SqliteStore`]).
 
+mod pg_feed;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,37 +1,42 @@
 //! The PostgreSQL backend, for several sidecar replicas sharing one store.
 //!
 //! Every write is one transaction that also appends to `entity_changes`
-//! (serialised by a transaction-level advisory lock, so sequence order is
-//! commit order) and sends `NOTIFY partnergate_changes`. [`ChangeFeed`] reads
-//! that table by sequence from its own connection (woken by `LISTEN`, and
-//! polling every [`FEED_POLL`] in any case), so a replica misses nothing
-//! across restarts or dropped connections. Migrations are versioned and run
+//! (with its transaction id) and sends `NOTIFY partnergate_changes`. Writes
+//! of different accounts run at once (see [`begin_write`] for the locks and
+//! their order), so a lower sequence may commit after a higher one:
+//! [`ChangeFeed`] reads, from its own connection, the changes of the
+//! transactions that committed between its last snapshot and a new one
+//! ([`read_changes`]; woken by `LISTEN`, and polling every [`FEED_POLL`] in
+//! any case), so a replica misses nothing across restarts, dropped
+//! connections or commits out of sequence order. Migrations are versioned and run
 //! under a session advisory lock, so replicas may start at once. Each entity
 //! row keeps its references (`refs`), and a start streams the rows.
 //! A lost connection makes calls fail with [`StoreError::Unavailable`] and is
 //! re-established on the next call.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
+
+use super::pg_feed::{change, connect, unavailable, CHANNEL};
+pub use super::pg_feed::{read_changes, ChangeFeed, FEED_POLL};
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
     Migration, Remembered, StoreError, WriteGuard, IDEMPOTENCY_TTL_SECS,
 };
 
-/// How often the change feed polls when no notification arrives: the
-/// staleness bound for other replicas' writes when NOTIFY is lost.
-pub const FEED_POLL: Duration = Duration::from_millis(250);
-
-const CHANNEL: &str = "partnergate_changes";
-/// Serialises every write (entities and orchestrator operations) across
-/// replicas, so change-feed order is commit order.
+/// The global write lock, across replicas: entity writes (`PUT
+/// /v1/entities`, deletes) and the registry hold it exclusively
+/// ([`begin_write`]); an account's write holds it shared
+/// ([`begin_account_write`]), then its accounts' locks ([`lock_accounts`]).
 pub const WRITE_LOCK: i64 = 0x5047_0001;
 const MIGRATE_LOCK: i64 = 0x5047_0002;
+/// The namespace of the per-account locks (`pg_advisory_xact_lock(ACCOUNT_LOCKS,
+/// hashtext(account))`); two accounts whose names hash alike only wait
+/// for each other.
+pub const ACCOUNT_LOCKS: i32 = 0x5047_0003;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[&str] = &[
@@ -82,6 +87,11 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
      );",
+    // 7: each change's transaction id, so that the feed reads the changes
+    // of the transactions that committed between two snapshots, whatever
+    // their sequence (writes of different accounts commit concurrently)
+    "ALTER TABLE entity_changes ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+     CREATE INDEX entity_changes_by_xid ON entity_changes(xid);",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -92,19 +102,9 @@ pub struct PgStore {
     url: String,
     replica: String,
     client: Mutex<Option<Client>>,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn connect(url: &str) -> Result<Client, StoreError> {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
-    config.connect_timeout(Duration::from_secs(3));
-    config.application_name("partnergate");
-    config.connect(NoTls).map_err(unavailable)
+    /// The snapshot the last start's load read ([`EntityBackend::load_each`]):
+    /// where the change feed starts.
+    loaded: Mutex<Option<String>>,
 }
 
 impl PgStore {
@@ -125,7 +125,21 @@ impl PgStore {
             url: url.to_string(),
             replica: replica.to_string(),
             client: Mutex::new(Some(client)),
+            loaded: Mutex::new(None),
         })
+    }
+
+    /// The snapshot (`pg_snapshot` as text) the last load read, which the
+    /// change feed starts from; `None` before any load.
+    pub fn loaded_snapshot(&self) -> Option<String> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn keep_loaded(&self, snapshot: String) {
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
     }
 
     /// Run `f` on a live connection, reconnecting first if needed; a
@@ -267,8 +281,9 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Append `changes` (uid, new JSON or `None` for a delete) to
-/// `entity_changes` as `replica`'s and `NOTIFY` the feed, inside a write
-/// transaction holding [`WRITE_LOCK`] (so sequence order is commit order).
+/// `entity_changes` as `replica`'s (with the transaction's id) and `NOTIFY`
+/// the feed, inside a write transaction holding the locks of what it writes
+/// (so the changes of one entity are in commit order).
 pub fn write_changes(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
@@ -298,12 +313,51 @@ pub fn keep_changes_in(
     Ok(())
 }
 
-/// Begin a write transaction holding [`WRITE_LOCK`] (every writer's, across
-/// replicas): nothing another replica writes can commit before it does.
+/// Begin a write transaction holding [`WRITE_LOCK`] exclusively: no other
+/// write, of entities or of any account, on any replica, runs beside it.
+///
+/// The lock order, which every writer keeps so that none waits in a cycle:
+/// [`WRITE_LOCK`] (exclusive, or shared for an account's write) first, then
+/// the accounts' locks in ascending order of their keys, all of them before
+/// the transaction's first write (so a transaction never waits for a lock
+/// while holding a row, and its id is given after its locks: the changes of
+/// one entity have increasing ids in commit order).
 pub fn begin_write(c: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
     Ok(tx)
+}
+
+/// Begin an account's write transaction: [`WRITE_LOCK`] shared (entity
+/// and registry writes wait; other accounts' writes do not). Its accounts'
+/// locks follow ([`lock_accounts`]) before its first write.
+pub fn begin_account_write(c: &mut Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK])?;
+    Ok(tx)
+}
+
+/// Take the locks of `accounts` (each once, in ascending order of key: see
+/// [`begin_write`]) inside an account's write transaction.
+pub fn lock_accounts(
+    tx: &mut postgres::Transaction<'_>,
+    accounts: &[String],
+) -> Result<(), postgres::Error> {
+    let keys: Vec<i32> = tx
+        .query(
+            "SELECT DISTINCT hashtext(a) AS k FROM unnest($1::text[]) AS a ORDER BY k",
+            &[&accounts],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for k in keys {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&ACCOUNT_LOCKS, &k],
+        )?;
+    }
+    Ok(())
 }
 
 /// Begin a read-only transaction over one snapshot (repeatable read): all
@@ -423,11 +477,9 @@ impl EntityBackend for PgStore {
     }
 
     fn load_all_with_seq(&self) -> Result<(Vec<EntityRecord>, i64), StoreError> {
-        self.with_client(|c| {
+        let (records, seq, snapshot) = self.with_client(|c| {
             let mut tx = begin_snapshot(c)?;
-            let seq: i64 = tx
-                .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
-                .get(0);
+            let (seq, snapshot) = position(&mut tx)?;
             let rows = tx.query(
                 "SELECT uid, entity_type, json FROM entities ORDER BY uid",
                 &[],
@@ -440,17 +492,17 @@ impl EntityBackend for PgStore {
                     entity_type: r.get(1),
                     json: r.get(2),
                 })
-                .collect();
-            Ok((records, seq))
-        })
+                .collect::<Vec<_>>();
+            Ok((records, seq, snapshot))
+        })?;
+        self.keep_loaded(snapshot);
+        Ok((records, seq))
     }
 
     fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
-        self.with_client(|c| {
+        let (seq, snapshot) = self.with_client(|c| {
             let mut tx = begin_snapshot(c)?;
-            let seq: i64 = tx
-                .query_one("SELECT COALESCE(MAX(seq), 0) FROM entity_changes", &[])?
-                .get(0);
+            let (seq, snapshot) = position(&mut tx)?;
             // Streamed: rows are handed on as they arrive, never all held.
             let mut rows = tx.query_raw(
                 "SELECT uid, entity_type, json, refs FROM entities ORDER BY uid",
@@ -466,8 +518,10 @@ impl EntityBackend for PgStore {
             }
             drop(rows);
             tx.commit()?;
-            Ok(seq)
-        })
+            Ok((seq, snapshot))
+        })?;
+        self.keep_loaded(snapshot);
+        Ok(seq)
     }
 
     fn upsert(&self, records: &[EntityRecord]) -> Result<(), StoreError> {
@@ -506,7 +560,13 @@ impl EntityBackend for PgStore {
     }
 
     fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
-        self.with_client(|c| read_changes(c, seq, limit))
+        self.with_client(|c| {
+            let rows = c.query(
+                "SELECT seq, uid, json FROM entity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&seq, &limit],
+            )?;
+            Ok(rows.iter().map(change).collect())
+        })
     }
 }
 
@@ -567,138 +627,12 @@ impl PgStore {
     }
 }
 
-fn read_changes(c: &mut Client, seq: i64, limit: i64) -> Result<Vec<Change>, postgres::Error> {
-    let rows = c.query(
-        "SELECT seq, uid, json FROM entity_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-        &[&seq, &limit],
+/// Inside a load's snapshot: the highest sequence it sees and the snapshot
+/// itself (`pg_snapshot` as text), where the change feed starts.
+fn position(tx: &mut postgres::Transaction<'_>) -> Result<(i64, String), postgres::Error> {
+    let row = tx.query_one(
+        "SELECT COALESCE(MAX(seq), 0), pg_current_snapshot()::text FROM entity_changes",
+        &[],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| Change {
-            seq: r.get(0),
-            uid: r.get(1),
-            json: r.get(2),
-        })
-        .collect())
-}
-
-/// Follows `entity_changes` from its own connection and hands each batch of
-/// changes, in order, to `apply`. Stops when dropped.
-pub struct ChangeFeed {
-    stop: Arc<AtomicBool>,
-    last: Arc<AtomicI64>,
-    connected: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ChangeFeed {
-    /// Start after sequence `from` (what the directory already has).
-    pub fn start(
-        url: &str,
-        from: i64,
-        apply: impl Fn(Vec<Change>) + Send + 'static,
-    ) -> Result<Self, StoreError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(AtomicI64::new(from));
-        let connected = Arc::new(AtomicBool::new(false));
-        let (url, stop2, last2, connected2) = (
-            url.to_string(),
-            stop.clone(),
-            last.clone(),
-            connected.clone(),
-        );
-        let thread = std::thread::Builder::new()
-            .name("partnergate-feed".into())
-            .spawn(move || feed_loop(&url, &stop2, &last2, &connected2, &apply))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(ChangeFeed {
-            stop,
-            last,
-            connected,
-            thread: Some(thread),
-        })
-    }
-
-    /// The last sequence applied.
-    pub fn last_seq(&self) -> i64 {
-        self.last.load(Ordering::Acquire)
-    }
-
-    /// Is the feed's connection up?
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for ChangeFeed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn feed_loop(
-    url: &str,
-    stop: &AtomicBool,
-    last: &AtomicI64,
-    connected: &AtomicBool,
-    apply: &dyn Fn(Vec<Change>),
-) {
-    let mut backoff = Duration::from_millis(100);
-    while !stop.load(Ordering::Acquire) {
-        let mut client = match connect(url) {
-            Ok(c) => c,
-            Err(e) => {
-                connected.store(false, Ordering::Release);
-                tracing::warn!(error = %e, "change feed: database unreachable; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            tracing::warn!(error = %e, "change feed: LISTEN failed; polling only");
-        }
-        connected.store(true, Ordering::Release);
-        tracing::info!(from = last.load(Ordering::Acquire), "change feed connected");
-        loop {
-            if stop.load(Ordering::Acquire) {
-                return;
-            }
-            // Catch up completely, then wait for a notification or the poll tick.
-            let mut failed = false;
-            loop {
-                match read_changes(&mut client, last.load(Ordering::Acquire), 1000) {
-                    Ok(batch) if batch.is_empty() => break,
-                    Ok(batch) => {
-                        let end = batch.last().map_or(0, |c| c.seq);
-                        apply(batch);
-                        last.store(end, Ordering::Release);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change feed: read failed; reconnecting");
-                        failed = true;
-                        break;
-                    }
-                }
-            }
-            if failed || client.is_closed() {
-                connected.store(false, Ordering::Release);
-                break;
-            }
-            let mut notifications = client.notifications();
-            let mut waiter = notifications.timeout_iter(FEED_POLL);
-            match waiter.next() {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "change feed: connection lost; reconnecting");
-                    connected.store(false, Ordering::Release);
-                    break;
-                }
-            }
-        }
-    }
+    Ok((row.get(0), row.get(1)))
 }

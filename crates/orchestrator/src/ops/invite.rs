@@ -3,14 +3,16 @@
 //! never knows HTTP or the command line.
 
 use crate::access::AccessRequest;
+use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, OrchestratorError};
 use crate::input::{id_of, new_user_id, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
+use crate::store::WriteLocks;
 use crate::user::UserView;
 use crate::view::Outcome;
-use crate::write::{users_in, AllowDecisions, ScopedWrites};
+use crate::write::{users_in, ScopedWrites};
 
 impl ScopedWrites<'_> {
     /// Invite a partner by email into `account` (optionally dismissing
@@ -49,6 +51,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             ("partner.invite", &actor.to_string()),
             &decided,
+            WriteLocks::account(&account),
             &mut |tx, now| {
                 let users = users_in(tx, &account)?;
                 let existing = users.iter().find(|u| u.email == email);
@@ -113,6 +116,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             ("user.invite", &actor.to_string()),
             &decided,
+            WriteLocks::account(&account),
             &mut |tx, _now| {
                 let users = users_in(tx, &account)?;
                 if let Some(u) = users.iter().find(|u| u.email == email) {

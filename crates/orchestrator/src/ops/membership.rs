@@ -3,11 +3,12 @@
 //! or the command line.
 
 use crate::access::AccessRequest;
+use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
 use crate::input::parse_uid;
 use crate::status::UserStatus;
 use crate::view::Outcome;
-use crate::write::{AllowDecisions, ScopedWrites};
+use crate::write::ScopedWrites;
 
 impl ScopedWrites<'_> {
     /// Dismiss a user (kept, never deleted); frees a partner seat.

@@ -6,15 +6,16 @@ use cedar_policy::EntityUid;
 use serde_json::json;
 
 use crate::access::{self, Access, AccessRequest};
+use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
 use crate::input::{id_of, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
-use crate::store::RegistryCompany;
+use crate::store::{RegistryCompany, WriteLocks};
 use crate::user::UserView;
 use crate::view::Outcome;
-use crate::write::{user_in, users_in, AllowDecisions, ScopedWrites};
+use crate::write::{user_in, users_in, ScopedWrites};
 
 impl ScopedWrites<'_> {
     /// Give partner access to an existing user (re-activating a dismissed one).
@@ -95,6 +96,7 @@ impl ScopedWrites<'_> {
         let outcome = self.commit(
             (operation, actor),
             decided,
+            WriteLocks::users(&[uid]),
             &mut |tx, now| {
                 let mut u = user_in(tx, uid)?;
                 // An ended access is hired back like a dismissal (the sweep

@@ -45,7 +45,7 @@ impl ScopedWrites<'_> {
             .as_ref()
             .map(|i| i.answer(&clean.last()))
             .transpose()?;
-        self.directory().commit_with(schema, || {
+        self.directory().commit_with(schema, |_| {
             let changes = self.registry_changes(&clean, &entities);
             let guard = partnergate_core::store::WriteGuard {
                 deadline: scope.deadline,

@@ -8,6 +8,7 @@ use cedar_policy::EntityUid;
 use serde_json::{json, Value};
 
 use crate::access::Access;
+use crate::allowed::Allowed;
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
@@ -119,7 +120,7 @@ impl ScopedWrites<'_> {
         resource: &EntityUid,
         account: &EntityUid,
         (email, access): (&str, &Access),
-    ) -> Result<(Option<RegistryCompany>, String), OrchestratorError> {
+    ) -> Result<(Option<RegistryCompany>, Allowed), OrchestratorError> {
         let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
         let decided = match &certified {
             Some(c) => {

@@ -4,12 +4,13 @@
 //! run. It never knows HTTP or the command line, nor who may suspend (the
 //! policies' `suspend_partner` / `resume_partner` decide).
 
+use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, OrchestratorError};
 use crate::input::parse_uid;
 use crate::ops::partner::not_partner;
 use crate::status::UserStatus;
 use crate::view::Outcome;
-use crate::write::{AllowDecisions, ScopedWrites};
+use crate::write::ScopedWrites;
 
 impl ScopedWrites<'_> {
     /// Suspend a partner's access (`suspend_partner`): from the commit on,

@@ -7,12 +7,14 @@ use cedar_policy::EntityUid;
 use serde_json::json;
 
 use crate::access::{self, AccessRequest};
+use crate::allowed::AllowDecisions;
 use crate::error::OrchestratorError;
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
+use crate::store::WriteLocks;
 use crate::user::UserView;
 use crate::view::Outcome;
-use crate::write::{user_in, AllowDecisions, ScopedWrites};
+use crate::write::{user_in, ScopedWrites};
 use partnergate_policy::engine;
 
 impl ScopedWrites<'_> {
@@ -87,6 +89,7 @@ impl ScopedWrites<'_> {
             let outcome = self.commit(
                 (operation, "system"),
                 &AllowDecisions::default(),
+                WriteLocks::users(&[&uid]),
                 &mut |tx, now| {
                     let mut u = user_in(tx, &uid)?;
                     let due = due(&u, now);

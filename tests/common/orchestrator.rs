@@ -1,6 +1,7 @@
-//! The orchestrator in process over the shipped pack, for the tests that
-//! drive it with their own clock: a real store (SQLite in a directory or a
-//! PostgreSQL URL) and a real decision log file.
+//! The orchestrator wired as the tests use it in-process: over the shipped
+//! pack and a real store (SQLite in a directory, or the PostgreSQL store at
+//! a URL, one replica of several), its decision log a file in a directory,
+//! its clock the test's; the account `acme` they seed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,23 @@ pub fn open(
     (orch, wired)
 }
 
+/// The orchestrator over the shipped pack and the PostgreSQL store at
+/// `url` (a replica named `replica`), logging to `dir/{replica}.jsonl`,
+/// reading `clock`.
+pub fn open_pg(
+    url: &str,
+    dir: &Path,
+    replica: &str,
+    clock: &Arc<ManualClock>,
+) -> (Orchestrator, Wired) {
+    open(
+        StoreSpec::Postgres(url.to_string()),
+        dir,
+        (Some(replica), &format!("{replica}.jsonl")),
+        clock,
+    )
+}
+
 /// Account acme (owner admin, emma employee) and the Gold registry company
 /// goldco with `emails`.
 pub fn seed_acme(o: &Orchestrator, emails: Vec<String>) {
@@ -64,4 +82,34 @@ pub fn seed_acme(o: &Orchestrator, emails: Vec<String>) {
             emails,
         }])
         .unwrap();
+}
+
+/// A closure telling whether any session waits for a lock that `holder`'s
+/// session holds (asked over a connection of its own).
+pub fn waiting_for(url: &str, holder: &mut postgres::Client) -> impl FnMut() -> bool {
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let mut watcher = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    move || {
+        let n: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                &[&holder_pid],
+            )
+            .unwrap()
+            .get(0);
+        n > 0
+    }
+}
+
+/// Take the global write lock exclusively in `tx`, as an entity write on
+/// another replica does: every write waits for `tx`.
+pub fn hold_write_lock(tx: &mut postgres::Transaction<'_>) {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&partnergate::store::postgres::WRITE_LOCK],
+    )
+    .unwrap();
 }
