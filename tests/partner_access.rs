@@ -18,10 +18,8 @@ use common::{Server, Workspace};
 use partnergate::authz::Query;
 use partnergate::clock::{format_ms, Clock, ManualClock};
 use partnergate::orchestrator::access::AccessRequest;
-use partnergate::orchestrator::store::RegistryCompany;
 use partnergate::orchestrator::{Orchestrator, OrchestratorError, UserStatus, WriteScope};
-use partnergate::policies::PackSource;
-use partnergate::runtime::{Runtime, Wired};
+use partnergate::runtime::Wired;
 use serde_json::{json, Value};
 
 /// 2027-01-01T00:00:00Z.
@@ -31,51 +29,23 @@ const DAY: i64 = 86_400_000;
 /// The orchestrator over the shipped pack, SQLite in `dir` and the
 /// decision log `dir/decisions.jsonl`, reading `clock`.
 fn open(dir: &Path, clock: &Arc<ManualClock>) -> (Orchestrator, Wired) {
-    let root = common::repo();
-    let source = PackSource::new(
-        root.join("policies"),
-        Some(root.join("schemas/partnergate.cedarschema")),
-    );
-    let runtime = Runtime::new(source)
-        .sqlite_in(dir)
-        .audit(Some(partnergate::audit::AuditConfig::file(
-            dir.join("decisions.jsonl"),
-        )))
-        .clock(clock.clone());
-    let (runtime, quotas) = partnergate::orchestrator::runtime::with_quotas(runtime).unwrap();
-    let wired = runtime.build().unwrap();
-    let orch = partnergate::orchestrator::runtime::orchestrator(&wired, quotas);
-    (orch, wired)
+    common::orchestrator::open(
+        partnergate::store::StoreSpec::Sqlite,
+        dir,
+        (None, "decisions.jsonl"),
+        clock,
+    )
 }
 
 /// Account acme (owner admin, emma employee), a Gold registry company with
 /// 70 emails and another Gold company.
 fn seed(o: &Orchestrator) {
-    o.authz()
-        .put_entities(
-            "test",
-            None,
-            json!([
-                account("acme", Some("Acme")),
-                user("owner", "acme").admin(true).json(),
-                user("emma", "acme").json()
-            ]),
-        )
-        .unwrap();
     let mut emails: Vec<String> = ["ann", "bob", "cat", "dan", "eve"]
         .iter()
         .map(|n| format!("{n}@goldco.example"))
         .collect();
     emails.extend((0..64).map(|i| format!("g{i}@goldco.example")));
-    o.with(WriteScope::default())
-        .put_companies(vec![RegistryCompany {
-            id: "goldco".into(),
-            name: "GoldCo".into(),
-            status: "gold".into(),
-            certified: true,
-            emails,
-        }])
-        .unwrap();
+    common::orchestrator::seed_acme(o, emails);
 }
 
 fn access(duration: Option<&str>, scopes: Option<&[&str]>) -> AccessRequest {
@@ -544,15 +514,7 @@ fn a_scoped_time_bound_partner_acts_within_its_scopes_until_its_end() {
 
 /// A POST with the bearer token.
 fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = server
-        .client
-        .post(server.url(path))
-        .bearer_auth(&server.token)
-        .json(body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
+    server.post_with_token(path, body)
 }
 
 /// Over HTTP: a time-bound, scoped invitation, the employees list with its

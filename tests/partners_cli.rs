@@ -141,3 +141,45 @@ fn partners_invite_beside_a_logging_sidecar_is_refused_with_a_hint_and_writes_no
     assert_logged_invite(&log);
     drop(server);
 }
+
+#[test]
+fn partners_suspend_and_resume_show_in_the_list_and_the_seats() {
+    let ws = seeded();
+    let out = invite(&ws, &[]);
+    let ann = out.split_whitespace().next().unwrap().to_string();
+    let cmd = |verb: &str, actor: &str| {
+        run(
+            &ws,
+            &["partners", verb, "--user", &ann, "--actor", actor],
+            &[],
+        )
+    };
+    let (code, _, err) = run(&ws, &["users", "accept", "--user", &ann], &[]);
+    assert_eq!(code, 0, "{err}");
+    // ann (a partner) cannot suspend herself.
+    let (code, _, err) = cmd("suspend", &ann);
+    assert_eq!(code, 2, "a policy deny: {err}");
+    assert!(err.contains("policy_denied"), "{err}");
+    let (code, out, err) = cmd("suspend", "owner");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(", suspended"), "{out}");
+    let (code, listed, err) = run(&ws, &["users", "list", "--account", "acme"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let line = listed
+        .lines()
+        .find(|l| l.contains("ann@goldco.example"))
+        .unwrap();
+    assert!(line.contains("suspended"), "{listed}");
+    let (code, seats, err) = run(&ws, &["seats", "--account", "acme"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        seats.contains("partners 1 (limit 3), 1 suspended"),
+        "{seats}"
+    );
+    let (code, out, err) = cmd("resume", "owner");
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("suspended"), "{out}");
+    let (code, _, err) = cmd("resume", "owner");
+    assert_ne!(code, 0);
+    assert!(err.contains("not_suspended"), "{err}");
+}

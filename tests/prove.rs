@@ -209,7 +209,7 @@ fn the_shipped_pack_proves() {
     assert!(kinds.iter().filter(|k| **k == "floor").count() >= 2);
     for r in results {
         assert!(r["millis"].as_f64().is_some(), "time per invariant: {r}");
-        assert_eq!(r["environments"], 16, "every request environment: {r}");
+        assert_eq!(r["environments"], 18, "every request environment: {r}");
     }
     assert!(!pack.cex_dir().exists(), "nothing written when all hold");
 
@@ -420,6 +420,56 @@ fn a_blanket_permit_is_caught() {
     );
 }
 
+/// A suspension that stops only the partner's admin actions (a planted
+/// widening: viewing the account stays allowed) is caught by
+/// `partner-never-acts-while-suspended`, and the counterexample replays to
+/// the Allow.
+#[test]
+fn a_suspension_that_lets_the_partner_view_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "30-partners.cedar",
+        "partner-suspended",
+        "  action,\n",
+        "  action in Action::\"administer\",\n",
+    );
+    assert_caught(&pack, "partner-never-acts-while-suspended");
+}
+
+/// Without the forbid on partners suspending, a partner with the users
+/// scope could suspend (its permit covers the `administer` group):
+/// `partner-never-suspends` catches it.
+#[test]
+fn removed_partner_suspend_restriction_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.delete("30-partners.cedar", "partner-no-suspend");
+    assert_caught(&pack, "partner-never-suspends");
+}
+
+/// A strong sign-in that accepts any sign-in method (a planted widening:
+/// `context has amr` alone) is caught by
+/// `partner-signs-in-strongly-when-required`.
+#[test]
+fn a_strong_sign_in_that_accepts_any_method_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "30-partners.cedar",
+        "partner-requires-strong-sign-in",
+        "unless { context has amr && context.amr.contains(\"mfa\") }",
+        "unless { context has amr }",
+    );
+    assert_caught(&pack, "partner-signs-in-strongly-when-required");
+}
+
 #[test]
 fn removed_unverified_partner_guard_is_caught() {
     if !cvc5_installed() {
@@ -541,7 +591,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 21);
+    assert_eq!(policies.len(), 25);
     policies.reverse();
     let text = policies
         .join("\n\n")

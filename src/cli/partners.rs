@@ -141,6 +141,25 @@ pub enum PartnersCommand {
         #[arg(long)]
         actor: String,
     },
+    /// Suspend a partner's access: it can do nothing until resumed; its
+    /// seat stays taken and its end keeps running.
+    Suspend {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+    },
+    /// Resume a suspended partner's access.
+    Resume {
+        #[command(flatten)]
+        state: StateArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        actor: String,
+    },
     /// Mark every partner access that has ended (as the sidecar's sweep
     /// does): each is dismissed, its seat freed, with a change record by
     /// `system`.
@@ -346,6 +365,12 @@ pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -
         PartnersCommand::End { state, user, actor } => with(&state, err, |o, err| {
             outcome(o.end_access(&user, &actor), state.json, out, err)
         }),
+        PartnersCommand::Suspend { state, user, actor } => with(&state, err, |o, err| {
+            outcome(o.suspend(&user, &actor), state.json, out, err)
+        }),
+        PartnersCommand::Resume { state, user, actor } => with(&state, err, |o, err| {
+            outcome(o.resume(&user, &actor), state.json, out, err)
+        }),
         PartnersCommand::Sweep { state } => with(&state, err, |o, err| match o.end_expired() {
             Ok(ended) => {
                 if state.json {
@@ -419,9 +444,14 @@ pub fn run_seats(a: SeatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             if a.state.json {
                 writeln!(out, "{}", serde_json::json!(s)).map_err(io)?;
             } else {
+                let suspended = if s.suspended_partners > 0 {
+                    format!(", {} suspended", s.suspended_partners)
+                } else {
+                    String::new()
+                };
                 writeln!(
                     out,
-                    "account {}: paid users {}, administrators {}, partners {} (limit {})",
+                    "account {}: paid users {}, administrators {}, partners {} (limit {}){suspended}",
                     s.account, s.paid_users, s.administrators, s.partners, s.partner_limit
                 )
                 .map_err(io)?;
@@ -561,6 +591,9 @@ fn describe(u: &UserView) -> String {
             }
             if let Some(scopes) = &p.scopes {
                 s.push_str(&format!(", scopes {}", scopes.join(",")));
+            }
+            if p.suspended {
+                s.push_str(", suspended");
             }
             s
         })

@@ -223,6 +223,53 @@ impl Server {
         (status, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// A POST with the bearer token.
+    pub fn post_with_token(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The Gold company `goldco` with `NAME@goldco.example` for each of
+    /// `names`, each invited into `acme` by `owner` with `scopes` and
+    /// accepted; their user ids, in order (the demo entities loaded).
+    pub fn goldco_partners(&self, names: &[&str], scopes: &[&str]) -> Vec<String> {
+        let emails: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n}@goldco.example"))
+            .collect();
+        let (s, b) = self.put(
+            "/v1/partner-companies/goldco",
+            &serde_json::json!({"name": "GoldCo", "status": "gold", "certified": true,
+                                "emails": emails}),
+        );
+        assert_eq!(s, 200, "{b}");
+        let mut ids = Vec::new();
+        for email in &emails {
+            let (s, b) = self.post_with_token(
+                "/v1/accounts/acme/partners",
+                &serde_json::json!({"actor": "owner", "email": email, "scopes": scopes}),
+            );
+            assert_eq!(s, 201, "{b}");
+            let id = b["user"]["id"].as_str().unwrap_or_default().to_string();
+            let (s, b) =
+                self.post_with_token(&format!("/v1/users/{id}/accept"), &serde_json::json!({}));
+            assert_eq!(s, 200, "{b}");
+            ids.push(id);
+        }
+        ids
+    }
+
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self.client.get(self.url(path)).send().unwrap();
         let status = r.status().as_u16();

@@ -778,3 +778,45 @@ fn copied_claims_must_be_declared_by_every_routed_action() {
     let ok = jwt_identity("HS256", "hs.secret").replace("[\"email\"]", "[\"now\"]");
     parse(&ok).unwrap();
 }
+
+/// The sign-in methods: `copy_claims = ["amr"]` loads against the shipped
+/// schema (every action's context declares `amr`) and a verified token's
+/// `amr` claim lands in the context, where `partner-requires-strong-sign-in`
+/// reads it.
+#[test]
+fn the_amr_claim_is_copied_into_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hs.secret"), HS_SECRET).unwrap();
+    let schema_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/partnergate.cedarschema");
+    let types = partnergate_gateway::types::ContextTypes::from_file(&schema_file).unwrap();
+    let routes = ROUTES.replace(
+        "context = { reason = \"query:reason\", tenant = \"header:x-tenant\" }\n",
+        "",
+    );
+    let identity = jwt_identity("HS256", "hs.secret").replace("[\"email\"]", "[\"amr\"]");
+    let text = format!("{identity}\n{routes}");
+    let routes = partnergate_gateway::parse_typed(
+        &dir.path().join("routes.toml"),
+        &text,
+        Some(&schema()),
+        Some(&types),
+    )
+    .map_err(|p| p.to_string())
+    .unwrap();
+    let mut claims = good_claims();
+    claims["amr"] = json!(["pwd", "mfa"]);
+    let m = decided(with_token(&routes, &sign(Algorithm::HS256, &claims)));
+    assert_eq!(
+        m.query.context.as_ref().unwrap()["amr"],
+        json!(["pwd", "mfa"])
+    );
+    // A token without the claim gives a context without it: not strong.
+    let m = decided(with_token(&routes, &sign(Algorithm::HS256, &good_claims())));
+    assert!(m
+        .query
+        .context
+        .as_ref()
+        .and_then(|c| c.get("amr"))
+        .is_none());
+}

@@ -68,8 +68,12 @@ pub enum ConflictCode {
     /// A renewal of a partner whose access has ended or who is dismissed
     /// (rehire them instead).
     AccessEnded,
-    /// A renewal or an end of a user who is not a partner.
+    /// A renewal, an end, a suspension or a resume of a user who is not a partner.
     NotPartner,
+    /// A suspension of a partner already suspended.
+    AlreadySuspended,
+    /// A resume of a partner who is not suspended.
+    NotSuspended,
     /// The entities a policy answer rests on could not be read inside the
     /// write's transaction as stored; the request may be retried.
     DecisionStale,
@@ -88,6 +92,8 @@ impl ConflictCode {
             ConflictCode::RegistryChanged => "registry_changed",
             ConflictCode::AccessEnded => "access_ended",
             ConflictCode::NotPartner => "not_a_partner",
+            ConflictCode::AlreadySuspended => "already_suspended",
+            ConflictCode::NotSuspended => "not_suspended",
             ConflictCode::DecisionStale => "decision_stale",
         }
     }

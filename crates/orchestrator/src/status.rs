@@ -70,6 +70,9 @@ pub enum ListStatus {
     Employee,
     /// A partner user who is neither dismissed nor invited (whatever its admin rights).
     Partner,
+    /// A partner user, neither dismissed nor invited, whose access is
+    /// suspended (listed with the partners: it holds its seat).
+    Suspended,
     /// A dismissed user (partner or not).
     Dismissed,
     /// A user whose invitation is still open (partner or not).
@@ -83,17 +86,18 @@ impl ListStatus {
             ListStatus::Administrator => "administrator",
             ListStatus::Employee => "employee",
             ListStatus::Partner => "partner",
+            ListStatus::Suspended => "suspended",
             ListStatus::Dismissed => "dismissed",
             ListStatus::Invited => "invited",
         }
     }
 
-    /// The employees list's order: administrators and employees, partners,
-    /// dismissed, invited.
+    /// The employees list's order: administrators and employees, partners
+    /// (suspended or not), dismissed, invited.
     pub(crate) fn rank(self) -> u8 {
         match self {
             ListStatus::Administrator | ListStatus::Employee => 0,
-            ListStatus::Partner => 1,
+            ListStatus::Partner | ListStatus::Suspended => 1,
             ListStatus::Dismissed => 2,
             ListStatus::Invited => 3,
         }

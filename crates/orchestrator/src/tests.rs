@@ -185,8 +185,27 @@ fn typed_states_keep_the_wire_strings() {
         verified: true,
         expires_at: None,
         scopes: None,
+        suspended: false,
     });
     assert_eq!(u.list_status(0).as_str(), "partner");
+    if let Some(p) = u.partner.as_mut() {
+        p.suspended = true;
+    }
+    assert_eq!(u.list_status(0).as_str(), "suspended");
+    assert_eq!(
+        u.to_entity_json()["attrs"]["partner"]["suspended"],
+        json!(true)
+    );
+    u.status = UserStatus::Dismissed;
+    assert_eq!(u.list_status(0).as_str(), "dismissed");
+    u.status = UserStatus::Active;
+    if let Some(p) = u.partner.as_mut() {
+        p.suspended = false;
+    }
+    // Not suspended: the attribute is absent, as before suspensions existed.
+    assert!(u.to_entity_json()["attrs"]["partner"]
+        .get("suspended")
+        .is_none());
     let codes: Vec<&str> = [
         InvalidCode::Replace,
         InvalidCode::Company,

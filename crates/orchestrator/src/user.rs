@@ -46,6 +46,10 @@ pub struct PartnerView {
     /// stored before scopes existed, which the policies read as nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// An administrator of the account suspended the access: the partner
+    /// can do nothing, its seat stays taken and its end keeps running.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
 }
 
 impl PartnerView {
@@ -96,6 +100,9 @@ impl UserView {
                 if let Some(scopes) = &p.scopes {
                     record.insert("scopes".into(), json!(scopes));
                 }
+                if p.suspended {
+                    record.insert("suspended".into(), json!(true));
+                }
             }
             map.insert("partner".into(), partner);
         }
@@ -104,14 +111,22 @@ impl UserView {
                "attrs": attrs})
     }
 
+    /// Whether this is a partner whose access is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.partner.as_ref().is_some_and(|p| p.suspended)
+    }
+
     /// The status shown in the employees list at `now`, by precedence:
     /// dismissed (an ended partner access too) and invited win over the
-    /// role; a partner shows "partner" over its admin rights.
+    /// role; a suspended partner shows "suspended", any other partner
+    /// "partner", over its admin rights.
     pub fn list_status(&self, now: i64) -> ListStatus {
         if self.status == UserStatus::Dismissed || self.access_ended(now) {
             ListStatus::Dismissed
         } else if self.status == UserStatus::Invited {
             ListStatus::Invited
+        } else if self.is_suspended() {
+            ListStatus::Suspended
         } else if self.partner.is_some() {
             ListStatus::Partner
         } else if self.is_admin {

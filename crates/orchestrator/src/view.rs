@@ -18,7 +18,7 @@ pub struct ListedUser {
     /// The user (its fields inline in the JSON line).
     #[serde(flatten)]
     pub user: UserView,
-    /// "administrator", "employee", "partner", "dismissed" or "invited".
+    /// "administrator", "employee", "partner", "suspended", "dismissed" or "invited".
     pub list_status: ListStatus,
     /// "Partner" for a partner user (whatever the status).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,8 +36,17 @@ pub struct Seats {
     pub administrators: usize,
     /// Partner users holding a seat (invited or active).
     pub partners: usize,
+    /// Of those, the suspended ones (a suspended partner keeps its seat);
+    /// left out of the JSON when none is, so the answer's shape is the one
+    /// clients knew before suspensions.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub suspended_partners: usize,
     /// The serving `max_active_partners`: most partner seats per account.
     pub partner_limit: u32,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The result of a write: the user it made or changed, and the partner it
@@ -82,6 +91,7 @@ impl UserView {
                     .map(str::to_string)
                     .collect()
             }),
+            suspended: p.get("suspended").and_then(Value::as_bool).unwrap_or(false),
         });
         Ok(UserView {
             id: id.to_string(),

@@ -43,6 +43,11 @@ pub fn routes() -> Routes {
                 .route("/v1/users/{id}/partner-access/renew", post(renew_access))
                 .route("/v1/users/{id}/partner-access/end", post(end_access))
                 .route(
+                    "/v1/users/{id}/partner-access/suspend",
+                    post(suspend_access),
+                )
+                .route("/v1/users/{id}/partner-access/resume", post(resume_access))
+                .route(
                     "/v1/users/{id}/admin",
                     put(grant_admin).delete(revoke_admin),
                 )
@@ -78,6 +83,8 @@ pub fn routes() -> Routes {
         rehire,
         renew_access,
         end_access,
+        suspend_access,
+        resume_access,
         partner_activity,
         grant_admin,
         revoke_admin,
@@ -485,6 +492,30 @@ pub(super) async fn end_access(Path(user): Path<String>, w: WriteRequest) -> Ans
     b.no_access("not accepted when ending an access")?;
     w.run(StatusCode::OK, move |o| {
         o.end_access(&user, &b.actor).map(outcome)
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/partner-access/suspend", tag = "orchestrator", params(("id" = String, Path, description = "the partner's user id")), request_body = ActorBody,
+    responses((status = 200, description = "the access suspended: the partner can do nothing, the seat stays taken"), WriteRefusals))]
+pub(super) async fn suspend_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when suspending an access")?;
+    b.no_access("not accepted when suspending an access")?;
+    w.run(StatusCode::OK, move |o| {
+        o.suspend(&user, &b.actor).map(outcome)
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/partner-access/resume", tag = "orchestrator", params(("id" = String, Path, description = "the partner's user id")), request_body = ActorBody,
+    responses((status = 200, description = "the access resumed: the partner works again within its scopes and end"), WriteRefusals))]
+pub(super) async fn resume_access(Path(user): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when resuming an access")?;
+    b.no_access("not accepted when resuming an access")?;
+    w.run(StatusCode::OK, move |o| {
+        o.resume(&user, &b.actor).map(outcome)
     })
     .await
 }

@@ -36,7 +36,7 @@ impl Orchestrator {
     }
 
     /// The employees list, by status precedence (administrator/employee,
-    /// partner, dismissed, invited), then email.
+    /// partner or suspended partner, dismissed, invited), then email.
     pub fn users(&self, account: &str) -> Result<Vec<ListedUser>, OrchestratorError> {
         let users = self.account_users(account)?;
         // The clock is read after the users: the state is never newer than
@@ -73,6 +73,10 @@ impl Orchestrator {
                 .filter(|u| u.partner.is_none() && u.is_admin)
                 .count(),
             partners: users.iter().filter(|u| u.holds_partner_seat(now)).count(),
+            suspended_partners: users
+                .iter()
+                .filter(|u| u.holds_partner_seat(now) && u.is_suspended())
+                .count(),
             partner_limit: self.rules.current().max_active_partners,
         })
     }

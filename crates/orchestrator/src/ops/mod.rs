@@ -1,7 +1,8 @@
 //! The orchestrator's operations, one file per idea, each an `impl` of
 //! [`crate::Orchestrator`] (reads) or [`crate::ScopedWrites`] (writes): the
 //! partner seat's question and counting rules (`seat`), invitations
-//! (`invite`), partner access (`partner`), a user's membership (`membership`),
+//! (`invite`), partner access (`partner`), its suspension (`suspend`), a
+//! user's membership (`membership`),
 //! the registry (`registry`), the listings (`listing`) and the system's own
 //! writes the sweep runs (`upkeep`). It never knows HTTP or the command line.
 
@@ -11,4 +12,5 @@ mod membership;
 mod partner;
 mod registry;
 mod seat;
+mod suspend;
 mod upkeep;

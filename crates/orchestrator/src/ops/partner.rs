@@ -131,11 +131,13 @@ impl ScopedWrites<'_> {
                     u.status = UserStatus::Active;
                 }
                 u.two_factor = true;
-                u.partner = Some(partner_view(
-                    company.id,
-                    u.status == UserStatus::Active,
-                    access,
-                ));
+                // A suspension outlives an end and a rehire: only a resume
+                // lifts it (else a partner could end and rehire a suspended
+                // partner of its company).
+                let suspended = u.is_suspended();
+                let mut partner = partner_view(company.id, u.status == UserStatus::Active, access);
+                partner.suspended = suspended;
+                u.partner = Some(partner);
                 let mut writes = vec![Orchestrator::record(schema, &u)?];
                 if let Some(d) = &dismissed {
                     writes.push(Orchestrator::record(schema, d)?);

@@ -161,6 +161,7 @@ pub(crate) fn partner_view(company: String, verified: bool, access: &Access) -> 
             .expires_at
             .and_then(partnergate_core::clock::format_ms),
         scopes: Some(access.scopes.clone()),
+        suspended: false,
     }
 }
 

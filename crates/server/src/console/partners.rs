@@ -110,6 +110,9 @@ fn content(state: &AppState, account: &str) -> Markup {
                 dt { "Paid users" } dd { (seats.paid_users) }
                 dt { "Administrators" } dd { (seats.administrators) }
                 dt { "Partners" } dd { (seats.partners) " of at most " (seats.partner_limit) }
+                @if seats.suspended_partners > 0 {
+                    dt { "Suspended partners" } dd { (seats.suspended_partners) " (holding their seats)" }
+                }
             }
         }
         section {
