@@ -12,8 +12,13 @@
 # "the limit"), PartnerGate three times (default: decision cache on and the
 # decision log on; `--audit-log off`; `--decision-cache 0`, when the binary
 # has that flag: "cache flag missing" otherwise), the naive axum+Cedar
-# handler (examples/naive_cedar.rs) and cedar-agent (loaded by
-# examples/cedar_agent_feed.rs). Before any timing, every distinct question
+# handler (examples/naive_cedar.rs), cedar-agent (loaded by
+# examples/cedar_agent_feed.rs) and the Cerbos PDP twice, its decision log
+# on and off (scripts/lib/cerbos.sh: npm's @cerbos/cerbos-linux-x64 0.55,
+# the partner rules as Cerbos policies in benches/peers/cerbos/, whose test
+# suites must pass; examples/cerbos_feed.rs turns each question into a REST
+# CheckResources request carrying the directory's attributes, as a Cerbos
+# user would send them). Before any timing, every distinct question
 # of the stream is asked to every peer and to uncached PartnerGate: any
 # different decision fails the run (exit 1); the cached PartnerGates are then
 # restarted so that the check does not warm their caches. Then BENCH_ROUNDS
@@ -30,6 +35,8 @@
 # Knobs: BENCH_ROUND, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_USERS (100000),
 # BENCH_REQUESTS (stream length, 200000), BENCH_WRITES (0.01),
 # BENCH_BIG_USERS (1000000; 0 skips it), BENCH_SKIP_AGENT=1,
+# BENCH_SKIP_CERBOS=1, BENCH_CERBOS_VERSION (0.55; Cerbos is skipped, with
+# the reason in the table, when npm is missing),
 # BENCH_BASELINE=PATH: another partnergate binary (an earlier commit's
 # release build) run beside this one, cache on and off, checked to answer
 # alike and timed in the same rounds: the table gains "this build /
@@ -38,6 +45,10 @@
 # handler's write (Cedar's upsert_entities: a copy of the set and the
 # transitive closure of all of it) takes ~1.5 s at 100,000 users, so both
 # replay the stream without its writes (reads.txt): that favours them.
+# Cerbos holds no data: its requests (cerbos.txt, line for line beside
+# reads.txt) carry the initial directory's attributes, looked up by the
+# feeder before the run, not by the server: that favours it too.
+# Builds go to CARGO_TARGET_DIR when it is set (default target/).
 # Every other system (PartnerGate, the bare handler) gets the writes.
 # Loopback only; every loop is bounded in count and time; every server is
 # stopped on exit. Results and logs: target/perf-run/ (table.md).
@@ -60,6 +71,8 @@ TICK=$(getconf CLK_TCK)
 export RUST_LOG=${RUST_LOG:-warn}
 # shellcheck source=scripts/lib/reloads.sh
 . "$ROOT/scripts/lib/reloads.sh"
+# shellcheck source=scripts/lib/cerbos.sh
+. "$ROOT/scripts/lib/cerbos.sh"
 
 PIDS=()
 stop() { # stop PID: SIGTERM, up to 15 s, then SIGKILL.
@@ -81,9 +94,9 @@ command -v wrk >/dev/null || die "wrk is missing: apt-get install -y wrk"
 
 log "build (release)"
 cargo build --release --quiet --bin partnergate --example minimal_axum --example naive_cedar \
-  --example workload --example cedar_agent_feed
-BIN="$ROOT/target/release/partnergate"
-EX="$ROOT/target/release/examples"
+  --example workload --example cedar_agent_feed --example cerbos_feed
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/partnergate"
+EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 
 AGENT="$ROOT/target/bench-tools/bin/cedar-agent"
 AGENT_NOTE=""
@@ -94,6 +107,8 @@ elif [ ! -x "$AGENT" ]; then
   cargo install cedar-agent --locked --root "$ROOT/target/bench-tools" >"$OUT/cedar-agent-install.log" 2>&1 ||
     AGENT_NOTE="cedar-agent could not be installed (target/perf-run/cedar-agent-install.log)"
 fi
+
+cerbos_install
 
 CACHE_FLAG=()
 CACHE_NOTE=""
@@ -110,6 +125,9 @@ WL="$OUT/workload"
 wl() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" "$OUT/workload.txt"; }
 READ_FRAC=$(awk -v r="$(wl reads)" -v n="$(wl requests)" 'BEGIN { print r / n }')
 BATCH_PER_LINE=$(awk -v d="$(wl batch_decisions)" -v n="$(wl batch_lines)" 'BEGIN { print d / n }')
+if [ -z "$CERBOS_NOTE" ]; then
+  "$EX/cerbos_feed" requests "$WL/entities.json" "$WL/reads.txt" "$WL/cerbos.txt" | tee "$OUT/cerbos-requests.txt" >&2
+fi
 SEED_DATA="$OUT/seed-data"
 "$BIN" import --data-dir "$SEED_DATA" --schema "$SCHEMA" "$WL/entities.json" >"$OUT/import.log"
 # One token for every PartnerGate (each gets a copy of this data directory).
@@ -167,6 +185,10 @@ if [ -z "$AGENT_NOTE" ]; then
     "$WL/entities.json" "$first" 2>&1 | tee "$OUT/cedar-agent-feed.log" >&2 ||
     die "cedar-agent could not be loaded (target/perf-run/cedar-agent-feed.log)"
 fi
+if [ -z "$CERBOS_NOTE" ]; then
+  cerbos_cmd 18509 18510 on; start cerbos 18509 /_cerbos/health "${CERBOS_CMD[@]}"
+  cerbos_cmd 18511 18512 off; start cerbos_nolog 18511 /_cerbos/health "${CERBOS_CMD[@]}"
+fi
 
 log "check: every distinct question of the stream, every peer against uncached PartnerGate"
 peers=(http://127.0.0.1:18505 http://127.0.0.1:18502 http://127.0.0.1:18503)
@@ -174,6 +196,12 @@ peers=(http://127.0.0.1:18505 http://127.0.0.1:18502 http://127.0.0.1:18503)
 [ -n "$BASELINE" ] && peers+=(http://127.0.0.1:18507 http://127.0.0.1:18508)
 timeout 1800 "$EX/workload" check "$WL/reads.txt" http://127.0.0.1:18504 "${peers[@]}" 2>&1 | tee "$OUT/check.txt" >&2 ||
   die "the peers do not all answer as PartnerGate (target/perf-run/check.txt)"
+if [ -z "$CERBOS_NOTE" ]; then
+  log "check: every distinct question of the stream, Cerbos (log on, log off) against uncached PartnerGate"
+  timeout 1800 "$EX/cerbos_feed" check "$WL/reads.txt" "$WL/cerbos.txt" http://127.0.0.1:18504 \
+    http://127.0.0.1:18509 http://127.0.0.1:18511 2>&1 | tee "$OUT/check-cerbos.txt" >&2 ||
+    die "Cerbos does not answer as PartnerGate (target/perf-run/check-cerbos.txt)"
+fi
 log "restart the cached PartnerGates (the check filled their caches)"
 for n in pg pg_nolog; do stop "${PID_OF[$n]}"; done
 serve_pg pg 18502
@@ -186,10 +214,13 @@ fi
 # What each system replays, and decisions per request line of that file.
 SYSTEMS=(axum pg pg_nolog pg_uncached naive pg_batch)
 [ -z "$AGENT_NOTE" ] && SYSTEMS+=(agent)
+[ -z "$CERBOS_NOTE" ] && SYSTEMS+=(cerbos cerbos_nolog)
 [ -n "$BASELINE" ] && SYSTEMS+=(pg_base pg_base_uncached)
 for s in "${SYSTEMS[@]}"; do FILE_OF[$s]="$WL/stream.txt"; PER_LINE_OF[$s]=$READ_FRAC; done
 FILE_OF[agent]="$WL/reads.txt"; PER_LINE_OF[agent]=1
 FILE_OF[naive]="$WL/reads.txt"; PER_LINE_OF[naive]=1
+FILE_OF[cerbos]="$WL/cerbos.txt"; PER_LINE_OF[cerbos]=1
+FILE_OF[cerbos_nolog]="$WL/cerbos.txt"; PER_LINE_OF[cerbos_nolog]=1
 FILE_OF[pg_batch]="$WL/batch.txt"; PER_LINE_OF[pg_batch]=$BATCH_PER_LINE
 PID_OF[pg_batch]=${PID_OF[pg]}; PORT_OF[pg_batch]=${PORT_OF[pg]}
 
@@ -264,6 +295,17 @@ if [ -z "$AGENT_NOTE" ]; then
 else
   row "PartnerGate / cedar-agent: $AGENT_NOTE" "not measured" "-" "informational"
 fi
+if [ -z "$CERBOS_NOTE" ]; then
+  r=$(fmt "$(round_ratio pg_uncached cerbos d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION REST, decision log on (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos); Cerbos replays the reads only)" "${r}x" ">= 2x" "$(verdict "$r" '>=' 2)"
+  r=$(fmt "$(round_ratio pg_uncached cerbos_nolog d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION REST, decision log off (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_nolog))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio cerbos cerbos_nolog)")
+  row "Cerbos decision log on / off (req/s: $(rate cerbos) vs $(rate cerbos_nolog))" "${r}x" "-" "informational"
+  row "Cerbos over gRPC: not measured (no gRPC load client here)" "not measured" "-" "informational"
+else
+  row "PartnerGate (cache off, log on) / Cerbos: $CERBOS_NOTE" "not measured" ">= 2x" "not measured"
+fi
 if [ -n "$BASELINE" ]; then
   r=$(fmt "$(round_ratio pg pg_base)")
   row "this build / BENCH_BASELINE, cache on, log on (req/s: $(rate pg) vs $(rate pg_base))" "${r}x" "-" "informational"
@@ -293,6 +335,7 @@ fi
   echo "PartnerGate issue #14 — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "workload: $(sed 's/^WORKLOAD //' "$OUT/workload.txt")"
   echo "$(sed 's/^CHECK //' "$OUT/check.txt" | grep questions) (checked before timing)"
+  [ -z "$CERBOS_NOTE" ] && echo "Cerbos: $(sed 's/^CHECK_CERBOS //' "$OUT/check-cerbos.txt" | grep questions) (checked before timing)"
   echo "wrk -t1 -c$CONNS, $ROUNDS rounds of ${ROUND}s per system, order reversed every other round; servers on core 1, wrk on core 0"
   echo
   echo "| measurement | result | goal | verdict |"
