@@ -16,9 +16,11 @@
 # examples/cedar_agent_feed.rs) and the Cerbos PDP twice, its decision log
 # on and off (scripts/lib/cerbos.sh: npm's @cerbos/cerbos-linux-x64 0.55,
 # the partner rules as Cerbos policies in benches/peers/cerbos/, whose test
-# suites must pass; examples/cerbos_feed.rs turns each question into a REST
+# suites must pass; examples/cerbos_feed/ turns each question into a
 # CheckResources request carrying the directory's attributes, as a Cerbos
-# user would send them). Before any timing, every distinct question
+# user would send them, asked over REST (wrk) and over gRPC (its own
+# closed-loop client, `cerbos_feed grpc-load`, on core 0 like wrk, with as
+# many connections)). Before any timing, every distinct question
 # of the stream is asked to every peer and to uncached PartnerGate: any
 # different decision fails the run (exit 1); the cached PartnerGates are then
 # restarted so that the check does not warm their caches. Then BENCH_ROUNDS
@@ -197,9 +199,10 @@ peers=(http://127.0.0.1:18505 http://127.0.0.1:18502 http://127.0.0.1:18503)
 timeout 1800 "$EX/workload" check "$WL/reads.txt" http://127.0.0.1:18504 "${peers[@]}" 2>&1 | tee "$OUT/check.txt" >&2 ||
   die "the peers do not all answer as PartnerGate (target/perf-run/check.txt)"
 if [ -z "$CERBOS_NOTE" ]; then
-  log "check: every distinct question of the stream, Cerbos (log on, log off) against uncached PartnerGate"
+  log "check: every distinct question of the stream, Cerbos (REST and gRPC, log on and off) against uncached PartnerGate"
   timeout 1800 "$EX/cerbos_feed" check "$WL/reads.txt" "$WL/cerbos.txt" http://127.0.0.1:18504 \
-    http://127.0.0.1:18509 http://127.0.0.1:18511 2>&1 | tee "$OUT/check-cerbos.txt" >&2 ||
+    http://127.0.0.1:18509 http://127.0.0.1:18511 grpc://127.0.0.1:18510 grpc://127.0.0.1:18512 2>&1 |
+    tee "$OUT/check-cerbos.txt" >&2 ||
     die "Cerbos does not answer as PartnerGate (target/perf-run/check-cerbos.txt)"
 fi
 log "restart the cached PartnerGates (the check filled their caches)"
@@ -214,13 +217,15 @@ fi
 # What each system replays, and decisions per request line of that file.
 SYSTEMS=(axum pg pg_nolog pg_uncached naive pg_batch)
 [ -z "$AGENT_NOTE" ] && SYSTEMS+=(agent)
-[ -z "$CERBOS_NOTE" ] && SYSTEMS+=(cerbos cerbos_nolog)
+[ -z "$CERBOS_NOTE" ] && SYSTEMS+=(cerbos cerbos_nolog cerbos_grpc cerbos_grpc_nolog)
 [ -n "$BASELINE" ] && SYSTEMS+=(pg_base pg_base_uncached)
 for s in "${SYSTEMS[@]}"; do FILE_OF[$s]="$WL/stream.txt"; PER_LINE_OF[$s]=$READ_FRAC; done
 FILE_OF[agent]="$WL/reads.txt"; PER_LINE_OF[agent]=1
 FILE_OF[naive]="$WL/reads.txt"; PER_LINE_OF[naive]=1
-FILE_OF[cerbos]="$WL/cerbos.txt"; PER_LINE_OF[cerbos]=1
-FILE_OF[cerbos_nolog]="$WL/cerbos.txt"; PER_LINE_OF[cerbos_nolog]=1
+for s in cerbos cerbos_nolog cerbos_grpc cerbos_grpc_nolog; do FILE_OF[$s]="$WL/cerbos.txt"; PER_LINE_OF[$s]=1; done
+# The gRPC rows ask the same two PDPs on their gRPC ports.
+PID_OF[cerbos_grpc]=${PID_OF[cerbos]:-}; PORT_OF[cerbos_grpc]=18510
+PID_OF[cerbos_grpc_nolog]=${PID_OF[cerbos_nolog]:-}; PORT_OF[cerbos_grpc_nolog]=18512
 FILE_OF[pg_batch]="$WL/batch.txt"; PER_LINE_OF[pg_batch]=$BATCH_PER_LINE
 PID_OF[pg_batch]=${PID_OF[pg]}; PORT_OF[pg_batch]=${PORT_OF[pg]}
 
@@ -237,8 +242,12 @@ measure() {
   case $s in pg*) before=$(reload_count "$port") ;; esac
   [ "$s" = pg ] && { h0=$(cache_count "$port" hits); m0=$(cache_count "$port" misses); }
   t0=$(cpu_ticks "$pid")
-  timeout $(($2 + 60)) "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s -s "$ROOT/scripts/lib/replay.lua" \
-    "http://127.0.0.1:$port/" -- "${FILE_OF[$s]}" "$TOKEN" "$3" >"$OUT/$s.wrk" 2>&1 || true
+  case $s in
+    cerbos_grpc*) timeout $(($2 + 120)) "${LOAD_CPU[@]}" "$EX/cerbos_feed" grpc-load "127.0.0.1:$port" \
+      "${FILE_OF[$s]}" "$CONNS" "$2" "$3" >"$OUT/$s.wrk" 2>&1 || true ;;
+    *) timeout $(($2 + 60)) "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s -s "$ROOT/scripts/lib/replay.lua" \
+      "http://127.0.0.1:$port/" -- "${FILE_OF[$s]}" "$TOKEN" "$3" >"$OUT/$s.wrk" 2>&1 || true ;;
+  esac
   line=$(grep '^WRK' "$OUT/$s.wrk") || die "wrk failed on $s: $(cat "$OUT/$s.wrk")"
   case $s in pg*) reloads_flat "$s" "$port" "$before" ;; esac
   if [ -n "$h0" ] && [ -n "$m0" ]; then
@@ -298,11 +307,16 @@ fi
 if [ -z "$CERBOS_NOTE" ]; then
   r=$(fmt "$(round_ratio pg_uncached cerbos d)")
   row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION REST, decision log on (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos); Cerbos replays the reads only)" "${r}x" ">= 2x" "$(verdict "$r" '>=' 2)"
+  r=$(fmt "$(round_ratio pg_uncached cerbos_grpc d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION gRPC, decision log on (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_grpc))" "${r}x" ">= 2x" "$(verdict "$r" '>=' 2)"
   r=$(fmt "$(round_ratio pg_uncached cerbos_nolog d)")
   row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION REST, decision log off (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_nolog))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio pg_uncached cerbos_grpc_nolog d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION gRPC, decision log off (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_grpc_nolog))" "${r}x" "-" "informational"
   r=$(fmt "$(round_ratio cerbos cerbos_nolog)")
-  row "Cerbos decision log on / off (req/s: $(rate cerbos) vs $(rate cerbos_nolog))" "${r}x" "-" "informational"
-  row "Cerbos over gRPC: not measured (no gRPC load client here)" "not measured" "-" "informational"
+  row "Cerbos decision log on / off, REST (req/s: $(rate cerbos) vs $(rate cerbos_nolog))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio cerbos_grpc cerbos_grpc_nolog)")
+  row "Cerbos decision log on / off, gRPC (req/s: $(rate cerbos_grpc) vs $(rate cerbos_grpc_nolog))" "${r}x" "-" "informational"
 else
   row "PartnerGate (cache off, log on) / Cerbos: $CERBOS_NOTE" "not measured" ">= 2x" "not measured"
 fi

@@ -9,6 +9,7 @@
 //! ```text
 //! cerbos_feed requests ENTITIES_JSON READS_TXT OUT_TXT
 //! cerbos_feed check READS_TXT CERBOS_TXT REFERENCE_URL CERBOS_URL...
+//! cerbos_feed grpc-load ADDR CERBOS_TXT CONNECTIONS SECONDS [OFFSET]
 //! ```
 //!
 //! `requests` writes OUT_TXT line for line beside READS_TXT (the same
@@ -28,9 +29,16 @@
 //!
 //! `check` pairs READS_TXT and CERBOS_TXT line by line, asks every distinct
 //! question to the reference (PartnerGate's `POST /v1/is_authorized`) and
-//! its Cerbos request to every CERBOS_URL, and fails (exit 1) on any
-//! different decision or error, printing the first few and one
-//! `CHECK_CERBOS questions=... allows=... peers=... differences=...` line.
+//! its Cerbos request to every CERBOS_URL (`http://HOST:PORT`: REST;
+//! `grpc://HOST:PORT`: the same request over gRPC, module `grpc`), and
+//! fails (exit 1) on any different decision or error, printing the first
+//! few and one `CHECK_CERBOS questions=... allows=... peers=...
+//! differences=...` line.
+//!
+//! `grpc-load` replays CERBOS_TXT over gRPC for `scripts/perf.sh` as wrk
+//! replays it over REST (module `grpc`): CONNECTIONS connections, one call
+//! outstanding on each, from line OFFSET, for SECONDS; it prints wrk's
+//! `WRK rps=... requests=...` line.
 //!
 //! This owns the translation of a question into a Cerbos request and the
 //! check; it must never know how PartnerGate or Cerbos decide (only their
@@ -43,6 +51,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+
+mod grpc;
 
 /// The role every principal is sent with; the rest is derived by Cerbos.
 const ROLE: &str = "user";
@@ -257,12 +267,28 @@ fn check_some(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut grpc_peers = HashMap::new();
+    for peer in peers {
+        if let Some(addr) = peer.strip_prefix("grpc://") {
+            grpc_peers.insert(peer.as_str(), rt.block_on(grpc::connect(addr))?);
+        }
+    }
     let (mut allows, mut differ, mut report) = (0, 0, String::new());
     for (question, body) in pairs {
         let want = reference_decision(&http, reference, question)?;
         allows += usize::from(want == "Allow");
         for peer in peers {
-            let got = cerbos_decision(&http, peer, body)?;
+            let got = match grpc_peers.get_mut(peer.as_str()) {
+                Some(client) => {
+                    let (req, action) = grpc::encode(body)?;
+                    rt.block_on(grpc::decide(client, req, &action))?.to_string()
+                }
+                None => cerbos_decision(&http, peer, body)?,
+            };
             if got != want {
                 differ += 1;
                 if differ <= 5 {
@@ -332,6 +358,30 @@ fn check(reads: &str, cerbos: &str, reference: &str, peers: &[String]) -> Result
     Ok(())
 }
 
+fn grpc_load(
+    addr: &str,
+    file: &str,
+    conns: &str,
+    secs: &str,
+    offset: Option<&String>,
+) -> Result<(), String> {
+    let number = |what: &str, s: &str| -> Result<usize, String> {
+        s.parse().map_err(|e| format!("{what} {s}: {e}"))
+    };
+    let (conns, secs) = (number("CONNECTIONS", conns)?, number("SECONDS", secs)?);
+    let offset = offset.map_or(Ok(0), |o| number("OFFSET", o))?;
+    let reqs = read(file)?
+        .lines()
+        .filter_map(|l| l.strip_prefix("POST\t/api/check/resources\t"))
+        .map(grpc::encode)
+        .collect::<Result<Vec<_>, _>>()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(grpc::load(addr, reqs, conns.max(1), secs as u64, offset))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
@@ -339,7 +389,10 @@ fn main() -> ExitCode {
         [cmd, reads, cerbos, reference, peers @ ..] if cmd == "check" && !peers.is_empty() => {
             check(reads, cerbos, reference, peers)
         }
-        _ => Err("usage: cerbos_feed requests ENTITIES_JSON READS_TXT OUT_TXT | cerbos_feed check READS_TXT CERBOS_TXT REFERENCE_URL CERBOS_URL...".into()),
+        [cmd, addr, file, conns, secs, rest @ ..] if cmd == "grpc-load" && rest.len() <= 1 => {
+            grpc_load(addr, file, conns, secs, rest.first())
+        }
+        _ => Err("usage: cerbos_feed requests ENTITIES_JSON READS_TXT OUT_TXT | cerbos_feed check READS_TXT CERBOS_TXT REFERENCE_URL CERBOS_URL... | cerbos_feed grpc-load ADDR CERBOS_TXT CONNECTIONS SECONDS [OFFSET]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
