@@ -187,9 +187,18 @@ if [ -z "$AGENT_NOTE" ]; then
     "$WL/entities.json" "$first" 2>&1 | tee "$OUT/cedar-agent-feed.log" >&2 ||
     die "cedar-agent could not be loaded (target/perf-run/cedar-agent-feed.log)"
 fi
+cerbos_serve() { # NAME HTTP_PORT GRPC_PORT on|off [free]: one PDP (free: on any core)
+  local pinned=("${SERVER_CPU[@]}")
+  [ "${5:-}" = free ] && SERVER_CPU=()
+  cerbos_cmd "$2" "$3" "$4"
+  start "$1" "$2" /_cerbos/health "${CERBOS_CMD[@]}"
+  SERVER_CPU=("${pinned[@]}")
+}
+# Checked on both cores (~3 ms of CPU per question over four peers), then
+# restarted pinned for the timing, as the cached PartnerGates are.
 if [ -z "$CERBOS_NOTE" ]; then
-  cerbos_cmd 18509 18510 on; start cerbos 18509 /_cerbos/health "${CERBOS_CMD[@]}"
-  cerbos_cmd 18511 18512 off; start cerbos_nolog 18511 /_cerbos/health "${CERBOS_CMD[@]}"
+  cerbos_serve cerbos 18509 18510 on free
+  cerbos_serve cerbos_nolog 18511 18512 off free
 fi
 
 log "check: every distinct question of the stream, every peer against uncached PartnerGate"
@@ -204,6 +213,9 @@ if [ -z "$CERBOS_NOTE" ]; then
     http://127.0.0.1:18509 http://127.0.0.1:18511 grpc://127.0.0.1:18510 grpc://127.0.0.1:18512 2>&1 |
     tee "$OUT/check-cerbos.txt" >&2 ||
     die "Cerbos does not answer as PartnerGate (target/perf-run/check-cerbos.txt)"
+  for n in cerbos cerbos_nolog; do stop "${PID_OF[$n]}"; done
+  cerbos_serve cerbos 18509 18510 on
+  cerbos_serve cerbos_nolog 18511 18512 off
 fi
 log "restart the cached PartnerGates (the check filled their caches)"
 for n in pg pg_nolog; do stop "${PID_OF[$n]}"; done
