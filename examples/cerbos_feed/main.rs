@@ -21,6 +21,9 @@
 //!   `two_factor`, `email`, and `partner` for a partner user;
 //! - the resource: kind `account` or `user` (the entity type in lower
 //!   case), its id, and its record the same way;
+//! - an invitation's, a grant's or a renewal's context (`invitee`,
+//!   `access`) travels as attributes of the resource; any other context
+//!   attribute is refused (the current time is Cerbos's `now()`);
 //! - a reference to a partner company becomes `{id, name, status,
 //!   certified}` (the policies read its certification: the application
 //!   joins the partner registry, as PartnerGate's slice does); any other
@@ -58,6 +61,10 @@ mod grpc;
 const ROLE: &str = "user";
 /// The entity type whose references are expanded into their attributes.
 const COMPANY_TYPE: &str = "PartnerCompany";
+/// The context attributes a Cerbos user sends as resource attributes
+/// (Cerbos has no request context): who would receive partner access and
+/// what access. `now` is Cerbos's own `now()`.
+const CONTEXT_AS_RESOURCE: [&str; 2] = ["invitee", "access"];
 
 /// The directory: each entity's attributes by (type, id).
 struct Directory {
@@ -155,16 +162,23 @@ fn cerbos_request(dir: &Directory, question: &str) -> Result<Value, String> {
     let (pty, pid) = field("principal")?;
     let (_, action) = field("action")?;
     let (rty, rid) = field("resource")?;
-    if q.get("context").is_some_and(|c| c != &json!({})) {
-        return Err(format!(
-            "{question}: a context is not translated (the workload asks none)"
-        ));
+    let mut resource = dir.record(rty, rid)?;
+    if let (Some(context), Value::Object(attr)) = (q.get("context"), &mut resource) {
+        let context = context
+            .as_object()
+            .ok_or_else(|| format!("{question}: the context is not an object"))?;
+        for (k, v) in context {
+            if !CONTEXT_AS_RESOURCE.contains(&k.as_str()) {
+                return Err(format!("{question}: context `{k}` has no Cerbos form"));
+            }
+            attr.insert(k.clone(), dir.plain(v)?);
+        }
     }
     Ok(json!({
         "principal": {"id": pid, "roles": [ROLE], "attr": dir.record(pty, pid)?},
         "resources": [{
             "actions": [action],
-            "resource": {"kind": rty.to_lowercase(), "id": rid, "attr": dir.record(rty, rid)?}
+            "resource": {"kind": rty.to_lowercase(), "id": rid, "attr": resource}
         }]
     }))
 }
@@ -452,11 +466,27 @@ mod tests {
     }
 
     #[test]
+    fn an_invitation_context_travels_with_the_resource() {
+        let dir = Directory::parse(DIRECTORY).expect("directory");
+        let q = r#"{"principal":"User::\"u1\"","action":"Action::\"invite_partner\"","resource":"Account::\"a1\"",
+            "context":{"invitee":{"company":{"__entity":{"type":"PartnerCompany","id":"c1"}},"status":"gold","certified":true},
+                       "access":{"scopes":["users"],"expires_at":{"__extn":{"fn":"datetime","arg":"2026-12-15T00:00:00Z"}}}}}"#;
+        let body = cerbos_request(&dir, q).expect("request");
+        assert_eq!(
+            body["resources"][0]["resource"]["attr"],
+            json!({"name": "Account 1",
+                   "invitee": {"company": {"id": "c1", "name": "Company 1", "status": "gold", "certified": true},
+                               "status": "gold", "certified": true},
+                   "access": {"scopes": ["users"], "expires_at": "2026-12-15T00:00:00Z"}})
+        );
+    }
+
+    #[test]
     fn unknown_entities_and_contexts_are_refused() {
         let dir = Directory::parse(DIRECTORY).expect("directory");
         let missing = r#"{"principal":"User::\"u9\"","action":"Action::\"view_account\"","resource":"Account::\"a1\""}"#;
         assert!(cerbos_request(&dir, missing).is_err());
-        let context = r#"{"principal":"User::\"u1\"","action":"Action::\"view_account\"","resource":"Account::\"a1\"","context":{"x":1}}"#;
+        let context = r#"{"principal":"User::\"u1\"","action":"Action::\"view_account\"","resource":"Account::\"a1\"","context":{"now":1}}"#;
         assert!(cerbos_request(&dir, context).is_err());
         assert!(split_uid(r#"User::"a\"b""#).is_err());
     }
