@@ -12,8 +12,15 @@
 # "the limit"), PartnerGate three times (default: decision cache on and the
 # decision log on; `--audit-log off`; `--decision-cache 0`, when the binary
 # has that flag: "cache flag missing" otherwise), the naive axum+Cedar
-# handler (examples/naive_cedar.rs) and cedar-agent (loaded by
-# examples/cedar_agent_feed.rs). Before any timing, every distinct question
+# handler (examples/naive_cedar.rs), cedar-agent (loaded by
+# examples/cedar_agent_feed.rs) and the Cerbos PDP twice, its decision log
+# on and off (scripts/lib/cerbos.sh: npm's @cerbos/cerbos-linux-x64 0.55,
+# the partner rules as Cerbos policies in benches/peers/cerbos/, whose test
+# suites must pass; examples/cerbos_feed/ turns each question into a
+# CheckResources request carrying the directory's attributes, as a Cerbos
+# user would send them, asked over REST (wrk) and over gRPC (its own
+# closed-loop client, `cerbos_feed grpc-load`, on core 0 like wrk, with as
+# many connections)). Before any timing, every distinct question
 # of the stream is asked to every peer and to uncached PartnerGate: any
 # different decision fails the run (exit 1); the cached PartnerGates are then
 # restarted so that the check does not warm their caches. Then BENCH_ROUNDS
@@ -30,6 +37,8 @@
 # Knobs: BENCH_ROUND, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_USERS (100000),
 # BENCH_REQUESTS (stream length, 200000), BENCH_WRITES (0.01),
 # BENCH_BIG_USERS (1000000; 0 skips it), BENCH_SKIP_AGENT=1,
+# BENCH_SKIP_CERBOS=1, BENCH_CERBOS_VERSION (0.55; Cerbos is skipped, with
+# the reason in the table, when npm is missing),
 # BENCH_BASELINE=PATH: another partnergate binary (an earlier commit's
 # release build) run beside this one, cache on and off, checked to answer
 # alike and timed in the same rounds: the table gains "this build /
@@ -38,6 +47,10 @@
 # handler's write (Cedar's upsert_entities: a copy of the set and the
 # transitive closure of all of it) takes ~1.5 s at 100,000 users, so both
 # replay the stream without its writes (reads.txt): that favours them.
+# Cerbos holds no data: its requests (cerbos.txt, line for line beside
+# reads.txt) carry the initial directory's attributes, looked up by the
+# feeder before the run, not by the server: that favours it too.
+# Builds go to CARGO_TARGET_DIR when it is set (default target/).
 # Every other system (PartnerGate, the bare handler) gets the writes.
 # Loopback only; every loop is bounded in count and time; every server is
 # stopped on exit. Results and logs: target/perf-run/ (table.md).
@@ -60,6 +73,8 @@ TICK=$(getconf CLK_TCK)
 export RUST_LOG=${RUST_LOG:-warn}
 # shellcheck source=scripts/lib/reloads.sh
 . "$ROOT/scripts/lib/reloads.sh"
+# shellcheck source=scripts/lib/cerbos.sh
+. "$ROOT/scripts/lib/cerbos.sh"
 
 PIDS=()
 stop() { # stop PID: SIGTERM, up to 15 s, then SIGKILL.
@@ -81,9 +96,9 @@ command -v wrk >/dev/null || die "wrk is missing: apt-get install -y wrk"
 
 log "build (release)"
 cargo build --release --quiet --bin partnergate --example minimal_axum --example naive_cedar \
-  --example workload --example cedar_agent_feed
-BIN="$ROOT/target/release/partnergate"
-EX="$ROOT/target/release/examples"
+  --example workload --example cedar_agent_feed --example cerbos_feed
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/partnergate"
+EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 
 AGENT="$ROOT/target/bench-tools/bin/cedar-agent"
 AGENT_NOTE=""
@@ -94,6 +109,8 @@ elif [ ! -x "$AGENT" ]; then
   cargo install cedar-agent --locked --root "$ROOT/target/bench-tools" >"$OUT/cedar-agent-install.log" 2>&1 ||
     AGENT_NOTE="cedar-agent could not be installed (target/perf-run/cedar-agent-install.log)"
 fi
+
+cerbos_install
 
 CACHE_FLAG=()
 CACHE_NOTE=""
@@ -110,6 +127,9 @@ WL="$OUT/workload"
 wl() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" "$OUT/workload.txt"; }
 READ_FRAC=$(awk -v r="$(wl reads)" -v n="$(wl requests)" 'BEGIN { print r / n }')
 BATCH_PER_LINE=$(awk -v d="$(wl batch_decisions)" -v n="$(wl batch_lines)" 'BEGIN { print d / n }')
+if [ -z "$CERBOS_NOTE" ]; then
+  "$EX/cerbos_feed" requests "$WL/entities.json" "$WL/reads.txt" "$WL/cerbos.txt" | tee "$OUT/cerbos-requests.txt" >&2
+fi
 SEED_DATA="$OUT/seed-data"
 "$BIN" import --data-dir "$SEED_DATA" --schema "$SCHEMA" "$WL/entities.json" >"$OUT/import.log"
 # One token for every PartnerGate (each gets a copy of this data directory).
@@ -167,6 +187,19 @@ if [ -z "$AGENT_NOTE" ]; then
     "$WL/entities.json" "$first" 2>&1 | tee "$OUT/cedar-agent-feed.log" >&2 ||
     die "cedar-agent could not be loaded (target/perf-run/cedar-agent-feed.log)"
 fi
+cerbos_serve() { # NAME HTTP_PORT GRPC_PORT on|off [free]: one PDP (free: on any core)
+  local pinned=("${SERVER_CPU[@]}")
+  [ "${5:-}" = free ] && SERVER_CPU=()
+  cerbos_cmd "$2" "$3" "$4"
+  start "$1" "$2" /_cerbos/health "${CERBOS_CMD[@]}"
+  SERVER_CPU=("${pinned[@]}")
+}
+# Checked on both cores (~3 ms of CPU per question over four peers), then
+# restarted pinned for the timing, as the cached PartnerGates are.
+if [ -z "$CERBOS_NOTE" ]; then
+  cerbos_serve cerbos 18509 18510 on free
+  cerbos_serve cerbos_nolog 18511 18512 off free
+fi
 
 log "check: every distinct question of the stream, every peer against uncached PartnerGate"
 peers=(http://127.0.0.1:18505 http://127.0.0.1:18502 http://127.0.0.1:18503)
@@ -174,6 +207,16 @@ peers=(http://127.0.0.1:18505 http://127.0.0.1:18502 http://127.0.0.1:18503)
 [ -n "$BASELINE" ] && peers+=(http://127.0.0.1:18507 http://127.0.0.1:18508)
 timeout 1800 "$EX/workload" check "$WL/reads.txt" http://127.0.0.1:18504 "${peers[@]}" 2>&1 | tee "$OUT/check.txt" >&2 ||
   die "the peers do not all answer as PartnerGate (target/perf-run/check.txt)"
+if [ -z "$CERBOS_NOTE" ]; then
+  log "check: every distinct question of the stream, Cerbos (REST and gRPC, log on and off) against uncached PartnerGate"
+  timeout 1800 "$EX/cerbos_feed" check "$WL/reads.txt" "$WL/cerbos.txt" http://127.0.0.1:18504 \
+    http://127.0.0.1:18509 http://127.0.0.1:18511 grpc://127.0.0.1:18510 grpc://127.0.0.1:18512 2>&1 |
+    tee "$OUT/check-cerbos.txt" >&2 ||
+    die "Cerbos does not answer as PartnerGate (target/perf-run/check-cerbos.txt)"
+  for n in cerbos cerbos_nolog; do stop "${PID_OF[$n]}"; done
+  cerbos_serve cerbos 18509 18510 on
+  cerbos_serve cerbos_nolog 18511 18512 off
+fi
 log "restart the cached PartnerGates (the check filled their caches)"
 for n in pg pg_nolog; do stop "${PID_OF[$n]}"; done
 serve_pg pg 18502
@@ -186,10 +229,15 @@ fi
 # What each system replays, and decisions per request line of that file.
 SYSTEMS=(axum pg pg_nolog pg_uncached naive pg_batch)
 [ -z "$AGENT_NOTE" ] && SYSTEMS+=(agent)
+[ -z "$CERBOS_NOTE" ] && SYSTEMS+=(cerbos cerbos_nolog cerbos_grpc cerbos_grpc_nolog)
 [ -n "$BASELINE" ] && SYSTEMS+=(pg_base pg_base_uncached)
 for s in "${SYSTEMS[@]}"; do FILE_OF[$s]="$WL/stream.txt"; PER_LINE_OF[$s]=$READ_FRAC; done
 FILE_OF[agent]="$WL/reads.txt"; PER_LINE_OF[agent]=1
 FILE_OF[naive]="$WL/reads.txt"; PER_LINE_OF[naive]=1
+for s in cerbos cerbos_nolog cerbos_grpc cerbos_grpc_nolog; do FILE_OF[$s]="$WL/cerbos.txt"; PER_LINE_OF[$s]=1; done
+# The gRPC rows ask the same two PDPs on their gRPC ports.
+PID_OF[cerbos_grpc]=${PID_OF[cerbos]:-}; PORT_OF[cerbos_grpc]=18510
+PID_OF[cerbos_grpc_nolog]=${PID_OF[cerbos_nolog]:-}; PORT_OF[cerbos_grpc_nolog]=18512
 FILE_OF[pg_batch]="$WL/batch.txt"; PER_LINE_OF[pg_batch]=$BATCH_PER_LINE
 PID_OF[pg_batch]=${PID_OF[pg]}; PORT_OF[pg_batch]=${PORT_OF[pg]}
 
@@ -206,8 +254,12 @@ measure() {
   case $s in pg*) before=$(reload_count "$port") ;; esac
   [ "$s" = pg ] && { h0=$(cache_count "$port" hits); m0=$(cache_count "$port" misses); }
   t0=$(cpu_ticks "$pid")
-  timeout $(($2 + 60)) "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s -s "$ROOT/scripts/lib/replay.lua" \
-    "http://127.0.0.1:$port/" -- "${FILE_OF[$s]}" "$TOKEN" "$3" >"$OUT/$s.wrk" 2>&1 || true
+  case $s in
+    cerbos_grpc*) timeout $(($2 + 120)) "${LOAD_CPU[@]}" "$EX/cerbos_feed" grpc-load "127.0.0.1:$port" \
+      "${FILE_OF[$s]}" "$CONNS" "$2" "$3" >"$OUT/$s.wrk" 2>&1 || true ;;
+    *) timeout $(($2 + 60)) "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$2s" --timeout 5s -s "$ROOT/scripts/lib/replay.lua" \
+      "http://127.0.0.1:$port/" -- "${FILE_OF[$s]}" "$TOKEN" "$3" >"$OUT/$s.wrk" 2>&1 || true ;;
+  esac
   line=$(grep '^WRK' "$OUT/$s.wrk") || die "wrk failed on $s: $(cat "$OUT/$s.wrk")"
   case $s in pg*) reloads_flat "$s" "$port" "$before" ;; esac
   if [ -n "$h0" ] && [ -n "$m0" ]; then
@@ -264,6 +316,22 @@ if [ -z "$AGENT_NOTE" ]; then
 else
   row "PartnerGate / cedar-agent: $AGENT_NOTE" "not measured" "-" "informational"
 fi
+if [ -z "$CERBOS_NOTE" ]; then
+  r=$(fmt "$(round_ratio pg_uncached cerbos d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION REST, decision log on (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos); Cerbos replays the reads only)" "${r}x" ">= 2x" "$(verdict "$r" '>=' 2)"
+  r=$(fmt "$(round_ratio pg_uncached cerbos_grpc d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION gRPC, decision log on (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_grpc))" "${r}x" ">= 2x" "$(verdict "$r" '>=' 2)"
+  r=$(fmt "$(round_ratio pg_uncached cerbos_nolog d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION REST, decision log off (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_nolog))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio pg_uncached cerbos_grpc_nolog d)")
+  row "PartnerGate (cache off, log on) / Cerbos $CERBOS_VERSION gRPC, decision log off (decisions/s per core: $(dps pg_uncached) vs $(dps cerbos_grpc_nolog))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio cerbos cerbos_nolog)")
+  row "Cerbos decision log on / off, REST (req/s: $(rate cerbos) vs $(rate cerbos_nolog))" "${r}x" "-" "informational"
+  r=$(fmt "$(round_ratio cerbos_grpc cerbos_grpc_nolog)")
+  row "Cerbos decision log on / off, gRPC (req/s: $(rate cerbos_grpc) vs $(rate cerbos_grpc_nolog))" "${r}x" "-" "informational"
+else
+  row "PartnerGate (cache off, log on) / Cerbos: $CERBOS_NOTE" "not measured" ">= 2x" "not measured"
+fi
 if [ -n "$BASELINE" ]; then
   r=$(fmt "$(round_ratio pg pg_base)")
   row "this build / BENCH_BASELINE, cache on, log on (req/s: $(rate pg) vs $(rate pg_base))" "${r}x" "-" "informational"
@@ -293,6 +361,7 @@ fi
   echo "PartnerGate issue #14 — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "workload: $(sed 's/^WORKLOAD //' "$OUT/workload.txt")"
   echo "$(sed 's/^CHECK //' "$OUT/check.txt" | grep questions) (checked before timing)"
+  [ -z "$CERBOS_NOTE" ] && echo "Cerbos: $(sed 's/^CHECK_CERBOS //' "$OUT/check-cerbos.txt" | grep questions) (checked before timing)"
   echo "wrk -t1 -c$CONNS, $ROUNDS rounds of ${ROUND}s per system, order reversed every other round; servers on core 1, wrk on core 0"
   echo
   echo "| measurement | result | goal | verdict |"
