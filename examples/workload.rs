@@ -39,6 +39,10 @@
 //! This owns the generator and the check; it must never know how any peer
 //! decides (only the wire format). Loopback only; every request has a timeout.
 
+#[path = "shared/checked_in_parallel.rs"]
+mod checked_in_parallel;
+use checked_in_parallel::checked_in_parallel;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -406,27 +410,8 @@ fn check(stream: &str, reference: &str, peers: &[String]) -> Result<(), String> 
             }
         }
     }
-    // A few connections at once: the servers are latency-bound one at a time.
-    let chunk = questions.len().div_ceil(4).max(1);
-    let results: Vec<Result<(usize, usize, String), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = questions
-            .chunks(chunk)
-            .map(|part| s.spawn(move || check_some(part, reference, peers)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a checker thread panicked".into()))
-            })
-            .collect()
-    });
-    let (mut allows, mut differ, mut report) = (0, 0, String::new());
-    for r in results {
-        let (a, d, text) = r?;
-        (allows, differ) = (allows + a, differ + d);
-        report.push_str(&text);
-    }
+    let (allows, differ, report) =
+        checked_in_parallel(&questions, |part| check_some(part, reference, peers))?;
     println!(
         "CHECK questions={} allows={allows} peers={} differences={differ}",
         questions.len(),

@@ -55,6 +55,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+#[path = "../shared/checked_in_parallel.rs"]
+mod checked_in_parallel;
+use checked_in_parallel::checked_in_parallel;
 mod grpc;
 
 /// The role every principal is sent with; the rest is derived by Cerbos.
@@ -337,27 +340,8 @@ fn check(reads: &str, cerbos: &str, reference: &str, peers: &[String]) -> Result
         .zip(sent)
         .filter(|(q, _)| seen.insert(*q))
         .collect();
-    // A few connections at once: the servers are latency-bound one at a time.
-    let chunk = pairs.len().div_ceil(4).max(1);
-    let results: Vec<Result<(usize, usize, String), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = pairs
-            .chunks(chunk)
-            .map(|part| s.spawn(move || check_some(part, reference, peers)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a checker thread panicked".into()))
-            })
-            .collect()
-    });
-    let (mut allows, mut differ, mut report) = (0, 0, String::new());
-    for r in results {
-        let (a, d, text) = r?;
-        (allows, differ) = (allows + a, differ + d);
-        report.push_str(&text);
-    }
+    let (allows, differ, report) =
+        checked_in_parallel(&pairs, |part| check_some(part, reference, peers))?;
     println!(
         "CHECK_CERBOS questions={} allows={allows} denies={} peers={} differences={differ}",
         pairs.len(),
