@@ -59,7 +59,9 @@ pub enum Refusal {
     },
     /// A path the upstream could read differently from the routes: a dot
     /// segment (`.`, `..`, also percent-encoded or before a `;`), an encoded
-    /// slash or backslash, a backslash, a control character: deny.
+    /// slash or backslash, a backslash, a control character, an escape that
+    /// is malformed or not UTF-8, or an `X-Original-URL`/`X-Rewrite-URL`
+    /// header: deny.
     #[error("path {path}: {reason}")]
     BadPath {
         /// The request's path.
@@ -81,14 +83,28 @@ pub enum Refusal {
     },
 }
 
+/// Headers that make some upstreams route by their value instead of the
+/// request's path: a request carrying one is refused before any matching.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
 /// Map `req` under `routes`: the first route whose method, host and path
 /// match decides; else a public path is allowed; else [`Refusal::NoRoute`].
 ///
-/// A path with a segment the upstream could read differently (see
-/// [`Refusal::BadPath`]) is refused before any matching; hosts are compared
+/// A path with a segment the upstream could read differently, or a request
+/// with a header that overrides its path (see [`Refusal::BadPath`]), is
+/// refused before any matching; hosts are compared
 /// in [`proxy::normalize_host`]'s form.
 pub fn map(routes: &Routes, req: &GatewayRequest<'_>) -> Result<Outcome, Refusal> {
     let (path, query) = req.uri.split_once('?').unwrap_or((req.uri, ""));
+    if let Some(name) = PATH_OVERRIDES.iter().find(|n| (req.header)(n).is_some()) {
+        return Err(Refusal::BadPath {
+            path: path.to_string(),
+            reason: format!(
+                "the request carries `{name}`, which some upstreams (IIS URL Rewrite, frameworks \
+                 that trust it) route by instead of the path checked here; strip it at the proxy"
+            ),
+        });
+    }
     if let Err(reason) = template::unambiguous(path) {
         return Err(Refusal::BadPath {
             path: path.to_string(),

@@ -154,7 +154,8 @@ impl Template {
 /// before a `;` parameter as some servers read it), no slash or backslash
 /// hidden in a segment (`%2f`, `%5c`), no backslash (some servers read it
 /// as `/`), no control character, nothing encoded twice into one of these
-/// (`%252e`). Refusing them, rather than normalising as one upstream would,
+/// (`%252e`), no escape that is malformed or not UTF-8 (an overlong `%c0%ae`).
+/// Refusing them, rather than normalising as one upstream would,
 /// leaves nothing to guess about how the upstream normalises. Else which
 /// segment and why.
 pub fn unambiguous(path: &str) -> Result<(), String> {
@@ -163,7 +164,13 @@ pub fn unambiguous(path: &str) -> Result<(), String> {
     }
     for segment in path.split('/') {
         let lower = segment.to_ascii_lowercase();
-        let decoded = decode(segment).unwrap_or_else(|| segment.to_string());
+        let Some(decoded) = decode(segment) else {
+            return Err(format!(
+                "segment `{}`: a percent escape that is malformed or does not decode to UTF-8 \
+                 (an overlong `%c0%ae` is read as `.` by some servers)",
+                escape(segment)
+            ));
+        };
         let decoded_lower = decoded.to_ascii_lowercase();
         let why = if lower.contains("%2f") || lower.contains("%5c") {
             Some("an encoded `/` or `\\` inside a segment")

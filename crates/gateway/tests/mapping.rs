@@ -693,6 +693,57 @@ fn dot_segments_and_their_encodings_are_refused_never_public() {
     }
 }
 
+/// A percent escape that does not decode to UTF-8 (an overlong `.` such as
+/// `%c0%ae`, which some servers still read as a dot, a lone byte, or a
+/// malformed escape) is refused: what it means is the upstream's guess.
+#[test]
+fn escapes_that_are_not_utf8_or_malformed_are_refused_never_public() {
+    let routes = routes_with(HEADER_ID, ROUTES).unwrap();
+    let h = &[("x-user", "pat")];
+    for uri in [
+        "/static/%c0%ae%c0%ae/api/users/owner/dismiss",
+        "/static/%C0%AE%C0%AE/api/users/owner/dismiss",
+        "/static/%e0%80%ae%e0%80%ae/api/users/owner/dismiss",
+        "/static/%c0%af..%c0%afapi",
+        "/static/%ff/x",
+        "/static/%zz/x",
+        "/static/%2/x",
+        "/static/x%",
+    ] {
+        let r = run(&routes, req("GET", None, uri, h));
+        assert!(
+            matches!(&r, Err(Refusal::BadPath { reason, .. }) if reason.contains("escape")),
+            "{uri}: {r:?}"
+        );
+    }
+    // Escapes of valid UTF-8 still pass.
+    for uri in ["/static/caf%c3%a9.css", "/static/a%20b.css"] {
+        assert!(
+            matches!(
+                run(&routes, req("GET", None, uri, h)),
+                Ok(Outcome::Public(_))
+            ),
+            "{uri}"
+        );
+    }
+}
+
+/// `X-Original-URL` and `X-Rewrite-URL` make some upstreams (IIS URL Rewrite,
+/// frameworks that trust them) route by the header instead of the path the
+/// check saw: a request that carries either is refused, whatever its path.
+#[test]
+fn a_path_override_header_is_refused_never_public() {
+    let routes = routes_with(HEADER_ID, ROUTES).unwrap();
+    for name in ["X-Original-URL", "x-rewrite-url", "X-ORIGINAL-URL"] {
+        let h = &[("x-user", "pat"), (name, "/api/users/owner/dismiss")];
+        let r = run(&routes, req("GET", None, "/static/app.css", h));
+        assert!(
+            matches!(&r, Err(Refusal::BadPath { reason, .. }) if reason.to_ascii_lowercase().contains(&name.to_ascii_lowercase())),
+            "{name}: {r:?}"
+        );
+    }
+}
+
 /// A host is compared without case, port or trailing dot: `admin.portal.example.`
 /// keeps the admin host's list, and a route's host matches whatever form.
 #[test]
