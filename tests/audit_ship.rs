@@ -327,7 +327,9 @@ fn retention_drops_old_days_records_the_cut_and_verify_still_finds_hand_deletion
     let r1 = dated_log(
         dir.path(),
         "r1",
-        &[10, 10, 10, 10, 10, 3, 9, 9, 9, 9, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0],
+        &[
+            10, 10, 10, 10, 10, 3, 9, 9, 9, 9, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0,
+        ],
     );
     let r2 = dated_log(dir.path(), "r2", &[8, 8, 8]);
     let r3 = dated_log(dir.path(), "r3", &[0, 0, 0, 0]);
@@ -439,10 +441,11 @@ fn a_retention_record_changed_or_deleted_breaks_verify() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(verify_pg(&pg.url).0, 0);
     let mut c = client(&pg.url);
-    // The stated start moved: the record no longer matches its hash.
+    // The stated start moved (`kept_from.seq`, the only `"seq":4` of the
+    // record): the record no longer matches its hash.
     let changed = c
         .execute(
-            "UPDATE audit_retentions SET record = replace(record, '\"kept_from\":{\"seq\":4', '\"kept_from\":{\"seq\":5') WHERE seq = 1",
+            "UPDATE audit_retentions SET record = replace(record, '\"seq\":4', '\"seq\":5') WHERE seq = 1 AND record LIKE '%\"seq\":4%'",
             &[],
         )
         .unwrap();
@@ -452,7 +455,7 @@ fn a_retention_record_changed_or_deleted_breaks_verify() {
     assert!(out.contains("FAILED: retentions"), "{out}");
     // The last retention record deleted: its log's start is unstated.
     c.execute(
-        "UPDATE audit_retentions SET record = replace(record, '\"kept_from\":{\"seq\":5', '\"kept_from\":{\"seq\":4') WHERE seq = 1",
+        "UPDATE audit_retentions SET record = replace(record, '\"seq\":5', '\"seq\":4') WHERE seq = 1",
         &[],
     )
     .unwrap();
@@ -461,7 +464,10 @@ fn a_retention_record_changed_or_deleted_breaks_verify() {
         .unwrap();
     let (code, out) = verify_pg(&pg.url);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains(&format!("FAILED: log {}", log_id_of(&r2))), "{out}");
+    assert!(
+        out.contains(&format!("FAILED: log {}", log_id_of(&r2))),
+        "{out}"
+    );
 }
 
 #[test]
@@ -485,14 +491,15 @@ fn garbage_rows_odd_log_ids_and_concurrent_shippers_are_findings_not_failures() 
     assert_eq!(rows_of(&mut c, &id), (n, n, 1, n));
     assert_eq!(verify_pg(&pg.url).0, 0);
 
-    // A row that is not JSON, a huge one, and rows under a log id made of
-    // quotes, a semicolon and non-ASCII: each a finding of verify (exit 3),
-    // never a crash.
+    // A row that is not JSON, a huge one, seqs at the ends of the range,
+    // and rows under a log id made of quotes, a semicolon and non-ASCII:
+    // each a finding of verify (exit 3), never a crash.
     let odd = "'; DROP TABLE audit_logs; -- \"ü\u{7f}";
     let huge = "x".repeat(4 << 20);
     c.execute(
         "INSERT INTO audit_records (log_id, seq, ts, hash, prev_hash, record)
-         VALUES ($1, $2, now(), 'h', 'p', 'not json {'), ($3, 1, now(), 'h', 'p', $4), ($5, 1, now(), 'h', 'p', '{\"seq\":1}')",
+         VALUES ($1, $2, now(), 'h', 'p', 'not json {'), ($3, 1, now(), 'h', 'p', $4), ($5, 1, now(), 'h', 'p', '{\"seq\":1}'),
+                ($1, 9223372036854775807, now(), 'h', 'p', '{}'), ($5, -7, now(), 'h', 'p', '[]')",
         &[&id, &(n + 1), &"huge", &huge, &odd],
     )
     .unwrap();
@@ -509,5 +516,63 @@ fn garbage_rows_odd_log_ids_and_concurrent_shippers_are_findings_not_failures() 
     }
     assert!(logs.iter().any(|l| l["log_id"] == odd));
     // The tables are still there.
-    assert_eq!(rows_of(&mut c, &id).0, n + 1);
+    assert_eq!(rows_of(&mut c, &id).0, n + 2);
+    // The file query over the database names the row it cannot read.
+    let (code, _, err) = cli(&["audit", "query", "--pg", &pg.url]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a decision log record"), "{err}");
+}
+
+#[test]
+fn serve_with_retention_days_cuts_old_days_and_reports_it() {
+    let Some(pg) = PgSchema::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let old = dated_log(dir.path(), "gone", &[12, 12, 11, 1]);
+    ship(&old, &pg.url, &[]);
+    let ws = common::Workspace::new();
+    let s = common::Server::start(
+        &ws,
+        &[
+            "--store",
+            &pg.url,
+            "--audit-retention-days",
+            "7",
+            "--audit-ship-interval-ms",
+            "50",
+        ],
+    );
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let ship_status = loop {
+        let ship = s.get("/readyz").1["audit"]["ship"].clone();
+        if ship["retention"].is_string() {
+            break ship;
+        }
+        assert!(std::time::Instant::now() < deadline, "{ship}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        ship_status["retention"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok: 2 partition(s)"),
+        "{ship_status}"
+    );
+    assert!(ship_status["lag_seconds"].is_number(), "{ship_status}");
+    let mut c = client(&pg.url);
+    assert_eq!(rows_of(&mut c, &log_id_of(&old)), (1, 1, 4, 4));
+    let (code, out) = verify_pg(&pg.url);
+    assert_eq!(code, 0, "{out}");
+    // Out of range: refused at start.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--audit-retention-days",
+            "0",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--audit-retention-days"));
 }

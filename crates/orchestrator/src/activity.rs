@@ -187,9 +187,9 @@ pub fn partner_activity_db(
     let never = std::sync::atomic::AtomicBool::new(false);
     let v = verify_db(store, &never)?.ok_or(ActivityError::Stopped)?;
     let problem = v.first_problem().or_else(|| {
-        v.logs.iter().find_map(|l| {
-            chain_problem(&l.report).map(|p| format!("log {}: {p}", l.log_id))
-        })
+        v.logs
+            .iter()
+            .find_map(|l| chain_problem(&l.report).map(|p| format!("log {}: {p}", l.log_id)))
     });
     let chain = ChainStatus {
         verified: problem.is_none(),

@@ -81,7 +81,7 @@ pub fn verify_lines_from(
     files: Vec<PathBuf>,
     reader: &mut dyn Lines,
     stop: &AtomicBool,
-    stated: Option<&ChainStart>,
+    start: Option<&ChainStart>,
 ) -> Result<Option<VerifyReport>, AuditError> {
     let mut report = empty_report(files);
     let mut prev: Option<Link> = None;
@@ -112,7 +112,7 @@ pub fn verify_lines_from(
         }
         let ok = match &prev {
             None if link.prev_hash == GENESIS_HASH && link.seq == 1 => true,
-            None if stated.is_some_and(|s| s.seq == link.seq && s.prev_hash == link.prev_hash) => {
+            None if start.is_some_and(|s| s.seq == link.seq && s.prev_hash == link.prev_hash) => {
                 true
             }
             // Not the genesis: a start only a retention record may state.

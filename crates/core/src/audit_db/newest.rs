@@ -129,7 +129,6 @@ fn scan(
             &[&since, &until, &kind, &b_ts, &b_log, &b_seq],
         )?;
         let (mut bytes, mut records) = (0u64, 0u64);
-        let mut last = None;
         loop {
             let rows = tx.query_portal(&portal, FETCH)?;
             if rows.is_empty() {
@@ -144,7 +143,7 @@ fn scan(
                 };
                 bytes += text.len() as u64 + 1;
                 records += 1;
-                last = Some(cursor.clone());
+                let last = Some(cursor.clone());
                 if needles.iter().all(|n| text.contains(n)) {
                     if let Ok(head) = serde_json::from_str::<Head>(&text) {
                         if filter.matches(&head) && !visit(DbFound { cursor, text, head }) {

@@ -31,7 +31,12 @@ pub fn partition_day(name: &str) -> Option<Date> {
     }
     let n = |r: std::ops::Range<usize>| digits[r].parse::<u32>().ok();
     let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
-    let day = Date::from_calendar_date(i32::try_from(n(0..4)?).ok()?, month, u8::try_from(n(6..8)?).ok()?).ok()?;
+    let day = Date::from_calendar_date(
+        i32::try_from(n(0..4)?).ok()?,
+        month,
+        u8::try_from(n(6..8)?).ok()?,
+    )
+    .ok()?;
     (partition_name(day) == name).then_some(day)
 }
 

@@ -64,7 +64,7 @@ pub struct RetentionDone {
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
     /// Fewer than one day, or more than [`MAX_DAYS`].
-    #[error("retention days must be 1..={MAX_DAYS} (got {0}): 0 would drop today's records as they are shipped")]
+    #[error("retention days must be 1..=36500 (got {0}): 0 would drop today's records as they are shipped")]
     Days(i64),
     /// The database failed.
     #[error(transparent)]

@@ -44,6 +44,8 @@ pub struct ShipThreadConfig {
 
 /// How often the shipper thread runs the retention, when it has one.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How soon a failed retention is tried again.
+const RETENTION_RETRY: Duration = Duration::from_secs(60);
 
 /// What the shipper thread reports.
 #[derive(Debug, Default)]
@@ -60,7 +62,7 @@ pub struct ShipStatus {
 }
 
 /// A copy of [`ShipStatus`] for a report.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShipSnapshot {
     /// Records this process shipped.
     pub shipped: u64,
@@ -255,7 +257,7 @@ impl Drop for ShipThread {
 fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>) {
     let mut store: Option<PgStore> = None;
     let mut shipper: Option<Shipper> = None;
-    let mut retained_at: Option<Instant> = None;
+    let mut next_retention = Instant::now();
     loop {
         if store.is_none() {
             match PgStore::open(&named(&config.url, &config.replica), &config.replica) {
@@ -295,7 +297,7 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
             status.publish();
         }
         if let (Some(days), Some(store)) = (config.retention_days, store.as_ref()) {
-            if retained_at.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            if Instant::now() >= next_retention {
                 let outcome = match apply_retention(
                     store,
                     i64::from(days),
@@ -303,7 +305,7 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
                     &config.replica,
                 ) {
                     Ok(done) => {
-                        retained_at = Some(Instant::now());
+                        next_retention = Instant::now() + RETENTION_EVERY;
                         if !done.dropped.is_empty() {
                             tracing::info!(cut_before = %done.cut_before, dropped = ?done.dropped, logs = done.logs.len(), "audit retention dropped old day partitions of the shipped logs");
                         }
@@ -315,7 +317,8 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
                         )
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "audit retention of the shipped logs failed; retried next round");
+                        next_retention = Instant::now() + RETENTION_RETRY;
+                        tracing::warn!(error = %e, "audit retention of the shipped logs failed; retried in a minute");
                         format!("failed: {e}")
                     }
                 };

@@ -13,11 +13,9 @@
 //!
 //! Knows nothing of log files; computes no hash itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-
-use std::collections::HashMap;
 
 use partnergate_audit::chain::{verify_lines, verify_lines_from, Line, Lines, Location};
 use partnergate_audit::record::RetentionInfo;
@@ -85,6 +83,7 @@ impl DbVerified {
                 .map(|p| format!("log {}: {p}", l.log_id))
         })
     }
+}
 
 impl LogVerified {
     /// Unbroken, ending where its shipper recorded.
@@ -120,7 +119,8 @@ impl<'t, 'c> Rows<'t, 'c> {
         Rows {
             tx,
             log_id,
-            last: 0,
+            // Rows of any seq are read, a forged 0 or negative one too.
+            last: i64::MIN,
             page: VecDeque::new(),
             error: None,
         }
@@ -142,11 +142,12 @@ impl<'t, 'c> Rows<'t, 'c> {
             ),
         };
         loop {
-            let rows = self
-                .tx
-                .query(select, &[&name, &self.last, &(self.last + PAGE)])?;
+            let rows = self.tx.query(
+                select,
+                &[&name, &self.last, &self.last.saturating_add(PAGE)],
+            )?;
             if !rows.is_empty() {
-                self.last += PAGE;
+                self.last = self.last.saturating_add(PAGE);
                 for r in rows {
                     let seq: i64 = r.get(0);
                     self.page.push_back(Line {
@@ -160,7 +161,7 @@ impl<'t, 'c> Rows<'t, 'c> {
             // A range with no row: jump to the next row, if any.
             let next: Option<i64> = self.tx.query_one(next, &[&name, &self.last])?.get(0);
             match next {
-                Some(n) => self.last = n - 1,
+                Some(n) => self.last = n.saturating_sub(1),
                 None => return Ok(()),
             }
         }

@@ -323,13 +323,16 @@ fn one_record(state: &AppState, at: &str) -> Markup {
 
 /// One record of the database, by its cursor.
 fn one_record_db(db: &DbReader, at: &str) -> Markup {
-    let found = at.parse::<DbCursor>().map_err(|m| m.to_string()).and_then(|c| {
-        let store = db.store().map_err(|e| format!("the database: {e}"))?;
-        let found = record_at_db(&store, &c)
-            .map_err(|e| format!("the database: {e}"))?
-            .ok_or_else(|| format!("no record {c} in the database"))?;
-        Ok((store, found))
-    });
+    let found = at
+        .parse::<DbCursor>()
+        .map_err(|m| m.to_string())
+        .and_then(|c| {
+            let store = db.store().map_err(|e| format!("the database: {e}"))?;
+            let found = record_at_db(&store, &c)
+                .map_err(|e| format!("the database: {e}"))?
+                .ok_or_else(|| format!("no record {c} in the database"))?;
+            Ok((store, found))
+        });
     let (store, found) = match found {
         Ok(f) => f,
         Err(m) => return html! { div.error { (m) } },
@@ -348,7 +351,10 @@ fn one_record_db(db: &DbReader, at: &str) -> Markup {
         .flatten(),
         (None, None) => None,
     };
-    let place = format!("audit_records[{}]:{}", found.cursor.log_id, found.cursor.seq);
+    let place = format!(
+        "audit_records[{}]:{}",
+        found.cursor.log_id, found.cursor.seq
+    );
     record_markup(&record, &found.head, &place, slice.as_ref())
 }
 
@@ -487,7 +493,10 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The chain check of every replica's shipped log (and of the retentions).
-async fn verify_db_fragment(db: Arc<DbReader>, permit: crate::verify_gate::VerifyPermit) -> Response {
+async fn verify_db_fragment(
+    db: Arc<DbReader>,
+    permit: crate::verify_gate::VerifyPermit,
+) -> Response {
     let checked = tokio::task::spawn_blocking(move || {
         let r = db.store().and_then(|s| verify_db(&s, &permit.stop));
         let outcome = match &r {
@@ -547,7 +556,12 @@ pub async fn histogram(State(state): State<Arc<AppState>>, Query(p): Query<Param
         (Some(db), _) => db
             .store()
             .and_then(|s| histogram_db(&s, &filter, 60, HISTOGRAM_BUDGET))
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("the database: {e}"))),
+            .map_err(|e| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the database: {e}"),
+                )
+            }),
         (None, Some(path)) => newest::histogram(path, &filter, 60, HISTOGRAM_BUDGET)
             .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
         (None, None) => Ok(newest::Histogram::default()),

@@ -181,15 +181,14 @@ pub async fn activity(
         since: None,
         until: None,
     };
-    let report =
-        match tokio::task::spawn_blocking(move || source.report(&q)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e @ activity::ActivityError::Database(_))) => {
-                return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
-            }
-            Ok(Err(e)) => return fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-            Err(e) => return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        };
+    let report = match tokio::task::spawn_blocking(move || source.report(&q)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e @ activity::ActivityError::Database(_))) => {
+            return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Ok(Err(e)) => return fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
     fragment(html! {
         p class=(if report.chain.verified { "ok" } else { "bad" }) {
             (report.items.len()) " records; chain "
