@@ -11,6 +11,7 @@ use partnergate_core::audit_db::Shipper;
 use partnergate_core::store::postgres::PgStore;
 
 mod common;
+use common::audit_db::{cli, client, file_records, rows_of};
 use common::{repo as root, PgSchema, BIN};
 
 /// Write `count` synthetic decisions to a log in `dir` as replica `name`,
@@ -33,22 +34,6 @@ fn write_log(dir: &Path, name: &str, count: u64) -> PathBuf {
     path
 }
 
-/// The records of a log file (its chain, verified whole).
-fn file_records(path: &Path) -> u64 {
-    let r = partnergate::audit::chain::verify(path).unwrap();
-    assert!(r.ok(), "{:?}", r.problem);
-    r.records
-}
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `audit ship` of `log` into `url` (with `extra` flags), which must succeed;
 /// its output.
 fn ship(log: &Path, url: &str, extra: &[&str]) -> String {
@@ -57,22 +42,6 @@ fn ship(log: &Path, url: &str, extra: &[&str]) -> String {
         cli(&[&["audit", "ship", "--log", log, "--pg", url][..], extra].concat());
     assert_eq!(code, 0, "{out}{err}");
     out
-}
-
-fn client(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).unwrap()
-}
-
-/// (rows, distinct seqs, min seq, max seq) of one log in the database.
-fn rows_of(c: &mut postgres::Client, log_id: &str) -> (i64, i64, i64, i64) {
-    let r = c
-        .query_one(
-            "SELECT count(*), count(DISTINCT seq), COALESCE(min(seq), 0), COALESCE(max(seq), 0)
-             FROM audit_records WHERE log_id = $1",
-            &[&log_id],
-        )
-        .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 
 fn log_id_of(path: &Path) -> String {

@@ -8,6 +8,7 @@
 //! test runs in a schema of its own, dropped after.
 
 mod common;
+use common::audit_db::{cli, client, file_records, rows_of};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{PgSchema, Server, Workspace, BIN, PATIENCE};
+use common::{PgSchema, Server, Workspace, PATIENCE};
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
@@ -146,15 +147,6 @@ fn replica(ws: &Workspace, url: &str, name: &str, token_file: Option<&Path>) -> 
     Server::start(ws, &args)
 }
 
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The decision ids of a log file (its rotated files included).
 fn file_decisions(log: &Path) -> Vec<String> {
     let (code, out, err) = cli(&[
@@ -172,29 +164,6 @@ fn file_decisions(log: &Path) -> Vec<String> {
             v["decision_id"].as_str().unwrap().to_string()
         })
         .collect()
-}
-
-/// The records of a log file, its chain verified whole.
-fn file_records(log: &Path) -> u64 {
-    let r = partnergate::audit::chain::verify(log).unwrap();
-    assert!(r.ok(), "{}: {:?}", log.display(), r.problem);
-    r.records
-}
-
-fn client(url: &str) -> postgres::Client {
-    postgres::Client::connect(url, postgres::NoTls).unwrap()
-}
-
-/// (rows, distinct seqs, min seq, max seq) of one log in the database.
-fn rows_of(c: &mut postgres::Client, log_id: &str) -> (i64, i64, i64, i64) {
-    let r = c
-        .query_one(
-            "SELECT count(*), count(DISTINCT seq), COALESCE(min(seq), 0), COALESCE(max(seq), 0)
-             FROM audit_records WHERE log_id = $1",
-            &[&log_id],
-        )
-        .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 
 /// Wait until the replica's shipper has the whole file in the database.

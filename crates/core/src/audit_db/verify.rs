@@ -188,13 +188,9 @@ pub fn verify_db(store: &PgStore, stop: &AtomicBool) -> Result<Option<DbVerified
         let (retentions, starts) = {
             let mut rows = Rows::of(&mut tx, None);
             let mut starts = Starts::default();
-            let report = match verify_lines(Vec::new(), &mut starts.reading(&mut rows), stop) {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    audit_error = Some(e);
-                    return Ok(None);
-                }
+            let checked = verify_lines(Vec::new(), &mut starts.reading(&mut rows), stop);
+            let Some(report) = kept(checked, &mut audit_error) else {
+                return Ok(None);
             };
             if let Some(e) = rows.error.take() {
                 return Err(e);
@@ -217,13 +213,9 @@ pub fn verify_db(store: &PgStore, stop: &AtomicBool) -> Result<Option<DbVerified
             let retained = starts.of(&log_id);
             let mut rows = Rows::of(&mut tx, Some(log_id.clone()));
             let stated = retained.as_ref().map(|r| &r.kept_from);
-            let report = match verify_lines_from(Vec::new(), &mut rows, stop, stated) {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    audit_error = Some(e);
-                    return Ok(None);
-                }
+            let checked = verify_lines_from(Vec::new(), &mut rows, stop, stated);
+            let Some(report) = kept(checked, &mut audit_error) else {
+                return Ok(None);
             };
             if let Some(e) = rows.error.take() {
                 return Err(e);
@@ -248,6 +240,18 @@ pub fn verify_db(store: &PgStore, stop: &AtomicBool) -> Result<Option<DbVerified
         Some(e) => Err(e.into()),
         None => Ok(out),
     }
+}
+
+/// A chain check's report; None when it was stopped or failed (the
+/// failure kept in `error`).
+fn kept(
+    checked: Result<Option<VerifyReport>, AuditError>,
+    error: &mut Option<AuditError>,
+) -> Option<VerifyReport> {
+    checked.unwrap_or_else(|e| {
+        *error = Some(e);
+        None
+    })
 }
 
 /// The starts the retention records state, by log (the last one of each

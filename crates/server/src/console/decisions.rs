@@ -460,12 +460,7 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
     };
     let report = tokio::task::spawn_blocking(move || {
         let r = partnergate_audit::verify_until(&path, &permit.stop);
-        let outcome = match &r {
-            Ok(Some(_)) => "done",
-            Ok(None) => "stopped",
-            Err(_) => "error",
-        };
-        metrics::counter!("partnergate_console_verify_total", "outcome" => outcome).increment(1);
+        counted(&r);
         drop(permit);
         r
     })
@@ -492,6 +487,16 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
     })
 }
 
+/// Count a chain check by how it ended.
+fn counted<T, E>(r: &Result<Option<T>, E>) {
+    let outcome = match r {
+        Ok(Some(_)) => "done",
+        Ok(None) => "stopped",
+        Err(_) => "error",
+    };
+    metrics::counter!("partnergate_console_verify_total", "outcome" => outcome).increment(1);
+}
+
 /// The chain check of every replica's shipped log (and of the retentions).
 async fn verify_db_fragment(
     db: Arc<DbReader>,
@@ -499,12 +504,7 @@ async fn verify_db_fragment(
 ) -> Response {
     let checked = tokio::task::spawn_blocking(move || {
         let r = db.store().and_then(|s| verify_db(&s, &permit.stop));
-        let outcome = match &r {
-            Ok(Some(_)) => "done",
-            Ok(None) => "stopped",
-            Err(_) => "error",
-        };
-        metrics::counter!("partnergate_console_verify_total", "outcome" => outcome).increment(1);
+        counted(&r);
         drop(permit);
         r
     })
