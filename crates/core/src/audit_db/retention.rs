@@ -92,15 +92,12 @@ pub fn apply_retention(
     Ok(done)
 }
 
-fn run(
-    c: &mut Client,
+/// The day partitions of days before `cut`, oldest first (names of any
+/// other form are left alone).
+fn partitions_before(
+    tx: &mut postgres::Transaction<'_>,
     cut: Date,
-    days: i64,
-    ts: &str,
-    by: &str,
-) -> Result<RetentionDone, postgres::Error> {
-    let mut tx = c.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
+) -> Result<Vec<(Date, String)>, postgres::Error> {
     let mut old: Vec<(Date, String)> = tx
         .query(
             "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -115,6 +112,19 @@ fn run(
         .filter(|(d, _)| *d < cut)
         .collect();
     old.sort();
+    Ok(old)
+}
+
+fn run(
+    c: &mut Client,
+    cut: Date,
+    days: i64,
+    ts: &str,
+    by: &str,
+) -> Result<RetentionDone, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
+    let old = partitions_before(&mut tx, cut)?;
     let mut done = RetentionDone {
         cut_before: cut.to_string(),
         dropped: old.iter().map(|(_, n)| n.clone()).collect(),
@@ -171,16 +181,8 @@ fn run(
             kept_from: kept_from.clone(),
             rule: rule.clone(),
         };
-        let mut body = retention_body(&info, ts, Some(by));
-        body.insert("log_id".into(), Value::String(log_id.clone()));
         seq += 1;
-        let (line, hash) = seal(body, seq as u64, &prev);
-        tx.execute(
-            "INSERT INTO audit_retentions (seq, ts, log_id, hash, prev_hash, record)
-             VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6)",
-            &[&seq, &ts, &log_id, &hash, &prev, &line],
-        )?;
-        prev = hash;
+        prev = record(&mut tx, seq, &prev, &info, ts, by, &log_id)?;
         done.logs.push(LogCut {
             log_id,
             first_seq: first.max(0) as u64,
@@ -196,4 +198,26 @@ fn run(
     }
     tx.commit()?;
     Ok(done)
+}
+
+/// Seal the retention record of `log_id` as record `seq` after `prev` and
+/// insert it; its hash.
+fn record(
+    tx: &mut postgres::Transaction<'_>,
+    seq: i64,
+    prev: &str,
+    info: &RetentionInfo,
+    ts: &str,
+    by: &str,
+    log_id: &str,
+) -> Result<String, postgres::Error> {
+    let mut body = retention_body(info, ts, Some(by));
+    body.insert("log_id".into(), Value::String(log_id.to_string()));
+    let (line, hash) = seal(body, seq.max(0) as u64, prev);
+    tx.execute(
+        "INSERT INTO audit_retentions (seq, ts, log_id, hash, prev_hash, record)
+         VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6)",
+        &[&seq, &ts, &log_id, &hash, &prev, &line],
+    )?;
+    Ok(hash)
 }
