@@ -58,6 +58,10 @@ pub enum AuditCommand {
     /// PostgreSQL (resumes where the database says it stopped; nothing
     /// twice). For the files of stopped replicas; `serve` ships its own.
     Ship(super::audit_pg::ShipArgs),
+    /// Drop the day partitions of the shipped logs older than --days days,
+    /// recording each log's cut in the retentions' own chain so that
+    /// `audit verify --pg` accepts it (and nothing else).
+    Retention(super::audit_pg::RetentionArgs),
     /// Write synthetic decision records as fast as possible (testing and
     /// throughput measurement).
     #[command(hide = true)]
@@ -161,6 +165,10 @@ pub struct ReplayArgs {
     /// The log (its rotated siblings PATH.1, PATH.2, ... are included)
     #[arg(default_value = DEFAULT_PATH)]
     pub path: PathBuf,
+    /// Replay every decision shipped into this PostgreSQL database instead
+    /// of a file (every replica's log).
+    #[arg(long = "pg")]
+    pub pg: Option<String>,
     #[command(flatten)]
     pub pack: PackArgs,
     /// Only decisions logged at or after this time (RFC 3339 or YYYY-MM-DD).
@@ -334,6 +342,7 @@ pub fn run(args: &AuditArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         AuditCommand::Replay(a) => run_replay(a, out, err),
         AuditCommand::PartnerActivity(a) => run_partner_activity(a, out),
         AuditCommand::Ship(a) => super::audit_pg::run_ship(a, out).map(|()| EXIT_OK),
+        AuditCommand::Retention(a) => super::audit_pg::run_retention(a, out).map(|()| EXIT_OK),
         AuditCommand::Stress(a) => run_stress(a, out),
     };
     match result {
@@ -583,7 +592,14 @@ fn run_replay(a: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> CmdRe
         since: a.since,
         max_examples: a.examples,
     };
-    let report = replay::replay(&a.path, &pack, &options)?;
+    let report = match &a.pg {
+        Some(url) => {
+            let mut replayer = replay::Replayer::new(&pack, options);
+            super::audit_pg::replay_db(url, &mut replayer)?;
+            replayer.finish()
+        }
+        None => replay::replay(&a.path, &pack, &options)?,
+    };
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {

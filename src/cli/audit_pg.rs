@@ -13,7 +13,7 @@ use serde_json::json;
 
 use partnergate_audit::query::{Filter, Head};
 use partnergate_audit::writer::DEFAULT_PATH;
-use partnergate_core::audit_db::{query_db, verify_db, Shipper};
+use partnergate_core::audit_db::{apply_retention, query_db, verify_db, Shipper};
 use partnergate_core::store::postgres::PgStore;
 
 type CmdResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -68,22 +68,40 @@ pub struct DbVerdict {
     pub gaps: bool,
 }
 
-/// `audit verify --pg`: every shipped log's chain.
+/// `audit verify --pg`: the retentions' chain and every shipped log's chain.
 pub fn run_verify_db(url: &str, json_out: bool, out: &mut dyn Write) -> CmdResult<DbVerdict> {
     let store = PgStore::open(url, LABEL)?;
     let never = AtomicBool::new(false);
-    let logs = verify_db(&store, &never)?;
-    let intact = logs.iter().all(|l| l.intact());
+    let Some(v) = verify_db(&store, &never)? else {
+        return Err("the check was stopped".into());
+    };
+    let intact = v.intact();
+    let logs = &v.logs;
     let gaps = logs.iter().any(|l| !l.report.gaps.is_empty());
     if json_out {
         writeln!(
             out,
             "{}",
-            json!({"ok": intact && !gaps, "intact": intact, "logs": logs})
+            json!({"ok": intact && !gaps, "intact": intact, "retentions": v.retentions, "logs": logs})
         )?;
         return Ok(DbVerdict { intact, gaps });
     }
-    for l in &logs {
+    let r = &v.retentions;
+    match &r.problem {
+        Some(p) => writeln!(
+            out,
+            "FAILED: retentions: {p}\n  {} retention record(s) verified before the break",
+            r.records
+        )?,
+        None if r.records > 0 => writeln!(
+            out,
+            "ok: retentions: {} record(s); chain intact; last hash {}",
+            r.records,
+            r.last_hash.as_deref().unwrap_or("-")
+        )?,
+        None => {}
+    }
+    for l in logs {
         let r = &l.report;
         let who = format!(
             "log {} (replica {})",
@@ -111,6 +129,13 @@ pub fn run_verify_db(url: &str, json_out: bool, out: &mut dyn Write) -> CmdResul
         for x in &r.retentions {
             writeln!(out, "  {x}")?;
         }
+        if let Some(k) = &l.retained {
+            writeln!(
+                out,
+                "  starts at seq {} after a retention (audit_retentions:{})",
+                k.kept_from.seq, k.retention_seq
+            )?;
+        }
     }
     writeln!(
         out,
@@ -119,6 +144,74 @@ pub fn run_verify_db(url: &str, json_out: bool, out: &mut dyn Write) -> CmdResul
         if intact { "all intact" } else { "BROKEN" }
     )?;
     Ok(DbVerdict { intact, gaps })
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// The PostgreSQL URL of the database the replicas share.
+    #[arg(long = "pg")]
+    pub pg: String,
+    /// Keep the records of the last DAYS whole days (UTC) and today; drop
+    /// the day partitions before. At least 1.
+    #[arg(long, allow_negative_numbers = true)]
+    pub days: i64,
+    /// Print what was dropped as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `audit retention`: drop the old day partitions, recording each cut.
+pub fn run_retention(a: &RetentionArgs, out: &mut dyn Write) -> CmdResult<()> {
+    // Refused before connecting: a bad number changes nothing.
+    if !(1..=i64::from(partnergate_core::audit_db::retention::MAX_DAYS)).contains(&a.days) {
+        return Err(partnergate_core::audit_db::RetentionError::Days(a.days).into());
+    }
+    let store = PgStore::open(&a.pg, LABEL)?;
+    let done = apply_retention(&store, a.days, time::OffsetDateTime::now_utc(), LABEL)?;
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&done)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "dropped {} day partition(s) before {}{}",
+        done.dropped.len(),
+        done.cut_before,
+        if done.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", done.dropped.join(", "))
+        }
+    )?;
+    for l in &done.logs {
+        writeln!(
+            out,
+            "  log {}: seq {}..={} removed; kept from seq {} (retention record audit_retentions:{})",
+            l.log_id, l.first_seq, l.last_seq, l.kept_from.seq, l.record_seq
+        )?;
+    }
+    Ok(())
+}
+
+/// `audit replay --pg`: every decision shipped into the database, each
+/// with its slice (resolved within its own log), fed to `replayer`.
+pub fn replay_db(
+    url: &str,
+    replayer: &mut partnergate_audit::replay::Replayer<'_>,
+) -> CmdResult<()> {
+    let store = PgStore::open(url, LABEL)?;
+    let filter = Filter {
+        kind: Some(partnergate_audit::Kind::Decision),
+        ..Filter::default()
+    };
+    query_db(&store, &filter, true, |location, line, _| {
+        let mut rec: partnergate_audit::record::Record = serde_json::from_str(line)
+            .map_err(|e| format!("{location}: not a decision log record: {e}"))?;
+        let entities = rec.entities.take();
+        replayer.add(location.clone(), rec, entities);
+        Ok::<(), String>(())
+    })??;
+    Ok(())
 }
 
 /// `audit query --pg`: every shipped record through `filter`, each printed

@@ -114,6 +114,12 @@ pub struct ServeArgs {
     /// Records per shipping transaction.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub audit_ship_batch: u64,
+    /// With a PostgreSQL store: drop the shipped logs' day partitions older
+    /// than this many days (UTC; today and the last DAYS whole days are
+    /// kept), at start and hourly, recording each cut in the retentions'
+    /// chain so that `audit verify --pg` accepts it. Default: keep all.
+    #[arg(long, env = "PARTNERGATE_AUDIT_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub audit_retention_days: Option<u32>,
     /// What request `entities` and AuthZEN `properties` may do: `add` (only
     /// facts the store does not hold), `override` (replace stored facts),
     /// `deny` (refuse them).
@@ -243,6 +249,7 @@ pub fn serve_config(a: ServeArgs) -> Result<partnergate_server::ServeConfig, Str
         audit_ship: !a.no_audit_ship,
         audit_ship_interval: std::time::Duration::from_millis(a.audit_ship_interval_ms),
         audit_ship_batch: a.audit_ship_batch as usize,
+        audit_retention_days: a.audit_retention_days,
         shadow_policies: a.shadow_policies,
         limits: a.limits.limits(),
         header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),

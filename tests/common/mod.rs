@@ -2,6 +2,7 @@
 //! process on an ephemeral port, over temp copies of the shipped pack.
 #![allow(dead_code)]
 
+pub mod audit_db;
 pub mod entities;
 pub mod orchestrator;
 

@@ -375,6 +375,12 @@ pub fn histogram(
         }
         true
     })?;
+    Ok(buckets(seconds, max_buckets, partial))
+}
+
+/// The histogram of `seconds` (each decision's unix time and whether it
+/// was an Allow): at most `max_buckets` of a round width, oldest first.
+pub fn buckets(seconds: Vec<(i64, bool)>, max_buckets: usize, partial: bool) -> Histogram {
     let mut out = Histogram {
         partial,
         decisions: seconds.len() as u64,
@@ -384,7 +390,7 @@ pub fn histogram(
         seconds.iter().map(|s| s.0).min(),
         seconds.iter().map(|s| s.0).max(),
     ) else {
-        return Ok(out);
+        return out;
     };
     let span = (hi - lo + 1).max(1);
     let widths = [1, 10, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400];
@@ -416,7 +422,7 @@ pub fn histogram(
             (t, a, d)
         })
         .collect();
-    Ok(out)
+    out
 }
 
 /// The slice (Cedar entity JSON, as written) named `hash` that a decision

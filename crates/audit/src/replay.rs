@@ -141,20 +141,56 @@ pub fn replay(
     pack: &PolicyPack,
     options: &ReplayOptions,
 ) -> Result<ReplayReport, AuditError> {
-    let mut decisions = Decisions::open(path, options.since)?;
+    let mut decisions = Decisions::open(path)?;
+    let mut replayer = Replayer::new(pack, options.clone());
+    while let Some((location, rec, entities)) = decisions.next()? {
+        replayer.add(location, rec, entities);
+    }
+    Ok(replayer.finish())
+}
+
+/// A replay fed one decision at a time, from any source of records in log
+/// order (a file, or the logs shipped into a database): each decision with
+/// its entity slice, resolved by the source.
+pub struct Replayer<'p> {
+    pack: &'p PolicyPack,
+    options: ReplayOptions,
     // Keyed by action and whether the old decision was Allow (the new one
     // is the other effect).
-    let mut groups: BTreeMap<(String, bool), Acc> = BTreeMap::new();
-    let mut report = ReplayReport {
-        candidate_version: pack.version.clone(),
-        replayed: 0,
-        unchanged: 0,
-        changed: 0,
-        groups: Vec::new(),
-        skipped: 0,
-        skipped_examples: Vec::new(),
-    };
-    while let Some((location, rec, entities)) = decisions.next()? {
+    groups: BTreeMap<(String, bool), Acc>,
+    report: ReplayReport,
+}
+
+impl<'p> Replayer<'p> {
+    /// A replay against `pack`.
+    pub fn new(pack: &'p PolicyPack, options: ReplayOptions) -> Self {
+        Replayer {
+            report: ReplayReport {
+                candidate_version: pack.version.clone(),
+                replayed: 0,
+                unchanged: 0,
+                changed: 0,
+                groups: Vec::new(),
+                skipped: 0,
+                skipped_examples: Vec::new(),
+            },
+            pack,
+            options,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Re-evaluate one logged decision (one logged before `since` is
+    /// passed over).
+    pub fn add(&mut self, location: Location, rec: Record, entities: Option<Value>) {
+        if let Some(since) = self.options.since {
+            let rfc = time::format_description::well_known::Rfc3339;
+            match OffsetDateTime::parse(&rec.ts, &rfc) {
+                Ok(ts) if ts >= since => {}
+                _ => return,
+            }
+        }
+        let (pack, options, report) = (self.pack, &self.options, &mut self.report);
         let new = match reevaluate(pack, &rec, entities) {
             Ok(d) => d,
             Err(reason) => {
@@ -166,53 +202,55 @@ pub fn replay(
                         reason,
                     });
                 }
-                continue;
+                return;
             }
         };
         report.replayed += 1;
         let Some(old) = rec.decision else {
-            continue;
+            return;
         };
         if old == new.decision {
             report.unchanged += 1;
-            continue;
+            return;
         }
         report.changed += 1;
         let action = rec.action.clone().unwrap_or_default();
-        groups
+        self.groups
             .entry((action, old == Effect::Allow))
             .or_default()
             .add(pack, &rec, &new, location, options.max_examples);
     }
-    report.groups = groups
-        .into_iter()
-        .map(|((action, was_allowed), acc)| acc.into_group(action, was_allowed))
-        .collect();
-    Ok(report)
+
+    /// The report.
+    pub fn finish(mut self) -> ReplayReport {
+        self.report.groups = self
+            .groups
+            .into_iter()
+            .map(|((action, was_allowed), acc)| acc.into_group(action, was_allowed))
+            .collect();
+        self.report
+    }
 }
 
 /// The decision records of a log, in order, each with its entity slice
-/// (inline, or resolved by `entities_hash` within its file), from `since` on.
+/// (inline, or resolved by `entities_hash` within its file). Every
+/// decision's slice is remembered, also one before the replay's `since`, so
+/// that a later decision naming it by hash finds it.
 struct Decisions {
     reader: LineReader,
     slices: FileSlices<Value>,
-    since: Option<OffsetDateTime>,
 }
 
 impl Decisions {
-    fn open(path: &Path, since: Option<OffsetDateTime>) -> Result<Self, AuditError> {
+    fn open(path: &Path) -> Result<Self, AuditError> {
         Ok(Decisions {
             reader: LineReader::open(path)?,
             slices: FileSlices::default(),
-            since,
         })
     }
 
     /// The next decision record, where it stands and its slice if known.
-    /// Every decision's slice is remembered, also one before `since`, so
-    /// that a later decision naming it by hash finds it.
     fn next(&mut self) -> Result<Option<(Location, Record, Option<Value>)>, AuditError> {
-        let rfc = time::format_description::well_known::Rfc3339;
         while let Some(line) = self.reader.next_line()? {
             if !line.terminated {
                 continue; // a torn last line: not a record
@@ -232,12 +270,6 @@ impl Decisions {
                 (None, Some(h)) => self.slices.get(h).cloned(),
                 (None, None) => None,
             };
-            if let Some(since) = self.since {
-                match OffsetDateTime::parse(&rec.ts, &rfc) {
-                    Ok(ts) if ts >= since => {}
-                    _ => continue,
-                }
-            }
             return Ok(Some((line.location, rec, entities)));
         }
         Ok(None)

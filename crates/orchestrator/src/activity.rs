@@ -117,6 +117,9 @@ pub enum ActivityError {
     /// The shipped logs could not be read from the database.
     #[error(transparent)]
     Database(#[from] partnergate_core::audit_db::ShipError),
+    /// The chain check was stopped before its end.
+    #[error("the chain check was stopped")]
+    Stopped,
 }
 
 /// The items of the records `run` streams (each line with its slice) to
@@ -182,15 +185,15 @@ pub fn partner_activity_db(
         Ok(stats.scanned)
     })?;
     let never = std::sync::atomic::AtomicBool::new(false);
-    let logs = verify_db(store, &never)?;
-    let problem = logs.iter().find_map(|l| {
-        let p = l.tail_problem.clone().filter(|_| l.report.intact());
-        p.or_else(|| chain_problem(&l.report))
-            .map(|p| format!("log {}: {p}", l.log_id))
+    let v = verify_db(store, &never)?.ok_or(ActivityError::Stopped)?;
+    let problem = v.first_problem().or_else(|| {
+        v.logs
+            .iter()
+            .find_map(|l| chain_problem(&l.report).map(|p| format!("log {}: {p}", l.log_id)))
     });
     let chain = ChainStatus {
         verified: problem.is_none(),
-        records: logs.iter().map(|l| l.report.records).sum(),
+        records: v.logs.iter().map(|l| l.report.records).sum(),
         first_seq: None,
         last_seq: None,
         problem,

@@ -61,6 +61,9 @@ pub struct ServeConfig {
     pub audit_ship_interval: Duration,
     /// Records per shipping transaction.
     pub audit_ship_batch: usize,
+    /// Drop the shipped logs' day partitions older than this many days
+    /// (the shipper thread, hourly); None: keep all.
+    pub audit_retention_days: Option<u32>,
     /// A candidate policy directory evaluated beside the live one (shadow mode).
     pub shadow_policies: Option<PathBuf>,
     /// Sizes and nesting of policy files refused before parsing.
@@ -155,6 +158,7 @@ impl Default for ServeConfig {
             audit_ship: true,
             audit_ship_interval: Duration::from_millis(1000),
             audit_ship_batch: 1000,
+            audit_retention_days: None,
             shadow_policies: None,
             limits: partnergate_policy::prescan::PackLimits::default(),
             header_timeout: Duration::from_millis(defaults::HEADER_TIMEOUT_MS),

@@ -533,7 +533,7 @@ pub(super) struct ActivityParams {
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/partner-activity", tag = "orchestrator", params(("id" = String, Path, description = "the account id"), ActivityParams),
-    responses((status = 200, description = "every decision and change of the account's partners in the range, with the reasons and the chain check"), (status = 400, description = "a bad time bound"), (status = 401, description = "no or wrong bearer token"), (status = 404, description = "decisions are not logged to a file"), (status = 503, description = "the log cannot be read")))]
+    responses((status = 200, description = "every decision and change of the account's partners in the range, with the reasons and the chain check"), (status = 400, description = "a bad time bound"), (status = 401, description = "no or wrong bearer token"), (status = 404, description = "decisions are not logged to a file"), (status = 503, description = "the log (or, while the replica ships its log into PostgreSQL, the database holding every replica's log) cannot be read")))]
 pub(super) async fn partner_activity(
     State(state): State<Arc<AppState>>,
     Path(account): Path<String>,
@@ -551,18 +551,53 @@ pub(super) async fn partner_activity(
         since: bound("since", p.since)?,
         until: bound("until", p.until)?,
     };
-    let Some(path) = state.audit_path.clone() else {
-        return Err(AppError::new(
+    let source = activity_source(&state).ok_or_else(|| {
+        AppError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "this sidecar does not log decisions to a file (--audit-log): there is no activity to report",
-        ));
-    };
-    let report = tokio::task::spawn_blocking(move || activity::partner_activity(&path, &q))
+        )
+    })?;
+    let report = tokio::task::spawn_blocking(move || source.report(&q))
         .await
         .map_err(|e| AppError::unavailable(e.to_string()))?
         .map_err(|e| AppError::unavailable(e.to_string()))?;
     Ok(Json(json!(report)))
+}
+
+/// Where the partner activity report reads: every replica's shipped logs
+/// in the database while this replica ships its own, else its log file.
+pub(crate) enum ActivitySource {
+    /// The shipped logs.
+    Db(Arc<partnergate_core::audit_db::DbReader>),
+    /// The local log file.
+    File(std::path::PathBuf),
+}
+
+impl ActivitySource {
+    /// The report (blocking).
+    pub(crate) fn report(
+        &self,
+        q: &partnergate_orchestrator::activity::ActivityQuery,
+    ) -> Result<
+        partnergate_orchestrator::activity::ActivityReport,
+        partnergate_orchestrator::activity::ActivityError,
+    > {
+        use partnergate_orchestrator::activity;
+        match self {
+            ActivitySource::Db(db) => activity::partner_activity_db(&*db.store()?, q),
+            ActivitySource::File(path) => activity::partner_activity(path, q),
+        }
+    }
+}
+
+/// The source of the activity report, if decisions are logged to a file.
+pub(crate) fn activity_source(state: &AppState) -> Option<ActivitySource> {
+    match (&state.audit_db, &state.audit_path) {
+        (Some(db), _) => Some(ActivitySource::Db(db.clone())),
+        (None, Some(path)) => Some(ActivitySource::File(path.clone())),
+        (None, None) => None,
+    }
 }
 
 #[utoipa::path(put, path = "/v1/partner-companies/{id}", tag = "orchestrator", params(("id" = String, Path, description = "the company id")), request_body = CompanyBody,

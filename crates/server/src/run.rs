@@ -81,6 +81,7 @@ fn start_shipper(
             replica: config.replica.clone(),
             interval: config.audit_ship_interval,
             batch: config.audit_ship_batch,
+            retention_days: config.audit_retention_days,
         },
     )?;
     Ok(Some(thread))
@@ -121,6 +122,16 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     let shipper = start_shipper(config)?;
     let mut state = app_state(config, wired.authz, orchestrator, token, metrics, search);
     state.audit_ship = shipper.as_ref().map(|s| s.status());
+    // While this replica ships its log, its readers read every replica's
+    // shipped logs from the database instead of its own file.
+    if shipper.is_some() {
+        if let partnergate_core::store::StoreSpec::Postgres(url) = &config.store {
+            state.audit_db = Some(Arc::new(partnergate_core::audit_db::DbReader::new(
+                url,
+                &config.replica,
+            )));
+        }
+    }
     let state = Arc::new(state);
     Ok(Sidecar {
         state,
@@ -183,6 +194,7 @@ fn app_state(
             .then(|| crate::state::ConsoleSettings::of(config)),
         verify_gate: Arc::default(),
         audit_ship: None,
+        audit_db: None,
     }
 }
 

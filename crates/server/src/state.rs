@@ -39,6 +39,10 @@ pub struct AppState {
     pub audit_path: Option<PathBuf>,
     /// The shipper of the decision log into PostgreSQL, when it runs.
     pub audit_ship: Option<Arc<partnergate_core::audit_db::ShipStatus>>,
+    /// The shipped logs of every replica, read instead of `audit_path` by
+    /// the partner activity report and the console's Decisions page while
+    /// this replica ships its log into PostgreSQL.
+    pub audit_db: Option<Arc<partnergate_core::audit_db::DbReader>>,
     /// The web console's inputs, when it is served (`--no-console`: None).
     pub console: Option<ConsoleSettings>,
     /// The console's chain checks: one at a time, stopped with the server.

@@ -21,4 +21,4 @@ pub use files::{chain_files, rotated_numbers, rotated_path, tail, Line, LineRead
 pub use link::{parse_link, Link};
 pub use report::{BreakKind, ChainBreak, GapFound, RetentionFound, VerifyReport};
 pub use slices::FileSlices;
-pub use verify::{verify, verify_lines, verify_until};
+pub use verify::{verify, verify_lines, verify_lines_from, verify_until};

@@ -20,7 +20,7 @@ use super::files::{chain_files, Line, LineReader, Lines};
 use super::link::{parse_link, Link};
 use super::report::{BreakKind, ChainBreak, GapFound, RetentionFound, VerifyReport};
 use crate::error::AuditError;
-use crate::record::{GapInfo, RetentionInfo, GENESIS_HASH};
+use crate::record::{ChainStart, GapInfo, RetentionInfo, GENESIS_HASH};
 
 /// Check the whole chain of the log at `path` (with its rotated files):
 /// every hash matches its record, every `prev_hash` the previous record's
@@ -71,6 +71,18 @@ pub fn verify_lines(
     reader: &mut dyn Lines,
     stop: &AtomicBool,
 ) -> Result<Option<VerifyReport>, AuditError> {
+    verify_lines_from(files, reader, stop, None)
+}
+
+/// [`verify_lines`] of a chain whose start may also be `stated`: a start
+/// stated outside the chain (a retention of the database that holds the
+/// records, itself chained), accepted like the genesis, and only there.
+pub fn verify_lines_from(
+    files: Vec<PathBuf>,
+    reader: &mut dyn Lines,
+    stop: &AtomicBool,
+    start: Option<&ChainStart>,
+) -> Result<Option<VerifyReport>, AuditError> {
     let mut report = empty_report(files);
     let mut prev: Option<Link> = None;
     // A first record that is not the genesis: kept until a retention record
@@ -100,6 +112,9 @@ pub fn verify_lines(
         }
         let ok = match &prev {
             None if link.prev_hash == GENESIS_HASH && link.seq == 1 => true,
+            None if start.is_some_and(|s| s.seq == link.seq && s.prev_hash == link.prev_hash) => {
+                true
+            }
             // Not the genesis: a start only a retention record may state.
             None => {
                 unanchored = Some(link.clone());

@@ -8,8 +8,9 @@ use std::collections::HashSet;
 use postgres::Client;
 use time::{Date, Duration, OffsetDateTime};
 
-/// Serialises the creation of partitions across replicas.
-const PARTITION_LOCK: i64 = 0x5047_0003;
+/// Serialises the creation of partitions across replicas, and their
+/// retention.
+pub(super) const PARTITION_LOCK: i64 = 0x5047_0003;
 
 /// The name of the partition holding `day`: `audit_records_YYYYMMDD`.
 pub fn partition_name(day: Date) -> String {
@@ -19,6 +20,24 @@ pub fn partition_name(day: Date) -> String {
         u8::from(day.month()),
         day.day()
     )
+}
+
+/// The day of a partition named by [`partition_name`]; None for any other
+/// name (only such names are ever put in a statement).
+pub fn partition_day(name: &str) -> Option<Date> {
+    let digits = name.strip_prefix("audit_records_")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| digits[r].parse::<u32>().ok();
+    let month = time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?;
+    let day = Date::from_calendar_date(
+        i32::try_from(n(0..4)?).ok()?,
+        month,
+        u8::try_from(n(6..8)?).ok()?,
+    )
+    .ok()?;
+    (partition_name(day) == name).then_some(day)
 }
 
 /// The UTC day of an RFC 3339 time, None when it does not parse.
@@ -67,6 +86,12 @@ impl Partitions {
         self.known.extend(wanted);
         Ok(())
     }
+
+    /// Forget the partitions known (one may have been dropped by a
+    /// retention since): the next [`Self::ensure`] looks them up again.
+    pub fn forget(&mut self) {
+        self.known.clear();
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +103,16 @@ mod tests {
         let d = day_of("2026-12-07T23:30:00-02:00").unwrap();
         assert_eq!(partition_name(d), "audit_records_20261208");
         assert_eq!(day_of("yesterday"), None);
+        assert_eq!(partition_day("audit_records_20261208"), Some(d));
+        for bad in [
+            "audit_records_20261308",
+            "audit_records_2026120",
+            "audit_records_2026120x",
+            "audit_records_20261208; DROP TABLE x",
+            "other_20261208",
+            "audit_records_+2026120",
+        ] {
+            assert_eq!(partition_day(bad), None, "{bad}");
+        }
     }
 }

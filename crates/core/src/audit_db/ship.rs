@@ -44,7 +44,7 @@ pub enum ShipError {
 }
 
 /// What one round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipRound {
     /// Records inserted by this round.
     pub shipped: u64,
@@ -56,6 +56,9 @@ pub struct ShipRound {
     /// Another shipper of the same log moved the head during the round,
     /// which shipped nothing and may be run again.
     pub raced: bool,
+    /// The time (`ts`) of the oldest record the round read and left for a
+    /// later round; None when it read the log to its end.
+    pub oldest_unshipped: Option<String>,
 }
 
 /// Ships one log file (with its rotated siblings).
@@ -103,10 +106,13 @@ impl Shipper {
         let (head, head_hash) = self.head(store)?;
         let mut after = After::open(&self.path, head, head_hash.as_deref())?;
         let mut batch: Vec<Shippable> = Vec::new();
-        while batch.len() < self.batch {
-            match after.next_record()? {
-                Some(r) => batch.push(r),
-                None => break,
+        let mut left = None;
+        while let Some(r) = after.next_record()? {
+            if batch.len() < self.batch {
+                batch.push(r);
+            } else {
+                left = Some(r.ts);
+                break;
             }
         }
         let lag = |h: u64| newest_seq(&self.path).unwrap_or(h).saturating_sub(h);
@@ -130,7 +136,14 @@ impl Shipper {
         }
         let partitions = &mut self.partitions;
         store.with_client(|c| partitions.ensure(c, days))?;
-        let moved = store.with_client(|c| insert(c, &self.log_id, head, &batch))?;
+        let moved = match store.with_client(|c| insert(c, &self.log_id, head, &batch)) {
+            Ok(m) => m,
+            Err(e) => {
+                // A retention may have dropped a partition known here.
+                self.partitions.forget();
+                return Err(e.into());
+            }
+        };
         let new_head = batch.last().map_or(head, |r| r.seq);
         Ok(if moved {
             ShipRound {
@@ -138,12 +151,14 @@ impl Shipper {
                 head_seq: new_head,
                 lag_records: lag(new_head),
                 raced: false,
+                oldest_unshipped: left,
             }
         } else {
             ShipRound {
                 head_seq: head,
                 lag_records: lag(head),
                 raced: true,
+                oldest_unshipped: batch.first().map(|r| r.ts.clone()),
                 ..ShipRound::default()
             }
         })

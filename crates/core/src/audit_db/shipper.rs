@@ -8,17 +8,19 @@
 //! Knows nothing of HTTP; never writes the log.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use partnergate_audit::chain::newest_seq;
 
-use super::ship::Shipper;
+use super::retention::apply_retention;
+use super::ship::{ShipRound, Shipper};
 use crate::store::postgres::{redact, PgStore};
 
 /// How the shipper thread runs.
@@ -34,7 +36,16 @@ pub struct ShipThreadConfig {
     pub interval: Duration,
     /// Records per transaction.
     pub batch: usize,
+    /// Drop the day partitions older than this many days
+    /// ([`apply_retention`], at start and every [`RETENTION_EVERY`]);
+    /// None: keep everything.
+    pub retention_days: Option<u32>,
 }
+
+/// How often the shipper thread runs the retention, when it has one.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How soon a failed retention is tried again.
+const RETENTION_RETRY: Duration = Duration::from_secs(60);
 
 /// What the shipper thread reports.
 #[derive(Debug, Default)]
@@ -42,12 +53,16 @@ pub struct ShipStatus {
     shipped: AtomicU64,
     head_seq: AtomicU64,
     lag_records: AtomicU64,
+    /// When the oldest record not shipped yet was written (unix micros;
+    /// 0: none known), as of the last round that reached the database.
+    oldest_unshipped_us: AtomicI64,
     failing: AtomicBool,
     error: Mutex<Option<String>>,
+    retention: Mutex<Option<String>>,
 }
 
 /// A copy of [`ShipStatus`] for a report.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShipSnapshot {
     /// Records this process shipped.
     pub shipped: u64,
@@ -55,10 +70,16 @@ pub struct ShipSnapshot {
     pub head_seq: u64,
     /// Records of the log not in the database yet (as last read).
     pub lag_records: u64,
+    /// Seconds since the oldest record not in the database yet was
+    /// written (0 when none is left; grows while the database is down).
+    pub lag_seconds: f64,
     /// Whether the last round failed.
     pub failing: bool,
     /// The last round's error, while failing.
     pub error: Option<String>,
+    /// The last retention's outcome, when the thread runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 impl ShipStatus {
@@ -68,9 +89,32 @@ impl ShipStatus {
             shipped: self.shipped.load(Ordering::Relaxed),
             head_seq: self.head_seq.load(Ordering::Relaxed),
             lag_records: self.lag_records.load(Ordering::Relaxed),
+            lag_seconds: self.lag_seconds(),
             failing: self.failing.load(Ordering::Relaxed),
             error: self.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            retention: self
+                .retention
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Seconds since the oldest unshipped record was written, now.
+    fn lag_seconds(&self) -> f64 {
+        let oldest = self.oldest_unshipped_us.load(Ordering::Relaxed);
+        if oldest == 0 || self.lag_records.load(Ordering::Relaxed) == 0 {
+            return 0.0;
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+        ((now - i128::from(oldest)).max(0) as f64) / 1e6
+    }
+
+    /// Set the lag gauges from the status.
+    fn publish(&self) {
+        metrics::gauge!("partnergate_audit_ship_lag_records")
+            .set(self.lag_records.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("partnergate_audit_ship_lag_seconds").set(self.lag_seconds());
     }
 
     /// A failed round: the lag is what the log holds beyond the last head
@@ -80,25 +124,76 @@ impl ShipStatus {
         if let Some(n) = newest {
             let lag = n.saturating_sub(self.head_seq.load(Ordering::Relaxed));
             self.lag_records.store(lag, Ordering::Relaxed);
-            metrics::gauge!("partnergate_audit_ship_lag_records").set(lag as f64);
+            if lag > 0 && self.oldest_unshipped_us.load(Ordering::Relaxed) == 0 {
+                // Not known yet (the database was never reached): the
+                // records waiting are at least as old as this failure.
+                self.oldest_unshipped_us.store(now_us(), Ordering::Relaxed);
+            }
         }
+        self.publish();
         if !self.failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %e, "shipping the decision log to PostgreSQL failed; the log file keeps the records and shipping resumes when it can");
         }
         *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
     }
 
-    fn progressed(&self, shipped: u64, head: u64, lag: u64) {
-        self.shipped.fetch_add(shipped, Ordering::Relaxed);
-        metrics::counter!("partnergate_audit_shipped_records_total").increment(shipped);
+    fn progressed(&self, r: &ShipRound) {
+        let (head, lag) = (r.head_seq, r.lag_records);
+        self.shipped.fetch_add(r.shipped, Ordering::Relaxed);
+        metrics::counter!("partnergate_audit_shipped_records_total").increment(r.shipped);
         self.head_seq.store(head, Ordering::Relaxed);
         self.lag_records.store(lag, Ordering::Relaxed);
-        metrics::gauge!("partnergate_audit_ship_lag_records").set(lag as f64);
+        // The oldest record left: the one the round stopped before, else
+        // (it read to the end) one written after the round read.
+        let oldest = match r.oldest_unshipped.as_deref().and_then(ts_us) {
+            Some(t) => t,
+            None if lag == 0 => 0,
+            None => now_us(),
+        };
+        self.oldest_unshipped_us.store(oldest, Ordering::Relaxed);
+        self.publish();
         if self.failing.swap(false, Ordering::Relaxed) {
             tracing::info!(head, lag, "shipping the decision log to PostgreSQL resumed");
         }
         *self.error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+
+    fn retained(&self, outcome: String) {
+        *self.retention.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+}
+
+/// `url` with the connection named `partnergate-ship:REPLICA` (characters
+/// other than letters, digits, `-`, `_`, `.` and `:` made `_`), so that an
+/// operator sees, and may end, the shipper's backend in `pg_stat_activity`.
+pub fn named(url: &str, replica: &str) -> String {
+    let name: String = format!("partnergate-ship:{replica}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}application_name={name}")
+    } else {
+        format!("{url} application_name={name}")
+    }
+}
+
+fn now_us() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// An RFC 3339 time in unix microseconds.
+fn ts_us(ts: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
 }
 
 /// How long dropping a [`ShipThread`] waits for its round to end before
@@ -162,9 +257,10 @@ impl Drop for ShipThread {
 fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>) {
     let mut store: Option<PgStore> = None;
     let mut shipper: Option<Shipper> = None;
+    let mut next_retention = Instant::now();
     loop {
         if store.is_none() {
-            match PgStore::open(&config.url, &config.replica) {
+            match PgStore::open(&named(&config.url, &config.replica), &config.replica) {
                 Ok(s) => store = Some(s),
                 Err(e) => status.failed(
                     format!("{}: {e}", redact(&config.url)),
@@ -183,7 +279,7 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
             loop {
                 match shipper.round(store) {
                     Ok(r) => {
-                        status.progressed(r.shipped, r.head_seq, r.lag_records);
+                        status.progressed(&r);
                         if r.shipped == 0 && !r.raced {
                             break;
                         }
@@ -196,6 +292,37 @@ fn run(config: &ShipThreadConfig, status: &ShipStatus, wake: &mpsc::Receiver<()>
                 if !matches!(wake.try_recv(), Err(mpsc::TryRecvError::Empty)) {
                     return;
                 }
+            }
+        } else {
+            status.publish();
+        }
+        if let (Some(days), Some(store)) = (config.retention_days, store.as_ref()) {
+            if Instant::now() >= next_retention {
+                let outcome = match apply_retention(
+                    store,
+                    i64::from(days),
+                    OffsetDateTime::now_utc(),
+                    &config.replica,
+                ) {
+                    Ok(done) => {
+                        next_retention = Instant::now() + RETENTION_EVERY;
+                        if !done.dropped.is_empty() {
+                            tracing::info!(cut_before = %done.cut_before, dropped = ?done.dropped, logs = done.logs.len(), "audit retention dropped old day partitions of the shipped logs");
+                        }
+                        format!(
+                            "ok: {} partition(s) before {} dropped, {} log(s) cut",
+                            done.dropped.len(),
+                            done.cut_before,
+                            done.logs.len()
+                        )
+                    }
+                    Err(e) => {
+                        next_retention = Instant::now() + RETENTION_RETRY;
+                        tracing::warn!(error = %e, "audit retention of the shipped logs failed; retried in a minute");
+                        format!("failed: {e}")
+                    }
+                };
+                status.retained(outcome);
             }
         }
         match wake.recv_timeout(config.interval) {

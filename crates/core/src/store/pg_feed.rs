@@ -33,7 +33,10 @@ pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
         .parse()
         .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
     config.connect_timeout(Duration::from_secs(3));
-    config.application_name("partnergate");
+    // A name the URL gives is kept (the audit shipper names its own).
+    if config.get_application_name().is_none() {
+        config.application_name("partnergate");
+    }
     config.connect(NoTls).map_err(unavailable)
 }
 

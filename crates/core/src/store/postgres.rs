@@ -114,6 +114,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (log_id, seq, ts)
      ) PARTITION BY RANGE (ts);
      CREATE INDEX audit_records_by_ts ON audit_records(ts);",
+    // 9: the retentions of the shipped logs (`crate::audit_db::retention`):
+    // a chain of their own, one record per log cut, so that a chain that
+    // starts after dropped day partitions is a stated start, not a
+    // tampering.
+    "CREATE TABLE audit_retentions (
+        seq BIGINT PRIMARY KEY,
+        ts TIMESTAMPTZ NOT NULL,
+        log_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record TEXT NOT NULL
+     );",
 ];
 
 /// The migration (1-based) that added the `refs` column.

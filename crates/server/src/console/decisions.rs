@@ -24,8 +24,12 @@ use super::page::{
     context_for_try, deferred, fragment, fragment_error, json_block, layout, query_string,
 };
 use crate::state::AppState;
-use partnergate_audit::newest::{self, Cursor, Found};
-use partnergate_audit::query::{parse_time, Filter};
+use partnergate_audit::newest::{self, Cursor};
+use partnergate_audit::query::{parse_time, Filter, Head};
+use partnergate_core::audit_db::newest::{
+    find_slice_db, histogram_db, newest_first_db, record_at_db, DbCursor,
+};
+use partnergate_core::audit_db::{verify_db, DbReader};
 
 /// Records per page.
 const PAGE: usize = 50;
@@ -123,7 +127,7 @@ pub async fn page(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -
     let body = html! {
         h1 { "Decisions" }
         (form(&p))
-        @if state.audit_path.is_some() {
+        @if state.audit_path.is_some() || state.audit_db.is_some() {
             div.histogram data-src={ "/console/f/decisions/histogram" (p.query(&[])) } {}
         }
         @if p.at.is_empty() {
@@ -187,12 +191,15 @@ fn no_log() -> Markup {
 }
 
 fn rows(state: &AppState, p: &Params) -> Markup {
-    let Some(path) = &state.audit_path else {
-        return no_log();
-    };
     let filter = match p.filter() {
         Ok(f) => f,
         Err(m) => return html! { div.error { (m) } },
+    };
+    if let Some(db) = &state.audit_db {
+        return rows_db(db, p, &filter);
+    }
+    let Some(path) = &state.audit_path else {
+        return no_log();
     };
     let before = match p.before.trim() {
         "" => None,
@@ -211,29 +218,62 @@ fn rows(state: &AppState, p: &Params) -> Markup {
             @if page.budget_hit { ", stopped after " (page.scanned_bytes / (1024 * 1024)) " MiB: older records may match" }
             ")"
         }
-        table.results #decisions {
-            thead { tr { th { "Seq" } th { "Time" } th { "Kind" } th { "Decision" } th { "Principal" } th { "Action" } th { "Resource" } th { "Policies" } th { "Request" } } }
-            tbody {
-                @for r in &page.records { (row(p, r)) }
-            }
-        }
+        (table(p, page.records.iter().map(|r| (&r.head, r.cursor().to_string()))))
         @if let Some(next) = page.next {
             a.older #older href={ "/console/decisions" (p.query(&[("before", &next.to_string())])) } { "Older →" }
         }
     }
 }
 
-fn row(p: &Params, r: &Found) -> Markup {
-    let h = &r.head;
+/// One page of every replica's records, from the database.
+fn rows_db(db: &DbReader, p: &Params, filter: &Filter) -> Markup {
+    let before = match p.before.trim() {
+        "" => None,
+        s => match s.parse::<DbCursor>() {
+            Ok(c) => Some(c),
+            Err(m) => return html! { div.error { "before: " (m) } },
+        },
+    };
+    let page = match db
+        .store()
+        .and_then(|s| newest_first_db(&s, filter, before.as_ref(), PAGE, PAGE_BUDGET))
+    {
+        Ok(p) => p,
+        Err(e) => return html! { div.error { "the database: " (e.to_string()) } },
+    };
+    html! {
+        p.note #page-note {
+            (page.records.len()) " records of every replica, newest first, from the database (" (page.scanned_records) " read"
+            @if page.budget_hit { ", stopped after " (page.scanned_bytes / (1024 * 1024)) " MiB: older records may match" }
+            ")"
+        }
+        (table(p, page.records.iter().map(|r| (&r.head, r.cursor.to_string()))))
+        @if let Some(next) = page.next {
+            a.older #older href={ "/console/decisions" (p.query(&[("before", &next.to_string())])) } { "Older →" }
+        }
+    }
+}
+
+fn table<'a>(p: &Params, records: impl Iterator<Item = (&'a Head, String)>) -> Markup {
+    html! {
+        table.results #decisions {
+            thead { tr { th { "Seq" } th { "Time" } th { "Kind" } th { "Decision" } th { "Principal" } th { "Action" } th { "Resource" } th { "Policies" } th { "Request" } } }
+            tbody {
+                @for (h, at) in records { (row(p, h, &at)) }
+            }
+        }
+    }
+}
+
+fn row(p: &Params, h: &Head, at: &str) -> Markup {
     let kind = h
         .kind
         .map(|k| format!("{k:?}").to_lowercase())
         .unwrap_or_default();
     let decision = h.decision.map_or("", |d| d.as_str());
-    let at = r.cursor().to_string();
     html! {
         tr data-seq=(h.seq) class=(decision) {
-            td { a href={ "/console/decisions" (p.query(&[("at", &at)])) } { (h.seq) } }
+            td { a href={ "/console/decisions" (p.query(&[("at", at)])) } { (h.seq) } }
             td.mono { (h.ts) }
             td { (kind) }
             td { (decision) }
@@ -255,6 +295,9 @@ pub async fn one(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
 }
 
 fn one_record(state: &AppState, at: &str) -> Markup {
+    if let Some(db) = &state.audit_db {
+        return one_record_db(db, at);
+    }
     let Some(path) = &state.audit_path else {
         return no_log();
     };
@@ -274,6 +317,49 @@ fn one_record(state: &AppState, at: &str) -> Markup {
             .flatten(),
         (None, None) => None,
     };
+    let place = format!("{} at byte {}", found.file.display(), found.offset);
+    record_markup(&record, &found.head, &place, slice.as_ref())
+}
+
+/// One record of the database, by its cursor.
+fn one_record_db(db: &DbReader, at: &str) -> Markup {
+    let found = at
+        .parse::<DbCursor>()
+        .map_err(|m| m.to_string())
+        .and_then(|c| {
+            let store = db.store().map_err(|e| format!("the database: {e}"))?;
+            let found = record_at_db(&store, &c)
+                .map_err(|e| format!("the database: {e}"))?
+                .ok_or_else(|| format!("no record {c} in the database"))?;
+            Ok((store, found))
+        });
+    let (store, found) = match found {
+        Ok(f) => f,
+        Err(m) => return html! { div.error { (m) } },
+    };
+    let record: Value = serde_json::from_str(&found.text).unwrap_or(Value::Null);
+    let slice = match (&record.get("entities"), found.head.entities_hash.as_deref()) {
+        (Some(e), _) => Some((*e).clone()),
+        (None, Some(hash)) => find_slice_db(
+            &store,
+            &found.cursor.log_id,
+            found.cursor.seq,
+            hash,
+            SLICE_BUDGET,
+        )
+        .ok()
+        .flatten(),
+        (None, None) => None,
+    };
+    let place = format!(
+        "audit_records[{}]:{}",
+        found.cursor.log_id, found.cursor.seq
+    );
+    record_markup(&record, &found.head, &place, slice.as_ref())
+}
+
+/// A record opened: its reasons, context, slice and the record as written.
+fn record_markup(record: &Value, head: &Head, place: &str, slice: Option<&Value>) -> Markup {
     let s = |k: &str| {
         record
             .get(k)
@@ -298,8 +384,8 @@ fn one_record(state: &AppState, at: &str) -> Markup {
     );
     html! {
         section.record #record {
-            h2 { "Record " (found.head.seq) " " span.note.mono { (found.file.display()) " at byte " (found.offset) } }
-            @if found.head.kind == Some(partnergate_audit::Kind::Decision) {
+            h2 { "Record " (head.seq) " " span.note.mono { (place) } }
+            @if head.kind == Some(partnergate_audit::Kind::Decision) {
                 p {
                     span class={ "verdict " (s("decision")) } { (s("decision")) }
                     " " span.mono { (s("principal")) " " (s("action")) " " (s("resource")) }
@@ -313,13 +399,13 @@ fn one_record(state: &AppState, at: &str) -> Markup {
                 @if let Some(sh) = record.get("shadow") { h3 { "Shadow disagreement" } (json_block(sh)) }
                 @if let Some(g) = record.get("gateway") { h3 { "Gateway request" } (json_block(g)) }
                 h3 { "Entities the decision saw" }
-                @match &slice {
+                @match slice {
                     Some(e) => (json_block(e)),
                     None => p.note { "Not found in its file (named by hash by a record this page could not reach)." },
                 }
             }
             h3 { "The record as written" }
-            (json_block(&record))
+            (json_block(record))
             div.verify data-src="/console/f/decisions/verify" {
                 button.load #verify-chain type="button" { "Verify the chain (audit verify)" }
             }
@@ -344,9 +430,9 @@ impl Drop for StopOnDrop {
 /// the token; one at a time: a second is a 429 with `Retry-After`).
 pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
     use axum::response::IntoResponse;
-    let Some(path) = state.audit_path.clone() else {
+    if state.audit_path.is_none() && state.audit_db.is_none() {
         return fragment(no_log());
-    };
+    }
     let permit = match state.verify_gate.begin() {
         Ok(p) => p,
         Err(why) => {
@@ -366,14 +452,15 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
         }
     };
     let _stop_on_drop = StopOnDrop(permit.stop.clone());
+    if let Some(db) = state.audit_db.clone() {
+        return verify_db_fragment(db, permit).await;
+    }
+    let Some(path) = state.audit_path.clone() else {
+        return fragment(no_log());
+    };
     let report = tokio::task::spawn_blocking(move || {
         let r = partnergate_audit::verify_until(&path, &permit.stop);
-        let outcome = match &r {
-            Ok(Some(_)) => "done",
-            Ok(None) => "stopped",
-            Err(_) => "error",
-        };
-        metrics::counter!("partnergate_console_verify_total", "outcome" => outcome).increment(1);
+        counted(&r);
         drop(permit);
         r
     })
@@ -400,22 +487,89 @@ pub async fn verify(State(state): State<Arc<AppState>>) -> Response {
     })
 }
 
+/// Count a chain check by how it ended.
+fn counted<T, E>(r: &Result<Option<T>, E>) {
+    let outcome = match r {
+        Ok(Some(_)) => "done",
+        Ok(None) => "stopped",
+        Err(_) => "error",
+    };
+    metrics::counter!("partnergate_console_verify_total", "outcome" => outcome).increment(1);
+}
+
+/// The chain check of every replica's shipped log (and of the retentions).
+async fn verify_db_fragment(
+    db: Arc<DbReader>,
+    permit: crate::verify_gate::VerifyPermit,
+) -> Response {
+    let checked = tokio::task::spawn_blocking(move || {
+        let r = db.store().and_then(|s| verify_db(&s, &permit.stop));
+        counted(&r);
+        drop(permit);
+        r
+    })
+    .await;
+    let v = match checked {
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => {
+            return fragment_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the chain check was stopped (the server is stopping)",
+            )
+        }
+        Ok(Err(e)) => {
+            return fragment_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the database: {e}"),
+            )
+        }
+        Err(e) => return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    let records: u64 = v.logs.iter().map(|l| l.report.records).sum();
+    fragment(html! {
+        p #verify-result class=(if v.intact() { "ok" } else { "bad" }) {
+            @if v.intact() { "Chains intact: " } @else { "CHAIN BROKEN: " }
+            (records) " records in " (v.logs.len()) " replica log(s) in the database"
+            @if v.retentions.records > 0 { ", " (v.retentions.records) " retention record(s)" }
+        }
+        @for l in &v.logs {
+            p.note.mono {
+                "log " (l.log_id) " (replica " (l.replica.as_deref().unwrap_or("-")) "): "
+                @if l.intact() { "intact, " (l.report.records) " records" } @else { "BROKEN" }
+                @if let Some(k) = &l.retained { ", starts at seq " (k.kept_from.seq) " after a retention" }
+            }
+        }
+        @if let Some(p) = v.first_problem() { pre.caret { (p) } }
+    })
+}
+
 /// `GET /console/f/decisions/histogram`: allows and denies over time.
 pub async fn histogram(State(state): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
-    let Some(path) = state.audit_path.clone() else {
+    if state.audit_path.is_none() && state.audit_db.is_none() {
         return fragment(no_log());
-    };
+    }
     let filter = match p.filter() {
         Ok(f) => f,
         Err(m) => return fragment_error(StatusCode::BAD_REQUEST, &m),
     };
-    let h = tokio::task::spawn_blocking(move || {
-        newest::histogram(&path, &filter, 60, HISTOGRAM_BUDGET)
+    let h = tokio::task::spawn_blocking(move || match (&state.audit_db, &state.audit_path) {
+        (Some(db), _) => db
+            .store()
+            .and_then(|s| histogram_db(&s, &filter, 60, HISTOGRAM_BUDGET))
+            .map_err(|e| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the database: {e}"),
+                )
+            }),
+        (None, Some(path)) => newest::histogram(path, &filter, 60, HISTOGRAM_BUDGET)
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        (None, None) => Ok(newest::Histogram::default()),
     })
     .await;
     match h {
         Ok(Ok(h)) => fragment(svg(&h)),
-        Ok(Err(e)) => fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Ok(Err((status, m))) => fragment_error(status, &m),
         Err(e) => fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

@@ -172,7 +172,7 @@ pub async fn activity(
     Query(p): Query<ActivityParams>,
 ) -> Response {
     use partnergate_orchestrator::activity;
-    let Some(path) = state.audit_path.clone() else {
+    let Some(source) = crate::orchestrator::activity_source(&state) else {
         return fragment_error(StatusCode::NOT_FOUND, "this sidecar does not log decisions to a file (--audit-log): there is no activity to report");
     };
     let q = activity::ActivityQuery {
@@ -181,12 +181,14 @@ pub async fn activity(
         since: None,
         until: None,
     };
-    let report =
-        match tokio::task::spawn_blocking(move || activity::partner_activity(&path, &q)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-            Err(e) => return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        };
+    let report = match tokio::task::spawn_blocking(move || source.report(&q)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e @ activity::ActivityError::Database(_))) => {
+            return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Ok(Err(e)) => return fragment_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => return fragment_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
     fragment(html! {
         p class=(if report.chain.verified { "ok" } else { "bad" }) {
             (report.items.len()) " records; chain "
