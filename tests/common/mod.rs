@@ -4,6 +4,7 @@
 
 pub mod entities;
 pub mod orchestrator;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
