@@ -136,7 +136,7 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
         _ => Act::Status(204),
     });
     config(&ws, &rx.url(), 1000);
-    let s = Server::start(&ws, &[]);
+    let s = Server::start(&ws, &["--ending-soon", "none"]);
     seed(&s);
     let (st, _) = s.put(
         "/v1/partner-companies/goldco",
@@ -195,8 +195,7 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
     assert!(!verifies(&secret, &replayed) || hits[0].id == hits[1].id);
     // An explicit redelivery from the CLI sends it again, once.
     let id = evs[4]["id"].as_str().unwrap();
-    let data = ws.data();
-    let (code, out, err) = ws.cli(&["events", "redeliver", "--id", id, "--data-dir", data.to_str().unwrap()], &[], &[]);
+    let (code, out, err) = events_cli(&ws, &["redeliver", "--id", id]);
     assert_eq!(code, 0, "{out}{err}");
     wait("the redelivery", || rx.delivered().iter().filter(|h| h.id == id).count() == 2);
     let metrics = s.metrics();
@@ -206,6 +205,22 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
     assert_eq!(r.status().as_u16(), 401);
     let r = s.client.get(s.url("/v1/events?status=lost")).bearer_auth(&s.token).send().unwrap();
     assert_eq!(r.status().as_u16(), 400);
+}
+
+/// `partnergate events ARGS --data-dir DATA`.
+fn events_cli(ws: &Workspace, args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new(common::BIN)
+        .arg("events")
+        .args(args)
+        .arg("--data-dir")
+        .arg(ws.data())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn time_now() -> i64 {
@@ -220,7 +235,7 @@ fn a_kill_9_between_commit_and_delivery_loses_no_event() {
     let ws = Workspace::new();
     let rx = Receiver::start("127.0.0.1", |_, _| Act::Status(503));
     config(&ws, &rx.url(), 1000);
-    let mut s = Server::start(&ws, &[]);
+    let mut s = Server::start(&ws, &["--ending-soon", "none"]);
     seed(&s);
     let (st, _) = s.put(
         "/v1/partner-companies/goldco",
@@ -233,7 +248,7 @@ fn a_kill_9_between_commit_and_delivery_loses_no_event() {
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     rx.behave(|_, _| Act::Status(200));
-    let s = Server::start(&ws, &[]);
+    let s = Server::start(&ws, &["--ending-soon", "none"]);
     wait("every event delivered after the restart", || all_delivered(&s, 3));
     let evs = events(&s);
     assert_eq!(evs.len(), 3);
@@ -247,7 +262,7 @@ fn a_redirect_is_refused_recorded_and_dead_until_redelivered() {
     let to = format!("http://127.0.0.2:{}/stolen", elsewhere.port);
     let rx = Receiver::start("127.0.0.1", move |_, _| Act::Redirect(to.clone()));
     config(&ws, &rx.url(), 2);
-    let s = Server::start(&ws, &[]);
+    let s = Server::start(&ws, &["--ending-soon", "none"]);
     seed(&s);
     let (st, _) = s.put(
         "/v1/partner-companies/goldco",
@@ -265,7 +280,7 @@ fn a_redirect_is_refused_recorded_and_dead_until_redelivered() {
         assert!(e["last_error"].as_str().unwrap().contains("302"), "{e}");
     }
     assert!(elsewhere.hits().is_empty(), "the redirect was followed");
-    let (code, out, _) = ws.cli(&["events", "list", "--status", "dead", "--data-dir", ws.data().to_str().unwrap()], &[], &[]);
+    let (code, out, _) = events_cli(&ws, &["list", "--status", "dead"]);
     assert_eq!((code, out.lines().count()), (0, 2), "{out}");
     // Redelivered over HTTP once the receiver answers.
     rx.behave(|_, _| Act::Status(200));
@@ -292,7 +307,7 @@ fn a_slow_receiver_holds_neither_other_accounts_nor_memory() {
         }
     });
     config(&ws, &rx.url(), 1000);
-    let s = Server::start(&ws, &[]);
+    let s = Server::start(&ws, &["--ending-soon", "none"]);
     seed(&s);
     let (st, _) = s.put(
         "/v1/partner-companies/goldco",
@@ -321,8 +336,8 @@ fn two_postgres_replicas_deliver_each_event_once_in_order() {
     let (wa, wb) = (Workspace::new(), Workspace::new());
     config(&wa, &rx.url(), 1000);
     config(&wb, &rx.url(), 1000);
-    let a = Server::start(&wa, &["--store", &pg.url, "--replica-id", "a"]);
-    let b = Server::start(&wb, &["--store", &pg.url, "--replica-id", "b"]);
+    let a = Server::start(&wa, &["--store", &pg.url, "--replica-id", "a", "--ending-soon", "none"]);
+    let b = Server::start(&wb, &["--store", &pg.url, "--replica-id", "b", "--ending-soon", "none"]);
     seed(&a);
     let (st, _) = a.put(
         "/v1/partner-companies/goldco",

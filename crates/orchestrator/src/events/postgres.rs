@@ -32,7 +32,7 @@ pub(crate) fn keep_events_in(
         tx.execute(
             "INSERT INTO partner_events (id, account, seq, kind, user_id, actor, change_id,
                decision_id, created_ms, data, dedupe, next_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)
              ON CONFLICT (dedupe) DO NOTHING",
             &[
                 &e.id,

@@ -82,7 +82,7 @@ async fn run(
     let d = &config.delivery;
     // A lease outlives every endpoint's attempt, with room to record it.
     let per_event = (d.timeout + d.connect_timeout) * u32::try_from(config.endpoints.len()).unwrap_or(u32::MAX);
-    let lease = per_event + Duration::from_secs(30);
+    let lease = per_event + Duration::from_secs(5);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let mut flying: JoinSet<()> = JoinSet::new();
     let mut last_stats = None::<std::time::Instant>;
@@ -131,17 +131,14 @@ async fn run(
 async fn publish_stats(orch: &Arc<Orchestrator>) {
     let o = orch.clone();
     if let Ok(Ok(s)) = tokio::task::spawn_blocking(move || o.events().event_stats()).await {
-        #[allow(clippy::cast_precision_loss)]
-        {
-            metrics::gauge!("partnergate_events_pending").set(s.pending as f64);
-            metrics::gauge!("partnergate_events_delivered").set(s.delivered as f64);
-            metrics::gauge!("partnergate_events_dead").set(s.dead as f64);
-            metrics::gauge!("partnergate_events_failing").set(s.failing as f64);
-            let age = s
-                .oldest_pending_ms
-                .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
-            metrics::gauge!("partnergate_events_oldest_pending_age_seconds").set(age);
-        }
+        metrics::gauge!("partnergate_events_pending").set(s.pending as f64);
+        metrics::gauge!("partnergate_events_delivered").set(s.delivered as f64);
+        metrics::gauge!("partnergate_events_dead").set(s.dead as f64);
+        metrics::gauge!("partnergate_events_failing").set(s.failing as f64);
+        let age = s
+            .oldest_pending_ms
+            .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+        metrics::gauge!("partnergate_events_oldest_pending_age_seconds").set(age);
     }
 }
 
