@@ -228,6 +228,57 @@ pub fn backoff(attempts: u32, base_ms: u64, max_ms: u64) -> u64 {
     capped - jitter
 }
 
+impl Settled {
+    /// The stored columns of an outcome: status, next attempt, error,
+    /// delivery time.
+    pub(crate) fn columns(&self) -> (&'static str, Option<i64>, Option<&str>, Option<i64>) {
+        match self {
+            Settled::Delivered { at_ms } => ("delivered", None, None, Some(*at_ms)),
+            Settled::Retry { next_ms, error } => ("pending", Some(*next_ms), Some(error), None),
+            Settled::Dead { error } => ("dead", None, Some(error), None),
+        }
+    }
+}
+
+/// One parameter of a filter's `WHERE`.
+pub(crate) enum FilterValue {
+    Text(String),
+    Int(i64),
+}
+
+/// A filter's `WHERE` (`1 = 1` for none) with its parameters in order,
+/// each placeholder written by `placeholder(n)` (n from 1).
+pub(crate) fn filter_clause(
+    f: &EventFilter,
+    placeholder: impl Fn(usize) -> String,
+) -> (String, Vec<FilterValue>) {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    let text = |s: &str| FilterValue::Text(s.to_string());
+    let wanted = [
+        ("account", f.account.as_deref().map(text)),
+        ("kind", f.kind.as_deref().map(text)),
+        ("status", f.status.map(|s| text(s.as_str()))),
+        ("id", f.id.as_deref().map(text)),
+    ];
+    for (column, value) in wanted {
+        if let Some(v) = value {
+            args.push(v);
+            clauses.push(format!("{column} = {}", placeholder(args.len())));
+        }
+    }
+    if let Some(p) = f.after {
+        args.push(FilterValue::Int(p));
+        clauses.push(format!("pos > {}", placeholder(args.len())));
+    }
+    let sql = if clauses.is_empty() {
+        "1 = 1".to_string()
+    } else {
+        clauses.join(" AND ")
+    };
+    (sql, args)
+}
+
 /// The columns every query of an [`EventRow`] reads, in order.
 pub(crate) const COLUMNS: &str = "pos, id, account, seq, kind, user_id, actor, change_id, \
      decision_id, created_ms, data, status, attempts, next_ms, done, last_error, delivered_ms";

@@ -10,7 +10,8 @@ use postgres::types::ToSql;
 use postgres::{GenericClient, Row};
 
 use crate::events::outbox::{
-    done_list, status_of, EventFilter, EventRow, EventStats, EventStore, NewEvent, Settled, COLUMNS,
+    done_list, filter_clause, status_of, EventFilter, EventRow, EventStats, EventStore,
+    FilterValue, NewEvent, Settled, COLUMNS,
 };
 use partnergate_core::store::postgres::PgStore;
 use partnergate_core::store::StoreError;
@@ -76,32 +77,16 @@ fn row(r: &Row) -> EventRow {
 
 /// The `WHERE` of a filter and its parameters (from `$1`).
 fn filter_sql(f: &EventFilter) -> (String, Vec<Box<dyn ToSql + Sync>>) {
-    let mut clauses = Vec::new();
-    let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-    let mut add = |clause: &str, v: Box<dyn ToSql + Sync>| {
-        args.push(v);
-        clauses.push(clause.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(a) = &f.account {
-        add("account = ?", Box::new(a.clone()));
-    }
-    if let Some(k) = &f.kind {
-        add("kind = ?", Box::new(k.clone()));
-    }
-    if let Some(s) = f.status {
-        add("status = ?", Box::new(s.as_str().to_string()));
-    }
-    if let Some(i) = &f.id {
-        add("id = ?", Box::new(i.clone()));
-    }
-    if let Some(p) = f.after {
-        add("pos > ?", Box::new(p));
-    }
-    let sql = if clauses.is_empty() {
-        "TRUE".to_string()
-    } else {
-        clauses.join(" AND ")
-    };
+    let (sql, values) = filter_clause(f, |n| format!("${n}"));
+    let args = values
+        .into_iter()
+        .map(|v| -> Box<dyn ToSql + Sync> {
+            match v {
+                FilterValue::Text(t) => Box::new(t),
+                FilterValue::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
     (sql, args)
 }
 
@@ -150,12 +135,7 @@ impl EventStore for PgStore {
         done: &[String],
         outcome: &Settled,
     ) -> Result<bool, StoreError> {
-        let (status, next, error, delivered): (&str, Option<i64>, Option<&str>, Option<i64>) =
-            match outcome {
-                Settled::Delivered { at_ms } => ("delivered", None, None, Some(*at_ms)),
-                Settled::Retry { next_ms, error } => ("pending", Some(*next_ms), Some(error), None),
-                Settled::Dead { error } => ("dead", None, Some(error), None),
-            };
+        let (status, next, error, delivered) = outcome.columns();
         let done = serde_json::to_string(done).unwrap_or_else(|_| "[]".into());
         let n = self.with_client(|c| {
             c.execute(

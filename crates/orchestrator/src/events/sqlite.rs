@@ -6,7 +6,8 @@
 use rusqlite::{params, params_from_iter, Connection, Row, ToSql};
 
 use crate::events::outbox::{
-    done_list, status_of, EventFilter, EventRow, EventStats, EventStore, NewEvent, Settled, COLUMNS,
+    done_list, filter_clause, status_of, EventFilter, EventRow, EventStats, EventStore,
+    FilterValue, NewEvent, Settled, COLUMNS,
 };
 use partnergate_core::store::sqlite::SqliteStore;
 use partnergate_core::store::StoreError;
@@ -68,41 +69,17 @@ fn row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
 
 /// The `WHERE` of a filter and its parameters (from `?1`).
 fn filter_sql(f: &EventFilter) -> (String, Vec<Box<dyn ToSql>>) {
-    let mut clauses = Vec::new();
-    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-    let mut add = |clause: &str, v: Box<dyn ToSql>| {
-        args.push(v);
-        clauses.push(clause.replace('?', &format!("?{}", args.len())));
-    };
-    if let Some(a) = &f.account {
-        add("account = ?", Box::new(a.clone()));
-    }
-    if let Some(k) = &f.kind {
-        add("kind = ?", Box::new(k.clone()));
-    }
-    if let Some(s) = f.status {
-        add("status = ?", Box::new(s.as_str()));
-    }
-    if let Some(i) = &f.id {
-        add("id = ?", Box::new(i.clone()));
-    }
-    if let Some(p) = f.after {
-        add("pos > ?", Box::new(p));
-    }
-    let sql = if clauses.is_empty() {
-        "1 = 1".to_string()
-    } else {
-        clauses.join(" AND ")
-    };
+    let (sql, values) = filter_clause(f, |n| format!("?{n}"));
+    let args = values
+        .into_iter()
+        .map(|v| -> Box<dyn ToSql> {
+            match v {
+                FilterValue::Text(t) => Box::new(t),
+                FilterValue::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
     (sql, args)
-}
-
-fn settle_values(outcome: &Settled) -> (&'static str, Option<i64>, Option<&str>, Option<i64>) {
-    match outcome {
-        Settled::Delivered { at_ms } => ("delivered", None, None, Some(*at_ms)),
-        Settled::Retry { next_ms, error } => ("pending", Some(*next_ms), Some(error), None),
-        Settled::Dead { error } => ("dead", None, Some(error), None),
-    }
 }
 
 impl EventStore for SqliteStore {
@@ -140,7 +117,7 @@ impl EventStore for SqliteStore {
         outcome: &Settled,
     ) -> Result<bool, StoreError> {
         let conn = self.conn()?;
-        let (status, next, error, delivered) = settle_values(outcome);
+        let (status, next, error, delivered) = outcome.columns();
         let done = serde_json::to_string(done).unwrap_or_else(|_| "[]".into());
         let n = conn
             .prepare_cached(
