@@ -23,7 +23,9 @@ const T: i64 = 1_798_761_600_000;
 const DAY: i64 = 86_400_000;
 
 fn events(o: &Orchestrator) -> Vec<EventRow> {
-    o.events().list_events(&EventFilter::default(), 1000).unwrap()
+    o.events()
+        .list_events(&EventFilter::default(), 1000)
+        .unwrap()
 }
 
 fn kinds(o: &Orchestrator) -> Vec<String> {
@@ -33,7 +35,10 @@ fn kinds(o: &Orchestrator) -> Vec<String> {
 fn lifecycle(o: &Orchestrator, clock: &ManualClock) {
     common::orchestrator::seed_acme(
         o,
-        ["ann", "bob"].iter().map(|n| format!("{n}@goldco.example")).collect(),
+        ["ann", "bob"]
+            .iter()
+            .map(|n| format!("{n}@goldco.example"))
+            .collect(),
     );
     let call = o.with(WriteScope {
         request_id: Some("req-1".into()),
@@ -46,7 +51,13 @@ fn lifecycle(o: &Orchestrator, clock: &ManualClock) {
         ..AccessRequest::default()
     };
     let ann = call
-        .invite_partner("acme", "owner", "ann@goldco.example", None, (None, &ten_days))
+        .invite_partner(
+            "acme",
+            "owner",
+            "ann@goldco.example",
+            None,
+            (None, &ten_days),
+        )
         .unwrap()
         .user
         .id;
@@ -58,7 +69,12 @@ fn lifecycle(o: &Orchestrator, clock: &ManualClock) {
     call.resume(&ann, "owner").unwrap();
     assert_eq!(
         kinds(o),
-        ["partner.invited", "partner.accepted", "partner.suspended", "partner.resumed"]
+        [
+            "partner.invited",
+            "partner.accepted",
+            "partner.suspended",
+            "partner.resumed"
+        ]
     );
     let e = events(o);
     for (i, ev) in e.iter().enumerate() {
@@ -83,8 +99,15 @@ fn lifecycle(o: &Orchestrator, clock: &ManualClock) {
     assert_eq!(call.announce_ending(&leads).unwrap(), 1, "the 1-day lead");
     assert_eq!(call.announce_ending(&leads).unwrap(), 0, "once");
     // A renewal is a new end: new announcements when it nears.
-    call.renew(&ann, "owner", &AccessRequest { duration: Some("10d".into()), ..AccessRequest::default() })
-        .unwrap();
+    call.renew(
+        &ann,
+        "owner",
+        &AccessRequest {
+            duration: Some("10d".into()),
+            ..AccessRequest::default()
+        },
+    )
+    .unwrap();
     assert_eq!(call.announce_ending(&leads).unwrap(), 0);
     clock.set(T + 9 * DAY + 1 + 4 * DAY);
     assert_eq!(call.announce_ending(&leads).unwrap(), 1);
@@ -105,7 +128,12 @@ fn lifecycle(o: &Orchestrator, clock: &ManualClock) {
     );
     let leads_seen: Vec<String> = [4, 5, 7]
         .iter()
-        .map(|i| serde_json::from_str::<serde_json::Value>(&e[*i].data).unwrap()["lead"].as_str().unwrap().to_string())
+        .map(|i| {
+            serde_json::from_str::<serde_json::Value>(&e[*i].data).unwrap()["lead"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(leads_seen, ["7d", "1d", "7d"]);
     assert_eq!(e[8].actor, "system");
@@ -113,7 +141,13 @@ fn lifecycle(o: &Orchestrator, clock: &ManualClock) {
     assert!(e[8].change_id.is_some());
     // A dismissed partner (here still invited) has its event.
     let bob = call
-        .invite_partner("acme", "owner", "bob@goldco.example", None, (None, &ten_days))
+        .invite_partner(
+            "acme",
+            "owner",
+            "bob@goldco.example",
+            None,
+            (None, &ten_days),
+        )
         .unwrap()
         .user
         .id;

@@ -92,7 +92,13 @@ fn once_and_in_order(hits: &[Hit], events: &[Value]) {
     }
     for e in events {
         let id = e["id"].as_str().unwrap();
-        assert_eq!(ok.get(id), Some(&1), "event {id} ({}) answered 2xx {:?} times", e["kind"], ok.get(id));
+        assert_eq!(
+            ok.get(id),
+            Some(&1),
+            "event {id} ({}) answered 2xx {:?} times",
+            e["kind"],
+            ok.get(id)
+        );
     }
 }
 
@@ -148,11 +154,31 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
     let bob = invite(&s, "acme", "owner", "bob");
     // Down: connections are refused while more changes commit.
     rx.set_up(false);
-    act(&s, &format!("/v1/users/{ann}/partner-access/suspend"), json!({"actor": "owner"}));
-    act(&s, &format!("/v1/users/{ann}/partner-access/resume"), json!({"actor": "owner"}));
-    act(&s, &format!("/v1/users/{bob}/partner-access/renew"), json!({"actor": "owner", "duration": "30d"}));
-    act(&s, &format!("/v1/users/{bob}/partner-access/end"), json!({"actor": "owner"}));
-    act(&s, &format!("/v1/users/{ann}/dismiss"), json!({"actor": "owner"}));
+    act(
+        &s,
+        &format!("/v1/users/{ann}/partner-access/suspend"),
+        json!({"actor": "owner"}),
+    );
+    act(
+        &s,
+        &format!("/v1/users/{ann}/partner-access/resume"),
+        json!({"actor": "owner"}),
+    );
+    act(
+        &s,
+        &format!("/v1/users/{bob}/partner-access/renew"),
+        json!({"actor": "owner", "duration": "30d"}),
+    );
+    act(
+        &s,
+        &format!("/v1/users/{bob}/partner-access/end"),
+        json!({"actor": "owner"}),
+    );
+    act(
+        &s,
+        &format!("/v1/users/{ann}/dismiss"),
+        json!({"actor": "owner"}),
+    );
     std::thread::sleep(Duration::from_millis(300));
     rx.set_up(true);
     wait("every event delivered", || all_delivered(&s, 9));
@@ -161,8 +187,14 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
     assert_eq!(
         kinds,
         [
-            "partner.invited", "partner.accepted", "partner.invited", "partner.accepted",
-            "partner.suspended", "partner.resumed", "partner.renewed", "partner.access_ended",
+            "partner.invited",
+            "partner.accepted",
+            "partner.invited",
+            "partner.accepted",
+            "partner.suspended",
+            "partner.resumed",
+            "partner.renewed",
+            "partner.access_ended",
             "partner.dismissed"
         ]
     );
@@ -171,13 +203,20 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
         assert_eq!(e["account"], "acme");
         assert!(e["change_id"].is_string(), "{e}");
         // The invitee accepts without a policy question.
-        assert_eq!(e["decision_id"].is_string(), e["kind"] != "partner.accepted", "{e}");
+        assert_eq!(
+            e["decision_id"].is_string(),
+            e["kind"] != "partner.accepted",
+            "{e}"
+        );
         assert_eq!(e["event"]["data"]["change_id"], e["change_id"]);
     }
     assert_eq!(evs[4]["event"]["data"]["partner"]["suspended"], true);
     assert_eq!(evs[4]["actor"], "User::\"owner\"");
     let hits = rx.hits();
-    assert!(hits.iter().any(|h| h.answered == 500), "the 500s were tried");
+    assert!(
+        hits.iter().any(|h| h.answered == 500),
+        "the 500s were tried"
+    );
     assert!(hits.iter().any(|h| h.answered == 0), "the hang was tried");
     once_and_in_order(&hits, &evs);
     let secret = secret(&ws);
@@ -197,13 +236,23 @@ fn every_event_arrives_signed_once_and_in_order_through_failures_and_an_outage()
     let id = evs[4]["id"].as_str().unwrap();
     let (code, out, err) = events_cli(&ws, &["redeliver", "--id", id]);
     assert_eq!(code, 0, "{out}{err}");
-    wait("the redelivery", || rx.delivered().iter().filter(|h| h.id == id).count() == 2);
+    wait("the redelivery", || {
+        rx.delivered().iter().filter(|h| h.id == id).count() == 2
+    });
     let metrics = s.metrics();
-    assert!(metrics.contains("partnergate_event_deliveries_total"), "{metrics}");
+    assert!(
+        metrics.contains("partnergate_event_deliveries_total"),
+        "{metrics}"
+    );
     // The listing is the token's only, and refuses what it does not know.
     let r = s.client.get(s.url("/v1/events")).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = s.client.get(s.url("/v1/events?status=lost")).bearer_auth(&s.token).send().unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/events?status=lost"))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
 
@@ -243,13 +292,19 @@ fn a_kill_9_between_commit_and_delivery_loses_no_event() {
     );
     assert_eq!(st, 200);
     let ann = invite(&s, "acme", "owner", "ann");
-    act(&s, &format!("/v1/users/{ann}/partner-access/suspend"), json!({"actor": "owner"}));
+    act(
+        &s,
+        &format!("/v1/users/{ann}/partner-access/suspend"),
+        json!({"actor": "owner"}),
+    );
     wait("a failed attempt", || !rx.hits().is_empty());
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     rx.behave(|_, _| Act::Status(200));
     let s = Server::start(&ws, &["--ending-soon", "none"]);
-    wait("every event delivered after the restart", || all_delivered(&s, 3));
+    wait("every event delivered after the restart", || {
+        all_delivered(&s, 3)
+    });
     let evs = events(&s);
     assert_eq!(evs.len(), 3);
     once_and_in_order(&rx.hits(), &evs);
@@ -285,7 +340,11 @@ fn a_redirect_is_refused_recorded_and_dead_until_redelivered() {
     // Redelivered over HTTP once the receiver answers.
     rx.behave(|_, _| Act::Status(200));
     for e in &evs {
-        act(&s, &format!("/v1/events/{}/redeliver", e["id"].as_str().unwrap()), json!({}));
+        act(
+            &s,
+            &format!("/v1/events/{}/redeliver", e["id"].as_str().unwrap()),
+            json!({}),
+        );
     }
     wait("both delivered", || all_delivered(&s, 2));
     let (st, _) = s.post_with_token("/v1/events/evt_nope/redeliver", &json!({}));
@@ -317,27 +376,65 @@ fn a_slow_receiver_holds_neither_other_accounts_nor_memory() {
     assert_eq!(st, 200);
     invite(&s, "acme", "owner", "ann");
     let bob = invite(&s, "globex", "gowner", "bob");
-    act(&s, &format!("/v1/users/{bob}/partner-access/suspend"), json!({"actor": "gowner"}));
+    act(
+        &s,
+        &format!("/v1/users/{bob}/partner-access/suspend"),
+        json!({"actor": "gowner"}),
+    );
     wait("globex delivered while acme's receiver trickles", || {
         let e = events(&s);
-        e.iter().filter(|e| e["account"] == "globex").all(|e| e["status"] == "delivered")
+        e.iter()
+            .filter(|e| e["account"] == "globex")
+            .all(|e| e["status"] == "delivered")
             && e.iter().filter(|e| e["account"] == "globex").count() == 3
     });
-    let acme: Vec<Value> = events(&s).into_iter().filter(|e| e["account"] == "acme").collect();
+    let acme: Vec<Value> = events(&s)
+        .into_iter()
+        .filter(|e| e["account"] == "acme")
+        .collect();
     assert_eq!(acme[0]["status"], "pending");
-    assert_eq!(acme[1]["attempts"], 0, "acme's second event waits for its first");
+    assert_eq!(
+        acme[1]["attempts"], 0,
+        "acme's second event waits for its first"
+    );
     assert!(s.rss() < 512 * 1024 * 1024, "rss {}", s.rss());
 }
 
 #[test]
 fn two_postgres_replicas_deliver_each_event_once_in_order() {
     let Some(pg) = PgSchema::new() else { return };
-    let rx = Receiver::start("127.0.0.1", |_, n| if n == 0 { Act::Status(500) } else { Act::Status(200) });
+    let rx = Receiver::start("127.0.0.1", |_, n| {
+        if n == 0 {
+            Act::Status(500)
+        } else {
+            Act::Status(200)
+        }
+    });
     let (wa, wb) = (Workspace::new(), Workspace::new());
     config(&wa, &rx.url(), 1000);
     config(&wb, &rx.url(), 1000);
-    let a = Server::start(&wa, &["--store", &pg.url, "--replica-id", "a", "--ending-soon", "none"]);
-    let b = Server::start(&wb, &["--store", &pg.url, "--replica-id", "b", "--ending-soon", "none"]);
+    let a = Server::start(
+        &wa,
+        &[
+            "--store",
+            &pg.url,
+            "--replica-id",
+            "a",
+            "--ending-soon",
+            "none",
+        ],
+    );
+    let b = Server::start(
+        &wb,
+        &[
+            "--store",
+            &pg.url,
+            "--replica-id",
+            "b",
+            "--ending-soon",
+            "none",
+        ],
+    );
     seed(&a);
     let (st, _) = a.put(
         "/v1/partner-companies/goldco",
@@ -345,13 +442,27 @@ fn two_postgres_replicas_deliver_each_event_once_in_order() {
                 "emails": ["ann@goldco.example", "bob@goldco.example", "cat@goldco.example"]}),
     );
     assert_eq!(st, 200);
-    wait("replica b has the seed", || b.get("/v1/entities/User/gowner").0 == 200);
+    wait("replica b has the seed", || {
+        b.get("/v1/entities/User/gowner").0 == 200
+    });
     let ann = invite(&a, "acme", "owner", "ann");
     let bob = invite(&b, "globex", "gowner", "bob");
     invite(&b, "acme", "owner", "cat");
-    act(&a, &format!("/v1/users/{bob}/partner-access/suspend"), json!({"actor": "gowner"}));
-    act(&b, &format!("/v1/users/{ann}/partner-access/suspend"), json!({"actor": "owner"}));
-    act(&a, &format!("/v1/users/{ann}/partner-access/resume"), json!({"actor": "owner"}));
+    act(
+        &a,
+        &format!("/v1/users/{bob}/partner-access/suspend"),
+        json!({"actor": "gowner"}),
+    );
+    act(
+        &b,
+        &format!("/v1/users/{ann}/partner-access/suspend"),
+        json!({"actor": "owner"}),
+    );
+    act(
+        &a,
+        &format!("/v1/users/{ann}/partner-access/resume"),
+        json!({"actor": "owner"}),
+    );
     wait("every event delivered", || all_delivered(&a, 9));
     let evs = events(&b);
     assert_eq!(evs.len(), 9);

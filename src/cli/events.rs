@@ -73,7 +73,8 @@ pub enum EventsCommand {
 }
 
 fn open(store: &StoreArgs) -> Result<Arc<dyn EventStore>, String> {
-    let spec = partnergate_core::store::StoreSpec::parse(Some(&store.store)).map_err(|e| e.to_string())?;
+    let spec =
+        partnergate_core::store::StoreSpec::parse(Some(&store.store)).map_err(|e| e.to_string())?;
     Ok(match spec {
         partnergate_core::store::StoreSpec::Sqlite => Arc::new(
             partnergate_core::store::sqlite::SqliteStore::open_in_with(&store.data_dir, MIGRATIONS)
@@ -99,7 +100,11 @@ pub fn run_events(a: EventsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8
             after,
             limit,
         } => list(&store, f, after, limit, out),
-        EventsCommand::Redeliver { store, id, filter: f } => redeliver(&store, id, f, out),
+        EventsCommand::Redeliver {
+            store,
+            id,
+            filter: f,
+        } => redeliver(&store, id, f, out),
     };
     match result {
         Ok(code) => code,
@@ -127,7 +132,8 @@ fn list(
         .list_events(&f, limit)
         .map_err(|e| (EXIT_ERROR, e.to_string()))?;
     for r in &rows {
-        writeln!(out, "{}", partnergate_server::events::listed(r)).map_err(|e| (EXIT_ERROR, e.to_string()))?;
+        writeln!(out, "{}", partnergate_server::events::listed(r))
+            .map_err(|e| (EXIT_ERROR, e.to_string()))?;
     }
     Ok(EXIT_OK)
 }
@@ -148,7 +154,9 @@ fn redeliver(
     let mut f = filter(f).map_err(|m| (EXIT_INVALID, m))?;
     f.id = id;
     let events = open(store).map_err(|m| (EXIT_ERROR, m))?;
-    let n = events.redeliver(&f).map_err(|e| (EXIT_ERROR, e.to_string()))?;
+    let n = events
+        .redeliver(&f)
+        .map_err(|e| (EXIT_ERROR, e.to_string()))?;
     writeln!(out, "{n} event(s) pending again").map_err(|e| (EXIT_ERROR, e.to_string()))?;
     Ok(if n == 0 { EXIT_ERROR } else { EXIT_OK })
 }

@@ -155,7 +155,12 @@ pub struct ServeArgs {
     /// `partner.access_ending_soon` is sent: lead times separated by commas
     /// (`7d,1d`, `36h`; units d, h, m, s), each once per access end (a renewal
     /// gives new ones); `none` for never.
-    #[arg(long, env = "PARTNERGATE_ENDING_SOON", value_name = "LEADS", default_value = "7d,1d")]
+    #[arg(
+        long,
+        env = "PARTNERGATE_ENDING_SOON",
+        value_name = "LEADS",
+        default_value = "7d,1d"
+    )]
     pub ending_soon: String,
     /// The webhook configuration (endpoints, secrets, retries: see
     /// docs/events.md); default DATA_DIR/webhooks.toml when present, else

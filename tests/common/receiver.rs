@@ -44,7 +44,10 @@ pub struct Hit {
 
 impl Hit {
     pub fn account(&self) -> String {
-        self.body["data"]["account"].as_str().unwrap_or_default().to_string()
+        self.body["data"]["account"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
     pub fn seq(&self) -> i64 {
         self.body["data"]["account_seq"].as_i64().unwrap_or(-1)
@@ -65,7 +68,10 @@ pub struct Receiver {
 impl Receiver {
     /// Listening on `host` (a free port), answering as `behave(body, n)`
     /// says, `n` the requests of the same `webhook-id` before this one.
-    pub fn start(host: &str, behave: impl Fn(&Value, usize) -> Act + Send + Sync + 'static) -> Self {
+    pub fn start(
+        host: &str,
+        behave: impl Fn(&Value, usize) -> Act + Send + Sync + 'static,
+    ) -> Self {
         let first = TcpListener::bind((host, 0)).unwrap();
         let port = first.local_addr().unwrap().port();
         let r = Receiver {
@@ -75,7 +81,12 @@ impl Receiver {
             up: Arc::new(AtomicBool::new(true)),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (hits, behave, up, stop) = (r.hits.clone(), r.behave.clone(), r.up.clone(), r.stop.clone());
+        let (hits, behave, up, stop) = (
+            r.hits.clone(),
+            r.behave.clone(),
+            r.up.clone(),
+            r.stop.clone(),
+        );
         let host = host.to_string();
         std::thread::spawn(move || {
             let mut listener = Some(first);
@@ -128,7 +139,10 @@ impl Receiver {
 
     /// The requests answered 2xx.
     pub fn delivered(&self) -> Vec<Hit> {
-        self.hits().into_iter().filter(|h| (200..300).contains(&h.answered)).collect()
+        self.hits()
+            .into_iter()
+            .filter(|h| (200..300).contains(&h.answered))
+            .collect()
     }
 }
 
@@ -157,7 +171,9 @@ fn serve(mut s: TcpStream, hits: &Mutex<Vec<Hit>>, behave: &Behave) {
         head.lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_default()
     };

@@ -76,7 +76,9 @@ fn sweep_until_stopped(
         {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "partner sweep: access ending soon announced"),
-            Err(e) => tracing::warn!(error = %e, "announcing access ending soon failed; retrying at the next interval"),
+            Err(e) => {
+                tracing::warn!(error = %e, "announcing access ending soon failed; retrying at the next interval")
+            }
         }
         match orchestrator.with(WriteScope::default()).end_expired() {
             Ok(ended) => {

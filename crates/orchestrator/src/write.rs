@@ -236,6 +236,9 @@ pub(crate) fn user_in(
 
 /// A user's uid in Cedar syntax, as the records name it.
 fn user_uid(id: &str) -> String {
-    partnergate_policy::engine::uid_from_json("user", &serde_json::json!({"type": "User", "id": id}))
-        .map_or_else(|_| format!("User::{id:?}"), |u| u.to_string())
+    partnergate_policy::engine::uid_from_json(
+        "user",
+        &serde_json::json!({"type": "User", "id": id}),
+    )
+    .map_or_else(|_| format!("User::{id:?}"), |u| u.to_string())
 }

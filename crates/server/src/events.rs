@@ -27,7 +27,10 @@ pub const MAX_LIMIT: i64 = 500;
 /// The events routes: the listing (always the token) and redelivery (a write).
 pub fn routes() -> Routes {
     Routes::default()
-        .with(Access::Private, Router::new().route("/v1/events", get(list_events)))
+        .with(
+            Access::Private,
+            Router::new().route("/v1/events", get(list_events)),
+        )
         .with(
             Access::Write,
             Router::new().route("/v1/events/{id}/redeliver", post(redeliver)),
@@ -112,9 +115,7 @@ pub(super) async fn list_events(
 ) -> Result<Json<Value>, AppError> {
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::bad_request(format!(
-            "`limit`: 1 to {MAX_LIMIT}"
-        )));
+        return Err(AppError::bad_request(format!("`limit`: 1 to {MAX_LIMIT}")));
     }
     let mut filter = filter_of(p.account, p.kind, p.status).map_err(AppError::bad_request)?;
     filter.after = p.after;
@@ -144,9 +145,9 @@ pub(super) async fn redeliver(
         ..EventFilter::default()
     };
     let n = tokio::task::spawn_blocking(move || orch.events().redeliver(&filter))
-    .await
-    .map_err(|e| AppError::unavailable(e.to_string()))?
-    .map_err(|e| AppError::unavailable(e.to_string()))?;
+        .await
+        .map_err(|e| AppError::unavailable(e.to_string()))?
+        .map_err(|e| AppError::unavailable(e.to_string()))?;
     if n == 0 {
         return Err(AppError::new(
             StatusCode::NOT_FOUND,

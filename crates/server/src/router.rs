@@ -15,9 +15,7 @@ use partnergate_core::limits;
 
 use crate::access::Access;
 use crate::state::AppState;
-use crate::{
-    api, authzen, console, error, events, gateway, http, openapi, orchestrator, search,
-};
+use crate::{api, authzen, console, error, events, gateway, http, openapi, orchestrator, search};
 
 /// The router, separate from sockets so tests can drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {

@@ -92,7 +92,8 @@ fn start_shipper(
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     // The operator's endpoints are read first: a bad file starts nothing.
-    let webhooks = crate::webhooks::WebhookConfig::load(config.webhooks.as_deref(), &config.data_dir)?;
+    let webhooks =
+        crate::webhooks::WebhookConfig::load(config.webhooks.as_deref(), &config.data_dir)?;
     let (runtime, quotas) = partnergate_orchestrator::runtime::with_quotas(runtime(config))
         .map_err(|p| partnergate_policy::policies::LoadError::Validation { problems: vec![*p] })?;
     // Gateway mode: the routes file beside the policies reloads with them
@@ -235,8 +236,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     spawn_sighup_reload(sidecar.state.clone());
     let delivering = sidecar.webhooks.clone().map(|w| {
-        tracing::info!(endpoints = w.endpoints.len(), "webhooks: delivering partner lifecycle events");
-        let owner = format!("{}-{}-{:08x}", config.replica, std::process::id(), rand::random::<u32>());
+        tracing::info!(
+            endpoints = w.endpoints.len(),
+            "webhooks: delivering partner lifecycle events"
+        );
+        let owner = format!(
+            "{}-{}-{:08x}",
+            config.replica,
+            std::process::id(),
+            rand::random::<u32>()
+        );
         crate::webhooks::Delivering::start(sidecar.state.orchestrator.clone(), w, owner)
     });
     let (grpc_stop, grpc) =

@@ -63,9 +63,13 @@ impl EventStatus {
 
     /// The status of a stored name; `None` for another text.
     pub fn parse(s: &str) -> Option<EventStatus> {
-        [EventStatus::Pending, EventStatus::Delivered, EventStatus::Dead]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            EventStatus::Pending,
+            EventStatus::Delivered,
+            EventStatus::Dead,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

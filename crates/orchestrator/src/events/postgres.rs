@@ -120,9 +120,8 @@ impl EventStore for PgStore {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let rows = self.with_client(|c| {
-            c.query(&sql, &[&owner, &lease_until_ms, &now_ms, &limit])
-        })?;
+        let rows =
+            self.with_client(|c| c.query(&sql, &[&owner, &lease_until_ms, &now_ms, &limit]))?;
         let mut out: Vec<EventRow> = rows.iter().map(row).collect();
         out.sort_by_key(|r| r.pos);
         Ok(out)

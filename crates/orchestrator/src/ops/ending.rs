@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::allowed::AllowDecisions;
 use crate::error::OrchestratorError;
-use crate::events::{EventKind, Emitted};
+use crate::events::{Emitted, EventKind};
 use crate::status::UserStatus;
 use crate::store::WriteLocks;
 use crate::user::UserView;

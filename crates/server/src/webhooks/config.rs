@@ -170,9 +170,9 @@ impl WebhookConfig {
             let field = |f: &str| format!("endpoint[{i}].{f}");
             let good = !e.name.is_empty()
                 && e.name.len() <= 64
-                && e.name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && e.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !good {
                 return Err(invalid(
                     field("name"),
@@ -183,9 +183,13 @@ impl WebhookConfig {
                 return Err(invalid(field("name"), format!("`{}` twice", e.name)));
             }
             let url = endpoint_url(&e.url).map_err(|m| invalid(field("url"), m))?;
-            let secret = e
-                .secret_file
-                .map(|p| if p.is_relative() { path.parent().unwrap_or(Path::new(".")).join(p) } else { p });
+            let secret = e.secret_file.map(|p| {
+                if p.is_relative() {
+                    path.parent().unwrap_or(Path::new(".")).join(p)
+                } else {
+                    p
+                }
+            });
             let key = load_secret(secret.as_deref(), data_dir)?;
             endpoints.push(Endpoint {
                 name: e.name,
@@ -205,13 +209,35 @@ impl WebhookConfig {
             poll: f.delivery.poll_ms.map_or(d.poll, ms),
         };
         let checks = [
-            ("delivery.max_attempts", (1..=1000).contains(&delivery.max_attempts)),
-            ("delivery.concurrency", (1..=1024).contains(&delivery.concurrency)),
-            ("delivery.timeout_ms", (1..=300_000).contains(&delivery.timeout.as_millis())),
-            ("delivery.connect_timeout_ms", (1..=60_000).contains(&delivery.connect_timeout.as_millis())),
-            ("delivery.backoff_base_ms", (1..=86_400_000).contains(&delivery.backoff_base.as_millis())),
-            ("delivery.backoff_max_ms", delivery.backoff_max >= delivery.backoff_base && delivery.backoff_max.as_millis() <= 7 * 86_400_000),
-            ("delivery.poll_ms", (10..=60_000).contains(&delivery.poll.as_millis())),
+            (
+                "delivery.max_attempts",
+                (1..=1000).contains(&delivery.max_attempts),
+            ),
+            (
+                "delivery.concurrency",
+                (1..=1024).contains(&delivery.concurrency),
+            ),
+            (
+                "delivery.timeout_ms",
+                (1..=300_000).contains(&delivery.timeout.as_millis()),
+            ),
+            (
+                "delivery.connect_timeout_ms",
+                (1..=60_000).contains(&delivery.connect_timeout.as_millis()),
+            ),
+            (
+                "delivery.backoff_base_ms",
+                (1..=86_400_000).contains(&delivery.backoff_base.as_millis()),
+            ),
+            (
+                "delivery.backoff_max_ms",
+                delivery.backoff_max >= delivery.backoff_base
+                    && delivery.backoff_max.as_millis() <= 7 * 86_400_000,
+            ),
+            (
+                "delivery.poll_ms",
+                (10..=60_000).contains(&delivery.poll.as_millis()),
+            ),
         ];
         if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(invalid(
@@ -263,7 +289,10 @@ fn load_secret(file: Option<&Path>, data_dir: &Path) -> Result<Vec<u8>, WebhookC
     };
     if file.is_none() && !path.exists() {
         let key: [u8; 32] = rand::random();
-        let text = format!("whsec_{}\n", base64::engine::general_purpose::STANDARD.encode(key));
+        let text = format!(
+            "whsec_{}\n",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        );
         partnergate_core::secret::create_private(&path, &text).map_err(|e| io(e.to_string()))?;
     }
     let text = std::fs::read_to_string(&path).map_err(|e| io(e.to_string()))?;
@@ -310,10 +339,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("webhooks.toml");
         std::fs::write(&f, "[[endpoint]]\nname = \"a\"\nurl = \"https://x/\"\n").unwrap();
-        let e = WebhookConfig::load(Some(&f), dir.path()).unwrap_err().to_string();
+        let e = WebhookConfig::load(Some(&f), dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("endpoint[0].url") && e.contains("https"), "{e}");
-        std::fs::write(&f, "[[endpoint]]\nname = \"a\"\nurl = \"http://x/\"\n[delivery]\nmax_attempts = 0\n").unwrap();
-        let e = WebhookConfig::load(Some(&f), dir.path()).unwrap_err().to_string();
+        std::fs::write(
+            &f,
+            "[[endpoint]]\nname = \"a\"\nurl = \"http://x/\"\n[delivery]\nmax_attempts = 0\n",
+        )
+        .unwrap();
+        let e = WebhookConfig::load(Some(&f), dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("delivery.max_attempts"), "{e}");
         std::fs::write(&f, "[[endpoint]]\nname = \"a\"\nurl = \"http://x/\"\n").unwrap();
         let c = WebhookConfig::load(Some(&f), dir.path()).unwrap().unwrap();

@@ -81,7 +81,8 @@ async fn run(
     let http = client(&config);
     let d = &config.delivery;
     // A lease outlives every endpoint's attempt, with room to record it.
-    let per_event = (d.timeout + d.connect_timeout) * u32::try_from(config.endpoints.len()).unwrap_or(u32::MAX);
+    let per_event =
+        (d.timeout + d.connect_timeout) * u32::try_from(config.endpoints.len()).unwrap_or(u32::MAX);
     let lease = per_event + Duration::from_secs(5);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let mut flying: JoinSet<()> = JoinSet::new();
@@ -101,17 +102,26 @@ async fn run(
             let now = now_ms();
             let limit = i64::try_from(free).unwrap_or(1);
             match tokio::task::spawn_blocking(move || {
-                o.events().claim(&who, now, now.saturating_add(lease_ms), limit)
+                o.events()
+                    .claim(&who, now, now.saturating_add(lease_ms), limit)
             })
             .await
             {
                 Ok(Ok(rows)) => {
                     claimed = rows.len();
                     for row in rows {
-                        flying.spawn(deliver(orch.clone(), config.clone(), http.clone(), owner.clone(), row));
+                        flying.spawn(deliver(
+                            orch.clone(),
+                            config.clone(),
+                            http.clone(),
+                            owner.clone(),
+                            row,
+                        ));
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "webhooks: cannot read the events outbox; retrying"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "webhooks: cannot read the events outbox; retrying")
+                }
                 Err(e) => tracing::warn!(error = %e, "webhooks: the outbox read failed"),
             }
         }
@@ -158,14 +168,20 @@ async fn deliver(
             continue;
         }
         let result = post(&http, e, &row.id, body.clone(), config.delivery.timeout).await;
-        let label = if result.is_ok() { "delivered" } else { "failed" };
+        let label = if result.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        };
         metrics::counter!("partnergate_event_deliveries_total", "endpoint" => e.name.clone(), "result" => label).increment(1);
         match result {
             Ok(()) => done.push(e.name.clone()),
             Err(why) => errors.push(format!("{}: {why}", e.name)),
         }
     }
-    let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX).saturating_add(1);
+    let attempts = u32::try_from(row.attempts)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
     let outcome = if errors.is_empty() {
         Settled::Delivered { at_ms: now_ms() }
     } else {
@@ -194,12 +210,20 @@ async fn deliver(
         }
     };
     let pos = row.pos;
-    let settled = tokio::task::spawn_blocking(move || orch.events().settle(pos, &owner, &done, &outcome)).await;
+    let settled =
+        tokio::task::spawn_blocking(move || orch.events().settle(pos, &owner, &done, &outcome))
+            .await;
     match settled {
         Ok(Ok(true)) => {}
-        Ok(Ok(false)) => tracing::warn!(event = %row.id, "webhooks: the lease of an event passed during its attempt; another process took it over"),
-        Ok(Err(e)) => tracing::warn!(event = %row.id, error = %e, "webhooks: cannot record an attempt; the event is retried after its lease"),
-        Err(e) => tracing::warn!(event = %row.id, error = %e, "webhooks: recording an attempt failed"),
+        Ok(Ok(false)) => {
+            tracing::warn!(event = %row.id, "webhooks: the lease of an event passed during its attempt; another process took it over")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(event = %row.id, error = %e, "webhooks: cannot record an attempt; the event is retried after its lease")
+        }
+        Err(e) => {
+            tracing::warn!(event = %row.id, error = %e, "webhooks: recording an attempt failed")
+        }
     }
 }
 
@@ -215,7 +239,10 @@ async fn post(
     let ts = now_ms() / 1000;
     let request = hyper::Request::post(endpoint.url.clone())
         .header("content-type", "application/json")
-        .header("user-agent", concat!("partnergate-webhooks/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "user-agent",
+            concat!("partnergate-webhooks/", env!("CARGO_PKG_VERSION")),
+        )
         .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature(&endpoint.key, id, ts, &body))
