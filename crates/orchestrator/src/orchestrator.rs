@@ -42,7 +42,7 @@ impl Orchestrator {
     }
 
     /// The lifecycle events' outbox (its listing, redelivery, leases).
-    pub fn events(&self) -> &dyn crate::events::EventStore {
+    pub fn events(&self) -> &dyn crate::events::outbox::EventStore {
         &*self.store
     }
 

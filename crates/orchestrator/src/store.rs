@@ -83,7 +83,7 @@ pub trait AccountTx {
     fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError>;
     /// Write lifecycle events into the outbox with this transaction's
     /// writes (see [`crate::events`]).
-    fn keep_events(&mut self, events: &[crate::events::NewEvent]) -> Result<(), StoreError>;
+    fn keep_events(&mut self, events: &[crate::events::outbox::NewEvent]) -> Result<(), StoreError>;
 }
 
 /// The operation run inside a transaction: reads through [`AccountTx`],
@@ -92,7 +92,7 @@ pub type TxOp<'a> =
     dyn FnMut(&mut dyn AccountTx) -> Result<Vec<EntityRecord>, OrchestratorError> + 'a;
 
 /// A durable home for the orchestrator's state.
-pub trait OrchestratorStore: crate::events::EventStore + Send + Sync {
+pub trait OrchestratorStore: crate::events::outbox::EventStore + Send + Sync {
     /// Run `op` in one write transaction that excludes every other write of
     /// the accounts `locks` names (in this process or another one on the
     /// same store) and every entity or registry write; commit its records

@@ -77,7 +77,7 @@ fn sweep_until_stopped(
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "partner sweep: access ending soon announced"),
             Err(e) => {
-                tracing::warn!(error = %e, "announcing access ending soon failed; retrying at the next interval")
+                tracing::warn!(error = %e, "announcing access ending soon failed; retrying at the next interval");
             }
         }
         match orchestrator.with(WriteScope::default()).end_expired() {
