@@ -83,10 +83,8 @@ pub trait AccountTx {
     fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError>;
     /// Write lifecycle events into the outbox with this transaction's
     /// writes (see [`crate::events`]).
-    fn keep_events(
-        &mut self,
-        events: &[crate::events::outbox::NewEvent],
-    ) -> Result<(), StoreError>;
+    fn keep_events(&mut self, events: &[crate::events::outbox::NewEvent])
+        -> Result<(), StoreError>;
 }
 
 /// The operation run inside a transaction: reads through [`AccountTx`],
