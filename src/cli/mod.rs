@@ -18,6 +18,7 @@ pub mod audit_pg;
 pub mod authorize;
 pub mod check;
 pub mod common;
+pub mod events;
 pub mod fmt;
 pub mod import;
 pub mod log_lines;
@@ -83,6 +84,8 @@ pub enum Command {
     Registry(partners::RegistryArgs),
     /// Who may, to which, what: subject, resource and action search over the store.
     Search(search::SearchArgs),
+    /// The partner lifecycle events: list them with their delivery state, redeliver.
+    Events(events::EventsArgs),
 }
 
 /// Run a parsed command line; returns the process exit code. Output goes to
@@ -102,6 +105,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Seats(a) => Ok(partners::run_seats(a, out, err)),
         Command::Registry(a) => Ok(partners::run_registry(a, out, err)),
         Command::Search(a) => Ok(search::run_search(a, out, err)),
+        Command::Events(a) => Ok(events::run_events(a, out, err)),
     };
     match result {
         Ok(code) => code,

@@ -157,6 +157,22 @@ pub struct ServeArgs {
     #[arg(long, env = "PARTNERGATE_PARTNER_SWEEP_MS", value_name = "MS",
         default_value_t = partnergate_server::defaults::PARTNER_SWEEP_MS)]
     pub partner_sweep_ms: u64,
+    /// When, before a partner's access ends, the event
+    /// `partner.access_ending_soon` is sent: lead times separated by commas
+    /// (`7d,1d`, `36h`; units d, h, m, s), each once per access end (a renewal
+    /// gives new ones); `none` for never.
+    #[arg(
+        long,
+        env = "PARTNERGATE_ENDING_SOON",
+        value_name = "LEADS",
+        default_value = "7d,1d"
+    )]
+    pub ending_soon: String,
+    /// The webhook configuration (endpoints, secrets, retries: see
+    /// docs/events.md); default DATA_DIR/webhooks.toml when present, else
+    /// events wait in the outbox (GET /v1/events) undelivered.
+    #[arg(long, env = "PARTNERGATE_WEBHOOKS", value_name = "FILE")]
+    pub webhooks: Option<PathBuf>,
     /// Do not serve the web console at /console.
     #[arg(long, env = "PARTNERGATE_NO_CONSOLE")]
     pub no_console: bool,
@@ -266,6 +282,8 @@ pub fn serve_config(a: ServeArgs) -> Result<partnergate_server::ServeConfig, Str
             concurrent: a.max_concurrent_searches,
         },
         partner_sweep: std::time::Duration::from_millis(a.partner_sweep_ms),
+        ending_soon: ending_soon(&a.ending_soon)?,
+        webhooks: a.webhooks,
         console: !a.no_console,
         tests: a.tests,
     })
@@ -302,4 +320,22 @@ pub fn run_serve(a: ServeArgs, err: &mut dyn Write) -> Result<u8, CliError> {
             Ok(EXIT_ERROR)
         }
     }
+}
+
+/// `--ending-soon`: lead times separated by commas (`7d,1d`), or `none`.
+fn ending_soon(text: &str) -> Result<Vec<std::time::Duration>, String> {
+    if text.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|lead| {
+            let ms = partnergate_orchestrator::access::parse_duration(lead.trim())
+                .map_err(|e| format!("--ending-soon `{lead}`: {e}"))?;
+            u64::try_from(ms)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| format!("--ending-soon `{lead}`: must be more than zero"))
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@
 pub mod audit_db;
 pub mod entities;
 pub mod orchestrator;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;

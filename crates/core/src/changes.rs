@@ -48,6 +48,12 @@ impl Prepared {
     pub fn kept(&self) -> &[KeptChange] {
         &self.kept
     }
+
+    /// Each record's `change_id`, in the order the records were given
+    /// (`None` without a log: nothing names the record then).
+    pub fn change_ids(&self) -> impl Iterator<Item = Option<&str>> {
+        self.events.iter().map(|e| e.change_id.as_deref())
+    }
 }
 
 /// Gives change records their ids, keeps them with their writes (when the

@@ -41,6 +41,11 @@ impl Orchestrator {
         }
     }
 
+    /// The lifecycle events' outbox (its listing, redelivery, leases).
+    pub fn events(&self) -> &dyn crate::events::outbox::EventStore {
+        &*self.store
+    }
+
     /// The quota rules the seat checks read.
     pub fn rules(&self) -> &Arc<QuotaRules> {
         &self.rules

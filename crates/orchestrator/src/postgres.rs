@@ -99,6 +99,10 @@ impl AccountTx for Tx<'_, '_> {
     fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError> {
         keep_changes_in(self.tx, changes).map_err(backend)
     }
+
+    fn keep_events(&mut self, events: &[crate::events::NewEvent]) -> Result<(), StoreError> {
+        crate::events::postgres::keep_events_in(self.tx, events).map_err(backend)
+    }
 }
 
 impl OrchestratorStore for PgStore {

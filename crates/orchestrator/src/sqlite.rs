@@ -88,6 +88,10 @@ impl AccountTx for Tx<'_> {
     fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError> {
         Ok(keep_changes_in(self.tx, changes)?)
     }
+
+    fn keep_events(&mut self, events: &[crate::events::NewEvent]) -> Result<(), StoreError> {
+        Ok(crate::events::sqlite::keep_events_in(self.tx, events)?)
+    }
 }
 
 fn upsert(tx: &Transaction<'_>, records: &[EntityRecord]) -> Result<(), StoreError> {

@@ -81,6 +81,10 @@ pub trait AccountTx {
     /// Keep the writes' change records with them, until the log holds them
     /// (see `partnergate_core::changes`).
     fn keep_changes(&mut self, changes: &[KeptChange]) -> Result<(), StoreError>;
+    /// Write lifecycle events into the outbox with this transaction's
+    /// writes (see [`crate::events`]).
+    fn keep_events(&mut self, events: &[crate::events::outbox::NewEvent])
+        -> Result<(), StoreError>;
 }
 
 /// The operation run inside a transaction: reads through [`AccountTx`],
@@ -89,7 +93,7 @@ pub type TxOp<'a> =
     dyn FnMut(&mut dyn AccountTx) -> Result<Vec<EntityRecord>, OrchestratorError> + 'a;
 
 /// A durable home for the orchestrator's state.
-pub trait OrchestratorStore: Send + Sync {
+pub trait OrchestratorStore: crate::events::outbox::EventStore + Send + Sync {
     /// Run `op` in one write transaction that excludes every other write of
     /// the accounts `locks` names (in this process or another one on the
     /// same store) and every entity or registry write; commit its records

@@ -4,7 +4,9 @@
 //! `system`) at most one interval after its end. Seat checks never wait for
 //! it: they count an ended access as free already. A restart loses nothing
 //! (the first sweep runs at start over what the store holds) and repeats
-//! nothing (each end re-reads the partner in its own transaction).
+//! nothing (each end re-reads the partner in its own transaction). Each
+//! round also announces the access ending within a lead time
+//! ([`crate::ScopedWrites::announce_ending`], once per end and lead).
 //!
 //! Owns [`Sweeper`]; it never knows HTTP or the command line.
 
@@ -24,8 +26,20 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Sweep `orchestrator` now and then every `every` (at least 10 ms).
+    /// Sweep `orchestrator` now and then every `every` (at least 10 ms),
+    /// announcing the access ending at the default lead times
+    /// ([`crate::DEFAULT_ENDING_SOON`]).
     pub fn spawn(orchestrator: Arc<Orchestrator>, every: Duration) -> std::io::Result<Sweeper> {
+        Sweeper::spawn_with(orchestrator, every, crate::DEFAULT_ENDING_SOON.to_vec())
+    }
+
+    /// [`Sweeper::spawn`] announcing the access ending at `ending_soon`
+    /// before its end (none: no announcements).
+    pub fn spawn_with(
+        orchestrator: Arc<Orchestrator>,
+        every: Duration,
+        ending_soon: Vec<Duration>,
+    ) -> std::io::Result<Sweeper> {
         let (stop, stopped) = mpsc::channel::<()>();
         let every = every.max(Duration::from_millis(10));
         let thread = std::thread::Builder::new()
@@ -40,7 +54,7 @@ impl Sweeper {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "giving partners stored without scopes the default scopes failed"),
                 }
-                sweep_until_stopped(&orchestrator, every, &stopped);
+                sweep_until_stopped(&orchestrator, (every, &ending_soon), &stopped);
             })?;
         Ok(Sweeper {
             stop: Some(stop),
@@ -50,8 +64,22 @@ impl Sweeper {
 }
 
 /// The sweep loop: now, then every `every`, until the [`Sweeper`] is dropped.
-fn sweep_until_stopped(orchestrator: &Orchestrator, every: Duration, stopped: &mpsc::Receiver<()>) {
+fn sweep_until_stopped(
+    orchestrator: &Orchestrator,
+    (every, ending_soon): (Duration, &[Duration]),
+    stopped: &mpsc::Receiver<()>,
+) {
     loop {
+        match orchestrator
+            .with(WriteScope::default())
+            .announce_ending(ending_soon)
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "partner sweep: access ending soon announced"),
+            Err(e) => {
+                tracing::warn!(error = %e, "announcing access ending soon failed; retrying at the next interval");
+            }
+        }
         match orchestrator.with(WriteScope::default()).end_expired() {
             Ok(ended) => {
                 if !ended.is_empty() {

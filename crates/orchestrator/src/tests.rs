@@ -88,6 +88,43 @@ impl OrchestratorStore for PauseAfterCommit {
     }
 }
 
+impl crate::events::EventStore for PauseAfterCommit {
+    fn claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::events::EventRow>, StoreError> {
+        self.inner.claim(owner, now_ms, lease_until_ms, limit)
+    }
+    fn settle(
+        &self,
+        pos: i64,
+        owner: &str,
+        done: &[String],
+        outcome: &crate::events::Settled,
+    ) -> Result<bool, StoreError> {
+        self.inner.settle(pos, owner, done, outcome)
+    }
+    fn list_events(
+        &self,
+        filter: &crate::events::EventFilter,
+        limit: i64,
+    ) -> Result<Vec<crate::events::EventRow>, StoreError> {
+        self.inner.list_events(filter, limit)
+    }
+    fn redeliver(&self, filter: &crate::events::EventFilter) -> Result<usize, StoreError> {
+        self.inner.redeliver(filter)
+    }
+    fn event_stats(&self) -> Result<crate::events::EventStats, StoreError> {
+        self.inner.event_stats()
+    }
+    fn dedupe_taken(&self, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        self.inner.dedupe_taken(keys)
+    }
+}
+
 /// Bug (issue #13): an orchestrator write and a `PUT /v1/entities` on the
 /// same entity took two different locks, so the PUT could commit and
 /// reach memory between the orchestrator's commit and its memory update:

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use crate::allowed::{AllowDecisions, Allowed};
 use crate::error::OrchestratorError;
+use crate::events::emit::{new_event, ChangeOf};
+use crate::events::WriteTx;
 use crate::orchestrator::Orchestrator;
 use crate::scope::WriteScope;
 use crate::store::{AccountTx, WriteLocks};
@@ -25,7 +27,9 @@ use partnergate_core::store::EntityRecord;
 /// time read inside the transaction, once the write lock is held: every
 /// time-dependent check of a write judges at that instant (a reading taken
 /// before waiting for the lock could be older than a commit it follows).
-pub(crate) type OutcomeOp<'a> = dyn FnMut(&mut dyn AccountTx, i64) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError>
+/// The operation emits its lifecycle events through the [`WriteTx`] it
+/// gets ([`WriteTx::emit`]): they are written with its records.
+pub(crate) type OutcomeOp<'a> = dyn FnMut(&mut WriteTx<'_>, i64) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError>
     + 'a;
 
 /// The orchestrator's write operations bound to one caller's
@@ -114,7 +118,10 @@ impl ScopedWrites<'_> {
                 // The clock is read here, inside the transaction that commits:
                 // no other write can commit between this reading and ours.
                 let now = self.now();
-                let (records, o) = op(tx, now)?;
+                let mut wtx = WriteTx::new(tx);
+                let (records, o) = op(&mut wtx, now)?;
+                let emitted = std::mem::take(&mut wtx.emitted);
+                let tx = wtx.store();
                 if let Some(i) = &scope.idempotency {
                     tx.remember(&i.key, &i.answer(&o)?)?;
                 }
@@ -135,6 +142,33 @@ impl ScopedWrites<'_> {
                         .collect(),
                 );
                 tx.keep_changes(prepared.kept())?;
+                // The events of the write, in the same transaction, each
+                // naming its user's change record and decision.
+                if !emitted.is_empty() {
+                    let change_of = ChangeOf {
+                        actor,
+                        operation,
+                        request_id: scope.request_id.as_deref(),
+                        now,
+                    };
+                    let ids: Vec<(&str, Option<&str>)> = records
+                        .iter()
+                        .map(|r| r.uid.as_str())
+                        .zip(prepared.change_ids())
+                        .collect();
+                    let events: Vec<_> = emitted
+                        .into_iter()
+                        .map(|e| {
+                            let uid = user_uid(&e.user.id);
+                            let change_id = ids
+                                .iter()
+                                .find(|(u, _)| *u == uid)
+                                .and_then(|(_, c)| c.map(str::to_string));
+                            new_event(e, &change_of, change_id, decided.of(&uid))
+                        })
+                        .collect();
+                    tx.keep_events(&events)?;
+                }
                 *changes.borrow_mut() = Some(prepared);
                 outcome = Some(o);
                 Ok(records)
@@ -153,7 +187,7 @@ impl ScopedWrites<'_> {
         uid: &EntityUid,
         (operation, actor): (&str, &str),
         decided: &AllowDecisions,
-        change: impl Fn(&mut dyn AccountTx, &mut UserView, i64) -> Result<(), OrchestratorError>,
+        change: impl Fn(&mut WriteTx<'_>, &mut UserView, i64) -> Result<(), OrchestratorError>,
     ) -> Result<Outcome, OrchestratorError> {
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
@@ -198,4 +232,13 @@ pub(crate) fn user_in(
         .entity(&uid.to_string())?
         .ok_or_else(|| OrchestratorError::NotFound(format!("no user {uid}")))?;
     UserView::from_record(&r)
+}
+
+/// A user's uid in Cedar syntax, as the records name it.
+fn user_uid(id: &str) -> String {
+    partnergate_policy::engine::uid_from_json(
+        "user",
+        &serde_json::json!({"type": "User", "id": id}),
+    )
+    .map_or_else(|_| format!("User::{id:?}"), |u| u.to_string())
 }

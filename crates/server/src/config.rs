@@ -89,6 +89,12 @@ pub struct ServeConfig {
     pub search_limits: partnergate_search::Limits,
     /// How often ended partner access is swept (marked, its seat freed).
     pub partner_sweep: Duration,
+    /// Before a partner's end, when "access ending soon" is announced
+    /// (once per end and lead time); empty: never.
+    pub ending_soon: Vec<Duration>,
+    /// The webhook configuration file (`--webhooks`); `None`:
+    /// `DATA_DIR/webhooks.toml` if present, else no delivery.
+    pub webhooks: Option<PathBuf>,
     /// Serve the web console at `/console`.
     pub console: bool,
     /// The policy test suites the console runs.
@@ -171,6 +177,8 @@ impl Default for ServeConfig {
             ext_authz_grpc: None,
             search_limits: partnergate_search::Limits::default(),
             partner_sweep: Duration::from_millis(defaults::PARTNER_SWEEP_MS),
+            ending_soon: partnergate_orchestrator::DEFAULT_ENDING_SOON.to_vec(),
+            webhooks: None,
             console: true,
             tests: defaults::TESTS.into(),
         }
@@ -242,6 +250,9 @@ pub enum ServeError {
     /// The page-token key (`DATA_DIR/search.key`) could not be read or created.
     #[error(transparent)]
     SearchKey(#[from] partnergate_search::KeyError),
+    /// The webhook configuration (or a secret it names) is unusable.
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] crate::webhooks::WebhookConfigError),
 }
 
 impl From<RuntimeError> for ServeError {

@@ -13,6 +13,8 @@
 //! - `authzen`: the OpenID AuthZEN Authorization API 1.0 endpoints.
 //! - `search`: subject, resource and action search (AuthZEN and own API).
 //! - `orchestrator`: partner invitations, users, seats and the partner registry.
+//! - `events`: the partner lifecycle events' listing and redelivery
+//!   (`/v1/events`).
 //! - `gateway`: gateway mode's doors: Envoy's gRPC ext_authz and the HTTP
 //!   forward-auth endpoints (nginx, Traefik, Caddy, Envoy's HTTP mode).
 //! - `console`: the web console at `/console` (server-rendered pages over
@@ -32,6 +34,8 @@
 //! - `conn`: the accept loop: header and idle timeouts, the connection cap.
 //! - `run`: start-up, listeners, reloads on SIGHUP, shutdown.
 //! - `verify_gate`: the console's chain checks, one at a time.
+//! - `webhooks`: delivery of the lifecycle events to the operator's
+//!   endpoints (Standard Webhooks signatures; the crate's HTTP client).
 
 #![warn(missing_docs, clippy::too_many_lines)]
 
@@ -43,6 +47,7 @@ pub mod conn;
 pub mod console;
 pub mod decide;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;
@@ -53,6 +58,7 @@ pub mod run;
 pub mod search;
 pub mod state;
 pub mod verify_gate;
+pub mod webhooks;
 pub mod wire;
 
 pub use config::{defaults, ServeConfig, ServeError};

@@ -22,6 +22,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         crate::api::Doc::openapi(),
         crate::authzen::Doc::openapi(),
         crate::orchestrator::Doc::openapi(),
+        crate::events::Doc::openapi(),
         crate::search::Doc::openapi(),
     ] {
         doc.merge(part);

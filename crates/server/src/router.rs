@@ -15,7 +15,7 @@ use partnergate_core::limits;
 
 use crate::access::Access;
 use crate::state::AppState;
-use crate::{api, authzen, console, error, gateway, http, openapi, orchestrator, search};
+use crate::{api, authzen, console, error, events, gateway, http, openapi, orchestrator, search};
 
 /// The router, separate from sockets so tests can drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -24,6 +24,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let mut doors = api::routes()
         .merge(authzen::routes())
         .merge(orchestrator::routes())
+        .merge(events::routes())
         .merge(gateway::routes())
         .merge(search::routes())
         .merge(openapi::routes());

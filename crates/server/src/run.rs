@@ -58,6 +58,9 @@ pub struct Sidecar {
     /// The shipper of the decision log into PostgreSQL (dropping it stops
     /// it after its current transaction).
     pub shipper: Option<partnergate_core::audit_db::ShipThread>,
+    /// The webhook endpoints the lifecycle events go to (`serve` starts
+    /// their delivery once it listens), if configured.
+    pub webhooks: Option<crate::webhooks::WebhookConfig>,
 }
 
 /// Start the shipper thread when the store is PostgreSQL, the log is a
@@ -89,6 +92,9 @@ fn start_shipper(
 
 /// Load policies, open the store and build the state (no socket yet).
 pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
+    // The operator's endpoints are read first: a bad file starts nothing.
+    let webhooks =
+        crate::webhooks::WebhookConfig::load(config.webhooks.as_deref(), &config.data_dir)?;
     let (runtime, quotas) = partnergate_orchestrator::runtime::with_quotas(runtime(config))
         .map_err(|p| partnergate_policy::policies::LoadError::Validation { problems: vec![*p] })?;
     // Gateway mode: the routes file beside the policies reloads with them
@@ -115,9 +121,10 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
     ));
     let key = partnergate_search::TokenKey::load_or_create(&config.data_dir)?;
     let search = partnergate_search::Searcher::new(wired.authz.clone(), key, config.search_limits);
-    let sweeper = partnergate_orchestrator::sweep::Sweeper::spawn(
+    let sweeper = partnergate_orchestrator::sweep::Sweeper::spawn_with(
         orchestrator.clone(),
         config.partner_sweep,
+        config.ending_soon.clone(),
     )?;
     let shipper = start_shipper(config)?;
     let mut state = app_state(config, wired.authz, orchestrator, token, metrics, search);
@@ -141,6 +148,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         shadow_watch: wired.shadow_watch,
         sweeper: Some(sweeper),
         shipper,
+        webhooks,
     })
 }
 
@@ -239,6 +247,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let budget = conn::BodyBudget::new(config.max_body_bytes_in_flight);
 
     spawn_sighup_reload(sidecar.state.clone());
+    let delivering = sidecar.webhooks.clone().map(|w| {
+        tracing::info!(
+            endpoints = w.endpoints.len(),
+            "webhooks: delivering partner lifecycle events"
+        );
+        let owner = format!(
+            "{}-{}-{:08x}",
+            config.replica,
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        crate::webhooks::Delivering::start(sidecar.state.orchestrator.clone(), w, owner)
+    });
     let (grpc_stop, grpc) =
         spawn_ext_authz(&config, &sidecar.state, limits, &slots, &budget).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -264,6 +285,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Ok(Ok(Err(e))) => return Err(ServeError::Io(e)),
         Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+    if let Some(d) = delivering {
+        d.stop(config.shutdown_grace).await;
     }
     drop(sidecar.sweeper);
     drop(sidecar.watch);

@@ -5,11 +5,12 @@
 use crate::access::AccessRequest;
 use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, OrchestratorError};
+use crate::events::EventKind;
 use crate::input::{id_of, new_user_id, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
-use crate::store::WriteLocks;
+use crate::store::{AccountTx, WriteLocks};
 use crate::user::UserView;
 use crate::view::Outcome;
 use crate::write::{users_in, ScopedWrites};
@@ -87,8 +88,10 @@ impl ScopedWrites<'_> {
                     partner: Some(partner_view(company.id, false, &access)),
                 };
                 let mut writes = vec![Orchestrator::record(schema, &user)?];
+                tx.emit(EventKind::Invited, &user);
                 if let Some(d) = &dismissed {
                     writes.push(Orchestrator::record(schema, d)?);
+                    tx.emit(EventKind::Replaced, d);
                 }
                 Ok((writes, Outcome { user, dismissed }))
             },
@@ -186,6 +189,9 @@ impl ScopedWrites<'_> {
                     p.verified = true;
                 }
                 u.status = UserStatus::Active;
+                if u.partner.is_some() {
+                    tx.emit(EventKind::Accepted, u);
+                }
                 Ok(())
             },
         )

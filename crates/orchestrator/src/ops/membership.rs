@@ -5,6 +5,7 @@
 use crate::access::AccessRequest;
 use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
+use crate::events::EventKind;
 use crate::input::parse_uid;
 use crate::status::UserStatus;
 use crate::view::Outcome;
@@ -20,7 +21,7 @@ impl ScopedWrites<'_> {
             &uid,
             ("user.dismiss", &actor.to_string()),
             &decided,
-            |_, u, _now| {
+            |tx, u, _now| {
                 if u.status == UserStatus::Dismissed {
                     return Err(OrchestratorError::Conflict {
                         code: ConflictCode::AlreadyDismissed,
@@ -28,6 +29,9 @@ impl ScopedWrites<'_> {
                     });
                 }
                 u.status = UserStatus::Dismissed;
+                if u.partner.is_some() {
+                    tx.emit(EventKind::Dismissed, u);
+                }
                 Ok(())
             },
         )

@@ -3,9 +3,11 @@
 //! partner seat's question and counting rules (`seat`), invitations
 //! (`invite`), partner access (`partner`), its suspension (`suspend`), a
 //! user's membership (`membership`),
-//! the registry (`registry`), the listings (`listing`) and the system's own
-//! writes the sweep runs (`upkeep`). It never knows HTTP or the command line.
+//! the registry (`registry`), the listings (`listing`), the system's own
+//! writes the sweep runs (`upkeep`) and its "access ending soon" events
+//! (`ending`). It never knows HTTP or the command line.
 
+mod ending;
 mod invite;
 mod listing;
 mod membership;
@@ -14,3 +16,5 @@ mod registry;
 mod seat;
 mod suspend;
 mod upkeep;
+
+pub use ending::DEFAULT_ENDING_SOON;

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::access::{self, Access, AccessRequest};
 use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
+use crate::events::EventKind;
 use crate::input::{id_of, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
@@ -139,8 +140,10 @@ impl ScopedWrites<'_> {
                 partner.suspended = suspended;
                 u.partner = Some(partner);
                 let mut writes = vec![Orchestrator::record(schema, &u)?];
+                tx.emit(EventKind::Granted, &u);
                 if let Some(d) = &dismissed {
                     writes.push(Orchestrator::record(schema, d)?);
+                    tx.emit(EventKind::Replaced, d);
                 }
                 Ok((writes, Outcome { user: u, dismissed }))
             },
@@ -189,7 +192,7 @@ impl ScopedWrites<'_> {
             &uid,
             ("partner.renew", &actor.to_string()),
             &decided,
-            |_, u, now| {
+            |tx, u, now| {
                 let ended = u.access_ended(now) || u.status == UserStatus::Dismissed;
                 let Some(p) = u.partner.as_mut() else {
                     return Err(not_partner(&uid));
@@ -205,6 +208,7 @@ impl ScopedWrites<'_> {
                 }
                 end_still_ahead(end, now)?;
                 p.expires_at = end.and_then(partnergate_core::clock::format_ms);
+                tx.emit(EventKind::Renewed, u);
                 Ok(())
             },
         )
@@ -221,7 +225,11 @@ impl ScopedWrites<'_> {
             &uid,
             ("partner.end", &actor.to_string()),
             &decided,
-            |_, u, now| end_now(&uid, u, now),
+            |tx, u, now| {
+                end_now(&uid, u, now)?;
+                tx.emit(EventKind::Ended, u);
+                Ok(())
+            },
         )
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, OrchestratorError};
+use crate::events::EventKind;
 use crate::input::parse_uid;
 use crate::ops::partner::not_partner;
 use crate::status::UserStatus;
@@ -50,7 +51,7 @@ impl ScopedWrites<'_> {
             &uid,
             (operation, &actor.to_string()),
             &decided,
-            |_, u, now| {
+            |tx, u, now| {
                 // Judged on the stored user at the transaction's clock.
                 let ended = u.status == UserStatus::Dismissed || u.access_ended(now);
                 let Some(p) = u.partner.as_mut() else {
@@ -77,6 +78,14 @@ impl ScopedWrites<'_> {
                     return Err(OrchestratorError::Conflict { code, message });
                 }
                 p.suspended = suspended;
+                tx.emit(
+                    if suspended {
+                        EventKind::Suspended
+                    } else {
+                        EventKind::Resumed
+                    },
+                    u,
+                );
                 Ok(())
             },
         )

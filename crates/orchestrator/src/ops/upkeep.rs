@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::access::{self, AccessRequest};
 use crate::allowed::AllowDecisions;
 use crate::error::OrchestratorError;
+use crate::events::EventKind;
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
 use crate::store::WriteLocks;
@@ -28,7 +29,7 @@ impl ScopedWrites<'_> {
         let now = self.now();
         let mut ended = Vec::new();
         let swept = self.each_in_own_transaction(
-            "partner.access_ended",
+            ("partner.access_ended", Some(EventKind::Ended)),
             self.ended_candidates(now)?,
             |u, now| u.access_ended(now) && u.status != UserStatus::Dismissed,
             |u| u.status = UserStatus::Dismissed,
@@ -58,7 +59,7 @@ impl ScopedWrites<'_> {
         )?;
         let unscoped = |u: &UserView| u.partner.as_ref().is_some_and(|p| p.scopes.is_none());
         self.each_in_own_transaction(
-            "partner.scopes_default",
+            ("partner.scopes_default", None),
             self.partners_where(unscoped)?,
             |u, _now| unscoped(u),
             |u| {
@@ -73,11 +74,11 @@ impl ScopedWrites<'_> {
     /// each of `candidates`, one transaction each: the user is re-read from
     /// the store and, if `due` still holds at the transaction's clock,
     /// changed by `change` and written (so a write that came first wins,
-    /// and nothing is done twice). Returns every candidate as re-read,
+    /// and nothing is done twice), with the lifecycle `event` if any. Returns every candidate as re-read,
     /// changed or not.
     fn each_in_own_transaction(
         &self,
-        operation: &str,
+        (operation, event): (&str, Option<EventKind>),
         candidates: Vec<EntityUid>,
         due: impl Fn(&UserView, i64) -> bool,
         change: impl Fn(&mut UserView),
@@ -95,6 +96,9 @@ impl ScopedWrites<'_> {
                     let due = due(&u, now);
                     if due {
                         change(&mut u);
+                        if let Some(kind) = event {
+                            tx.emit(kind, &u);
+                        }
                     }
                     let writes = if due {
                         vec![Orchestrator::record(schema, &u)?]
