@@ -139,12 +139,7 @@ fn the_feed_delivers_a_lower_sequence_that_commits_late() {
     let feed = partnergate::store::postgres::ChangeFeed::start(
         &pg.url,
         (store.loaded_snapshot().unwrap(), seq),
-        move |batch, _current| {
-            for c in batch {
-                let _ = sent.send((c.seq, c.uid));
-            }
-            Ok(())
-        },
+        Sent(std::sync::Mutex::new(sent)),
     )
     .unwrap();
     let mut late = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
@@ -170,6 +165,30 @@ fn the_feed_delivers_a_lower_sequence_that_commits_late() {
     assert!(feed.last_seq() >= high_seq);
     drop(feed);
     assert!(got.try_recv().is_err(), "each change once");
+}
+
+/// A follower that sends each change's sequence and uid on.
+struct Sent(std::sync::Mutex<std::sync::mpsc::Sender<(i64, String)>>);
+
+impl partnergate::store::postgres::Follower for Sent {
+    fn apply(
+        &self,
+        batch: Vec<partnergate::store::Change>,
+        _current: &mut partnergate::store::CurrentRows<'_>,
+    ) -> Result<(), partnergate::store::StoreError> {
+        let sent = self.0.lock().unwrap();
+        for c in batch {
+            let _ = sent.send((c.seq, c.uid));
+        }
+        Ok(())
+    }
+
+    fn reload(
+        &self,
+        _load: &mut partnergate::store::postgres::FullLoad<'_>,
+    ) -> Result<(), partnergate::store::StoreError> {
+        panic!("nothing is compacted here")
+    }
 }
 
 /// A change the feed reads late never takes memory back: a batch is

@@ -7,7 +7,9 @@
 //! [`crate::directory::Directory`]; this module is only what survives a restart.
 //! The default backend is embedded SQLite ([`sqlite::SqliteStore`]).
 
+mod pg_compact;
 mod pg_feed;
+mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
 

@@ -16,11 +16,17 @@
 
 use std::sync::Mutex;
 
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use super::pg_feed::{change, connect, unavailable, CHANNEL};
-pub use super::pg_feed::{current_rows, read_changes, ChangeFeed, FEED_POLL};
+use super::pg_pool::Pool;
+pub use super::pg_pool::POOL_SIZE;
+pub use super::pg_compact::{
+    compact, horizon, Compacted, Compactor, COMPACT_BATCH, COMPACT_LOCK, COMPACT_SETTLE,
+};
+pub use super::pg_feed::{
+    current_rows, load_rows, read_changes, ChangeFeed, Follower, FullLoad, Read, FEED_POLL,
+};
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
@@ -114,6 +120,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (log_id, seq, ts)
      ) PARTITION BY RANGE (ts);
      CREATE INDEX audit_records_by_ts ON audit_records(ts);",
+    // 9: the change feed's horizon: the highest transaction id whose
+    // changes compaction may have deleted (`super::pg_compact`); a feed
+    // older than it reloads from the entities
+    "CREATE TABLE feed_horizon (
+        id INT PRIMARY KEY CHECK (id = 1),
+        horizon xid8,
+        compacted_at TIMESTAMPTZ,
+        bound xid8,
+        bound_at TIMESTAMPTZ
+     );
+     INSERT INTO feed_horizon (id) VALUES (1);",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -123,7 +140,7 @@ const REFS_MIGRATION: usize = 4;
 pub struct PgStore {
     url: String,
     replica: String,
-    client: Mutex<Option<Client>>,
+    pool: Pool,
     /// The snapshot the last start's load read ([`EntityBackend::load_each`]):
     /// where the change feed starts.
     loaded: Mutex<Option<String>>,
@@ -146,7 +163,7 @@ impl PgStore {
         Ok(PgStore {
             url: url.to_string(),
             replica: replica.to_string(),
-            client: Mutex::new(Some(client)),
+            pool: Pool::new(url, client),
             loaded: Mutex::new(None),
         })
     }
@@ -164,27 +181,29 @@ impl PgStore {
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
     }
 
-    /// Run `f` on a live connection, reconnecting first if needed; a
-    /// connection that broke during `f` is dropped for the next call.
+    /// Run `f` on a live connection of the store's (see [`POOL_SIZE`]:
+    /// calls run at once, each on its own connection); a connection that
+    /// broke during `f` is dropped, and the next call makes a new one.
     pub fn with_client<T>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(connect(&self.url)?);
-        }
-        let Some(client) = guard.as_mut() else {
+        let mut lease = self.pool.take()?;
+        let Some(client) = lease.client() else {
             return Err(unavailable("no connection"));
         };
         match f(client) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                lease.give_back();
+                Ok(v)
+            }
             Err(e) => {
                 let broken = client.is_closed() || e.as_db_error().is_none();
                 if broken {
-                    *guard = None;
+                    // Dropped with the lease.
                     Err(unavailable(e))
                 } else {
+                    lease.give_back();
                     Err(StoreError::Backend(e.to_string()))
                 }
             }
@@ -201,17 +220,13 @@ impl Drop for PgStore {
     /// The synchronous client closes its connection by blocking on its own
     /// runtime, which panics on a thread that already runs one (the
     /// sidecar's async shutdown drops the store there): the connection is
-    /// closed on a thread of its own, and waited for.
+    /// closed on a thread of its own, and waited for (every idle one).
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(client) = client {
+        let clients = self.pool.drain();
+        if !clients.is_empty() {
             let closing = std::thread::Builder::new()
                 .name("partnergate-pg-close".into())
-                .spawn(move || drop(client));
+                .spawn(move || drop(clients));
             match closing {
                 Ok(t) => {
                     if t.join().is_err() {
@@ -522,26 +537,7 @@ impl EntityBackend for PgStore {
     }
 
     fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
-        let (seq, snapshot) = self.with_client(|c| {
-            let mut tx = begin_snapshot(c)?;
-            let (seq, snapshot) = position(&mut tx)?;
-            // Streamed: rows are handed on as they arrive, never all held.
-            let mut rows = tx.query_raw(
-                "SELECT uid, entity_type, json, refs FROM entities ORDER BY uid",
-                std::iter::empty::<&str>(),
-            )?;
-            while let Some(r) = rows.next()? {
-                each(LoadedRow {
-                    uid: r.get(0),
-                    entity_type: r.get(1),
-                    json: r.get(2),
-                    refs: r.get(3),
-                });
-            }
-            drop(rows);
-            tx.commit()?;
-            Ok((seq, snapshot))
-        })?;
+        let (snapshot, seq) = self.with_client(|c| load_rows(c, each))?;
         self.keep_loaded(snapshot);
         Ok(seq)
     }
