@@ -348,3 +348,70 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
     }
     wired_c.shutdown_log();
 }
+
+/// Expired `Idempotency-Key` rows are cleaned by the writes that remember
+/// keys: a write must not wait for an expired row another transaction
+/// holds (another account's write remembering the same key again, or its
+/// own cleanup). It waited for the holder's commit before.
+#[test]
+fn cleaning_expired_keys_never_waits_for_another_transaction() {
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let _store = partnergate::store::postgres::PgStore::open(&pg.url, "x").unwrap();
+    let mut setup = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    setup
+        .execute(
+            "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+             VALUES ('old', 'f', 200, '{}', 0)",
+            &[],
+        )
+        .unwrap();
+    let mut holder = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let mut held = holder.transaction().unwrap();
+    held.execute(
+        "SELECT key FROM idempotency_keys WHERE key = 'old' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let mut writer = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let answer = partnergate::store::Remembered {
+        fingerprint: "f".into(),
+        status: 201,
+        body: "{}".into(),
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut watcher = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let waited = std::thread::scope(|s| {
+        let write = s.spawn(|| {
+            let mut tx = writer.transaction().unwrap();
+            partnergate::store::postgres::remember_in(&mut tx, "new", &answer).unwrap();
+            tx.commit().unwrap();
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut waited = false;
+        wait_until("the write finishes or waits for a lock", || {
+            waited = watcher
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                    &[&pid],
+                )
+                .unwrap()
+                .is_some();
+            waited || done.load(std::sync::atomic::Ordering::Acquire)
+        });
+        held.rollback().unwrap();
+        write.join().unwrap();
+        waited
+    });
+    assert!(!waited, "the write waited for another transaction's expired key");
+    let keys: i64 = setup
+        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2, "the held expired key stays for a later cleanup");
+}

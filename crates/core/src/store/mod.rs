@@ -287,7 +287,8 @@ pub trait EntityBackend: Send + Sync {
         Ok(seq)
     }
     /// Changes committed after `seq`, oldest first (none for a store that
-    /// is not shared).
+    /// is not shared). On PostgreSQL, compaction deletes old changes: a
+    /// follower must use the change feed, which knows when it fell behind.
     fn changes_since(&self, _seq: i64, _limit: i64) -> Result<Vec<Change>, StoreError> {
         Ok(Vec::new())
     }

@@ -6,7 +6,8 @@
 //! compaction (`pg_compact`) may have lost rows: it reloads every entity
 //! instead, through the reload its owner gives ([`FullLoad`]), and goes on
 //! from the snapshot that load read. Also the connection both the store and
-//! the feed open ([`connect`]) and the notification channel.
+//! the feed open ([`connect`]), the notification channel and the
+//! [`Notifier`] that wakes the other replicas' feeds after a write commits.
 //!
 //! It must never know the directory, the locks or the tables of writes.
 
@@ -38,6 +39,82 @@ pub(super) fn connect(url: &str) -> Result<Client, StoreError> {
     config.connect_timeout(Duration::from_secs(3));
     config.application_name("partnergate");
     config.connect(NoTls).map_err(unavailable)
+}
+
+/// Wakes the feeds of every replica after this one's writes commit: a
+/// `NOTIFY` sent from a thread and connection of its own, once for any
+/// number of commits signalled while the last one was on its way. Not
+/// inside the writes' transactions: PostgreSQL commits the transactions
+/// that notify one at a time (a database-wide lock held through the commit
+/// and its WAL flush), which made writes of different accounts queue.
+pub(super) struct Notifier {
+    state: Arc<(Mutex<(bool, bool)>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Notifier {
+    /// A notifier on `url` (connected when first needed).
+    pub(super) fn start(url: &str) -> Result<Self, StoreError> {
+        let state = Arc::new((Mutex::new((false, false)), std::sync::Condvar::new()));
+        let (url, shared) = (url.to_string(), state.clone());
+        let thread = std::thread::Builder::new()
+            .name("partnergate-notify".into())
+            .spawn(move || notify_loop(&url, &shared))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Notifier {
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// A write committed: notify soon.
+    pub(super) fn changed(&self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).0 = true;
+        cv.notify_one();
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// (pending, stopping) and its condition variable.
+type NotifyState = (Mutex<(bool, bool)>, std::sync::Condvar);
+
+fn notify_loop(url: &str, state: &NotifyState) {
+    let (lock, cv) = state;
+    let mut client: Option<Client> = None;
+    loop {
+        {
+            let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !st.0 && !st.1 {
+                st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.1 {
+                return;
+            }
+            st.0 = false;
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = connect(url).ok();
+        }
+        let sent = client
+            .as_mut()
+            .map(|c| c.batch_execute(&format!("NOTIFY {CHANNEL}")));
+        if !matches!(sent, Some(Ok(()))) {
+            // The feeds poll anyway (FEED_POLL): a lost notification only
+            // delays them. Retried on the next commit.
+            client = None;
+        }
+    }
 }
 
 /// A row of `seq, uid, json` as a [`Change`].

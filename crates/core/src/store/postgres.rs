@@ -1,7 +1,8 @@
 //! The PostgreSQL backend, for several sidecar replicas sharing one store.
 //!
 //! Every write is one transaction that also appends to `entity_changes`
-//! (with its transaction id) and sends `NOTIFY partnergate_changes`. Writes
+//! (with its transaction id); `NOTIFY partnergate_changes` follows its
+//! commit, from a thread of its own. Writes
 //! of different accounts run at once (see [`begin_write`] for the locks and
 //! their order), so a lower sequence may commit after a higher one:
 //! [`ChangeFeed`] reads, from its own connection, the changes of the
@@ -18,7 +19,7 @@ use std::sync::Mutex;
 
 use postgres::Client;
 
-use super::pg_feed::{change, connect, unavailable, CHANNEL};
+use super::pg_feed::{change, connect, unavailable, Notifier};
 use super::pg_pool::Pool;
 pub use super::pg_pool::POOL_SIZE;
 pub use super::pg_compact::{
@@ -141,6 +142,7 @@ pub struct PgStore {
     url: String,
     replica: String,
     pool: Pool,
+    notifier: Notifier,
     /// The snapshot the last start's load read ([`EntityBackend::load_each`]):
     /// where the change feed starts.
     loaded: Mutex<Option<String>>,
@@ -164,6 +166,7 @@ impl PgStore {
             url: url.to_string(),
             replica: replica.to_string(),
             pool: Pool::new(url, client),
+            notifier: Notifier::start(url)?,
             loaded: Mutex::new(None),
         })
     }
@@ -208,6 +211,12 @@ impl PgStore {
                 }
             }
         }
+    }
+
+    /// Wake every replica's change feed: a write of this store committed
+    /// changes (sent from a thread of its own, see `Notifier`).
+    pub fn notify_changes(&self) {
+        self.notifier.changed();
     }
 
     /// The connection URL as given, password included (log [`redact`] of it).
@@ -318,9 +327,10 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Append `changes` (uid, new JSON or `None` for a delete) to
-/// `entity_changes` as `replica`'s (with the transaction's id) and `NOTIFY`
-/// the feed, inside a write transaction holding the locks of what it writes
-/// (so the changes of one entity are in commit order).
+/// `entity_changes` as `replica`'s (with the transaction's id), inside a
+/// write transaction holding the locks of what it writes (so the changes
+/// of one entity are in commit order). The feeds are woken after the
+/// commit ([`PgStore::notify_changes`]), not from inside it.
 pub fn write_changes(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
@@ -330,7 +340,7 @@ pub fn write_changes(
     for (uid, json) in changes {
         tx.execute(&stmt, &[uid, json, &replica])?;
     }
-    tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+    Ok(())
 }
 
 /// Keep a write's change records inside its transaction.
@@ -442,8 +452,9 @@ pub fn recall_in(
     }))
 }
 
-/// Remember `key`'s answer inside a write transaction holding [`WRITE_LOCK`]
-/// (expired keys go).
+/// Remember `key`'s answer inside a write transaction (expired keys go, a
+/// few at a time: only rows no other transaction holds, so writes of other
+/// accounts, which hold the keys they remember, never wait for this one).
 pub fn remember_in(
     tx: &mut postgres::Transaction<'_>,
     key: &str,
@@ -451,7 +462,9 @@ pub fn remember_in(
 ) -> Result<(), postgres::Error> {
     let now = unix_now();
     tx.execute(
-        "DELETE FROM idempotency_keys WHERE created_at <= $1",
+        "DELETE FROM idempotency_keys WHERE key IN (
+           SELECT key FROM idempotency_keys WHERE created_at <= $1
+           LIMIT 100 FOR UPDATE SKIP LOCKED)",
         &[&(now - IDEMPOTENCY_TTL_SECS)],
     )?;
     tx.execute(
@@ -547,7 +560,9 @@ impl EntityBackend for PgStore {
             let mut tx = begin_write(c)?;
             upsert_in(&mut tx, &self.replica, records)?;
             tx.commit()
-        })
+        })?;
+        self.notify_changes();
+        Ok(())
     }
 
     fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
@@ -563,6 +578,7 @@ impl EntityBackend for PgStore {
             tx.commit()?;
             Ok(n)
         })
+        .inspect(|_| self.notify_changes())
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -641,6 +657,11 @@ impl PgStore {
             keep_changes_in(&mut tx, guard.changes)?;
             tx.commit()?;
             Ok(Guarded::Applied)
+        })
+        .inspect(|g| {
+            if matches!(g, Guarded::Applied) {
+                self.notify_changes();
+            }
         })
     }
 }
