@@ -264,6 +264,19 @@ fn a_late_batch_never_takes_memory_back_to_an_older_write() {
 /// still ends with three partners of one company.
 #[test]
 fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account_whole() {
+    invitations_at_once_keep_each_account_whole(2);
+}
+
+/// The same through one replica, whose writes of different accounts now
+/// run at once (its store's connections, the directory's stripes): each
+/// account still ends with three partners of one company, and the
+/// replica's memory holds what the store holds, with no feed to help.
+#[test]
+fn concurrent_invitations_through_one_replica_keep_each_account_whole_and_memory_true() {
+    invitations_at_once_keep_each_account_whole(1);
+}
+
+fn invitations_at_once_keep_each_account_whole(through: usize) {
     let Some(pg) = common::PgSchema::new() else {
         return;
     };
@@ -294,7 +307,7 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
     let barrier = Arc::new(std::sync::Barrier::new(64));
     let threads: Vec<_> = (0..64)
         .map(|i| {
-            let o = replicas[i % 2].clone();
+            let o = replicas[i % through].clone();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let (account, actor) = if i % 4 < 2 {
@@ -325,10 +338,29 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
     for t in threads {
         t.join().unwrap();
     }
+    let in_memory = |o: &Orchestrator, account: &str| {
+        let mut users: Vec<String> = o
+            .users(account)
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::to_string(&l.user).unwrap())
+            .collect();
+        users.sort();
+        users
+    };
+    let held: Vec<Vec<String>> = ["acme", "beta"]
+        .iter()
+        .map(|a| in_memory(&replicas[0], a))
+        .collect();
     wired_a.shutdown_log();
     wired_b.shutdown_log();
     drop(replicas);
     let (c, wired_c) = open_pg(&pg.url, dir.path(), "c");
+    if through == 1 {
+        for (account, held) in ["acme", "beta"].iter().zip(&held) {
+            assert_eq!(held, &in_memory(&c, account), "{account}: memory is the store");
+        }
+    }
     for account in ["acme", "beta"] {
         let users = c.users(account).unwrap();
         let partners: Vec<_> = users

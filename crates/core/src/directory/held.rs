@@ -50,7 +50,10 @@ impl<'a> Held<'a> {
     pub fn claim<'k>(&self, uids: impl IntoIterator<Item = &'k str>) {
         if let Some(claimed) = &self.claimed {
             let mut claimed = claimed.borrow_mut();
-            let more = self.directory.writer.claim_keys(uids, Some(&claimed));
+            let more = self
+                .directory
+                .writer
+                .claim_keys(uids, Some(claimed.as_slice()));
             claimed.push(more);
         }
     }
@@ -94,7 +97,7 @@ impl<'a> Held<'a> {
         let _stripe = self.claimed.as_ref().map(|claimed| {
             self.directory
                 .writer
-                .claim_uid(uid, Some(&claimed.borrow()))
+                .claim_uid(uid, Some(claimed.borrow().as_slice()))
         });
         match stored {
             Some(json) => self

@@ -118,7 +118,8 @@ fn choose_horizon(
     settle: Duration,
 ) -> Result<Option<String>, postgres::Error> {
     let row = tx.query_one(
-        "SELECT bound::text, bound IS NULL OR bound_at <= now() - make_interval(secs => $1)
+        "SELECT bound::text,
+                COALESCE(bound IS NULL OR bound_at <= now() - make_interval(secs => $1), true)
          FROM feed_horizon WHERE id = 1 FOR UPDATE",
         &[&settle.as_secs_f64()],
     )?;

@@ -478,7 +478,7 @@ fn feed_loop(url: &str, mut since: String, state: &FeedState, follower: &dyn Fol
 /// and the highest sequence it saw.
 fn reload(client: &mut Client, follower: &dyn Follower) -> Result<(String, i64), StoreError> {
     let mut position = None;
-    let mut load = |each: &mut dyn FnMut(LoadedRow)| {
+    let mut load = |each: &mut dyn FnMut(LoadedRow)| -> Result<(), StoreError> {
         position = Some(load_rows(client, each).map_err(unavailable)?);
         Ok(())
     };
