@@ -107,10 +107,11 @@ fn main() {
             };
             let m = bench.measure(replicas, &format!("{round}_{replicas}"), lag_samples);
             println!(
-                "round={round} replicas={replicas} invitations_per_second={:.0} cpu_ms_per_invitation: replicas {} postgres {:.2} (machine: {:.2} of {} cores busy)",
+                "round={round} replicas={replicas} invitations_per_second={:.0} cpu_ms_per_invitation: replicas {} postgres {:.2} client {:.2} (machine: {:.2} of {} cores busy)",
                 m.rate,
                 m.replica_cpu_ms.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join("+"),
                 m.pg_cpu_ms,
+                m.client_cpu_ms,
                 m.busy_cores,
                 cores()
             );
@@ -150,6 +151,8 @@ struct Measured {
     replica_cpu_ms: Vec<f64>,
     /// CPU milliseconds per invitation of every PostgreSQL process.
     pg_cpu_ms: f64,
+    /// CPU milliseconds per invitation of this load generator (the probe included).
+    client_cpu_ms: f64,
     /// Cores busy on the whole machine during the round (all processes).
     busy_cores: f64,
     /// Propagation samples: (response -> visible, request -> visible).
@@ -288,6 +291,7 @@ impl Bench {
         let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
         let cpu_before: Vec<Duration> = pids.iter().map(|p| cpu_of(*p)).collect();
         let (pg_before, machine_before) = (cpu_of_postgres(), cpu_of_machine());
+        let client_before = cpu_of(std::process::id());
         let started = Instant::now();
         let ok = std::sync::atomic::AtomicUsize::new(0);
         let loading = std::sync::atomic::AtomicUsize::new(8);
@@ -329,7 +333,11 @@ impl Bench {
             .map(|(p, b)| per(cpu_of(*p).saturating_sub(*b)))
             .collect();
         let pg_cpu_ms = per(cpu_of_postgres().saturating_sub(pg_before));
-        let busy_cores = cpu_of_machine().saturating_sub(machine_before).as_secs_f64() / secs;
+        let client_cpu_ms = per(cpu_of(std::process::id()).saturating_sub(client_before));
+        let busy_cores = cpu_of_machine()
+            .saturating_sub(machine_before)
+            .as_secs_f64()
+            / secs;
         if lag_samples > 0 {
             self.propagation(&nodes, lag_samples, put);
         }
@@ -340,6 +348,7 @@ impl Bench {
             rate: n as f64 / secs,
             replica_cpu_ms,
             pg_cpu_ms,
+            client_cpu_ms,
             busy_cores,
             lags,
         }
@@ -382,7 +391,10 @@ impl Bench {
                 .to_string();
             let url = format!("{}/v1/entities/User/{id}", r.base);
             while client.get(&url).send().unwrap().status() != 200 {
-                assert!(committed.elapsed() < Duration::from_secs(5), "the invitation never arrived");
+                assert!(
+                    committed.elapsed() < Duration::from_secs(5),
+                    "the invitation never arrived"
+                );
             }
             let seen = Instant::now();
             lags.push((seen - committed, seen - sent));

@@ -14,7 +14,6 @@ use common::entities::{account, user};
 use partnergate::directory::Directory;
 use partnergate::runtime::DirectoryFollower;
 use partnergate::store::postgres::{compact, horizon, ChangeFeed, PgStore, COMPACT_LOCK};
-use partnergate::store::EntityBackend;
 use serde_json::{json, Value};
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -166,15 +165,15 @@ fn a_follower_that_kept_up_does_not_reload() {
     let follower = Arc::new(Directory::open(store_b.clone()).unwrap());
     let start = (store_b.loaded_snapshot().unwrap(), follower.loaded_seq());
     let feed = ChangeFeed::start(&pg.url, start, DirectoryFollower(follower.clone())).unwrap();
-    put(&writer, json!([account("acme", None), user("emma", "acme").json()]));
+    put(
+        &writer,
+        json!([account("acme", None), user("emma", "acme").json()]),
+    );
     let emma = partnergate::directory::uid_from_key("User::\"emma\"").unwrap();
     wait_until("the follower sees emma", || follower.contains(&emma));
     // Old rows by the database's clock: dated back an hour.
     client(&pg.url)
-        .execute(
-            "UPDATE entity_changes SET at = at - interval '1 hour'",
-            &[],
-        )
+        .execute("UPDATE entity_changes SET at = at - interval '1 hour'", &[])
         .unwrap();
     // Rounds, each followed by a write the follower reads (it keeps up),
     // until the two old rows are gone; the recent writes stay.
@@ -232,7 +231,11 @@ fn compactions_at_once_delete_each_row_once_and_the_lock_skips() {
         compact(&mut c, Duration::ZERO, Duration::ZERO).unwrap();
         bound_passes_every_row(&pg.url)
     });
-    assert_eq!(count_changes(&pg.url), i64::from(rows), "nothing deleted yet");
+    assert_eq!(
+        count_changes(&pg.url),
+        i64::from(rows),
+        "nothing deleted yet"
+    );
     let (one, two) = std::thread::scope(|s| {
         let run = || compact(&mut client(&pg.url), Duration::ZERO, Duration::ZERO).unwrap();
         let (a, b) = (s.spawn(run), s.spawn(run));
@@ -257,7 +260,10 @@ fn a_compaction_cut_off_mid_batch_changes_nothing() {
         return;
     };
     let writer = Directory::open(Arc::new(PgStore::open(&pg.url, "a").unwrap())).unwrap();
-    put(&writer, json!([account("acme", None), user("emma", "acme").json()]));
+    put(
+        &writer,
+        json!([account("acme", None), user("emma", "acme").json()]),
+    );
     let before = count_changes(&pg.url);
     // One transaction wrote every row: a round that sets a bound above
     // it deleted none of them (it deleted below the bound before).

@@ -358,7 +358,11 @@ fn invitations_at_once_keep_each_account_whole(through: usize) {
     let (c, wired_c) = open_pg(&pg.url, dir.path(), "c");
     if through == 1 {
         for (account, held) in ["acme", "beta"].iter().zip(&held) {
-            assert_eq!(held, &in_memory(&c, account), "{account}: memory is the store");
+            assert_eq!(
+                held,
+                &in_memory(&c, account),
+                "{account}: memory is the store"
+            );
         }
     }
     for account in ["acme", "beta"] {
@@ -440,7 +444,10 @@ fn cleaning_expired_keys_never_waits_for_another_transaction() {
         write.join().unwrap();
         waited
     });
-    assert!(!waited, "the write waited for another transaction's expired key");
+    assert!(
+        !waited,
+        "the write waited for another transaction's expired key"
+    );
     let keys: i64 = setup
         .query_one("SELECT count(*) FROM idempotency_keys", &[])
         .unwrap()

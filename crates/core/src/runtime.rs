@@ -272,8 +272,10 @@ impl Runtime {
         };
         let compactor = match (&store, self.follow_changes, self.feed_retention) {
             (OpenStore::Postgres(pg), true, Some(retention)) => {
-                let every = (retention / 4)
-                    .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+                let every = (retention / 4).clamp(
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(60),
+                );
                 Some(Compactor::start(pg.url(), retention, every)?)
             }
             _ => None,

@@ -298,7 +298,10 @@ impl Directory {
 /// One loaded row in memory form: its uid (from the key, without Cedar's
 /// parser when it can) and its stored references, or those derived from its
 /// JSON when the row has none.
-pub(super) fn loaded(types: &mut TypeNames, row: LoadedRow) -> Result<(EntityUid, Stored), DirectoryError> {
+pub(super) fn loaded(
+    types: &mut TypeNames,
+    row: LoadedRow,
+) -> Result<(EntityUid, Stored), DirectoryError> {
     let corrupt = |message: String| DirectoryError::Corrupt {
         uid: row.uid.clone(),
         message,

@@ -97,12 +97,7 @@ impl WriterLocks {
         Claimed {
             held: wanted
                 .into_iter()
-                .map(|i| {
-                    (
-                        i,
-                        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner()),
-                    )
-                })
+                .map(|i| (i, self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())))
                 .collect(),
         }
     }

@@ -193,7 +193,9 @@ impl Directory {
         let held = Held::beside(self, schema);
         let (records, out) = write(&held)?;
         if !held.claims(records.iter().map(|r| r.uid.as_str())) {
-            tracing::error!("directory: a write committed entities whose stripes it had not claimed");
+            tracing::error!(
+                "directory: a write committed entities whose stripes it had not claimed"
+            );
             held.claim(records.iter().map(|r| r.uid.as_str()));
         }
         for r in &records {

@@ -147,9 +147,10 @@ fn choose_horizon(
 /// The feed's horizon (the highest transaction id whose changes may have
 /// been deleted), as text; `None` before any compaction.
 pub fn horizon(c: &mut impl postgres::GenericClient) -> Result<Option<String>, postgres::Error> {
-    Ok(c
-        .query_opt("SELECT horizon::text FROM feed_horizon WHERE id = 1", &[])?
-        .and_then(|r| r.get(0)))
+    Ok(
+        c.query_opt("SELECT horizon::text FROM feed_horizon WHERE id = 1", &[])?
+            .and_then(|r| r.get(0)),
+    )
 }
 
 /// A thread of `serve` that compacts the change feed every `every`, with

@@ -91,7 +91,9 @@ type NotifyState = (Mutex<(bool, bool)>, std::sync::Condvar);
 
 fn notify_loop(url: &str, state: &NotifyState) {
     let (lock, cv) = state;
-    let mut client: Option<Client> = None;
+    // Connected before the first write: a notification is not held up by a
+    // connection being made.
+    let mut client: Option<Client> = connect(url).ok();
     loop {
         {
             let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -260,15 +262,13 @@ pub fn current_rows(
 
 /// A full load handed to a feed's reload: it streams every entity row,
 /// from one snapshot, to the function given (see [`load_rows`]).
-pub type FullLoad<'a> =
-    dyn FnMut(&mut dyn FnMut(LoadedRow)) -> Result<(), StoreError> + 'a;
+pub type FullLoad<'a> = dyn FnMut(&mut dyn FnMut(LoadedRow)) -> Result<(), StoreError> + 'a;
 
 /// What a feed hands its batches to ([`ChangeFeed::start`]).
 pub trait Follower: Send + 'static {
     /// Apply a batch of changes, in order, with a reader of the batch's
     /// rows as committed now.
-    fn apply(&self, changes: Vec<Change>, current: &mut CurrentRows<'_>)
-        -> Result<(), StoreError>;
+    fn apply(&self, changes: Vec<Change>, current: &mut CurrentRows<'_>) -> Result<(), StoreError>;
     /// Replace everything with every row `load` streams: the feed lost
     /// changes to compaction.
     fn reload(&self, load: &mut FullLoad<'_>) -> Result<(), StoreError>;

@@ -19,15 +19,15 @@ use std::sync::Mutex;
 
 use postgres::Client;
 
-use super::pg_feed::{change, connect, unavailable, Notifier};
-use super::pg_pool::Pool;
-pub use super::pg_pool::POOL_SIZE;
 pub use super::pg_compact::{
     compact, horizon, Compacted, Compactor, COMPACT_BATCH, COMPACT_LOCK, COMPACT_SETTLE,
 };
+use super::pg_feed::{change, connect, unavailable, Notifier};
 pub use super::pg_feed::{
     current_rows, load_rows, read_changes, ChangeFeed, Follower, FullLoad, Read, FEED_POLL,
 };
+use super::pg_pool::Pool;
+pub use super::pg_pool::POOL_SIZE;
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
