@@ -64,10 +64,8 @@ impl<'a> Held<'a> {
             None => true,
             Some(claimed) => {
                 let claimed = claimed.borrow();
-                uids.into_iter().all(|k| {
-                    super::memory::uid_from_key(k)
-                        .is_none_or(|u| claimed.iter().any(|c| c.covers(&u)))
-                })
+                uids.into_iter()
+                    .all(|k| claimed.iter().any(|c| c.covers(k)))
             }
         }
     }

@@ -18,8 +18,6 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cedar_policy::EntityUid;
 
-use super::memory::uid_from_key;
-
 /// How many stripes the uids are spread over.
 pub const STRIPES: usize = 64;
 
@@ -40,8 +38,8 @@ impl Claimed<'_> {
     }
 
     /// Whether the stripe of `uid` is among these.
-    pub(crate) fn covers(&self, uid: &EntityUid) -> bool {
-        self.holds(stripe_of(uid))
+    pub(crate) fn covers(&self, key: &str) -> bool {
+        self.holds(stripe_of_key(key))
     }
 }
 
@@ -67,23 +65,19 @@ impl WriterLocks {
         self.whole.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The stripes of `keys` (uids in Cedar syntax; one that does not
-    /// parse goes to stripe 0).
+    /// The stripes of `keys` (uids in Cedar syntax, as `EntityUid` writes
+    /// them: every stored key is).
     pub(crate) fn claim_keys<'k>(
         &self,
         keys: impl IntoIterator<Item = &'k str>,
         except: Option<&[Claimed<'_>]>,
     ) -> Claimed<'_> {
-        self.claim(
-            keys.into_iter()
-                .map(|k| uid_from_key(k).map_or(0, |u| stripe_of(&u))),
-            except,
-        )
+        self.claim(keys.into_iter().map(stripe_of_key), except)
     }
 
     /// The stripe of `uid`.
     pub(crate) fn claim_uid(&self, uid: &EntityUid, except: Option<&[Claimed<'_>]>) -> Claimed<'_> {
-        self.claim([stripe_of(uid)], except)
+        self.claim([stripe_of_key(&uid.to_string())], except)
     }
 
     /// Take `stripes`, those already in `except` left out, in ascending order.
@@ -103,8 +97,9 @@ impl WriterLocks {
     }
 }
 
-fn stripe_of(uid: &EntityUid) -> usize {
+/// The stripe of a uid in Cedar syntax.
+fn stripe_of_key(key: &str) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    uid.hash(&mut h);
+    key.hash(&mut h);
     (h.finish() % STRIPES as u64) as usize
 }
