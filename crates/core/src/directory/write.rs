@@ -19,7 +19,7 @@ use cedar_policy::{Entity, EntityUid, Schema};
 use super::error::DirectoryError;
 use super::held::Held;
 use super::memory::{loaded, uid_from_key, Directory};
-use crate::store::{Change, CurrentRows, EntityRecord, LoadedRow, StoreError};
+use crate::store::{Change, CurrentRows, EntityRecord, FullLoad, StoreError};
 
 /// An `Idempotency-Key` write: the key, the request's fingerprint, and the
 /// (HTTP status, JSON body) answered for the written uids.
@@ -101,10 +101,7 @@ impl Directory {
     /// counted ([`Directory::dropped`]), never fatal. A failing `load`
     /// leaves memory as it was, apart from the rows it had already put in
     /// (each one as committed): nothing is removed.
-    pub fn reload(
-        &self,
-        load: &mut dyn FnMut(&mut dyn FnMut(LoadedRow)) -> Result<(), StoreError>,
-    ) -> Result<usize, StoreError> {
+    pub fn reload(&self, load: &mut FullLoad<'_>) -> Result<usize, StoreError> {
         let _alone = self.writer.alone();
         let mut seen: HashSet<EntityUid> = HashSet::new();
         load(&mut |row| {

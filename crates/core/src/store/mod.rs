@@ -175,6 +175,10 @@ pub struct Change {
 pub type CurrentRows<'a> =
     dyn FnMut(&[String]) -> Result<Vec<(String, Option<String>)>, StoreError> + 'a;
 
+/// A full load: it streams every stored entity row, from one snapshot, to
+/// the function given (a change feed that lost changes reloads this way).
+pub type FullLoad<'a> = dyn FnMut(&mut dyn FnMut(LoadedRow)) -> Result<(), StoreError> + 'a;
+
 /// How long an `Idempotency-Key`'s answer is remembered (24 h): a retry
 /// with the key within that time gets the first answer, without re-applying.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
+pub use super::FullLoad;
 use super::{Change, CurrentRows, LoadedRow, StoreError};
 
 /// How often the change feed polls when no notification arrives: the
@@ -260,10 +261,6 @@ pub fn current_rows(
     Ok(uids.iter().map(|u| (u.clone(), found.remove(u))).collect())
 }
 
-/// A full load handed to a feed's reload: it streams every entity row,
-/// from one snapshot, to the function given (see [`load_rows`]).
-pub type FullLoad<'a> = dyn FnMut(&mut dyn FnMut(LoadedRow)) -> Result<(), StoreError> + 'a;
-
 /// What a feed hands its batches to ([`ChangeFeed::start`]).
 pub trait Follower: Send + 'static {
     /// Apply a batch of changes, in order, with a reader of the batch's
@@ -382,7 +379,6 @@ fn feed_loop(url: &str, mut since: String, state: &FeedState, follower: &dyn Fol
         stop,
         last,
         connected,
-        reloads,
         ..
     } = state;
     let mut backoff = Duration::from_millis(100);
@@ -408,54 +404,7 @@ fn feed_loop(url: &str, mut since: String, state: &FeedState, follower: &dyn Fol
                 return;
             }
             // Catch up completely, then wait for a notification or the poll tick.
-            let failed = match read_changes(&mut client, &since) {
-                Ok(Read::Changes(batch, now)) => {
-                    let end = batch.iter().map(|c| c.seq).max();
-                    let applied = if batch.is_empty() {
-                        Ok(())
-                    } else {
-                        let mut current =
-                            |uids: &[String]| current_rows(&mut client, uids).map_err(unavailable);
-                        follower.apply(last_of_each(batch), &mut current)
-                    };
-                    match applied {
-                        Ok(()) => {
-                            if let Some(end) = end {
-                                last.fetch_max(end, Ordering::AcqRel);
-                            }
-                            since = now;
-                            state.moved_to(&since);
-                            false
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "change feed: a batch could not be applied; reading it again");
-                            true
-                        }
-                    }
-                }
-                Ok(Read::Stale(horizon)) => {
-                    tracing::warn!(%horizon, since = %since,
-                        "change feed: changes this replica had not read were compacted; reloading every entity");
-                    match reload(&mut client, follower) {
-                        Ok((snapshot, seq)) => {
-                            reloads.fetch_add(1, Ordering::AcqRel);
-                            metrics::counter!("partnergate_feed_reloads_total").increment(1);
-                            last.fetch_max(seq, Ordering::AcqRel);
-                            since = snapshot;
-                            state.moved_to(&since);
-                            false
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "change feed: the reload failed; trying again");
-                            true
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "change feed: read failed; reconnecting");
-                    true
-                }
-            };
+            let failed = !catch_up(&mut client, &mut since, state, follower);
             if failed || client.is_closed() {
                 connected.store(false, Ordering::Release);
                 break;
@@ -472,6 +421,65 @@ fn feed_loop(url: &str, mut since: String, state: &FeedState, follower: &dyn Fol
             }
         }
     }
+}
+
+/// One read of the feed, applied (or the follower reloaded): whether it
+/// went through (else the connection is made again and it is read again).
+fn catch_up(
+    client: &mut Client,
+    since: &mut String,
+    state: &FeedState,
+    follower: &dyn Follower,
+) -> bool {
+    let FeedState { last, reloads, .. } = state;
+    let failed = match read_changes(client, since) {
+        Ok(Read::Changes(batch, now)) => {
+            let end = batch.iter().map(|c| c.seq).max();
+            let applied = if batch.is_empty() {
+                Ok(())
+            } else {
+                let mut current = |uids: &[String]| current_rows(client, uids).map_err(unavailable);
+                follower.apply(last_of_each(batch), &mut current)
+            };
+            match applied {
+                Ok(()) => {
+                    if let Some(end) = end {
+                        last.fetch_max(end, Ordering::AcqRel);
+                    }
+                    *since = now;
+                    state.moved_to(since);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change feed: a batch could not be applied; reading it again");
+                    true
+                }
+            }
+        }
+        Ok(Read::Stale(horizon)) => {
+            tracing::warn!(%horizon, since = %since,
+                        "change feed: changes this replica had not read were compacted; reloading every entity");
+            match reload(client, follower) {
+                Ok((snapshot, seq)) => {
+                    reloads.fetch_add(1, Ordering::AcqRel);
+                    metrics::counter!("partnergate_feed_reloads_total").increment(1);
+                    last.fetch_max(seq, Ordering::AcqRel);
+                    *since = snapshot;
+                    state.moved_to(since);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change feed: the reload failed; trying again");
+                    true
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "change feed: read failed; reconnecting");
+            true
+        }
+    };
+    !failed
 }
 
 /// Have `follower` reload every entity from one snapshot: that snapshot
