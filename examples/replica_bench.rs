@@ -2,8 +2,12 @@
 //! invitations per second through 1 and through 2 replicas, measured in
 //! alternating rounds (1, 2, 1, 2, ...; a fresh schema each), every account
 //! with its own partner company (no two accounts' writes share a lock), the
-//! medians and their ratio against the goal of 1.8x; and the time an entity
-//! change made through replica A takes to reach replica B (p50, p99).
+//! medians and their ratio against the goal of 1.8x; the time a partner
+//! invitation committed through one replica takes to be visible on the
+//! other while both replicas take writes at once (p50, p99, against the
+//! goal p99 <= 50 ms); and the time an entity change made through replica A
+//! takes to reach an otherwise idle replica B. Each round prints the CPU
+//! seconds each replica and PostgreSQL's backends used, per invitation.
 //!
 //! ```sh
 //! cargo build --release && cargo run --release --example replica_bench -- [ACCOUNTS] [SAMPLES] [ROUNDS]
@@ -93,6 +97,7 @@ fn main() {
         client: reqwest::blocking::Client::new(),
     };
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut lags = Vec::new();
     for round in 0..rounds {
         for replicas in [1usize, 2] {
             let lag_samples = if round == 0 && replicas == 2 {
@@ -100,9 +105,18 @@ fn main() {
             } else {
                 0
             };
-            let rate = bench.measure(replicas, &format!("{round}_{replicas}"), lag_samples);
-            println!("round={round} replicas={replicas} invitations_per_second={rate:.0}");
-            rates[replicas - 1].push(rate);
+            let m = bench.measure(replicas, &format!("{round}_{replicas}"), lag_samples);
+            println!(
+                "round={round} replicas={replicas} invitations_per_second={:.0} cpu_ms_per_invitation: replicas {} postgres {:.2} client {:.2} (machine: {:.2} of {} cores busy)",
+                m.rate,
+                m.replica_cpu_ms.iter().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join("+"),
+                m.pg_cpu_ms,
+                m.client_cpu_ms,
+                m.busy_cores,
+                cores()
+            );
+            rates[replicas - 1].push(m.rate);
+            lags.extend(m.lags);
         }
     }
     let one = median(&mut rates[0]);
@@ -112,6 +126,90 @@ fn main() {
         "median invitations/s: 1 replica {one:.0}, 2 replicas {two:.0}; ratio {ratio:.2}x; goal >= 1.8x {}",
         if ratio >= 1.8 { "met" } else { "MISSED" }
     );
+    if !lags.is_empty() {
+        let (mut after, mut whole): (Vec<Duration>, Vec<Duration>) = lags.into_iter().unzip();
+        after.sort();
+        whole.sort();
+        let p99 = percentile(&after, 0.99);
+        println!(
+            "propagation under concurrent writes (both replicas writing): samples={} commit->visible p50_ms={:.1} p99_ms={:.1} max_ms={:.1}; with the write itself p50_ms={:.1} p99_ms={:.1}; goal p99 <= 50 ms {}",
+            after.len(),
+            percentile(&after, 0.5).as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            after[after.len() - 1].as_secs_f64() * 1e3,
+            percentile(&whole, 0.5).as_secs_f64() * 1e3,
+            percentile(&whole, 0.99).as_secs_f64() * 1e3,
+            if p99 <= Duration::from_millis(50) { "met" } else { "MISSED" }
+        );
+    }
+}
+
+/// What one round measured.
+struct Measured {
+    rate: f64,
+    /// CPU milliseconds per invitation of each replica process.
+    replica_cpu_ms: Vec<f64>,
+    /// CPU milliseconds per invitation of every PostgreSQL process.
+    pg_cpu_ms: f64,
+    /// CPU milliseconds per invitation of this load generator (the probe included).
+    client_cpu_ms: f64,
+    /// Cores busy on the whole machine during the round (all processes).
+    busy_cores: f64,
+    /// Propagation samples: (response -> visible, request -> visible).
+    lags: Vec<(Duration, Duration)>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time (user + system) of process `pid` so far, from /proc.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) close with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of every PostgreSQL process (`postgres` by name) so far.
+fn cpu_of_postgres() -> Duration {
+    let mut total = Duration::ZERO;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "postgres" {
+            total += cpu_of(pid);
+        }
+    }
+    total
+}
+
+/// Busy CPU time of the whole machine so far (every core), from /proc/stat.
+fn cpu_of_machine() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Duration::from_millis(busy * 10)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -128,8 +226,10 @@ struct Bench {
 
 impl Bench {
     /// Invitations per second through `replicas` replicas on a fresh schema
-    /// (`tag` names it); with `lag_samples`, also the propagation A -> B.
-    fn measure(&self, replicas: usize, tag: &str, lag_samples: usize) -> f64 {
+    /// (`tag` names it), with the CPU each side used; with `lag_samples`,
+    /// also the propagation between the replicas while both take writes,
+    /// then A -> B alone.
+    fn measure(&self, replicas: usize, tag: &str, lag_samples: usize) -> Measured {
         let (accounts, client) = (self.accounts, &self.client);
         let schema = format!("bench_{}_{tag}", std::process::id());
         let mut pg = postgres::Client::connect(&self.base_url, postgres::NoTls).unwrap();
@@ -140,9 +240,11 @@ impl Bench {
             .map(|i| start(&self.bin, &url, &format!("r{i}")))
             .collect();
         let a = &nodes[0];
-        // Accounts with an administrator each.
+        // Accounts with an administrator each; after them, the accounts the
+        // propagation probe invites into (3 invitations each).
+        let probes = lag_samples.div_ceil(3);
         let mut entities = Vec::new();
-        for i in 0..accounts {
+        for i in 0..accounts + probes {
             entities.push(json!({"uid": {"type": "Account", "id": format!("acct{i}")}, "attrs": {}, "parents": []}));
             entities.push(json!({"uid": {"type": "User", "id": format!("admin{i}")},
                 "parents": [{"type": "Account", "id": format!("acct{i}")}],
@@ -161,7 +263,7 @@ impl Bench {
         };
         put(a, "/v1/entities", &Value::Array(entities));
         // Each account's partners come from a Gold company of its own.
-        for i in 0..accounts {
+        for i in 0..accounts + probes {
             let emails: Vec<String> = (0..3)
                 .map(|k| format!("p{}@gold{i}.example", i * 3 + k))
                 .collect();
@@ -175,7 +277,7 @@ impl Bench {
         let last = format!(
             "{}/v1/entities/PartnerCompany/gold{}",
             nodes[replicas - 1].base,
-            accounts - 1
+            accounts + probes - 1
         );
         let t0 = Instant::now();
         while client.get(&last).send().unwrap().status() != 200 {
@@ -186,10 +288,23 @@ impl Bench {
         }
 
         // Invitations: 3 per account, 8 client threads, spread over the replicas.
+        let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
+        let cpu_before: Vec<Duration> = pids.iter().map(|p| cpu_of(*p)).collect();
+        let (pg_before, machine_before) = (cpu_of_postgres(), cpu_of_machine());
+        let client_before = cpu_of(std::process::id());
         let started = Instant::now();
         let ok = std::sync::atomic::AtomicUsize::new(0);
+        let loading = std::sync::atomic::AtomicUsize::new(8);
+        let mut lags = Vec::new();
         std::thread::scope(|s| {
+            if lag_samples > 0 {
+                let (nodes, loading, lags) = (&nodes, &loading, &mut lags);
+                s.spawn(move || {
+                    *lags = self.probe(nodes, accounts, lag_samples, loading);
+                });
+            }
             for t in 0..8 {
+                let loading = &loading;
                 let (nodes, client, ok) = (&nodes, &client, &ok);
                 s.spawn(move || {
                     for i in (t..accounts * 3).step_by(8) {
@@ -204,19 +319,87 @@ impl Bench {
                             ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
+                    loading.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 });
             }
         });
         let secs = started.elapsed().as_secs_f64();
         let n = ok.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(n, accounts * 3, "every invitation must succeed");
+        let per = |d: Duration| d.as_secs_f64() * 1e3 / n as f64;
+        let replica_cpu_ms = pids
+            .iter()
+            .zip(&cpu_before)
+            .map(|(p, b)| per(cpu_of(*p).saturating_sub(*b)))
+            .collect();
+        let pg_cpu_ms = per(cpu_of_postgres().saturating_sub(pg_before));
+        let client_cpu_ms = per(cpu_of(std::process::id()).saturating_sub(client_before));
+        let busy_cores = cpu_of_machine()
+            .saturating_sub(machine_before)
+            .as_secs_f64()
+            / secs;
         if lag_samples > 0 {
             self.propagation(&nodes, lag_samples, put);
         }
         drop(nodes);
         pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .unwrap();
-        n as f64 / secs
+        Measured {
+            rate: n as f64 / secs,
+            replica_cpu_ms,
+            pg_cpu_ms,
+            client_cpu_ms,
+            busy_cores,
+            lags,
+        }
+    }
+
+    /// While the load's threads run (`loading` of them left): invitations
+    /// into the probe accounts (after the first `accounts`), through each
+    /// replica in turn, each followed by reading the invited user from the
+    /// other replica until it is there. Each sample: from the response
+    /// (the write committed) to visible, and from the request to visible.
+    fn probe(
+        &self,
+        nodes: &[Replica],
+        accounts: usize,
+        samples: usize,
+        loading: &std::sync::atomic::AtomicUsize,
+    ) -> Vec<(Duration, Duration)> {
+        let client = &self.client;
+        let mut lags = Vec::with_capacity(samples);
+        for k in 0..samples {
+            if loading.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                break;
+            }
+            let (w, r) = (&nodes[k % 2], &nodes[(k + 1) % 2]);
+            let account = accounts + k / 3;
+            let sent = Instant::now();
+            let resp = client
+                .post(format!("{}/v1/accounts/acct{account}/partners", w.base))
+                .bearer_auth(&w.token)
+                .json(&json!({"actor": format!("admin{account}"), "email": format!("p{}@gold{account}.example", account * 3 + k % 3)}))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 201, "probe invitation");
+            let committed = Instant::now();
+            let v: Value = resp.json().unwrap();
+            let id = v["user"]["id"]
+                .as_str()
+                .or_else(|| v["id"].as_str())
+                .unwrap_or_else(|| panic!("no user id in {v}"))
+                .to_string();
+            let url = format!("{}/v1/entities/User/{id}", r.base);
+            while client.get(&url).send().unwrap().status() != 200 {
+                assert!(
+                    committed.elapsed() < Duration::from_secs(5),
+                    "the invitation never arrived"
+                );
+            }
+            let seen = Instant::now();
+            lags.push((seen - committed, seen - sent));
+        }
+        lags
     }
 
     /// The time an entity change through replica A takes to be read from B.

@@ -139,12 +139,7 @@ fn the_feed_delivers_a_lower_sequence_that_commits_late() {
     let feed = partnergate::store::postgres::ChangeFeed::start(
         &pg.url,
         (store.loaded_snapshot().unwrap(), seq),
-        move |batch, _current| {
-            for c in batch {
-                let _ = sent.send((c.seq, c.uid));
-            }
-            Ok(())
-        },
+        Sent(std::sync::Mutex::new(sent)),
     )
     .unwrap();
     let mut late = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
@@ -170,6 +165,30 @@ fn the_feed_delivers_a_lower_sequence_that_commits_late() {
     assert!(feed.last_seq() >= high_seq);
     drop(feed);
     assert!(got.try_recv().is_err(), "each change once");
+}
+
+/// A follower that sends each change's sequence and uid on.
+struct Sent(std::sync::Mutex<std::sync::mpsc::Sender<(i64, String)>>);
+
+impl partnergate::store::postgres::Follower for Sent {
+    fn apply(
+        &self,
+        batch: Vec<partnergate::store::Change>,
+        _current: &mut partnergate::store::CurrentRows<'_>,
+    ) -> Result<(), partnergate::store::StoreError> {
+        let sent = self.0.lock().unwrap();
+        for c in batch {
+            let _ = sent.send((c.seq, c.uid));
+        }
+        Ok(())
+    }
+
+    fn reload(
+        &self,
+        _load: &mut partnergate::store::postgres::FullLoad<'_>,
+    ) -> Result<(), partnergate::store::StoreError> {
+        panic!("nothing is compacted here")
+    }
 }
 
 /// A change the feed reads late never takes memory back: a batch is
@@ -245,6 +264,19 @@ fn a_late_batch_never_takes_memory_back_to_an_older_write() {
 /// still ends with three partners of one company.
 #[test]
 fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account_whole() {
+    invitations_at_once_keep_each_account_whole(2);
+}
+
+/// The same through one replica, whose writes of different accounts now
+/// run at once (its store's connections, the directory's stripes): each
+/// account still ends with three partners of one company, and the
+/// replica's memory holds what the store holds, with no feed to help.
+#[test]
+fn concurrent_invitations_through_one_replica_keep_each_account_whole_and_memory_true() {
+    invitations_at_once_keep_each_account_whole(1);
+}
+
+fn invitations_at_once_keep_each_account_whole(through: usize) {
     let Some(pg) = common::PgSchema::new() else {
         return;
     };
@@ -275,7 +307,7 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
     let barrier = Arc::new(std::sync::Barrier::new(64));
     let threads: Vec<_> = (0..64)
         .map(|i| {
-            let o = replicas[i % 2].clone();
+            let o = replicas[i % through].clone();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let (account, actor) = if i % 4 < 2 {
@@ -306,10 +338,33 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
     for t in threads {
         t.join().unwrap();
     }
+    let in_memory = |o: &Orchestrator, account: &str| {
+        let mut users: Vec<String> = o
+            .users(account)
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::to_string(&l.user).unwrap())
+            .collect();
+        users.sort();
+        users
+    };
+    let held: Vec<Vec<String>> = ["acme", "beta"]
+        .iter()
+        .map(|a| in_memory(&replicas[0], a))
+        .collect();
     wired_a.shutdown_log();
     wired_b.shutdown_log();
     drop(replicas);
     let (c, wired_c) = open_pg(&pg.url, dir.path(), "c");
+    if through == 1 {
+        for (account, held) in ["acme", "beta"].iter().zip(&held) {
+            assert_eq!(
+                held,
+                &in_memory(&c, account),
+                "{account}: memory is the store"
+            );
+        }
+    }
     for account in ["acme", "beta"] {
         let users = c.users(account).unwrap();
         let partners: Vec<_> = users
@@ -328,4 +383,74 @@ fn concurrent_invitations_on_two_accounts_through_two_replicas_keep_each_account
         );
     }
     wired_c.shutdown_log();
+}
+
+/// Expired `Idempotency-Key` rows are cleaned by the writes that remember
+/// keys: a write must not wait for an expired row another transaction
+/// holds (another account's write remembering the same key again, or its
+/// own cleanup). It waited for the holder's commit before.
+#[test]
+fn cleaning_expired_keys_never_waits_for_another_transaction() {
+    let Some(pg) = common::PgSchema::new() else {
+        return;
+    };
+    let _store = partnergate::store::postgres::PgStore::open(&pg.url, "x").unwrap();
+    let mut setup = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    setup
+        .execute(
+            "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)
+             VALUES ('old', 'f', 200, '{}', 0)",
+            &[],
+        )
+        .unwrap();
+    let mut holder = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let mut held = holder.transaction().unwrap();
+    held.execute(
+        "SELECT key FROM idempotency_keys WHERE key = 'old' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let mut writer = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let answer = partnergate::store::Remembered {
+        fingerprint: "f".into(),
+        status: 201,
+        body: "{}".into(),
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut watcher = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+    let waited = std::thread::scope(|s| {
+        let write = s.spawn(|| {
+            let mut tx = writer.transaction().unwrap();
+            partnergate::store::postgres::remember_in(&mut tx, "new", &answer).unwrap();
+            tx.commit().unwrap();
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut waited = false;
+        wait_until("the write finishes or waits for a lock", || {
+            waited = watcher
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                    &[&pid],
+                )
+                .unwrap()
+                .is_some();
+            waited || done.load(std::sync::atomic::Ordering::Acquire)
+        });
+        held.rollback().unwrap();
+        write.join().unwrap();
+        waited
+    });
+    assert!(
+        !waited,
+        "the write waited for another transaction's expired key"
+    );
+    let keys: i64 = setup
+        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2, "the held expired key stays for a later cleanup");
 }

@@ -176,8 +176,14 @@ fn without_the_database_decisions_continue_writes_get_503_and_it_recovers() {
     let metrics = s.metrics();
     assert!(metrics.contains("partnergate_store_up 0"), "{metrics}");
 
-    // Meanwhile another replica changes emma; after the database returns, the
-    // cut replica catches up and accepts writes again.
+    // Meanwhile another replica changes emma (once its feed brought her: a
+    // replica sees another's writes after its feed reads them); after the
+    // database returns, the cut replica catches up and accepts writes again.
+    within(
+        Duration::from_secs(10),
+        "the other replica to see emma",
+        || other.get("/v1/entities/User/emma").0 == 200,
+    );
     let (st, _) = other.put_entities(&json!([emma_with(&other, json!({"status": "dismissed"}))]));
     assert_eq!(st, 200);
     proxy.restore();

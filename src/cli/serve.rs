@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// This replica's id in change feeds and logs [default: hostname-pid]
     #[arg(long, env = "PARTNERGATE_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// With a postgres:// store: keep the change feed's rows this many
+    /// seconds (by the database's clock), then compact them; a replica
+    /// stopped longer reloads every entity when it resumes. 0: never compact.
+    #[arg(long, env = "PARTNERGATE_FEED_RETENTION_SECS", default_value_t = partnergate_server::defaults::FEED_RETENTION_SECS)]
+    pub feed_retention_secs: u64,
     /// Evaluate every request also against these candidate policies; log and
     /// count disagreements (never affects the answer).
     #[arg(long, env = "PARTNERGATE_SHADOW_POLICIES")]
@@ -260,6 +265,8 @@ pub fn serve_config(a: ServeArgs) -> Result<partnergate_server::ServeConfig, Str
         replica: a
             .replica_id
             .unwrap_or_else(partnergate_server::default_replica_id),
+        feed_retention: (a.feed_retention_secs > 0)
+            .then(|| std::time::Duration::from_secs(a.feed_retention_secs)),
         audit: audit_config(&a.audit, &a.data_dir),
         audit_required: a.audit_required,
         audit_ship: !a.no_audit_ship,

@@ -16,9 +16,9 @@ use crate::authz::{Authz, RequestEntities};
 use crate::directory::{Directory, DirectoryError};
 use crate::policies::{LoadError, PackSource};
 use crate::reload::{self, Evaluator, Gate, WatchError, WatchHandle};
-use crate::store::postgres::{ChangeFeed, PgStore};
+use crate::store::postgres::{ChangeFeed, Compactor, Follower, FullLoad, PgStore};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{EntityBackend, Migration, StoreError, StoreSpec};
+use crate::store::{Change, CurrentRows, EntityBackend, Migration, StoreError, StoreSpec};
 
 /// A default replica id: host name and process id.
 pub fn default_replica_id() -> String {
@@ -88,6 +88,9 @@ pub struct Wired {
     /// The PostgreSQL change feed (other replicas' writes), when asked for
     /// ([`Runtime::follow_changes`]) over PostgreSQL.
     pub feed: Option<ChangeFeed>,
+    /// The change feed's compaction ([`Runtime::feed_retention`]), over
+    /// PostgreSQL while following changes.
+    pub compactor: Option<Compactor>,
 }
 
 impl Wired {
@@ -117,6 +120,7 @@ pub struct Runtime {
     shadow: Option<PathBuf>,
     watch: bool,
     follow_changes: bool,
+    feed_retention: Option<std::time::Duration>,
     clock: Arc<dyn crate::clock::Clock>,
 }
 
@@ -140,6 +144,7 @@ impl Runtime {
             shadow: None,
             watch: false,
             follow_changes: false,
+            feed_retention: None,
             clock: Arc::new(crate::clock::SystemClock),
         }
     }
@@ -233,6 +238,16 @@ impl Runtime {
         self
     }
 
+    /// Over PostgreSQL while following changes, compact the change feed:
+    /// its rows older than `retention` (by the database's clock) are
+    /// deleted by whichever replica takes the compaction lock, checked
+    /// every `retention / 4` (at least every second, at most every
+    /// minute). `None`: never compacted.
+    pub fn feed_retention(mut self, retention: Option<std::time::Duration>) -> Self {
+        self.feed_retention = retention;
+        self
+    }
+
     /// Load the pack, open the store, the directory and the decision log,
     /// and wire them into an [`Authz`].
     pub fn build(self) -> Result<Wired, RuntimeError> {
@@ -253,6 +268,16 @@ impl Runtime {
         let directory = Arc::new(Directory::open(store.backend())?);
         let feed = match (&store, self.follow_changes) {
             (OpenStore::Postgres(pg), true) => Some(follow(pg, &directory)?),
+            _ => None,
+        };
+        let compactor = match (&store, self.follow_changes, self.feed_retention) {
+            (OpenStore::Postgres(pg), true, Some(retention)) => {
+                let every = (retention / 4).clamp(
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(60),
+                );
+                Some(Compactor::start(pg.url(), retention, every)?)
+            }
             _ => None,
         };
         let watch = if self.watch {
@@ -292,6 +317,7 @@ impl Runtime {
             watch,
             shadow_watch,
             feed,
+            compactor,
         })
     }
 }
@@ -316,18 +342,30 @@ fn open_store(
 
 /// Start the PostgreSQL change feed into `directory` from what it loaded.
 fn follow(pg: &PgStore, directory: &Arc<Directory>) -> Result<ChangeFeed, StoreError> {
-    let d = directory.clone();
     let from = pg
         .loaded_snapshot()
         .ok_or_else(|| StoreError::Backend("the change feed starts after a load".into()))?;
     ChangeFeed::start(
         pg.url(),
         (from, directory.loaded_seq()),
-        move |changes, current| {
-            metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
-            d.apply_current(changes, current)
-        },
+        DirectoryFollower(directory.clone()),
     )
+}
+
+/// The directory as a change feed's [`Follower`].
+pub struct DirectoryFollower(pub Arc<Directory>);
+
+impl Follower for DirectoryFollower {
+    fn apply(&self, changes: Vec<Change>, current: &mut CurrentRows<'_>) -> Result<(), StoreError> {
+        metrics::counter!("partnergate_feed_changes_total").increment(changes.len() as u64);
+        self.0.apply_current(changes, current)
+    }
+
+    fn reload(&self, load: &mut FullLoad<'_>) -> Result<(), StoreError> {
+        let n = self.0.reload(load)?;
+        tracing::info!(entities = n, "directory reloaded from the store");
+        Ok(())
+    }
 }
 
 /// Load the shadow policies with the live pack's schema and limits.

@@ -144,6 +144,7 @@ impl OrchestratorStore for PgStore {
                 Err(e) => Ok(Err(e)),
             }
         })?
+        .inspect(|_| self.notify_changes())
     }
 
     fn company_of_email(&self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {

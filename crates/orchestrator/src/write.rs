@@ -78,8 +78,9 @@ impl ScopedWrites<'_> {
     }
 
     /// Run `op` in one store transaction inside the directory's write path
-    /// ([`Directory::commit_with`]: the store commit and the memory update
-    /// under the directory's writer lock), logging one change record per
+    /// ([`Directory::commit_beside`]: beside this replica's writes of other
+    /// accounts, the written entities' stripes claimed from before the store
+    /// commit until memory holds them), logging one change record per
     /// written entity that names the decision that allowed it (`decided`)
     /// and the scope's request id. Under the [`WriteScope`], the transaction
     /// first stops on a remembered `Idempotency-Key` or a passed deadline,
@@ -99,7 +100,7 @@ impl ScopedWrites<'_> {
         let scope = &self.scope;
         let mut outcome = None;
         let changes = std::cell::RefCell::new(None);
-        self.directory().commit_with(schema, |held| {
+        self.directory().commit_beside(schema, |held| {
             let mut guarded = |tx: &mut dyn AccountTx| {
                 if let Some(i) = &scope.idempotency {
                     if let Some(r) = tx.recall(&i.key)? {
@@ -122,6 +123,10 @@ impl ScopedWrites<'_> {
                 let (records, o) = op(&mut wtx, now)?;
                 let emitted = std::mem::take(&mut wtx.emitted);
                 let tx = wtx.store();
+                // Beside this replica's other writes: from here until memory
+                // holds them, no other write or feed batch of these entities
+                // goes into memory (their states before are read after).
+                held.claim(records.iter().map(|r| r.uid.as_str()));
                 if let Some(i) = &scope.idempotency {
                     tx.remember(&i.key, &i.answer(&o)?)?;
                 }

@@ -50,6 +50,10 @@ pub struct ServeConfig {
     pub store: partnergate_core::store::StoreSpec,
     /// This replica's name, in change feeds and logs.
     pub replica: String,
+    /// Over PostgreSQL: how long the change feed keeps its rows (by the
+    /// database's clock) before compaction deletes them; a replica stopped
+    /// longer reloads every entity when it resumes. `None`: never compacted.
+    pub feed_retention: Option<Duration>,
     /// The decision log (None: off).
     pub audit: Option<partnergate_audit::AuditConfig>,
     /// Refuse (503) a decision whose log record cannot be made durable.
@@ -136,6 +140,8 @@ pub mod defaults {
     pub const PARTNER_SWEEP_MS: u64 = 30_000;
     /// `--tests`
     pub const TESTS: &str = "tests/policies";
+    /// `--feed-retention-secs` (1 h)
+    pub const FEED_RETENTION_SECS: u64 = 3_600;
 }
 
 impl Default for ServeConfig {
@@ -159,6 +165,7 @@ impl Default for ServeConfig {
             invariants: defaults::INVARIANTS.into(),
             store: partnergate_core::store::StoreSpec::Sqlite,
             replica: partnergate_core::runtime::default_replica_id(),
+            feed_retention: Some(Duration::from_secs(defaults::FEED_RETENTION_SECS)),
             audit: None,
             audit_required: false,
             audit_ship: true,

@@ -51,6 +51,8 @@ pub struct Sidecar {
     pub watch: Option<reload::WatchHandle>,
     /// The PostgreSQL change feed (other replicas' writes), if shared.
     pub feed: Option<partnergate_core::store::postgres::ChangeFeed>,
+    /// The change feed's compaction (PostgreSQL, `--feed-retention-secs`).
+    pub compactor: Option<partnergate_core::store::postgres::Compactor>,
     /// The watcher of the shadow policies, if any.
     pub shadow_watch: Option<reload::WatchHandle>,
     /// The sweep of ended partner access (dropping it stops it).
@@ -145,6 +147,7 @@ pub fn build(config: &ServeConfig) -> Result<Sidecar, ServeError> {
         token_path,
         watch: wired.watch,
         feed: wired.feed,
+        compactor: wired.compactor,
         shadow_watch: wired.shadow_watch,
         sweeper: Some(sweeper),
         shipper,
@@ -167,6 +170,7 @@ fn runtime(config: &ServeConfig) -> Runtime {
         .shadow(config.shadow_policies.clone())
         .watch(config.watch)
         .follow_changes(true)
+        .feed_retention(config.feed_retention)
 }
 
 /// The handlers' state over the wired decision path.
@@ -292,6 +296,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     drop(sidecar.sweeper);
     drop(sidecar.watch);
     drop(sidecar.shadow_watch);
+    drop(sidecar.compactor);
     drop(sidecar.feed);
     drop(sidecar.shipper);
     if let Some(log) = sidecar.state.authz.audit() {

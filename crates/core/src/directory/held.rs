@@ -9,17 +9,67 @@
 //!
 //! It must never know which store, transaction or lock the caller holds.
 
+use std::cell::RefCell;
+
 use cedar_policy::{Entity, EntityUid, Schema};
 
 use super::memory::Directory;
+use super::stripes::Claimed;
 
-/// The writer lock, held inside [`Directory::commit_with`].
+/// The writer lock, held inside [`Directory::commit_with`] (alone) or
+/// [`Directory::commit_beside`] (beside other writers: the stripes of the
+/// entities it refreshes or writes are taken as it goes, see
+/// [`super::stripes`]).
 pub struct Held<'a> {
-    pub(super) directory: &'a Directory,
-    pub(super) schema: Option<&'a Schema>,
+    directory: &'a Directory,
+    schema: Option<&'a Schema>,
+    /// Beside other writers: the stripes claimed for the write's records.
+    claimed: Option<RefCell<Vec<Claimed<'a>>>>,
 }
 
-impl Held<'_> {
+impl<'a> Held<'a> {
+    pub(super) fn alone(directory: &'a Directory, schema: Option<&'a Schema>) -> Self {
+        Held {
+            directory,
+            schema,
+            claimed: None,
+        }
+    }
+
+    pub(super) fn beside(directory: &'a Directory, schema: Option<&'a Schema>) -> Self {
+        Held {
+            directory,
+            schema,
+            claimed: Some(RefCell::new(Vec::new())),
+        }
+    }
+
+    /// Beside other writers: take the stripes of the entities (uids in
+    /// Cedar syntax) the write is about to commit, once, just before its
+    /// store commit; held until memory holds them. Alone, nothing to take.
+    pub fn claim<'k>(&self, uids: impl IntoIterator<Item = &'k str>) {
+        if let Some(claimed) = &self.claimed {
+            let mut claimed = claimed.borrow_mut();
+            let more = self
+                .directory
+                .writer
+                .claim_keys(uids, Some(claimed.as_slice()));
+            claimed.push(more);
+        }
+    }
+
+    /// Whether the stripes of `uids` are claimed (always, alone).
+    pub(super) fn claims<'k>(&self, uids: impl IntoIterator<Item = &'k str>) -> bool {
+        match &self.claimed {
+            None => true,
+            Some(claimed) => {
+                let claimed = claimed.borrow();
+                uids.into_iter()
+                    .all(|k| claimed.iter().any(|c| c.covers(k)))
+            }
+        }
+    }
+
     /// Whether memory holds `uid` as the store does: `stored` is the row's
     /// Cedar entity JSON (`None`: no row). Both absent is the same; one
     /// that does not parse is never the same.
@@ -41,6 +91,12 @@ impl Held<'_> {
     /// `None`) its absence. An unreadable row is logged and counted like a
     /// committed one ([`Directory::dropped`]).
     pub fn refresh(&self, uid: &EntityUid, stored: Option<&str>) {
+        // Beside other writers, under the entity's stripe (unless claimed).
+        let _stripe = self.claimed.as_ref().map(|claimed| {
+            self.directory
+                .writer
+                .claim_uid(uid, Some(claimed.borrow().as_slice()))
+        });
         match stored {
             Some(json) => self
                 .directory

@@ -18,6 +18,7 @@ use dashmap::DashMap;
 
 use super::error::DirectoryError;
 use super::referrers::Referrers;
+use super::stripes::WriterLocks;
 use crate::store::{decode_refs, references, EntityBackend, LoadedRow};
 
 /// How many built Cedar entities the directory keeps for slices
@@ -111,10 +112,12 @@ pub struct Directory {
     /// not every entity. Changed together with `entities`, under its lock.
     pub(super) referrers: Mutex<Referrers>,
     pub(super) backend: Arc<dyn EntityBackend>,
-    /// One writer at a time, so the store and memory apply writes in the same
-    /// order: every write path takes it (`put_guarded`, `delete`,
-    /// `commit_with`, `apply_changes`), around the store write and the memory update.
-    pub(super) writer: Mutex<()>,
+    /// The writer locks, so the store and memory apply each entity's writes
+    /// in the same order: every write path takes them around its store
+    /// write and its memory update, alone (`put_guarded`, `delete`,
+    /// `commit_with`, `reload`) or beside others with its entities' stripes
+    /// (`commit_beside`, `apply_current`); see [`super::stripes`].
+    pub(super) writer: WriterLocks,
     /// The store's change-feed position the loaded entities reflect.
     pub(super) loaded_seq: i64,
     /// The last version stamp given to a write ([`Directory::version_of`]).
@@ -139,7 +142,7 @@ impl Directory {
             entities: DashMap::new(),
             referrers: Mutex::new(Referrers::default()),
             backend,
-            writer: Mutex::new(()),
+            writer: WriterLocks::default(),
             loaded_seq: 0,
             stamps: AtomicU64::new(ABSENT),
             dropped: AtomicU64::new(0),
@@ -295,7 +298,10 @@ impl Directory {
 /// One loaded row in memory form: its uid (from the key, without Cedar's
 /// parser when it can) and its stored references, or those derived from its
 /// JSON when the row has none.
-fn loaded(types: &mut TypeNames, row: LoadedRow) -> Result<(EntityUid, Stored), DirectoryError> {
+pub(super) fn loaded(
+    types: &mut TypeNames,
+    row: LoadedRow,
+) -> Result<(EntityUid, Stored), DirectoryError> {
     let corrupt = |message: String| DirectoryError::Corrupt {
         uid: row.uid.clone(),
         message,

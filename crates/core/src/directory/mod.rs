@@ -2,9 +2,10 @@
 //! memory and persisted through a [`crate::store::EntityBackend`].
 //!
 //! It owns the write path (schema validation of every entity, then one store
-//! transaction, then the in-memory copy, all under one writer lock that every
-//! writer takes — [`Directory::commit_with`] for writers that run their own
-//! store transaction) and the read path that matters for
+//! transaction, then the in-memory copy, under the writer locks every writer
+//! takes: alone, or beside other writers with its entities' stripes —
+//! [`Directory::commit_with`] and [`Directory::commit_beside`] for writers
+//! that run their own store transaction) and the read path that matters for
 //! latency: [`Directory::slice`], the entities one decision needs (principal,
 //! resource, their ancestors and the entities their attributes reference),
 //! so that a decision's cost does not grow with the size of the directory.
@@ -16,7 +17,8 @@
 //!
 //! One file per idea: `memory` (the [`Directory`] and what memory holds),
 //! `write` (the write path), `held` (memory checked against a writer's
-//! transaction under the writer lock), `slice` (a decision's entities), `referrers`
+//! transaction under the writer lock), `stripes` (the writer locks), `slice`
+//! (a decision's entities), `referrers`
 //! (the index of who points at a uid), `import` (bulk loads), `error`.
 
 mod error;
@@ -25,6 +27,7 @@ mod import;
 mod memory;
 mod referrers;
 mod slice;
+mod stripes;
 mod write;
 
 pub use error::DirectoryError;
@@ -32,6 +35,7 @@ pub use held::Held;
 pub use import::import;
 pub use memory::{uid_from_key, Directory, ABSENT, BUILT_ENTITIES};
 pub use slice::{entities_for, Dependency, VersionedSlice, MAX_SLICE};
+pub use stripes::STRIPES;
 pub use write::{Changed, IdempotentAnswer, Written};
 
 #[cfg(test)]

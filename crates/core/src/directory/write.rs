@@ -18,8 +18,8 @@ use cedar_policy::{Entity, EntityUid, Schema};
 
 use super::error::DirectoryError;
 use super::held::Held;
-use super::memory::{uid_from_key, Directory};
-use crate::store::{Change, CurrentRows, EntityRecord, StoreError};
+use super::memory::{loaded, uid_from_key, Directory};
+use crate::store::{Change, CurrentRows, EntityRecord, FullLoad, StoreError};
 
 /// An `Idempotency-Key` write: the key, the request's fingerprint, and the
 /// (HTTP status, JSON body) answered for the written uids.
@@ -50,14 +50,18 @@ impl Directory {
     /// [`Directory::apply_current`] instead: a change read late may be
     /// older than what memory holds.
     pub fn apply_changes(&self, changes: Vec<Change>) {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _beside = self.writer.beside();
+        let _claimed = self
+            .writer
+            .claim_keys(changes.iter().map(|c| c.uid.as_str()), None);
         self.apply_states(changes);
     }
 
     /// Apply a change feed's batch as the rows of its uids are committed
-    /// now, read by `current` while the writer lock is held. Every write of
-    /// this replica takes that lock around its store transaction, so what
-    /// `current` reads is at least as new as anything memory holds: a
+    /// now, read by `current` while the stripes of the batch's uids are held
+    /// (beside other writers). Every write of this replica holds its
+    /// entities' stripes from before its store commit until memory holds
+    /// it, so what `current` reads is at least as new as anything memory holds: a
     /// change of this replica's own, or another's older than a write memory
     /// already has, cannot take memory back, even for the time between two
     /// batches. An error of `current` applies nothing (the feed reads the
@@ -67,7 +71,10 @@ impl Directory {
         changes: Vec<Change>,
         current: &mut CurrentRows<'_>,
     ) -> Result<(), StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _beside = self.writer.beside();
+        let _claimed = self
+            .writer
+            .claim_keys(changes.iter().map(|c| c.uid.as_str()), None);
         let uids: Vec<String> = changes.iter().map(|c| c.uid.clone()).collect();
         let mut rows: std::collections::HashMap<String, Option<String>> =
             current(&uids)?.into_iter().collect();
@@ -85,6 +92,50 @@ impl Directory {
         }
         self.apply_states(states);
         Ok(())
+    }
+
+    /// Replace memory with every row `load` streams (a change feed that
+    /// lost changes to compaction reloads this way), under the writer lock:
+    /// an entity whose row is unchanged keeps its version, one without a
+    /// row leaves memory, and a row that cannot be read is logged and
+    /// counted ([`Directory::dropped`]), never fatal. A failing `load`
+    /// leaves memory as it was, apart from the rows it had already put in
+    /// (each one as committed): nothing is removed.
+    pub fn reload(&self, load: &mut FullLoad<'_>) -> Result<usize, StoreError> {
+        let _alone = self.writer.alone();
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        load(&mut |row| {
+            let key = row.uid.clone();
+            let read = loaded(
+                &mut self.types.lock().unwrap_or_else(|p| p.into_inner()),
+                row,
+            );
+            match read {
+                Ok((uid, s)) => {
+                    let same = self.held(&uid).is_some_and(|h| h.json == s.json);
+                    seen.insert(uid.clone());
+                    if !same {
+                        self.insert(uid, s);
+                    }
+                }
+                Err(e) => {
+                    self.dropped.fetch_add(1, Ordering::AcqRel);
+                    metrics::counter!("partnergate_directory_dropped_total").increment(1);
+                    tracing::error!(uid = key, reason = %e,
+                        "directory: a stored entity is unreadable on reload; memory differs from the store for it");
+                }
+            }
+        })?;
+        let gone: Vec<EntityUid> = self
+            .entities
+            .iter()
+            .filter(|e| !seen.contains(e.key()))
+            .map(|e| e.key().clone())
+            .collect();
+        for uid in &gone {
+            self.remove(uid);
+        }
+        Ok(seen.len())
     }
 
     /// Put each change's state into memory (a `None` JSON removes the
@@ -115,12 +166,35 @@ impl Directory {
         schema: Option<&Schema>,
         write: impl FnOnce(&Held<'_>) -> Result<(Vec<EntityRecord>, T), E>,
     ) -> Result<T, E> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let held = Held {
-            directory: self,
-            schema,
-        };
+        let _alone = self.writer.alone();
+        let held = Held::alone(self, schema);
         let (records, out) = write(&held)?;
+        for r in &records {
+            self.apply_json(&r.uid, &r.json, schema);
+        }
+        Ok(out)
+    }
+
+    /// [`Directory::commit_with`] beside other writers (the writes of
+    /// different accounts, which the store's own locks keep apart): `write`
+    /// must claim the stripes of the entities it writes ([`Held::claim`])
+    /// before its store transaction commits; they are held until memory
+    /// holds what it committed. Writes that must run alone wait for it,
+    /// and it for them.
+    pub fn commit_beside<T, E>(
+        &self,
+        schema: Option<&Schema>,
+        write: impl FnOnce(&Held<'_>) -> Result<(Vec<EntityRecord>, T), E>,
+    ) -> Result<T, E> {
+        let _beside = self.writer.beside();
+        let held = Held::beside(self, schema);
+        let (records, out) = write(&held)?;
+        if !held.claims(records.iter().map(|r| r.uid.as_str())) {
+            tracing::error!(
+                "directory: a write committed entities whose stripes it had not claimed"
+            );
+            held.claim(records.iter().map(|r| r.uid.as_str()));
+        }
         for r in &records {
             self.apply_json(&r.uid, &r.json, schema);
         }
@@ -276,7 +350,7 @@ impl Directory {
                 },
             )
         });
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _alone = self.writer.alone();
         let changed = uids
             .iter()
             .zip(&records)
@@ -306,7 +380,7 @@ impl Directory {
     /// Delete entities; returns how many existed.
     pub fn delete(&self, uids: &[EntityUid]) -> Result<usize, DirectoryError> {
         let keys: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _alone = self.writer.alone();
         let n = self.backend.delete(&keys)?;
         for u in uids {
             self.remove(u);

@@ -7,7 +7,9 @@
 //! [`crate::directory::Directory`]; this module is only what survives a restart.
 //! The default backend is embedded SQLite ([`sqlite::SqliteStore`]).
 
+mod pg_compact;
 mod pg_feed;
+mod pg_pool;
 pub mod postgres;
 pub mod sqlite;
 
@@ -173,6 +175,10 @@ pub struct Change {
 pub type CurrentRows<'a> =
     dyn FnMut(&[String]) -> Result<Vec<(String, Option<String>)>, StoreError> + 'a;
 
+/// A full load: it streams every stored entity row, from one snapshot, to
+/// the function given (a change feed that lost changes reloads this way).
+pub type FullLoad<'a> = dyn FnMut(&mut dyn FnMut(LoadedRow)) -> Result<(), StoreError> + 'a;
+
 /// How long an `Idempotency-Key`'s answer is remembered (24 h): a retry
 /// with the key within that time gets the first answer, without re-applying.
 pub const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
@@ -285,7 +291,8 @@ pub trait EntityBackend: Send + Sync {
         Ok(seq)
     }
     /// Changes committed after `seq`, oldest first (none for a store that
-    /// is not shared).
+    /// is not shared). On PostgreSQL, compaction deletes old changes: a
+    /// follower must use the change feed, which knows when it fell behind.
     fn changes_since(&self, _seq: i64, _limit: i64) -> Result<Vec<Change>, StoreError> {
         Ok(Vec::new())
     }

@@ -1,7 +1,8 @@
 //! The PostgreSQL backend, for several sidecar replicas sharing one store.
 //!
 //! Every write is one transaction that also appends to `entity_changes`
-//! (with its transaction id) and sends `NOTIFY partnergate_changes`. Writes
+//! (with its transaction id); `NOTIFY partnergate_changes` follows its
+//! commit, from a thread of its own. Writes
 //! of different accounts run at once (see [`begin_write`] for the locks and
 //! their order), so a lower sequence may commit after a higher one:
 //! [`ChangeFeed`] reads, from its own connection, the changes of the
@@ -16,11 +17,17 @@
 
 use std::sync::Mutex;
 
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
-use super::pg_feed::{change, connect, unavailable, CHANNEL};
-pub use super::pg_feed::{current_rows, read_changes, ChangeFeed, FEED_POLL};
+pub use super::pg_compact::{
+    compact, horizon, Compacted, Compactor, COMPACT_BATCH, COMPACT_LOCK, COMPACT_SETTLE,
+};
+use super::pg_feed::{change, connect, unavailable, Notifier};
+pub use super::pg_feed::{
+    current_rows, load_rows, read_changes, ChangeFeed, Follower, FullLoad, Read, FEED_POLL,
+};
+use super::pg_pool::Pool;
+pub use super::pg_pool::POOL_SIZE;
 
 use super::{
     encode_refs, unix_now, Change, EntityBackend, EntityRecord, Guarded, KeptChange, LoadedRow,
@@ -126,6 +133,17 @@ const MIGRATIONS: &[&str] = &[
         prev_hash TEXT NOT NULL,
         record TEXT NOT NULL
      );",
+    // 10: the change feed's horizon: the highest transaction id whose
+    // changes compaction may have deleted (`super::pg_compact`); a feed
+    // older than it reloads from the entities
+    "CREATE TABLE feed_horizon (
+        id INT PRIMARY KEY CHECK (id = 1),
+        horizon xid8,
+        compacted_at TIMESTAMPTZ,
+        bound xid8,
+        bound_at TIMESTAMPTZ
+     );
+     INSERT INTO feed_horizon (id) VALUES (1);",
 ];
 
 /// The migration (1-based) that added the `refs` column.
@@ -135,7 +153,8 @@ const REFS_MIGRATION: usize = 4;
 pub struct PgStore {
     url: String,
     replica: String,
-    client: Mutex<Option<Client>>,
+    pool: Pool,
+    notifier: Notifier,
     /// The snapshot the last start's load read ([`EntityBackend::load_each`]):
     /// where the change feed starts.
     loaded: Mutex<Option<String>>,
@@ -158,7 +177,8 @@ impl PgStore {
         Ok(PgStore {
             url: url.to_string(),
             replica: replica.to_string(),
-            client: Mutex::new(Some(client)),
+            pool: Pool::new(url, client),
+            notifier: Notifier::start(url)?,
             loaded: Mutex::new(None),
         })
     }
@@ -176,31 +196,39 @@ impl PgStore {
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
     }
 
-    /// Run `f` on a live connection, reconnecting first if needed; a
-    /// connection that broke during `f` is dropped for the next call.
+    /// Run `f` on a live connection of the store's (see [`POOL_SIZE`]:
+    /// calls run at once, each on its own connection); a connection that
+    /// broke during `f` is dropped, and the next call makes a new one.
     pub fn with_client<T>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(connect(&self.url)?);
-        }
-        let Some(client) = guard.as_mut() else {
+        let mut lease = self.pool.take()?;
+        let Some(client) = lease.client() else {
             return Err(unavailable("no connection"));
         };
         match f(client) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                lease.give_back();
+                Ok(v)
+            }
             Err(e) => {
                 let broken = client.is_closed() || e.as_db_error().is_none();
                 if broken {
-                    *guard = None;
+                    // Dropped with the lease.
                     Err(unavailable(e))
                 } else {
+                    lease.give_back();
                     Err(StoreError::Backend(e.to_string()))
                 }
             }
         }
+    }
+
+    /// Wake every replica's change feed: a write of this store committed
+    /// changes (sent from a thread of its own, see `Notifier`).
+    pub fn notify_changes(&self) {
+        self.notifier.changed();
     }
 
     /// The connection URL as given, password included (log [`redact`] of it).
@@ -213,17 +241,13 @@ impl Drop for PgStore {
     /// The synchronous client closes its connection by blocking on its own
     /// runtime, which panics on a thread that already runs one (the
     /// sidecar's async shutdown drops the store there): the connection is
-    /// closed on a thread of its own, and waited for.
+    /// closed on a thread of its own, and waited for (every idle one).
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(client) = client {
+        let clients = self.pool.drain();
+        if !clients.is_empty() {
             let closing = std::thread::Builder::new()
                 .name("partnergate-pg-close".into())
-                .spawn(move || drop(client));
+                .spawn(move || drop(clients));
             match closing {
                 Ok(t) => {
                     if t.join().is_err() {
@@ -315,9 +339,10 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Append `changes` (uid, new JSON or `None` for a delete) to
-/// `entity_changes` as `replica`'s (with the transaction's id) and `NOTIFY`
-/// the feed, inside a write transaction holding the locks of what it writes
-/// (so the changes of one entity are in commit order).
+/// `entity_changes` as `replica`'s (with the transaction's id), inside a
+/// write transaction holding the locks of what it writes (so the changes
+/// of one entity are in commit order). The feeds are woken after the
+/// commit ([`PgStore::notify_changes`]), not from inside it.
 pub fn write_changes(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
@@ -327,7 +352,7 @@ pub fn write_changes(
     for (uid, json) in changes {
         tx.execute(&stmt, &[uid, json, &replica])?;
     }
-    tx.batch_execute(&format!("NOTIFY {CHANNEL}"))
+    Ok(())
 }
 
 /// Keep a write's change records inside its transaction.
@@ -439,8 +464,9 @@ pub fn recall_in(
     }))
 }
 
-/// Remember `key`'s answer inside a write transaction holding [`WRITE_LOCK`]
-/// (expired keys go).
+/// Remember `key`'s answer inside a write transaction (expired keys go, a
+/// few at a time: only rows no other transaction holds, so writes of other
+/// accounts, which hold the keys they remember, never wait for this one).
 pub fn remember_in(
     tx: &mut postgres::Transaction<'_>,
     key: &str,
@@ -448,7 +474,9 @@ pub fn remember_in(
 ) -> Result<(), postgres::Error> {
     let now = unix_now();
     tx.execute(
-        "DELETE FROM idempotency_keys WHERE created_at <= $1",
+        "DELETE FROM idempotency_keys WHERE key IN (
+           SELECT key FROM idempotency_keys WHERE created_at <= $1
+           LIMIT 100 FOR UPDATE SKIP LOCKED)",
         &[&(now - IDEMPOTENCY_TTL_SECS)],
     )?;
     tx.execute(
@@ -534,26 +562,7 @@ impl EntityBackend for PgStore {
     }
 
     fn load_each(&self, each: &mut dyn FnMut(LoadedRow)) -> Result<i64, StoreError> {
-        let (seq, snapshot) = self.with_client(|c| {
-            let mut tx = begin_snapshot(c)?;
-            let (seq, snapshot) = position(&mut tx)?;
-            // Streamed: rows are handed on as they arrive, never all held.
-            let mut rows = tx.query_raw(
-                "SELECT uid, entity_type, json, refs FROM entities ORDER BY uid",
-                std::iter::empty::<&str>(),
-            )?;
-            while let Some(r) = rows.next()? {
-                each(LoadedRow {
-                    uid: r.get(0),
-                    entity_type: r.get(1),
-                    json: r.get(2),
-                    refs: r.get(3),
-                });
-            }
-            drop(rows);
-            tx.commit()?;
-            Ok((seq, snapshot))
-        })?;
+        let (snapshot, seq) = self.with_client(|c| load_rows(c, each))?;
         self.keep_loaded(snapshot);
         Ok(seq)
     }
@@ -563,7 +572,9 @@ impl EntityBackend for PgStore {
             let mut tx = begin_write(c)?;
             upsert_in(&mut tx, &self.replica, records)?;
             tx.commit()
-        })
+        })?;
+        self.notify_changes();
+        Ok(())
     }
 
     fn delete(&self, uids: &[String]) -> Result<usize, StoreError> {
@@ -579,6 +590,7 @@ impl EntityBackend for PgStore {
             tx.commit()?;
             Ok(n)
         })
+        .inspect(|_| self.notify_changes())
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -657,6 +669,11 @@ impl PgStore {
             keep_changes_in(&mut tx, guard.changes)?;
             tx.commit()?;
             Ok(Guarded::Applied)
+        })
+        .inspect(|g| {
+            if matches!(g, Guarded::Applied) {
+                self.notify_changes();
+            }
         })
     }
 }
