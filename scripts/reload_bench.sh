@@ -126,6 +126,15 @@ for r in $(seq 1 "$ROUNDS"); do
     # shellcheck disable=SC2086
     serve "$mode" "$port" $flag >>"$OUT/$mode-start.ms"
     edits "$mode" "$port" small
+    # The probe file goes (its id would clash with the next edit's), and
+    # that reload is waited for.
+    n=$(reload_count "$port")
+    rm "$OUT/$mode/policies/99-bench-probe.cedar"
+    deadline=$((SECONDS + 120))
+    until [ "$(reload_count "$port")" -gt "$n" ]; do
+      [ $SECONDS -lt $deadline ] || { echo "FAIL: $mode: removing the probe file did not reload" >&2; exit 1; }
+      sleep 0.05
+    done
     edits "$mode" "$port" big
     eval "stop \$PID_$mode"
   done

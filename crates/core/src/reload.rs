@@ -650,6 +650,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_serves_the_last_of_two_quick_writes_as_a_full_load_would() {
+        let dir = pack_dir();
+        std::fs::write(
+            dir.path().join("b.cedar"),
+            "@id(\"b\") forbid (principal, action, resource);\n",
+        )
+        .unwrap();
+        let source = PackSource::new(dir.path(), None);
+        let ev = Evaluator::load(source.clone()).unwrap();
+        let file = dir.path().join("a.cedar");
+        std::fs::write(
+            &file,
+            "@id(\"first\") permit (principal, action, resource);\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &file,
+            "permit (principal, action, resource);\npermit (principal, action, resource);\n",
+        )
+        .unwrap();
+        let served = ev.reload_if_changed().unwrap().unwrap();
+        let full = policies::load(&source).unwrap();
+        assert_eq!(served.version, full.version);
+        assert_eq!(served.policies, full.policies);
+        let ids: Vec<&str> = served.policies.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["policy0", "policy1", "b"]);
+        // The same with every file reloaded from scratch.
+        ev.set_full_reloads(true);
+        std::fs::write(&file, "forbid (principal, action, resource);\n").unwrap();
+        let served = ev.reload_if_changed().unwrap().unwrap();
+        assert_eq!(served.version, policies::load(&source).unwrap().version);
+    }
+
+    #[test]
     fn a_reload_of_unchanged_content_is_skipped_and_a_change_is_not() {
         let dir = pack_dir();
         let ev = Evaluator::load(PackSource::new(dir.path(), None)).unwrap();

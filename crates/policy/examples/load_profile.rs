@@ -88,7 +88,8 @@ fn main() {
         for f in &files {
             std::fs::copy(f, copy.path().join(f.file_name().expect("name"))).expect("copy");
         }
-        let source = PackSource::new(copy.path(), Some(schema_path.into())).with_limits(limits.clone());
+        let source =
+            PackSource::new(copy.path(), Some(schema_path.into())).with_limits(limits.clone());
         let mut cache = policies::LoadCache::default();
         policies::load_reusing(&source, &mut cache).expect("load");
         let probe = "@id(\"probe\") forbid (principal == User::\"nobody\", action, resource);\n";
@@ -96,8 +97,11 @@ fn main() {
         let t = Instant::now();
         policies::load_reusing(&source, &mut cache).expect("load");
         times[7].push(ms(t));
-        let last = copy.path().join(files.last().and_then(|f| f.file_name()).expect("name"));
-        let text = std::fs::read_to_string(&last).expect("read") + &probe.replace("probe", "probe2");
+        let last = copy
+            .path()
+            .join(files.last().and_then(|f| f.file_name()).expect("name"));
+        let text =
+            std::fs::read_to_string(&last).expect("read") + &probe.replace("probe", "probe2");
         std::fs::write(&last, text).expect("write");
         let t = Instant::now();
         policies::load_reusing(&source, &mut cache).expect("load");

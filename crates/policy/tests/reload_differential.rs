@@ -172,10 +172,7 @@ fn edit(rng: &mut StdRng, dir: &Path, schema: &Path) -> String {
             // Modify: append, drop or replace one policy.
             let f = some(rng);
             let text = std::fs::read_to_string(&f).unwrap();
-            let mut parts: Vec<String> = text
-                .split_inclusive(";\n")
-                .map(str::to_string)
-                .collect();
+            let mut parts: Vec<String> = text.split_inclusive(";\n").map(str::to_string).collect();
             match rng.random_range(0..3) {
                 0 => parts.push(policy(rng, false)),
                 1 if parts.len() > 1 => {
@@ -233,7 +230,11 @@ fn edit(rng: &mut StdRng, dir: &Path, schema: &Path) -> String {
             let (a, b) = (some(rng), some(rng));
             let text = std::fs::read_to_string(&a).unwrap();
             write(&b, &format!("{text}\n{text}"));
-            format!("duplicate the policies of {} in {}", a.display(), b.display())
+            format!(
+                "duplicate the policies of {} in {}",
+                a.display(),
+                b.display()
+            )
         }
         82..=84 => {
             let f = new_name(rng);
@@ -342,7 +343,10 @@ fn an_incremental_load_equals_a_full_load_after_every_random_edit() {
     // A first pack that loads.
     for attempt in 0.. {
         for i in 0..12 {
-            write(&dir.join(format!("f{:03}.cedar", i * 5)), &file_text(&mut rng));
+            write(
+                &dir.join(format!("f{:03}.cedar", i * 5)),
+                &file_text(&mut rng),
+            );
         }
         match load(&source) {
             Ok(_) => break,
@@ -389,7 +393,10 @@ fn an_incremental_load_equals_a_full_load_after_every_random_edit() {
         // After a good load every file is kept: only the files whose text
         // changed are parsed again.
         if last_good {
-            let changed = after.iter().filter(|(f, t)| before.get(*f) != Some(t)).count();
+            let changed = after
+                .iter()
+                .filter(|(f, t)| before.get(*f) != Some(t))
+                .count();
             assert!(
                 cache.parsed_last() <= changed,
                 "step {step}: {what}: {changed} changed, {cache:?}"

@@ -114,7 +114,11 @@ impl LoadCache {
 
     /// The schema at `path` with this text: reused when the text is the
     /// same, else parsed (and kept when it parses).
-    pub(super) fn schema(&mut self, path: &Path, text: &str) -> Result<Arc<SchemaEntry>, LoadError> {
+    pub(super) fn schema(
+        &mut self,
+        path: &Path,
+        text: &str,
+    ) -> Result<Arc<SchemaEntry>, LoadError> {
         if let Some(s) = &self.schema {
             if s.path == path && s.text == text {
                 return Ok(s.clone());
@@ -135,7 +139,11 @@ impl LoadCache {
 
     /// The policy file `file` with this text: reused when the text is the
     /// same, else parsed (and kept when it parses).
-    pub(super) fn parsed(&mut self, file: &Path, text: String) -> Result<Arc<ParsedFile>, LoadError> {
+    pub(super) fn parsed(
+        &mut self,
+        file: &Path,
+        text: String,
+    ) -> Result<Arc<ParsedFile>, LoadError> {
         if let Some(p) = self.parsed.get(file) {
             if p.text == text {
                 return Ok(p.clone());
@@ -145,15 +153,24 @@ impl LoadCache {
         self.parsed_last += 1;
         // The index key of a policy whose text the file's last parse held
         // is that one's (computing a key costs more than parsing).
-        let known: HashMap<&str, &IndexKey> = self.parsed.get(file).map_or_else(HashMap::new, |old| {
-            old.texts.iter().map(String::as_str).zip(&old.keys).collect()
-        });
+        let known: HashMap<&str, &IndexKey> =
+            self.parsed.get(file).map_or_else(HashMap::new, |old| {
+                old.texts
+                    .iter()
+                    .map(String::as_str)
+                    .zip(&old.keys)
+                    .collect()
+            });
         let texts: Vec<String> = parsed.policies.iter().map(ToString::to_string).collect();
         let keys = parsed
             .policies
             .iter()
             .zip(&texts)
-            .map(|(p, t)| known.get(t.as_str()).map_or_else(|| IndexKey::of(p), |k| (*k).clone()))
+            .map(|(p, t)| {
+                known
+                    .get(t.as_str())
+                    .map_or_else(|| IndexKey::of(p), |k| (*k).clone())
+            })
             .collect();
         drop(known);
         let entry = Arc::new(ParsedFile {
@@ -181,7 +198,12 @@ impl LoadCache {
                 return i.clone();
             }
         }
-        let ids = identify_file(file, &parsed.text, &parsed.parsed, first_number.unwrap_or(0));
+        let ids = identify_file(
+            file,
+            &parsed.text,
+            &parsed.parsed,
+            first_number.unwrap_or(0),
+        );
         let entry = Arc::new(IdentifiedFile {
             source: parsed.clone(),
             first_number,
