@@ -41,17 +41,9 @@ PROBE=$PROBE_BIN
 if [ "$(nproc)" -ge 2 ]; then SERVER_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"; else SERVER_CPU=""; LOAD_CPU=""; fi
 
 PIDS=()
-stop() {
-  kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-  for _ in $(seq 1 150); do
-    local state
-    state=$(awk '/^State/ {print $2}' "/proc/$1/status" 2>/dev/null || true)
-    { [ -z "$state" ] || [ "$state" = Z ]; } && break
-    sleep 0.1
-  done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+# stop PID and gen_policies DIR N.
+# shellcheck source=scripts/lib/pack_gen.sh
+. "$ROOT/scripts/lib/pack_gen.sh"
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && stop "$p"; done; }
 trap cleanup EXIT INT TERM
 log() { printf '== %s\n' "$*" >&2; }
@@ -61,18 +53,6 @@ verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print ((v + 0 == v && v <= t) ? "me
 # shellcheck source=scripts/lib/reloads.sh
 . "$ROOT/scripts/lib/reloads.sh"
 
-# The pack: the shipped policies plus N generated ones, 1,000 a file.
-gen_policies() {
-  rm -rf "$1"; mkdir -p "$1"
-  cp "$ROOT"/policies/*.cedar "$1/"
-  awk -v n="$N" -v dir="$1" 'BEGIN {
-    for (i = 0; i < n; i++) {
-      f = sprintf("%s/50-generated-%03d.cedar", dir, int(i / 1000))
-      printf "@id(\"generated-%d\")\n@description(\"Generated policy %d\")\npermit (\n  principal is User,\n  action == Action::\"view_account\",\n  resource is Account\n)\nwhen { principal.email == \"generated-%d@example.invalid\" };\n\n", i, i, i > f
-    }
-  }'
-}
-
 DATA="$OUT/data"
 "$BIN" import --data-dir "$DATA" --schema "$SCHEMA" demo/entities.json >/dev/null
 BIG=$(printf '50-generated-%03d.cedar' $(( (N - 1) / 1000 )))
@@ -81,7 +61,7 @@ BIG=$(printf '50-generated-%03d.cedar' $(( (N - 1) / 1000 )))
 # prints the start-to-ready milliseconds.
 serve() {
   local mode=$1 port=$2; shift 2
-  gen_policies "$OUT/$mode/policies"
+  gen_policies "$OUT/$mode/policies" "$N"
   rm -rf "$OUT/$mode/data"; cp -r "$DATA" "$OUT/$mode/data"
   local started; started=$(date +%s.%N)
   # shellcheck disable=SC2086

@@ -51,12 +51,12 @@ pub(super) fn validate_file(
     let mut out = Checked {
         errors: result
             .validation_errors()
-            .flat_map(|e| problems_from(e, file, text, Some(&e.policy_id().to_string())))
+            .flat_map(|e| problems_from(e, file, text, Some(e.policy_id().as_ref())))
             .collect(),
         ..Checked::default()
     };
     for w in result.validation_warnings() {
-        let problems = problems_from(w, file, text, Some(&w.policy_id().to_string()));
+        let problems = problems_from(w, file, text, Some(w.policy_id().as_ref()));
         if is_string_check(w) {
             out.string_warnings.extend(problems);
         } else {
