@@ -25,9 +25,11 @@ fn main() {
         std::process::exit(2);
     };
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(3);
-    let mut limits = PackLimits::default();
-    limits.max_policies = usize::MAX;
-    let source = PackSource::new(dir, Some(schema_path.into())).with_limits(limits.clone());
+    let limits = PackLimits {
+        max_policies: usize::MAX,
+        ..PackLimits::default()
+    };
+    let source = PackSource::new(dir, Some(schema_path.into())).with_limits(limits);
     let stages = [
         "read+prescan",
         "schema",
@@ -88,8 +90,7 @@ fn main() {
         for f in &files {
             std::fs::copy(f, copy.path().join(f.file_name().expect("name"))).expect("copy");
         }
-        let source =
-            PackSource::new(copy.path(), Some(schema_path.into())).with_limits(limits.clone());
+        let source = PackSource::new(copy.path(), Some(schema_path.into())).with_limits(limits);
         let mut cache = policies::LoadCache::default();
         policies::load_reusing(&source, &mut cache).expect("load");
         let probe = "@id(\"probe\") forbid (principal == User::\"nobody\", action, resource);\n";
