@@ -1,11 +1,13 @@
 //! Measurement helper for `scripts/bench.sh` (loopback only).
 //!
-//! - `reload_probe edits URL POLICY_FILE COUNT [PAUSE_MS]`: COUNT times, write
-//!   a new version of POLICY_FILE (temp file + rename, as editors save), then
-//!   ask `POST URL/v1/is_authorized` in a loop until an answer carries a new
-//!   `policy_version`. Prints the time from the write to that first answer
-//!   (p50, p99, max) and how many answers were not 2xx. Each wait is bounded
-//!   (5 s); an edit not served by then counts as missed.
+//! - `reload_probe edits URL POLICY_FILE COUNT [PAUSE_MS [BASE_FILE]]`: COUNT
+//!   times, write a new version of POLICY_FILE (temp file + rename, as editors
+//!   save: one new policy, after BASE_FILE's text when given, e.g. an edit of
+//!   one policy in a file of a thousand), then ask `POST URL/v1/is_authorized`
+//!   in a loop until an answer carries a new `policy_version`. Prints the time
+//!   from the write to that first answer (p50, p99, max) and how many answers
+//!   were not 2xx. Each wait is bounded (20 s); an edit not served by then
+//!   counts as missed.
 //! - `reload_probe latency URL COUNT`: COUNT sequential decisions on one
 //!   connection; prints the p50 and p99 round trip.
 //!
@@ -16,7 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const BODY: &str = r#"{"principal":"User::\"owner\"","action":"Action::\"view_account\"","resource":"Account::\"acme\""}"#;
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
 
 struct Client {
     http: reqwest::blocking::Client,
@@ -80,7 +82,13 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn edits(base: &str, file: PathBuf, count: usize, pause: Duration) -> Result<(), String> {
+fn edits(
+    base: &str,
+    file: PathBuf,
+    count: usize,
+    pause: Duration,
+    before: &str,
+) -> Result<(), String> {
     let mut client = Client::new(base)?;
     let mut version = client
         .version()
@@ -90,7 +98,7 @@ fn edits(base: &str, file: PathBuf, count: usize, pause: Duration) -> Result<(),
     let run = std::process::id();
     for i in 0..count {
         let text = format!(
-            "// Written by reload_probe (edit {i}).\n@id(\"bench-probe\")\n@description(\"A benchmark edit that never applies ({run}-{i})\")\nforbid (\n  principal == User::\"bench-nobody-{run}-{i}\",\n  action,\n  resource\n);\n"
+            "{before}// Written by reload_probe (edit {i}).\n@id(\"bench-probe\")\n@description(\"A benchmark edit that never applies ({run}-{i})\")\nforbid (\n  principal == User::\"bench-nobody-{run}-{i}\",\n  action,\n  resource\n);\n"
         );
         write_atomically(&file, &text).map_err(|e| format!("{}: {e}", file.display()))?;
         let written = Instant::now();
@@ -112,15 +120,17 @@ fn edits(base: &str, file: PathBuf, count: usize, pause: Duration) -> Result<(),
         }
         std::thread::sleep(pause);
     }
+    let each: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
     times.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "PROBE edits={count} served={} missed={missed} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} non_2xx={} errors={}",
+        "PROBE edits={count} served={} missed={missed} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} non_2xx={} errors={} times_ms={}",
         times.len(),
         percentile(&times, 0.5),
         percentile(&times, 0.99),
         times.last().copied().unwrap_or(f64::NAN),
         client.non_2xx,
-        client.errors
+        client.errors,
+        each.join(",")
     );
     Ok(())
 }
@@ -153,7 +163,7 @@ fn latency(base: &str, count: usize) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: reload_probe edits URL POLICY_FILE COUNT [PAUSE_MS] | reload_probe latency URL COUNT";
+    let usage = "usage: reload_probe edits URL POLICY_FILE COUNT [PAUSE_MS [BASE_FILE]] | reload_probe latency URL COUNT";
     let result = match args
         .iter()
         .map(String::as_str)
@@ -162,9 +172,20 @@ fn main() -> ExitCode {
     {
         ["edits", url, file, count, rest @ ..] => {
             let pause = rest.first().and_then(|p| p.parse().ok()).unwrap_or(100);
-            match count.parse() {
-                Ok(n) => edits(url, PathBuf::from(file), n, Duration::from_millis(pause)),
-                Err(_) => Err(usage.to_string()),
+            let before = match rest.get(1) {
+                Some(b) => std::fs::read_to_string(b).map_err(|e| format!("{b}: {e}")),
+                None => Ok(String::new()),
+            };
+            match (count.parse(), before) {
+                (Ok(n), Ok(before)) => edits(
+                    url,
+                    PathBuf::from(file),
+                    n,
+                    Duration::from_millis(pause),
+                    &before,
+                ),
+                (_, Err(e)) => Err(e),
+                (Err(_), _) => Err(usage.to_string()),
             }
         }
         ["latency", url, count] => match count.parse() {

@@ -25,18 +25,9 @@ SCHEMA="$ROOT/schemas/partnergate.cedarschema"
 export RUST_LOG=${RUST_LOG:-warn}
 
 PIDS=()
-# stop PID: SIGTERM, up to 15 s to exit (graceful drain), then SIGKILL.
-stop() {
-  kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-  for _ in $(seq 1 150); do
-    local state
-    state=$(awk '/^State/ {print $2}' "/proc/$1/status" 2>/dev/null || true)
-    { [ -z "$state" ] || [ "$state" = Z ]; } && break
-    sleep 0.1
-  done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+# stop PID and gen_policies DIR N.
+# shellcheck source=scripts/lib/pack_gen.sh
+. "$ROOT/scripts/lib/pack_gen.sh"
 cleanup() {
   for p in "${PIDS[@]:-}"; do
     [ -n "$p" ] && stop "$p"
@@ -214,19 +205,6 @@ row "memory: PartnerGate RSS after the HTTP runs (demo entities)" "$((PG_RSS / 1
 fi
 
 # --- 4. scale: policies --------------------------------------------------------
-# gen_policies DIR N: the shipped pack plus N generated attribute-based permits
-# on the benchmark's action (each one has to be evaluated for it).
-gen_policies() {
-  rm -rf "$1"; mkdir -p "$1"
-  cp "$ROOT"/policies/*.cedar "$1/"
-  # 1,000 policies a file: each file stays under --max-policy-file-bytes.
-  awk -v n="$2" -v dir="$1" 'BEGIN {
-    for (i = 0; i < n; i++) {
-      f = sprintf("%s/50-generated-%03d.cedar", dir, int(i / 1000))
-      printf "@id(\"generated-%d\")\n@description(\"Generated policy %d\")\npermit (\n  principal is User,\n  action == Action::\"view_account\",\n  resource is Account\n)\nwhen { principal.email == \"generated-%d@example.invalid\" };\n\n", i, i, i > f
-    }
-  }'
-}
 for n in $(want policies && echo 10 100 1000 10000); do
   log "scale: $n generated policies"
   gen_policies "$OUT/policies-$n" "$n"

@@ -165,7 +165,7 @@ mod tests {
                         c.protect_metrics,
                         &c.public_url
                     ),
-                    (c.request_entities, c.console, &c.tests),
+                    (c.request_entities, c.console, &c.tests, c.full_reload),
                 )
             )
         };

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Do not watch the policy files (SIGHUP still reloads).
     #[arg(long, env = "PARTNERGATE_NO_WATCH")]
     pub no_watch: bool,
+    /// Re-parse and re-validate every policy file on every reload, not only
+    /// the files whose text changed (the same policies, slower; to compare)
+    #[arg(long, env = "PARTNERGATE_FULL_RELOAD")]
+    pub full_reload: bool,
     /// Reject any policy reload that breaks an invariant (symbolic proof with cvc5).
     #[arg(long, env = "PARTNERGATE_PROVE_ON_RELOAD")]
     pub prove_on_reload: bool,
@@ -258,6 +262,7 @@ pub fn serve_config(a: ServeArgs) -> Result<partnergate_server::ServeConfig, Str
         request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
         shutdown_grace: std::time::Duration::from_millis(a.shutdown_grace_ms),
         watch: !a.no_watch,
+        full_reload: a.full_reload,
         prove_on_reload: a.prove_on_reload,
         invariants,
         store: partnergate_core::store::StoreSpec::parse(Some(&a.store))

@@ -119,6 +119,7 @@ pub struct Runtime {
     decision_cache: usize,
     shadow: Option<PathBuf>,
     watch: bool,
+    full_reloads: bool,
     follow_changes: bool,
     feed_retention: Option<std::time::Duration>,
     clock: Arc<dyn crate::clock::Clock>,
@@ -143,6 +144,7 @@ impl Runtime {
             decision_cache: crate::cache::DEFAULT_ENTRIES,
             shadow: None,
             watch: false,
+            full_reloads: false,
             follow_changes: false,
             feed_retention: None,
             clock: Arc::new(crate::clock::SystemClock),
@@ -232,6 +234,14 @@ impl Runtime {
         self
     }
 
+    /// Reload every policy file from scratch instead of only the files
+    /// whose text changed (the same packs, slower; see
+    /// [`Evaluator::set_full_reloads`]).
+    pub fn full_reloads(mut self, full: bool) -> Self {
+        self.full_reloads = full;
+        self
+    }
+
     /// Over PostgreSQL, follow other replicas' writes into the directory.
     pub fn follow_changes(mut self, follow: bool) -> Self {
         self.follow_changes = follow;
@@ -259,6 +269,7 @@ impl Runtime {
             self.gates,
             self.gate_inputs.clone(),
         )?);
+        evaluator.set_full_reloads(self.full_reloads);
         let store = open_store(
             &self.store,
             &self.data_dir,

@@ -93,32 +93,60 @@ impl std::fmt::Debug for PolicyIndex {
     }
 }
 
+/// What the index reads of one policy: its action key and its selector key.
+/// It depends on the policy's text only (not its id), so a reload computes
+/// it once per parsed policy and reuses it for the files that did not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexKey {
+    action: ActionKey,
+    sel: SelKey,
+}
+
+impl IndexKey {
+    /// The key of `policy`.
+    pub fn of(policy: &Policy) -> Self {
+        IndexKey {
+            action: action_key(policy),
+            sel: sel_key(policy),
+        }
+    }
+}
+
 impl PolicyIndex {
     /// Index every policy of `set` (static and template-linked).
     pub fn new(set: &PolicySet) -> Self {
+        let keys: Vec<IndexKey> = set.policies().map(IndexKey::of).collect();
+        Self::with_keys(set, &keys)
+    }
+
+    /// Index `set` with each policy's key computed before ([`IndexKey::of`]),
+    /// `keys[i]` being the key of the `i`th policy of `set.policies()`. With
+    /// another number of keys than policies, the keys are computed again.
+    pub fn with_keys(set: &PolicySet, keys: &[IndexKey]) -> Self {
+        if keys.len() != set.policies().count() {
+            return Self::new(set);
+        }
         let mut index = PolicyIndex {
-            policies: Vec::new(),
+            policies: Vec::with_capacity(keys.len()),
             buckets: Vec::new(),
             actions: HashMap::new(),
             cache: DashMap::new(),
             full: Arc::new(set.clone()),
         };
-        let mut ids: HashMap<(ActionKey, SelKey), u32> = HashMap::new();
-        for (pos, policy) in set.policies().enumerate() {
+        let mut ids: HashMap<(&ActionKey, &SelKey), u32> = HashMap::new();
+        for (pos, (policy, key)) in set.policies().zip(keys).enumerate() {
             index.policies.push(policy.clone());
-            let action = action_key(policy);
-            let sel = sel_key(policy);
             let next = u32::try_from(index.buckets.len()).unwrap_or(u32::MAX);
-            let id = *ids.entry((action.clone(), sel.clone())).or_insert_with(|| {
-                let group = index.actions.entry(action).or_default();
-                if let SelKey::Attr(var, attr, _) = &sel {
+            let id = *ids.entry((&key.action, &key.sel)).or_insert_with(|| {
+                let group = index.actions.entry(key.action.clone()).or_default();
+                if let SelKey::Attr(var, attr, _) = &key.sel {
                     group
                         .attrs
                         .entry((*var, attr.clone()))
                         .or_default()
                         .push(next);
                 }
-                group.by_key.insert(sel, next);
+                group.by_key.insert(key.sel.clone(), next);
                 next
             });
             match index.buckets.get_mut(id as usize) {

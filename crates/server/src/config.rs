@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Reload when the policies, the schema or the gates' inputs change.
     pub watch: bool,
+    /// Reload every policy file from scratch, not only the files whose text
+    /// changed (the same packs, slower; to compare the two).
+    pub full_reload: bool,
     /// Reject a reload that breaks an invariant (needs cvc5).
     pub prove_on_reload: bool,
     /// The invariants directory for `prove_on_reload`.
@@ -161,6 +164,7 @@ impl Default for ServeConfig {
             request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
             shutdown_grace: Duration::from_millis(defaults::SHUTDOWN_GRACE_MS),
             watch: true,
+            full_reload: false,
             prove_on_reload: false,
             invariants: defaults::INVARIANTS.into(),
             store: partnergate_core::store::StoreSpec::Sqlite,

@@ -169,6 +169,7 @@ fn runtime(config: &ServeConfig) -> Runtime {
         .decision_cache(config.decision_cache)
         .shadow(config.shadow_policies.clone())
         .watch(config.watch)
+        .full_reloads(config.full_reload)
         .follow_changes(true)
         .feed_retention(config.feed_retention)
 }

@@ -1,6 +1,6 @@
 //! Cedar's diagnostics as [`Problem`]s: located against a file's text
-//! (line, column, a miette rendering with the file's name and a caret), or
-//! unlocated, and the plain problem of a whole file.
+//! (line, column, a miette rendering with the file's name and a caret), and
+//! the plain problem of a whole file.
 //!
 //! Owns the translation from miette diagnostics; it must never know how a
 //! pack is loaded.
@@ -63,21 +63,6 @@ pub fn problems_from(
         });
     }
     out
-}
-
-pub(super) fn problems_from_unlocated(
-    diag: &dyn Diagnostic,
-    policy_id: Option<&str>,
-) -> Vec<Problem> {
-    let message = diagnostic_message(diag);
-    vec![Problem {
-        file: None,
-        line: None,
-        column: None,
-        policy_id: policy_id.map(str::to_string),
-        rendered: message.clone(),
-        message,
-    }]
 }
 
 fn diagnostic_message(d: &dyn Diagnostic) -> String {

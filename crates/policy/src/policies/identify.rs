@@ -1,13 +1,13 @@
-//! Policy ids: every policy file parsed (static policies only, in text
-//! order), each policy re-identified by its `@id` annotation (else Cedar's
-//! `policyN`, counted across files) and located by line; a duplicate id is
-//! an error naming both files.
+//! Policy ids, one file at a time: a policy file parsed (static policies
+//! only, in text order), each policy re-identified by its `@id` annotation
+//! (else Cedar's `policyN`, counted across files: the caller says where the
+//! file's count starts) and located by line.
 //!
 //! Owns the ids and where each policy came from; it must never know the
-//! schema, validation or how files are read.
+//! schema, validation, how files are read or which were read before.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{PolicyId, PolicySet};
@@ -16,66 +16,56 @@ use super::diagnostics::{plain_problem, problems_from};
 use super::error::LoadError;
 use super::pack::PolicyInfo;
 
-/// The pack's policies under their `@id`s, and where each came from.
-pub(super) struct Identified {
-    pub(super) policy_set: PolicySet,
-    pub(super) policies: Vec<PolicyInfo>,
-    pub(super) index: HashMap<String, usize>,
-    /// Each id's file and the index of its text.
-    pub(super) texts_by_id: HashMap<String, (PathBuf, usize)>,
+/// One file's static policies as Cedar parsed them (its own `policyN`
+/// ids), in text order.
+pub(super) struct Parsed {
+    pub(super) policies: Vec<cedar_policy::Policy>,
+    /// Whether some policy has no `@id`: its id then depends on how many
+    /// policies the files before this one hold.
+    pub(super) numbered: bool,
 }
 
-/// Parse every file and re-identify each policy by `@id` (else Cedar's
-/// `policyN`, counted across files); a duplicate id names both files.
-pub(super) fn identify_policies(
-    files: &[PathBuf],
-    texts: &[String],
-) -> Result<Identified, LoadError> {
-    let mut out = Identified {
-        policy_set: PolicySet::new(),
-        policies: Vec::new(),
-        index: HashMap::new(),
-        texts_by_id: HashMap::new(),
+/// One file's policies under their pack ids, and where each is.
+pub(super) struct FileIds {
+    pub(super) policies: Vec<cedar_policy::Policy>,
+    pub(super) infos: Vec<PolicyInfo>,
+}
+
+/// Re-identify one file's policies by `@id` (else Cedar's `policyN`, N
+/// counted across files from `first_number`, the number of policies the
+/// files before it hold) and locate each by line. Duplicates are the
+/// caller's (they span files).
+pub(super) fn identify_file(
+    file: &Path,
+    text: &str,
+    parsed: &Parsed,
+    first_number: usize,
+) -> FileIds {
+    let mut lines = LineFinder::new(text);
+    let mut out = FileIds {
+        policies: Vec::with_capacity(parsed.policies.len()),
+        infos: Vec::with_capacity(parsed.policies.len()),
     };
-    let mut default_counter = 0usize;
-    for (file_idx, (file, text)) in files.iter().zip(texts).enumerate() {
-        let mut lines = LineFinder::new(text);
-        for policy in parse_policy_file(file, text)? {
-            let id = match policy.annotation("id") {
-                Some(id) => id.to_string(),
-                None => format!("policy{default_counter}"),
-            };
-            default_counter += 1;
-            if let Some(&i) = out.index.get(&id) {
-                return Err(LoadError::DuplicateId {
-                    id,
-                    first: out.policies[i].file.clone(),
-                    second: file.clone(),
-                });
-            }
-            let line = lines.policy_line(&policy);
-            let info = PolicyInfo {
-                id: id.clone(),
-                description: policy.annotation("description").map(str::to_string),
-                effect: policy.effect().to_string(),
-                file: file.clone(),
-                line,
-            };
-            let renamed = policy.new_id(PolicyId::new(&id));
-            out.policy_set.add(renamed).map_err(|e| LoadError::Parse {
-                file: file.clone(),
-                problems: vec![plain_problem(file, &e.to_string())],
-            })?;
-            out.index.insert(id.clone(), out.policies.len());
-            out.texts_by_id.insert(id, (file.clone(), file_idx));
-            out.policies.push(info);
-        }
+    for (n, policy) in parsed.policies.iter().enumerate() {
+        let id = match policy.annotation("id") {
+            Some(id) => id.to_string(),
+            None => format!("policy{}", first_number + n),
+        };
+        let line = lines.policy_line(policy);
+        out.infos.push(PolicyInfo {
+            description: policy.annotation("description").map(str::to_string),
+            effect: policy.effect().to_string(),
+            file: file.to_path_buf(),
+            line,
+            id: id.clone(),
+        });
+        out.policies.push(policy.new_id(PolicyId::new(&id)));
     }
-    Ok(out)
+    out
 }
 
 /// One file's static policies in text order (templates are refused).
-fn parse_policy_file(file: &Path, text: &str) -> Result<Vec<cedar_policy::Policy>, LoadError> {
+pub(super) fn parse_policy_file(file: &Path, text: &str) -> Result<Parsed, LoadError> {
     let parsed = PolicySet::from_str(text).map_err(|e| LoadError::Parse {
         file: file.to_path_buf(),
         problems: problems_from(&e, file, text, None),
@@ -98,7 +88,11 @@ fn parse_policy_file(file: &Path, text: &str) -> Result<Vec<cedar_policy::Policy
             )],
         });
     }
-    Ok(in_file.into_values().collect())
+    let policies: Vec<cedar_policy::Policy> = in_file.into_values().collect();
+    Ok(Parsed {
+        numbered: policies.iter().any(|p| p.annotation("id").is_none()),
+        policies,
+    })
 }
 
 /// 1-based line of a policy's first character in its source text.

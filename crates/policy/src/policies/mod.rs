@@ -4,12 +4,17 @@
 //!
 //! [`load`] runs the steps in order, each in its own file: `source` (which
 //! files), `read` (each held against the limits, fed to the `version`),
-//! `schema`, `identify` (ids, duplicates, lines), `validate`, `clock`, and
-//! assembles the [`PolicyPack`] (`pack`) every decision is made against;
+//! `schema`, `identify` (one file's ids and lines; the numbering across files
+//! and the duplicates are here), `validate` (one file at a time), `clock`,
+//! and assembles the [`PolicyPack`] (`pack`) every decision is made against;
 //! `error` is [`LoadError`], `diagnostics` turns Cedar's diagnostics into
-//! [`Problem`]s. It does no watching and knows nothing about HTTP: the
-//! reloader and the CLI both call [`load`].
+//! [`Problem`]s. [`load_reusing`] runs the same steps, taking each file's
+//! parse, ids and validation from a [`LoadCache`] (`cache`) while its text
+//! is unchanged: [`load`] is [`load_reusing`] with an empty cache. It does
+//! no watching and knows nothing about HTTP: the reloader and the CLI both
+//! call it.
 
+mod cache;
 mod clock;
 mod diagnostics;
 mod error;
@@ -22,6 +27,7 @@ mod validate;
 mod version;
 
 pub use crate::problem::{line_col, Problem};
+pub use cache::LoadCache;
 pub use clock::CLOCK_ATTRIBUTE;
 pub use diagnostics::{problems_from, render_with_source};
 pub use error::LoadError;
@@ -30,12 +36,15 @@ pub use read::read_checked;
 pub use schema::load_schema;
 pub use source::{find_schema, policy_files, PackSource, SchemaSearch};
 
-use clock::{uses_time_arithmetic, Clock};
-use identify::identify_policies;
-use pack::action_entities;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cache::IdentifiedFile;
+use clock::Clock;
+use diagnostics::plain_problem;
 use read::read_policy_texts;
 use schema::read_pack_schema;
-use validate::validate_strictly;
 use version::PackVersion;
 
 /// Load, re-identify and strictly validate a policy pack.
@@ -47,40 +56,144 @@ use version::PackVersion;
 /// [`crate::prescan::POLICY_THREAD_STACK`] (the reload thread, the CLI and
 /// the sidecar's runtime are).
 pub fn load(source: &PackSource) -> Result<PolicyPack, LoadError> {
+    load_reusing(source, &mut LoadCache::default())
+}
+
+/// [`load`], reusing what earlier loads with the same `cache` made of the
+/// files whose text did not change (their parse, ids, index keys and
+/// validation; the schema's parse), and keeping what this one makes. Every
+/// file is still read and held against the limits, and the pack is
+/// assembled and indexed whole: the pack, or the error, is the one [`load`]
+/// gives for the same files.
+pub fn load_reusing(source: &PackSource, cache: &mut LoadCache) -> Result<PolicyPack, LoadError> {
     let files = policy_files(&source.policies)?;
+    cache.begin(&files);
     let mut version = PackVersion::default();
     let texts = read_policy_texts(&files, &source.limits, &mut version)?;
-    let (schema, clock_actions) = read_pack_schema(source, &mut version)?;
-    let identified = identify_policies(&files, &texts)?;
+    let schema = match read_pack_schema(source, &mut version)? {
+        Some((path, text)) => Some(cache.schema(&path, &text)?),
+        None => None,
+    };
+    let identified = identify_files(&files, texts, cache)?;
     let warnings = match &schema {
-        Some(schema) => validate_strictly(schema, &identified, &texts)?,
+        Some(schema) => validate_files(&files, &identified, schema, cache)?,
         None => Vec::new(),
     };
+    let (policy_set, policies, index, keys) = assemble(&files, &identified)?;
     let mut all_files = files;
     if let Some(s) = &source.schema {
         all_files.push(s.clone());
     }
-    let (actions, action_texts) = action_entities(schema.as_ref());
-    let policy_index = std::sync::Arc::new(crate::index::PolicyIndex::new(&identified.policy_set));
+    let policy_index = Arc::new(crate::index::PolicyIndex::with_keys(&policy_set, &keys));
     let clock = Clock {
-        actions: clock_actions,
-        compared_only: !texts.iter().any(|t| uses_time_arithmetic(t)),
+        actions: schema
+            .as_ref()
+            .map(|s| s.clock_actions.clone())
+            .unwrap_or_default(),
+        compared_only: !identified.iter().any(|i| i.source().time_arithmetic),
     };
+    let (actions, action_texts) = schema
+        .as_ref()
+        .map(|s| s.actions.clone())
+        .unwrap_or_default();
     Ok(PolicyPack {
         clock,
         policy_index,
         extensions: Vec::new(),
         actions,
         action_texts,
-        policy_set: identified.policy_set,
-        schema,
+        policy_set,
+        schema: schema.map(|s| s.schema.clone()),
         version: version.finish(),
         files: all_files,
         schema_file: source.schema.clone(),
-        policies: identified.policies,
+        policies,
         warnings,
-        index: identified.index,
+        index,
     })
+}
+
+/// Parse and re-identify every file, in order: each file's `policyN` count
+/// starts after the policies of the files before it; a duplicate id names
+/// the file of its first use.
+fn identify_files(
+    files: &[PathBuf],
+    texts: Vec<String>,
+    cache: &mut LoadCache,
+) -> Result<Vec<Arc<IdentifiedFile>>, LoadError> {
+    let mut identified: Vec<Arc<IdentifiedFile>> = Vec::with_capacity(files.len());
+    let mut first_use: HashMap<String, usize> = HashMap::new();
+    let mut number = 0usize;
+    for (i, (file, text)) in files.iter().zip(texts).enumerate() {
+        let parsed = cache.parsed(file, text)?;
+        let ids = cache.identified(file, &parsed, number);
+        number += ids.ids.infos.len();
+        for info in &ids.ids.infos {
+            if let Some(&first) = first_use.get(&info.id) {
+                return Err(LoadError::DuplicateId {
+                    id: info.id.clone(),
+                    first: files[first].clone(),
+                    second: file.clone(),
+                });
+            }
+            first_use.insert(info.id.clone(), i);
+        }
+        identified.push(ids);
+    }
+    Ok(identified)
+}
+
+/// Strict validation, file by file: every file's errors reject the pack;
+/// else the warnings, in Cedar's order over the whole set.
+fn validate_files(
+    files: &[PathBuf],
+    identified: &[Arc<IdentifiedFile>],
+    schema: &Arc<cache::SchemaEntry>,
+    cache: &mut LoadCache,
+) -> Result<Vec<Problem>, LoadError> {
+    let (mut errors, mut warnings, mut strings) = (Vec::new(), Vec::new(), Vec::new());
+    for (file, ids) in files.iter().zip(identified) {
+        let c = cache.checked(file, ids, schema)?;
+        errors.extend(c.checked.errors.iter().cloned());
+        warnings.extend(c.checked.warnings.iter().cloned());
+        strings.extend(c.checked.string_warnings.iter().cloned());
+    }
+    if !errors.is_empty() {
+        return Err(LoadError::Validation { problems: errors });
+    }
+    warnings.extend(strings);
+    Ok(warnings)
+}
+
+/// The pack's policy set, its policies' infos in order, each id's position
+/// and each policy's index key, from the files' identified policies.
+type Assembled = (
+    cedar_policy::PolicySet,
+    Vec<PolicyInfo>,
+    HashMap<String, usize>,
+    Vec<crate::index::IndexKey>,
+);
+
+fn assemble(files: &[PathBuf], identified: &[Arc<IdentifiedFile>]) -> Result<Assembled, LoadError> {
+    let number = identified.iter().map(|i| i.ids.infos.len()).sum();
+    let mut policy_set = cedar_policy::PolicySet::new();
+    let mut policies = Vec::with_capacity(number);
+    let mut index = HashMap::with_capacity(number);
+    let mut keys = Vec::with_capacity(number);
+    for (file, ids) in files.iter().zip(identified) {
+        for (policy, info) in ids.ids.policies.iter().zip(&ids.ids.infos) {
+            policy_set
+                .add(policy.clone())
+                .map_err(|e| LoadError::Parse {
+                    file: file.clone(),
+                    problems: vec![plain_problem(file, &e.to_string())],
+                })?;
+            index.insert(info.id.clone(), policies.len());
+            policies.push(info.clone());
+        }
+        keys.extend(ids.source().keys.iter().cloned());
+    }
+    Ok((policy_set, policies, index, keys))
 }
 
 #[cfg(test)]

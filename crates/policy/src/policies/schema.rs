@@ -1,15 +1,12 @@
 //! A pack's schema: read under the limits, parsed (Cedar's JSON format for
-//! `.json`, else the human-readable one) with its problems located, and
-//! the actions that take the clock read from it.
+//! `.json`, else the human-readable one) with its problems located.
 //!
 //! Owns parsing a schema; it must never know the policies.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use cedar_policy::{EntityUid, Schema};
+use cedar_policy::Schema;
 
-use super::clock::clock_actions;
 use super::diagnostics::{plain_problem, problems_from};
 use super::error::LoadError;
 use super::read::read_checked;
@@ -18,19 +15,18 @@ use super::version::PackVersion;
 use crate::prescan::PackLimits;
 use crate::problem::Problem;
 
-/// Read and parse the source's schema, if any, held against the limits and
-/// fed to the version.
+/// Read the source's schema text, if any, held against the limits and
+/// fed to the version (parsing is [`parse_schema`]'s, through the cache).
 pub(super) fn read_pack_schema(
     source: &PackSource,
     version: &mut PackVersion,
-) -> Result<(Option<Schema>, HashSet<EntityUid>), LoadError> {
+) -> Result<Option<(PathBuf, String)>, LoadError> {
     let Some(path) = &source.schema else {
-        return Ok((None, Default::default()));
+        return Ok(None);
     };
     let (text, _) = read_checked(path, &source.limits)?;
     version.schema(&text);
-    let schema = parse_schema(path, &text)?;
-    Ok((Some(schema), clock_actions(path, &text)))
+    Ok(Some((path.clone(), text)))
 }
 
 /// Read and parse a schema file on its own (`.json` is Cedar's JSON schema
@@ -40,7 +36,7 @@ pub fn load_schema(path: &Path) -> Result<Schema, LoadError> {
     parse_schema(path, &text)
 }
 
-fn parse_schema(path: &Path, text: &str) -> Result<Schema, LoadError> {
+pub(super) fn parse_schema(path: &Path, text: &str) -> Result<Schema, LoadError> {
     let is_json = path.extension().is_some_and(|e| e == "json");
     let result = if is_json {
         match serde_json::from_str(text) {
