@@ -22,6 +22,7 @@ pub mod fmt;
 pub mod import;
 pub mod log_lines;
 pub mod pack_args;
+pub mod partner_requests;
 pub mod partners;
 pub mod prove;
 pub mod search;

@@ -160,6 +160,9 @@ pub enum PartnersCommand {
         #[arg(long)]
         actor: String,
     },
+    /// Access requests: request codes, a partner's request, the list,
+    /// approve and decline.
+    Requests(super::partner_requests::RequestsArgs),
     /// Mark every partner access that has ended (as the sidecar's sweep
     /// does): each is dismissed, its seat freed, with a change record by
     /// `system`.
@@ -292,7 +295,7 @@ pub fn open(state: &StateArgs) -> Result<(Orchestrator, Wired), OpenError> {
     Ok((orchestrator, wired))
 }
 
-fn io(e: std::io::Error) -> u8 {
+pub(super) fn io(e: std::io::Error) -> u8 {
     let _ = e;
     EXIT_ERROR
 }
@@ -371,6 +374,7 @@ pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -
         PartnersCommand::Resume { state, user, actor } => with(&state, err, |o, err| {
             outcome(o.resume(&user, &actor), state.json, out, err)
         }),
+        PartnersCommand::Requests(a) => super::partner_requests::run(a, out, err),
         PartnersCommand::Sweep { state } => with(&state, err, |o, err| match o.end_expired() {
             Ok(ended) => {
                 if state.json {
@@ -559,7 +563,7 @@ fn list_registry(state: &StateArgs, out: &mut dyn Write, err: &mut dyn Write) ->
     })
 }
 
-fn with(
+pub(super) fn with(
     state: &StateArgs,
     err: &mut dyn Write,
     f: impl FnOnce(&ScopedWrites<'_>, &mut dyn Write) -> Result<u8, u8>,
@@ -580,7 +584,7 @@ fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
-fn describe(u: &UserView) -> String {
+pub(super) fn describe(u: &UserView) -> String {
     let company = u
         .partner
         .as_ref()
@@ -641,7 +645,7 @@ fn outcome(
     }
 }
 
-fn refusal(e: OrchestratorError, err: &mut dyn Write) -> Result<u8, u8> {
+pub(super) fn refusal(e: OrchestratorError, err: &mut dyn Write) -> Result<u8, u8> {
     writeln!(err, "error ({}): {e}", e.code()).map_err(io)?;
     match &e {
         OrchestratorError::Denied { reasons, .. } => {

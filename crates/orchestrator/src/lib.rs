@@ -40,6 +40,7 @@
 pub mod access;
 pub mod activity;
 mod allowed;
+pub mod attempts;
 pub mod error;
 mod idempotency;
 mod input;
@@ -47,6 +48,7 @@ pub mod migrations;
 mod ops;
 mod orchestrator;
 pub mod postgres;
+mod request;
 pub mod rules;
 pub mod runtime;
 mod scope;
@@ -66,7 +68,8 @@ pub use orchestrator::Orchestrator;
 pub use scope::WriteScope;
 pub use status::{ListStatus, UserStatus};
 pub use user::{PartnerView, UserView};
-pub use view::{ListedUser, Outcome, Seats};
+pub use request::RequestView;
+pub use view::{CodeOutcome, ListedUser, Outcome, RequestOutcome, Seats};
 pub use write::ScopedWrites;
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use partnergate_core::store::EntityRecord;
 /// time read inside the transaction, once the write lock is held: every
 /// time-dependent check of a write judges at that instant (a reading taken
 /// before waiting for the lock could be older than a commit it follows).
-pub(crate) type OutcomeOp<'a> = dyn FnMut(&mut dyn AccountTx, i64) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError>
+pub(crate) type OutcomeOp<'a, O = Outcome> = dyn FnMut(&mut dyn AccountTx, i64) -> Result<(Vec<EntityRecord>, O), OrchestratorError>
     + 'a;
 
 /// The orchestrator's write operations bound to one caller's
@@ -80,14 +80,14 @@ impl ScopedWrites<'_> {
     /// and the scope's request id. Under the [`WriteScope`], the transaction
     /// first stops on a remembered `Idempotency-Key` or a passed deadline,
     /// and remembers the key's answer (the outcome) with the writes.
-    pub(crate) fn commit(
+    pub(crate) fn commit<O: serde::Serialize>(
         &self,
         (operation, actor): (&str, &str),
         decided: &AllowDecisions,
         mut locks: WriteLocks,
-        op: &mut OutcomeOp<'_>,
+        op: &mut OutcomeOp<'_, O>,
         schema: Option<&cedar_policy::Schema>,
-    ) -> Result<Outcome, OrchestratorError> {
+    ) -> Result<O, OrchestratorError> {
         // The actor's account is locked too: the answers rest on its row.
         if actor.starts_with("User::") {
             locks.users.push(actor.to_string());

@@ -1,7 +1,8 @@
 //! The orchestrator's operations, one file per idea, each an `impl` of
 //! [`crate::Orchestrator`] (reads) or [`crate::ScopedWrites`] (writes): the
 //! partner seat's question and counting rules (`seat`), invitations
-//! (`invite`), partner access (`partner`), its suspension (`suspend`), a
+//! (`invite`), access requests a partner makes and an administrator
+//! answers (`request`) and their codes (`request_code`), partner access (`partner`), its suspension (`suspend`), a
 //! user's membership (`membership`),
 //! the registry (`registry`), the listings (`listing`) and the system's own
 //! writes the sweep runs (`upkeep`). It never knows HTTP or the command line.
@@ -11,6 +12,10 @@ mod listing;
 mod membership;
 mod partner;
 mod registry;
+mod request;
+mod request_code;
 mod seat;
 mod suspend;
 mod upkeep;
+
+pub(crate) use request::CODE_ATTEMPT_WINDOW_MS;

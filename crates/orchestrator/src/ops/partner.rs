@@ -61,7 +61,7 @@ impl ScopedWrites<'_> {
             "grant_partner_access",
             uid,
             &account_uid,
-            (&email, access),
+            (&email, access.context()),
         )?;
         let mut decided = AllowDecisions::by(by);
         if let Some(r) = &replace_uid {

@@ -108,7 +108,8 @@ impl Orchestrator {
 }
 
 impl ScopedWrites<'_> {
-    /// The policy question for giving partner access to `email`: with the
+    /// The policy question for giving partner access to `email` (`access`:
+    /// the context's `access` record): with the
     /// registry's company as the invitee when the email belongs to a
     /// certified company; otherwise there is no invitee to ask about, and
     /// the actor must at least be allowed to invite users into the account
@@ -119,13 +120,13 @@ impl ScopedWrites<'_> {
         action: &str,
         resource: &EntityUid,
         account: &EntityUid,
-        (email, access): (&str, &Access),
+        (email, access): (&str, Value),
     ) -> Result<(Option<RegistryCompany>, Allowed), OrchestratorError> {
         let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
         let decided = match &certified {
             Some(c) => {
                 let mut context = invitee_context(c);
-                context["access"] = access.context();
+                context["access"] = access;
                 self.ask(actor, action, resource, Some(context))?
             }
             None => self.ask(actor, "invite_user", account, None)?,
