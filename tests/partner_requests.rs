@@ -96,19 +96,29 @@ fn lifecycle(server: &Server) {
         .collect();
     setup(server, &names, &["xan".to_string()]);
 
-    // No code, a forged one, a made-up shape: refused, nothing written.
+    // No code, a forged one, a made-up shape: refused, nothing written
+    // (gus guesses: four wrong codes, under the bound of five).
     let ann = json!({"email": "ann@goldco.example", "scopes": ["users", "settings"], "duration": "30d"});
     let (s, b) = ask(server, "acme", &ann);
     assert_eq!((s, error(&b)), (403, "request_code_invalid"), "{b}");
+    let gus = json!({"email": "gus@goldco.example"});
     for forged in ["AAAA-BBBB-CCCC", "not a code", ""] {
-        let mut body = ann.clone();
+        let mut body = gus.clone();
         body["code"] = json!(forged);
         let (s, b) = ask(server, "acme", &body);
         assert_eq!((s, error(&b)), (403, "request_code_invalid"), "{forged}: {b}");
     }
 
-    // Only an administrator of the account makes codes; never with an
-    // Idempotency-Key (its replay would have to keep the code).
+    // Never with an Idempotency-Key: its replay would have to keep the code.
+    let r = reqwest::blocking::Client::new()
+        .post(server.url("/v1/accounts/acme/partner-request-codes"))
+        .bearer_auth(&server.token)
+        .header("Idempotency-Key", "code-1")
+        .json(&json!({"actor": "owner"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Only an administrator of the account makes codes.
     let (s, b) = server.post_with_token(
         "/v1/accounts/acme/partner-request-codes",
         &json!({"actor": "emma"}),
@@ -122,7 +132,7 @@ fn lifecycle(server: &Server) {
 
     // A code of another account opens nothing here.
     let foreign = code_for(server, "globex", "gowner");
-    let mut body = ann.clone();
+    let mut body = gus.clone();
     body["code"] = json!(foreign);
     let (s, b) = ask(server, "acme", &body);
     assert_eq!((s, error(&b)), (403, "request_code_invalid"), "{b}");
@@ -158,6 +168,8 @@ fn lifecycle(server: &Server) {
     assert_eq!(s, 201, "typed loosely, still the code: {b}");
     let ann_req = b["request"]["id"].as_str().unwrap().to_string();
     assert_eq!(b["request"]["scopes"], json!(["settings", "users"]), "{b}");
+    let (_, seats) = server.get("/v1/accounts/acme/seats");
+    assert_eq!(seats["pending_requests"], 1, "{seats}");
     let (s, b) = ask(
         server,
         "acme",
@@ -252,6 +264,7 @@ fn lifecycle(server: &Server) {
 
     let (s, seats) = server.get("/v1/accounts/acme/seats");
     assert_eq!((s, seats["partners"].as_u64()), (200, Some(3)), "{seats}");
+    assert!(seats.get("pending_requests").is_none(), "none pending: {seats}");
     let (s, list) = server.get("/v1/accounts/acme/partner-requests");
     assert_eq!(s, 200, "{list}");
     let statuses: Vec<&str> = list["requests"]

@@ -1,4 +1,4 @@
-//! `partnergate partners requests ...`: access requests from the command
+//! `partnergate requests ...`: access requests from the command
 //! line — an administrator's request code, a partner's request, the list,
 //! an approval (narrowing, never widening) and a decline, and the sweep of
 //! unanswered requests. A thin adapter over the same [`Orchestrator`]
@@ -137,7 +137,7 @@ fn answered(
     }
 }
 
-/// Run `partnergate partners requests ...`.
+/// Run `partnergate requests ...`.
 pub fn run(a: RequestsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match a.command {
         RequestsCommand::Code {

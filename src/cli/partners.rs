@@ -160,9 +160,6 @@ pub enum PartnersCommand {
         #[arg(long)]
         actor: String,
     },
-    /// Access requests: request codes, a partner's request, the list,
-    /// approve and decline.
-    Requests(super::partner_requests::RequestsArgs),
     /// Mark every partner access that has ended (as the sidecar's sweep
     /// does): each is dismissed, its seat freed, with a change record by
     /// `system`.
@@ -374,7 +371,6 @@ pub fn run_partners(a: PartnersArgs, out: &mut dyn Write, err: &mut dyn Write) -
         PartnersCommand::Resume { state, user, actor } => with(&state, err, |o, err| {
             outcome(o.resume(&user, &actor), state.json, out, err)
         }),
-        PartnersCommand::Requests(a) => super::partner_requests::run(a, out, err),
         PartnersCommand::Sweep { state } => with(&state, err, |o, err| match o.end_expired() {
             Ok(ended) => {
                 if state.json {

@@ -11,6 +11,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// One hour, the window request codes are counted in.
+pub const HOUR_MS: i64 = 3_600_000;
+
 /// Most keys held at once.
 pub const MAX_KEYS: usize = 10_000;
 

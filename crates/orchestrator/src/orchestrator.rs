@@ -40,7 +40,7 @@ impl Orchestrator {
             authz,
             store,
             rules,
-            code_attempts: crate::attempts::Attempts::new(crate::ops::CODE_ATTEMPT_WINDOW_MS),
+            code_attempts: crate::attempts::Attempts::new(crate::attempts::HOUR_MS),
         }
     }
 

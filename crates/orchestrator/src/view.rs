@@ -41,6 +41,10 @@ pub struct Seats {
     /// clients knew before suspensions.
     #[serde(skip_serializing_if = "is_zero")]
     pub suspended_partners: usize,
+    /// Access requests waiting for an administrator's answer (left out
+    /// when none is).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pending_requests: usize,
     /// The serving `max_active_partners`: most partner seats per account.
     pub partner_limit: u32,
 }

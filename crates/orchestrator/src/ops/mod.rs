@@ -17,5 +17,3 @@ mod request_code;
 mod seat;
 mod suspend;
 mod upkeep;
-
-pub(crate) use request::CODE_ATTEMPT_WINDOW_MS;

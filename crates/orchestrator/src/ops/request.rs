@@ -31,10 +31,8 @@ use partnergate_core::clock;
 /// Most pending requests per account (each person has at most one).
 pub const MAX_PENDING_REQUESTS: usize = 20;
 
-/// The window wrong request codes are counted in.
-pub const CODE_ATTEMPT_WINDOW_MS: i64 = 3_600_000;
-
-/// Wrong codes per person and account per window.
+/// Wrong codes per person and account per window (an hour: the
+/// orchestrator's `code_attempts`).
 const WRONG_CODES_PER_PERSON: u32 = 5;
 
 /// Wrong codes per account per window (all people together).
@@ -320,9 +318,13 @@ impl ScopedWrites<'_> {
             ))
         };
         let code_hash = if quotas.request_code_required {
-            match code.and_then(request_code::normalize) {
-                Some(c) => Some(request_code::hash(&account, &c)),
-                None => return Err(wrong_code()),
+            match code.map(request_code::normalize) {
+                Some(Some(c)) => Some(request_code::hash(&account, &c)),
+                Some(None) => return Err(wrong_code()),
+                // No code at all is no guess: refused, not counted.
+                None => return Err(OrchestratorError::RequestCode(format!(
+                    "a request to account `{account}` needs a request code its administrator made for you: give `code`"
+                ))),
             }
         } else {
             None
