@@ -31,7 +31,8 @@ fn setup(server: &Server, names: &[String], others: &[String]) {
                          "account": {"__entity": {"type": "Account", "id": account}},
                          "is_admin": admin, "status": "active", "two_factor": true}})
     };
-    let account = |id: &str| json!({"uid": {"type": "Account", "id": id}, "parents": [], "attrs": {}});
+    let account =
+        |id: &str| json!({"uid": {"type": "Account", "id": id}, "parents": [], "attrs": {}});
     let (s, b) = server.put_entities(&json!([
         account("acme"),
         account("globex"),
@@ -41,9 +42,27 @@ fn setup(server: &Server, names: &[String], others: &[String]) {
     ]));
     assert_eq!(s, 200, "{b}");
     for (id, status, emails) in [
-        ("goldco", "gold", names.iter().map(|n| format!("{n}@goldco.example")).collect::<Vec<_>>()),
-        ("otherco", "gold", others.iter().map(|n| format!("{n}@otherco.example")).collect()),
-        ("silverco", "silver", vec!["sam@silverco.example".to_string()]),
+        (
+            "goldco",
+            "gold",
+            names
+                .iter()
+                .map(|n| format!("{n}@goldco.example"))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "otherco",
+            "gold",
+            others
+                .iter()
+                .map(|n| format!("{n}@otherco.example"))
+                .collect(),
+        ),
+        (
+            "silverco",
+            "silver",
+            vec!["sam@silverco.example".to_string()],
+        ),
     ] {
         let (s, b) = server.put(
             &format!("/v1/partner-companies/{id}"),
@@ -98,7 +117,8 @@ fn lifecycle(server: &Server) {
 
     // No code, a forged one, a made-up shape: refused, nothing written
     // (gus guesses: four wrong codes, under the bound of five).
-    let ann = json!({"email": "ann@goldco.example", "scopes": ["users", "settings"], "duration": "30d"});
+    let ann =
+        json!({"email": "ann@goldco.example", "scopes": ["users", "settings"], "duration": "30d"});
     let (s, b) = ask(server, "acme", &ann);
     assert_eq!((s, error(&b)), (403, "request_code_invalid"), "{b}");
     let gus = json!({"email": "gus@goldco.example"});
@@ -106,7 +126,11 @@ fn lifecycle(server: &Server) {
         let mut body = gus.clone();
         body["code"] = json!(forged);
         let (s, b) = ask(server, "acme", &body);
-        assert_eq!((s, error(&b)), (403, "request_code_invalid"), "{forged}: {b}");
+        assert_eq!(
+            (s, error(&b)),
+            (403, "request_code_invalid"),
+            "{forged}: {b}"
+        );
     }
 
     // Never with an Idempotency-Key: its replay would have to keep the code.
@@ -145,7 +169,10 @@ fn lifecycle(server: &Server) {
         &json!({"email": "sam@silverco.example", "code": code}),
     );
     assert_eq!((s, error(&b)), (403, "policy_denied"), "{b}");
-    assert!(b.to_string().contains("partner-access-requires-gold"), "{b}");
+    assert!(
+        b.to_string().contains("partner-access-requires-gold"),
+        "{b}"
+    );
     let (s, b) = ask(
         server,
         "acme",
@@ -175,7 +202,11 @@ fn lifecycle(server: &Server) {
         "acme",
         &json!({"email": "bob@goldco.example", "code": code}),
     );
-    assert_eq!((s, error(&b)), (403, "request_code_invalid"), "single use: {b}");
+    assert_eq!(
+        (s, error(&b)),
+        (403, "request_code_invalid"),
+        "single use: {b}"
+    );
     // One pending request per person.
     let again = code_for(server, "acme", "owner");
     let mut body = ann.clone();
@@ -191,9 +222,19 @@ fn lifecycle(server: &Server) {
         }
         b
     };
-    let (s, b) = answer(server, &ann_req, "approve", &owner(json!({"scopes": ["users", "billing"]})));
+    let (s, b) = answer(
+        server,
+        &ann_req,
+        "approve",
+        &owner(json!({"scopes": ["users", "billing"]})),
+    );
     assert_eq!((s, error(&b)), (422, "access_widened"), "{b}");
-    let (s, b) = answer(server, &ann_req, "approve", &owner(json!({"duration": "31d"})));
+    let (s, b) = answer(
+        server,
+        &ann_req,
+        "approve",
+        &owner(json!({"duration": "31d"})),
+    );
     assert_eq!((s, error(&b)), (422, "access_widened"), "{b}");
     // An employee, and an administrator of another account, do not approve.
     let (s, b) = answer(server, &ann_req, "approve", &json!({"actor": "emma"}));
@@ -225,7 +266,10 @@ fn lifecycle(server: &Server) {
     let bob_req = pending(server, "bob", &["users"], "30d");
     let (s, b) = answer(server, &bob_req, "approve", &json!({"actor": ann_id}));
     assert_eq!((s, error(&b)), (403, "policy_denied"), "{b}");
-    assert!(b.to_string().contains("partner-never-answers-requests"), "{b}");
+    assert!(
+        b.to_string().contains("partner-never-answers-requests"),
+        "{b}"
+    );
     let (s, b) = answer(server, &bob_req, "decline", &json!({"actor": ann_id}));
     assert_eq!((s, error(&b)), (403, "policy_denied"), "{b}");
     let (s, b) = server.post_with_token(
@@ -239,12 +283,24 @@ fn lifecycle(server: &Server) {
     assert_eq!(s, 200, "{b}");
     let bob_id = b["user"]["id"].as_str().unwrap().to_string();
     let cat_req = pending(server, "cat", &["users"], "30d");
-    assert_eq!(answer(server, &cat_req, "approve", &owner(json!({}))).0, 200);
+    assert_eq!(
+        answer(server, &cat_req, "approve", &owner(json!({}))).0,
+        200
+    );
     let dan_req = pending(server, "dan", &["users"], "30d");
     let (s, b) = answer(server, &dan_req, "approve", &owner(json!({})));
     assert_eq!((s, error(&b)), (409, "partner_limit_reached"), "{b}");
-    assert_eq!(b["details"]["active_partners"].as_array().map(Vec::len), Some(3), "{b}");
-    let (s, b) = answer(server, &dan_req, "approve", &owner(json!({"replace": bob_id})));
+    assert_eq!(
+        b["details"]["active_partners"].as_array().map(Vec::len),
+        Some(3),
+        "{b}"
+    );
+    let (s, b) = answer(
+        server,
+        &dan_req,
+        "approve",
+        &owner(json!({"replace": bob_id})),
+    );
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["dismissed"]["id"], bob_id.as_str(), "{b}");
     let code = code_for(server, "acme", "owner");
@@ -255,16 +311,28 @@ fn lifecycle(server: &Server) {
     );
     assert_eq!(s, 201, "{b}");
     let xan_req = b["request"]["id"].as_str().unwrap().to_string();
-    let (s, b) = answer(server, &xan_req, "approve", &owner(json!({"replace": ann_id})));
+    let (s, b) = answer(
+        server,
+        &xan_req,
+        "approve",
+        &owner(json!({"replace": ann_id})),
+    );
     assert_eq!((s, error(&b)), (409, "different_partner_company"), "{b}");
     let (s, b) = answer(server, &xan_req, "decline", &owner(json!({})));
-    assert_eq!((s, b["request"]["status"].as_str()), (200, Some("declined")), "{b}");
+    assert_eq!(
+        (s, b["request"]["status"].as_str()),
+        (200, Some("declined")),
+        "{b}"
+    );
     let (s, b) = answer(server, &xan_req, "approve", &owner(json!({})));
     assert_eq!((s, error(&b)), (409, "request_answered"), "{b}");
 
     let (s, seats) = server.get("/v1/accounts/acme/seats");
     assert_eq!((s, seats["partners"].as_u64()), (200, Some(3)), "{seats}");
-    assert!(seats.get("pending_requests").is_none(), "none pending: {seats}");
+    assert!(
+        seats.get("pending_requests").is_none(),
+        "none pending: {seats}"
+    );
     let (s, list) = server.get("/v1/accounts/acme/partner-requests");
     assert_eq!(s, 200, "{list}");
     let statuses: Vec<&str> = list["requests"]
@@ -273,8 +341,16 @@ fn lifecycle(server: &Server) {
         .iter()
         .map(|r| r["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == "approved").count(), 4, "{list}");
-    assert_eq!(statuses.iter().filter(|s| **s == "declined").count(), 1, "{list}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "approved").count(),
+        4,
+        "{list}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "declined").count(),
+        1,
+        "{list}"
+    );
 
     // Guessing: wrong codes are counted per person and account; past the
     // bound, even the right code waits for the window (429).
@@ -287,7 +363,12 @@ fn lifecycle(server: &Server) {
             &json!({"email": "eve@goldco.example", "code": format!("ZZZZ-ZZZZ-ZZ{i:02}")}),
         );
     }
-    assert_eq!((last.0, error(&last.1)), (429, "too_many_attempts"), "{}", last.1);
+    assert_eq!(
+        (last.0, error(&last.1)),
+        (429, "too_many_attempts"),
+        "{}",
+        last.1
+    );
     let (s, b) = ask(
         server,
         "acme",
@@ -425,7 +506,10 @@ fn open(store: StoreSpec, dir: &Path, clock: &Arc<ManualClock>) -> (Orchestrator
 /// answer after the time is 409 `request_expired`; the sweep's change
 /// record is by `system`; a code stops working after its days.
 fn expiry(o: &Orchestrator, clock: &ManualClock) {
-    common::orchestrator::seed_acme(o, vec!["ann@goldco.example".into(), "bob@goldco.example".into()]);
+    common::orchestrator::seed_acme(
+        o,
+        vec!["ann@goldco.example".into(), "bob@goldco.example".into()],
+    );
     let call = o.with(WriteScope::default());
     let ask = AccessRequest {
         expires_at: None,
@@ -472,7 +556,11 @@ fn unanswered_requests_expire_on_sqlite() {
     wired.shutdown_log();
     let made = records(dir.path(), "partner.request");
     assert_eq!(made.len(), 1);
-    assert!(made[0]["decision_id"].is_string(), "names its Allow: {}", made[0]);
+    assert!(
+        made[0]["decision_id"].is_string(),
+        "names its Allow: {}",
+        made[0]
+    );
     let expired = records(dir.path(), "partner.request_expired");
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0]["actor"], "system");

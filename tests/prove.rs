@@ -591,7 +591,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 25);
+    assert_eq!(policies.len(), 31);
     policies.reverse();
     let text = policies
         .join("\n\n")
@@ -701,7 +701,7 @@ fn an_approval_that_lengthens_the_access_is_caught() {
         "50-requests.cedar",
         "approval-never-widens",
         "context.access.duration <= resource.duration",
-        "context.access.duration >= resource.duration",
+        "context.access.duration <= resource.duration || true",
     );
     assert_caught(&pack, "approval-never-grants-more-than-asked");
 }

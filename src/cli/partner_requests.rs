@@ -185,8 +185,12 @@ pub fn run(a: RequestsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         RequestsCommand::List { state, account } => {
             with(&state, err, |o, err| match o.requests(&account) {
                 Ok(list) if state.json => {
-                    writeln!(out, "{}", serde_json::json!({"account": account, "requests": list}))
-                        .map_err(io)?;
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"account": account, "requests": list})
+                    )
+                    .map_err(io)?;
                     Ok(EXIT_OK)
                 }
                 Ok(list) => {
@@ -225,22 +229,19 @@ pub fn run(a: RequestsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         } => with(&state, err, |o, err| {
             answered(o.decline_request(&request, &actor), state.json, out, err)
         }),
-        RequestsCommand::Sweep { state } => {
-            with(&state, err, |o, err| match o.expire_requests() {
-                Ok(expired) => {
-                    if state.json {
-                        writeln!(out, "{}", serde_json::json!({"expired": expired}))
-                            .map_err(io)?;
-                    } else {
-                        for r in &expired {
-                            writeln!(out, "expired {}", line(r)).map_err(io)?;
-                        }
-                        writeln!(out, "{} request(s) expired", expired.len()).map_err(io)?;
+        RequestsCommand::Sweep { state } => with(&state, err, |o, err| match o.expire_requests() {
+            Ok(expired) => {
+                if state.json {
+                    writeln!(out, "{}", serde_json::json!({"expired": expired})).map_err(io)?;
+                } else {
+                    for r in &expired {
+                        writeln!(out, "expired {}", line(r)).map_err(io)?;
                     }
-                    Ok(EXIT_OK)
+                    writeln!(out, "{} request(s) expired", expired.len()).map_err(io)?;
                 }
-                Err(e) => refusal(e, err),
-            })
-        }
+                Ok(EXIT_OK)
+            }
+            Err(e) => refusal(e, err),
+        }),
     }
 }

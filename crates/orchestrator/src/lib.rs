@@ -65,10 +65,10 @@ pub use error::{ConflictCode, InvalidCode, OrchestratorError};
 pub use idempotency::Idempotency;
 pub use input::{normalize_email, parse_uid};
 pub use orchestrator::Orchestrator;
+pub use request::RequestView;
 pub use scope::WriteScope;
 pub use status::{ListStatus, UserStatus};
 pub use user::{PartnerView, UserView};
-pub use request::RequestView;
 pub use view::{CodeOutcome, ListedUser, Outcome, RequestOutcome, Seats};
 pub use write::ScopedWrites;
 

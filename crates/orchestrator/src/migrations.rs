@@ -13,8 +13,8 @@ use partnergate_core::store::Migration;
 /// Every migration of the orchestrator, in order (names never change).
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
-    name: "orchestrator.1.registry",
-    sqlite: "CREATE TABLE IF NOT EXISTS partner_companies (
+        name: "orchestrator.1.registry",
+        sqlite: "CREATE TABLE IF NOT EXISTS partner_companies (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -29,7 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE INDEX IF NOT EXISTS entities_users_by_account
             ON entities(json_extract(json, '$.attrs.account.__entity.id'))
             WHERE entity_type = 'User';",
-    postgres: "CREATE TABLE IF NOT EXISTS partner_companies (
+        postgres: "CREATE TABLE IF NOT EXISTS partner_companies (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -44,7 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
         CREATE INDEX IF NOT EXISTS entities_users_by_account
             ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
             WHERE entity_type = 'User';",
-},
+    },
     Migration {
         name: "orchestrator.2.partner_requests",
         sqlite: "CREATE TABLE IF NOT EXISTS partner_request_codes (

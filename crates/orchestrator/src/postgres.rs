@@ -51,23 +51,31 @@ struct Tx<'a, 'b> {
     accounts: &'a [String],
 }
 
+// The literal `entity_type` lets each query use its partial index.
+const ACCOUNT_USERS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'User'
+       AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
+     ORDER BY uid";
+const ACCOUNT_REQUESTS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'PartnerRequest'
+       AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
+     ORDER BY uid";
+
+impl Tx<'_, '_> {
+    /// The records `sql` (one of the queries above) selects for `account`.
+    fn of_account(&mut self, sql: &str, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        let rows = self.tx.query(sql, &[&account]).map_err(backend)?;
+        Ok(rows.iter().map(record).collect())
+    }
+}
+
 impl AccountTx for Tx<'_, '_> {
     fn holds_account(&self, account: &str) -> bool {
         self.accounts.iter().any(|a| a == account)
     }
 
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
-        let rows = self
-            .tx
-            .query(
-                "SELECT uid, entity_type, json FROM entities
-                 WHERE entity_type = 'User'
-                   AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
-                 ORDER BY uid",
-                &[&account],
-            )
-            .map_err(backend)?;
-        Ok(rows.iter().map(record).collect())
+        self.of_account(ACCOUNT_USERS, account)
     }
 
     fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError> {
@@ -90,17 +98,7 @@ impl AccountTx for Tx<'_, '_> {
     }
 
     fn account_requests(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
-        let rows = self
-            .tx
-            .query(
-                "SELECT uid, entity_type, json FROM entities
-                 WHERE entity_type = 'PartnerRequest'
-                   AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
-                 ORDER BY uid",
-                &[&account],
-            )
-            .map_err(backend)?;
-        Ok(rows.iter().map(record).collect())
+        self.of_account(ACCOUNT_REQUESTS, account)
     }
 
     fn open_request_codes(

@@ -49,6 +49,27 @@ fn company_of_email(
         .optional()?)
 }
 
+// The literal `entity_type` lets each query use its partial index.
+const ACCOUNT_USERS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'User'
+       AND json_extract(json, '$.attrs.account.__entity.id') = ?1
+     ORDER BY rowid";
+const ACCOUNT_REQUESTS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'PartnerRequest'
+       AND json_extract(json, '$.attrs.account.__entity.id') = ?1
+     ORDER BY rowid";
+
+/// The records `sql` (one of the queries above) selects for `account`.
+fn of_account(
+    tx: &Transaction<'_>,
+    sql: &str,
+    account: &str,
+) -> Result<Vec<EntityRecord>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![account], record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 impl AccountTx for Tx<'_> {
     fn holds_account(&self, _account: &str) -> bool {
         // `BEGIN IMMEDIATE`: no other write runs beside this one.
@@ -56,14 +77,7 @@ impl AccountTx for Tx<'_> {
     }
 
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT uid, entity_type, json FROM entities
-             WHERE entity_type = 'User'
-               AND json_extract(json, '$.attrs.account.__entity.id') = ?1
-             ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map(params![account], record)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        of_account(self.tx, ACCOUNT_USERS, account)
     }
 
     fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError> {
@@ -79,14 +93,7 @@ impl AccountTx for Tx<'_> {
     }
 
     fn account_requests(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT uid, entity_type, json FROM entities
-             WHERE entity_type = 'PartnerRequest'
-               AND json_extract(json, '$.attrs.account.__entity.id') = ?1
-             ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map(params![account], record)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        of_account(self.tx, ACCOUNT_REQUESTS, account)
     }
 
     fn open_request_codes(

@@ -65,7 +65,10 @@ fn sweep_until_stopped(orchestrator: &Orchestrator, every: Duration, stopped: &m
         }
         match orchestrator.with(WriteScope::default()).expire_requests() {
             Ok(expired) if !expired.is_empty() => {
-                tracing::info!(expired = expired.len(), "partner sweep: requests expired unanswered");
+                tracing::info!(
+                    expired = expired.len(),
+                    "partner sweep: requests expired unanswered"
+                );
             }
             Ok(_) => {}
             Err(e) => {

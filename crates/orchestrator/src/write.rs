@@ -25,8 +25,8 @@ use partnergate_core::store::EntityRecord;
 /// time read inside the transaction, once the write lock is held: every
 /// time-dependent check of a write judges at that instant (a reading taken
 /// before waiting for the lock could be older than a commit it follows).
-pub(crate) type OutcomeOp<'a, O = Outcome> = dyn FnMut(&mut dyn AccountTx, i64) -> Result<(Vec<EntityRecord>, O), OrchestratorError>
-    + 'a;
+pub(crate) type OutcomeOp<'a, O = Outcome> =
+    dyn FnMut(&mut dyn AccountTx, i64) -> Result<(Vec<EntityRecord>, O), OrchestratorError> + 'a;
 
 /// The orchestrator's write operations bound to one caller's
 /// [`WriteScope`] (its deadline, `Idempotency-Key` and request id), made by

@@ -104,7 +104,14 @@ pub fn routes() -> Routes {
         list_companies,
         put_company
     ),
-    components(schemas(InviteBody, ActorBody, RenewBody, CompanyBody, RequestBody, ApproveBody))
+    components(schemas(
+        InviteBody,
+        ActorBody,
+        RenewBody,
+        CompanyBody,
+        RequestBody,
+        ApproveBody
+    ))
 )]
 pub struct Doc;
 

@@ -10,10 +10,10 @@ use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
 use crate::store::{AccountTx, RegistryCompany, WriteLocks};
-use partnergate_core::store::EntityRecord;
 use crate::user::UserView;
 use crate::view::Outcome;
 use crate::write::{users_in, ScopedWrites};
+use partnergate_core::store::EntityRecord;
 
 /// A partner given a seat by email: by an invitation (invited, verified
 /// when accepted) or an approved request (active and verified at once).
@@ -114,11 +114,7 @@ impl ScopedWrites<'_> {
             &account_uid,
             (&email, access.context()),
         )?;
-        let mut decided = AllowDecisions::by(by);
-        if let Some(r) = &replace_uid {
-            let id = self.ask(&actor, "dismiss_user", r, None)?;
-            decided.others.push((r.to_string(), id));
-        }
+        let decided = self.with_replace(&actor, by, replace_uid.as_ref())?;
         let replace_id = replace_uid.as_ref().map(id_of);
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();

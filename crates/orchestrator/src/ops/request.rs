@@ -176,9 +176,9 @@ impl Orchestrator {
                 let Some(json) = self.directory().get_json(&uid) else {
                     continue;
                 };
-                if RequestView::from_json(&json).is_ok_and(|r| {
-                    r.status == RequestStatus::Pending && r.expires_ms() <= now
-                }) {
+                if RequestView::from_json(&json)
+                    .is_ok_and(|r| r.status == RequestStatus::Pending && r.expires_ms() <= now)
+                {
                     out.push(uid);
                 }
             }
@@ -516,11 +516,7 @@ impl ScopedWrites<'_> {
             &account_uid,
             (&current.email, context),
         )?;
-        let mut decided = AllowDecisions::by(by);
-        if let Some(r) = &replace_uid {
-            let id = self.ask(&actor, "dismiss_user", r, None)?;
-            decided.others.push((r.to_string(), id));
-        }
+        let decided = self.with_replace(&actor, by, replace_uid.as_ref())?;
         let replace_id = replace_uid.as_ref().map(id_of);
         let out = self.commit(
             ("partner.request_approved", &actor.to_string()),

@@ -93,9 +93,18 @@ mod tests {
         assert_eq!(a.len(), 14, "{a}");
         assert_ne!(a, new_code());
         let n = normalize(&a).unwrap();
-        assert_eq!(normalize(&a.to_lowercase().replace('-', " ")), Some(n.clone()));
+        assert_eq!(
+            normalize(&a.to_lowercase().replace('-', " ")),
+            Some(n.clone())
+        );
         assert_eq!(normalize("0O1I-L000-0000"), Some("001110000000".into()));
-        for bad in ["", "ABCD", "ABCD-EFGH-JKMU", "ÄBCD-EFGH-JKMN", &"A".repeat(100)] {
+        for bad in [
+            "",
+            "ABCD",
+            "ABCD-EFGH-JKMU",
+            "ÄBCD-EFGH-JKMN",
+            &"A".repeat(100),
+        ] {
             assert_eq!(normalize(bad), None, "{bad}");
         }
     }
