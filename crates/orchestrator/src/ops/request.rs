@@ -266,6 +266,7 @@ impl ScopedWrites<'_> {
     /// many lately are refused until the window passes). One pending
     /// request per person and account, at most [`MAX_PENDING_REQUESTS`]
     /// per account. The request expires after `request_ttl_days`.
+    #[allow(clippy::too_many_lines)] // the documented check order, then one transaction's closure: read best top to bottom (to split: the code check and the narrowing into helpers)
     pub fn request_access(
         &self,
         account: &str,
@@ -433,6 +434,7 @@ impl ScopedWrites<'_> {
     /// the swap (`replace`); the partner is active and verified at once
     /// (it asked; the registry is read in the transaction). A request
     /// answered already is [`ConflictCode::RequestAnswered`].
+    #[allow(clippy::too_many_lines)] // the documented check order, then one transaction's closure: read best top to bottom (to split: the code check and the narrowing into helpers)
     pub fn approve_request(
         &self,
         request: &str,
