@@ -209,7 +209,7 @@ fn the_shipped_pack_proves() {
     assert!(kinds.iter().filter(|k| **k == "floor").count() >= 2);
     for r in results {
         assert!(r["millis"].as_f64().is_some(), "time per invariant: {r}");
-        assert_eq!(r["environments"], 18, "every request environment: {r}");
+        assert_eq!(r["environments"], 22, "every request environment: {r}");
     }
     assert!(!pack.cex_dir().exists(), "nothing written when all hold");
 
@@ -591,7 +591,7 @@ fn equivalent_accepts_a_reordered_copy_and_rejects_a_change() {
             }
         }
     }
-    assert_eq!(policies.len(), 25);
+    assert_eq!(policies.len(), 31);
     policies.reverse();
     let text = policies
         .join("\n\n")
@@ -669,4 +669,59 @@ fn without_a_solver_prove_says_how_to_install_it() {
     assert!(stderr.contains("cvc5 was not found"), "{stderr}");
     assert!(stderr.contains("apt-get install cvc5"), "{stderr}");
     assert!(out.stdout.is_empty());
+}
+
+/// A planted widening of approvals: the forbid `approval-never-widens`
+/// without its scope check lets an administrator give a scope the request
+/// never asked for; `approval-never-grants-more-than-asked` catches it and
+/// the counterexample replays to the Allow.
+#[test]
+fn an_approval_that_widens_the_scopes_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "50-requests.cedar",
+        "approval-never-widens",
+        "resource.scopes.containsAll(context.access.scopes) &&",
+        "",
+    );
+    assert_caught(&pack, "approval-never-grants-more-than-asked");
+}
+
+/// The same for the length: an approval longer than asked for is caught.
+#[test]
+fn an_approval_that_lengthens_the_access_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.edit(
+        "50-requests.cedar",
+        "approval-never-widens",
+        "context.access.duration <= resource.duration",
+        "context.access.duration <= resource.duration || true",
+    );
+    assert_caught(&pack, "approval-never-grants-more-than-asked");
+}
+
+/// Without the forbid on partners answering requests and with the
+/// administrators' permit no longer excluding partners, a partner holding
+/// administrator rights could approve: `partner-never-answers-requests`
+/// catches it.
+#[test]
+fn a_partner_answering_requests_is_caught() {
+    if !cvc5_installed() {
+        return;
+    }
+    let pack = Pack::copy();
+    pack.delete("50-requests.cedar", "partner-never-answers-requests");
+    pack.edit(
+        "50-requests.cedar",
+        "admin-answers-requests",
+        "unless { principal has partner };",
+        ";",
+    );
+    assert_caught(&pack, "partner-never-answers-requests");
 }

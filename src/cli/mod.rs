@@ -23,6 +23,7 @@ pub mod fmt;
 pub mod import;
 pub mod log_lines;
 pub mod pack_args;
+pub mod partner_requests;
 pub mod partners;
 pub mod prove;
 pub mod search;
@@ -76,6 +77,9 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Partner users: invite (asks which partner to dismiss when the seats are full), grant.
     Partners(partners::PartnersArgs),
+    /// Partner access requests: request codes, a partner's request, the
+    /// list, approve, decline, the sweep of unanswered requests.
+    Requests(partner_requests::RequestsArgs),
     /// Account users: list, invite, accept, dismiss, rehire.
     Users(partners::UsersArgs),
     /// Seat counts of an account (partners are neither paid users nor administrators).
@@ -101,6 +105,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Prove(a) => prove::run_prove(&a, out, err).map_err(CliError::from),
         Command::Audit(a) => return audit::run(&a, out, err),
         Command::Partners(a) => Ok(partners::run_partners(a, out, err)),
+        Command::Requests(a) => Ok(partner_requests::run(a, out, err)),
         Command::Users(a) => Ok(partners::run_users(a, out, err)),
         Command::Seats(a) => Ok(partners::run_seats(a, out, err)),
         Command::Registry(a) => Ok(partners::run_registry(a, out, err)),

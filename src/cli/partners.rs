@@ -292,7 +292,7 @@ pub fn open(state: &StateArgs) -> Result<(Orchestrator, Wired), OpenError> {
     Ok((orchestrator, wired))
 }
 
-fn io(e: std::io::Error) -> u8 {
+pub(super) fn io(e: std::io::Error) -> u8 {
     let _ = e;
     EXIT_ERROR
 }
@@ -559,7 +559,7 @@ fn list_registry(state: &StateArgs, out: &mut dyn Write, err: &mut dyn Write) ->
     })
 }
 
-fn with(
+pub(super) fn with(
     state: &StateArgs,
     err: &mut dyn Write,
     f: impl FnOnce(&ScopedWrites<'_>, &mut dyn Write) -> Result<u8, u8>,
@@ -580,7 +580,7 @@ fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
-fn describe(u: &UserView) -> String {
+pub(super) fn describe(u: &UserView) -> String {
     let company = u
         .partner
         .as_ref()
@@ -641,7 +641,7 @@ fn outcome(
     }
 }
 
-fn refusal(e: OrchestratorError, err: &mut dyn Write) -> Result<u8, u8> {
+pub(super) fn refusal(e: OrchestratorError, err: &mut dyn Write) -> Result<u8, u8> {
     writeln!(err, "error ({}): {e}", e.code()).map_err(io)?;
     match &e {
         OrchestratorError::Denied { reasons, .. } => {

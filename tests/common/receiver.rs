@@ -96,16 +96,14 @@ impl Receiver {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
-                let l = match &listener {
-                    Some(l) => l,
-                    None => match TcpListener::bind((host.as_str(), port)) {
-                        Ok(l) => listener.insert(l),
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(10));
-                            continue;
-                        }
-                    },
-                };
+                if listener.is_none() {
+                    let Ok(l) = TcpListener::bind((host.as_str(), port)) else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    listener = Some(l);
+                }
+                let Some(l) = &listener else { continue };
                 l.set_nonblocking(true).unwrap();
                 match l.accept() {
                     Ok((s, _)) => {

@@ -30,6 +30,9 @@ pub enum InvalidCode {
     AccessTooLong,
     /// A scope the schema does not declare.
     UnknownScope,
+    /// An approval that gives more than the request asked for (a scope it
+    /// did not ask for, or a longer access).
+    AccessWidened,
 }
 
 impl InvalidCode {
@@ -42,6 +45,7 @@ impl InvalidCode {
             InvalidCode::Access => "invalid_access",
             InvalidCode::AccessTooLong => "access_too_long",
             InvalidCode::UnknownScope => "unknown_scope",
+            InvalidCode::AccessWidened => "access_widened",
         }
     }
 }
@@ -74,6 +78,16 @@ pub enum ConflictCode {
     AlreadySuspended,
     /// A resume of a partner who is not suspended.
     NotSuspended,
+    /// An approval or a decline of a request already approved, declined or
+    /// expired (a replay).
+    RequestAnswered,
+    /// A request whose time to be answered has passed.
+    RequestExpired,
+    /// The same person already has a pending request to the account.
+    RequestPending,
+    /// The account has as many pending requests, or open request codes, as
+    /// it may.
+    TooManyOpen,
     /// The entities a policy answer rests on could not be read inside the
     /// write's transaction as stored; the request may be retried.
     DecisionStale,
@@ -94,6 +108,10 @@ impl ConflictCode {
             ConflictCode::NotPartner => "not_a_partner",
             ConflictCode::AlreadySuspended => "already_suspended",
             ConflictCode::NotSuspended => "not_suspended",
+            ConflictCode::RequestAnswered => "request_answered",
+            ConflictCode::RequestExpired => "request_expired",
+            ConflictCode::RequestPending => "request_pending",
+            ConflictCode::TooManyOpen => "too_many_open",
             ConflictCode::DecisionStale => "decision_stale",
         }
     }
@@ -149,6 +167,20 @@ pub enum OrchestratorError {
     NotCertified {
         /// The normalised email.
         email: String,
+    },
+    /// An access request without a request code, or with one that is not
+    /// an open code of the account (wrong, used, expired, another
+    /// account's): refused, nothing written.
+    #[error("{0}")]
+    RequestCode(String),
+    /// Too many wrong request codes lately for this account (or this
+    /// person and account): refused until the window passes.
+    #[error("{message}")]
+    TooManyAttempts {
+        /// What was limited and until when.
+        message: String,
+        /// Seconds until the window passes.
+        retry_after_secs: u64,
     },
     /// A user or account that does not exist; the message names its uid.
     #[error("{0}")]
@@ -210,6 +242,8 @@ impl OrchestratorError {
             OrchestratorError::DifferentCompany { .. } => "different_partner_company",
             OrchestratorError::NotCertified { .. } => "not_a_certified_partner",
             OrchestratorError::NotFound(_) => "not_found",
+            OrchestratorError::RequestCode(_) => "request_code_invalid",
+            OrchestratorError::TooManyAttempts { .. } => "too_many_attempts",
             OrchestratorError::Conflict { code, .. } => code.as_str(),
             OrchestratorError::Invalid { code, .. } => code.as_str(),
             OrchestratorError::Request(_) => "bad_request",
@@ -245,6 +279,10 @@ impl OrchestratorError {
             } => json!({"email": email, "company": company, "active_company": active_company}),
             OrchestratorError::NotCertified { email } => json!({"email": email}),
             OrchestratorError::IdempotencyKeyReused => json!({"header": "Idempotency-Key"}),
+            OrchestratorError::RequestCode(_) => json!({"field": "code"}),
+            OrchestratorError::TooManyAttempts {
+                retry_after_secs, ..
+            } => json!({"retry_after_secs": retry_after_secs}),
             OrchestratorError::Invalid { field, .. } => json!({"field": field}),
             OrchestratorError::Request(RequestError::Field { field, .. }) => {
                 json!({"field": field})

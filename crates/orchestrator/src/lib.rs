@@ -40,6 +40,7 @@
 pub mod access;
 pub mod activity;
 mod allowed;
+pub mod attempts;
 pub mod error;
 pub mod events;
 mod idempotency;
@@ -48,6 +49,7 @@ pub mod migrations;
 mod ops;
 mod orchestrator;
 pub mod postgres;
+mod request;
 pub mod rules;
 pub mod runtime;
 mod scope;
@@ -65,10 +67,11 @@ pub use idempotency::Idempotency;
 pub use input::{normalize_email, parse_uid};
 pub use ops::DEFAULT_ENDING_SOON;
 pub use orchestrator::Orchestrator;
+pub use request::RequestView;
 pub use scope::WriteScope;
 pub use status::{ListStatus, UserStatus};
 pub use user::{PartnerView, UserView};
-pub use view::{ListedUser, Outcome, Seats};
+pub use view::{CodeOutcome, ListedUser, Outcome, RequestOutcome, Seats};
 pub use write::ScopedWrites;
 
 #[cfg(test)]

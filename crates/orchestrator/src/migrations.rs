@@ -1,16 +1,18 @@
 //! The orchestrator's tables, brought to core's store as named migrations
 //! ([`Migration`]) that it runs after its own when the runtime opens it: the
 //! partner registry (`partner_companies`, `partner_emails`), the index
-//! of users by account the seat counts read, and the lifecycle events'
-//! outbox (`partner_events`, see `crate::events`). Core's migration 2 made the
+//! of users by account the seat counts read (core's migration 2 made the
 //! same tables in databases created before they moved here, so every
-//! statement is `IF NOT EXISTS`. It owns DDL only: the queries are in
-//! `sqlite` and `postgres`.
+//! statement is `IF NOT EXISTS`), the lifecycle events' outbox
+//! (`partner_events`, see `crate::events`), the request codes an
+//! administrator hands a partner (`partner_request_codes`: only a SHA-256
+//! of each code) and the index of access requests by account. It owns DDL
+//! only: the queries are in `sqlite` and `postgres`.
 
 use partnergate_core::store::Migration;
 
 /// Every migration of the orchestrator, in order (names never change).
-pub const MIGRATIONS: &[Migration] = &[REGISTRY, EVENTS];
+pub const MIGRATIONS: &[Migration] = &[REGISTRY, EVENTS, REQUESTS];
 
 const REGISTRY: Migration = Migration {
     name: "orchestrator.1.registry",
@@ -106,4 +108,38 @@ const EVENTS: Migration = Migration {
         CREATE INDEX IF NOT EXISTS partner_events_pending
             ON partner_events(account, seq) WHERE status = 'pending';
         CREATE INDEX IF NOT EXISTS partner_events_by_status ON partner_events(status, pos);",
+};
+
+/// The request codes (a hash of each, bound to its account) and the
+/// index of access requests (`PartnerRequest` entities) by account.
+const REQUESTS: Migration = Migration {
+    name: "orchestrator.3.partner_requests",
+    sqlite: "CREATE TABLE IF NOT EXISTS partner_request_codes (
+            hash TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER,
+            used_by TEXT
+        );
+        CREATE INDEX IF NOT EXISTS partner_request_codes_by_account
+            ON partner_request_codes(account, expires_at);
+        CREATE INDEX IF NOT EXISTS entities_requests_by_account
+            ON entities(json_extract(json, '$.attrs.account.__entity.id'))
+            WHERE entity_type = 'PartnerRequest';",
+    postgres: "CREATE TABLE IF NOT EXISTS partner_request_codes (
+            hash TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            used_at BIGINT,
+            used_by TEXT
+        );
+        CREATE INDEX IF NOT EXISTS partner_request_codes_by_account
+            ON partner_request_codes(account, expires_at);
+        CREATE INDEX IF NOT EXISTS entities_requests_by_account
+            ON entities ((json::jsonb #>> '{attrs,account,__entity,id}'))
+            WHERE entity_type = 'PartnerRequest';",
 };

@@ -25,6 +25,8 @@ pub struct Orchestrator {
     pub(crate) authz: Authz,
     pub(crate) store: Arc<dyn OrchestratorStore>,
     pub(crate) rules: Arc<QuotaRules>,
+    /// Wrong request codes lately, per account and per person and account.
+    pub(crate) code_attempts: crate::attempts::Attempts,
 }
 
 impl Orchestrator {
@@ -38,6 +40,7 @@ impl Orchestrator {
             authz,
             store,
             rules,
+            code_attempts: crate::attempts::Attempts::new(crate::attempts::HOUR_MS),
         }
     }
 
@@ -77,17 +80,26 @@ impl Orchestrator {
         schema: Option<&cedar_policy::Schema>,
         u: &UserView,
     ) -> Result<EntityRecord, OrchestratorError> {
-        let json = u.to_entity_json();
+        Self::entity_record(schema, u.to_entity_json(), ("User", "user"))
+    }
+
+    /// Entity JSON of `entity_type` as a record, validated against the
+    /// schema (a failure names `field`).
+    pub(crate) fn entity_record(
+        schema: Option<&cedar_policy::Schema>,
+        json: serde_json::Value,
+        (entity_type, field): (&str, &'static str),
+    ) -> Result<EntityRecord, OrchestratorError> {
         let entity = Entity::from_json_value(json.clone(), schema).map_err(|e| {
             OrchestratorError::Invalid {
                 code: InvalidCode::User,
-                field: "user",
+                field,
                 message: e.to_string(),
             }
         })?;
         Ok(EntityRecord {
             uid: entity.uid().to_string(),
-            entity_type: "User".into(),
+            entity_type: entity_type.into(),
             json: json.to_string(),
         })
     }

@@ -10,7 +10,8 @@
 use postgres::Transaction;
 
 use super::store::{
-    gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp, WriteLocks,
+    gather_companies, AccountTx, OrchestratorStore, RegistryCompany, StoredCode, TxOp, WriteLocks,
+    CODES_KEPT_MS,
 };
 use crate::error::OrchestratorError;
 use partnergate_core::store::postgres::{
@@ -50,23 +51,31 @@ struct Tx<'a, 'b> {
     accounts: &'a [String],
 }
 
+// The literal `entity_type` lets each query use its partial index.
+const ACCOUNT_USERS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'User'
+       AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
+     ORDER BY uid";
+const ACCOUNT_REQUESTS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'PartnerRequest'
+       AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
+     ORDER BY uid";
+
+impl Tx<'_, '_> {
+    /// The records `sql` (one of the queries above) selects for `account`.
+    fn of_account(&mut self, sql: &str, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        let rows = self.tx.query(sql, &[&account]).map_err(backend)?;
+        Ok(rows.iter().map(record).collect())
+    }
+}
+
 impl AccountTx for Tx<'_, '_> {
     fn holds_account(&self, account: &str) -> bool {
         self.accounts.iter().any(|a| a == account)
     }
 
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
-        let rows = self
-            .tx
-            .query(
-                "SELECT uid, entity_type, json FROM entities
-                 WHERE entity_type = 'User'
-                   AND (json::jsonb #>> '{attrs,account,__entity,id}') = $1
-                 ORDER BY uid",
-                &[&account],
-            )
-            .map_err(backend)?;
-        Ok(rows.iter().map(record).collect())
+        self.of_account(ACCOUNT_USERS, account)
     }
 
     fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError> {
@@ -86,6 +95,65 @@ impl AccountTx for Tx<'_, '_> {
             .query_opt(COMPANY_OF_EMAIL, &[&email])
             .map_err(backend)?;
         Ok(row.as_ref().map(company))
+    }
+
+    fn account_requests(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        self.of_account(ACCOUNT_REQUESTS, account)
+    }
+
+    fn open_request_codes(
+        &mut self,
+        account: &str,
+        now: i64,
+    ) -> Result<Vec<StoredCode>, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT hash, account, created_by, created_at, expires_at FROM partner_request_codes
+                 WHERE account = $1 AND used_at IS NULL AND expires_at > $2 ORDER BY created_at",
+                &[&account, &now],
+            )
+            .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredCode {
+                hash: r.get(0),
+                account: r.get(1),
+                created_by: r.get(2),
+                created_at: r.get(3),
+                expires_at: r.get(4),
+            })
+            .collect())
+    }
+
+    fn add_request_code(&mut self, c: &StoredCode) -> Result<(), StoreError> {
+        // Codes long dead are forgotten as new ones are made.
+        self.tx
+            .execute(
+                "DELETE FROM partner_request_codes WHERE account = $1 AND expires_at < $2",
+                &[&c.account, &c.created_at.saturating_sub(CODES_KEPT_MS)],
+            )
+            .map_err(backend)?;
+        self.tx
+            .execute(
+                "INSERT INTO partner_request_codes (hash, account, created_by, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&c.hash, &c.account, &c.created_by, &c.created_at, &c.expires_at],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn use_request_code(&mut self, hash: &str, now: i64, by: &str) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .execute(
+                "UPDATE partner_request_codes SET used_at = $2, used_by = $3
+                 WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+                &[&hash, &now, &by],
+            )
+            .map_err(backend)?;
+        Ok(n == 1)
     }
 
     fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {

@@ -40,6 +40,27 @@ pub struct Quotas {
     /// the pack on every reload).
     #[serde(default)]
     pub default_partner_scopes: Option<Vec<String>>,
+    /// A partner's access request needs a request code an administrator
+    /// of the account made (so nobody is asked who did not hand one out).
+    #[serde(default = "default_true")]
+    pub request_code_required: bool,
+    /// An unanswered access request expires this many days after it was made.
+    #[serde(default = "default_request_ttl_days")]
+    pub request_ttl_days: u32,
+    /// A request code stops working this many days after it was made.
+    #[serde(default = "default_request_code_ttl_days")]
+    pub request_code_ttl_days: u32,
+}
+
+/// Longest accepted `request_ttl_days` and `request_code_ttl_days`.
+pub const MAX_REQUEST_DAYS: u32 = 365;
+
+fn default_request_ttl_days() -> u32 {
+    30
+}
+
+fn default_request_code_ttl_days() -> u32 {
+    7
 }
 
 /// Longest accepted `max_access_days` (100 years: a guard against typos).
@@ -64,6 +85,9 @@ impl Default for Quotas {
             max_access_days: default_max_access_days(),
             require_access_end: false,
             default_partner_scopes: None,
+            request_code_required: true,
+            request_ttl_days: default_request_ttl_days(),
+            request_code_ttl_days: default_request_code_ttl_days(),
         }
     }
 }
@@ -128,6 +152,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Quotas, Box<Problem>> {
                 q.max_access_days
             ),
         ));
+    }
+    for (key, days) in [
+        ("request_ttl_days", q.request_ttl_days),
+        ("request_code_ttl_days", q.request_code_ttl_days),
+    ] {
+        if days == 0 || days > MAX_REQUEST_DAYS {
+            return Err(problem(
+                line_of(key),
+                Some(1),
+                format!("field `{key}`: {days} is not between 1 and {MAX_REQUEST_DAYS}"),
+            ));
+        }
     }
     Ok(q)
 }

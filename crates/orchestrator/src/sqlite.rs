@@ -6,7 +6,8 @@
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::store::{
-    gather_companies, AccountTx, OrchestratorStore, RegistryCompany, TxOp, WriteLocks,
+    gather_companies, AccountTx, OrchestratorStore, RegistryCompany, StoredCode, TxOp, WriteLocks,
+    CODES_KEPT_MS,
 };
 use crate::error::OrchestratorError;
 use partnergate_core::store::sqlite::SqliteStore;
@@ -48,6 +49,27 @@ fn company_of_email(
         .optional()?)
 }
 
+// The literal `entity_type` lets each query use its partial index.
+const ACCOUNT_USERS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'User'
+       AND json_extract(json, '$.attrs.account.__entity.id') = ?1
+     ORDER BY rowid";
+const ACCOUNT_REQUESTS: &str = "SELECT uid, entity_type, json FROM entities
+     WHERE entity_type = 'PartnerRequest'
+       AND json_extract(json, '$.attrs.account.__entity.id') = ?1
+     ORDER BY rowid";
+
+/// The records `sql` (one of the queries above) selects for `account`.
+fn of_account(
+    tx: &Transaction<'_>,
+    sql: &str,
+    account: &str,
+) -> Result<Vec<EntityRecord>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![account], record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 impl AccountTx for Tx<'_> {
     fn holds_account(&self, _account: &str) -> bool {
         // `BEGIN IMMEDIATE`: no other write runs beside this one.
@@ -55,14 +77,7 @@ impl AccountTx for Tx<'_> {
     }
 
     fn account_users(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT uid, entity_type, json FROM entities
-             WHERE entity_type = 'User'
-               AND json_extract(json, '$.attrs.account.__entity.id') = ?1
-             ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map(params![account], record)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        of_account(self.tx, ACCOUNT_USERS, account)
     }
 
     fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError> {
@@ -75,6 +90,55 @@ impl AccountTx for Tx<'_> {
 
     fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
         company_of_email(self.tx, email)
+    }
+
+    fn account_requests(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        of_account(self.tx, ACCOUNT_REQUESTS, account)
+    }
+
+    fn open_request_codes(
+        &mut self,
+        account: &str,
+        now: i64,
+    ) -> Result<Vec<StoredCode>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT hash, account, created_by, created_at, expires_at FROM partner_request_codes
+             WHERE account = ?1 AND used_at IS NULL AND expires_at > ?2 ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map(params![account, now], |r| {
+            Ok(StoredCode {
+                hash: r.get(0)?,
+                account: r.get(1)?,
+                created_by: r.get(2)?,
+                created_at: r.get(3)?,
+                expires_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn add_request_code(&mut self, c: &StoredCode) -> Result<(), StoreError> {
+        // Codes long dead are forgotten as new ones are made: the table
+        // holds what the bound on open codes lets through, no more.
+        self.tx.execute(
+            "DELETE FROM partner_request_codes WHERE account = ?1 AND expires_at < ?2",
+            params![c.account, c.created_at.saturating_sub(CODES_KEPT_MS)],
+        )?;
+        self.tx.execute(
+            "INSERT INTO partner_request_codes (hash, account, created_by, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.hash, c.account, c.created_by, c.created_at, c.expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn use_request_code(&mut self, hash: &str, now: i64, by: &str) -> Result<bool, StoreError> {
+        let n = self.tx.execute(
+            "UPDATE partner_request_codes SET used_at = ?2, used_by = ?3
+             WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+            params![hash, now, by],
+        )?;
+        Ok(n == 1)
     }
 
     fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {

@@ -32,6 +32,27 @@ pub struct RegistryCompany {
     pub emails: Vec<String>,
 }
 
+/// How long a dead (expired) request code is kept before it is forgotten:
+/// 30 days, so the table never grows past what the bound on open codes
+/// lets through in that time.
+pub const CODES_KEPT_MS: i64 = 30 * 86_400_000;
+
+/// A request code as stored: the SHA-256 of the code (hex), never the
+/// code itself, its account and its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCode {
+    /// The SHA-256 of the normalised code, lower-case hex.
+    pub hash: String,
+    /// The account the code opens a request to.
+    pub account: String,
+    /// Who made it (`User::"owner"`).
+    pub created_by: String,
+    /// When it was made (ms since the epoch).
+    pub created_at: i64,
+    /// When it stops working (ms since the epoch).
+    pub expires_at: i64,
+}
+
 /// What one operation locks on a store that locks per account (PostgreSQL):
 /// the accounts it names and the accounts of the users it names (its
 /// actor, the user it changes), which the store reads inside the
@@ -74,6 +95,19 @@ pub trait AccountTx {
     fn entity(&mut self, uid: &str) -> Result<Option<EntityRecord>, StoreError>;
     /// The registry company an email (lower case) belongs to; `emails` is left empty.
     fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError>;
+    /// Every `PartnerRequest` entity of `account` (any status), as stored now.
+    fn account_requests(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError>;
+    /// The request codes of `account` not used and not expired at `now`.
+    fn open_request_codes(
+        &mut self,
+        account: &str,
+        now: i64,
+    ) -> Result<Vec<StoredCode>, StoreError>;
+    /// Store a new request code (its hash).
+    fn add_request_code(&mut self, code: &StoredCode) -> Result<(), StoreError>;
+    /// Mark the code of `hash` used at `now` by `by`; false when it was
+    /// not open (used already): single use.
+    fn use_request_code(&mut self, hash: &str, now: i64, by: &str) -> Result<bool, StoreError>;
     /// The remembered answer of an `Idempotency-Key` (not expired), as stored now.
     fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError>;
     /// Remember an `Idempotency-Key`'s answer with this transaction's writes.

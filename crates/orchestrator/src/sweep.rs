@@ -1,5 +1,6 @@
-//! The sweep of ended partner access: a background thread that runs
-//! [`crate::ScopedWrites::end_expired`] at start and then at a fixed interval, so an
+//! The sweep of ended partner access and unanswered requests: a background
+//! thread that runs [`crate::ScopedWrites::end_expired`] and
+//! [`crate::ScopedWrites::expire_requests`] at start and then at a fixed interval, so an
 //! access is marked ended (its seat freed in the store, a change record by
 //! `system`) at most one interval after its end. Seat checks never wait for
 //! it: they count an ended access as free already. A restart loses nothing
@@ -88,6 +89,18 @@ fn sweep_until_stopped(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "partner sweep failed; retrying at the next interval");
+            }
+        }
+        match orchestrator.with(WriteScope::default()).expire_requests() {
+            Ok(expired) if !expired.is_empty() => {
+                tracing::info!(
+                    expired = expired.len(),
+                    "partner sweep: requests expired unanswered"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "partner request sweep failed; retrying at the next interval");
             }
         }
         match stopped.recv_timeout(every) {

@@ -1,6 +1,6 @@
 //! What the orchestrator answers: a user of the employees list
 //! ([`ListedUser`]), an account's seat counts ([`Seats`]), a write's
-//! [`Outcome`]; and the reading of a stored `User` entity into a
+//! [`Outcome`] (a request write's [`RequestOutcome`]); and the reading of a stored `User` entity into a
 //! [`UserView`] (here, so the views in `user` never name the errors).
 //! Plain data: it never knows the store, the policies or the transport.
 
@@ -41,6 +41,10 @@ pub struct Seats {
     /// clients knew before suspensions.
     #[serde(skip_serializing_if = "is_zero")]
     pub suspended_partners: usize,
+    /// Access requests waiting for an administrator's answer (left out
+    /// when none is).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pending_requests: usize,
     /// The serving `max_active_partners`: most partner seats per account.
     pub partner_limit: u32,
 }
@@ -58,6 +62,32 @@ pub struct Outcome {
     /// The partner dismissed by `replace` in the same transaction, as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dismissed: Option<UserView>,
+}
+
+/// The result of a request write: the request as written, and for an
+/// approval the partner it made (and the partner it dismissed, if any).
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestOutcome {
+    /// The request after the change.
+    pub request: crate::request::RequestView,
+    /// The partner an approval made, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+    /// The partner dismissed by `replace` in the same transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dismissed: Option<UserView>,
+}
+
+/// A new request code: shown only in the answer that made it (only its
+/// hash is stored).
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeOutcome {
+    /// The account it opens a request to.
+    pub account: String,
+    /// The code to hand to the partner (`XXXX-XXXX-XXXX`).
+    pub code: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
 }
 
 // Reading a stored user is the orchestrator's, so the views in `user.rs`

@@ -29,8 +29,8 @@ use partnergate_core::store::EntityRecord;
 /// before waiting for the lock could be older than a commit it follows).
 /// The operation emits its lifecycle events through the [`WriteTx`] it
 /// gets ([`WriteTx::emit`]): they are written with its records.
-pub(crate) type OutcomeOp<'a> = dyn FnMut(&mut WriteTx<'_>, i64) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError>
-    + 'a;
+pub(crate) type OutcomeOp<'a, O = Outcome> =
+    dyn FnMut(&mut WriteTx<'_>, i64) -> Result<(Vec<EntityRecord>, O), OrchestratorError> + 'a;
 
 /// The orchestrator's write operations bound to one caller's
 /// [`WriteScope`] (its deadline, `Idempotency-Key` and request id), made by
@@ -85,14 +85,14 @@ impl ScopedWrites<'_> {
     /// and the scope's request id. Under the [`WriteScope`], the transaction
     /// first stops on a remembered `Idempotency-Key` or a passed deadline,
     /// and remembers the key's answer (the outcome) with the writes.
-    pub(crate) fn commit(
+    pub(crate) fn commit<O: serde::Serialize>(
         &self,
         (operation, actor): (&str, &str),
         decided: &AllowDecisions,
         mut locks: WriteLocks,
-        op: &mut OutcomeOp<'_>,
+        op: &mut OutcomeOp<'_, O>,
         schema: Option<&cedar_policy::Schema>,
-    ) -> Result<Outcome, OrchestratorError> {
+    ) -> Result<O, OrchestratorError> {
         // The actor's account is locked too: the answers rest on its row.
         if actor.starts_with("User::") {
             locks.users.push(actor.to_string());

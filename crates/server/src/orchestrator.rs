@@ -48,6 +48,13 @@ pub fn routes() -> Routes {
                 )
                 .route("/v1/users/{id}/partner-access/resume", post(resume_access))
                 .route(
+                    "/v1/accounts/{id}/partner-request-codes",
+                    post(create_request_code),
+                )
+                .route("/v1/accounts/{id}/partner-requests", post(request_access))
+                .route("/v1/partner-requests/{id}/approve", post(approve_request))
+                .route("/v1/partner-requests/{id}/decline", post(decline_request))
+                .route(
                     "/v1/users/{id}/admin",
                     put(grant_admin).delete(revoke_admin),
                 )
@@ -60,6 +67,7 @@ pub fn routes() -> Routes {
                 .route("/v1/accounts/{id}/partners", get(list_partners))
                 .route("/v1/accounts/{id}/users", get(list_users))
                 .route("/v1/accounts/{id}/seats", get(seats))
+                .route("/v1/accounts/{id}/partner-requests", get(list_requests))
                 .route("/v1/partner-companies", get(list_companies)),
         )
         .with(
@@ -85,13 +93,25 @@ pub fn routes() -> Routes {
         end_access,
         suspend_access,
         resume_access,
+        create_request_code,
+        request_access,
+        list_requests,
+        approve_request,
+        decline_request,
         partner_activity,
         grant_admin,
         revoke_admin,
         list_companies,
         put_company
     ),
-    components(schemas(InviteBody, ActorBody, RenewBody, CompanyBody))
+    components(schemas(
+        InviteBody,
+        ActorBody,
+        RenewBody,
+        CompanyBody,
+        RequestBody,
+        ApproveBody
+    ))
 )]
 pub struct Doc;
 
@@ -101,12 +121,15 @@ impl From<OrchestratorError> for AppError {
             OrchestratorError::InvalidEmail { .. } | OrchestratorError::NotCertified { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            OrchestratorError::RequestCode(_) => StatusCode::FORBIDDEN,
+            OrchestratorError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             OrchestratorError::Invalid {
                 code:
                     InvalidCode::Replace
                     | InvalidCode::Access
                     | InvalidCode::AccessTooLong
-                    | InvalidCode::UnknownScope,
+                    | InvalidCode::UnknownScope
+                    | InvalidCode::AccessWidened,
                 ..
             } => StatusCode::UNPROCESSABLE_ENTITY,
             OrchestratorError::Denied { .. } => StatusCode::FORBIDDEN,
@@ -205,6 +228,34 @@ pub(super) struct RenewBody {
     /// The new end (RFC 3339); not with `duration`.
     expires_at: Option<String>,
     /// The new length from now (`90d`, ...).
+    duration: Option<String>,
+}
+
+/// A partner's access request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RequestBody {
+    /// The person asking: an email of a certified Gold company of the
+    /// registry (the calling service vouches for it, as for an actor).
+    email: String,
+    /// The request code an administrator of the account made.
+    code: Option<String>,
+    /// The scopes asked for (absent: the default set).
+    scopes: Option<Vec<String>>,
+    /// The length asked for, from the approval (`90d`, `36h`).
+    duration: Option<String>,
+}
+
+/// An approval: optionally narrower scopes, a shorter length, a partner
+/// to dismiss when the seats are full.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApproveBody {
+    actor: String,
+    replace: Option<String>,
+    /// Fewer scopes than asked for (never others).
+    scopes: Option<Vec<String>>,
+    /// A shorter length than asked for (never longer).
     duration: Option<String>,
 }
 
@@ -516,6 +567,73 @@ pub(super) async fn resume_access(Path(user): Path<String>, w: WriteRequest) -> 
     b.no_access("not accepted when resuming an access")?;
     w.run(StatusCode::OK, move |o| {
         o.resume(&user, &b.actor).map(outcome)
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{id}/partner-request-codes", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = ActorBody,
+    responses((status = 201, description = "a new request code, shown only in this answer (single use, it expires)"), WriteRefusals))]
+pub(super) async fn create_request_code(Path(account): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when making a request code")?;
+    b.no_access("not accepted when making a request code")?;
+    w.run(StatusCode::CREATED, move |o| {
+        o.create_request_code(&account, &b.actor).map(|c| json!(c))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{id}/partner-requests", tag = "orchestrator", params(("id" = String, Path, description = "the account id")), request_body = RequestBody,
+    responses((status = 201, description = "the pending request"), (status = 403, description = "no open request code of the account, or denied by the policies"), (status = 429, description = "too many wrong request codes lately"), WriteRefusals))]
+pub(super) async fn request_access(Path(account): Path<String>, w: WriteRequest) -> Answer {
+    let b: RequestBody = w.json()?;
+    let ask = AccessRequest {
+        expires_at: None,
+        duration: b.duration.clone(),
+        scopes: b.scopes.clone(),
+    };
+    w.run(StatusCode::CREATED, move |o| {
+        o.request_access(&account, &b.email, b.code.as_deref(), &ask)
+            .map(|r| json!(r))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/partner-requests", tag = "orchestrator", params(("id" = String, Path, description = "the account id")),
+    responses((status = 200, description = "the account's access requests, newest first"), (status = 401, description = "no token (with --protect-queries)"), (status = 404, description = "no such account"), (status = 503, description = "the store is unavailable")))]
+pub(super) async fn list_requests(
+    State(state): State<Arc<AppState>>,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let a = account.clone();
+    let requests = blocking(&state, move |o| o.requests(&a)).await?;
+    Ok(Json(json!({"account": account, "requests": requests})))
+}
+
+#[utoipa::path(post, path = "/v1/partner-requests/{id}/approve", tag = "orchestrator", params(("id" = String, Path, description = "the request id")), request_body = ApproveBody,
+    responses((status = 200, description = "the request approved and the partner it made (active)"), WriteRefusals))]
+pub(super) async fn approve_request(Path(request): Path<String>, w: WriteRequest) -> Answer {
+    let b: ApproveBody = w.json()?;
+    let narrowed = AccessRequest {
+        expires_at: None,
+        duration: b.duration.clone(),
+        scopes: b.scopes.clone(),
+    };
+    w.run(StatusCode::OK, move |o| {
+        o.approve_request(&request, &b.actor, (b.replace.as_deref(), &narrowed))
+            .map(|r| json!(r))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/partner-requests/{id}/decline", tag = "orchestrator", params(("id" = String, Path, description = "the request id")), request_body = ActorBody,
+    responses((status = 200, description = "the request declined"), WriteRefusals))]
+pub(super) async fn decline_request(Path(request): Path<String>, w: WriteRequest) -> Answer {
+    let b: ActorBody = w.json()?;
+    no_replace(&b.replace, "not accepted when declining a request")?;
+    b.no_access("not accepted when declining a request")?;
+    w.run(StatusCode::OK, move |o| {
+        o.decline_request(&request, &b.actor).map(|r| json!(r))
     })
     .await
 }

@@ -211,6 +211,23 @@ fn app_state(
     }
 }
 
+/// The webhook delivery of the partner lifecycle events, when endpoints
+/// are configured; its lease owner names the replica and this process.
+fn start_delivering(sidecar: &Sidecar, replica: &str) -> Option<crate::webhooks::Delivering> {
+    sidecar.webhooks.clone().map(|w| {
+        tracing::info!(
+            endpoints = w.endpoints.len(),
+            "webhooks: delivering partner lifecycle events"
+        );
+        let owner = format!(
+            "{replica}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        crate::webhooks::Delivering::start(sidecar.state.orchestrator.clone(), w, owner)
+    })
+}
+
 /// Run the sidecar until SIGTERM or Ctrl-C; SIGHUP forces a reload.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if config.max_body_bytes_in_flight < config.max_body_bytes {
@@ -252,19 +269,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let budget = conn::BodyBudget::new(config.max_body_bytes_in_flight);
 
     spawn_sighup_reload(sidecar.state.clone());
-    let delivering = sidecar.webhooks.clone().map(|w| {
-        tracing::info!(
-            endpoints = w.endpoints.len(),
-            "webhooks: delivering partner lifecycle events"
-        );
-        let owner = format!(
-            "{}-{}-{:08x}",
-            config.replica,
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        crate::webhooks::Delivering::start(sidecar.state.orchestrator.clone(), w, owner)
-    });
+    let delivering = start_delivering(&sidecar, &config.replica);
     let (grpc_stop, grpc) =
         spawn_ext_authz(&config, &sidecar.state, limits, &slots, &budget).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

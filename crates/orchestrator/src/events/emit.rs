@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::events::kind::EventKind;
 use crate::events::outbox::NewEvent;
-use crate::store::{AccountTx, RegistryCompany};
+use crate::store::{AccountTx, RegistryCompany, StoredCode};
 use crate::user::UserView;
 use partnergate_core::store::{EntityRecord, KeptChange, Remembered, StoreError};
 
@@ -78,6 +78,22 @@ impl AccountTx for WriteTx<'_> {
     }
     fn company_of_email(&mut self, email: &str) -> Result<Option<RegistryCompany>, StoreError> {
         self.inner.company_of_email(email)
+    }
+    fn account_requests(&mut self, account: &str) -> Result<Vec<EntityRecord>, StoreError> {
+        self.inner.account_requests(account)
+    }
+    fn open_request_codes(
+        &mut self,
+        account: &str,
+        now: i64,
+    ) -> Result<Vec<StoredCode>, StoreError> {
+        self.inner.open_request_codes(account, now)
+    }
+    fn add_request_code(&mut self, code: &StoredCode) -> Result<(), StoreError> {
+        self.inner.add_request_code(code)
+    }
+    fn use_request_code(&mut self, hash: &str, now: i64, by: &str) -> Result<bool, StoreError> {
+        self.inner.use_request_code(hash, now, by)
     }
     fn recall(&mut self, key: &str) -> Result<Option<Remembered>, StoreError> {
         self.inner.recall(key)

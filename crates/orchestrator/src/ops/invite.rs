@@ -2,7 +2,7 @@
 //! invitee's acceptance (a partner verified against the registry then). It
 //! never knows HTTP or the command line.
 
-use crate::access::AccessRequest;
+use crate::access::{Access, AccessRequest};
 use crate::allowed::AllowDecisions;
 use crate::error::{ConflictCode, OrchestratorError};
 use crate::events::EventKind;
@@ -10,10 +10,84 @@ use crate::input::{id_of, new_user_id, normalize_email, parse_uid};
 use crate::ops::seat::{end_still_ahead, partner_view, SeatRequest};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
-use crate::store::{AccountTx, WriteLocks};
+use crate::store::{AccountTx, RegistryCompany, WriteLocks};
 use crate::user::UserView;
 use crate::view::Outcome;
 use crate::write::{users_in, ScopedWrites};
+use partnergate_core::store::EntityRecord;
+
+/// A partner given a seat by email: by an invitation (invited, verified
+/// when accepted) or an approved request (active and verified at once).
+pub(crate) struct NewPartner<'a> {
+    pub(crate) account: &'a str,
+    pub(crate) email: &'a str,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) replace: Option<&'a str>,
+    /// The certified registry company the policies were asked about.
+    pub(crate) asked: Option<&'a RegistryCompany>,
+    pub(crate) access: &'a Access,
+    /// Active and verified now (an approved request), else invited.
+    pub(crate) active: bool,
+}
+
+impl Orchestrator {
+    /// Inside a write's transaction, at its clock reading `now`: the seat
+    /// rules for `p` (seat free or `replace` given, one company, certified
+    /// email, registry unchanged, end still ahead), then the partner user
+    /// (a dismissed user of the same email keeps its id) and the partner
+    /// it replaces, as records to write.
+    pub(crate) fn seat_new_partner(
+        &self,
+        tx: &mut dyn AccountTx,
+        schema: Option<&cedar_policy::Schema>,
+        p: &NewPartner<'_>,
+        now: i64,
+    ) -> Result<(Vec<EntityRecord>, Outcome), OrchestratorError> {
+        let (account, email) = (p.account, p.email);
+        let users = users_in(tx, account)?;
+        let existing = users.iter().find(|u| u.email == email);
+        if let Some(u) = existing.filter(|u| u.status != UserStatus::Dismissed) {
+            return Err(OrchestratorError::Conflict {
+                code: ConflictCode::AlreadyMember,
+                message: format!(
+                    "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
+                    u.id, u.status
+                ),
+            });
+        }
+        let (company, dismissed) = self.seat_checks(
+            tx,
+            &users,
+            &SeatRequest {
+                account,
+                email,
+                subject: existing.map(|u| u.id.as_str()),
+                replace: p.replace,
+                asked: p.asked,
+            },
+            now,
+        )?;
+        end_still_ahead(p.access.expires_at, now)?;
+        let user = UserView {
+            id: existing.map_or_else(|| new_user_id(email, p.name), |u| u.id.clone()),
+            email: email.to_string(),
+            account: account.to_string(),
+            status: if p.active {
+                UserStatus::Active
+            } else {
+                UserStatus::Invited
+            },
+            is_admin: existing.is_some_and(|u| u.is_admin),
+            two_factor: true,
+            partner: Some(partner_view(company.id, p.active, p.access)),
+        };
+        let mut writes = vec![Orchestrator::record(schema, &user)?];
+        if let Some(d) = &dismissed {
+            writes.push(Orchestrator::record(schema, d)?);
+        }
+        Ok((writes, Outcome { user, dismissed }))
+    }
+}
 
 impl ScopedWrites<'_> {
     /// Invite a partner by email into `account` (optionally dismissing
@@ -39,13 +113,9 @@ impl ScopedWrites<'_> {
             "invite_partner",
             &account_uid,
             &account_uid,
-            (&email, &access),
+            (&email, access.context()),
         )?;
-        let mut decided = AllowDecisions::by(by);
-        if let Some(r) = &replace_uid {
-            let id = self.ask(&actor, "dismiss_user", r, None)?;
-            decided.others.push((r.to_string(), id));
-        }
+        let decided = self.with_replace(&actor, by, replace_uid.as_ref())?;
         let replace_id = replace_uid.as_ref().map(id_of);
         let pack = self.authz.evaluator().current();
         let schema = pack.schema.as_ref();
@@ -54,46 +124,21 @@ impl ScopedWrites<'_> {
             &decided,
             WriteLocks::account(&account),
             &mut |tx, now| {
-                let users = users_in(tx, &account)?;
-                let existing = users.iter().find(|u| u.email == email);
-                if let Some(u) = existing.filter(|u| u.status != UserStatus::Dismissed) {
-                    return Err(OrchestratorError::Conflict {
-                        code: ConflictCode::AlreadyMember,
-                        message: format!(
-                            "{email} is already a user of account `{account}` ({}, status {}); to make them a partner use partner access",
-                            u.id, u.status
-                        ),
-                    });
-                }
-                let (company, dismissed) = self.seat_checks(
-                    tx,
-                    &users,
-                    &SeatRequest {
-                        account: &account,
-                        email: &email,
-                        subject: existing.map(|u| u.id.as_str()),
-                        replace: replace_id.as_deref(),
-                        asked: asked.as_ref(),
-                    },
-                    now,
-                )?;
-                end_still_ahead(access.expires_at, now)?;
-                let user = UserView {
-                    id: existing.map_or_else(|| new_user_id(&email, name), |u| u.id.clone()),
-                    email: email.clone(),
-                    account: account.clone(),
-                    status: UserStatus::Invited,
-                    is_admin: existing.is_some_and(|u| u.is_admin),
-                    two_factor: true,
-                    partner: Some(partner_view(company.id, false, &access)),
+                let partner = NewPartner {
+                    account: &account,
+                    email: &email,
+                    name,
+                    replace: replace_id.as_deref(),
+                    asked: asked.as_ref(),
+                    access: &access,
+                    active: false,
                 };
-                let mut writes = vec![Orchestrator::record(schema, &user)?];
-                tx.emit(EventKind::Invited, &user);
-                if let Some(d) = &dismissed {
-                    writes.push(Orchestrator::record(schema, d)?);
+                let (writes, outcome) = self.seat_new_partner(tx, schema, &partner, now)?;
+                tx.emit(EventKind::Invited, &outcome.user);
+                if let Some(d) = &outcome.dismissed {
                     tx.emit(EventKind::Replaced, d);
                 }
-                Ok((writes, Outcome { user, dismissed }))
+                Ok((writes, outcome))
             },
             schema,
         )?;

@@ -60,6 +60,7 @@ impl Orchestrator {
     /// Seat counts: partners are neither paid users nor administrators.
     pub fn seats(&self, account: &str) -> Result<Seats, OrchestratorError> {
         let users = self.account_users(account)?;
+        let requests = self.requests(account).unwrap_or_default();
         let now = self.now(); // after the read, as in `users`
         let holding: Vec<&UserView> = users
             .iter()
@@ -77,6 +78,7 @@ impl Orchestrator {
                 .iter()
                 .filter(|u| u.holds_partner_seat(now) && u.is_suspended())
                 .count(),
+            pending_requests: requests.iter().filter(|r| r.open_at(now)).count(),
             partner_limit: self.rules.current().max_active_partners,
         })
     }

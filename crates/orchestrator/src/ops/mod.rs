@@ -1,7 +1,8 @@
 //! The orchestrator's operations, one file per idea, each an `impl` of
 //! [`crate::Orchestrator`] (reads) or [`crate::ScopedWrites`] (writes): the
 //! partner seat's question and counting rules (`seat`), invitations
-//! (`invite`), partner access (`partner`), its suspension (`suspend`), a
+//! (`invite`), access requests a partner makes and an administrator
+//! answers (`request`) and their codes (`request_code`), partner access (`partner`), its suspension (`suspend`), a
 //! user's membership (`membership`),
 //! the registry (`registry`), the listings (`listing`), the system's own
 //! writes the sweep runs (`upkeep`) and its "access ending soon" events
@@ -13,6 +14,8 @@ mod listing;
 mod membership;
 mod partner;
 mod registry;
+mod request;
+mod request_code;
 mod seat;
 mod suspend;
 mod upkeep;

@@ -62,13 +62,9 @@ impl ScopedWrites<'_> {
             "grant_partner_access",
             uid,
             &account_uid,
-            (&email, access),
+            (&email, access.context()),
         )?;
-        let mut decided = AllowDecisions::by(by);
-        if let Some(r) = &replace_uid {
-            let id = self.ask(actor, "dismiss_user", r, None)?;
-            decided.others.push((r.to_string(), id));
-        }
+        let decided = self.with_replace(actor, by, replace_uid.as_ref())?;
         let replace_id = replace_uid.as_ref().map(id_of);
         self.partner_seat_write(
             uid,

@@ -8,7 +8,7 @@ use cedar_policy::EntityUid;
 use serde_json::{json, Value};
 
 use crate::access::Access;
-use crate::allowed::Allowed;
+use crate::allowed::{AllowDecisions, Allowed};
 use crate::error::{ConflictCode, InvalidCode, OrchestratorError};
 use crate::orchestrator::Orchestrator;
 use crate::status::UserStatus;
@@ -108,7 +108,25 @@ impl Orchestrator {
 }
 
 impl ScopedWrites<'_> {
-    /// The policy question for giving partner access to `email`: with the
+    /// The decisions a seat-giving write rests on: `by` for its records
+    /// and, when it dismisses `replace` to free a seat, the actor's
+    /// `dismiss_user` Allow for that partner's record.
+    pub(crate) fn with_replace(
+        &self,
+        actor: &EntityUid,
+        by: Allowed,
+        replace: Option<&EntityUid>,
+    ) -> Result<AllowDecisions, OrchestratorError> {
+        let mut decided = AllowDecisions::by(by);
+        if let Some(r) = replace {
+            let id = self.ask(actor, "dismiss_user", r, None)?;
+            decided.others.push((r.to_string(), id));
+        }
+        Ok(decided)
+    }
+
+    /// The policy question for giving partner access to `email` (`access`:
+    /// the context's `access` record): with the
     /// registry's company as the invitee when the email belongs to a
     /// certified company; otherwise there is no invitee to ask about, and
     /// the actor must at least be allowed to invite users into the account
@@ -119,13 +137,13 @@ impl ScopedWrites<'_> {
         action: &str,
         resource: &EntityUid,
         account: &EntityUid,
-        (email, access): (&str, &Access),
+        (email, access): (&str, Value),
     ) -> Result<(Option<RegistryCompany>, Allowed), OrchestratorError> {
         let certified = self.store.company_of_email(email)?.filter(|c| c.certified);
         let decided = match &certified {
             Some(c) => {
                 let mut context = invitee_context(c);
-                context["access"] = access.context();
+                context["access"] = access;
                 self.ask(actor, action, resource, Some(context))?
             }
             None => self.ask(actor, "invite_user", account, None)?,

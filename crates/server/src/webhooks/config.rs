@@ -130,15 +130,14 @@ impl WebhookConfig {
     /// named and the default one is absent (no webhooks: events wait in
     /// the outbox).
     pub fn load(file: Option<&Path>, data_dir: &Path) -> Result<Option<Self>, WebhookConfigError> {
-        let path = match file {
-            Some(f) => f.to_path_buf(),
-            None => {
-                let p = data_dir.join(DEFAULT_FILE);
-                if !p.exists() {
-                    return Ok(None);
-                }
-                p
+        let path = if let Some(f) = file {
+            f.to_path_buf()
+        } else {
+            let p = data_dir.join(DEFAULT_FILE);
+            if !p.exists() {
+                return Ok(None);
             }
+            p
         };
         let io = |message: String| WebhookConfigError::Io {
             path: path.clone(),
@@ -154,19 +153,31 @@ impl WebhookConfig {
     }
 
     fn from_file(f: File, path: &Path, data_dir: &Path) -> Result<Self, WebhookConfigError> {
+        Ok(WebhookConfig {
+            endpoints: Self::endpoints(f.endpoint, path, data_dir)?,
+            delivery: Self::delivery(&f.delivery, path)?,
+        })
+    }
+
+    /// The endpoints of the file, each checked.
+    fn endpoints(
+        list: Vec<EndpointFile>,
+        path: &Path,
+        data_dir: &Path,
+    ) -> Result<Vec<Endpoint>, WebhookConfigError> {
         let invalid = |field: String, message: String| WebhookConfigError::Invalid {
             path: path.to_path_buf(),
             field,
             message,
         };
-        if f.endpoint.len() > MAX_ENDPOINTS {
+        if list.len() > MAX_ENDPOINTS {
             return Err(invalid(
                 "endpoint".into(),
                 format!("at most {MAX_ENDPOINTS} endpoints"),
             ));
         }
         let mut endpoints: Vec<Endpoint> = Vec::new();
-        for (i, e) in f.endpoint.into_iter().enumerate() {
+        for (i, e) in list.into_iter().enumerate() {
             let field = |f: &str| format!("endpoint[{i}].{f}");
             let good = !e.name.is_empty()
                 && e.name.len() <= 64
@@ -197,16 +208,21 @@ impl WebhookConfig {
                 key,
             });
         }
+        Ok(endpoints)
+    }
+
+    /// The delivery settings of the file, defaults filled, each in range.
+    fn delivery(f: &DeliveryFile, path: &Path) -> Result<Delivery, WebhookConfigError> {
         let d = Delivery::default();
         let ms = Duration::from_millis;
         let delivery = Delivery {
-            max_attempts: f.delivery.max_attempts.unwrap_or(d.max_attempts),
-            backoff_base: f.delivery.backoff_base_ms.map_or(d.backoff_base, ms),
-            backoff_max: f.delivery.backoff_max_ms.map_or(d.backoff_max, ms),
-            connect_timeout: f.delivery.connect_timeout_ms.map_or(d.connect_timeout, ms),
-            timeout: f.delivery.timeout_ms.map_or(d.timeout, ms),
-            concurrency: f.delivery.concurrency.unwrap_or(d.concurrency),
-            poll: f.delivery.poll_ms.map_or(d.poll, ms),
+            max_attempts: f.max_attempts.unwrap_or(d.max_attempts),
+            backoff_base: f.backoff_base_ms.map_or(d.backoff_base, ms),
+            backoff_max: f.backoff_max_ms.map_or(d.backoff_max, ms),
+            connect_timeout: f.connect_timeout_ms.map_or(d.connect_timeout, ms),
+            timeout: f.timeout_ms.map_or(d.timeout, ms),
+            concurrency: f.concurrency.unwrap_or(d.concurrency),
+            poll: f.poll_ms.map_or(d.poll, ms),
         };
         let checks = [
             (
@@ -240,15 +256,13 @@ impl WebhookConfig {
             ),
         ];
         if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(invalid(
-                (*field).into(),
-                "out of range (see docs/events.md)".into(),
-            ));
+            return Err(WebhookConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: (*field).into(),
+                message: "out of range (see docs/events.md)".into(),
+            });
         }
-        Ok(WebhookConfig {
-            endpoints,
-            delivery,
-        })
+        Ok(delivery)
     }
 }
 

@@ -120,7 +120,7 @@ async fn run(
                     }
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "webhooks: cannot read the events outbox; retrying")
+                    tracing::warn!(error = %e, "webhooks: cannot read the events outbox; retrying");
                 }
                 Err(e) => tracing::warn!(error = %e, "webhooks: the outbox read failed"),
             }
@@ -216,13 +216,13 @@ async fn deliver(
     match settled {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
-            tracing::warn!(event = %row.id, "webhooks: the lease of an event passed during its attempt; another process took it over")
+            tracing::warn!(event = %row.id, "webhooks: the lease of an event passed during its attempt; another process took it over");
         }
         Ok(Err(e)) => {
-            tracing::warn!(event = %row.id, error = %e, "webhooks: cannot record an attempt; the event is retried after its lease")
+            tracing::warn!(event = %row.id, error = %e, "webhooks: cannot record an attempt; the event is retried after its lease");
         }
         Err(e) => {
-            tracing::warn!(event = %row.id, error = %e, "webhooks: recording an attempt failed")
+            tracing::warn!(event = %row.id, error = %e, "webhooks: recording an attempt failed");
         }
     }
 }
