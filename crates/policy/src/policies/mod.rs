@@ -218,7 +218,9 @@ mod tests {
             .max()
             .unwrap();
         println!("deepest nesting of the shipped pack: {deepest}");
-        assert!(deepest * 4 <= prescan::DEFAULT_MAX_NESTING, "{deepest}");
+        // At least three times the deepest shipped file (`50-requests.cedar`'s
+        // approval rule, 17): room for an author's own rules of that shape.
+        assert!(deepest * 3 <= prescan::DEFAULT_MAX_NESTING, "{deepest}");
     }
 
     #[test]
