@@ -13,6 +13,7 @@ use crate::events::kind::EventKind;
 use crate::events::outbox::NewEvent;
 use crate::store::{AccountTx, RegistryCompany, StoredCode};
 use crate::user::UserView;
+use crate::view::Outcome;
 use partnergate_core::store::{EntityRecord, KeptChange, Remembered, StoreError};
 
 /// One event an operation emitted, before the write path names its
@@ -53,6 +54,15 @@ impl<'a> WriteTx<'a> {
             detail: None,
             dedupe: None,
         });
+    }
+
+    /// The events of a partner given a seat: `kind` about the partner, and
+    /// `replaced` about the partner a swap dismissed in the same write.
+    pub fn emit_seated(&mut self, kind: EventKind, outcome: &Outcome) {
+        self.emit(kind, &outcome.user);
+        if let Some(d) = &outcome.dismissed {
+            self.emit(EventKind::Replaced, d);
+        }
     }
 
     /// [`WriteTx::emit`] with more payload members or a once-only key.

@@ -134,10 +134,7 @@ impl ScopedWrites<'_> {
                     active: false,
                 };
                 let (writes, outcome) = self.seat_new_partner(tx, schema, &partner, now)?;
-                tx.emit(EventKind::Invited, &outcome.user);
-                if let Some(d) = &outcome.dismissed {
-                    tx.emit(EventKind::Replaced, d);
-                }
+                tx.emit_seated(EventKind::Invited, &outcome);
                 Ok((writes, outcome))
             },
             schema,

@@ -136,12 +136,12 @@ impl ScopedWrites<'_> {
                 partner.suspended = suspended;
                 u.partner = Some(partner);
                 let mut writes = vec![Orchestrator::record(schema, &u)?];
-                tx.emit(EventKind::Granted, &u);
                 if let Some(d) = &dismissed {
                     writes.push(Orchestrator::record(schema, d)?);
-                    tx.emit(EventKind::Replaced, d);
                 }
-                Ok((writes, Outcome { user: u, dismissed }))
+                let outcome = Outcome { user: u, dismissed };
+                tx.emit_seated(EventKind::Granted, &outcome);
+                Ok((writes, outcome))
             },
             schema,
         )?;

@@ -547,10 +547,7 @@ impl ScopedWrites<'_> {
                     active: true,
                 };
                 let (mut writes, o) = self.seat_new_partner(tx, schema, &partner, now)?;
-                tx.emit(EventKind::Approved, &o.user);
-                if let Some(d) = &o.dismissed {
-                    tx.emit(EventKind::Replaced, d);
-                }
+                tx.emit_seated(EventKind::Approved, &o);
                 r.status = RequestStatus::Approved;
                 writes.push(Orchestrator::entity_record(
                     schema,
